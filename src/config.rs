@@ -1,0 +1,369 @@
+//! The AdamW constructor arguments, Keras' defaults and checks (spec §5), and the Keras-compatible
+//! `get_config` / `from_config` JSON (spec §3.1).
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::kwargs::{Kwargs, Num, float_to_json};
+use crate::schedule::Schedule;
+
+/// A hyper-parameter computed by the caller at each step: `step` is the pre-increment iteration
+/// count (the value Keras passes to a schedule). An `Err` carries the caller's reason.
+#[derive(Clone)]
+pub struct Callback(pub Arc<dyn Fn(i64) -> std::result::Result<f64, String> + Send + Sync>);
+
+impl Callback {
+    pub fn new(f: impl Fn(i64) -> std::result::Result<f64, String> + Send + Sync + 'static) -> Self {
+        Callback(Arc::new(f))
+    }
+
+    /// Calls the function; a failure or a non-finite value is a `CallbackFailed` error naming `what`.
+    pub fn eval(&self, what: &str, step: i64) -> Result<f64> {
+        match (self.0)(step) {
+            Ok(x) if x.is_finite() => Ok(x),
+            Ok(x) => Err(Error::CallbackFailed(format!("the {what} callback returned {x} at step {step}"))),
+            Err(reason) => Err(Error::CallbackFailed(format!("the {what} callback failed at step {step}: {reason}"))),
+        }
+    }
+}
+
+impl fmt::Debug for Callback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Callback(..)")
+    }
+}
+
+impl PartialEq for Callback {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// `learning_rate`: a float, one of the six Keras schedules, or a callback evaluated every step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LearningRate {
+    Constant(f64),
+    Schedule(Schedule),
+    Callback(Callback),
+}
+
+/// `beta_1` / `beta_2`: a float, or a callback evaluated every step (an extension: Keras documents
+/// callables here but fails on them).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Beta {
+    Value(f64),
+    Callback(Callback),
+}
+
+/// Every `tf.keras.optimizers.AdamW` constructor argument. Floats are binary64, like Python's;
+/// the optimizer rounds them where Keras does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub name: String,
+    pub learning_rate: LearningRate,
+    pub weight_decay: f64,
+    pub beta_1: Beta,
+    pub beta_2: Beta,
+    pub epsilon: f64,
+    pub amsgrad: bool,
+    /// `None`, zero or a negative value means no clipping (Keras' rule).
+    pub clipnorm: Option<f64>,
+    pub global_clipnorm: Option<f64>,
+    pub clipvalue: Option<f64>,
+    pub use_ema: bool,
+    pub ema_momentum: f64,
+    /// `None` or 0: never overwrite the variables with their averages.
+    pub ema_overwrite_frequency: Option<i64>,
+    /// Requests the device backend. Like Keras without a GPU, it is reported as `false` while
+    /// no device backend is in use.
+    pub jit_compile: bool,
+}
+
+impl Default for Config {
+    /// Keras' defaults.
+    fn default() -> Self {
+        Config {
+            name: "AdamW".into(),
+            learning_rate: LearningRate::Constant(0.001),
+            weight_decay: 0.004,
+            beta_1: Beta::Value(0.9),
+            beta_2: Beta::Value(0.999),
+            epsilon: 1e-7,
+            amsgrad: false,
+            clipnorm: None,
+            global_clipnorm: None,
+            clipvalue: None,
+            use_ema: false,
+            ema_momentum: 0.99,
+            ema_overwrite_frequency: None,
+            jit_compile: true,
+        }
+    }
+}
+
+/// The values of a config's hyper-parameters as of the last step (or creation), which is what
+/// Keras reports for a learning rate (its float32 variable) and what we report for callbacks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CurrentValues {
+    pub learning_rate: f32,
+    pub beta_1: f64,
+    pub beta_2: f64,
+}
+
+impl Config {
+    /// The checks of Keras' constructor, with its messages.
+    pub fn validate(&self) -> Result<()> {
+        if let (Some(c), Some(g)) = (self.clipnorm, self.global_clipnorm) {
+            return Err(Error::InvalidArgument(format!(
+                "At most one of `clipnorm` and `global_clipnorm` can be set. Received: clipnorm={}, global_clipnorm={}.",
+                py_float(c), py_float(g)
+            )));
+        }
+        if self.use_ema {
+            if self.ema_momentum > 1.0 || self.ema_momentum < 0.0 {
+                return Err(Error::InvalidArgument(format!(
+                    "`ema_momentum` must be in the range [0, 1]. Received: ema_momentum={}",
+                    py_float(self.ema_momentum)
+                )));
+            }
+            if let Some(freq) = self.ema_overwrite_frequency.filter(|&f| f != 0) {
+                if freq < 1 {
+                    return Err(Error::InvalidArgument(format!(
+                        "`ema_overwrite_frequency` must be an integer > 1 or None. Received: ema_overwrite_frequency={freq}"
+                    )));
+                }
+            }
+        }
+        if let LearningRate::Schedule(s) = &self.learning_rate {
+            s.validate()?;
+        }
+        if self.name.contains('\0') {
+            return Err(Error::InvalidArgument("`name` must not contain a NUL character".into()));
+        }
+        Ok(())
+    }
+
+    /// The clipping Keras applies: at most one mode, clipnorm before global_clipnorm before
+    /// clipvalue, and only a positive value enables a mode.
+    pub fn clipping(&self) -> Clipping {
+        let positive = |x: Option<f64>| x.filter(|&v| v > 0.0);
+        if let Some(c) = positive(self.clipnorm) {
+            Clipping::Norm(c)
+        } else if let Some(g) = positive(self.global_clipnorm) {
+            Clipping::GlobalNorm(g)
+        } else if let Some(v) = positive(self.clipvalue) {
+            Clipping::Value(v)
+        } else {
+            Clipping::None
+        }
+    }
+
+    /// `get_config()`: Keras' keys in Keras' order.
+    pub fn to_json(&self, current: CurrentValues) -> Value {
+        let opt_float = |x: Option<f64>| x.map_or(Value::Null, float_to_json);
+        let beta = |b: &Beta, value: f64| match b {
+            Beta::Value(x) => float_to_json(*x),
+            Beta::Callback(_) => float_to_json(value),
+        };
+        let learning_rate = match &self.learning_rate {
+            LearningRate::Schedule(s) => s.serialize(),
+            LearningRate::Constant(_) | LearningRate::Callback(_) => float_to_json(current.learning_rate as f64),
+        };
+        let mut m = Map::new();
+        m.insert("name".into(), Value::String(self.name.clone()));
+        m.insert("weight_decay".into(), float_to_json(self.weight_decay));
+        m.insert("clipnorm".into(), opt_float(self.clipnorm));
+        m.insert("global_clipnorm".into(), opt_float(self.global_clipnorm));
+        m.insert("clipvalue".into(), opt_float(self.clipvalue));
+        m.insert("use_ema".into(), Value::Bool(self.use_ema));
+        m.insert("ema_momentum".into(), float_to_json(self.ema_momentum));
+        m.insert("ema_overwrite_frequency".into(), self.ema_overwrite_frequency.map_or(Value::Null, Value::from));
+        // The effective value: no device backend runs the step, as in Keras without a GPU.
+        m.insert("jit_compile".into(), Value::Bool(false));
+        m.insert("is_legacy_optimizer".into(), Value::Bool(false));
+        m.insert("learning_rate".into(), learning_rate);
+        m.insert("beta_1".into(), beta(&self.beta_1, current.beta_1));
+        m.insert("beta_2".into(), beta(&self.beta_2, current.beta_2));
+        m.insert("epsilon".into(), float_to_json(self.epsilon));
+        m.insert("amsgrad".into(), Value::Bool(self.amsgrad));
+        Value::Object(m)
+    }
+
+    /// `AdamW.from_config(config)`: accepts what Keras' `get_config()` writes; missing keys take
+    /// Keras' defaults; unknown keys are Keras' `TypeError`.
+    pub fn from_json(value: Value) -> Result<Self> {
+        let mut k = Kwargs::new("AdamW", value)?;
+        let mut c = Config::default();
+        for deprecated in ["decay", "gradient_aggregator", "gradient_transformers"] {
+            if k.take(deprecated).is_some() {
+                return Err(Error::InvalidArgument(format!(
+                    "{deprecated} is deprecated in the new TF-Keras optimizer, please check the docstring for valid arguments, or use the legacy optimizer, e.g., tf.keras.optimizers.legacy.AdamW."
+                )));
+            }
+        }
+        // Popped silently by Keras: `lr` is ignored (with a warning there), the legacy flag is informational.
+        k.take("lr");
+        k.take("is_legacy_optimizer");
+        if let Some(mesh) = k.take("mesh") {
+            if !mesh.is_null() {
+                return Err(Error::InvalidConfig("`mesh` cannot be given in JSON; sharded state is configured through the API".into()));
+            }
+        }
+        if let Some(name) = k.string("name")? {
+            c.name = name;
+        }
+        match k.take("weight_decay") {
+            None => {}
+            Some(Value::Null) => {
+                return Err(Error::InvalidArgument(
+                    "Missing value of `weight_decay` which is required and must be a float value.".into(),
+                ));
+            }
+            Some(v) => {
+                c.weight_decay = crate::kwargs::float_from_json(&v)
+                    .ok_or_else(|| Error::InvalidConfig(format!("AdamW: `weight_decay` must be a number, got {v}")))?;
+            }
+        }
+        match k.take("learning_rate") {
+            None => {}
+            Some(v @ Value::Object(_)) => c.learning_rate = LearningRate::Schedule(Schedule::deserialize(&v)?),
+            Some(Value::String(s)) if !["NaN", "Infinity", "-Infinity"].contains(&s.as_str()) => {
+                return Err(Error::InvalidConfig(format!("Cannot convert '{s}' to EagerTensor of dtype float")));
+            }
+            Some(v) => {
+                let lr = crate::kwargs::float_from_json(&v)
+                    .ok_or_else(|| Error::InvalidConfig(format!("AdamW: `learning_rate` must be a number or a schedule, got {v}")))?;
+                c.learning_rate = LearningRate::Constant(lr);
+            }
+        }
+        if let Some(b) = k.float("beta_1")? {
+            c.beta_1 = Beta::Value(b);
+        }
+        if let Some(b) = k.float("beta_2")? {
+            c.beta_2 = Beta::Value(b);
+        }
+        if let Some(e) = k.float("epsilon")? {
+            c.epsilon = e;
+        }
+        c.amsgrad = k.bool("amsgrad")?.unwrap_or(c.amsgrad);
+        c.clipnorm = k.float("clipnorm")?;
+        c.global_clipnorm = k.float("global_clipnorm")?;
+        c.clipvalue = k.float("clipvalue")?;
+        c.use_ema = k.bool("use_ema")?.unwrap_or(c.use_ema);
+        c.ema_momentum = k.float("ema_momentum")?.unwrap_or(c.ema_momentum);
+        c.ema_overwrite_frequency = match k.num("ema_overwrite_frequency")? {
+            None => None,
+            Some(Num::Int(i)) => Some(i),
+            Some(Num::Float(x)) => {
+                return Err(Error::InvalidArgument(format!(
+                    "`ema_overwrite_frequency` must be an integer > 1 or None. Received: ema_overwrite_frequency={}",
+                    py_float(x)
+                )));
+            }
+        };
+        c.jit_compile = k.bool("jit_compile")?.unwrap_or(c.jit_compile);
+        k.finish()?;
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// The one clipping mode in force (spec §1.3).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Clipping {
+    None,
+    Norm(f64),
+    GlobalNorm(f64),
+    Value(f64),
+}
+
+/// A float as Python's `repr` writes it, for messages that quote Keras: `1.0`, `1e-07`, `0.004`.
+pub fn py_float(x: f64) -> String {
+    if x.is_nan() {
+        return "nan".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    let sci = format!("{x:e}");
+    let (mantissa, exponent) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    if (-4..16).contains(&exponent) {
+        let s = format!("{x}");
+        if s.contains('.') { s } else { format!("{s}.0") }
+    } else {
+        let sign = if exponent < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exponent.abs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn python_float_repr() {
+        assert_eq!(py_float(1.0), "1.0");
+        assert_eq!(py_float(1e-7), "1e-07");
+        assert_eq!(py_float(0.004), "0.004");
+        assert_eq!(py_float(1.5), "1.5");
+        assert_eq!(py_float(-0.1), "-0.1");
+        assert_eq!(py_float(1e16), "1e+16");
+        assert_eq!(py_float(2.5e-5), "2.5e-05");
+    }
+
+    #[test]
+    fn default_config_is_kerass() {
+        let current = CurrentValues { learning_rate: 0.001, beta_1: 0.9, beta_2: 0.999 };
+        let v = Config::default().to_json(current);
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["name", "weight_decay", "clipnorm", "global_clipnorm", "clipvalue", "use_ema", "ema_momentum",
+             "ema_overwrite_frequency", "jit_compile", "is_legacy_optimizer", "learning_rate", "beta_1",
+             "beta_2", "epsilon", "amsgrad"]
+        );
+        assert_eq!(v["learning_rate"], json!(0.0010000000474974513));
+        assert_eq!(v["epsilon"], json!(1e-7));
+    }
+
+    #[test]
+    fn clipnorm_with_global_clipnorm_is_rejected_with_kerass_message() {
+        let err = Config::from_json(json!({"clipnorm": 1.0, "global_clipnorm": 1.0})).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "At most one of `clipnorm` and `global_clipnorm` can be set. Received: clipnorm=1.0, global_clipnorm=1.0."
+        );
+    }
+
+    #[test]
+    fn ema_momentum_is_checked_only_with_use_ema() {
+        assert!(Config::from_json(json!({"ema_momentum": 1.5})).is_ok());
+        let err = Config::from_json(json!({"use_ema": true, "ema_momentum": 1.5})).unwrap_err();
+        assert_eq!(err.to_string(), "`ema_momentum` must be in the range [0, 1]. Received: ema_momentum=1.5");
+    }
+
+    #[test]
+    fn unknown_key_is_kerass_type_error() {
+        let err = Config::from_json(json!({"foo": 1})).unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(_)));
+        assert_eq!(
+            err.to_string(),
+            "foo is not a valid argument, kwargs should be empty  for `optimizer_experimental.Optimizer`."
+        );
+    }
+
+    #[test]
+    fn clipping_precedence() {
+        let c = Config { clipnorm: Some(1.0), clipvalue: Some(0.5), ..Config::default() };
+        assert_eq!(c.clipping(), Clipping::Norm(1.0));
+        let c = Config { global_clipnorm: Some(0.0), clipvalue: Some(0.5), ..Config::default() };
+        assert_eq!(c.clipping(), Clipping::Value(0.5));
+        let c = Config { clipvalue: Some(-1.0), ..Config::default() };
+        assert_eq!(c.clipping(), Clipping::None);
+    }
+}

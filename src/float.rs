@@ -1,0 +1,306 @@
+//! The floating-point environment that Keras runs in, reproduced exactly (spec §1.11).
+//!
+//! * TensorFlow's CPU kernels run with flush-to-zero and denormals-are-zero. [`Ftz`] is a number
+//!   whose every arithmetic result is flushed, and whose constructor flushes its input, so kernel
+//!   code written with it reads like the formula and rounds like TF. Flushing explicitly (rather than
+//!   setting MXCSR) keeps the results defined in Rust and identical on every CPU and thread.
+//! * Scalar `tf.pow`, `tf.cos` and `tf.math.log` are glibc's `powf`, `cosf`, `logf` (and `pow`
+//!   for float64); we call the same libm symbols.
+//! * Python floats are binary64 and reach a tensor in one of two ways, which round differently:
+//!   [`Real::convert`] (a Python float mixed into tensor arithmetic: rounded once to the dtype) and
+//!   [`Real::cast`] (`tf.cast(python_float, dtype)`: rounded to float32 first, then widened).
+
+use std::fmt::Debug;
+use std::ops::{Add, Div, Mul, Neg, Sub};
+
+/// The element types a variable may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F64,
+    /// Only the iteration counter has this dtype.
+    I64,
+}
+
+impl DType {
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "float32",
+            DType::F64 => "float64",
+            DType::I64 => "int64",
+        }
+    }
+
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F64 | DType::I64 => 8,
+        }
+    }
+}
+
+unsafe extern "C" {
+    // glibc's libm, which TensorFlow's scalar kernels call (spec §1.11.3-4).
+    fn powf(x: f32, y: f32) -> f32;
+    fn pow(x: f64, y: f64) -> f64;
+    fn cosf(x: f32) -> f32;
+    fn logf(x: f32) -> f32;
+}
+
+/// glibc `powf`, as scalar `tf.pow` on float32.
+pub fn libm_powf(x: f32, y: f32) -> f32 {
+    // SAFETY: powf is a pure function of two floats; it reads and writes no memory of ours.
+    unsafe { powf(x, y) }
+}
+
+/// glibc `cosf`, as scalar `tf.cos` on float32.
+pub fn libm_cosf(x: f32) -> f32 {
+    // SAFETY: as for powf.
+    unsafe { cosf(x) }
+}
+
+/// glibc `logf`, as scalar `tf.math.log` on float32.
+pub fn libm_logf(x: f32) -> f32 {
+    // SAFETY: as for powf.
+    unsafe { logf(x) }
+}
+
+/// A float type a variable can hold: `f32` or `f64`.
+pub trait Real:
+    Copy
+    + Debug
+    + PartialOrd
+    + Send
+    + Sync
+    + 'static
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+{
+    const DTYPE: DType;
+    /// Lanes in one of Eigen's SIMD packets on the x86-64 wheels (AVX: 8 floats, 4 doubles),
+    /// which fixes the order of Eigen's sums (spec §1.11.5).
+    const PACKET: usize;
+    const ZERO: Self;
+    const ONE: Self;
+    /// The smallest positive normal number: anything smaller in magnitude is flushed.
+    const MIN_NORMAL: Self;
+
+    fn abs(self) -> Self;
+    fn sqrt(self) -> Self;
+    /// `tf.pow` on a scalar of this dtype (glibc `powf` / `pow`).
+    fn pow(self, y: Self) -> Self;
+    fn is_nan(self) -> bool;
+    fn from_f64(x: f64) -> Self;
+    fn to_f64(self) -> f64;
+    fn from_i64(x: i64) -> Self;
+    fn copysign(self, sign: Self) -> Self;
+
+    /// A Python float used in tensor arithmetic of this dtype: rounded once.
+    fn convert(x: f64) -> Self {
+        Self::from_f64(x)
+    }
+
+    /// `tf.cast(python_float, dtype)`: the float becomes a float32 tensor first.
+    fn cast(x: f64) -> Self {
+        Self::from_f64(x as f32 as f64)
+    }
+
+    /// Flush-to-zero: a subnormal becomes a zero of the same sign.
+    #[inline(always)]
+    fn flush(self) -> Self {
+        if self.abs() < Self::MIN_NORMAL { Self::ZERO.copysign(self) } else { self }
+    }
+}
+
+impl Real for f32 {
+    const DTYPE: DType = DType::F32;
+    const PACKET: usize = 8;
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const MIN_NORMAL: Self = f32::MIN_POSITIVE;
+
+    #[inline(always)]
+    fn abs(self) -> Self {
+        f32::abs(self)
+    }
+    #[inline(always)]
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
+    }
+    fn pow(self, y: Self) -> Self {
+        libm_powf(self, y)
+    }
+    #[inline(always)]
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn from_i64(x: i64) -> Self {
+        x as f32
+    }
+    #[inline(always)]
+    fn copysign(self, sign: Self) -> Self {
+        f32::copysign(self, sign)
+    }
+}
+
+impl Real for f64 {
+    const DTYPE: DType = DType::F64;
+    const PACKET: usize = 4;
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const MIN_NORMAL: Self = f64::MIN_POSITIVE;
+
+    #[inline(always)]
+    fn abs(self) -> Self {
+        f64::abs(self)
+    }
+    #[inline(always)]
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
+    }
+    fn pow(self, y: Self) -> Self {
+        // SAFETY: pow is a pure function of two doubles.
+        unsafe { pow(self, y) }
+    }
+    #[inline(always)]
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_i64(x: i64) -> Self {
+        x as f64
+    }
+    #[inline(always)]
+    fn copysign(self, sign: Self) -> Self {
+        f64::copysign(self, sign)
+    }
+}
+
+/// A number in TensorFlow's CPU environment: operands and results are flushed to zero when subnormal.
+/// Every operator is one IEEE operation (no fused multiply-add), in the order written.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Ftz<F>(F);
+
+impl<F: Real> Ftz<F> {
+    pub const ZERO: Self = Ftz(F::ZERO);
+    pub const ONE: Self = Ftz(F::ONE);
+
+    /// Reads a value as TF would (denormals-are-zero).
+    #[inline(always)]
+    pub fn new(x: F) -> Self {
+        Ftz(x.flush())
+    }
+
+    #[inline(always)]
+    pub fn get(self) -> F {
+        self.0
+    }
+
+    #[inline(always)]
+    pub fn sqrt(self) -> Self {
+        Ftz(self.0.sqrt().flush())
+    }
+
+    /// `tf.pow` on scalars (glibc).
+    pub fn pow(self, y: Self) -> Self {
+        Ftz(self.0.pow(y.0).flush())
+    }
+
+    /// `tf.maximum`: NaN in either operand gives NaN (Rust's `max` would drop it).
+    #[inline(always)]
+    pub fn max_nan(self, other: Self) -> Self {
+        if self.0.is_nan() || other.0.is_nan() {
+            Ftz(if self.0.is_nan() { self.0 } else { other.0 })
+        } else if self.0 >= other.0 {
+            self
+        } else {
+            other
+        }
+    }
+
+    /// `tf.minimum`: NaN in either operand gives NaN.
+    #[inline(always)]
+    pub fn min_nan(self, other: Self) -> Self {
+        if self.0.is_nan() || other.0.is_nan() {
+            Ftz(if self.0.is_nan() { self.0 } else { other.0 })
+        } else if self.0 <= other.0 {
+            self
+        } else {
+            other
+        }
+    }
+}
+
+macro_rules! flushed_binary_op {
+    ($trait:ident, $method:ident, $op:tt) => {
+        impl<F: Real> $trait for Ftz<F> {
+            type Output = Self;
+            #[inline(always)]
+            fn $method(self, rhs: Self) -> Self {
+                Ftz((self.0 $op rhs.0).flush())
+            }
+        }
+    };
+}
+flushed_binary_op!(Add, add, +);
+flushed_binary_op!(Sub, sub, -);
+flushed_binary_op!(Mul, mul, *);
+flushed_binary_op!(Div, div, /);
+
+impl<F: Real> Neg for Ftz<F> {
+    type Output = Self;
+    #[inline(always)]
+    fn neg(self) -> Self {
+        Ftz(-self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn products_below_the_normal_range_flush_to_signed_zero() {
+        let tiny = Ftz::new(1e-38f32) * Ftz::new(0.01f32);
+        assert_eq!(tiny.get().to_bits(), 0);
+        let negative = Ftz::new(-1e-38f32) * Ftz::new(0.01f32);
+        assert_eq!(negative.get().to_bits(), 0x8000_0000);
+    }
+
+    #[test]
+    fn subnormal_inputs_read_as_zero() {
+        assert_eq!(Ftz::new(1e-40f32).sqrt().get(), 0.0);
+        assert_eq!(Ftz::new(1e-310f64).get(), 0.0);
+    }
+
+    #[test]
+    fn max_and_min_propagate_nan_from_either_side() {
+        let nan = Ftz::new(f32::NAN);
+        let one = Ftz::new(1.0f32);
+        assert!(one.max_nan(nan).get().is_nan());
+        assert!(nan.max_nan(one).get().is_nan());
+        assert!(one.min_nan(nan).get().is_nan());
+        assert!(nan.min_nan(one).get().is_nan());
+    }
+
+    #[test]
+    fn one_minus_beta_is_formed_in_double_before_rounding() {
+        assert_eq!(f32::convert(1.0 - 0.9), 0.1f32);
+        assert_ne!(1.0f32 - 0.9f32, 0.1f32);
+        assert_eq!(f64::cast(0.9), 0.9f32 as f64);
+    }
+}

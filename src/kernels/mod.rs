@@ -1,0 +1,326 @@
+//! The AdamW math, written once, one line per line of Keras (spec §1.2–§1.6, §1.8).
+//!
+//! Everything here is a pure function of its arguments. [`cpu`] runs these element functions over
+//! slices, in parallel for large variables; every element is independent, so the thread count
+//! never changes a bit. Numbers are [`Ftz`]: TF's flush-to-zero environment, no fused operations.
+
+pub mod cpu;
+
+use crate::float::{Ftz, Real};
+
+/// Elements per leaf of Eigen's reduction tree (`kLeafSize`).
+const EIGEN_LEAF: usize = 1024;
+/// Above this many elements the two halves of Eigen's tree are summed on two threads (same bits).
+const PARALLEL_SUM_THRESHOLD: usize = 1 << 18;
+
+/// The scalars of one step for one dtype, computed once per `apply_gradients` call.
+#[derive(Debug, Clone, Copy)]
+pub struct StepScalars<F> {
+    /// `tf.cast(learning_rate, dtype)`: the float32 rate, widened for float64.
+    pub lr: Ftz<F>,
+    /// `tf.cast(weight_decay, dtype)`.
+    pub wd: Ftz<F>,
+    /// `1 - beta_1`, `1 - beta_2`: Python subtractions, then rounded to the dtype.
+    pub one_minus_beta_1: Ftz<F>,
+    pub one_minus_beta_2: Ftz<F>,
+    /// `lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)`: both bias corrections folded into the step size.
+    pub alpha: Ftz<F>,
+    pub epsilon: Ftz<F>,
+    pub ema_momentum: Ftz<F>,
+    pub one_minus_ema_momentum: Ftz<F>,
+}
+
+/// The float64 hyper-parameters of one step, before rounding to a dtype.
+#[derive(Debug, Clone, Copy)]
+pub struct StepHyper {
+    /// The float32 learning rate of this step (Keras keeps it in a float32 variable).
+    pub learning_rate: f32,
+    pub weight_decay: f64,
+    pub beta_1: f64,
+    pub beta_2: f64,
+    pub epsilon: f64,
+    pub ema_momentum: f64,
+    /// Iterations before this step's increment.
+    pub iterations: i64,
+}
+
+impl<F: Real> StepScalars<F> {
+    pub fn new(h: &StepHyper) -> Self {
+        let one = Ftz::<F>::ONE;
+        let lr = Ftz::new(F::from_f64(h.learning_rate as f64));
+        // local_step = tf.cast(iterations + 1, dtype)
+        let local_step = Ftz::new(F::from_i64(h.iterations.wrapping_add(1)));
+        let beta_1_power = Ftz::new(F::cast(h.beta_1)).pow(local_step);
+        let beta_2_power = Ftz::new(F::cast(h.beta_2)).pow(local_step);
+        StepScalars {
+            lr,
+            wd: Ftz::new(F::cast(h.weight_decay)),
+            one_minus_beta_1: Ftz::new(F::convert(1.0 - h.beta_1)),
+            one_minus_beta_2: Ftz::new(F::convert(1.0 - h.beta_2)),
+            alpha: (lr * (one - beta_2_power).sqrt()) / (one - beta_1_power),
+            epsilon: Ftz::new(F::convert(h.epsilon)),
+            ema_momentum: Ftz::new(F::convert(h.ema_momentum)),
+            one_minus_ema_momentum: Ftz::new(F::convert(1.0 - h.ema_momentum)),
+        }
+    }
+}
+
+/// What happens to a variable this step besides the Adam update.
+#[derive(Debug, Clone, Copy)]
+pub struct VariableOps {
+    /// Decoupled weight decay (false for excluded variables).
+    pub decay: bool,
+    /// The EMA overwrite falls on this step: the variable takes its average's value.
+    pub overwrite_with_average: bool,
+}
+
+/// How this step's gradient is clipped, element by element, once its norm is known (spec §1.3).
+#[derive(Debug, Clone, Copy)]
+pub enum Clip<F> {
+    None,
+    /// `clip_by_norm`: `(g * clipnorm) / max(norm, clipnorm)`.
+    ByNorm { clipnorm: Ftz<F>, divisor: Ftz<F> },
+    /// `clip_by_global_norm`: `g * scale`.
+    ByGlobalNorm { scale: Ftz<F> },
+    /// `clip_by_value`: `max(min(g, clipvalue), -clipvalue)`.
+    ByValue { high: Ftz<F>, low: Ftz<F> },
+}
+
+impl<F: Real> Clip<F> {
+    #[inline(always)]
+    pub fn apply(self, g: Ftz<F>) -> Ftz<F> {
+        match self {
+            Clip::None => g,
+            Clip::ByNorm { clipnorm, divisor } => (g * clipnorm) / divisor,
+            Clip::ByGlobalNorm { scale } => g * scale,
+            Clip::ByValue { high, low } => g.min_nan(high).max_nan(low),
+        }
+    }
+
+    /// `tf.clip_by_norm(t, clipnorm)` for a tensor whose sum of squares is `l2sum`.
+    pub fn by_norm(l2sum: Ftz<F>, clipnorm: f64) -> Self {
+        // sqrt only of a positive sum: 0 stays 0 and NaN stays NaN.
+        let l2norm = if l2sum > Ftz::ZERO { l2sum.sqrt() } else { l2sum };
+        let clipnorm = Ftz::new(F::convert(clipnorm));
+        Clip::ByNorm { clipnorm, divisor: l2norm.max_nan(clipnorm) }
+    }
+
+    /// `tf.clip_by_global_norm(grads, global_clipnorm)` given the sum of every tensor's `l2_loss`.
+    pub fn by_global_norm(sum_of_half_squares: Ftz<F>, global_clipnorm: f64) -> Self {
+        let use_norm = (sum_of_half_squares * Ftz::new(F::from_f64(2.0))).sqrt();
+        let clip_norm = Ftz::new(F::convert(global_clipnorm));
+        let scale = clip_norm * (Ftz::ONE / use_norm).min_nan(Ftz::ONE / clip_norm);
+        // An infinite or NaN norm makes every gradient NaN.
+        Clip::ByGlobalNorm { scale: scale + (use_norm - use_norm) }
+    }
+
+    pub fn by_value(clipvalue: f64) -> Self {
+        Clip::ByValue { high: Ftz::new(F::convert(clipvalue)), low: Ftz::new(F::convert(-clipvalue)) }
+    }
+}
+
+/// The slots of one element that a step writes, after the moments are updated.
+/// `vhat` and `average` are read only when amsgrad / EMA are on.
+#[inline(always)]
+pub fn finish_element<F: Real, const AMSGRAD: bool, const EMA: bool>(
+    s: &StepScalars<F>,
+    ops: VariableOps,
+    mut var: Ftz<F>,
+    m: Ftz<F>,
+    v: Ftz<F>,
+    vhat: &mut F,
+    average: &mut F,
+) -> Ftz<F> {
+    let denominator_source = if AMSGRAD {
+        let vh = Ftz::new(*vhat).max_nan(v); // vhat = maximum(vhat, v): raw v, NaN propagates
+        *vhat = vh.get();
+        vh
+    } else {
+        v
+    };
+    var = var - (m * s.alpha) / (denominator_source.sqrt() + s.epsilon); // epsilon-hat
+    if EMA {
+        let avg = s.ema_momentum * Ftz::new(*average) + s.one_minus_ema_momentum * var;
+        *average = avg.get();
+        if ops.overwrite_with_average {
+            var = avg;
+        }
+    }
+    var
+}
+
+/// `v - ((v * wd) * lr)`: Keras' `_apply_weight_decay`, three roundings left to right.
+#[inline(always)]
+pub fn decay<F: Real>(s: &StepScalars<F>, ops: VariableOps, var: Ftz<F>) -> Ftz<F> {
+    if ops.decay { var - var * s.wd * s.lr } else { var }
+}
+
+/// One element of the dense step.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn dense_element<F: Real, const AMSGRAD: bool, const EMA: bool>(
+    s: &StepScalars<F>,
+    ops: VariableOps,
+    g: Ftz<F>,
+    var: &mut F,
+    m: &mut F,
+    v: &mut F,
+    vhat: &mut F,
+    average: &mut F,
+) {
+    let x = decay(s, ops, Ftz::new(*var));
+    let mut mt = Ftz::new(*m);
+    let mut vt = Ftz::new(*v);
+    mt = mt + (g - mt) * s.one_minus_beta_1; // m.assign_add((g - m) * (1 - beta_1))
+    vt = vt + (g * g - vt) * s.one_minus_beta_2; // v.assign_add((square(g) - v) * (1 - beta_2))
+    *m = mt.get();
+    *v = vt.get();
+    *var = finish_element::<F, AMSGRAD, EMA>(s, ops, x, mt, vt, vhat, average).get();
+}
+
+/// One element of the sparse step. `summed` is the deduplicated, clipped gradient of this
+/// element's row, or `None` for a row without a gradient (which still decays and moves).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn sparse_element<F: Real, const AMSGRAD: bool, const EMA: bool>(
+    s: &StepScalars<F>,
+    ops: VariableOps,
+    summed: Option<Ftz<F>>,
+    var: &mut F,
+    m: &mut F,
+    v: &mut F,
+    vhat: &mut F,
+    average: &mut F,
+) {
+    let x = decay(s, ops, Ftz::new(*var));
+    let mut mt = Ftz::new(*m);
+    let mut vt = Ftz::new(*v);
+    mt = mt + -mt * s.one_minus_beta_1; // m.assign_add(-m * (1 - beta_1))
+    vt = vt + -vt * s.one_minus_beta_2; // v.assign_add(-v * (1 - beta_2))
+    if let Some(g) = summed {
+        mt = mt + g * s.one_minus_beta_1; // m.scatter_add(values * (1 - beta_1))
+        vt = vt + (g * g) * s.one_minus_beta_2; // v.scatter_add(square(values) * (1 - beta_2))
+    }
+    *m = mt.get();
+    *v = vt.get();
+    *var = finish_element::<F, AMSGRAD, EMA>(s, ops, x, mt, vt, vhat, average).get();
+}
+
+/// `tf.reduce_sum` over `n` values `x(first)..x(first + n - 1)` in the exact order of Eigen's
+/// full reducer on the x86-64 wheels (spec §1.11.5): a tree of halves split on packet boundaries
+/// down to leaves of `PACKET * 1024` elements, each summed with four interleaved packet
+/// accumulators, then one packet, then a scalar tail.
+pub fn sum_eigen<F: Real>(x: &(impl Fn(usize) -> Ftz<F> + Sync), first: usize, n: usize) -> Ftz<F> {
+    let p = F::PACKET;
+    if n > p * EIGEN_LEAF {
+        let split = p * (first + n.div_ceil(2)).div_ceil(p);
+        let n_left = (split - first).min(n);
+        let right = |_: ()| if n_left < n { Some(sum_eigen(x, split, n - n_left)) } else { None };
+        let (left, right) = if n > PARALLEL_SUM_THRESHOLD {
+            rayon::join(|| sum_eigen(x, first, n_left), || right(()))
+        } else {
+            (sum_eigen(x, first, n_left), right(()))
+        };
+        let mut acc = Ftz::ZERO + left;
+        if let Some(r) = right {
+            acc = acc + r;
+        }
+        return acc;
+    }
+    let mut packets = [[Ftz::<F>::ZERO; 8]; 4];
+    let mut start = 0;
+    if n >= 4 * p {
+        let unrolled = n / (4 * p) * (4 * p);
+        for j in (0..unrolled).step_by(4 * p) {
+            for (k, packet) in packets.iter_mut().enumerate() {
+                for (lane, acc) in packet[..p].iter_mut().enumerate() {
+                    *acc = *acc + x(first + j + k * p + lane);
+                }
+            }
+        }
+        for k in 1..4 {
+            for lane in 0..p {
+                packets[0][lane] = packets[0][lane] + packets[k][lane];
+            }
+        }
+        start = unrolled;
+    }
+    if start + p <= n {
+        let vectorized = n / p * p;
+        for j in (start..vectorized).step_by(p) {
+            for lane in 0..p {
+                packets[0][lane] = packets[0][lane] + x(first + j + lane);
+            }
+        }
+        start = vectorized;
+    }
+    let mut acc = Ftz::ZERO;
+    for j in start..n {
+        acc = acc + x(first + j);
+    }
+    acc + horizontal_sum(&packets[0][..p])
+}
+
+/// Eigen's `predux`: halves of the packet added pairwise until one lane remains.
+fn horizontal_sum<F: Real>(lanes: &[Ftz<F>]) -> Ftz<F> {
+    match lanes.len() {
+        8 => {
+            let s: [Ftz<F>; 4] = std::array::from_fn(|i| lanes[i] + lanes[i + 4]);
+            (s[0] + s[2]) + (s[1] + s[3])
+        }
+        4 => {
+            let s: [Ftz<F>; 2] = std::array::from_fn(|i| lanes[i] + lanes[i + 2]);
+            s[0] + s[1]
+        }
+        _ => unreachable!("Eigen packets here have 4 or 8 lanes"),
+    }
+}
+
+/// `tf.reduce_sum(g * g)` over a gradient's values.
+pub fn sum_of_squares<F: Real>(values: &[F]) -> Ftz<F> {
+    sum_eigen(&|i| { let g = Ftz::new(values[i]); g * g }, 0, values.len())
+}
+
+/// `tf.nn.l2_loss(g)`: `sum((g * g) * 0.5)`.
+pub fn l2_loss<F: Real>(values: &[F]) -> Ftz<F> {
+    let half = Ftz::new(F::from_f64(0.5));
+    sum_eigen(&|i| { let g = Ftz::new(values[i]); (g * g) * half }, 0, values.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eigen_sum_of_small_inputs_follows_lane_order() {
+        let x: Vec<f32> = (1..=40).map(|i| i as f32 * 0.1).collect();
+        let got = sum_eigen(&|i| Ftz::new(x[i]), 0, x.len()).get();
+        // 40 = one unrolled block of 32 + one packet of 8; exact in this order:
+        let mut p = [[0f32; 8]; 4];
+        for k in 0..4 {
+            for l in 0..8 {
+                p[k][l] += x[k * 8 + l];
+            }
+        }
+        let mut q: [f32; 8] = std::array::from_fn(|l| ((p[0][l] + p[1][l]) + p[2][l]) + p[3][l]);
+        for l in 0..8 {
+            q[l] += x[32 + l];
+        }
+        let s: [f32; 4] = std::array::from_fn(|i| q[i] + q[i + 4]);
+        assert_eq!(got.to_bits(), (0.0f32 + ((s[0] + s[2]) + (s[1] + s[3]))).to_bits());
+    }
+
+    #[test]
+    fn global_norm_of_zero_gradients_keeps_them() {
+        let clip = Clip::<f32>::by_global_norm(Ftz::ZERO, 1.0);
+        assert_eq!(clip.apply(Ftz::new(0.25)).get(), 0.25);
+    }
+
+    #[test]
+    fn clip_by_value_propagates_nan() {
+        let clip = Clip::<f32>::by_value(0.5);
+        assert!(clip.apply(Ftz::new(f32::NAN)).get().is_nan());
+        assert_eq!(clip.apply(Ftz::new(3.0)).get(), 0.5);
+        assert_eq!(clip.apply(Ftz::new(-3.0)).get(), -0.5);
+    }
+}

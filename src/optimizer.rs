@@ -1,0 +1,880 @@
+//! The optimizer: its configuration, its state (iterations, m, v, vhat, EMA averages) and the
+//! methods of Keras' AdamW. The caller owns the variables and passes them to each call; the
+//! optimizer owns its state, allocated at build and never during a step.
+
+use regex::Regex;
+use serde_json::Value;
+
+use crate::config::{Beta, Clipping, Config, CurrentValues, LearningRate};
+use crate::error::{Error, Result, invalid};
+use crate::float::{DType, Ftz};
+use crate::kernels::cpu::{self, Lanes, SparseRows};
+use crate::kernels::{self, Clip, StepHyper, StepScalars, VariableOps};
+use crate::tensor::{Element, Gradient, TensorMut, TensorRef, Update, UpdateSource};
+
+/// A variable to build the optimizer over. Variables are identified afterwards by their index
+/// in the list given to [`Optimizer::build`]; the name serves exclusion patterns and slot names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VariableSpec {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+}
+
+impl VariableSpec {
+    pub fn new(name: impl Into<String>, dtype: DType, shape: &[usize]) -> Self {
+        VariableSpec { name: name.into(), dtype, shape: shape.to_vec() }
+    }
+
+    /// The element count, or an error when the shape's product does not fit in memory sizes.
+    pub fn element_count(&self) -> Result<usize> {
+        self.shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .filter(|&n| n.checked_mul(self.dtype.size()).is_some_and(|b| b <= isize::MAX as usize))
+            .ok_or_else(|| Error::OutOfMemory(format!("variable `{}` of shape {:?} has too many elements", self.name, self.shape)))
+    }
+
+    /// The Keras name (`name:0`), which exclusion patterns are searched in.
+    fn keras_name(&self) -> String {
+        format!("{}:0", self.name)
+    }
+}
+
+/// A slot's storage, in the variable's dtype.
+#[derive(Debug, Clone, PartialEq)]
+enum Buffer {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+impl Buffer {
+    fn empty(dtype: DType) -> Self {
+        match dtype {
+            DType::F64 => Buffer::F64(Vec::new()),
+            _ => Buffer::F32(Vec::new()),
+        }
+    }
+
+    fn zeros(dtype: DType, len: usize) -> Result<Self> {
+        fn alloc<T: Clone + Default>(len: usize) -> Result<Vec<T>> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(len)
+                .map_err(|_| Error::OutOfMemory(format!("cannot allocate optimizer state of {len} elements")))?;
+            v.resize(len, T::default());
+            Ok(v)
+        }
+        Ok(match dtype {
+            DType::F64 => Buffer::F64(alloc(len)?),
+            _ => Buffer::F32(alloc(len)?),
+        })
+    }
+
+    fn copy_from(&mut self, src: TensorRef<'_>) {
+        match (self, src) {
+            (Buffer::F32(d), TensorRef::F32(s)) => d.copy_from_slice(s),
+            (Buffer::F64(d), TensorRef::F64(s)) => d.copy_from_slice(s),
+            _ => unreachable!("dtypes are checked before copying"),
+        }
+    }
+
+    fn as_ref(&self) -> TensorRef<'_> {
+        match self {
+            Buffer::F32(v) => TensorRef::F32(v),
+            Buffer::F64(v) => TensorRef::F64(v),
+        }
+    }
+}
+
+/// Typed access to a slot whose dtype was fixed at build.
+trait Slot: Element {
+    fn slot(buffer: &mut Buffer) -> &mut [Self];
+}
+
+impl Slot for f32 {
+    fn slot(buffer: &mut Buffer) -> &mut [Self] {
+        match buffer {
+            Buffer::F32(v) => v,
+            Buffer::F64(_) => &mut [],
+        }
+    }
+}
+
+impl Slot for f64 {
+    fn slot(buffer: &mut Buffer) -> &mut [Self] {
+        match buffer {
+            Buffer::F64(v) => v,
+            Buffer::F32(_) => &mut [],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct BuiltVariable {
+    spec: VariableSpec,
+    len: usize,
+    /// Elements per row (the product of the trailing dimensions), for sparse gradients.
+    row_len: usize,
+    decay: bool,
+    m: Buffer,
+    v: Buffer,
+    vhat: Buffer,
+    average: Buffer,
+}
+
+/// What one entry of [`Optimizer::variables`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotKind {
+    Iterations,
+    Average,
+    M,
+    V,
+    Vhat,
+}
+
+impl SlotKind {
+    fn name(self) -> &'static str {
+        match self {
+            SlotKind::Iterations => "iteration",
+            SlotKind::Average => "average",
+            SlotKind::M => "m",
+            SlotKind::V => "v",
+            SlotKind::Vhat => "vhat",
+        }
+    }
+}
+
+/// A borrowed optimizer variable (the counter, an average, m, v or vhat) as `variables` lists it.
+#[derive(Debug, Clone)]
+pub struct OptimizerVariable<'a> {
+    pub name: String,
+    pub shape: &'a [usize],
+    pub data: WeightData<'a>,
+}
+
+/// The values of one optimizer variable: the counter is int64, the slots have their variable's dtype.
+#[derive(Debug, Clone, Copy)]
+pub enum WeightData<'a> {
+    I64(&'a [i64]),
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+}
+
+impl WeightData<'_> {
+    pub fn dtype(&self) -> DType {
+        match self {
+            WeightData::I64(_) => DType::I64,
+            WeightData::F32(_) => DType::F32,
+            WeightData::F64(_) => DType::F64,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            WeightData::I64(x) => x.len(),
+            WeightData::F32(x) => x.len(),
+            WeightData::F64(x) => x.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<'a> From<TensorRef<'a>> for WeightData<'a> {
+    fn from(t: TensorRef<'a>) -> Self {
+        match t {
+            TensorRef::F32(x) => WeightData::F32(x),
+            TensorRef::F64(x) => WeightData::F64(x),
+        }
+    }
+}
+
+/// A value for `set_weights` / `load_own_variables`: a shape and that many elements.
+#[derive(Debug, Clone, Copy)]
+pub struct Weight<'a> {
+    pub shape: &'a [usize],
+    pub data: WeightData<'a>,
+}
+
+/// `tf.keras.optimizers.AdamW`.
+#[derive(Debug, Clone)]
+pub struct Optimizer {
+    config: Config,
+    iterations: i64,
+    current: CurrentValues,
+    exclude_patterns: Vec<Regex>,
+    exclude_variables: Vec<usize>,
+    built: Option<Vec<BuiltVariable>>,
+    /// Per built variable, the number of the last call that listed it (duplicate detection).
+    last_listed: Vec<u64>,
+    call_number: u64,
+    /// Each gradient's `l2_loss` for the global norm, in list order.
+    half_squares: Vec<f64>,
+    /// `(row, position)` of a sparse gradient's indices, sorted to sum duplicates in order.
+    sparse_rows: Vec<(usize, usize)>,
+}
+
+fn not_built(what: &str) -> Error {
+    Error::NotBuilt(format!(
+        "{what} needs a built optimizer: call build with the full list of trainable variables first"
+    ))
+}
+
+/// A Python shape tuple, as Keras prints it: `()`, `(3,)`, `(4, 3)`.
+fn py_shape(shape: &[usize]) -> String {
+    match shape {
+        [] => "()".into(),
+        [d] => format!("({d},)"),
+        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+impl Optimizer {
+    /// Creates an optimizer. Callbacks are evaluated once here, at step 0, as Keras evaluates a
+    /// schedule at construction (this is the rate `current_learning_rate` reports before a step).
+    pub fn new(config: Config) -> Result<Self> {
+        config.validate()?;
+        let mut opt = Optimizer {
+            config,
+            iterations: 0,
+            current: CurrentValues { learning_rate: 0.0, beta_1: 0.0, beta_2: 0.0 },
+            exclude_patterns: Vec::new(),
+            exclude_variables: Vec::new(),
+            built: None,
+            last_listed: Vec::new(),
+            call_number: 0,
+            half_squares: Vec::new(),
+            sparse_rows: Vec::new(),
+        };
+        opt.current = opt.hyper_at(0)?;
+        Ok(opt)
+    }
+
+    /// `AdamW.from_config(json)`.
+    pub fn from_config_json(json: &str) -> Result<Self> {
+        let value: Value = serde_json::from_str(json).map_err(|e| Error::InvalidConfig(format!("config is not valid JSON: {e}")))?;
+        Optimizer::new(Config::from_json(value)?)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// `get_config()`, as Keras writes it.
+    pub fn get_config(&self) -> Value {
+        self.config.to_json(self.current)
+    }
+
+    pub fn is_built(&self) -> bool {
+        self.built.is_some()
+    }
+
+    pub fn iterations(&self) -> i64 {
+        self.iterations
+    }
+
+    /// Presets the iteration counter (Keras: `opt.iterations = tf.Variable(n)`), before build only.
+    /// Unlike Keras, the one counter is also what `variables()[0]` and checkpoints hold (spec §1.7).
+    pub fn set_iterations(&mut self, iterations: i64) -> Result<()> {
+        if self.is_built() {
+            return Err(Error::AlreadyBuilt(format!(
+                "Cannot set `iterations` to a new Variable after the Optimizer weights have been created. Here it is attempting to set `iterations` to {iterations}.Usually this means you are trying to set `iterations` after calling `apply_gradients()`. Please set `iterations` before calling `apply_gradients()`."
+            )));
+        }
+        self.iterations = iterations;
+        Ok(())
+    }
+
+    /// The float32 learning rate of the last step (for a schedule: its value at the last step's
+    /// pre-increment count; before any step, at 0), as Keras' `optimizer.learning_rate` reads.
+    pub fn current_learning_rate(&self) -> f32 {
+        self.current.learning_rate
+    }
+
+    /// `optimizer.learning_rate = x`: allowed for a float learning rate only (Keras' rule).
+    pub fn set_learning_rate(&mut self, learning_rate: f64) -> Result<()> {
+        match self.config.learning_rate {
+            LearningRate::Constant(_) => {
+                self.config.learning_rate = LearningRate::Constant(learning_rate);
+                self.current.learning_rate = learning_rate as f32;
+                Ok(())
+            }
+            LearningRate::Schedule(_) => Err(invalid!(
+                "This optimizer was created with a `LearningRateSchedule` object as its `learning_rate` constructor argument, hence its learning rate is not settable. If you need the learning rate to be settable, you should instantiate the optimizer with a float `learning_rate` argument."
+            )),
+            LearningRate::Callback(_) => Err(invalid!(
+                "This optimizer was created with a learning-rate callback, hence its learning rate is not settable."
+            )),
+        }
+    }
+
+    /// `exclude_from_weight_decay(var_list, var_names)`: before build only; a second call replaces
+    /// both lists. `variables` are indices into the list `build` will get; each pattern is a regex
+    /// searched (not matched) in the variable's Keras name `name:0`.
+    pub fn exclude_from_weight_decay(&mut self, variables: &[usize], patterns: &[&str]) -> Result<()> {
+        if self.is_built() {
+            return Err(Error::AlreadyBuilt(
+                "`exclude_from_weight_decay()` can only be configued before the optimizer is built.".into(),
+            ));
+        }
+        let compiled = patterns
+            .iter()
+            .map(|p| Regex::new(p).map_err(|e| invalid!("invalid exclude_from_weight_decay pattern {p:?}: {e}")))
+            .collect::<Result<Vec<_>>>()?;
+        self.exclude_patterns = compiled;
+        self.exclude_variables = variables.to_vec();
+        Ok(())
+    }
+
+    /// `build(var_list)`: creates m and v (and vhat, and the EMA averages as copies of
+    /// `initial_values`) for each variable. `initial_values` may be empty unless `use_ema`.
+    pub fn build(&mut self, specs: &[VariableSpec], initial_values: &[TensorRef<'_>]) -> Result<()> {
+        if self.is_built() {
+            return Err(Error::AlreadyBuilt("the optimizer is already built; build can be called once".into()));
+        }
+        if let Some(&bad) = self.exclude_variables.iter().find(|&&i| i >= specs.len()) {
+            return Err(Error::UnknownVariable(format!(
+                "exclude_from_weight_decay names variable {bad}, but build received {} variables",
+                specs.len()
+            )));
+        }
+        let use_ema = self.config.use_ema;
+        if use_ema && initial_values.len() != specs.len() {
+            return Err(invalid!(
+                "use_ema needs every variable's initial value at build (the averages start as copies): got {} values for {} variables",
+                initial_values.len(),
+                specs.len()
+            ));
+        }
+        let mut built = Vec::new();
+        built.try_reserve_exact(specs.len()).map_err(|_| Error::OutOfMemory("too many variables".into()))?;
+        for (i, spec) in specs.iter().enumerate() {
+            if !matches!(spec.dtype, DType::F32 | DType::F64) {
+                return Err(Error::DtypeMismatch(format!(
+                    "variable {i} (`{}`): dtype must be float32 or float64, got {}",
+                    spec.name,
+                    spec.dtype.name()
+                )));
+            }
+            if spec.name.contains('\0') {
+                return Err(invalid!("variable {i}: the name must not contain a NUL character"));
+            }
+            let len = spec.element_count()?;
+            if use_ema {
+                let init = initial_values[i];
+                if init.dtype() != spec.dtype {
+                    return Err(Error::DtypeMismatch(format!(
+                        "variable {i} (`{}`) is {} but its initial value is {}",
+                        spec.name,
+                        spec.dtype.name(),
+                        init.dtype().name()
+                    )));
+                }
+                if init.len() != len {
+                    return Err(Error::ShapeMismatch(format!(
+                        "variable {i} (`{}`) of shape {:?} has {len} elements but its initial value has {}",
+                        spec.name,
+                        spec.shape,
+                        init.len()
+                    )));
+                }
+            }
+            let keras_name = spec.keras_name();
+            let excluded = self.exclude_variables.contains(&i) || self.exclude_patterns.iter().any(|p| p.is_match(&keras_name));
+            let average = if use_ema {
+                let mut a = Buffer::zeros(spec.dtype, len)?;
+                a.copy_from(initial_values[i]);
+                a
+            } else {
+                Buffer::empty(spec.dtype)
+            };
+            built.push(BuiltVariable {
+                spec: spec.clone(),
+                len,
+                row_len: spec.shape.iter().skip(1).product(),
+                decay: !excluded,
+                m: Buffer::zeros(spec.dtype, len)?,
+                v: Buffer::zeros(spec.dtype, len)?,
+                vhat: if self.config.amsgrad { Buffer::zeros(spec.dtype, len)? } else { Buffer::empty(spec.dtype) },
+                average,
+            });
+        }
+        let mut last_listed = Vec::new();
+        let mut half_squares = Vec::new();
+        last_listed.try_reserve_exact(specs.len()).map_err(|_| Error::OutOfMemory("too many variables".into()))?;
+        half_squares.try_reserve_exact(specs.len()).map_err(|_| Error::OutOfMemory("too many variables".into()))?;
+        last_listed.resize(specs.len(), 0);
+        self.built = Some(built);
+        self.last_listed = last_listed;
+        self.half_squares = half_squares;
+        Ok(())
+    }
+
+    /// Reserves room for sparse gradients of up to `indices` indices, so that no later sparse
+    /// step allocates (without it, the first step with more indices than any before grows a buffer).
+    pub fn reserve_sparse(&mut self, indices: usize) -> Result<()> {
+        let extra = indices.saturating_sub(self.sparse_rows.len());
+        self.sparse_rows
+            .try_reserve(extra)
+            .map_err(|_| Error::OutOfMemory(format!("cannot reserve room for {indices} sparse indices")))
+    }
+
+    /// The learning rate and betas of the step at `step` (pre-increment iterations).
+    fn hyper_at(&self, step: i64) -> Result<CurrentValues> {
+        let learning_rate = match &self.config.learning_rate {
+            LearningRate::Constant(x) => *x as f32,
+            LearningRate::Schedule(s) => s.evaluate(step),
+            LearningRate::Callback(cb) => cb.eval("learning_rate", step)? as f32,
+        };
+        let beta = |b: &Beta, what: &str| match b {
+            Beta::Value(x) => Ok(*x),
+            Beta::Callback(cb) => cb.eval(what, step),
+        };
+        Ok(CurrentValues {
+            learning_rate,
+            beta_1: beta(&self.config.beta_1, "beta_1")?,
+            beta_2: beta(&self.config.beta_2, "beta_2")?,
+        })
+    }
+
+    /// Checks one entry against the built variable it names. Changes nothing.
+    fn check_update(built: &[BuiltVariable], u: &Update<'_>) -> Result<()> {
+        let Some(var) = built.get(u.variable) else {
+            return Err(Error::UnknownVariable(format!(
+                "The optimizer cannot recognize variable {} (it was built with {} variables). This usually means you are trying to call the optimizer to update different parts of the model separately. Please call `optimizer.build(variables)` with the full list of trainable variables before the training loop.",
+                u.variable,
+                built.len()
+            )));
+        };
+        let name = &var.spec.name;
+        let dtype = var.spec.dtype;
+        if u.value.dtype() != dtype {
+            return Err(Error::DtypeMismatch(format!(
+                "variable {} (`{name}`) is {} but its values were given as {}",
+                u.variable,
+                dtype.name(),
+                u.value.dtype().name()
+            )));
+        }
+        if u.value.len() != var.len {
+            return Err(Error::ShapeMismatch(format!(
+                "variable {} (`{name}`) of shape {:?} has {} elements, got {}",
+                u.variable,
+                var.spec.shape,
+                var.len,
+                u.value.len()
+            )));
+        }
+        match u.gradient {
+            None => {}
+            Some(Gradient::Dense(g)) => {
+                if g.dtype() != dtype {
+                    return Err(Error::DtypeMismatch(format!(
+                        "variable {} (`{name}`) is {} but its gradient is {}",
+                        u.variable,
+                        dtype.name(),
+                        g.dtype().name()
+                    )));
+                }
+                if g.len() != var.len {
+                    return Err(Error::ShapeMismatch(format!(
+                        "the gradient of variable {} (`{name}`, {} elements) has {} elements",
+                        u.variable,
+                        var.len,
+                        g.len()
+                    )));
+                }
+            }
+            Some(Gradient::Sparse { indices, values }) => {
+                if var.spec.shape.is_empty() {
+                    return Err(invalid!("variable {} (`{name}`) is a scalar and cannot take a sparse gradient", u.variable));
+                }
+                if values.dtype() != dtype {
+                    return Err(Error::DtypeMismatch(format!(
+                        "variable {} (`{name}`) is {} but its sparse gradient values are {}",
+                        u.variable,
+                        dtype.name(),
+                        values.dtype().name()
+                    )));
+                }
+                if indices.len().checked_mul(var.row_len) != Some(values.len()) {
+                    return Err(Error::ShapeMismatch(format!(
+                        "the sparse gradient of variable {} (`{name}`) has {} indices and {} values; rows of {} elements need {}",
+                        u.variable,
+                        indices.len(),
+                        values.len(),
+                        var.row_len,
+                        indices.len().saturating_mul(var.row_len)
+                    )));
+                }
+                let rows = var.spec.shape[0];
+                if let Some((k, &bad)) = indices.iter().enumerate().find(|&(_, &r)| r < 0 || r as u64 >= rows as u64) {
+                    return Err(Error::IndexOutOfRange(format!(
+                        "indices[{k}] = {bad} is not in [0, {rows}) for variable {} (`{name}`)",
+                        u.variable
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `apply_gradients(zip(grads, vars))`: one step over the listed variables (spec §1.2).
+    /// Validates everything first: on error nothing has changed. Returns the new iteration count.
+    /// An empty list is a no-op that only re-reads the learning rate, as in Keras.
+    pub fn apply_gradients<S: UpdateSource + ?Sized>(&mut self, updates: &mut S) -> Result<i64> {
+        let step = self.iterations;
+        let hyper = self.hyper_at(step)?;
+        if updates.is_empty() {
+            self.current = hyper;
+            return Ok(self.iterations);
+        }
+        let built = self.built.as_ref().ok_or_else(|| not_built("apply_gradients"))?;
+        self.call_number += 1;
+        let (mut any_gradient, mut has_f32, mut has_f64) = (false, false, false);
+        for i in 0..updates.len() {
+            let u = updates.get(i);
+            Self::check_update(built, &u)?;
+            if self.last_listed[u.variable] == self.call_number {
+                return Err(invalid!("variable {} is listed twice in one apply_gradients call", u.variable));
+            }
+            self.last_listed[u.variable] = self.call_number;
+            if u.gradient.is_some() {
+                any_gradient = true;
+                has_f32 |= u.value.dtype() == DType::F32;
+                has_f64 |= u.value.dtype() == DType::F64;
+            }
+        }
+        if !any_gradient {
+            let names: Vec<String> = (0..updates.len()).map(|i| format!("'{}'", built[updates.get(i).variable].spec.keras_name())).collect();
+            return Err(Error::NoGradients(format!("No gradients provided for any variable: ([{}],).", names.join(", "))));
+        }
+        let clipping = self.config.clipping();
+        let (global_f32, global_f64) = match clipping {
+            Clipping::GlobalNorm(_) if has_f32 && has_f64 => {
+                return Err(invalid!(
+                    "global_clipnorm needs gradients of one dtype: Keras cannot combine float32 and float64 norms"
+                ));
+            }
+            Clipping::GlobalNorm(clip) => self.global_clips(updates, clip),
+            _ => (Clip::None, Clip::None),
+        };
+        let h = StepHyper {
+            learning_rate: hyper.learning_rate,
+            weight_decay: self.config.weight_decay,
+            beta_1: hyper.beta_1,
+            beta_2: hyper.beta_2,
+            epsilon: self.config.epsilon,
+            ema_momentum: self.config.ema_momentum,
+            iterations: step,
+        };
+        let (s32, s64) = (StepScalars::<f32>::new(&h), StepScalars::<f64>::new(&h));
+        let overwrite_with_average = self.config.use_ema
+            && self.config.ema_overwrite_frequency.is_some_and(|f| f > 0 && (step.wrapping_add(1)) % f == 0);
+        let built = self.built.as_mut().ok_or_else(|| not_built("apply_gradients"))?;
+        for i in 0..updates.len() {
+            let u = updates.get(i);
+            let Some(gradient) = u.gradient else { continue };
+            let var = &mut built[u.variable];
+            let ops = VariableOps { decay: var.decay, overwrite_with_average };
+            match u.value {
+                TensorMut::F32(value) => {
+                    step_variable(var, value, typed::<f32>(gradient), &s32, ops, clipping, global_f32, &mut self.sparse_rows)
+                }
+                TensorMut::F64(value) => {
+                    step_variable(var, value, typed::<f64>(gradient), &s64, ops, clipping, global_f64, &mut self.sparse_rows)
+                }
+            }
+        }
+        self.iterations += 1;
+        self.current = hyper;
+        Ok(self.iterations)
+    }
+
+    /// The global-norm clip of this step for each dtype (only one dtype has gradients).
+    fn global_clips<S: UpdateSource + ?Sized>(&mut self, updates: &mut S, clip: f64) -> (Clip<f32>, Clip<f64>) {
+        self.half_squares.clear();
+        let mut dtype = DType::F32;
+        for i in 0..updates.len() {
+            let u = updates.get(i);
+            let values = match u.gradient {
+                None => continue,
+                Some(Gradient::Dense(g)) => g,
+                Some(Gradient::Sparse { values, .. }) => values,
+            };
+            dtype = values.dtype();
+            let half = match values {
+                TensorRef::F32(x) => kernels::l2_loss(x).get() as f64,
+                TensorRef::F64(x) => kernels::l2_loss(x).get(),
+            };
+            // Capacity for every built variable was reserved at build: no allocation here.
+            self.half_squares.push(half);
+        }
+        let halves = &self.half_squares;
+        match dtype {
+            DType::F64 => {
+                let total = kernels::sum_eigen(&|i| Ftz::new(halves[i]), 0, halves.len());
+                (Clip::None, Clip::by_global_norm(total, clip))
+            }
+            _ => {
+                let total = kernels::sum_eigen(&|i| Ftz::new(halves[i] as f32), 0, halves.len());
+                (Clip::by_global_norm(total, clip), Clip::None)
+            }
+        }
+    }
+
+    /// `finalize_variable_values(var_list)`: with EMA, each listed variable takes its average's
+    /// value; without EMA nothing changes. Gradients in `updates` are ignored.
+    pub fn finalize_variable_values<S: UpdateSource + ?Sized>(&mut self, updates: &mut S) -> Result<()> {
+        let built = self.built.as_ref().ok_or_else(|| not_built("finalize_variable_values"))?;
+        for i in 0..updates.len() {
+            let mut u = updates.get(i);
+            u.gradient = None;
+            Self::check_update(built, &u)?;
+        }
+        if !self.config.use_ema {
+            return Ok(());
+        }
+        for i in 0..updates.len() {
+            let u = updates.get(i);
+            let average = &built[u.variable].average;
+            match (u.value, average) {
+                (TensorMut::F32(d), Buffer::F32(a)) => d.copy_from_slice(a),
+                (TensorMut::F64(d), Buffer::F64(a)) => d.copy_from_slice(a),
+                _ => unreachable!("dtypes were checked above"),
+            }
+        }
+        Ok(())
+    }
+
+    /// The optimizer variables in Keras' order: `iteration`, then (EMA) one average per variable,
+    /// then m and v interleaved per variable, then (amsgrad) one vhat per variable.
+    fn layout(&self) -> impl Iterator<Item = (SlotKind, usize)> + '_ {
+        let n = self.built.as_ref().map_or(0, Vec::len);
+        let ema = if self.config.use_ema { n } else { 0 };
+        let amsgrad = if self.config.amsgrad { n } else { 0 };
+        std::iter::once((SlotKind::Iterations, 0))
+            .chain((0..ema).map(|i| (SlotKind::Average, i)))
+            .chain((0..2 * n).map(|k| (if k % 2 == 0 { SlotKind::M } else { SlotKind::V }, k / 2)))
+            .chain((0..amsgrad).map(|i| (SlotKind::Vhat, i)))
+    }
+
+    /// How many optimizer variables there are (1 before build: the counter).
+    pub fn num_variables(&self) -> usize {
+        self.layout().count()
+    }
+
+    fn slot_kind(&self, index: usize) -> Option<(SlotKind, usize)> {
+        self.layout().nth(index)
+    }
+
+    /// The optimizer variable at `index` of Keras' `optimizer.variables`.
+    pub fn variable(&self, index: usize) -> Option<OptimizerVariable<'_>> {
+        let (kind, i) = self.slot_kind(index)?;
+        if kind == SlotKind::Iterations {
+            return Some(OptimizerVariable {
+                name: "iteration".into(),
+                shape: &[],
+                data: WeightData::I64(std::slice::from_ref(&self.iterations)),
+            });
+        }
+        let var = &self.built.as_ref()?[i];
+        let buffer = match kind {
+            SlotKind::Average => &var.average,
+            SlotKind::M => &var.m,
+            SlotKind::V => &var.v,
+            _ => &var.vhat,
+        };
+        Some(OptimizerVariable {
+            name: format!("{}/{}/{}", self.config.name, kind.name(), var.spec.name),
+            shape: &var.spec.shape,
+            data: buffer.as_ref().into(),
+        })
+    }
+
+    /// `set_weights(weights)`: Keras zips the optimizer variables with `weights`, so a shorter
+    /// list sets a prefix and extra weights are ignored. Every weight is checked before any is set.
+    pub fn set_weights(&mut self, weights: &[Weight<'_>]) -> Result<()> {
+        if !self.is_built() {
+            return Err(Error::NotBuilt(
+                "You are calling `set_weights()` on an optimizer that has not yet been built. Please call `optimizer.build(trainable_variables)` to create the optimizer weights before calling `set_weights()`.".into(),
+            ));
+        }
+        self.check_weights(weights, false)?;
+        self.assign_weights(weights);
+        Ok(())
+    }
+
+    /// Checks weights against the variables they would replace (`exact_count`: one per variable).
+    fn check_weights(&self, weights: &[Weight<'_>], exact_count: bool) -> Result<()> {
+        let n = self.num_variables();
+        if exact_count && weights.len() != n {
+            return Err(Error::CheckpointMismatch(format!(
+                "Skipping variable loading for optimizer '{}', because it has {n} variables whereas the saved optimizer has {} variables. {}",
+                self.config.name,
+                weights.len(),
+                if n == 1 { "This is likely because the optimizer has not been called/built yet." } else { "" }
+            ).trim_end().to_string()));
+        }
+        for (index, w) in weights.iter().enumerate().take(n) {
+            let Some(var) = self.variable(index) else { break };
+            let mismatch = |msg: String| if exact_count { Error::CheckpointMismatch(msg) } else { Error::ShapeMismatch(msg) };
+            if w.shape != var.shape {
+                return Err(mismatch(format!(
+                    "Optimizer variable {} has shape {} not compatible with provided weight shape {}.",
+                    var.name,
+                    py_shape(var.shape),
+                    py_shape(w.shape)
+                )));
+            }
+            if w.data.dtype() != var.data.dtype() {
+                let msg = format!(
+                    "Optimizer variable {} is {} but the provided weight is {}.",
+                    var.name,
+                    var.data.dtype().name(),
+                    w.data.dtype().name()
+                );
+                return Err(if exact_count { Error::CheckpointMismatch(msg) } else { Error::DtypeMismatch(msg) });
+            }
+            if w.data.len() != var.data.len() {
+                return Err(mismatch(format!(
+                    "Optimizer variable {} has {} elements; the provided weight has {}.",
+                    var.name,
+                    var.data.len(),
+                    w.data.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn assign_weights(&mut self, weights: &[Weight<'_>]) {
+        let n = self.num_variables();
+        for (index, w) in weights.iter().enumerate().take(n) {
+            let Some((kind, i)) = self.slot_kind(index) else { break };
+            if let (SlotKind::Iterations, WeightData::I64(x)) = (kind, w.data) {
+                self.iterations = x[0];
+                continue;
+            }
+            let Some(built) = self.built.as_mut() else { break };
+            let var = &mut built[i];
+            let buffer = match kind {
+                SlotKind::Average => &mut var.average,
+                SlotKind::M => &mut var.m,
+                SlotKind::V => &mut var.v,
+                _ => &mut var.vhat,
+            };
+            match (buffer, w.data) {
+                (Buffer::F32(d), WeightData::F32(s)) => d.copy_from_slice(s),
+                (Buffer::F64(d), WeightData::F64(s)) => d.copy_from_slice(s),
+                _ => unreachable!("weights were checked before assignment"),
+            }
+        }
+    }
+
+    /// `save_own_variables(store)`: the optimizer variables as a safetensors file with keys
+    /// "0".."N-1" in Keras' order (see [`crate::checkpoint`]).
+    pub fn save_own_variables(&self) -> Result<Vec<u8>> {
+        let vars: Vec<OptimizerVariable<'_>> = (0..self.num_variables()).filter_map(|i| self.variable(i)).collect();
+        crate::checkpoint::encode(&vars)
+    }
+
+    /// `load_own_variables(store)`: replaces every optimizer variable from a checkpoint made by
+    /// `save_own_variables` of an optimizer built the same way. Unlike Keras, which only warns,
+    /// a checkpoint that does not match is an error; either way nothing changes.
+    pub fn load_own_variables(&mut self, bytes: &[u8]) -> Result<()> {
+        let checkpoint = crate::checkpoint::decode(bytes)?;
+        let weights = checkpoint.weights();
+        self.check_weights(&weights, true)?;
+        self.assign_weights(&weights);
+        Ok(())
+    }
+
+    /// `minimize(loss, var_list)`: `compute` fills the gradients of `updates` from the current
+    /// variable values, then the step is applied. A failing `compute` changes nothing.
+    pub fn minimize<S: UpdateSource + ?Sized>(
+        &mut self,
+        updates: &mut S,
+        compute: impl FnOnce(&mut S) -> std::result::Result<(), String>,
+    ) -> Result<i64> {
+        compute(updates).map_err(|reason| Error::CallbackFailed(format!("the gradient callback failed: {reason}")))?;
+        self.apply_gradients(updates)
+    }
+}
+
+/// A gradient of a known element type.
+enum TypedGradient<'a, F> {
+    Dense(&'a [F]),
+    Sparse { indices: &'a [i64], values: &'a [F] },
+}
+
+trait FromTensor: Sized {
+    fn from_tensor(t: TensorRef<'_>) -> &[Self];
+}
+impl FromTensor for f32 {
+    fn from_tensor(t: TensorRef<'_>) -> &[Self] {
+        match t {
+            TensorRef::F32(x) => x,
+            TensorRef::F64(_) => &[],
+        }
+    }
+}
+impl FromTensor for f64 {
+    fn from_tensor(t: TensorRef<'_>) -> &[Self] {
+        match t {
+            TensorRef::F64(x) => x,
+            TensorRef::F32(_) => &[],
+        }
+    }
+}
+
+fn typed<F: FromTensor>(g: Gradient<'_>) -> TypedGradient<'_, F> {
+    match g {
+        Gradient::Dense(t) => TypedGradient::Dense(F::from_tensor(t)),
+        Gradient::Sparse { indices, values } => TypedGradient::Sparse { indices, values: F::from_tensor(values) },
+    }
+}
+
+/// Clip, decay and update one variable (its checks have passed).
+#[allow(clippy::too_many_arguments)]
+fn step_variable<F: Slot + FromTensor>(
+    var: &mut BuiltVariable,
+    value: &mut [F],
+    gradient: TypedGradient<'_, F>,
+    s: &StepScalars<F>,
+    ops: VariableOps,
+    clipping: Clipping,
+    global: Clip<F>,
+    sparse_rows: &mut Vec<(usize, usize)>,
+) {
+    let clip_values = match gradient {
+        TypedGradient::Dense(g) => g,
+        TypedGradient::Sparse { values, .. } => values,
+    };
+    // Sparse gradients are clipped through their values, duplicates included, before deduplication.
+    let clip = match clipping {
+        Clipping::None => Clip::None,
+        Clipping::Norm(c) => Clip::by_norm(kernels::sum_of_squares(clip_values), c),
+        Clipping::GlobalNorm(_) => global,
+        Clipping::Value(v) => Clip::by_value(v),
+    };
+    let row_len = var.row_len;
+    let lanes = Lanes {
+        var: value,
+        m: F::slot(&mut var.m),
+        v: F::slot(&mut var.v),
+        vhat: F::slot(&mut var.vhat),
+        average: F::slot(&mut var.average),
+    };
+    match gradient {
+        TypedGradient::Dense(g) => cpu::dense_step(s, ops, clip, g, lanes),
+        TypedGradient::Sparse { indices, values } => {
+            sparse_rows.clear();
+            sparse_rows.extend(indices.iter().enumerate().map(|(pos, &row)| (row as usize, pos)));
+            sparse_rows.sort_unstable();
+            cpu::sparse_step(s, ops, clip, SparseRows { entries: sparse_rows, values, row_len }, lanes);
+        }
+    }
+}
