@@ -267,6 +267,11 @@ impl Optimizer {
         self.config.to_json(self.current)
     }
 
+    /// How many variables the optimizer was built with (0 before build).
+    pub fn num_built_variables(&self) -> usize {
+        self.built.as_ref().map_or(0, Vec::len)
+    }
+
     pub fn is_built(&self) -> bool {
         self.built.is_some()
     }

@@ -20,8 +20,8 @@ Usage:
     # then replays it into OUTDIR/expected.json; prints one line per case (id: description)
     /work/venv-keras/bin/python tools/keras_reference.py generate tests/conformance
 
-    # print the generated case ids with their descriptions (does not need TensorFlow)
-    python3 tools/keras_reference.py list
+    # print the generated case ids with their descriptions (does not import TensorFlow)
+    /work/venv-keras/bin/python tools/keras_reference.py list
 
     # check the replayer against the spec's smoke pair (must be 0 ulp)
     /work/venv-keras/bin/python tools/keras_reference.py run \\
@@ -62,7 +62,7 @@ import time
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 
-import numpy as np  # noqa: E402  (numpy comes with the venv; `list` only needs the stdlib + numpy)
+import numpy as np  # noqa: E402  (numpy comes with the venv)
 
 _TF = None
 
@@ -788,7 +788,7 @@ def build_cases():
     g.add("preset_iterations_5", "iterations preset to 5 (bias correction from t=6); final counter 5+4",
           {"learning_rate": 0.05}, kb, g.dense_steps(kb, 4), iterations=5)
     kb = g.kb()
-    g.add("preset_iterations_1000", "iterations preset to 1000 (beta_1^t underflows: FTZ to 0)",
+    g.add("preset_iterations_1000", "iterations preset to 1000 (float32 beta_1^t = 0.9^1001 underflows to 0, bias correction 1 - 0 = 1)",
           {"learning_rate": 0.05}, kb, g.dense_steps(kb, 3), iterations=1000)
     kb = g.kb()
     g.add("preset_iterations_5_schedule", "iterations=5 with ExponentialDecay(0.1, 2, 0.5): the schedule starts at step 5",
@@ -904,7 +904,7 @@ def build_cases():
           [{"grads": [{"dense": [1e-3, 0.0, -1e-3, 0.0, 1e-38, 0.0]}, None]}, {"grads": [{"dense": [0.0] * 6}, None]},
            {"grads": [{"dense": [1e-30, 1e-30, 0.0, 1e-20, 0.0, 1.0]}, None]}])
     v = g.var("w", [4], value=[1e-3, 2e-3, -1e-3, 1e-2])
-    g.add("subnormal_long_zero_grads", "a gradient that goes to zero: m and v decay into the subnormal range and flush to 0",
+    g.add("subnormal_long_zero_grads", "beta 0.5, eps 0, then 40 zero gradients: m, v halve each step; once v*C2 is subnormal it flushes, so v sticks just above 1.18e-38 (IEEE would keep shrinking)",
           {"learning_rate": 0.001, "beta_1": 0.5, "beta_2": 0.5, "epsilon": 0.0, "weight_decay": 0.0}, [v],
           [{"grads": [{"dense": [1e-10, 1e-15, -1e-12, 1e-5]}]}] + [{"grads": [{"dense": [0.0, 0.0, 0.0, 0.0]}]}] * 40)
     v = g.var("w64", [4], dtype="float64", value=[0.5, -0.5, 1.0, 2.0])

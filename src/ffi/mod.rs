@@ -1,1 +1,34 @@
+#![allow(non_camel_case_types)]
+//! The C ABI, a thin layer over the safe core. Every `extern "C"` body runs inside [`guard`]:
+//! no panic crosses the boundary, and every failure becomes a status plus a message for
+//! `adamw_last_error`. Pointer checks live only in [`slice`] and [`handle`].
+//!
+//! `#[unsafe(no_mangle)]` appears only under this module; `include/adamw.h` is generated from it.
 
+pub mod config;
+pub mod handle;
+pub mod optimizer;
+pub mod slice;
+pub mod status;
+
+pub use status::adamw_status;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use status::FfiError;
+
+/// Runs an entry point's body: maps its error, or a panic, to a status and records the message.
+pub(crate) fn guard(body: impl FnOnce() -> Result<(), FfiError>) -> adamw_status {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => adamw_status::Ok,
+        Ok(Err(e)) => e.record(),
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            FfiError::new(adamw_status::Internal, format!("internal error (please report): {what}")).record()
+        }
+    }
+}

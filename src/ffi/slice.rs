@@ -1,0 +1,147 @@
+//! Every check of a pointer the caller passes, before it becomes a reference. The one thing we
+//! cannot check is that memory the caller points at really holds `len` elements: that is the
+//! caller's promise, stated in the header.
+
+use std::ffi::{CStr, c_char};
+use std::mem::{align_of, size_of};
+
+use super::status::{FfiError, adamw_status};
+
+fn check_raw<T>(ptr: *const T, len: usize, what: &str) -> Result<bool, FfiError> {
+    if len == 0 {
+        return Ok(false);
+    }
+    if ptr.is_null() {
+        return Err(FfiError::new(adamw_status::NullArgument, format!("`{what}` is NULL but its length is {len}")));
+    }
+    if (ptr as usize) % align_of::<T>() != 0 {
+        return Err(FfiError::invalid(format!("`{what}` is not aligned to {} bytes", align_of::<T>())));
+    }
+    if len.checked_mul(size_of::<T>()).is_none_or(|bytes| bytes > isize::MAX as usize) {
+        return Err(FfiError::new(adamw_status::OutOfMemory, format!("`{what}` length {len} overflows")));
+    }
+    Ok(true)
+}
+
+/// A read-only slice of `len` elements at `ptr`; `(NULL, 0)` and `(anything, 0)` are empty.
+///
+/// # Safety
+/// Unless `len` is 0, `ptr` must point at `len` initialized elements that stay valid and
+/// unmodified for `'a`.
+pub unsafe fn slice<'a, T>(ptr: *const T, len: usize, what: &str) -> Result<&'a [T], FfiError> {
+    if !check_raw(ptr, len, what)? {
+        return Ok(&[]);
+    }
+    // SAFETY: check_raw verified non-NULL, alignment and a byte size within isize::MAX; the
+    // caller guarantees the memory holds `len` elements for 'a.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// A mutable slice of `len` elements at `ptr`.
+///
+/// # Safety
+/// As for [`slice`], and no other reference to that memory may exist for `'a`.
+pub unsafe fn slice_mut<'a, T>(ptr: *mut T, len: usize, what: &str) -> Result<&'a mut [T], FfiError> {
+    if !check_raw(ptr, len, what)? {
+        return Ok(&mut []);
+    }
+    // SAFETY: as in `slice`; exclusivity is the caller's (and, for apply_gradients, checked by
+    // `check_disjoint`).
+    Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
+}
+
+/// A NUL-terminated UTF-8 string.
+///
+/// # Safety
+/// `ptr` must be NULL or point at a NUL-terminated string valid for `'a`.
+pub unsafe fn utf8<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, FfiError> {
+    if ptr.is_null() {
+        return Err(FfiError::null(what));
+    }
+    // SAFETY: non-NULL and NUL-terminated by the caller's contract.
+    let s = unsafe { CStr::from_ptr(ptr) };
+    s.to_str().map_err(|_| FfiError::invalid(format!("`{what}` is not valid UTF-8")))
+}
+
+/// A byte range of caller memory and whether the call writes it.
+#[derive(Debug, Clone, Copy)]
+pub struct ByteRange {
+    pub start: usize,
+    pub end: usize,
+    pub written: bool,
+}
+
+impl ByteRange {
+    pub fn of<T>(ptr: *const T, len: usize, written: bool) -> Self {
+        let start = ptr as usize;
+        ByteRange { start, end: start.saturating_add(len.saturating_mul(size_of::<T>())), written }
+    }
+}
+
+/// Fails when a written range overlaps any other range (a `&mut` and a `&` over the same bytes
+/// would be undefined behaviour). Sorts `ranges` in place; allocates nothing.
+pub fn check_disjoint(ranges: &mut [ByteRange]) -> Result<(), FfiError> {
+    ranges.sort_unstable_by_key(|r| r.start);
+    let (mut end_any, mut end_written) = (0usize, 0usize);
+    for r in ranges.iter().filter(|r| r.end > r.start) {
+        if (r.written && r.start < end_any) || r.start < end_written {
+            return Err(FfiError::invalid(
+                "a variable's `data` overlaps another buffer of the same call; every variable needs its own memory",
+            ));
+        }
+        end_any = end_any.max(r.end);
+        if r.written {
+            end_written = end_written.max(r.end);
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to a caller buffer with the size-query convention: `*out_len` receives the
+/// length; `buf` NULL with `cap` 0 only asks for it; a too-small buffer is BUFFER_TOO_SMALL and
+/// receives nothing. With `nul`, a NUL is appended (not counted in the length).
+///
+/// # Safety
+/// `buf` must be NULL or point at `cap` writable bytes; `out_len` NULL or a writable size_t.
+pub unsafe fn write_out(bytes: &[u8], buf: *mut u8, cap: usize, out_len: *mut usize, nul: bool) -> Result<(), FfiError> {
+    if out_len.is_null() {
+        return Err(FfiError::null("out_len"));
+    }
+    let needed = bytes.len() + usize::from(nul);
+    // SAFETY: non-NULL; the caller passes a writable size_t.
+    unsafe { *out_len = bytes.len() };
+    if buf.is_null() && cap == 0 {
+        return Ok(());
+    }
+    if buf.is_null() {
+        return Err(FfiError::null("buf"));
+    }
+    if cap < needed {
+        return Err(FfiError::new(
+            adamw_status::BufferTooSmall,
+            format!("the buffer holds {cap} bytes; {needed} are needed"),
+        ));
+    }
+    // SAFETY: `buf` is non-NULL with `cap >= needed` writable bytes (caller's contract), and
+    // cannot overlap `bytes`, which we own.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, bytes.len());
+        if nul {
+            *buf.add(bytes.len()) = 0;
+        }
+    }
+    Ok(())
+}
+
+/// Writes one value to a required out-parameter.
+///
+/// # Safety
+/// `out` must be NULL or point at a writable `T`.
+pub unsafe fn write<T>(out: *mut T, value: T, what: &str) -> Result<(), FfiError> {
+    if out.is_null() {
+        return Err(FfiError::null(what));
+    }
+    // SAFETY: non-NULL and writable by the caller's contract.
+    unsafe { out.write(value) };
+    Ok(())
+}
