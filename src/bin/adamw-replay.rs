@@ -1,1 +1,319 @@
-fn main() {}
+//! adamw-replay: runs conformance cases (../shared/spec/trajectory_format.md) through the public
+//! C ABI and writes the results in the same format, for comparison with Keras' results.
+//!
+//! usage: adamw-replay [CASES.json] > RESULTS.json   (reads standard input without an argument)
+
+use std::ffi::{CStr, c_char, c_void};
+use std::io::Read;
+use std::process::ExitCode;
+
+use adamw::ffi::adamw_status;
+use adamw::ffi::handle::adamw_optimizer;
+use adamw::ffi::optimizer::*;
+use adamw::ffi::status::{adamw_last_error, adamw_status_name};
+use adamw::kwargs::{float_from_json, float_to_json};
+use serde_json::{Map, Value, json};
+
+/// A failed C call: where it happened is decided by the caller.
+struct Failure {
+    status: adamw_status,
+    message: String,
+}
+
+fn check(status: adamw_status) -> Result<(), Failure> {
+    if status == adamw_status::Ok {
+        return Ok(());
+    }
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0usize;
+    // SAFETY: `buf` has 4096 writable bytes and `len` is a valid out-pointer.
+    unsafe { adamw_last_error(buf.as_mut_ptr().cast(), buf.len(), &mut len) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Err(Failure { status, message: String::from_utf8_lossy(&buf[..end]).into_owned() })
+}
+
+fn status_name(status: adamw_status) -> String {
+    // SAFETY: adamw_status_name returns a static NUL-terminated string.
+    unsafe { CStr::from_ptr(adamw_status_name(status as u32)) }.to_string_lossy().into_owned()
+}
+
+/// A variable's values in its dtype.
+enum Values {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+impl Values {
+    fn from_json(dtype: &str, v: &[f64]) -> Values {
+        if dtype == "float64" { Values::F64(v.to_vec()) } else { Values::F32(v.iter().map(|&x| x as f32).collect()) }
+    }
+    fn dtype(&self) -> u32 {
+        match self {
+            Values::F32(_) => adamw_dtype::Float32 as u32,
+            Values::F64(_) => adamw_dtype::Float64 as u32,
+        }
+    }
+    fn len(&self) -> usize {
+        match self {
+            Values::F32(v) => v.len(),
+            Values::F64(v) => v.len(),
+        }
+    }
+    fn ptr(&self) -> *const c_void {
+        match self {
+            Values::F32(v) => v.as_ptr().cast(),
+            Values::F64(v) => v.as_ptr().cast(),
+        }
+    }
+    fn ptr_mut(&mut self) -> *mut c_void {
+        match self {
+            Values::F32(v) => v.as_mut_ptr().cast(),
+            Values::F64(v) => v.as_mut_ptr().cast(),
+        }
+    }
+    fn to_json(&self) -> Value {
+        match self {
+            Values::F32(v) => Value::Array(v.iter().map(|&x| float_to_json(x as f64)).collect()),
+            Values::F64(v) => Value::Array(v.iter().map(|&x| float_to_json(x)).collect()),
+        }
+    }
+}
+
+/// Numbers of a (possibly nested) JSON list, flattened row-major.
+fn flatten(v: &Value, out: &mut Vec<f64>) -> Result<(), String> {
+    match v {
+        Value::Array(items) => items.iter().try_for_each(|x| flatten(x, out)),
+        other => {
+            out.push(float_from_json(other).ok_or_else(|| format!("not a number: {other}"))?);
+            Ok(())
+        }
+    }
+}
+
+struct Optimizer(*mut adamw_optimizer);
+
+impl Drop for Optimizer {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from adamw_optimizer_from_config_json and is freed once.
+        unsafe { adamw_optimizer_free(self.0) };
+    }
+}
+
+fn run_case(case: &Value) -> Result<Value, String> {
+    let id = case["id"].clone();
+    let error = |at: Value, f: Failure| json!({"type": status_name(f.status), "message": f.message, "at": at});
+    let config = case.get("config").cloned().unwrap_or_else(|| json!({})).to_string();
+    let mut raw = std::ptr::null_mut();
+    // SAFETY: `config` is valid UTF-8 of the given length; `raw` is a valid out-pointer.
+    if let Err(f) = check(unsafe { adamw_optimizer_from_config_json(config.as_ptr().cast(), config.len(), &mut raw) }) {
+        return Ok(json!({"id": id, "error": error(json!("config"), f)}));
+    }
+    let opt = Optimizer(raw);
+
+    let vars = case["variables"].as_array().ok_or("case without variables")?;
+    let mut names = Vec::new();
+    let mut shapes: Vec<Vec<usize>> = Vec::new();
+    let mut values: Vec<Values> = Vec::new();
+    for v in vars {
+        let dtype = v["dtype"].as_str().unwrap_or("float32");
+        let shape: Vec<usize> = v["shape"].as_array().ok_or("variable without shape")?.iter().map(|d| d.as_u64().unwrap_or(0) as usize).collect();
+        let mut flat = Vec::new();
+        flatten(&v["value"], &mut flat)?;
+        names.push(format!("{}\0", v["name"].as_str().unwrap_or("variable")));
+        shapes.push(shape);
+        values.push(Values::from_json(dtype, &flat));
+    }
+
+    let setup = || -> Result<(), Failure> {
+        if let Some(ex) = case.get("exclude_from_weight_decay") {
+            let patterns: Vec<String> = ex.get("var_names").and_then(Value::as_array).map_or(vec![], |a| {
+                a.iter().map(|p| format!("{}\0", p.as_str().unwrap_or(""))).collect()
+            });
+            let pointers: Vec<*const c_char> = patterns.iter().map(|p| p.as_ptr().cast()).collect();
+            let indices: Vec<usize> = ex.get("variables").and_then(Value::as_array).map_or(vec![], |a| {
+                a.iter().map(|i| i.as_u64().unwrap_or(u64::MAX) as usize).collect()
+            });
+            // SAFETY: both arrays are live for the call and hold the stated counts.
+            check(unsafe { adamw_optimizer_exclude_from_weight_decay(opt.0, indices.as_ptr(), indices.len(), pointers.as_ptr(), pointers.len()) })?;
+        }
+        if let Some(it) = case.get("iterations").and_then(Value::as_i64) {
+            // SAFETY: live handle.
+            check(unsafe { adamw_optimizer_set_iterations(opt.0, it) })?;
+        }
+        let descriptors: Vec<adamw_variable> = (0..vars.len())
+            .map(|i| adamw_variable {
+                name: names[i].as_ptr().cast(),
+                dtype: values[i].dtype(),
+                ndim: shapes[i].len(),
+                shape: shapes[i].as_ptr(),
+                data: values[i].ptr(),
+            })
+            .collect();
+        // SAFETY: every descriptor points at live memory of the stated sizes.
+        check(unsafe { adamw_optimizer_build(opt.0, descriptors.as_ptr(), descriptors.len()) })
+    };
+    if let Err(f) = setup() {
+        return Ok(json!({"id": id, "error": error(json!("config"), f)}));
+    }
+
+    let mut results = Vec::new();
+    let steps = case["steps"].as_array().ok_or("case without steps")?;
+    for (n, step) in steps.iter().enumerate() {
+        if step.get("op").and_then(Value::as_str) == Some("finalize") {
+            let entries: Vec<adamw_variable_data> = values
+                .iter_mut()
+                .enumerate()
+                .map(|(i, v)| adamw_variable_data { variable: i, dtype: v.dtype(), len: v.len(), data: v.ptr_mut() })
+                .collect();
+            // SAFETY: each entry points at its own live buffer.
+            if let Err(f) = check(unsafe { adamw_optimizer_finalize_variable_values(opt.0, entries.as_ptr(), entries.len()) }) {
+                return Ok(json!({"id": id, "steps": results, "error": error(json!(n), f)}));
+            }
+            results.push(json!({"op": "finalize", "variables": values.iter().map(Values::to_json).collect::<Vec<_>>()}));
+            continue;
+        }
+        let grads = step["grads"].as_array().ok_or("step without grads")?;
+        // Gradient buffers live until the call returns.
+        let mut dense: Vec<Option<Values>> = Vec::new();
+        let mut sparse: Vec<Option<(Vec<i64>, Values)>> = Vec::new();
+        for (i, g) in grads.iter().enumerate() {
+            let dtype = vars[i]["dtype"].as_str().unwrap_or("float32");
+            let (mut d, mut s) = (None, None);
+            if let Some(dv) = g.get("dense") {
+                let mut flat = Vec::new();
+                flatten(dv, &mut flat)?;
+                d = Some(Values::from_json(dtype, &flat));
+            } else if let Some(iv) = g.get("indices") {
+                let indices: Vec<i64> = iv.as_array().ok_or("bad indices")?.iter().map(|x| x.as_i64().unwrap_or(-1)).collect();
+                let mut flat = Vec::new();
+                flatten(&g["values"], &mut flat)?;
+                s = Some((indices, Values::from_json(dtype, &flat)));
+            }
+            dense.push(d);
+            sparse.push(s);
+        }
+        let entries: Vec<adamw_gradient> = values
+            .iter_mut()
+            .enumerate()
+            .map(|(i, v)| {
+                let mut e = adamw_gradient {
+                    variable: i,
+                    dtype: v.dtype(),
+                    data: v.ptr_mut(),
+                    len: v.len(),
+                    dense: std::ptr::null(),
+                    indices: std::ptr::null(),
+                    num_indices: 0,
+                    values: std::ptr::null(),
+                    num_values: 0,
+                };
+                if let Some(Some(d)) = dense.get(i) {
+                    e.dense = d.ptr();
+                } else if let Some(Some((idx, vals))) = sparse.get(i) {
+                    e.indices = idx.as_ptr();
+                    e.num_indices = idx.len();
+                    e.values = vals.ptr();
+                    e.num_values = vals.len();
+                }
+                e
+            })
+            .collect();
+        let mut iterations = 0i64;
+        // SAFETY: every entry points at live, distinct buffers of the stated lengths.
+        if let Err(f) = check(unsafe { adamw_optimizer_apply_gradients(opt.0, entries.as_ptr(), entries.len(), &mut iterations) }) {
+            return Ok(json!({"id": id, "steps": results, "error": error(json!(n), f)}));
+        }
+        let mut lr = 0f32;
+        // SAFETY: live handle, valid out-pointer.
+        check(unsafe { adamw_optimizer_current_learning_rate(opt.0, &mut lr) }).map_err(|f| f.message)?;
+        results.push(json!({
+            "iterations": iterations,
+            "learning_rate": float_to_json(lr as f64),
+            "variables": values.iter().map(Values::to_json).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(json!({"id": id, "steps": results, "final": final_state(&opt).map_err(|f| f.message)?}))
+}
+
+fn final_state(opt: &Optimizer) -> Result<Value, Failure> {
+    let mut iterations = 0i64;
+    let mut count = 0usize;
+    // SAFETY: live handle, valid out-pointers.
+    unsafe {
+        check(adamw_optimizer_iterations(opt.0, &mut iterations))?;
+        check(adamw_optimizer_num_variables(opt.0, &mut count))?;
+    }
+    let mut variables = Vec::new();
+    for index in 0..count {
+        let mut info = std::mem::MaybeUninit::<adamw_variable_info>::uninit();
+        // SAFETY: live handle; `info` is written on OK.
+        check(unsafe { adamw_optimizer_variable_info(opt.0, index, info.as_mut_ptr()) })?;
+        // SAFETY: the call returned OK, so it wrote `info`.
+        let info = unsafe { info.assume_init() };
+        let json = match info.dtype {
+            d if d == adamw_dtype::Int64 as u32 => {
+                let mut v = vec![0i64; info.len];
+                // SAFETY: `v` holds `info.len` int64s.
+                check(unsafe { adamw_optimizer_get_variable(opt.0, index, d, v.as_mut_ptr().cast(), v.len()) })?;
+                Value::Array(v.iter().map(|&x| float_to_json(x as f64)).collect())
+            }
+            d if d == adamw_dtype::Float64 as u32 => {
+                let mut v = vec![0f64; info.len];
+                // SAFETY: as above.
+                check(unsafe { adamw_optimizer_get_variable(opt.0, index, d, v.as_mut_ptr().cast(), v.len()) })?;
+                Values::F64(v).to_json()
+            }
+            d => {
+                let mut v = vec![0f32; info.len];
+                // SAFETY: as above.
+                check(unsafe { adamw_optimizer_get_variable(opt.0, index, d, v.as_mut_ptr().cast(), v.len()) })?;
+                Values::F32(v).to_json()
+            }
+        };
+        variables.push(json);
+    }
+    let mut len = 0usize;
+    // SAFETY: size query with a NULL buffer, then a buffer of len + 1 bytes.
+    let config = unsafe {
+        check(adamw_optimizer_get_config(opt.0, std::ptr::null_mut(), 0, &mut len))?;
+        let mut buf = vec![0u8; len + 1];
+        check(adamw_optimizer_get_config(opt.0, buf.as_mut_ptr().cast(), buf.len(), &mut len))?;
+        serde_json::from_slice::<Value>(&buf[..len]).unwrap_or(Value::Null)
+    };
+    let mut m = Map::new();
+    m.insert("iterations".into(), json!(iterations));
+    m.insert("optimizer_variables".into(), Value::Array(variables));
+    m.insert("config".into(), config);
+    Ok(Value::Object(m))
+}
+
+fn main() -> ExitCode {
+    let mut input = String::new();
+    let read = match std::env::args().nth(1) {
+        Some(path) => std::fs::read_to_string(&path).map(|s| input = s),
+        None => std::io::stdin().read_to_string(&mut input).map(|_| ()),
+    };
+    if let Err(e) = read {
+        eprintln!("adamw-replay: cannot read the cases: {e}");
+        return ExitCode::from(2);
+    }
+    let cases: Vec<Value> = match serde_json::from_str(&input) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("adamw-replay: the cases are not a JSON list: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut results = Vec::with_capacity(cases.len());
+    for case in &cases {
+        match run_case(case) {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                eprintln!("adamw-replay: case {}: malformed case: {e}", case["id"]);
+                return ExitCode::from(2);
+            }
+        }
+    }
+    println!("{}", Value::Array(results));
+    ExitCode::SUCCESS
+}
