@@ -10,7 +10,7 @@ use crate::optimizer::Optimizer;
 
 /// An optimizer. Opaque: create it with `adamw_optimizer_new` or
 /// `adamw_optimizer_from_config_json`, free it with `adamw_optimizer_free`.
-#[repr(C)]
+/// (Not `repr(C)`: the header declares it as an incomplete struct.)
 pub struct adamw_optimizer {
     _private: [u8; 0],
 }
