@@ -1,7 +1,7 @@
 //! The checkpoint format of `save_own_variables` / `load_own_variables`: a safetensors file
 //! holding Keras' store layout, one tensor per optimizer variable under the keys "0".."N-1" in
 //! `optimizer.variables` order ("0" is the int64 iteration counter, shape `[]`). The metadata
-//! records the format and the library version. Little-endian, as safetensors requires.
+//! records the format. Little-endian, as safetensors requires.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -52,10 +52,9 @@ pub fn encode(vars: &[OptimizerVariable<'_>]) -> Result<Vec<u8>> {
             (i.to_string(), Entry { dtype, shape: v.shape.to_vec(), bytes })
         })
         .collect();
-    let metadata = HashMap::from([
-        ("format".to_string(), FORMAT.to_string()),
-        ("library_version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
-    ]);
+    // One key: safetensors keeps metadata in a HashMap, whose order would make the bytes of
+    // two saves of the same state differ.
+    let metadata = HashMap::from([("format".to_string(), FORMAT.to_string())]);
     safetensors::serialize(entries.iter().map(|(k, e)| (k.as_str(), e)), Some(metadata))
         .map_err(|e| Error::OutOfMemory(format!("cannot serialize the optimizer variables: {e}")))
 }

@@ -1,0 +1,644 @@
+/* Calls every function of the C ABI with good and bad input. For each bad input it checks the
+ * exact status and that the optimizer (variables, iterations, config) and the caller's buffers
+ * are unchanged. Built with -Wall -Wextra -Wpedantic -Werror and sanitizers by tools/test-c.sh. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "adamw.h"
+
+static int failures = 0;
+static int checks = 0;
+
+#define EXPECT(cond)                                                              \
+    do {                                                                          \
+        checks++;                                                                 \
+        if (!(cond)) {                                                            \
+            failures++;                                                           \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                         \
+    } while (0)
+
+#define EXPECT_STATUS(call, expected)                                                   \
+    do {                                                                                \
+        adamw_status got_ = (call);                                                     \
+        checks++;                                                                       \
+        if (got_ != (expected)) {                                                       \
+            char msg_[512];                                                             \
+            size_t len_ = 0;                                                            \
+            adamw_last_error(msg_, sizeof msg_, &len_);                                 \
+            failures++;                                                                 \
+            fprintf(stderr, "%s:%d: %s returned %s, expected %s (%s)\n", __FILE__, __LINE__, \
+                    #call, adamw_status_name(got_), adamw_status_name(expected), msg_);  \
+        }                                                                               \
+    } while (0)
+
+/* ---- snapshots: everything observable about an optimizer ---- */
+typedef struct {
+    uint8_t *bytes;
+    size_t len;
+    char *config;
+    int64_t iterations;
+} snapshot;
+
+static snapshot take(const adamw_optimizer *opt) {
+    snapshot s = {0};
+    size_t len = 0;
+    if (adamw_optimizer_save_own_variables(opt, NULL, 0, &len) == ADAMW_STATUS_OK) {
+        s.bytes = malloc(len ? len : 1);
+        s.len = len;
+        adamw_optimizer_save_own_variables(opt, s.bytes, len, &len);
+    }
+    if (adamw_optimizer_get_config(opt, NULL, 0, &len) == ADAMW_STATUS_OK) {
+        s.config = malloc(len + 1);
+        adamw_optimizer_get_config(opt, s.config, len + 1, &len);
+    }
+    adamw_optimizer_iterations(opt, &s.iterations);
+    return s;
+}
+
+static int same(snapshot a, snapshot b) {
+    return a.len == b.len && memcmp(a.bytes, b.bytes, a.len) == 0 && strcmp(a.config, b.config) == 0 &&
+           a.iterations == b.iterations;
+}
+
+static void release(snapshot s) {
+    free(s.bytes);
+    free(s.config);
+}
+
+/* A failing call must change nothing: run it between two snapshots. */
+#define EXPECT_REJECTED(opt, call, expected)             \
+    do {                                                 \
+        snapshot before_ = take(opt);                    \
+        EXPECT_STATUS(call, expected);                   \
+        snapshot after_ = take(opt);                     \
+        EXPECT(same(before_, after_));                   \
+        release(before_);                                \
+        release(after_);                                 \
+    } while (0)
+
+/* ---- a small model: kernel [2,3] and bias [3] ---- */
+static const size_t kernel_shape[2] = {2, 3};
+static const size_t bias_shape[1] = {3};
+
+static adamw_optimizer *make(adamw_config cfg, float *kernel, float *bias) {
+    adamw_optimizer *opt = NULL;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &opt), ADAMW_STATUS_OK);
+    adamw_variable vars[2] = {
+        {"dense/kernel", ADAMW_DTYPE_FLOAT32, 2, kernel_shape, kernel},
+        {"dense/bias", ADAMW_DTYPE_FLOAT32, 1, bias_shape, bias},
+    };
+    EXPECT_STATUS(adamw_optimizer_build(opt, vars, 2), ADAMW_STATUS_OK);
+    return opt;
+}
+
+static adamw_gradient dense_entry(size_t index, float *data, size_t len, const float *grad) {
+    adamw_gradient g = {0};
+    g.variable = index;
+    g.dtype = ADAMW_DTYPE_FLOAT32;
+    g.data = data;
+    g.len = len;
+    g.dense = grad;
+    return g;
+}
+
+static void test_versions_and_errors(void) {
+    EXPECT(adamw_abi_version() == ADAMW_ABI_VERSION);
+    char expected[32];
+    snprintf(expected, sizeof expected, "%d.%d.%d", ADAMW_VERSION_MAJOR, ADAMW_VERSION_MINOR, ADAMW_VERSION_PATCH);
+    EXPECT(strcmp(adamw_version(), expected) == 0);
+    EXPECT(strcmp(adamw_status_name(ADAMW_STATUS_SHAPE_MISMATCH), "ADAMW_STATUS_SHAPE_MISMATCH") == 0);
+    EXPECT(strcmp(adamw_status_name(9999), "ADAMW_STATUS_UNKNOWN") == 0);
+
+    /* Produce an error, then read it with a size query, a short buffer and a full buffer. */
+    EXPECT_STATUS(adamw_optimizer_new(NULL, NULL), ADAMW_STATUS_NULL_ARGUMENT);
+    size_t len = 0;
+    EXPECT_STATUS(adamw_last_error(NULL, 0, &len), ADAMW_STATUS_OK);
+    EXPECT(len > 0);
+    char small[4];
+    EXPECT_STATUS(adamw_last_error(small, sizeof small, &len), ADAMW_STATUS_BUFFER_TOO_SMALL);
+    EXPECT(strlen(small) == 3);
+    char full[256];
+    EXPECT_STATUS(adamw_last_error(full, sizeof full, &len), ADAMW_STATUS_OK);
+    EXPECT(strcmp(full, "`config` must not be NULL") == 0);
+    EXPECT_STATUS(adamw_last_error(NULL, 10, &len), ADAMW_STATUS_NULL_ARGUMENT);
+}
+
+static void test_create(void) {
+    adamw_config cfg = adamw_config_default();
+    EXPECT(cfg.learning_rate == 0.001 && cfg.weight_decay == 0.004 && cfg.beta_1 == 0.9 && cfg.beta_2 == 0.999);
+    EXPECT(cfg.epsilon == 1e-7 && cfg.ema_momentum == 0.99 && cfg.amsgrad == 0 && cfg.name == NULL);
+    adamw_optimizer *opt = (adamw_optimizer *)0x1;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, NULL), ADAMW_STATUS_NULL_ARGUMENT);
+
+    adamw_config bad = cfg;
+    bad.amsgrad = 2;
+    EXPECT_STATUS(adamw_optimizer_new(&bad, &opt), ADAMW_STATUS_INVALID_ARGUMENT);
+    EXPECT(opt == (adamw_optimizer *)0x1); /* out-parameter untouched on failure */
+    bad = cfg;
+    bad.clipnorm = 1.0;
+    bad.global_clipnorm = 1.0;
+    EXPECT_STATUS(adamw_optimizer_new(&bad, &opt), ADAMW_STATUS_INVALID_ARGUMENT);
+    char msg[256];
+    size_t len;
+    adamw_last_error(msg, sizeof msg, &len);
+    EXPECT(strcmp(msg, "At most one of `clipnorm` and `global_clipnorm` can be set. Received: clipnorm=1.0, global_clipnorm=1.0.") == 0);
+    bad = cfg;
+    bad.use_ema = 1;
+    bad.ema_momentum = 1.5;
+    EXPECT_STATUS(adamw_optimizer_new(&bad, &opt), ADAMW_STATUS_INVALID_ARGUMENT);
+    bad.ema_momentum = NAN; /* Keras' range check lets NaN through, and so do we */
+    EXPECT_STATUS(adamw_optimizer_new(&bad, &opt), ADAMW_STATUS_OK);
+    adamw_optimizer_free(opt);
+    bad = cfg;
+    bad.use_ema = 1;
+    bad.ema_overwrite_frequency = -1;
+    EXPECT_STATUS(adamw_optimizer_new(&bad, &opt), ADAMW_STATUS_INVALID_ARGUMENT);
+    bad = cfg;
+    bad.name = "\xff\xfe";
+    EXPECT_STATUS(adamw_optimizer_new(&bad, &opt), ADAMW_STATUS_INVALID_ARGUMENT);
+
+    /* schedules */
+    adamw_schedule s;
+    EXPECT_STATUS(adamw_schedule_init(0, &s), ADAMW_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(adamw_schedule_init(7, &s), ADAMW_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(adamw_schedule_init(ADAMW_SCHEDULE_KIND_COSINE_DECAY, NULL), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_schedule_init(ADAMW_SCHEDULE_KIND_PIECEWISE_CONSTANT_DECAY, &s), ADAMW_STATUS_OK);
+    s.num_boundaries = 2; /* but no arrays */
+    bad = cfg;
+    bad.learning_rate_schedule = &s;
+    EXPECT_STATUS(adamw_optimizer_new(&bad, &opt), ADAMW_STATUS_NULL_ARGUMENT);
+    s.kind = 42;
+    EXPECT_STATUS(adamw_optimizer_new(&bad, &opt), ADAMW_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(adamw_schedule_init(ADAMW_SCHEDULE_KIND_EXPONENTIAL_DECAY, &s), ADAMW_STATUS_OK);
+    s.initial_learning_rate = 0.1;
+    s.decay_steps = 3;
+    s.decay_rate = 0.5;
+    s.staircase = 1;
+    EXPECT_STATUS(adamw_optimizer_new(&bad, &opt), ADAMW_STATUS_OK);
+    float lr = 0;
+    EXPECT_STATUS(adamw_optimizer_current_learning_rate(opt, &lr), ADAMW_STATUS_OK);
+    EXPECT(lr == 0.1f);
+    EXPECT_STATUS(adamw_optimizer_set_learning_rate(opt, 0.5), ADAMW_STATUS_INVALID_ARGUMENT);
+    size_t n = 0;
+    EXPECT_STATUS(adamw_optimizer_get_config(opt, NULL, 0, &n), ADAMW_STATUS_OK);
+    char *json = malloc(n + 1);
+    EXPECT_STATUS(adamw_optimizer_get_config(opt, json, n + 1, &n), ADAMW_STATUS_OK);
+    EXPECT(strstr(json, "\"class_name\":\"ExponentialDecay\"") != NULL);
+    EXPECT(strstr(json, "\"decay_steps\":3,") != NULL);
+    free(json);
+    adamw_optimizer_free(opt);
+
+    /* JSON */
+    const char *good = "{\"learning_rate\": 0.01, \"amsgrad\": true}";
+    EXPECT_STATUS(adamw_optimizer_from_config_json(good, strlen(good), NULL), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_from_config_json(NULL, 5, &opt), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_from_config_json("{", 1, &opt), ADAMW_STATUS_INVALID_CONFIG);
+    EXPECT_STATUS(adamw_optimizer_from_config_json("{\"foo\": 1}", 10, &opt), ADAMW_STATUS_INVALID_CONFIG);
+    const char *wd_none = "{\"weight_decay\": null}";
+    EXPECT_STATUS(adamw_optimizer_from_config_json(wd_none, strlen(wd_none), &opt), ADAMW_STATUS_INVALID_ARGUMENT);
+    const char *bad_sched = "{\"learning_rate\": {\"class_name\": \"Nope\", \"config\": {}}}";
+    EXPECT_STATUS(adamw_optimizer_from_config_json(bad_sched, strlen(bad_sched), &opt), ADAMW_STATUS_INVALID_CONFIG);
+    EXPECT_STATUS(adamw_optimizer_from_config_json(good, strlen(good), &opt), ADAMW_STATUS_OK);
+
+    /* get_config round trip: from_config(get_config()) has the same config */
+    EXPECT_STATUS(adamw_optimizer_get_config(opt, NULL, 0, NULL), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_get_config(opt, NULL, 0, &n), ADAMW_STATUS_OK);
+    char tiny[8];
+    size_t reported = 0;
+    EXPECT_STATUS(adamw_optimizer_get_config(opt, tiny, sizeof tiny, &reported), ADAMW_STATUS_BUFFER_TOO_SMALL);
+    EXPECT(reported == n);
+    char *first = malloc(n + 1);
+    EXPECT_STATUS(adamw_optimizer_get_config(opt, first, n + 1, &n), ADAMW_STATUS_OK);
+    adamw_optimizer *copy = NULL;
+    EXPECT_STATUS(adamw_optimizer_from_config_json(first, n, &copy), ADAMW_STATUS_OK);
+    char *second = malloc(n + 1);
+    EXPECT_STATUS(adamw_optimizer_get_config(copy, second, n + 1, &n), ADAMW_STATUS_OK);
+    EXPECT(strcmp(first, second) == 0);
+    free(first);
+    free(second);
+    adamw_optimizer_free(copy);
+    adamw_optimizer_free(opt);
+    adamw_optimizer_free(NULL); /* no-op */
+}
+
+static void test_null_handle(void) {
+    int64_t it;
+    float lr;
+    size_t n;
+    adamw_variable_info info;
+    EXPECT_STATUS(adamw_optimizer_iterations(NULL, &it), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_set_iterations(NULL, 3), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_current_learning_rate(NULL, &lr), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_set_learning_rate(NULL, 0.1), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_build(NULL, NULL, 0), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(NULL, NULL, 0, NULL), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_minimize(NULL, NULL, 0, NULL, NULL, NULL), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_finalize_variable_values(NULL, NULL, 0), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_num_variables(NULL, &n), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_variable_info(NULL, 0, &info), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_variable_name(NULL, 0, NULL, 0, &n), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_get_variable(NULL, 0, ADAMW_DTYPE_INT64, &it, 1), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_set_weights(NULL, NULL, 0), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_save_own_variables(NULL, NULL, 0, &n), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_load_own_variables(NULL, NULL, 0), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_get_config(NULL, NULL, 0, &n), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_exclude_from_weight_decay(NULL, NULL, 0, NULL, 0), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_reserve_sparse(NULL, 10), ADAMW_STATUS_NULL_ARGUMENT);
+    /* A pointer that is not a handle is recognized (most of the time) rather than trusted. */
+    uint64_t not_a_handle[8] = {0};
+    EXPECT_STATUS(adamw_optimizer_iterations((adamw_optimizer *)not_a_handle, &it), ADAMW_STATUS_INVALID_ARGUMENT);
+}
+
+static void test_build(void) {
+    adamw_config cfg = adamw_config_default();
+    adamw_optimizer *opt = NULL;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &opt), ADAMW_STATUS_OK);
+    float kernel[6] = {0};
+    float grad[6] = {1, 1, 1, 1, 1, 1};
+    adamw_gradient g = dense_entry(0, kernel, 6, grad);
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, &g, 1, NULL), ADAMW_STATUS_NOT_BUILT);
+    EXPECT_STATUS(adamw_optimizer_set_iterations(opt, 5), ADAMW_STATUS_OK);
+
+    size_t huge_shape[2] = {SIZE_MAX / 2, 3};
+    size_t many_dims[40] = {0};
+    adamw_variable v = {"w", ADAMW_DTYPE_FLOAT32, 1, bias_shape, NULL};
+    EXPECT_REJECTED(opt, adamw_optimizer_build(opt, NULL, 1), ADAMW_STATUS_NULL_ARGUMENT);
+    v.dtype = 9;
+    EXPECT_REJECTED(opt, adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_INVALID_ARGUMENT);
+    v.dtype = ADAMW_DTYPE_INT64;
+    EXPECT_REJECTED(opt, adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_DTYPE_MISMATCH);
+    v.dtype = ADAMW_DTYPE_FLOAT32;
+    v.name = NULL;
+    EXPECT_REJECTED(opt, adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_NULL_ARGUMENT);
+    v.name = "w";
+    v.ndim = 40;
+    v.shape = many_dims;
+    EXPECT_REJECTED(opt, adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_INVALID_ARGUMENT);
+    v.ndim = 2;
+    v.shape = huge_shape;
+    EXPECT_REJECTED(opt, adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_OUT_OF_MEMORY);
+    v.ndim = 1;
+    v.shape = NULL;
+    EXPECT_REJECTED(opt, adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_NULL_ARGUMENT);
+    v.shape = bias_shape;
+
+    const char *bad_regex[1] = {"(unclosed"};
+    EXPECT_REJECTED(opt, adamw_optimizer_exclude_from_weight_decay(opt, NULL, 0, bad_regex, 1), ADAMW_STATUS_INVALID_ARGUMENT);
+    size_t beyond[1] = {4};
+    EXPECT_STATUS(adamw_optimizer_exclude_from_weight_decay(opt, beyond, 1, NULL, 0), ADAMW_STATUS_OK);
+    EXPECT_REJECTED(opt, adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_UNKNOWN_VARIABLE);
+    const char *patterns[1] = {"^w:0$"};
+    EXPECT_STATUS(adamw_optimizer_exclude_from_weight_decay(opt, NULL, 0, patterns, 1), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_OK);
+    EXPECT_REJECTED(opt, adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_ALREADY_BUILT);
+    EXPECT_REJECTED(opt, adamw_optimizer_set_iterations(opt, 1), ADAMW_STATUS_ALREADY_BUILT);
+    EXPECT_REJECTED(opt, adamw_optimizer_exclude_from_weight_decay(opt, NULL, 0, patterns, 1), ADAMW_STATUS_ALREADY_BUILT);
+
+    /* The preset counter continues, and the excluded variable does not decay: with a zero
+     * gradient, Adam moves nothing and only decay could change the values. */
+    float w[3] = {1, 2, 3}, zero[3] = {0};
+    adamw_gradient gw = dense_entry(0, w, 3, zero);
+    int64_t it = 0;
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, &gw, 1, &it), ADAMW_STATUS_OK);
+    EXPECT(it == 6);
+    EXPECT(w[0] == 1 && w[1] == 2 && w[2] == 3);
+    adamw_optimizer_free(opt);
+}
+
+static int lr_calls = 0;
+static int32_t lr_fn(int64_t step, void *user_data, double *out) {
+    (void)user_data;
+    lr_calls++;
+    if (step >= 3) return 7; /* fails from the fourth step on */
+    *out = 0.01 * (double)(step + 1);
+    return 0;
+}
+static int32_t nan_fn(int64_t step, void *user_data, double *out) {
+    (void)user_data;
+    *out = step >= 1 ? NAN : 0.9;
+    return 0;
+}
+typedef struct {
+    adamw_status seen;
+    adamw_optimizer *opt;
+} reentry;
+
+static int32_t reentrant_fn(int64_t step, void *user_data, double *out) {
+    int64_t it;
+    reentry *ctx = (reentry *)user_data;
+    /* Calls back into the optimizer being stepped: must be refused, not deadlock. */
+    if (step > 0) ctx->seen = adamw_optimizer_iterations(ctx->opt, &it);
+    *out = 0.001;
+    return 0;
+}
+
+static void test_apply(void) {
+    float kernel[6] = {0.5f, -1.5f, 2.0f, 0.1f, 0.2f, 0.3f}, bias[3] = {0.1f, 0.2f, 0.3f};
+    adamw_optimizer *opt = make(adamw_config_default(), kernel, bias);
+    float gk[6] = {0.1f, -0.2f, 0.3f, 0.4f, 0.5f, 0.6f}, gb[3] = {1, 2, 3};
+    adamw_gradient entries[2] = {dense_entry(0, kernel, 6, gk), dense_entry(1, bias, 3, gb)};
+    int64_t it = -1;
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, entries, 2, &it), ADAMW_STATUS_OK);
+    EXPECT(it == 1);
+    EXPECT(kernel[0] == 0.49899804592132568f); /* Keras' first step from the spec's example */
+
+    float saved_kernel[6];
+    memcpy(saved_kernel, kernel, sizeof kernel);
+    adamw_gradient bad[2];
+
+    memcpy(bad, entries, sizeof bad);
+    bad[0].len = 5;
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_SHAPE_MISMATCH);
+    memcpy(bad, entries, sizeof bad);
+    bad[1].dtype = ADAMW_DTYPE_FLOAT64;
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_DTYPE_MISMATCH);
+    bad[1].dtype = 77;
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_INVALID_ARGUMENT);
+    memcpy(bad, entries, sizeof bad);
+    bad[1].variable = 9;
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_UNKNOWN_VARIABLE);
+    memcpy(bad, entries, sizeof bad);
+    bad[1] = bad[0];
+    bad[1].data = saved_kernel; /* distinct memory, same variable twice */
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_INVALID_ARGUMENT);
+    memcpy(bad, entries, sizeof bad);
+    bad[0].dense = NULL;
+    bad[1].dense = NULL;
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_NO_GRADIENTS);
+    memcpy(bad, entries, sizeof bad);
+    bad[0].data = NULL;
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, NULL, 2, NULL), ADAMW_STATUS_NULL_ARGUMENT);
+    memcpy(bad, entries, sizeof bad);
+    bad[0].dense = kernel; /* the gradient aliases the variable being written */
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_INVALID_ARGUMENT);
+    memcpy(bad, entries, sizeof bad);
+    bad[0].dense = (const char *)gk + 1; /* misaligned */
+    bad[0].len = 5;
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_INVALID_ARGUMENT);
+
+    /* sparse: rows of the kernel [2,3] */
+    int64_t idx[3] = {1, 0, 1};
+    float rows[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    memcpy(bad, entries, sizeof bad);
+    bad[0].dense = NULL;
+    bad[0].indices = idx;
+    bad[0].num_indices = 3;
+    bad[0].values = rows;
+    bad[0].num_values = 8;
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_SHAPE_MISMATCH);
+    bad[0].num_values = 9;
+    idx[2] = 2;
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_INDEX_OUT_OF_RANGE);
+    idx[2] = -1;
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_INDEX_OUT_OF_RANGE);
+    idx[2] = 1;
+    bad[0].dense = gk;
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_INVALID_ARGUMENT);
+    bad[0].dense = NULL;
+    bad[1].indices = idx; /* the bias is 1-D: rows are single numbers */
+    bad[1].num_indices = 1;
+    bad[1].dense = NULL;
+    bad[1].values = gb;
+    bad[1].num_values = 1;
+    EXPECT_STATUS(adamw_optimizer_reserve_sparse(opt, 16), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, bad, 2, &it), ADAMW_STATUS_OK);
+    EXPECT(it == 2);
+    EXPECT(memcmp(saved_kernel, kernel, sizeof kernel) != 0);
+
+    /* An empty call is a no-op. */
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, NULL, 0, &it), ADAMW_STATUS_OK);
+    EXPECT(it == 2);
+    adamw_optimizer_free(opt);
+}
+
+static void test_callbacks(void) {
+    adamw_config cfg = adamw_config_default();
+    cfg.learning_rate_fn = lr_fn;
+    float kernel[6] = {0}, bias[3] = {0};
+    adamw_optimizer *opt = make(cfg, kernel, bias);
+    EXPECT(lr_calls == 1); /* evaluated once at creation, with step 0 */
+    float gk[6] = {1, 1, 1, 1, 1, 1};
+    adamw_gradient e = dense_entry(0, kernel, 6, gk);
+    float lr = 0;
+    for (int i = 0; i < 3; i++) EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, &e, 1, NULL), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_current_learning_rate(opt, &lr), ADAMW_STATUS_OK);
+    EXPECT(lr == (float)0.03);
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, &e, 1, NULL), ADAMW_STATUS_CALLBACK_FAILED);
+    EXPECT_STATUS(adamw_optimizer_set_learning_rate(opt, 0.5), ADAMW_STATUS_INVALID_ARGUMENT);
+    adamw_optimizer_free(opt);
+
+    cfg = adamw_config_default();
+    cfg.beta_1_fn = nan_fn;
+    opt = make(cfg, kernel, bias);
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, &e, 1, NULL), ADAMW_STATUS_OK);
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, &e, 1, NULL), ADAMW_STATUS_CALLBACK_FAILED);
+    adamw_optimizer_free(opt);
+
+    /* a callback calling its own optimizer gets BUSY */
+    reentry ctx = {ADAMW_STATUS_OK, NULL};
+    cfg = adamw_config_default();
+    cfg.learning_rate_fn = reentrant_fn;
+    cfg.learning_rate_user_data = &ctx;
+    ctx.opt = make(cfg, kernel, bias);
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(ctx.opt, &e, 1, NULL), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(ctx.opt, &e, 1, NULL), ADAMW_STATUS_OK);
+    EXPECT(ctx.seen == ADAMW_STATUS_BUSY);
+    adamw_optimizer_free(ctx.opt);
+}
+
+/* minimize: loss = sum((w - 3)^2), gradient 2 (w - 3) */
+static int32_t quadratic_grad(void *user_data, const adamw_gradient *entries, size_t n) {
+    float *grad = (float *)user_data;
+    if (n != 1) return 1;
+    const float *w = (const float *)entries[0].data;
+    for (size_t i = 0; i < entries[0].len; i++) grad[i] = 2.0f * (w[i] - 3.0f);
+    return 0;
+}
+static int32_t failing_grad(void *user_data, const adamw_gradient *entries, size_t n) {
+    (void)user_data;
+    (void)entries;
+    (void)n;
+    return -1;
+}
+
+static void test_minimize(void) {
+    adamw_config cfg = adamw_config_default();
+    cfg.learning_rate = 0.1;
+    float kernel[6] = {0}, bias[3] = {0};
+    adamw_optimizer *opt = make(cfg, kernel, bias);
+    float grad[6];
+    adamw_gradient e = dense_entry(0, kernel, 6, grad);
+    int64_t it = 0;
+    for (int i = 0; i < 200; i++) EXPECT_STATUS(adamw_optimizer_minimize(opt, &e, 1, quadratic_grad, grad, &it), ADAMW_STATUS_OK);
+    EXPECT(it == 200);
+    EXPECT(fabsf(kernel[0] - 3.0f) < 0.1f);
+    EXPECT_REJECTED(opt, adamw_optimizer_minimize(opt, &e, 1, failing_grad, NULL, NULL), ADAMW_STATUS_CALLBACK_FAILED);
+    EXPECT_REJECTED(opt, adamw_optimizer_minimize(opt, &e, 1, NULL, NULL, NULL), ADAMW_STATUS_NULL_ARGUMENT);
+    adamw_optimizer_free(opt);
+}
+
+static void test_variables_and_weights(void) {
+    adamw_config cfg = adamw_config_default();
+    cfg.amsgrad = 1;
+    cfg.use_ema = 1;
+    float kernel[6] = {1, 2, 3, 4, 5, 6}, bias[3] = {7, 8, 9};
+    adamw_optimizer *unbuilt = NULL;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &unbuilt), ADAMW_STATUS_OK);
+    size_t n = 0;
+    EXPECT_STATUS(adamw_optimizer_num_variables(unbuilt, &n), ADAMW_STATUS_OK);
+    EXPECT(n == 1);
+    adamw_weight w0 = {ADAMW_DTYPE_INT64, 0, NULL, NULL};
+    int64_t seven = 7;
+    w0.data = &seven;
+    EXPECT_REJECTED(unbuilt, adamw_optimizer_set_weights(unbuilt, &w0, 1), ADAMW_STATUS_NOT_BUILT);
+    adamw_variable no_data = {"k", ADAMW_DTYPE_FLOAT32, 1, bias_shape, NULL};
+    EXPECT_REJECTED(unbuilt, adamw_optimizer_build(unbuilt, &no_data, 1), ADAMW_STATUS_NULL_ARGUMENT);
+    adamw_optimizer_free(unbuilt);
+
+    adamw_optimizer *opt = make(cfg, kernel, bias);
+    EXPECT_STATUS(adamw_optimizer_num_variables(opt, &n), ADAMW_STATUS_OK);
+    EXPECT(n == 1 + 2 + 4 + 2); /* iteration, 2 averages, m/v x2, 2 vhat */
+    const char *names[9] = {"iteration", "AdamW/average/dense/kernel", "AdamW/average/dense/bias", "AdamW/m/dense/kernel",
+                            "AdamW/v/dense/kernel", "AdamW/m/dense/bias", "AdamW/v/dense/bias", "AdamW/vhat/dense/kernel",
+                            "AdamW/vhat/dense/bias"};
+    for (size_t i = 0; i < 9; i++) {
+        char name[64];
+        size_t len;
+        EXPECT_STATUS(adamw_optimizer_variable_name(opt, i, name, sizeof name, &len), ADAMW_STATUS_OK);
+        EXPECT(strcmp(name, names[i]) == 0);
+    }
+    adamw_variable_info info;
+    EXPECT_STATUS(adamw_optimizer_variable_info(opt, 1, &info), ADAMW_STATUS_OK);
+    EXPECT(info.dtype == ADAMW_DTYPE_FLOAT32 && info.ndim == 2 && info.shape[0] == 2 && info.shape[1] == 3 && info.len == 6);
+    EXPECT_STATUS(adamw_optimizer_variable_info(opt, 9, &info), ADAMW_STATUS_UNKNOWN_VARIABLE);
+    EXPECT_STATUS(adamw_optimizer_variable_info(opt, 0, NULL), ADAMW_STATUS_NULL_ARGUMENT);
+    float avg[6];
+    EXPECT_STATUS(adamw_optimizer_get_variable(opt, 1, ADAMW_DTYPE_FLOAT32, avg, 6), ADAMW_STATUS_OK);
+    EXPECT(avg[0] == 1 && avg[5] == 6); /* averages start as copies */
+    EXPECT_STATUS(adamw_optimizer_get_variable(opt, 1, ADAMW_DTYPE_FLOAT64, avg, 6), ADAMW_STATUS_DTYPE_MISMATCH);
+    EXPECT_STATUS(adamw_optimizer_get_variable(opt, 1, ADAMW_DTYPE_FLOAT32, avg, 5), ADAMW_STATUS_SHAPE_MISMATCH);
+    EXPECT_STATUS(adamw_optimizer_get_variable(opt, 1, ADAMW_DTYPE_FLOAT32, NULL, 6), ADAMW_STATUS_NULL_ARGUMENT);
+
+    /* set_weights: a prefix (counter and first average), checked before anything is assigned */
+    size_t shape23[2] = {2, 3}, shape6[1] = {6};
+    float values[6] = {-1, -2, -3, -4, -5, -6};
+    adamw_weight ws[2] = {w0, {ADAMW_DTYPE_FLOAT32, 1, shape6, values}};
+    EXPECT_REJECTED(opt, adamw_optimizer_set_weights(opt, ws, 2), ADAMW_STATUS_SHAPE_MISMATCH);
+    char msg[256];
+    size_t len;
+    adamw_last_error(msg, sizeof msg, &len);
+    EXPECT(strcmp(msg, "Optimizer variable AdamW/average/dense/kernel has shape (2, 3) not compatible with provided weight shape (6,).") == 0);
+    ws[1].shape = shape23;
+    ws[1].ndim = 2;
+    ws[1].dtype = ADAMW_DTYPE_FLOAT64;
+    EXPECT_REJECTED(opt, adamw_optimizer_set_weights(opt, ws, 2), ADAMW_STATUS_DTYPE_MISMATCH);
+    ws[1].dtype = 0;
+    EXPECT_REJECTED(opt, adamw_optimizer_set_weights(opt, ws, 2), ADAMW_STATUS_INVALID_ARGUMENT);
+    ws[1].dtype = ADAMW_DTYPE_FLOAT32;
+    EXPECT_STATUS(adamw_optimizer_set_weights(opt, ws, 2), ADAMW_STATUS_OK);
+    int64_t it = 0;
+    EXPECT_STATUS(adamw_optimizer_iterations(opt, &it), ADAMW_STATUS_OK);
+    EXPECT(it == 7);
+    EXPECT_STATUS(adamw_optimizer_get_variable(opt, 1, ADAMW_DTYPE_FLOAT32, avg, 6), ADAMW_STATUS_OK);
+    EXPECT(avg[0] == -1 && avg[5] == -6);
+
+    /* finalize: the variables take their averages */
+    adamw_variable_data vd = {0, ADAMW_DTYPE_FLOAT32, kernel, 6};
+    vd.len = 4;
+    EXPECT_STATUS(adamw_optimizer_finalize_variable_values(opt, &vd, 1), ADAMW_STATUS_SHAPE_MISMATCH);
+    EXPECT(kernel[0] == 1);
+    vd.len = 6;
+    vd.variable = 5;
+    EXPECT_STATUS(adamw_optimizer_finalize_variable_values(opt, &vd, 1), ADAMW_STATUS_UNKNOWN_VARIABLE);
+    vd.variable = 0;
+    EXPECT_STATUS(adamw_optimizer_finalize_variable_values(opt, &vd, 1), ADAMW_STATUS_OK);
+    EXPECT(kernel[0] == -1 && kernel[5] == -6);
+    adamw_optimizer_free(opt);
+}
+
+static void test_checkpoints(void) {
+    float kernel[6] = {0.5f, -1.5f, 2.0f, 0.1f, 0.2f, 0.3f}, bias[3] = {0.1f, 0.2f, 0.3f};
+    adamw_optimizer *opt = make(adamw_config_default(), kernel, bias);
+    float gk[6] = {0.1f, -0.2f, 0.3f, 0.4f, 0.5f, 0.6f}, gb[3] = {1, 2, 3};
+    adamw_gradient entries[2] = {dense_entry(0, kernel, 6, gk), dense_entry(1, bias, 3, gb)};
+    for (int i = 0; i < 3; i++) EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, entries, 2, NULL), ADAMW_STATUS_OK);
+
+    size_t len = 0;
+    EXPECT_STATUS(adamw_optimizer_save_own_variables(opt, NULL, 0, NULL), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_save_own_variables(opt, NULL, 0, &len), ADAMW_STATUS_OK);
+    uint8_t *bytes = malloc(len);
+    size_t small = 0;
+    EXPECT_STATUS(adamw_optimizer_save_own_variables(opt, bytes, len - 1, &small), ADAMW_STATUS_BUFFER_TOO_SMALL);
+    EXPECT(small == len);
+    EXPECT_STATUS(adamw_optimizer_save_own_variables(opt, bytes, len, &len), ADAMW_STATUS_OK);
+
+    /* a fresh optimizer built the same way, resumed from the checkpoint, continues identically */
+    float k2[6], b2[3];
+    memcpy(k2, kernel, sizeof kernel);
+    memcpy(b2, bias, sizeof bias);
+    adamw_optimizer *resumed = make(adamw_config_default(), k2, b2);
+    EXPECT_REJECTED(resumed, adamw_optimizer_load_own_variables(resumed, bytes, len - 1), ADAMW_STATUS_INVALID_CHECKPOINT);
+    EXPECT_REJECTED(resumed, adamw_optimizer_load_own_variables(resumed, bytes, 7), ADAMW_STATUS_INVALID_CHECKPOINT);
+    EXPECT_REJECTED(resumed, adamw_optimizer_load_own_variables(resumed, NULL, 4), ADAMW_STATUS_NULL_ARGUMENT);
+    uint8_t *flipped = malloc(len);
+    memcpy(flipped, bytes, len);
+    flipped[12] ^= 0x20; /* inside the JSON header */
+    EXPECT_REJECTED(resumed, adamw_optimizer_load_own_variables(resumed, flipped, len), ADAMW_STATUS_INVALID_CHECKPOINT);
+    free(flipped);
+    const uint8_t foreign[16] = "not a checkpoint";
+    EXPECT_REJECTED(resumed, adamw_optimizer_load_own_variables(resumed, foreign, sizeof foreign), ADAMW_STATUS_INVALID_CHECKPOINT);
+    EXPECT_STATUS(adamw_optimizer_load_own_variables(resumed, bytes, len), ADAMW_STATUS_OK);
+    adamw_gradient e2[2] = {dense_entry(0, k2, 6, gk), dense_entry(1, b2, 3, gb)};
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, entries, 2, NULL), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(resumed, e2, 2, NULL), ADAMW_STATUS_OK);
+    EXPECT(memcmp(kernel, k2, sizeof kernel) == 0 && memcmp(bias, b2, sizeof bias) == 0);
+
+    /* checkpoints of differently built optimizers are rejected */
+    adamw_config ams = adamw_config_default();
+    ams.amsgrad = 1;
+    adamw_optimizer *other = make(ams, k2, b2);
+    EXPECT_REJECTED(other, adamw_optimizer_load_own_variables(other, bytes, len), ADAMW_STATUS_CHECKPOINT_MISMATCH);
+    adamw_optimizer *shaped = NULL;
+    EXPECT_STATUS(adamw_optimizer_new(&ams, &shaped), ADAMW_STATUS_OK);
+    size_t shape32[2] = {3, 2};
+    adamw_variable vars[2] = {{"dense/kernel", ADAMW_DTYPE_FLOAT32, 2, shape32, NULL},
+                              {"dense/bias", ADAMW_DTYPE_FLOAT32, 1, bias_shape, NULL}};
+    adamw_config plain = adamw_config_default();
+    adamw_optimizer *transposed = NULL;
+    EXPECT_STATUS(adamw_optimizer_new(&plain, &transposed), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_build(transposed, vars, 2), ADAMW_STATUS_OK);
+    EXPECT_REJECTED(transposed, adamw_optimizer_load_own_variables(transposed, bytes, len), ADAMW_STATUS_CHECKPOINT_MISMATCH);
+    vars[0].dtype = ADAMW_DTYPE_FLOAT64;
+    vars[0].shape = kernel_shape;
+    adamw_optimizer *wide = NULL;
+    EXPECT_STATUS(adamw_optimizer_new(&plain, &wide), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_build(wide, vars, 2), ADAMW_STATUS_OK);
+    EXPECT_REJECTED(wide, adamw_optimizer_load_own_variables(wide, bytes, len), ADAMW_STATUS_CHECKPOINT_MISMATCH);
+
+    free(bytes);
+    adamw_optimizer_free(wide);
+    adamw_optimizer_free(transposed);
+    adamw_optimizer_free(shaped);
+    adamw_optimizer_free(other);
+    adamw_optimizer_free(resumed);
+    adamw_optimizer_free(opt);
+}
+
+int main(void) {
+    test_versions_and_errors();
+    test_create();
+    test_null_handle();
+    test_build();
+    test_apply();
+    test_callbacks();
+    test_minimize();
+    test_variables_and_weights();
+    test_checkpoints();
+    printf("%d passed, %d failed\n", checks - failures, failures);
+    return failures == 0 ? 0 : 1;
+}
