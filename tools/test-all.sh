@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test: the Rust unit and integration tests (Keras conformance at 0 ulp, header sync),
+# the C API test program under AddressSanitizer + UBSan, and the examples.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/ensure-toolchain.sh
+echo "== build (release)"
+cargo build --release --locked
+echo "== Rust tests"
+cargo test --release --locked
+echo "== C API tests (ASan + UBSan)"
+bash tools/test-c.sh
+echo "== examples"
+bash tools/run-example.sh
+echo "== all tests passed"
