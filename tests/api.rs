@@ -1,0 +1,141 @@
+//! Behaviour of the safe Rust API beyond single numbers: configs written by Keras load and
+//! round-trip, results do not depend on the thread count, rejected calls change nothing.
+
+use adamw::{Config, DType, Error, Optimizer, TensorMut, TensorRef, Update, VariableSpec};
+use serde_json::Value;
+
+/// Numeric JSON equality (Keras writes `1` where we write `1.0` for a float learning rate).
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same_json(p, q)),
+        (Value::Object(x), Value::Object(y)) => x.keys().eq(y.keys()) && x.iter().all(|(k, v)| same_json(v, &y[k])),
+        _ => a == b,
+    }
+}
+
+#[test]
+fn every_config_written_by_keras_loads_and_round_trips() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/conformance/expected.json");
+    let expected: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut checked = 0;
+    for case in &expected {
+        let Some(config) = case.get("final").and_then(|f| f.get("config")) else { continue };
+        let opt = Optimizer::from_config_json(&config.to_string()).unwrap_or_else(|e| panic!("{}: {e}", case["id"]));
+        let again = opt.get_config();
+        assert!(same_json(config, &again), "{}: get_config differs:\n{config}\n{again}", case["id"]);
+        let twice = Optimizer::from_config_json(&again.to_string()).unwrap().get_config();
+        assert_eq!(again, twice, "{}: from_config(get_config()) is not the identity", case["id"]);
+        checked += 1;
+    }
+    assert!(checked > 100, "only {checked} configs checked");
+}
+
+/// A deterministic pseudo-random sequence in [-1, 1).
+fn noise(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Runs a few steps of every mode on variables large enough for the parallel paths
+/// (dense and sparse) and returns all bits: variables and optimizer state.
+fn run_large(config: Config) -> Vec<u32> {
+    const ROWS: usize = 50_000;
+    const COLS: usize = 4; // 200k elements: split across threads
+    let mut opt = Optimizer::new(config).unwrap();
+    let init_a = noise(1, ROWS * COLS);
+    let init_b = noise(2, 300_000);
+    opt.build(
+        &[VariableSpec::new("embedding", DType::F32, &[ROWS, COLS]), VariableSpec::new("dense", DType::F32, &[300_000])],
+        &[TensorRef::F32(&init_a), TensorRef::F32(&init_b)],
+    )
+    .unwrap();
+    let (mut a, mut b) = (init_a.clone(), init_b.clone());
+    for step in 0..4u64 {
+        let indices: Vec<i64> = noise(10 + step, 3000).iter().map(|x| ((x + 1.0) * 0.5 * ROWS as f32) as i64 % ROWS as i64).collect();
+        let values = noise(20 + step, 3000 * COLS);
+        let grad = noise(30 + step, 300_000);
+        let mut updates = [
+            Update { variable: 0, value: TensorMut::F32(&mut a), gradient: Some(adamw::Gradient::Sparse { indices: &indices, values: TensorRef::F32(&values) }) },
+            Update { variable: 1, value: TensorMut::F32(&mut b), gradient: Some(adamw::Gradient::Dense(TensorRef::F32(&grad))) },
+        ];
+        opt.apply_gradients(&mut updates[..]).unwrap();
+    }
+    let mut bits: Vec<u32> = a.iter().chain(&b).map(|x| x.to_bits()).collect();
+    bits.extend(opt.save_own_variables().unwrap().iter().map(|&x| x as u32));
+    bits
+}
+
+#[test]
+fn results_are_the_same_bits_for_any_thread_count() {
+    let configs = [
+        Config::default(),
+        Config { amsgrad: true, use_ema: true, ema_overwrite_frequency: Some(3), ..Config::default() },
+        Config { clipnorm: Some(0.5), ..Config::default() },
+        Config { global_clipnorm: Some(1.0), ..Config::default() },
+        Config { clipvalue: Some(0.2), ..Config::default() },
+    ];
+    for config in configs {
+        let runs: Vec<Vec<u32>> = [1, 2, 3]
+            .iter()
+            .map(|&threads| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| run_large(config.clone()))
+            })
+            .collect();
+        assert!(runs[0] == runs[1] && runs[1] == runs[2], "thread count changed the bits for {config:?}");
+    }
+}
+
+#[test]
+fn rejected_calls_change_nothing() {
+    let mut opt = Optimizer::new(Config { amsgrad: true, use_ema: true, ..Config::default() }).unwrap();
+    let init = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+    opt.build(&[VariableSpec::new("w", DType::F32, &[3, 2])], &[TensorRef::F32(&init)]).unwrap();
+    let mut w = init;
+    let g = [0.5f32; 6];
+    opt.apply_gradients(&mut [Update { variable: 0, value: TensorMut::F32(&mut w), gradient: Some(adamw::Gradient::Dense(TensorRef::F32(&g))) }][..]).unwrap();
+    let before = (opt.save_own_variables().unwrap(), opt.get_config(), w);
+
+    let short = [0.5f32; 5];
+    let bad_rows = [0.5f32; 4];
+    let attempts: Vec<(Error, &str)> = vec![
+        (opt.apply_gradients(&mut [Update { variable: 0, value: TensorMut::F32(&mut w), gradient: Some(adamw::Gradient::Dense(TensorRef::F32(&short))) }][..]).unwrap_err(), "short gradient"),
+        (opt.apply_gradients(&mut [Update { variable: 1, value: TensorMut::F32(&mut w), gradient: Some(adamw::Gradient::Dense(TensorRef::F32(&g))) }][..]).unwrap_err(), "unknown variable"),
+        (opt.apply_gradients(&mut [Update { variable: 0, value: TensorMut::F32(&mut w), gradient: Some(adamw::Gradient::Sparse { indices: &[0, 3], values: TensorRef::F32(&bad_rows) }) }][..]).unwrap_err(), "row 3 of 3"),
+        (opt.apply_gradients(&mut [Update { variable: 0, value: TensorMut::F32(&mut w), gradient: None }][..]).unwrap_err(), "no gradients"),
+        (opt.load_own_variables(b"garbage").unwrap_err(), "garbage checkpoint"),
+        (opt.set_weights(&[adamw::Weight { shape: &[], data: adamw::WeightData::F32(&[1.0]) }]).unwrap_err(), "float counter"),
+    ];
+    let kinds: Vec<String> = attempts.iter().map(|(e, what)| format!("{what}: {e:?}")).collect();
+    assert!(matches!(attempts[0].0, Error::ShapeMismatch(_)), "{kinds:?}");
+    assert!(matches!(attempts[1].0, Error::UnknownVariable(_)), "{kinds:?}");
+    assert!(matches!(attempts[2].0, Error::IndexOutOfRange(_)), "{kinds:?}");
+    assert!(matches!(attempts[3].0, Error::NoGradients(_)), "{kinds:?}");
+    assert!(matches!(attempts[4].0, Error::InvalidCheckpoint(_)), "{kinds:?}");
+    assert!(matches!(attempts[5].0, Error::DtypeMismatch(_)), "{kinds:?}");
+    let after = (opt.save_own_variables().unwrap(), opt.get_config(), w);
+    assert!(before == after, "a rejected call changed the optimizer or the variable");
+}
+
+#[test]
+fn checkpoint_of_an_unbuilt_optimizer_holds_the_counter() {
+    let mut a = Optimizer::new(Config::default()).unwrap();
+    a.set_iterations(41).unwrap();
+    let bytes = a.save_own_variables().unwrap();
+    let mut b = Optimizer::new(Config::default()).unwrap();
+    b.load_own_variables(&bytes).unwrap();
+    assert_eq!(b.iterations(), 41);
+    // and a built optimizer refuses it: 1 variable against 3
+    b.build(&[VariableSpec::new("w", DType::F32, &[2])], &[]).unwrap();
+    let err = b.load_own_variables(&bytes).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Skipping variable loading for optimizer 'AdamW', because it has 3 variables whereas the saved optimizer has 1 variables."
+    );
+}

@@ -1,0 +1,127 @@
+//! Once built, a step allocates nothing: a counting global allocator watches apply_gradients in
+//! each mode (dense, sparse after reserve_sparse, every clipping mode, EMA, amsgrad), on small
+//! variables (updated on the caller's thread) and on large ones (split across rayon's threads).
+//!
+//! Large variables are measured from inside a rayon pool thread. Called from outside the pool,
+//! each `rayon::join` is pushed onto rayon's global injector queue, a linked list that grows by
+//! one 1.5 KB block every 63 pushes (crossbeam-deque `Injector::push`): that allocation is
+//! rayon's, not ours, and the per-optimizer thread setting (1 = the caller's thread) avoids it.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use adamw::{Config, DType, Gradient, Optimizer, TensorMut, TensorRef, Update, VariableSpec};
+
+struct Counting;
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations_during(f: impl FnOnce()) -> usize {
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    f();
+    ALLOCATIONS.load(Ordering::SeqCst) - before
+}
+
+/// One pool for the whole test: a pool being dropped would allocate on its exiting threads
+/// while another mode is measured (the counter sees every thread).
+fn pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap())
+}
+
+fn check_mode(name: &str, config: Config, rows: usize) {
+    let cols = 4;
+    let n = rows * cols;
+    let mut opt = Optimizer::new(config).unwrap();
+    let init = vec![0.5f32; n];
+    opt.build(
+        &[VariableSpec::new("a", DType::F32, &[rows, cols]), VariableSpec::new("b", DType::F64, &[n])],
+        &[TensorRef::F32(&init), TensorRef::F64(&vec![0.25f64; n])],
+    )
+    .unwrap();
+    opt.reserve_sparse(64).unwrap();
+    let (mut a, mut b) = (init.clone(), vec![0.25f64; n]);
+    let grad_a = vec![0.1f32; n];
+    let grad_b = vec![-0.2f64; n];
+    let indices: Vec<i64> = (0..64).map(|i| (i * 7 % rows) as i64).collect();
+    let values = vec![0.3f32; 64 * cols];
+    let mut step = |sparse: bool| {
+        let gradient = if sparse {
+            Gradient::Sparse { indices: &indices, values: TensorRef::F32(&values) }
+        } else {
+            Gradient::Dense(TensorRef::F32(&grad_a))
+        };
+        let mut updates = [
+            Update { variable: 0, value: TensorMut::F32(&mut a), gradient: Some(gradient) },
+            Update { variable: 1, value: TensorMut::F64(&mut b), gradient: Some(Gradient::Dense(TensorRef::F64(&grad_b))) },
+        ];
+        opt.apply_gradients(&mut updates[..]).unwrap();
+    };
+    let mut measure = || {
+        step(false); // warm-up
+        step(true);
+        for sparse in [false, true] {
+            let count = allocations_during(|| {
+                for _ in 0..100 {
+                    step(sparse);
+                }
+            });
+            assert_eq!(count, 0, "{name} ({}, {rows} rows): 100 steps allocated {count} times", if sparse { "sparse" } else { "dense" });
+        }
+    };
+    if rows * cols < 1 << 15 {
+        measure(); // small: never leaves the caller's thread
+    } else {
+        pool().install(measure);
+    }
+}
+
+#[test]
+fn steps_allocate_nothing() {
+    pool().install(|| {}); // start the pool's threads before anything is measured
+    let modes = [
+        ("plain", Config::default()),
+        ("amsgrad", Config { amsgrad: true, ..Config::default() }),
+        ("ema", Config { use_ema: true, ema_overwrite_frequency: Some(2), ..Config::default() }),
+        ("clipnorm", Config { clipnorm: Some(0.5), ..Config::default() }),
+        ("clipvalue", Config { clipvalue: Some(0.05), ..Config::default() }),
+    ];
+    for (name, config) in modes {
+        check_mode(name, config.clone(), 16);
+        check_mode(name, config, 100_000);
+    }
+    // global_clipnorm needs one dtype across the step: float32 only.
+    let mut opt = Optimizer::new(Config { global_clipnorm: Some(1.0), ..Config::default() }).unwrap();
+    opt.build(&[VariableSpec::new("a", DType::F32, &[1000]), VariableSpec::new("b", DType::F32, &[10])], &[]).unwrap();
+    let (mut a, mut b) = (vec![1.0f32; 1000], vec![1.0f32; 10]);
+    let (ga, gb) = (vec![0.5f32; 1000], vec![0.5f32; 10]);
+    let mut step = || {
+        let mut updates = [
+            Update { variable: 0, value: TensorMut::F32(&mut a), gradient: Some(Gradient::Dense(TensorRef::F32(&ga))) },
+            Update { variable: 1, value: TensorMut::F32(&mut b), gradient: Some(Gradient::Dense(TensorRef::F32(&gb))) },
+        ];
+        opt.apply_gradients(&mut updates[..]).unwrap();
+    };
+    step();
+    assert_eq!(allocations_during(|| step()), 0, "global_clipnorm: a step allocated");
+}
