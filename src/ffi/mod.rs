@@ -32,3 +32,19 @@ pub(crate) fn guard(body: impl FnOnce() -> Result<(), FfiError>) -> adamw_status
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_the_internal_status_with_a_message() {
+        let status = guard(|| panic!("boom"));
+        assert_eq!(status, adamw_status::Internal);
+        let mut buf = [0u8; 128];
+        let mut len = 0;
+        // SAFETY: buf holds 128 writable bytes; len is a valid out-pointer.
+        unsafe { status::adamw_last_error(buf.as_mut_ptr().cast(), buf.len(), &mut len) };
+        assert_eq!(&buf[..len], b"internal error (please report): boom");
+    }
+}

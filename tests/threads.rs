@@ -1,0 +1,93 @@
+//! Several threads calling one optimizer handle at once: the calls are serialized, so with the
+//! same gradient every call the result equals the same number of calls made one after another.
+
+use std::ffi::c_void;
+use std::sync::Mutex;
+
+use adamw::ffi::adamw_status;
+use adamw::ffi::config::adamw_config_default;
+use adamw::ffi::handle::adamw_optimizer;
+use adamw::ffi::optimizer::*;
+
+struct Handle(*mut adamw_optimizer);
+// SAFETY: the C ABI documents that an optimizer may be used from several threads at once.
+unsafe impl Send for Handle {}
+// SAFETY: as above.
+unsafe impl Sync for Handle {}
+
+fn new_optimizer(len: usize) -> Handle {
+    let config = adamw_config_default();
+    let mut opt = std::ptr::null_mut();
+    let shape = [len];
+    let name = c"w";
+    // SAFETY: valid config, out-pointer, and variable descriptor.
+    unsafe {
+        assert_eq!(adamw_optimizer_new(&config, &mut opt), adamw_status::Ok);
+        let var = adamw_variable { name: name.as_ptr(), dtype: adamw_dtype::Float32 as u32, ndim: 1, shape: shape.as_ptr(), data: std::ptr::null() };
+        assert_eq!(adamw_optimizer_build(opt, &var, 1), adamw_status::Ok);
+    }
+    Handle(opt)
+}
+
+fn step(h: &Handle, values: &mut [f32], grad: &[f32]) -> adamw_status {
+    let entry = adamw_gradient {
+        variable: 0,
+        dtype: adamw_dtype::Float32 as u32,
+        data: values.as_mut_ptr().cast::<c_void>(),
+        len: values.len(),
+        dense: grad.as_ptr().cast(),
+        indices: std::ptr::null(),
+        num_indices: 0,
+        values: std::ptr::null(),
+        num_values: 0,
+    };
+    // SAFETY: the entry points at live, distinct buffers of the stated length.
+    unsafe { adamw_optimizer_apply_gradients(h.0, &entry, 1, std::ptr::null_mut()) }
+}
+
+#[test]
+fn concurrent_calls_on_one_handle_are_serialized() {
+    const LEN: usize = 100_000; // large enough to run on rayon's threads too
+    const THREADS: usize = 4;
+    const CALLS: usize = 25;
+    let grad: Vec<f32> = (0..LEN).map(|i| ((i % 17) as f32 - 8.0) * 0.01).collect();
+
+    let shared = new_optimizer(LEN);
+    let values = Mutex::new(vec![1.0f32; LEN]); // the caller's variable, one writer at a time
+    std::thread::scope(|s| {
+        for _ in 0..THREADS {
+            s.spawn(|| {
+                for _ in 0..CALLS {
+                    let mut v = values.lock().unwrap();
+                    assert_eq!(step(&shared, &mut v, &grad), adamw_status::Ok);
+                    drop(v);
+                    // readers in between: iterations, config, checkpoint size
+                    let mut it = 0i64;
+                    let mut len = 0usize;
+                    // SAFETY: live handle, valid out-pointers.
+                    unsafe {
+                        assert_eq!(adamw_optimizer_iterations(shared.0, &mut it), adamw_status::Ok);
+                        assert_eq!(adamw_optimizer_save_own_variables(shared.0, std::ptr::null_mut(), 0, &mut len), adamw_status::Ok);
+                        assert_eq!(adamw_optimizer_get_config(shared.0, std::ptr::null_mut(), 0, &mut len), adamw_status::Ok);
+                    }
+                }
+            });
+        }
+    });
+
+    let sequential = new_optimizer(LEN);
+    let mut expected = vec![1.0f32; LEN];
+    for _ in 0..THREADS * CALLS {
+        assert_eq!(step(&sequential, &mut expected, &grad), adamw_status::Ok);
+    }
+    let got = values.into_inner().unwrap();
+    assert!(got.iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits()));
+    let mut it = 0i64;
+    // SAFETY: live handles, valid out-pointer; each freed once.
+    unsafe {
+        assert_eq!(adamw_optimizer_iterations(shared.0, &mut it), adamw_status::Ok);
+        adamw_optimizer_free(shared.0);
+        adamw_optimizer_free(sequential.0);
+    }
+    assert_eq!(it, (THREADS * CALLS) as i64);
+}
