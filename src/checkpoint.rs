@@ -90,7 +90,8 @@ impl Checkpoint {
 /// `InvalidCheckpoint`.
 pub fn decode(bytes: &[u8]) -> Result<Checkpoint> {
     let bad = |msg: String| Error::InvalidCheckpoint(msg);
-    let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))?;
+    let (_, metadata) =
+        SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))?;
     let format = metadata.metadata().as_ref().and_then(|m| m.get("format"));
     if format.map(String::as_str) != Some(FORMAT) {
         return Err(bad(format!("not a libadamw checkpoint: the metadata format is {format:?}, expected {FORMAT:?}")));
@@ -103,9 +104,15 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint> {
         let view = st.tensor(&key).map_err(|_| bad(format!("checkpoint of {n} tensors has no key \"{key}\"")))?;
         let data = view.data();
         let values = match view.dtype() {
-            Dtype::I64 => Values::I64(data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default())).collect()),
-            Dtype::F32 => Values::F32(data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default())).collect()),
-            Dtype::F64 => Values::F64(data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default())).collect()),
+            Dtype::I64 => Values::I64(
+                data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default())).collect(),
+            ),
+            Dtype::F32 => Values::F32(
+                data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default())).collect(),
+            ),
+            Dtype::F64 => Values::F64(
+                data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default())).collect(),
+            ),
             other => return Err(bad(format!("tensor \"{key}\" has dtype {other:?}; expected I64, F32 or F64"))),
         };
         tensors.push((view.shape().to_vec(), values));

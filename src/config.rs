@@ -119,7 +119,8 @@ impl Config {
         if let (Some(c), Some(g)) = (self.clipnorm, self.global_clipnorm) {
             return Err(Error::InvalidArgument(format!(
                 "At most one of `clipnorm` and `global_clipnorm` can be set. Received: clipnorm={}, global_clipnorm={}.",
-                py_float(c), py_float(g)
+                py_float(c),
+                py_float(g)
             )));
         }
         if self.use_ema {
@@ -209,7 +210,9 @@ impl Config {
         k.take("is_legacy_optimizer");
         if let Some(mesh) = k.take("mesh") {
             if !mesh.is_null() {
-                return Err(Error::InvalidConfig("`mesh` cannot be given in JSON; sharded state is configured through the API".into()));
+                return Err(Error::InvalidConfig(
+                    "`mesh` cannot be given in JSON; sharded state is configured through the API".into(),
+                ));
             }
         }
         if let Some(name) = k.string("name")? {
@@ -234,8 +237,9 @@ impl Config {
                 return Err(Error::InvalidConfig(format!("Cannot convert '{s}' to EagerTensor of dtype float")));
             }
             Some(v) => {
-                let lr = crate::kwargs::float_from_json(&v)
-                    .ok_or_else(|| Error::InvalidConfig(format!("AdamW: `learning_rate` must be a number or a schedule, got {v}")))?;
+                let lr = crate::kwargs::float_from_json(&v).ok_or_else(|| {
+                    Error::InvalidConfig(format!("AdamW: `learning_rate` must be a number or a schedule, got {v}"))
+                })?;
                 c.learning_rate = LearningRate::Constant(lr);
             }
         }
@@ -323,9 +327,23 @@ mod tests {
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             keys,
-            ["name", "weight_decay", "clipnorm", "global_clipnorm", "clipvalue", "use_ema", "ema_momentum",
-             "ema_overwrite_frequency", "jit_compile", "is_legacy_optimizer", "learning_rate", "beta_1",
-             "beta_2", "epsilon", "amsgrad"]
+            [
+                "name",
+                "weight_decay",
+                "clipnorm",
+                "global_clipnorm",
+                "clipvalue",
+                "use_ema",
+                "ema_momentum",
+                "ema_overwrite_frequency",
+                "jit_compile",
+                "is_legacy_optimizer",
+                "learning_rate",
+                "beta_1",
+                "beta_2",
+                "epsilon",
+                "amsgrad"
+            ]
         );
         assert_eq!(v["learning_rate"], json!(0.0010000000474974513));
         assert_eq!(v["epsilon"], json!(1e-7));

@@ -70,10 +70,9 @@ impl Kwargs {
     pub fn new(owner: &'static str, value: Value) -> Result<Self> {
         match value {
             Value::Object(map) => Ok(Kwargs { owner, map }),
-            other => Err(Error::InvalidConfig(format!(
-                "{owner} config must be a JSON object, got {}",
-                type_name(&other)
-            ))),
+            other => {
+                Err(Error::InvalidConfig(format!("{owner} config must be a JSON object, got {}", type_name(&other))))
+            }
         }
     }
 
@@ -87,11 +86,7 @@ impl Kwargs {
     }
 
     fn wrong_type(&self, key: &str, want: &str, got: &Value) -> Error {
-        Error::InvalidConfig(format!(
-            "{}: `{key}` must be {want}, got {}",
-            self.owner,
-            compact(got)
-        ))
+        Error::InvalidConfig(format!("{}: `{key}` must be {want}, got {}", self.owner, compact(got)))
     }
 
     pub fn num(&mut self, key: &str) -> Result<Option<Num>> {

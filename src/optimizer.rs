@@ -32,7 +32,9 @@ impl VariableSpec {
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
             .filter(|&n| n.checked_mul(self.dtype.size()).is_some_and(|b| b <= isize::MAX as usize))
-            .ok_or_else(|| Error::OutOfMemory(format!("variable `{}` of shape {:?} has too many elements", self.name, self.shape)))
+            .ok_or_else(|| {
+                Error::OutOfMemory(format!("variable `{}` of shape {:?} has too many elements", self.name, self.shape))
+            })
     }
 
     /// The Keras name (`name:0`), which exclusion patterns are searched in.
@@ -254,7 +256,8 @@ impl Optimizer {
 
     /// `AdamW.from_config(json)`.
     pub fn from_config_json(json: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(json).map_err(|e| Error::InvalidConfig(format!("config is not valid JSON: {e}")))?;
+        let value: Value =
+            serde_json::from_str(json).map_err(|e| Error::InvalidConfig(format!("config is not valid JSON: {e}")))?;
         Optimizer::new(Config::from_json(value)?)
     }
 
@@ -387,7 +390,8 @@ impl Optimizer {
                 }
             }
             let keras_name = spec.keras_name();
-            let excluded = self.exclude_variables.contains(&i) || self.exclude_patterns.iter().any(|p| p.is_match(&keras_name));
+            let excluded =
+                self.exclude_variables.contains(&i) || self.exclude_patterns.iter().any(|p| p.is_match(&keras_name));
             let average = if use_ema {
                 let mut a = Buffer::zeros(spec.dtype, len)?;
                 a.copy_from(initial_values[i]);
@@ -494,7 +498,10 @@ impl Optimizer {
             }
             Some(Gradient::Sparse { indices, values }) => {
                 if var.spec.shape.is_empty() {
-                    return Err(invalid!("variable {} (`{name}`) is a scalar and cannot take a sparse gradient", u.variable));
+                    return Err(invalid!(
+                        "variable {} (`{name}`) is a scalar and cannot take a sparse gradient",
+                        u.variable
+                    ));
                 }
                 if values.dtype() != dtype {
                     return Err(Error::DtypeMismatch(format!(
@@ -553,8 +560,12 @@ impl Optimizer {
             }
         }
         if !any_gradient {
-            let names: Vec<String> = (0..updates.len()).map(|i| format!("'{}'", built[updates.get(i).variable].spec.keras_name())).collect();
-            return Err(Error::NoGradients(format!("No gradients provided for any variable: ([{}],).", names.join(", "))));
+            let names: Vec<String> =
+                (0..updates.len()).map(|i| format!("'{}'", built[updates.get(i).variable].spec.keras_name())).collect();
+            return Err(Error::NoGradients(format!(
+                "No gradients provided for any variable: ([{}],).",
+                names.join(", ")
+            )));
         }
         let clipping = self.config.clipping();
         let (global_f32, global_f64) = match clipping {
@@ -585,12 +596,26 @@ impl Optimizer {
             let var = &mut built[u.variable];
             let ops = VariableOps { decay: var.decay, overwrite_with_average };
             match u.value {
-                TensorMut::F32(value) => {
-                    step_variable(var, value, typed::<f32>(gradient), &s32, ops, clipping, global_f32, &mut self.sparse_rows)
-                }
-                TensorMut::F64(value) => {
-                    step_variable(var, value, typed::<f64>(gradient), &s64, ops, clipping, global_f64, &mut self.sparse_rows)
-                }
+                TensorMut::F32(value) => step_variable(
+                    var,
+                    value,
+                    typed::<f32>(gradient),
+                    &s32,
+                    ops,
+                    clipping,
+                    global_f32,
+                    &mut self.sparse_rows,
+                ),
+                TensorMut::F64(value) => step_variable(
+                    var,
+                    value,
+                    typed::<f64>(gradient),
+                    &s64,
+                    ops,
+                    clipping,
+                    global_f64,
+                    &mut self.sparse_rows,
+                ),
             }
         }
         self.iterations += 1;
@@ -725,7 +750,8 @@ impl Optimizer {
         }
         for (index, w) in weights.iter().enumerate().take(n) {
             let Some(var) = self.variable(index) else { break };
-            let mismatch = |msg: String| if exact_count { Error::CheckpointMismatch(msg) } else { Error::ShapeMismatch(msg) };
+            let mismatch =
+                |msg: String| if exact_count { Error::CheckpointMismatch(msg) } else { Error::ShapeMismatch(msg) };
             if w.shape != var.shape {
                 return Err(mismatch(format!(
                     "Optimizer variable {} has shape {} not compatible with provided weight shape {}.",

@@ -13,12 +13,49 @@ use crate::kwargs::{Kwargs, Num};
 /// `get_config` reproduces Keras' JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Schedule {
-    ExponentialDecay { initial_learning_rate: Num, decay_steps: Num, decay_rate: Num, staircase: bool, name: Option<String> },
-    PiecewiseConstantDecay { boundaries: Vec<Num>, values: Vec<Num>, name: Option<String> },
-    PolynomialDecay { initial_learning_rate: Num, decay_steps: Num, end_learning_rate: Num, power: Num, cycle: bool, name: Option<String> },
-    InverseTimeDecay { initial_learning_rate: Num, decay_steps: Num, decay_rate: Num, staircase: bool, name: Option<String> },
-    CosineDecay { initial_learning_rate: Num, decay_steps: Num, alpha: Num, name: Option<String>, warmup_target: Option<Num>, warmup_steps: Num },
-    CosineDecayRestarts { initial_learning_rate: Num, first_decay_steps: Num, t_mul: Num, m_mul: Num, alpha: Num, name: Option<String> },
+    ExponentialDecay {
+        initial_learning_rate: Num,
+        decay_steps: Num,
+        decay_rate: Num,
+        staircase: bool,
+        name: Option<String>,
+    },
+    PiecewiseConstantDecay {
+        boundaries: Vec<Num>,
+        values: Vec<Num>,
+        name: Option<String>,
+    },
+    PolynomialDecay {
+        initial_learning_rate: Num,
+        decay_steps: Num,
+        end_learning_rate: Num,
+        power: Num,
+        cycle: bool,
+        name: Option<String>,
+    },
+    InverseTimeDecay {
+        initial_learning_rate: Num,
+        decay_steps: Num,
+        decay_rate: Num,
+        staircase: bool,
+        name: Option<String>,
+    },
+    CosineDecay {
+        initial_learning_rate: Num,
+        decay_steps: Num,
+        alpha: Num,
+        name: Option<String>,
+        warmup_target: Option<Num>,
+        warmup_steps: Num,
+    },
+    CosineDecayRestarts {
+        initial_learning_rate: Num,
+        first_decay_steps: Num,
+        t_mul: Num,
+        m_mul: Num,
+        alpha: Num,
+        name: Option<String>,
+    },
 }
 
 type F = Ftz<f32>;
@@ -50,7 +87,10 @@ impl Schedule {
             if boundaries.len() + 1 != values.len() {
                 return Err(Error::InvalidArgument(format!(
                     "The length of boundaries should be 1 less than the length of values. Received: boundaries={} of length {}, and values={} of length {}.",
-                    py_list(boundaries), boundaries.len(), py_list(values), values.len()
+                    py_list(boundaries),
+                    boundaries.len(),
+                    py_list(values),
+                    values.len()
                 )));
             }
             if values.is_empty() {
@@ -83,13 +123,13 @@ impl Schedule {
                 } else if step > b(last) {
                     values[values.len() - 1]
                 } else {
-                    (1..boundaries.len())
-                        .find(|&i| b(i - 1) < step && step <= b(i))
-                        .map_or(values[0], |i| values[i])
+                    (1..boundaries.len()).find(|&i| b(i - 1) < step && step <= b(i)).map_or(values[0], |i| values[i])
                 };
                 f(value)
             }
-            Schedule::PolynomialDecay { initial_learning_rate, decay_steps, end_learning_rate, power, cycle, .. } => {
+            Schedule::PolynomialDecay {
+                initial_learning_rate, decay_steps, end_learning_rate, power, cycle, ..
+            } => {
                 let mut s = step_f;
                 let mut ds = f(decay_steps);
                 if cycle {
@@ -108,7 +148,9 @@ impl Schedule {
                 }
                 f(initial_learning_rate) / (one + f(decay_rate) * p)
             }
-            Schedule::CosineDecay { initial_learning_rate, decay_steps, alpha, warmup_target, warmup_steps, .. } => {
+            Schedule::CosineDecay {
+                initial_learning_rate, decay_steps, alpha, warmup_target, warmup_steps, ..
+            } => {
                 let ds = f(decay_steps);
                 let init = f(initial_learning_rate);
                 // (1 - alpha) is Python arithmetic: formed in float64, then rounded.
@@ -156,19 +198,42 @@ impl Schedule {
         let list = |v: &[Num]| Value::Array(v.iter().map(|x| x.to_json()).collect());
         match self {
             Schedule::ExponentialDecay { initial_learning_rate, decay_steps, decay_rate, staircase, name: n }
-            | Schedule::InverseTimeDecay { initial_learning_rate, decay_steps, decay_rate, staircase, name: n } => json!({
+            | Schedule::InverseTimeDecay { initial_learning_rate, decay_steps, decay_rate, staircase, name: n } => {
+                json!({
                 "initial_learning_rate": initial_learning_rate.to_json(), "decay_steps": decay_steps.to_json(),
-                "decay_rate": decay_rate.to_json(), "staircase": staircase, "name": name(n)}),
+                "decay_rate": decay_rate.to_json(), "staircase": staircase, "name": name(n)})
+            }
             Schedule::PiecewiseConstantDecay { boundaries, values, name: n } => json!({
                 "boundaries": list(boundaries), "values": list(values), "name": name(n)}),
-            Schedule::PolynomialDecay { initial_learning_rate, decay_steps, end_learning_rate, power, cycle, name: n } => json!({
+            Schedule::PolynomialDecay {
+                initial_learning_rate,
+                decay_steps,
+                end_learning_rate,
+                power,
+                cycle,
+                name: n,
+            } => json!({
                 "initial_learning_rate": initial_learning_rate.to_json(), "decay_steps": decay_steps.to_json(),
                 "end_learning_rate": end_learning_rate.to_json(), "power": power.to_json(), "cycle": cycle, "name": name(n)}),
-            Schedule::CosineDecay { initial_learning_rate, decay_steps, alpha, name: n, warmup_target, warmup_steps } => json!({
+            Schedule::CosineDecay {
+                initial_learning_rate,
+                decay_steps,
+                alpha,
+                name: n,
+                warmup_target,
+                warmup_steps,
+            } => json!({
                 "initial_learning_rate": initial_learning_rate.to_json(), "decay_steps": decay_steps.to_json(),
                 "alpha": alpha.to_json(), "name": name(n),
                 "warmup_target": warmup_target.map_or(Value::Null, Num::to_json), "warmup_steps": warmup_steps.to_json()}),
-            Schedule::CosineDecayRestarts { initial_learning_rate, first_decay_steps, t_mul, m_mul, alpha, name: n } => json!({
+            Schedule::CosineDecayRestarts {
+                initial_learning_rate,
+                first_decay_steps,
+                t_mul,
+                m_mul,
+                alpha,
+                name: n,
+            } => json!({
                 "initial_learning_rate": initial_learning_rate.to_json(), "first_decay_steps": first_decay_steps.to_json(),
                 "t_mul": t_mul.to_json(), "m_mul": m_mul.to_json(), "alpha": alpha.to_json(), "name": name(n)}),
         }
@@ -190,11 +255,15 @@ impl Schedule {
             Error::InvalidConfig("a serialized learning-rate schedule needs a string `class_name`".into())
         })?;
         if let Some(module) = outer.get("module").filter(|m| !m.is_null()) {
-            let known = ["keras.optimizers.schedules", "tf_keras.optimizers.schedules",
-                         "keras.optimizers.schedules.learning_rate_schedule"];
+            let known = [
+                "keras.optimizers.schedules",
+                "tf_keras.optimizers.schedules",
+                "keras.optimizers.schedules.learning_rate_schedule",
+            ];
             if !module.as_str().is_some_and(|m| known.contains(&m)) {
                 return Err(Error::InvalidConfig(format!(
-                    "unknown schedule module {module}: only the built-in Keras schedules are supported")));
+                    "unknown schedule module {module}: only the built-in Keras schedules are supported"
+                )));
             }
         }
         for key in outer.keys() {
@@ -217,7 +286,8 @@ impl Schedule {
             "CosineDecayRestarts" => "CosineDecayRestarts",
             other => {
                 return Err(Error::InvalidConfig(format!(
-                    "unknown learning-rate schedule `{other}`: expected one of ExponentialDecay, PiecewiseConstantDecay, PolynomialDecay, InverseTimeDecay, CosineDecay, CosineDecayRestarts")));
+                    "unknown learning-rate schedule `{other}`: expected one of ExponentialDecay, PiecewiseConstantDecay, PolynomialDecay, InverseTimeDecay, CosineDecay, CosineDecayRestarts"
+                )));
             }
         };
         let mut k = Kwargs::new(owner, config)?;
@@ -338,8 +408,9 @@ mod tests {
 
     #[test]
     fn unknown_schedule_argument_is_rejected() {
-        let err = Schedule::from_config("CosineDecay", json!({"initial_learning_rate": 0.1, "decay_steps": 10, "bogus": 1}))
-            .unwrap_err();
+        let err =
+            Schedule::from_config("CosineDecay", json!({"initial_learning_rate": 0.1, "decay_steps": 10, "bogus": 1}))
+                .unwrap_err();
         assert!(matches!(err, Error::InvalidConfig(_)));
         assert!(err.to_string().contains("bogus"));
     }

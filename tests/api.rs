@@ -51,18 +51,30 @@ fn run_large(config: Config) -> Vec<u32> {
     let init_a = noise(1, ROWS * COLS);
     let init_b = noise(2, 300_000);
     opt.build(
-        &[VariableSpec::new("embedding", DType::F32, &[ROWS, COLS]), VariableSpec::new("dense", DType::F32, &[300_000])],
+        &[
+            VariableSpec::new("embedding", DType::F32, &[ROWS, COLS]),
+            VariableSpec::new("dense", DType::F32, &[300_000]),
+        ],
         &[TensorRef::F32(&init_a), TensorRef::F32(&init_b)],
     )
     .unwrap();
     let (mut a, mut b) = (init_a.clone(), init_b.clone());
     for step in 0..4u64 {
-        let indices: Vec<i64> = noise(10 + step, 3000).iter().map(|x| ((x + 1.0) * 0.5 * ROWS as f32) as i64 % ROWS as i64).collect();
+        let indices: Vec<i64> =
+            noise(10 + step, 3000).iter().map(|x| ((x + 1.0) * 0.5 * ROWS as f32) as i64 % ROWS as i64).collect();
         let values = noise(20 + step, 3000 * COLS);
         let grad = noise(30 + step, 300_000);
         let mut updates = [
-            Update { variable: 0, value: TensorMut::F32(&mut a), gradient: Some(adamw::Gradient::Sparse { indices: &indices, values: TensorRef::F32(&values) }) },
-            Update { variable: 1, value: TensorMut::F32(&mut b), gradient: Some(adamw::Gradient::Dense(TensorRef::F32(&grad))) },
+            Update {
+                variable: 0,
+                value: TensorMut::F32(&mut a),
+                gradient: Some(adamw::Gradient::Sparse { indices: &indices, values: TensorRef::F32(&values) }),
+            },
+            Update {
+                variable: 1,
+                value: TensorMut::F32(&mut b),
+                gradient: Some(adamw::Gradient::Dense(TensorRef::F32(&grad))),
+            },
         ];
         opt.apply_gradients(&mut updates[..]).unwrap();
     }
@@ -99,18 +111,62 @@ fn rejected_calls_change_nothing() {
     opt.build(&[VariableSpec::new("w", DType::F32, &[3, 2])], &[TensorRef::F32(&init)]).unwrap();
     let mut w = init;
     let g = [0.5f32; 6];
-    opt.apply_gradients(&mut [Update { variable: 0, value: TensorMut::F32(&mut w), gradient: Some(adamw::Gradient::Dense(TensorRef::F32(&g))) }][..]).unwrap();
+    opt.apply_gradients(
+        &mut [Update {
+            variable: 0,
+            value: TensorMut::F32(&mut w),
+            gradient: Some(adamw::Gradient::Dense(TensorRef::F32(&g))),
+        }][..],
+    )
+    .unwrap();
     let before = (opt.save_own_variables().unwrap(), opt.get_config(), w);
 
     let short = [0.5f32; 5];
     let bad_rows = [0.5f32; 4];
     let attempts: Vec<(Error, &str)> = vec![
-        (opt.apply_gradients(&mut [Update { variable: 0, value: TensorMut::F32(&mut w), gradient: Some(adamw::Gradient::Dense(TensorRef::F32(&short))) }][..]).unwrap_err(), "short gradient"),
-        (opt.apply_gradients(&mut [Update { variable: 1, value: TensorMut::F32(&mut w), gradient: Some(adamw::Gradient::Dense(TensorRef::F32(&g))) }][..]).unwrap_err(), "unknown variable"),
-        (opt.apply_gradients(&mut [Update { variable: 0, value: TensorMut::F32(&mut w), gradient: Some(adamw::Gradient::Sparse { indices: &[0, 3], values: TensorRef::F32(&bad_rows) }) }][..]).unwrap_err(), "row 3 of 3"),
-        (opt.apply_gradients(&mut [Update { variable: 0, value: TensorMut::F32(&mut w), gradient: None }][..]).unwrap_err(), "no gradients"),
+        (
+            opt.apply_gradients(
+                &mut [Update {
+                    variable: 0,
+                    value: TensorMut::F32(&mut w),
+                    gradient: Some(adamw::Gradient::Dense(TensorRef::F32(&short))),
+                }][..],
+            )
+            .unwrap_err(),
+            "short gradient",
+        ),
+        (
+            opt.apply_gradients(
+                &mut [Update {
+                    variable: 1,
+                    value: TensorMut::F32(&mut w),
+                    gradient: Some(adamw::Gradient::Dense(TensorRef::F32(&g))),
+                }][..],
+            )
+            .unwrap_err(),
+            "unknown variable",
+        ),
+        (
+            opt.apply_gradients(
+                &mut [Update {
+                    variable: 0,
+                    value: TensorMut::F32(&mut w),
+                    gradient: Some(adamw::Gradient::Sparse { indices: &[0, 3], values: TensorRef::F32(&bad_rows) }),
+                }][..],
+            )
+            .unwrap_err(),
+            "row 3 of 3",
+        ),
+        (
+            opt.apply_gradients(&mut [Update { variable: 0, value: TensorMut::F32(&mut w), gradient: None }][..])
+                .unwrap_err(),
+            "no gradients",
+        ),
         (opt.load_own_variables(b"garbage").unwrap_err(), "garbage checkpoint"),
-        (opt.set_weights(&[adamw::Weight { shape: &[], data: adamw::WeightData::F32(&[1.0]) }]).unwrap_err(), "float counter"),
+        (
+            opt.set_weights(&[adamw::Weight { shape: &[], data: adamw::WeightData::F32(&[1.0]) }]).unwrap_err(),
+            "float counter",
+        ),
     ];
     let kinds: Vec<String> = attempts.iter().map(|(e, what)| format!("{what}: {e:?}")).collect();
     assert!(matches!(attempts[0].0, Error::ShapeMismatch(_)), "{kinds:?}");

@@ -41,11 +41,17 @@ fn diff(e: &Value, a: &Value, path: &str) -> Option<String> {
         }
         (Value::Object(x), Value::Object(y)) => {
             if x.keys().ne(y.keys()) {
-                return Some(format!("{path}: keys {:?} expected, {:?} given", x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>()));
+                return Some(format!(
+                    "{path}: keys {:?} expected, {:?} given",
+                    x.keys().collect::<Vec<_>>(),
+                    y.keys().collect::<Vec<_>>()
+                ));
             }
             x.iter().find_map(|(k, p)| diff(p, &y[k], &format!("{path}.{k}")))
         }
-        (Value::Number(_) | Value::String(_), Value::Number(_) | Value::String(_)) if e.is_number() || a.is_number() => {
+        (Value::Number(_) | Value::String(_), Value::Number(_) | Value::String(_))
+            if e.is_number() || a.is_number() =>
+        {
             (!same_number(e, a)).then(|| format!("{path}: expected {e}, got {a}"))
         }
         _ => (e != a).then(|| format!("{path}: expected {e}, got {a}")),
@@ -53,7 +59,8 @@ fn diff(e: &Value, a: &Value, path: &str) -> Option<String> {
 }
 
 fn check_against(cases: PathBuf, expected: PathBuf) {
-    let expected: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&expected).expect("read expected results")).expect("JSON");
+    let expected: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(&expected).expect("read expected results")).expect("JSON");
     let actual = replay(&cases);
     let mut failures = Vec::new();
     for exp in &expected {
@@ -79,7 +86,13 @@ fn check_against(cases: PathBuf, expected: PathBuf) {
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases differ from Keras:\n{}", failures.len(), expected.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ from Keras:\n{}",
+        failures.len(),
+        expected.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -90,6 +103,9 @@ fn keras_generated_cases_are_bit_exact() {
 #[test]
 fn smoke_cases_are_bit_exact() {
     let spec = manifest().join("../shared/spec");
-    assert!(spec.join("smoke_cases.json").exists(), "../shared/spec/smoke_cases.json is missing: clone the repo beside shared/");
+    assert!(
+        spec.join("smoke_cases.json").exists(),
+        "../shared/spec/smoke_cases.json is missing: clone the repo beside shared/"
+    );
     check_against(spec.join("smoke_cases.json"), spec.join("smoke_expected.json"));
 }

@@ -5,9 +5,12 @@
 //! test_correctness_with_golden). Where a Keras test uses SGD or Adam, or asserts with a
 //! tolerance, the exact float32 values tf-keras' AdamW produced for the same setup are used.
 
+// The literals are the exact float64 renderings of the float32 values Keras printed.
+#![allow(clippy::excessive_precision)]
+
+use adamw::float::Ftz;
 use adamw::kernels::{Clip, l2_loss, sum_eigen, sum_of_squares};
 use adamw::{Config, DType, Error, LearningRate, Optimizer, Update, VariableSpec};
-use adamw::float::Ftz;
 use ndarray::{Array1, arr0, arr1};
 
 fn adamw(learning_rate: f64, f: impl FnOnce(&mut Config)) -> Optimizer {
@@ -39,7 +42,10 @@ fn test_weight_decay() {
     opt2.exclude_from_weight_decay(&[], &["exclude"]).unwrap();
     scalars(&mut opt2, &["var1", "exclude"]);
     opt2.apply_gradients(
-        &mut [Update::dense(0, var1.view_mut(), zero.view()).unwrap(), Update::dense(1, var2.view_mut(), zero.view()).unwrap()][..],
+        &mut [
+            Update::dense(0, var1.view_mut(), zero.view()).unwrap(),
+            Update::dense(1, var2.view_mut(), zero.view()).unwrap(),
+        ][..],
     )
     .unwrap();
     assert_eq!(var1[()].to_bits(), 1.9840320348739624f32.to_bits());
@@ -48,7 +54,10 @@ fn test_weight_decay() {
     opt3.exclude_from_weight_decay(&[1], &[]).unwrap();
     scalars(&mut opt3, &["var1", "var3"]);
     opt3.apply_gradients(
-        &mut [Update::dense(0, var1.view_mut(), zero.view()).unwrap(), Update::dense(1, var3.view_mut(), zero.view()).unwrap()][..],
+        &mut [
+            Update::dense(0, var1.view_mut(), zero.view()).unwrap(),
+            Update::dense(1, var3.view_mut(), zero.view()).unwrap(),
+        ][..],
     )
     .unwrap();
     assert_eq!(var1[()], 1.9760959f32); // Keras' literal
@@ -128,7 +137,9 @@ fn test_sparse_gradients_work_as_expected() {
     let indices = [1i64, 2];
     for [a, b, c] in expected {
         dense_opt.apply_gradients(&mut [Update::dense(0, x1.view_mut(), grad.view()).unwrap()][..]).unwrap();
-        sparse_opt.apply_gradients(&mut [Update::sparse(0, x2.view_mut(), &indices, values.view()).unwrap()][..]).unwrap();
+        sparse_opt
+            .apply_gradients(&mut [Update::sparse(0, x2.view_mut(), &indices, values.view()).unwrap()][..])
+            .unwrap();
         assert_eq!(x1.to_vec(), vec![a, b, c, a, a]);
         assert_eq!(x2.to_vec(), x1.to_vec());
     }
@@ -143,7 +154,10 @@ fn test_set_iterations() {
     let (mut a, mut b) = (arr0(2.0f32), arr0(2.0f32));
     let g = arr0(1.0f32);
     let it = opt
-        .apply_gradients(&mut [Update::dense(0, a.view_mut(), g.view()).unwrap(), Update::dense(1, b.view_mut(), g.view()).unwrap()][..])
+        .apply_gradients(
+            &mut [Update::dense(0, a.view_mut(), g.view()).unwrap(), Update::dense(1, b.view_mut(), g.view()).unwrap()]
+                [..],
+        )
         .unwrap();
     assert_eq!(it, 3);
     assert_eq!(opt.iterations(), 3);
@@ -184,10 +198,54 @@ fn keras3_test_correctness_with_golden() {
     let grads = Array1::from_iter((0..10).map(|k| (0.1 + k as f64 * 0.1) as f32));
     let golden: [[f32; 10]; 5] = [
         [0.4998418986797333; 10],
-        [0.2486405223608017, 0.2474696785211563, 0.2463025152683258, 0.245139017701149, 0.24397918581962585, 0.24282297492027283, 0.2416703850030899, 0.2405213862657547, 0.2393759787082672, 0.23823413252830505],
-        [0.12232382595539093, 0.11983229964971542, 0.11735107004642487, 0.11488009244203568, 0.11241929233074188, 0.10996860265731812, 0.1075279712677002, 0.10509732365608215, 0.10267660021781921, 0.1002657487988472],
-        [0.058611877262592316, 0.05489656701683998, 0.051199816167354584, 0.04752149060368538, 0.043861448764801025, 0.04021954536437988, 0.0365956574678421, 0.032989632338285446, 0.029401345178484917, 0.025830663740634918],
-        [0.026292793452739716, 0.02149713598191738, 0.016729149967432022, 0.01198859978467226, 0.007275245152413845, 0.0025888383388519287, -0.0020708423107862473, -0.006704036146402359, -0.011310969479382038, -0.015891874209046364],
+        [
+            0.2486405223608017,
+            0.2474696785211563,
+            0.2463025152683258,
+            0.245139017701149,
+            0.24397918581962585,
+            0.24282297492027283,
+            0.2416703850030899,
+            0.2405213862657547,
+            0.2393759787082672,
+            0.23823413252830505,
+        ],
+        [
+            0.12232382595539093,
+            0.11983229964971542,
+            0.11735107004642487,
+            0.11488009244203568,
+            0.11241929233074188,
+            0.10996860265731812,
+            0.1075279712677002,
+            0.10509732365608215,
+            0.10267660021781921,
+            0.1002657487988472,
+        ],
+        [
+            0.058611877262592316,
+            0.05489656701683998,
+            0.051199816167354584,
+            0.04752149060368538,
+            0.043861448764801025,
+            0.04021954536437988,
+            0.0365956574678421,
+            0.032989632338285446,
+            0.029401345178484917,
+            0.025830663740634918,
+        ],
+        [
+            0.026292793452739716,
+            0.02149713598191738,
+            0.016729149967432022,
+            0.01198859978467226,
+            0.007275245152413845,
+            0.0025888383388519287,
+            -0.0020708423107862473,
+            -0.006704036146402359,
+            -0.011310969479382038,
+            -0.015891874209046364,
+        ],
     ];
     opt.apply_gradients(&mut [Update::dense(0, x.view_mut(), first.view()).unwrap()][..]).unwrap();
     for row in golden {

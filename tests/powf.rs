@@ -16,12 +16,8 @@ fn beta_powers_match_tensorflow_at_every_step_checked() {
     for (beta, entry) in data["by_beta"].as_object().unwrap() {
         let beta_f32 = Ftz::new(f32::cast(beta.parse::<f64>().unwrap()));
         let t_max = entry["t_max_checked"].as_u64().unwrap();
-        let exceptions: std::collections::HashMap<u64, u32> = entry["exceptions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| (e[0].as_u64().unwrap(), hex(&e[1])))
-            .collect();
+        let exceptions: std::collections::HashMap<u64, u32> =
+            entry["exceptions"].as_array().unwrap().iter().map(|e| (e[0].as_u64().unwrap(), hex(&e[1]))).collect();
         for t in 1..=t_max {
             let ours = beta_f32.pow(Ftz::new(t as f32)).get().to_bits();
             let expected = exceptions

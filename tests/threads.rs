@@ -23,7 +23,13 @@ fn new_optimizer(len: usize) -> Handle {
     // SAFETY: valid config, out-pointer, and variable descriptor.
     unsafe {
         assert_eq!(adamw_optimizer_new(&config, &mut opt), adamw_status::Ok);
-        let var = adamw_variable { name: name.as_ptr(), dtype: adamw_dtype::Float32 as u32, ndim: 1, shape: shape.as_ptr(), data: std::ptr::null() };
+        let var = adamw_variable {
+            name: name.as_ptr(),
+            dtype: adamw_dtype::Float32 as u32,
+            ndim: 1,
+            shape: shape.as_ptr(),
+            data: std::ptr::null(),
+        };
         assert_eq!(adamw_optimizer_build(opt, &var, 1), adamw_status::Ok);
     }
     Handle(opt)
@@ -67,8 +73,14 @@ fn concurrent_calls_on_one_handle_are_serialized() {
                     // SAFETY: live handle, valid out-pointers.
                     unsafe {
                         assert_eq!(adamw_optimizer_iterations(shared.0, &mut it), adamw_status::Ok);
-                        assert_eq!(adamw_optimizer_save_own_variables(shared.0, std::ptr::null_mut(), 0, &mut len), adamw_status::Ok);
-                        assert_eq!(adamw_optimizer_get_config(shared.0, std::ptr::null_mut(), 0, &mut len), adamw_status::Ok);
+                        assert_eq!(
+                            adamw_optimizer_save_own_variables(shared.0, std::ptr::null_mut(), 0, &mut len),
+                            adamw_status::Ok
+                        );
+                        assert_eq!(
+                            adamw_optimizer_get_config(shared.0, std::ptr::null_mut(), 0, &mut len),
+                            adamw_status::Ok
+                        );
                     }
                 }
             });

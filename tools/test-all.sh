@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 bash tools/ensure-toolchain.sh
 echo "== build (release)"
 cargo build --release --locked
+echo "== format and lints"
+cargo fmt --check
+cargo clippy --release --locked --all-targets -- -D warnings
 echo "== Rust tests"
 cargo test --release --locked
 echo "== C API tests (ASan + UBSan)"

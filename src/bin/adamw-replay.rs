@@ -116,7 +116,12 @@ fn run_case(case: &Value) -> Result<Value, String> {
     let mut values: Vec<Values> = Vec::new();
     for v in vars {
         let dtype = v["dtype"].as_str().unwrap_or("float32");
-        let shape: Vec<usize> = v["shape"].as_array().ok_or("variable without shape")?.iter().map(|d| d.as_u64().unwrap_or(0) as usize).collect();
+        let shape: Vec<usize> = v["shape"]
+            .as_array()
+            .ok_or("variable without shape")?
+            .iter()
+            .map(|d| d.as_u64().unwrap_or(0) as usize)
+            .collect();
         let mut flat = Vec::new();
         flatten(&v["value"], &mut flat)?;
         names.push(format!("{}\0", v["name"].as_str().unwrap_or("variable")));
@@ -126,15 +131,25 @@ fn run_case(case: &Value) -> Result<Value, String> {
 
     let setup = || -> Result<(), Failure> {
         if let Some(ex) = case.get("exclude_from_weight_decay") {
-            let patterns: Vec<String> = ex.get("var_names").and_then(Value::as_array).map_or(vec![], |a| {
-                a.iter().map(|p| format!("{}\0", p.as_str().unwrap_or(""))).collect()
-            });
+            let patterns: Vec<String> = ex
+                .get("var_names")
+                .and_then(Value::as_array)
+                .map_or(vec![], |a| a.iter().map(|p| format!("{}\0", p.as_str().unwrap_or(""))).collect());
             let pointers: Vec<*const c_char> = patterns.iter().map(|p| p.as_ptr().cast()).collect();
-            let indices: Vec<usize> = ex.get("variables").and_then(Value::as_array).map_or(vec![], |a| {
-                a.iter().map(|i| i.as_u64().unwrap_or(u64::MAX) as usize).collect()
-            });
+            let indices: Vec<usize> = ex
+                .get("variables")
+                .and_then(Value::as_array)
+                .map_or(vec![], |a| a.iter().map(|i| i.as_u64().unwrap_or(u64::MAX) as usize).collect());
             // SAFETY: both arrays are live for the call and hold the stated counts.
-            check(unsafe { adamw_optimizer_exclude_from_weight_decay(opt.0, indices.as_ptr(), indices.len(), pointers.as_ptr(), pointers.len()) })?;
+            check(unsafe {
+                adamw_optimizer_exclude_from_weight_decay(
+                    opt.0,
+                    indices.as_ptr(),
+                    indices.len(),
+                    pointers.as_ptr(),
+                    pointers.len(),
+                )
+            })?;
         }
         if let Some(it) = case.get("iterations").and_then(Value::as_i64) {
             // SAFETY: live handle.
@@ -166,10 +181,13 @@ fn run_case(case: &Value) -> Result<Value, String> {
                 .map(|(i, v)| adamw_variable_data { variable: i, dtype: v.dtype(), len: v.len(), data: v.ptr_mut() })
                 .collect();
             // SAFETY: each entry points at its own live buffer.
-            if let Err(f) = check(unsafe { adamw_optimizer_finalize_variable_values(opt.0, entries.as_ptr(), entries.len()) }) {
+            if let Err(f) =
+                check(unsafe { adamw_optimizer_finalize_variable_values(opt.0, entries.as_ptr(), entries.len()) })
+            {
                 return Ok(json!({"id": id, "steps": results, "error": error(json!(n), f)}));
             }
-            results.push(json!({"op": "finalize", "variables": values.iter().map(Values::to_json).collect::<Vec<_>>()}));
+            results
+                .push(json!({"op": "finalize", "variables": values.iter().map(Values::to_json).collect::<Vec<_>>()}));
             continue;
         }
         let grads = step["grads"].as_array().ok_or("step without grads")?;
@@ -184,7 +202,8 @@ fn run_case(case: &Value) -> Result<Value, String> {
                 flatten(dv, &mut flat)?;
                 d = Some(Values::from_json(dtype, &flat));
             } else if let Some(iv) = g.get("indices") {
-                let indices: Vec<i64> = iv.as_array().ok_or("bad indices")?.iter().map(|x| x.as_i64().unwrap_or(-1)).collect();
+                let indices: Vec<i64> =
+                    iv.as_array().ok_or("bad indices")?.iter().map(|x| x.as_i64().unwrap_or(-1)).collect();
                 let mut flat = Vec::new();
                 flatten(&g["values"], &mut flat)?;
                 s = Some((indices, Values::from_json(dtype, &flat)));
@@ -220,7 +239,9 @@ fn run_case(case: &Value) -> Result<Value, String> {
             .collect();
         let mut iterations = 0i64;
         // SAFETY: every entry points at live, distinct buffers of the stated lengths.
-        if let Err(f) = check(unsafe { adamw_optimizer_apply_gradients(opt.0, entries.as_ptr(), entries.len(), &mut iterations) }) {
+        if let Err(f) =
+            check(unsafe { adamw_optimizer_apply_gradients(opt.0, entries.as_ptr(), entries.len(), &mut iterations) })
+        {
             return Ok(json!({"id": id, "steps": results, "error": error(json!(n), f)}));
         }
         let mut lr = 0f32;

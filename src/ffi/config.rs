@@ -3,9 +3,9 @@
 
 use std::ffi::{c_char, c_void};
 
+use super::guard;
 use super::slice::{slice, utf8};
 use super::status::FfiError;
-use super::guard;
 use super::status::adamw_status;
 use crate::config::{Beta, Callback, Config, LearningRate};
 use crate::kwargs::Num;
@@ -191,7 +191,11 @@ fn schedule_kind(kind: u32) -> Result<adamw_schedule_kind, FfiError> {
         4 => adamw_schedule_kind::InverseTimeDecay,
         5 => adamw_schedule_kind::CosineDecay,
         6 => adamw_schedule_kind::CosineDecayRestarts,
-        other => return Err(FfiError::invalid(format!("unknown schedule kind {other}: expected 1..6 (adamw_schedule_kind)"))),
+        other => {
+            return Err(FfiError::invalid(format!(
+                "unknown schedule kind {other}: expected 1..6 (adamw_schedule_kind)"
+            )));
+        }
     })
 }
 

@@ -82,7 +82,10 @@ impl Handle {
             ));
         }
         let guard = self.state.lock().map_err(|_| {
-            FfiError::new(adamw_status::Internal, "the optimizer is unusable after an internal error in an earlier call")
+            FfiError::new(
+                adamw_status::Internal,
+                "the optimizer is unusable after an internal error in an earlier call",
+            )
         })?;
         self.holder.store(me, Ordering::Release);
         Ok(Locked { guard, holder: &self.holder })

@@ -1,4 +1,6 @@
-#![allow(non_camel_case_types)]
+// C names (`adamw_status`), and C contracts: each entry point documents for C callers the
+// ownership, NULL and thread rules that a `# Safety` section would repeat.
+#![allow(non_camel_case_types, clippy::missing_safety_doc)]
 //! The C ABI, a thin layer over the safe core. Every `extern "C"` body runs inside [`guard`]:
 //! no panic crosses the boundary, and every failure becomes a status plus a message for
 //! `adamw_last_error`. Pointer checks live only in [`slice`] and [`handle`].

@@ -112,14 +112,17 @@ pub struct adamw_variable_info {
 /// supplied as `dense` (or `values`) of those entries, from the current values in `data`.
 /// Return 0 on success; anything else fails the call (nothing changes, CALLBACK_FAILED).
 /// It must not unwind, and must not call this optimizer (that call returns BUSY).
-pub type adamw_gradient_fn = Option<unsafe extern "C" fn(user_data: *mut c_void, entries: *const adamw_gradient, num_entries: usize) -> i32>;
+pub type adamw_gradient_fn =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, entries: *const adamw_gradient, num_entries: usize) -> i32>;
 
 fn dtype_of(value: u32, what: &str) -> Result<DType, FfiError> {
     match value {
         1 => Ok(DType::F32),
         2 => Ok(DType::F64),
         3 => Err(FfiError::new(adamw_status::DtypeMismatch, format!("`{what}`: variables cannot be int64"))),
-        other => Err(FfiError::invalid(format!("`{what}`: unknown dtype {other} (expected ADAMW_DTYPE_FLOAT32 or ADAMW_DTYPE_FLOAT64)"))),
+        other => Err(FfiError::invalid(format!(
+            "`{what}`: unknown dtype {other} (expected ADAMW_DTYPE_FLOAT32 or ADAMW_DTYPE_FLOAT64)"
+        ))),
     }
 }
 
@@ -135,7 +138,9 @@ fn dtype_code(dtype: DType) -> u32 {
 /// `shape` must be NULL or point at `ndim` elements.
 unsafe fn shape_of<'a>(shape: *const usize, ndim: usize, what: &str) -> Result<&'a [usize], FfiError> {
     if ndim > ADAMW_MAX_NDIM {
-        return Err(FfiError::invalid(format!("`{what}` has {ndim} dimensions; at most {ADAMW_MAX_NDIM} are supported")));
+        return Err(FfiError::invalid(format!(
+            "`{what}` has {ndim} dimensions; at most {ADAMW_MAX_NDIM} are supported"
+        )));
     }
     // SAFETY: forwarded contract.
     unsafe { slice(shape, ndim, what) }
@@ -173,7 +178,10 @@ unsafe fn tensor_mut<'a>(dtype: DType, data: *mut c_void, len: usize, what: &str
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (a value Keras rejects, a flag not 0/1, an unknown
 /// schedule kind, a name that is not UTF-8), CALLBACK_FAILED. `*out` is written only on OK.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn adamw_optimizer_new(config: *const adamw_config, out: *mut *mut adamw_optimizer) -> adamw_status {
+pub unsafe extern "C" fn adamw_optimizer_new(
+    config: *const adamw_config,
+    out: *mut *mut adamw_optimizer,
+) -> adamw_status {
     guard(|| {
         if config.is_null() {
             return Err(FfiError::null("config"));
@@ -197,14 +205,19 @@ pub unsafe extern "C" fn adamw_optimizer_new(config: *const adamw_config, out: *
 /// Errors: NULL_ARGUMENT, INVALID_CONFIG (not JSON, unknown key, wrong type), INVALID_ARGUMENT
 /// (a value Keras rejects, with Keras' message).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn adamw_optimizer_from_config_json(json: *const c_char, len: usize, out: *mut *mut adamw_optimizer) -> adamw_status {
+pub unsafe extern "C" fn adamw_optimizer_from_config_json(
+    json: *const c_char,
+    len: usize,
+    out: *mut *mut adamw_optimizer,
+) -> adamw_status {
     guard(|| {
         if out.is_null() {
             return Err(FfiError::null("out"));
         }
         // SAFETY: the caller promises `len` readable bytes at `json`.
         let bytes = unsafe { slice(json.cast::<u8>(), len, "json") }?;
-        let text = std::str::from_utf8(bytes).map_err(|_| FfiError::new(adamw_status::InvalidConfig, "config JSON is not valid UTF-8"))?;
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| FfiError::new(adamw_status::InvalidConfig, "config JSON is not valid UTF-8"))?;
         let optimizer = Optimizer::from_config_json(text)?;
         // SAFETY: `out` is non-NULL and writable per the contract.
         unsafe { write(out, Handle::into_raw(optimizer), "out") }
@@ -275,7 +288,10 @@ pub unsafe extern "C" fn adamw_optimizer_iterations(optimizer: *const adamw_opti
 /// NULL: `optimizer` must not be NULL. Threads: serialized with other calls.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, ALREADY_BUILT, BUSY.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn adamw_optimizer_set_iterations(optimizer: *mut adamw_optimizer, iterations: i64) -> adamw_status {
+pub unsafe extern "C" fn adamw_optimizer_set_iterations(
+    optimizer: *mut adamw_optimizer,
+    iterations: i64,
+) -> adamw_status {
     // SAFETY: the caller passes a live handle.
     unsafe { with_optimizer(optimizer, |s| Ok(s.optimizer.set_iterations(iterations)?)) }
 }
@@ -285,7 +301,10 @@ pub unsafe extern "C" fn adamw_optimizer_set_iterations(optimizer: *mut adamw_op
 /// NULL: `optimizer`, `out` must not be NULL. Threads: serialized with other calls.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, BUSY.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn adamw_optimizer_current_learning_rate(optimizer: *const adamw_optimizer, out: *mut f32) -> adamw_status {
+pub unsafe extern "C" fn adamw_optimizer_current_learning_rate(
+    optimizer: *const adamw_optimizer,
+    out: *mut f32,
+) -> adamw_status {
     // SAFETY: the caller passes a live handle and a writable float.
     unsafe { with_optimizer(optimizer, |s| write(out, s.optimizer.current_learning_rate(), "out")) }
 }
@@ -294,7 +313,10 @@ pub unsafe extern "C" fn adamw_optimizer_current_learning_rate(optimizer: *const
 /// NULL: `optimizer` must not be NULL. Threads: serialized with other calls.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (the optimizer has a schedule or callback), BUSY.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn adamw_optimizer_set_learning_rate(optimizer: *mut adamw_optimizer, learning_rate: f64) -> adamw_status {
+pub unsafe extern "C" fn adamw_optimizer_set_learning_rate(
+    optimizer: *mut adamw_optimizer,
+    learning_rate: f64,
+) -> adamw_status {
     // SAFETY: the caller passes a live handle.
     unsafe { with_optimizer(optimizer, |s| Ok(s.optimizer.set_learning_rate(learning_rate)?)) }
 }
@@ -338,7 +360,11 @@ pub unsafe extern "C" fn adamw_optimizer_exclude_from_weight_decay(
 /// DTYPE_MISMATCH, SHAPE_MISMATCH, UNKNOWN_VARIABLE (an excluded index beyond the list),
 /// ALREADY_BUILT, OUT_OF_MEMORY (allocation failed or a shape overflows), BUSY.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn adamw_optimizer_build(optimizer: *mut adamw_optimizer, variables: *const adamw_variable, num_variables: usize) -> adamw_status {
+pub unsafe extern "C" fn adamw_optimizer_build(
+    optimizer: *mut adamw_optimizer,
+    variables: *const adamw_variable,
+    num_variables: usize,
+) -> adamw_status {
     // SAFETY: the caller passes a live handle and `num_variables` valid descriptors.
     unsafe {
         with_optimizer(optimizer, |s| {
@@ -362,7 +388,9 @@ pub unsafe extern "C" fn adamw_optimizer_build(optimizer: *mut adamw_optimizer, 
                 values.clear();
             }
             let mut ranges = Vec::new();
-            ranges.try_reserve_exact(num_variables.saturating_mul(3)).map_err(|_| FfiError::new(adamw_status::OutOfMemory, "too many variables"))?;
+            ranges
+                .try_reserve_exact(num_variables.saturating_mul(3))
+                .map_err(|_| FfiError::new(adamw_status::OutOfMemory, "too many variables"))?;
             s.optimizer.build(&specs, &values)?;
             s.ranges = ranges;
             Ok(())
@@ -374,7 +402,10 @@ pub unsafe extern "C" fn adamw_optimizer_build(optimizer: *mut adamw_optimizer, 
 /// later step allocates (otherwise the first step with more indices than before grows a buffer).
 /// NULL: `optimizer`. Threads: serialized. Errors: NULL_ARGUMENT, INVALID_ARGUMENT, OUT_OF_MEMORY, BUSY.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn adamw_optimizer_reserve_sparse(optimizer: *mut adamw_optimizer, max_indices: usize) -> adamw_status {
+pub unsafe extern "C" fn adamw_optimizer_reserve_sparse(
+    optimizer: *mut adamw_optimizer,
+    max_indices: usize,
+) -> adamw_status {
     // SAFETY: the caller passes a live handle.
     unsafe { with_optimizer(optimizer, |s| Ok(s.optimizer.reserve_sparse(max_indices)?)) }
 }
@@ -382,7 +413,6 @@ pub unsafe extern "C" fn adamw_optimizer_reserve_sparse(optimizer: *mut adamw_op
 /// The entries of a C `apply_gradients` call, structurally checked; slices are made on demand.
 struct Entries<'a> {
     entries: &'a [adamw_gradient],
-
 }
 
 impl Entries<'_> {
@@ -404,13 +434,19 @@ impl Entries<'_> {
                     return Ok(());
                 }
                 if ptr.is_null() {
-                    return Err(FfiError::new(adamw_status::NullArgument, format!("`entries[{i}].{what}` is NULL but its length is {len}")));
+                    return Err(FfiError::new(
+                        adamw_status::NullArgument,
+                        format!("`entries[{i}].{what}` is NULL but its length is {len}"),
+                    ));
                 }
                 if (ptr as usize) % size != 0 {
                     return Err(FfiError::invalid(format!("`entries[{i}].{what}` is not aligned to {size} bytes")));
                 }
                 if len.checked_mul(size).is_none_or(|b| b > isize::MAX as usize) {
-                    return Err(FfiError::new(adamw_status::OutOfMemory, format!("`entries[{i}].{what}` length {len} overflows")));
+                    return Err(FfiError::new(
+                        adamw_status::OutOfMemory,
+                        format!("`entries[{i}].{what}` length {len} overflows"),
+                    ));
                 }
                 Ok(())
             };
@@ -430,7 +466,10 @@ impl Entries<'_> {
                     return Err(FfiError::invalid(format!("`entries[{i}].indices` is not aligned to 8 bytes")));
                 }
                 if e.num_indices.checked_mul(8).is_none_or(|b| b > isize::MAX as usize) {
-                    return Err(FfiError::new(adamw_status::OutOfMemory, format!("`entries[{i}].num_indices` overflows")));
+                    return Err(FfiError::new(
+                        adamw_status::OutOfMemory,
+                        format!("`entries[{i}].num_indices` overflows"),
+                    ));
                 }
             }
             let bytes = |len: usize| len * size;
@@ -451,7 +490,6 @@ impl UpdateSource for Entries<'_> {
     }
 
     fn get(&mut self, i: usize) -> Update<'_> {
-
         let e = self.entries[i];
         let dtype = if e.dtype == 2 { DType::F64 } else { DType::F32 };
         // SAFETY: `Entries::check` verified every pointer (non-NULL where the length is
@@ -607,7 +645,10 @@ pub unsafe extern "C" fn adamw_optimizer_finalize_variable_values(
 /// The number of optimizer variables (Keras' `len(optimizer.variables)`): 1 (the counter)
 /// before build. NULL: `optimizer`, `out`. Threads: serialized. Errors: NULL_ARGUMENT, INVALID_ARGUMENT, BUSY.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn adamw_optimizer_num_variables(optimizer: *const adamw_optimizer, out: *mut usize) -> adamw_status {
+pub unsafe extern "C" fn adamw_optimizer_num_variables(
+    optimizer: *const adamw_optimizer,
+    out: *mut usize,
+) -> adamw_status {
     // SAFETY: the caller passes a live handle and a writable size_t.
     unsafe { with_optimizer(optimizer, |s| write(out, s.optimizer.num_variables(), "out")) }
 }
@@ -617,12 +658,21 @@ pub unsafe extern "C" fn adamw_optimizer_num_variables(optimizer: *const adamw_o
 /// NULL: `optimizer`, `out`. Threads: serialized.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, UNKNOWN_VARIABLE (index out of range), BUSY.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn adamw_optimizer_variable_info(optimizer: *const adamw_optimizer, index: usize, out: *mut adamw_variable_info) -> adamw_status {
+pub unsafe extern "C" fn adamw_optimizer_variable_info(
+    optimizer: *const adamw_optimizer,
+    index: usize,
+    out: *mut adamw_variable_info,
+) -> adamw_status {
     // SAFETY: the caller passes a live handle and a writable struct.
     unsafe {
         with_optimizer(optimizer, |s| {
             let var = variable(&s.optimizer, index)?;
-            let mut info = adamw_variable_info { dtype: dtype_code(var.data.dtype()), ndim: var.shape.len(), shape: [0; ADAMW_MAX_NDIM], len: var.data.len() };
+            let mut info = adamw_variable_info {
+                dtype: dtype_code(var.data.dtype()),
+                ndim: var.shape.len(),
+                shape: [0; ADAMW_MAX_NDIM],
+                len: var.data.len(),
+            };
             info.shape[..var.shape.len()].copy_from_slice(var.shape);
             write(out, info, "out")
         })
@@ -631,7 +681,10 @@ pub unsafe extern "C" fn adamw_optimizer_variable_info(optimizer: *const adamw_o
 
 fn variable(opt: &Optimizer, index: usize) -> Result<crate::OptimizerVariable<'_>, FfiError> {
     opt.variable(index).ok_or_else(|| {
-        FfiError::new(adamw_status::UnknownVariable, format!("optimizer variable {index} does not exist; there are {}", opt.num_variables()))
+        FfiError::new(
+            adamw_status::UnknownVariable,
+            format!("optimizer variable {index} does not exist; there are {}", opt.num_variables()),
+        )
     })
 }
 
@@ -647,7 +700,11 @@ pub unsafe extern "C" fn adamw_optimizer_variable_name(
     out_len: *mut usize,
 ) -> adamw_status {
     // SAFETY: the caller passes a live handle and a buffer of `cap` bytes.
-    unsafe { with_optimizer(optimizer, |s| write_out(variable(&s.optimizer, index)?.name.as_bytes(), buf.cast(), cap, out_len, true)) }
+    unsafe {
+        with_optimizer(optimizer, |s| {
+            write_out(variable(&s.optimizer, index)?.name.as_bytes(), buf.cast(), cap, out_len, true)
+        })
+    }
 }
 
 /// Copies optimizer variable `index` into `out` (`len` elements of `dtype`, which must be the
@@ -667,12 +724,24 @@ pub unsafe extern "C" fn adamw_optimizer_get_variable(
         with_optimizer(optimizer, |s| {
             let var = variable(&s.optimizer, index)?;
             if dtype != dtype_code(var.data.dtype()) {
-                return Err(FfiError::new(adamw_status::DtypeMismatch, format!(
-                    "optimizer variable {index} ({}) is {}; dtype {dtype} was asked for", var.name, var.data.dtype().name())));
+                return Err(FfiError::new(
+                    adamw_status::DtypeMismatch,
+                    format!(
+                        "optimizer variable {index} ({}) is {}; dtype {dtype} was asked for",
+                        var.name,
+                        var.data.dtype().name()
+                    ),
+                ));
             }
             if len != var.data.len() {
-                return Err(FfiError::new(adamw_status::ShapeMismatch, format!(
-                    "optimizer variable {index} ({}) has {} elements; the buffer holds {len}", var.name, var.data.len())));
+                return Err(FfiError::new(
+                    adamw_status::ShapeMismatch,
+                    format!(
+                        "optimizer variable {index} ({}) has {} elements; the buffer holds {len}",
+                        var.name,
+                        var.data.len()
+                    ),
+                ));
             }
             match var.data {
                 WeightData::I64(x) => slice_mut(out.cast::<i64>(), len, "out")?.copy_from_slice(x),
@@ -691,7 +760,11 @@ pub unsafe extern "C" fn adamw_optimizer_get_variable(
 /// Threads: serialized. Errors: NULL_ARGUMENT, INVALID_ARGUMENT, NOT_BUILT, SHAPE_MISMATCH
 /// (Keras' message), DTYPE_MISMATCH, BUSY. On error nothing changes.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn adamw_optimizer_set_weights(optimizer: *mut adamw_optimizer, weights: *const adamw_weight, num_weights: usize) -> adamw_status {
+pub unsafe extern "C" fn adamw_optimizer_set_weights(
+    optimizer: *mut adamw_optimizer,
+    weights: *const adamw_weight,
+    num_weights: usize,
+) -> adamw_status {
     // SAFETY: the caller passes a live handle and valid weights.
     unsafe {
         with_optimizer(optimizer, |s| {
@@ -699,7 +772,9 @@ pub unsafe extern "C" fn adamw_optimizer_set_weights(optimizer: *mut adamw_optim
             let mut converted = Vec::with_capacity(raw.len());
             for (i, w) in raw.iter().enumerate() {
                 let shape = shape_of(w.shape, w.ndim, &format!("weights[{i}].shape"))?;
-                let len = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+                let len = shape
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))
                     .ok_or_else(|| FfiError::new(adamw_status::OutOfMemory, format!("weights[{i}] shape overflows")))?;
                 let what = format!("weights[{i}].data");
                 let data = match w.dtype {
@@ -740,7 +815,11 @@ pub unsafe extern "C" fn adamw_optimizer_save_own_variables(
 /// truncated, corrupted, foreign), CHECKPOINT_MISMATCH (another variable count, shape or dtype),
 /// BUSY. On error nothing changes.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn adamw_optimizer_load_own_variables(optimizer: *mut adamw_optimizer, buf: *const u8, len: usize) -> adamw_status {
+pub unsafe extern "C" fn adamw_optimizer_load_own_variables(
+    optimizer: *mut adamw_optimizer,
+    buf: *const u8,
+    len: usize,
+) -> adamw_status {
     // SAFETY: the caller passes a live handle and `len` readable bytes.
     unsafe {
         with_optimizer(optimizer, |s| {

@@ -103,7 +103,13 @@ pub fn check_disjoint(ranges: &mut [ByteRange]) -> Result<(), FfiError> {
 ///
 /// # Safety
 /// `buf` must be NULL or point at `cap` writable bytes; `out_len` NULL or a writable size_t.
-pub unsafe fn write_out(bytes: &[u8], buf: *mut u8, cap: usize, out_len: *mut usize, nul: bool) -> Result<(), FfiError> {
+pub unsafe fn write_out(
+    bytes: &[u8],
+    buf: *mut u8,
+    cap: usize,
+    out_len: *mut usize,
+    nul: bool,
+) -> Result<(), FfiError> {
     if out_len.is_null() {
         return Err(FfiError::null("out_len"));
     }

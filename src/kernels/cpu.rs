@@ -108,7 +108,13 @@ pub struct SparseRows<'a, F> {
 
 /// The sparse step over a whole variable (spec §1.4, §1.6): every row decays; rows with a
 /// gradient also receive their duplicates' sum (from +0.0, in the caller's order).
-pub fn sparse_step<F: Real>(s: &StepScalars<F>, ops: VariableOps, clip: Clip<F>, rows: SparseRows<'_, F>, lanes: Lanes<'_, F>) {
+pub fn sparse_step<F: Real>(
+    s: &StepScalars<F>,
+    ops: VariableOps,
+    clip: Clip<F>,
+    rows: SparseRows<'_, F>,
+    lanes: Lanes<'_, F>,
+) {
     dispatch_modes!(lanes, sparse_parallel(s, ops, clip, rows, 0, lanes))
 }
 
@@ -129,8 +135,26 @@ fn sparse_parallel<F: Real, const AMSGRAD: bool, const EMA: bool>(
         let split = rows.entries.partition_point(|&(row, _)| row < first_row + mid_row);
         let (entries_l, entries_r) = rows.entries.split_at(split);
         rayon::join(
-            || sparse_parallel::<F, AMSGRAD, EMA>(s, ops, clip, SparseRows { entries: entries_l, ..rows }, first_row, left),
-            || sparse_parallel::<F, AMSGRAD, EMA>(s, ops, clip, SparseRows { entries: entries_r, ..rows }, first_row + mid_row, right),
+            || {
+                sparse_parallel::<F, AMSGRAD, EMA>(
+                    s,
+                    ops,
+                    clip,
+                    SparseRows { entries: entries_l, ..rows },
+                    first_row,
+                    left,
+                )
+            },
+            || {
+                sparse_parallel::<F, AMSGRAD, EMA>(
+                    s,
+                    ops,
+                    clip,
+                    SparseRows { entries: entries_r, ..rows },
+                    first_row + mid_row,
+                    right,
+                )
+            },
         );
         return;
     }
@@ -146,7 +170,9 @@ fn sparse_parallel<F: Real, const AMSGRAD: bool, const EMA: bool>(
         for j in 0..row_len {
             let i = row * row_len + j;
             let summed = (!group.is_empty()).then(|| {
-                group.iter().fold(Ftz::ZERO, |acc, &(_, pos)| acc + clip.apply(Ftz::new(rows.values[pos * row_len + j])))
+                group
+                    .iter()
+                    .fold(Ftz::ZERO, |acc, &(_, pos)| acc + clip.apply(Ftz::new(rows.values[pos * row_len + j])))
             });
             let vh = if AMSGRAD { &mut vhat[i] } else { &mut no_vhat };
             let avg = if EMA { &mut average[i] } else { &mut no_average };

@@ -79,11 +79,19 @@ pub struct VariableOps {
 pub enum Clip<F> {
     None,
     /// `clip_by_norm`: `(g * clipnorm) / max(norm, clipnorm)`.
-    ByNorm { clipnorm: Ftz<F>, divisor: Ftz<F> },
+    ByNorm {
+        clipnorm: Ftz<F>,
+        divisor: Ftz<F>,
+    },
     /// `clip_by_global_norm`: `g * scale`.
-    ByGlobalNorm { scale: Ftz<F> },
+    ByGlobalNorm {
+        scale: Ftz<F>,
+    },
     /// `clip_by_value`: `max(min(g, clipvalue), -clipvalue)`.
-    ByValue { high: Ftz<F>, low: Ftz<F> },
+    ByValue {
+        high: Ftz<F>,
+        low: Ftz<F>,
+    },
 }
 
 impl<F: Real> Clip<F> {
@@ -110,8 +118,10 @@ impl<F: Real> Clip<F> {
         let use_norm = (sum_of_half_squares * Ftz::new(F::from_f64(2.0))).sqrt();
         let clip_norm = Ftz::new(F::convert(global_clipnorm));
         let scale = clip_norm * (Ftz::ONE / use_norm).min_nan(Ftz::ONE / clip_norm);
-        // An infinite or NaN norm makes every gradient NaN.
-        Clip::ByGlobalNorm { scale: scale + (use_norm - use_norm) }
+        // An infinite or NaN norm makes every gradient NaN (TF adds `use_norm - use_norm`).
+        #[allow(clippy::eq_op)]
+        let nan_if_not_finite = use_norm - use_norm;
+        Clip::ByGlobalNorm { scale: scale + nan_if_not_finite }
     }
 
     pub fn by_value(clipvalue: f64) -> Self {
@@ -209,7 +219,8 @@ pub fn sparse_element<F: Real, const AMSGRAD: bool, const EMA: bool>(
 /// `tf.reduce_sum` over `n` values `x(first)..x(first + n - 1)` in the exact order of Eigen's
 /// full reducer on the x86-64 wheels (spec §1.11.5): a tree of halves split on packet boundaries
 /// down to leaves of `PACKET * 1024` elements, each summed with four interleaved packet
-/// accumulators, then one packet, then a scalar tail.
+/// accumulators, then one packet, then a scalar tail. (The lane loops index like Eigen's packets.)
+#[allow(clippy::needless_range_loop)]
 pub fn sum_eigen<F: Real>(x: &(impl Fn(usize) -> Ftz<F> + Sync), first: usize, n: usize) -> Ftz<F> {
     let p = F::PACKET;
     if n > p * EIGEN_LEAF {
@@ -278,13 +289,27 @@ fn horizontal_sum<F: Real>(lanes: &[Ftz<F>]) -> Ftz<F> {
 
 /// `tf.reduce_sum(g * g)` over a gradient's values.
 pub fn sum_of_squares<F: Real>(values: &[F]) -> Ftz<F> {
-    sum_eigen(&|i| { let g = Ftz::new(values[i]); g * g }, 0, values.len())
+    sum_eigen(
+        &|i| {
+            let g = Ftz::new(values[i]);
+            g * g
+        },
+        0,
+        values.len(),
+    )
 }
 
 /// `tf.nn.l2_loss(g)`: `sum((g * g) * 0.5)`.
 pub fn l2_loss<F: Real>(values: &[F]) -> Ftz<F> {
     let half = Ftz::new(F::from_f64(0.5));
-    sum_eigen(&|i| { let g = Ftz::new(values[i]); (g * g) * half }, 0, values.len())
+    sum_eigen(
+        &|i| {
+            let g = Ftz::new(values[i]);
+            (g * g) * half
+        },
+        0,
+        values.len(),
+    )
 }
 
 #[cfg(test)]
