@@ -206,14 +206,16 @@ typedef struct adamw_variable {
   // `ndim` dimensions; may be NULL when `ndim` is 0.
   const size_t *shape;
   // The variable's current values (the product of `shape` elements of `dtype`): required with
-  // use_ema (the averages start as copies), otherwise may be NULL. Read during the call only.
+  // use_ema (the averages start as copies), otherwise ignored. Read during the call only.
   const void *data;
 } adamw_variable;
 
-// One variable's entry in an `apply_gradients` call. Gradient forms: `dense` non-NULL (a dense
-// gradient of `len` elements); `values` non-NULL (a sparse gradient: `num_indices` row indices,
-// repeats summed, and `num_indices` rows of the variable's trailing shape in `values`); both NULL
-// (no gradient this step: the variable is left alone, as Keras does for a None gradient).
+// One variable's entry in an `apply_gradients` call. Gradient forms:
+// - `dense` non-NULL: a dense gradient of `len` elements (`indices` and `values` must be NULL);
+// - `indices` or `values` non-NULL: a sparse gradient (Keras' IndexedSlices): `num_indices` row
+//   indices, repeats summed, and `num_values` = `num_indices` rows of the variable's trailing
+//   shape in `values`; zero indices is a gradient of zeros (every row still decays and moves);
+// - all three NULL: no gradient this step: the variable is left alone, as Keras does for None.
 typedef struct adamw_gradient {
   // Index of the variable in the list given to `adamw_optimizer_build`.
   size_t variable;
@@ -313,7 +315,9 @@ enum adamw_status adamw_optimizer_from_config_json(const char *json,
                                                    struct adamw_optimizer **out);
 
 // Frees an optimizer and its state. NULL is a no-op.
-// Threads: no other call on this optimizer may be running or follow.
+// Threads: no other call on this optimizer may be running or follow. Called from inside one of
+// the optimizer's own callbacks, or while another thread's call on it runs, it frees nothing
+// and records ADAMW_STATUS_BUSY for adamw_last_error (the memory is leaked, never corrupted).
 void adamw_optimizer_free(struct adamw_optimizer *optimizer);
 
 // Writes `get_config()` as Keras-compatible JSON (UTF-8, NUL-terminated) into `buf`.
@@ -356,7 +360,7 @@ enum adamw_status adamw_optimizer_set_learning_rate(struct adamw_optimizer *opti
 // before build only; a second call replaces both lists. `variables` are indices into the list
 // build will receive; `patterns` are regular expressions searched in each variable's `name:0`.
 // Ownership: both arrays and the strings are read during the call.
-// NULL: `optimizer`; `variables` / `patterns` may be NULL when their count is 0.
+// NULL: `optimizer` must not be NULL; `variables` / `patterns` may be NULL only when their count is 0.
 // Threads: serialized with other calls.
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT (a pattern that is not a valid regex or not UTF-8),
 // ALREADY_BUILT, BUSY. An index beyond the built variables fails the later build (UNKNOWN_VARIABLE).
@@ -369,7 +373,7 @@ enum adamw_status adamw_optimizer_exclude_from_weight_decay(struct adamw_optimiz
 // Builds the optimizer's state (m, v, and vhat / averages when enabled) over `variables`;
 // afterwards a variable is named by its index in this list. Once per optimizer.
 // Ownership: the array, names, shapes and data are read during the call and copied.
-// NULL: `optimizer`; `variables` may be NULL when `num_variables` is 0; see `adamw_variable`.
+// NULL: `optimizer` must not be NULL; `variables` may be NULL only when `num_variables` is 0.
 // Threads: serialized with other calls.
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT (unknown dtype, too many dimensions, bad name),
 // DTYPE_MISMATCH, SHAPE_MISMATCH, UNKNOWN_VARIABLE (an excluded index beyond the list),
@@ -389,8 +393,12 @@ enum adamw_status adamw_optimizer_reserve_sparse(struct adamw_optimizer *optimiz
 // listed, or listed with no gradient, is left alone. An empty list changes nothing but the
 // current learning rate (re-read, as in Keras).
 // Ownership: `entries` and all buffers are borrowed for the call; `data` buffers are written.
-// NULL: `optimizer`; `entries` when `num_entries` is 0; `out_iterations` may be NULL.
+// NULL: `optimizer` must not be NULL; `entries` may be NULL only when `num_entries` is 0;
+// `out_iterations` may be NULL.
 // Threads: serialized with other calls on this optimizer; the work may run on several threads.
+// A callback that hands work to another thread which calls this optimizer deadlocks (BUSY is
+// detected on the calling thread only); calling from a rayon worker thread that may run other
+// jobs on the same optimizer while it waits can return BUSY.
 // Allocation: libadamw allocates nothing once built, except that a sparse gradient with more
 // indices than any before grows a buffer (see `adamw_optimizer_reserve_sparse`). Variables of
 // 64K elements or more are split across rayon's threads; called from a thread outside rayon's
@@ -398,7 +406,8 @@ enum adamw_status adamw_optimizer_reserve_sparse(struct adamw_optimizer *optimiz
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT (unknown dtype, misaligned or overlapping buffers,
 // dense and sparse together, a variable listed twice, global_clipnorm over mixed dtypes),
 // NOT_BUILT, UNKNOWN_VARIABLE, DTYPE_MISMATCH, SHAPE_MISMATCH, INDEX_OUT_OF_RANGE,
-// NO_GRADIENTS, CALLBACK_FAILED, BUSY. On any error nothing has changed.
+// NO_GRADIENTS, CALLBACK_FAILED (callbacks run only once every check has passed),
+// OUT_OF_MEMORY (a length whose byte size overflows), BUSY. On any error nothing has changed.
 enum adamw_status adamw_optimizer_apply_gradients(struct adamw_optimizer *optimizer,
                                                   const struct adamw_gradient *entries,
                                                   size_t num_entries,
@@ -419,9 +428,11 @@ enum adamw_status adamw_optimizer_minimize(struct adamw_optimizer *optimizer,
 
 // Keras' `finalize_variable_values`: with use_ema, each listed variable takes the value of its
 // moving average; without EMA nothing is written. Ownership: buffers borrowed for the call.
-// NULL: `optimizer`; `variables` when `num_variables` is 0. Threads: serialized.
-// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, NOT_BUILT, UNKNOWN_VARIABLE, DTYPE_MISMATCH,
-// SHAPE_MISMATCH, BUSY. On error nothing is written.
+// NULL: `optimizer` must not be NULL; `variables` may be NULL only when `num_variables` is 0.
+// Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (unknown dtype, misaligned or overlapping buffers),
+// NOT_BUILT, UNKNOWN_VARIABLE, DTYPE_MISMATCH, SHAPE_MISMATCH, OUT_OF_MEMORY, BUSY.
+// On error nothing is written.
 enum adamw_status adamw_optimizer_finalize_variable_values(struct adamw_optimizer *optimizer,
                                                            const struct adamw_variable_data *variables,
                                                            size_t num_variables);
@@ -450,7 +461,7 @@ enum adamw_status adamw_optimizer_variable_name(const struct adamw_optimizer *op
 
 // Copies optimizer variable `index` into `out` (`len` elements of `dtype`, which must be the
 // variable's: see `adamw_optimizer_variable_info`).
-// NULL: `optimizer`; `out` unless `len` is 0. Threads: serialized.
+// NULL: `optimizer` must not be NULL; `out` may be NULL only when `len` is 0. Threads: serialized.
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT, UNKNOWN_VARIABLE, DTYPE_MISMATCH, SHAPE_MISMATCH, BUSY.
 enum adamw_status adamw_optimizer_get_variable(const struct adamw_optimizer *optimizer,
                                                size_t index,
@@ -461,9 +472,11 @@ enum adamw_status adamw_optimizer_get_variable(const struct adamw_optimizer *opt
 // Keras' `set_weights`: assigns `weights[i]` to optimizer variable i for i < min(count, num_weights)
 // (Keras zips the lists: fewer weights set a prefix, extra ones are ignored). Index 0 is the
 // int64 counter. Every weight is checked before any is assigned.
-// Ownership: read during the call. NULL: `optimizer`; `weights` when `num_weights` is 0.
-// Threads: serialized. Errors: NULL_ARGUMENT, INVALID_ARGUMENT, NOT_BUILT, SHAPE_MISMATCH
-// (Keras' message), DTYPE_MISMATCH, BUSY. On error nothing changes.
+// Ownership: read during the call. NULL: `optimizer` must not be NULL; `weights` may be NULL
+// only when `num_weights` is 0. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (unknown dtype, too many dimensions), NOT_BUILT,
+// SHAPE_MISMATCH (Keras' message), DTYPE_MISMATCH, OUT_OF_MEMORY (a shape that overflows),
+// BUSY. On error nothing changes.
 enum adamw_status adamw_optimizer_set_weights(struct adamw_optimizer *optimizer,
                                               const struct adamw_weight *weights,
                                               size_t num_weights);
@@ -481,7 +494,7 @@ enum adamw_status adamw_optimizer_save_own_variables(const struct adamw_optimize
 // Keras' `load_own_variables`: replaces every optimizer variable (the counter included) from
 // bytes written by `adamw_optimizer_save_own_variables` for an optimizer built the same way
 // (before build: a checkpoint of an unbuilt optimizer, which holds only the counter).
-// Ownership: `buf` is read during the call. NULL: `optimizer`; `buf` when `len` is 0.
+// Ownership: `buf` is read during the call. NULL: `optimizer` must not be NULL; `buf` may be NULL only when `len` is 0.
 // Threads: serialized.
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT, INVALID_CHECKPOINT (not a libadamw checkpoint:
 // truncated, corrupted, foreign), CHECKPOINT_MISMATCH (another variable count, shape or dtype),

@@ -28,13 +28,17 @@ impl VariableSpec {
 
     /// The element count, or an error when the shape's product does not fit in memory sizes.
     pub fn element_count(&self) -> Result<usize> {
-        self.shape
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .filter(|&n| n.checked_mul(self.dtype.size()).is_some_and(|b| b <= isize::MAX as usize))
-            .ok_or_else(|| {
-                Error::OutOfMemory(format!("variable `{}` of shape {:?} has too many elements", self.name, self.shape))
-            })
+        let fits = |n: usize| n.checked_mul(self.dtype.size()).is_some_and(|b| b <= isize::MAX as usize);
+        let product = |dims: &[usize]| dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).filter(|&n| fits(n));
+        // The row length is checked on its own: with a first dimension of 0 the product is 0
+        // whatever the other dimensions are.
+        match (product(&self.shape), product(self.shape.get(1..).unwrap_or(&[]))) {
+            (Some(n), Some(_)) => Ok(n),
+            _ => Err(Error::OutOfMemory(format!(
+                "variable `{}` of shape {:?} has too many elements",
+                self.name, self.shape
+            ))),
+        }
     }
 
     /// The Keras name (`name:0`), which exclusion patterns are searched in.
@@ -538,9 +542,8 @@ impl Optimizer {
     /// An empty list is a no-op that only re-reads the learning rate, as in Keras.
     pub fn apply_gradients<S: UpdateSource + ?Sized>(&mut self, updates: &mut S) -> Result<i64> {
         let step = self.iterations;
-        let hyper = self.hyper_at(step)?;
         if updates.is_empty() {
-            self.current = hyper;
+            self.current = self.hyper_at(step)?;
             return Ok(self.iterations);
         }
         let built = self.built.as_ref().ok_or_else(|| not_built("apply_gradients"))?;
@@ -568,12 +571,14 @@ impl Optimizer {
             )));
         }
         let clipping = self.config.clipping();
+        if matches!(clipping, Clipping::GlobalNorm(_)) && has_f32 && has_f64 {
+            return Err(invalid!(
+                "global_clipnorm needs gradients of one dtype: Keras cannot combine float32 and float64 norms"
+            ));
+        }
+        // Callbacks run only for a call that passed every check.
+        let hyper = self.hyper_at(step)?;
         let (global_f32, global_f64) = match clipping {
-            Clipping::GlobalNorm(_) if has_f32 && has_f64 => {
-                return Err(invalid!(
-                    "global_clipnorm needs gradients of one dtype: Keras cannot combine float32 and float64 norms"
-                ));
-            }
             Clipping::GlobalNorm(clip) => self.global_clips(updates, clip),
             _ => (Clip::None, Clip::None),
         };

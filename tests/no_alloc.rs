@@ -10,6 +10,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use adamw::ffi::adamw_status;
+use adamw::ffi::config::adamw_config_default;
+use adamw::ffi::optimizer::*;
 use adamw::{Config, DType, Gradient, Optimizer, TensorMut, TensorRef, Update, VariableSpec};
 
 struct Counting;
@@ -133,4 +136,72 @@ fn steps_allocate_nothing() {
     };
     step();
     assert_eq!(allocations_during(step), 0, "global_clipnorm: a step allocated");
+    a_step_through_the_c_abi_allocates_nothing();
+}
+
+/// Called from `steps_allocate_nothing`: the counter is global, so the checks run one at a time.
+fn a_step_through_the_c_abi_allocates_nothing() {
+    let mut config = adamw_config_default();
+    config.clipnorm = 1.0;
+    config.amsgrad = 1;
+    let mut opt = std::ptr::null_mut();
+    let (shape_a, shape_b) = ([8usize, 4], [16usize]);
+    let vars = [
+        adamw_variable {
+            name: c"a".as_ptr(),
+            dtype: adamw_dtype::Float32 as u32,
+            ndim: 2,
+            shape: shape_a.as_ptr(),
+            data: std::ptr::null(),
+        },
+        adamw_variable {
+            name: c"b".as_ptr(),
+            dtype: adamw_dtype::Float64 as u32,
+            ndim: 1,
+            shape: shape_b.as_ptr(),
+            data: std::ptr::null(),
+        },
+    ];
+    let (mut a, mut b) = (vec![0.5f32; 32], vec![0.25f64; 16]);
+    let (indices, values) = ([1i64, 5, 1], [0.3f32; 12]);
+    let grad_b = [0.1f64; 16];
+    // SAFETY: valid config, descriptors and out-pointers; the entries point at live, distinct buffers.
+    unsafe {
+        assert_eq!(adamw_optimizer_new(&config, &mut opt), adamw_status::Ok);
+        assert_eq!(adamw_optimizer_build(opt, vars.as_ptr(), 2), adamw_status::Ok);
+        assert_eq!(adamw_optimizer_reserve_sparse(opt, 3), adamw_status::Ok);
+        let entries = [
+            adamw_gradient {
+                variable: 0,
+                dtype: 1,
+                data: a.as_mut_ptr().cast(),
+                len: 32,
+                dense: std::ptr::null(),
+                indices: indices.as_ptr(),
+                num_indices: 3,
+                values: values.as_ptr().cast(),
+                num_values: 12,
+            },
+            adamw_gradient {
+                variable: 1,
+                dtype: 2,
+                data: b.as_mut_ptr().cast(),
+                len: 16,
+                dense: grad_b.as_ptr().cast(),
+                indices: std::ptr::null(),
+                num_indices: 0,
+                values: std::ptr::null(),
+                num_values: 0,
+            },
+        ];
+        let step = || {
+            assert_eq!(
+                adamw_optimizer_apply_gradients(opt, entries.as_ptr(), 2, std::ptr::null_mut()),
+                adamw_status::Ok
+            )
+        };
+        step();
+        assert_eq!(allocations_during(|| (0..100).for_each(|_| step())), 0, "a C ABI step allocated");
+        adamw_optimizer_free(opt);
+    }
 }

@@ -28,7 +28,9 @@ pub(crate) struct Handle {
 
 pub(crate) struct State {
     pub optimizer: Optimizer,
-    /// Scratch for the overlap check of `apply_gradients`, reserved at build.
+    /// Scratch for `apply_gradients`, reserved at build: a copy of the caller's entries and
+    /// the byte ranges of the overlap check.
+    pub entries: Vec<super::optimizer::adamw_gradient>,
     pub ranges: Vec<ByteRange>,
 }
 
@@ -66,7 +68,7 @@ impl Handle {
     pub fn into_raw(optimizer: Optimizer) -> *mut adamw_optimizer {
         let handle = Box::new(Handle {
             magic: MAGIC,
-            state: Mutex::new(State { optimizer, ranges: Vec::new() }),
+            state: Mutex::new(State { optimizer, entries: Vec::new(), ranges: Vec::new() }),
             holder: AtomicUsize::new(0),
         });
         Box::into_raw(handle).cast()
@@ -117,7 +119,22 @@ pub(crate) unsafe fn get<'a>(ptr: *const adamw_optimizer) -> Result<&'a Handle, 
 /// As for [`get`]; no other call on the handle may be running or follow.
 pub(crate) unsafe fn free(ptr: *mut adamw_optimizer) -> Result<(), FfiError> {
     // SAFETY: forwarded contract.
-    unsafe { get(ptr) }?;
+    let handle = unsafe { get(ptr) }?;
+    // Freeing from inside one of its callbacks, or while another thread's call runs, would free
+    // memory still in use: refuse, and leak rather than corrupt.
+    let in_use = || {
+        FfiError::new(
+            adamw_status::Busy,
+            "adamw_optimizer_free: the optimizer is in use (called from its own callback, or during another thread's call); it was not freed",
+        )
+    };
+    if handle.holder.load(Ordering::Acquire) == thread_token() {
+        return Err(in_use());
+    }
+    match handle.state.try_lock() {
+        Ok(_) | Err(std::sync::TryLockError::Poisoned(_)) => {}
+        Err(std::sync::TryLockError::WouldBlock) => return Err(in_use()),
+    }
     // SAFETY: `get` verified a live handle made by Box::into_raw in `into_raw`.
     let mut handle = unsafe { Box::from_raw(ptr.cast::<Handle>()) };
     // Volatile so the store survives the free: a later call with this pointer most likely sees 0.

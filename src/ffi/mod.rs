@@ -20,17 +20,26 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use status::FfiError;
 
 /// Runs an entry point's body: maps its error, or a panic, to a status and records the message.
+/// Recording happens inside the unwind boundary too, and the panic payload is leaked rather than
+/// dropped (a payload's destructor could itself panic), so nothing can unwind into C.
 pub(crate) fn guard(body: impl FnOnce() -> Result<(), FfiError>) -> adamw_status {
-    match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(())) => adamw_status::Ok,
-        Ok(Err(e)) => e.record(),
+    let outcome = catch_unwind(AssertUnwindSafe(|| match body() {
+        Ok(()) => adamw_status::Ok,
+        Err(e) => e.record(),
+    }));
+    match outcome {
+        Ok(status) => status,
         Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            FfiError::new(adamw_status::Internal, format!("internal error (please report): {what}")).record()
+            let payload = std::mem::ManuallyDrop::new(payload);
+            let report = catch_unwind(AssertUnwindSafe(|| {
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                FfiError::new(adamw_status::Internal, format!("internal error (please report): {what}")).record()
+            }));
+            report.unwrap_or(adamw_status::Internal)
         }
     }
 }

@@ -42,14 +42,16 @@ pub struct adamw_variable {
     /// `ndim` dimensions; may be NULL when `ndim` is 0.
     pub shape: *const usize,
     /// The variable's current values (the product of `shape` elements of `dtype`): required with
-    /// use_ema (the averages start as copies), otherwise may be NULL. Read during the call only.
+    /// use_ema (the averages start as copies), otherwise ignored. Read during the call only.
     pub data: *const c_void,
 }
 
-/// One variable's entry in an `apply_gradients` call. Gradient forms: `dense` non-NULL (a dense
-/// gradient of `len` elements); `values` non-NULL (a sparse gradient: `num_indices` row indices,
-/// repeats summed, and `num_indices` rows of the variable's trailing shape in `values`); both NULL
-/// (no gradient this step: the variable is left alone, as Keras does for a None gradient).
+/// One variable's entry in an `apply_gradients` call. Gradient forms:
+/// - `dense` non-NULL: a dense gradient of `len` elements (`indices` and `values` must be NULL);
+/// - `indices` or `values` non-NULL: a sparse gradient (Keras' IndexedSlices): `num_indices` row
+///   indices, repeats summed, and `num_values` = `num_indices` rows of the variable's trailing
+///   shape in `values`; zero indices is a gradient of zeros (every row still decays and moves);
+/// - all three NULL: no gradient this step: the variable is left alone, as Keras does for None.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct adamw_gradient {
@@ -115,13 +117,15 @@ pub struct adamw_variable_info {
 pub type adamw_gradient_fn =
     Option<unsafe extern "C" fn(user_data: *mut c_void, entries: *const adamw_gradient, num_entries: usize) -> i32>;
 
-fn dtype_of(value: u32, what: &str) -> Result<DType, FfiError> {
+/// A variable's dtype; `what` names the field, and is only built for a message.
+fn dtype_of(value: u32, what: impl FnOnce() -> String) -> Result<DType, FfiError> {
     match value {
         1 => Ok(DType::F32),
         2 => Ok(DType::F64),
-        3 => Err(FfiError::new(adamw_status::DtypeMismatch, format!("`{what}`: variables cannot be int64"))),
+        3 => Err(FfiError::new(adamw_status::DtypeMismatch, format!("`{}`: variables cannot be int64", what()))),
         other => Err(FfiError::invalid(format!(
-            "`{what}`: unknown dtype {other} (expected ADAMW_DTYPE_FLOAT32 or ADAMW_DTYPE_FLOAT64)"
+            "`{}`: unknown dtype {other} (expected ADAMW_DTYPE_FLOAT32 or ADAMW_DTYPE_FLOAT64)",
+            what()
         ))),
     }
 }
@@ -225,7 +229,9 @@ pub unsafe extern "C" fn adamw_optimizer_from_config_json(
 }
 
 /// Frees an optimizer and its state. NULL is a no-op.
-/// Threads: no other call on this optimizer may be running or follow.
+/// Threads: no other call on this optimizer may be running or follow. Called from inside one of
+/// the optimizer's own callbacks, or while another thread's call on it runs, it frees nothing
+/// and records ADAMW_STATUS_BUSY for adamw_last_error (the memory is leaked, never corrupted).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_optimizer_free(optimizer: *mut adamw_optimizer) {
     if optimizer.is_null() {
@@ -325,7 +331,7 @@ pub unsafe extern "C" fn adamw_optimizer_set_learning_rate(
 /// before build only; a second call replaces both lists. `variables` are indices into the list
 /// build will receive; `patterns` are regular expressions searched in each variable's `name:0`.
 /// Ownership: both arrays and the strings are read during the call.
-/// NULL: `optimizer`; `variables` / `patterns` may be NULL when their count is 0.
+/// NULL: `optimizer` must not be NULL; `variables` / `patterns` may be NULL only when their count is 0.
 /// Threads: serialized with other calls.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (a pattern that is not a valid regex or not UTF-8),
 /// ALREADY_BUILT, BUSY. An index beyond the built variables fails the later build (UNKNOWN_VARIABLE).
@@ -354,7 +360,7 @@ pub unsafe extern "C" fn adamw_optimizer_exclude_from_weight_decay(
 /// Builds the optimizer's state (m, v, and vhat / averages when enabled) over `variables`;
 /// afterwards a variable is named by its index in this list. Once per optimizer.
 /// Ownership: the array, names, shapes and data are read during the call and copied.
-/// NULL: `optimizer`; `variables` may be NULL when `num_variables` is 0; see `adamw_variable`.
+/// NULL: `optimizer` must not be NULL; `variables` may be NULL only when `num_variables` is 0.
 /// Threads: serialized with other calls.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (unknown dtype, too many dimensions, bad name),
 /// DTYPE_MISMATCH, SHAPE_MISMATCH, UNKNOWN_VARIABLE (an excluded index beyond the list),
@@ -373,25 +379,28 @@ pub unsafe extern "C" fn adamw_optimizer_build(
             let mut values = Vec::with_capacity(descriptors.len());
             for (i, d) in descriptors.iter().enumerate() {
                 let name = utf8(d.name, &format!("variables[{i}].name"))?;
-                let dtype = dtype_of(d.dtype, &format!("variables[{i}].dtype"))?;
+                let dtype = dtype_of(d.dtype, || format!("variables[{i}].dtype"))?;
                 let shape = shape_of(d.shape, d.ndim, &format!("variables[{i}].shape"))?;
                 let spec = VariableSpec::new(name, dtype, shape);
                 let len = spec.element_count()?;
-                if !d.data.is_null() {
+                // The values are read only for the EMA averages; otherwise `data` is ignored.
+                if s.optimizer.config().use_ema {
+                    if d.data.is_null() {
+                        return Err(FfiError::null(&format!("variables[{i}].data (use_ema needs the initial values)")));
+                    }
                     values.push(tensor_ref(dtype, d.data, len, &format!("variables[{i}].data"))?);
-                } else if s.optimizer.config().use_ema {
-                    return Err(FfiError::null(&format!("variables[{i}].data (use_ema needs the initial values)")));
                 }
                 specs.push(spec);
             }
-            if !s.optimizer.config().use_ema {
-                values.clear();
-            }
+            // Scratch for apply_gradients, so that a step allocates nothing: a copy of the
+            // entries, and up to four byte ranges per entry (data, dense or values, indices).
+            let oom = |_| FfiError::new(adamw_status::OutOfMemory, "too many variables");
+            let mut entries = Vec::new();
+            entries.try_reserve_exact(num_variables).map_err(oom)?;
             let mut ranges = Vec::new();
-            ranges
-                .try_reserve_exact(num_variables.saturating_mul(3))
-                .map_err(|_| FfiError::new(adamw_status::OutOfMemory, "too many variables"))?;
+            ranges.try_reserve_exact(num_variables.saturating_mul(4)).map_err(oom)?;
             s.optimizer.build(&specs, &values)?;
+            s.entries = entries;
             s.ranges = ranges;
             Ok(())
         })
@@ -410,24 +419,20 @@ pub unsafe extern "C" fn adamw_optimizer_reserve_sparse(
     unsafe { with_optimizer(optimizer, |s| Ok(s.optimizer.reserve_sparse(max_indices)?)) }
 }
 
-/// The entries of a C `apply_gradients` call, structurally checked; slices are made on demand.
+/// The entries of a C `apply_gradients` call: the handle's own copy of the caller's array
+/// (so that a write to a variable cannot change an entry after it was checked), structurally
+/// checked; slices are made on demand.
 struct Entries<'a> {
     entries: &'a [adamw_gradient],
 }
 
 impl Entries<'_> {
-    /// Checks every pointer and length of the entries, and that no written buffer overlaps
-    /// another, using `ranges` (capacity reserved at build) as scratch.
-    fn check(entries: &[adamw_gradient], num_built: usize, ranges: &mut Vec<ByteRange>) -> Result<(), FfiError> {
-        if entries.len() > num_built {
-            return Err(FfiError::invalid(format!(
-                "{} entries for an optimizer built with {num_built} variables: a variable is listed twice or unknown",
-                entries.len()
-            )));
-        }
+    /// Checks every pointer and length of the entries, and that no buffer the call writes
+    /// overlaps any other buffer of the call, using `ranges` (capacity reserved at build).
+    fn check(entries: &[adamw_gradient], ranges: &mut Vec<ByteRange>) -> Result<(), FfiError> {
         ranges.clear();
         for (i, e) in entries.iter().enumerate() {
-            let dtype = dtype_of(e.dtype, &format!("entries[{i}].dtype"))?;
+            let dtype = dtype_of(e.dtype, || format!("entries[{i}].dtype"))?;
             let size = dtype.size();
             let check = |ptr: *const c_void, len: usize, what: &str| -> Result<(), FfiError> {
                 if len == 0 {
@@ -451,13 +456,14 @@ impl Entries<'_> {
                 Ok(())
             };
             check(e.data, e.len, "data")?;
-            if !e.dense.is_null() && !e.values.is_null() {
+            let sparse = !e.values.is_null() || !e.indices.is_null();
+            if !e.dense.is_null() && sparse {
                 return Err(FfiError::invalid(format!("entries[{i}] has both a dense and a sparse gradient")));
             }
             if !e.dense.is_null() {
                 check(e.dense, e.len, "dense")?;
             }
-            if !e.values.is_null() || !e.indices.is_null() {
+            if sparse {
                 check(e.values, e.num_values, "values")?;
                 if e.num_indices > 0 && e.indices.is_null() {
                     return Err(FfiError::null(&format!("entries[{i}].indices")));
@@ -476,8 +482,9 @@ impl Entries<'_> {
             ranges.push(ByteRange::of(e.data.cast::<u8>(), bytes(e.len), true));
             if !e.dense.is_null() {
                 ranges.push(ByteRange::of(e.dense.cast::<u8>(), bytes(e.len), false));
-            } else if !e.values.is_null() {
+            } else if sparse {
                 ranges.push(ByteRange::of(e.values.cast::<u8>(), bytes(e.num_values), false));
+                ranges.push(ByteRange::of(e.indices.cast::<u8>(), e.num_indices * 8, false));
             }
         }
         check_disjoint(ranges)
@@ -523,18 +530,25 @@ unsafe fn with_entries(
     step: impl FnOnce(&mut Optimizer, &mut Entries<'_>) -> Result<(), FfiError>,
 ) -> Result<(), FfiError> {
     // SAFETY: forwarded contract.
-    let entries = unsafe { slice(entries, num_entries, "entries") }?;
-    if !entries.is_empty() {
-        if !state.optimizer.is_built() {
-            return Err(crate::Error::NotBuilt(
-                "apply_gradients needs a built optimizer: call adamw_optimizer_build with the full list of trainable variables first".into(),
-            )
-            .into());
-        }
-        let num_built = state.optimizer.num_built_variables();
-        Entries::check(entries, num_built, &mut state.ranges)?;
+    let caller = unsafe { slice(entries, num_entries, "entries") }?;
+    if !caller.is_empty() && !state.optimizer.is_built() {
+        return Err(crate::Error::NotBuilt(
+            "apply_gradients needs a built optimizer: call adamw_optimizer_build with the full list of trainable variables first".into(),
+        )
+        .into());
     }
-    let mut source = Entries { entries };
+    let num_built = state.optimizer.num_built_variables();
+    if caller.len() > num_built {
+        return Err(FfiError::invalid(format!(
+            "{} entries for an optimizer built with {num_built} variables: a variable is listed twice or unknown",
+            caller.len()
+        )));
+    }
+    // Within the capacity reserved at build: no allocation. The caller's array is not read again.
+    state.entries.clear();
+    state.entries.extend_from_slice(caller);
+    Entries::check(&state.entries, &mut state.ranges)?;
+    let mut source = Entries { entries: &state.entries };
     step(&mut state.optimizer, &mut source)
 }
 
@@ -543,8 +557,12 @@ unsafe fn with_entries(
 /// listed, or listed with no gradient, is left alone. An empty list changes nothing but the
 /// current learning rate (re-read, as in Keras).
 /// Ownership: `entries` and all buffers are borrowed for the call; `data` buffers are written.
-/// NULL: `optimizer`; `entries` when `num_entries` is 0; `out_iterations` may be NULL.
+/// NULL: `optimizer` must not be NULL; `entries` may be NULL only when `num_entries` is 0;
+/// `out_iterations` may be NULL.
 /// Threads: serialized with other calls on this optimizer; the work may run on several threads.
+/// A callback that hands work to another thread which calls this optimizer deadlocks (BUSY is
+/// detected on the calling thread only); calling from a rayon worker thread that may run other
+/// jobs on the same optimizer while it waits can return BUSY.
 /// Allocation: libadamw allocates nothing once built, except that a sparse gradient with more
 /// indices than any before grows a buffer (see `adamw_optimizer_reserve_sparse`). Variables of
 /// 64K elements or more are split across rayon's threads; called from a thread outside rayon's
@@ -552,7 +570,8 @@ unsafe fn with_entries(
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (unknown dtype, misaligned or overlapping buffers,
 /// dense and sparse together, a variable listed twice, global_clipnorm over mixed dtypes),
 /// NOT_BUILT, UNKNOWN_VARIABLE, DTYPE_MISMATCH, SHAPE_MISMATCH, INDEX_OUT_OF_RANGE,
-/// NO_GRADIENTS, CALLBACK_FAILED, BUSY. On any error nothing has changed.
+/// NO_GRADIENTS, CALLBACK_FAILED (callbacks run only once every check has passed),
+/// OUT_OF_MEMORY (a length whose byte size overflows), BUSY. On any error nothing has changed.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_optimizer_apply_gradients(
     optimizer: *mut adamw_optimizer,
@@ -610,9 +629,11 @@ pub unsafe extern "C" fn adamw_optimizer_minimize(
 
 /// Keras' `finalize_variable_values`: with use_ema, each listed variable takes the value of its
 /// moving average; without EMA nothing is written. Ownership: buffers borrowed for the call.
-/// NULL: `optimizer`; `variables` when `num_variables` is 0. Threads: serialized.
-/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, NOT_BUILT, UNKNOWN_VARIABLE, DTYPE_MISMATCH,
-/// SHAPE_MISMATCH, BUSY. On error nothing is written.
+/// NULL: `optimizer` must not be NULL; `variables` may be NULL only when `num_variables` is 0.
+/// Threads: serialized.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (unknown dtype, misaligned or overlapping buffers),
+/// NOT_BUILT, UNKNOWN_VARIABLE, DTYPE_MISMATCH, SHAPE_MISMATCH, OUT_OF_MEMORY, BUSY.
+/// On error nothing is written.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_optimizer_finalize_variable_values(
     optimizer: *mut adamw_optimizer,
@@ -622,18 +643,19 @@ pub unsafe extern "C" fn adamw_optimizer_finalize_variable_values(
     // SAFETY: the caller passes a live handle and valid descriptors.
     unsafe {
         with_optimizer(optimizer, |s| {
-            let vars = slice(variables, num_variables, "variables")?;
+            // A copy: the descriptors are not read while the variables' memory is borrowed.
+            let vars: Vec<adamw_variable_data> = slice(variables, num_variables, "variables")?.to_vec();
             let mut updates = Vec::with_capacity(vars.len());
             let mut ranges = Vec::with_capacity(vars.len());
             for (i, v) in vars.iter().enumerate() {
-                let dtype = dtype_of(v.dtype, &format!("variables[{i}].dtype"))?;
+                let dtype = dtype_of(v.dtype, || format!("variables[{i}].dtype"))?;
                 // Checks pointer, alignment and size before any slice exists.
                 tensor_ref(dtype, v.data, v.len, &format!("variables[{i}].data"))?;
                 ranges.push(ByteRange::of(v.data.cast::<u8>(), v.len * dtype.size(), true));
             }
             check_disjoint(&mut ranges)?;
             for (i, v) in vars.iter().enumerate() {
-                let dtype = dtype_of(v.dtype, "dtype")?;
+                let dtype = dtype_of(v.dtype, || "dtype".into())?;
                 let value = tensor_mut(dtype, v.data, v.len, &format!("variables[{i}].data"))?;
                 updates.push(Update { variable: v.variable, value, gradient: None });
             }
@@ -709,7 +731,7 @@ pub unsafe extern "C" fn adamw_optimizer_variable_name(
 
 /// Copies optimizer variable `index` into `out` (`len` elements of `dtype`, which must be the
 /// variable's: see `adamw_optimizer_variable_info`).
-/// NULL: `optimizer`; `out` unless `len` is 0. Threads: serialized.
+/// NULL: `optimizer` must not be NULL; `out` may be NULL only when `len` is 0. Threads: serialized.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, UNKNOWN_VARIABLE, DTYPE_MISMATCH, SHAPE_MISMATCH, BUSY.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_optimizer_get_variable(
@@ -756,9 +778,11 @@ pub unsafe extern "C" fn adamw_optimizer_get_variable(
 /// Keras' `set_weights`: assigns `weights[i]` to optimizer variable i for i < min(count, num_weights)
 /// (Keras zips the lists: fewer weights set a prefix, extra ones are ignored). Index 0 is the
 /// int64 counter. Every weight is checked before any is assigned.
-/// Ownership: read during the call. NULL: `optimizer`; `weights` when `num_weights` is 0.
-/// Threads: serialized. Errors: NULL_ARGUMENT, INVALID_ARGUMENT, NOT_BUILT, SHAPE_MISMATCH
-/// (Keras' message), DTYPE_MISMATCH, BUSY. On error nothing changes.
+/// Ownership: read during the call. NULL: `optimizer` must not be NULL; `weights` may be NULL
+/// only when `num_weights` is 0. Threads: serialized.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (unknown dtype, too many dimensions), NOT_BUILT,
+/// SHAPE_MISMATCH (Keras' message), DTYPE_MISMATCH, OUT_OF_MEMORY (a shape that overflows),
+/// BUSY. On error nothing changes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_optimizer_set_weights(
     optimizer: *mut adamw_optimizer,
@@ -809,7 +833,7 @@ pub unsafe extern "C" fn adamw_optimizer_save_own_variables(
 /// Keras' `load_own_variables`: replaces every optimizer variable (the counter included) from
 /// bytes written by `adamw_optimizer_save_own_variables` for an optimizer built the same way
 /// (before build: a checkpoint of an unbuilt optimizer, which holds only the counter).
-/// Ownership: `buf` is read during the call. NULL: `optimizer`; `buf` when `len` is 0.
+/// Ownership: `buf` is read during the call. NULL: `optimizer` must not be NULL; `buf` may be NULL only when `len` is 0.
 /// Threads: serialized.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, INVALID_CHECKPOINT (not a libadamw checkpoint:
 /// truncated, corrupted, foreign), CHECKPOINT_MISMATCH (another variable count, shape or dtype),

@@ -113,14 +113,14 @@ pub unsafe fn write_out(
     if out_len.is_null() {
         return Err(FfiError::null("out_len"));
     }
+    if buf.is_null() && cap > 0 {
+        return Err(FfiError::null("buf"));
+    }
     let needed = bytes.len() + usize::from(nul);
     // SAFETY: non-NULL; the caller passes a writable size_t.
     unsafe { *out_len = bytes.len() };
-    if buf.is_null() && cap == 0 {
-        return Ok(());
-    }
     if buf.is_null() {
-        return Err(FfiError::null("buf"));
+        return Ok(());
     }
     if cap < needed {
         return Err(FfiError::new(

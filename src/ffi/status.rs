@@ -70,9 +70,14 @@ impl FfiError {
         FfiError::new(adamw_status::InvalidArgument, message)
     }
 
-    /// Stores the message for `adamw_last_error` and returns the status.
+    /// Stores the message for `adamw_last_error` and returns the status. During thread teardown,
+    /// when the thread-local is gone, the message is dropped and the status still returned.
     pub fn record(self) -> adamw_status {
-        LAST_ERROR.with(|e| *e.borrow_mut() = self.message);
+        let _ = LAST_ERROR.try_with(|e| {
+            if let Ok(mut slot) = e.try_borrow_mut() {
+                *slot = self.message;
+            }
+        });
         self.status
     }
 }
@@ -113,20 +118,26 @@ thread_local! {
 /// with `cap` > 0. Returns OK with an empty string when no call has failed on this thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_last_error(buf: *mut c_char, cap: usize, out_len: *mut usize) -> adamw_status {
-    let message = LAST_ERROR.with(|e| e.borrow().clone());
-    // Not through `guard`: a failure here must not overwrite the message being read.
+    // Not through `guard`: a failure here must not overwrite the message being read. Nothing here
+    // can panic: `try_with` and `try_borrow` fail softly (during thread teardown, say).
+    let message = LAST_ERROR.try_with(|e| e.try_borrow().map(|m| m.clone()).unwrap_or_default()).unwrap_or_default();
     let len = message.len();
+    if buf.is_null() && cap > 0 {
+        return adamw_status::NullArgument;
+    }
     if !out_len.is_null() {
         // SAFETY: non-NULL, and the caller passes a pointer to a writable size_t.
         unsafe { *out_len = len };
     }
     if cap == 0 {
+        // (NULL, 0) is a size query; a real buffer of 0 bytes cannot hold the NUL.
         return if buf.is_null() || len == 0 { adamw_status::Ok } else { adamw_status::BufferTooSmall };
     }
-    if buf.is_null() {
-        return adamw_status::NullArgument;
+    // Truncate on a character boundary, so that the copy stays valid UTF-8.
+    let mut n = len.min(cap - 1);
+    while !message.is_char_boundary(n) {
+        n -= 1;
     }
-    let n = len.min(cap - 1);
     // SAFETY: `buf` is non-NULL and the caller guarantees `cap` writable bytes; n + 1 <= cap.
     unsafe {
         std::ptr::copy_nonoverlapping(message.as_ptr(), buf.cast::<u8>(), n);

@@ -124,7 +124,9 @@ static void test_versions_and_errors(void) {
     char full[256];
     EXPECT_STATUS(adamw_last_error(full, sizeof full, &len), ADAMW_STATUS_OK);
     EXPECT(strcmp(full, "`config` must not be NULL") == 0);
+    len = 12345;
     EXPECT_STATUS(adamw_last_error(NULL, 10, &len), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT(len == 12345); /* not written on failure */
 }
 
 static void test_create(void) {
@@ -206,6 +208,9 @@ static void test_create(void) {
 
     /* get_config round trip: from_config(get_config()) has the same config */
     EXPECT_STATUS(adamw_optimizer_get_config(opt, NULL, 0, NULL), ADAMW_STATUS_NULL_ARGUMENT);
+    n = 777;
+    EXPECT_STATUS(adamw_optimizer_get_config(opt, NULL, 5, &n), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT(n == 777);
     EXPECT_STATUS(adamw_optimizer_get_config(opt, NULL, 0, &n), ADAMW_STATUS_OK);
     char tiny[8];
     size_t reported = 0;
@@ -281,6 +286,10 @@ static void test_build(void) {
     v.ndim = 2;
     v.shape = huge_shape;
     EXPECT_REJECTED(opt, adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_OUT_OF_MEMORY);
+    size_t empty_but_huge_rows[3] = {0, SIZE_MAX / 2, 3}; /* 0 elements, but rows overflow */
+    v.ndim = 3;
+    v.shape = empty_but_huge_rows;
+    EXPECT_REJECTED(opt, adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_OUT_OF_MEMORY);
     v.ndim = 1;
     v.shape = NULL;
     EXPECT_REJECTED(opt, adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_NULL_ARGUMENT);
@@ -332,9 +341,14 @@ static int32_t reentrant_fn(int64_t step, void *user_data, double *out) {
     reentry *ctx = (reentry *)user_data;
     /* Calls back into the optimizer being stepped: must be refused, not deadlock. */
     if (step > 0) ctx->seen = adamw_optimizer_iterations(ctx->opt, &it);
+    /* Freeing it from here would pull the memory out from under the running call: refused. */
+    if (step == 1) adamw_optimizer_free(ctx->opt);
     *out = 0.001;
     return 0;
 }
+
+static double big_variable_storage[3]; /* 8-byte aligned room for 6 floats */
+static float *const big_variable = (float *)(void *)big_variable_storage;
 
 static void test_apply(void) {
     float kernel[6] = {0.5f, -1.5f, 2.0f, 0.1f, 0.2f, 0.3f}, bias[3] = {0.1f, 0.2f, 0.3f};
@@ -399,6 +413,20 @@ static void test_apply(void) {
     idx[2] = 1;
     bad[0].dense = gk;
     EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_INVALID_ARGUMENT);
+    bad[0].values = NULL; /* dense with indices alone is ambiguous too */
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_INVALID_ARGUMENT);
+    bad[0].values = rows;
+    bad[0].dense = NULL;
+    /* indices stored inside the variable being written */
+    int64_t *inside = (int64_t *)(void *)big_variable;
+    inside[0] = 0;
+    adamw_gradient alias = bad[0];
+    alias.data = big_variable;
+    alias.len = 6;
+    alias.indices = inside;
+    alias.num_indices = 1;
+    alias.num_values = 3;
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, &alias, 1, NULL), ADAMW_STATUS_INVALID_ARGUMENT);
     bad[0].dense = NULL;
     bad[1].indices = idx; /* the bias is 1-D: rows are single numbers */
     bad[1].num_indices = 1;
@@ -448,6 +476,13 @@ static void test_callbacks(void) {
     EXPECT_STATUS(adamw_optimizer_apply_gradients(ctx.opt, &e, 1, NULL), ADAMW_STATUS_OK);
     EXPECT_STATUS(adamw_optimizer_apply_gradients(ctx.opt, &e, 1, NULL), ADAMW_STATUS_OK);
     EXPECT(ctx.seen == ADAMW_STATUS_BUSY);
+    char msg[256];
+    size_t len;
+    adamw_last_error(msg, sizeof msg, &len);
+    EXPECT(strstr(msg, "it was not freed") != NULL);
+    int64_t it = 0;
+    EXPECT_STATUS(adamw_optimizer_iterations(ctx.opt, &it), ADAMW_STATUS_OK); /* still alive */
+    EXPECT(it == 2);
     adamw_optimizer_free(ctx.opt);
 }
 
