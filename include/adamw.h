@@ -150,6 +150,13 @@ typedef struct adamw_schedule {
 // infinite value also fails the call. It must not unwind (no C++ exception may escape it).
 typedef int32_t (*adamw_scalar_fn)(int64_t step, void *user_data, double *out_value);
 
+// Sharded state's collective (Keras' `mesh`): sum each of the `count` doubles at `values`
+// across all ranks, in place, with the same result on every rank (an all-reduce with SUM, as
+// MPI_Allreduce, ncclAllReduce or Gloo provide), and return 0; anything else fails the call
+// (nothing changes, ADAMW_STATUS_CALLBACK_FAILED). Called once per step that clips by norm,
+// on the calling thread, with the optimizer locked. It must not unwind.
+typedef int32_t (*adamw_all_reduce_fn)(double *values, size_t count, void *user_data);
+
 // The AdamW constructor arguments. Start from `adamw_config_default()`, which holds Keras'
 // defaults, and change what you need. Every pointer is read during `adamw_optimizer_new` only,
 // except callbacks and their `user_data`, which are kept and called on the thread of each
@@ -192,6 +199,11 @@ typedef struct adamw_config {
   uint8_t jit_compile;
   // The optimizer's name (NUL-terminated UTF-8, copied), or NULL for "AdamW".
   const char *name;
+  // Sharded state (Keras' `mesh`), or NULL (default): with it, variables may be built as
+  // shards (see `adamw_variable`), and clip norms are summed across ranks by this callback.
+  // Kept with `mesh_user_data`, called as documented on `adamw_all_reduce_fn`.
+  adamw_all_reduce_fn mesh_all_reduce;
+  void *mesh_user_data;
 } adamw_config;
 
 // A variable to build the optimizer over.
@@ -205,9 +217,17 @@ typedef struct adamw_variable {
   size_t ndim;
   // `ndim` dimensions; may be NULL when `ndim` is 0.
   const size_t *shape;
-  // The variable's current values (the product of `shape` elements of `dtype`): required with
-  // use_ema (the averages start as copies), otherwise ignored. Read during the call only.
+  // The variable's current values (the elements held: all of them, or the shard's):
+  // required with use_ema (the averages start as copies), otherwise ignored. Read during the
+  // call only.
   const void *data;
+  // 1 to hold only a shard of the variable (needs `mesh_all_reduce` in the config): flat
+  // elements `shard_offset .. shard_offset + shard_len` of the row-major variable of `shape`.
+  // Its `data`, dense gradients and slots then have `shard_len` elements; sparse gradients
+  // still name whole rows of the variable, and each shard applies its part of them.
+  uint8_t sharded;
+  size_t shard_offset;
+  size_t shard_len;
 } adamw_variable;
 
 // One variable's entry in an `apply_gradients` call. Gradient forms:

@@ -42,6 +42,36 @@ impl PartialEq for Callback {
     }
 }
 
+/// Sums values across the ranks that share sharded variables, in place, identically on every
+/// rank (an all-reduce with SUM, as MPI, NCCL or Gloo provide). An `Err` carries the reason.
+#[derive(Clone)]
+pub struct Mesh(pub Arc<AllReduce>);
+
+/// The all-reduce of a [`Mesh`]: sums a buffer across ranks in place.
+pub type AllReduce = dyn Fn(&mut [f64]) -> std::result::Result<(), String> + Send + Sync;
+
+impl Mesh {
+    pub fn new(all_reduce: impl Fn(&mut [f64]) -> std::result::Result<(), String> + Send + Sync + 'static) -> Self {
+        Mesh(Arc::new(all_reduce))
+    }
+
+    pub fn all_reduce(&self, values: &mut [f64]) -> Result<()> {
+        (self.0)(values).map_err(|reason| Error::CallbackFailed(format!("the mesh all-reduce failed: {reason}")))
+    }
+}
+
+impl fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Mesh(..)")
+    }
+}
+
+impl PartialEq for Mesh {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 /// `learning_rate`: a float, one of the six Keras schedules, or a callback evaluated every step.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LearningRate {
@@ -80,6 +110,10 @@ pub struct Config {
     /// Requests the device backend. Like Keras without a GPU, it is reported as `false` while
     /// no device backend is in use.
     pub jit_compile: bool,
+    /// Sharded state (Keras' `mesh`): with a mesh, variables may be built over a shard of their
+    /// elements, and norms for clipping are summed across ranks by its all-reduce. Not part of
+    /// `get_config`, as in Keras.
+    pub mesh: Option<Mesh>,
 }
 
 impl Default for Config {
@@ -100,6 +134,7 @@ impl Default for Config {
             ema_momentum: 0.99,
             ema_overwrite_frequency: None,
             jit_compile: true,
+            mesh: None,
         }
     }
 }

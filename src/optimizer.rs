@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::config::{Beta, Clipping, Config, CurrentValues, LearningRate};
 use crate::error::{Error, Result, invalid};
-use crate::float::{DType, Ftz};
+use crate::float::{DType, Ftz, Real};
 use crate::kernels::cpu::{self, Lanes, SparseRows};
 use crate::kernels::{self, Clip, StepHyper, StepScalars, VariableOps};
 use crate::tensor::{Element, Gradient, TensorMut, TensorRef, Update, UpdateSource};
@@ -18,12 +18,29 @@ use crate::tensor::{Element, Gradient, TensorMut, TensorRef, Update, UpdateSourc
 pub struct VariableSpec {
     pub name: String,
     pub dtype: DType,
+    /// The whole variable's shape (also for a shard).
     pub shape: Vec<usize>,
+    /// With a mesh: the part of the variable this optimizer holds state for.
+    pub shard: Option<Shard>,
+}
+
+/// A contiguous range of a variable's flat (row-major) elements: `offset..offset + len`.
+/// The values, gradients and slots of a sharded variable are that range only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub offset: usize,
+    pub len: usize,
 }
 
 impl VariableSpec {
     pub fn new(name: impl Into<String>, dtype: DType, shape: &[usize]) -> Self {
-        VariableSpec { name: name.into(), dtype, shape: shape.to_vec() }
+        VariableSpec { name: name.into(), dtype, shape: shape.to_vec(), shard: None }
+    }
+
+    /// The same variable, of which only elements `offset..offset + len` are held here.
+    pub fn sharded(mut self, offset: usize, len: usize) -> Self {
+        self.shard = Some(Shard { offset, len });
+        self
     }
 
     /// The element count, or an error when the shape's product does not fit in memory sizes.
@@ -118,7 +135,12 @@ impl Slot for f64 {
 #[derive(Debug, Clone, PartialEq)]
 struct BuiltVariable {
     spec: VariableSpec,
+    /// Elements held here: the whole variable, or its shard.
     len: usize,
+    /// The flat index of the first element held (the shard's offset, else 0).
+    offset: usize,
+    /// The shape of the slots: the variable's, or `[len]` for a shard.
+    slot_shape: Vec<usize>,
     /// Elements per row (the product of the trailing dimensions), for sparse gradients.
     row_len: usize,
     decay: bool,
@@ -216,8 +238,9 @@ pub struct Optimizer {
     /// Per built variable, the number of the last call that listed it (duplicate detection).
     last_listed: Vec<u64>,
     call_number: u64,
-    /// Each gradient's `l2_loss` for the global norm, in list order.
-    half_squares: Vec<f64>,
+    /// Per gradient of a step, in list order: its sum of squares (clipnorm) or `l2_loss`
+    /// (global_clipnorm), summed across ranks when sharded.
+    norm_partials: Vec<f64>,
     /// `(row, position)` of a sparse gradient's indices, sorted to sum duplicates in order.
     sparse_rows: Vec<(usize, usize)>,
 }
@@ -251,7 +274,7 @@ impl Optimizer {
             built: None,
             last_listed: Vec::new(),
             call_number: 0,
-            half_squares: Vec::new(),
+            norm_partials: Vec::new(),
             sparse_rows: Vec::new(),
         };
         opt.current = opt.hyper_at(0)?;
@@ -373,7 +396,26 @@ impl Optimizer {
             if spec.name.contains('\0') {
                 return Err(invalid!("variable {i}: the name must not contain a NUL character"));
             }
-            let len = spec.element_count()?;
+            let full_len = spec.element_count()?;
+            let (offset, len) = match spec.shard {
+                None => (0, full_len),
+                Some(Shard { offset, len }) => {
+                    if self.config.mesh.is_none() {
+                        return Err(invalid!(
+                            "variable {i} (`{}`) is a shard: sharded state needs a mesh (an all-reduce) in the config",
+                            spec.name
+                        ));
+                    }
+                    if offset.checked_add(len).is_none_or(|end| end > full_len) {
+                        return Err(invalid!(
+                            "variable {i} (`{}`): shard {offset}..{} lies outside its {full_len} elements",
+                            spec.name,
+                            offset.saturating_add(len)
+                        ));
+                    }
+                    (offset, len)
+                }
+            };
             if use_ema {
                 let init = initial_values[i];
                 if init.dtype() != spec.dtype {
@@ -406,6 +448,8 @@ impl Optimizer {
             built.push(BuiltVariable {
                 spec: spec.clone(),
                 len,
+                offset,
+                slot_shape: if spec.shard.is_some() { vec![len] } else { spec.shape.clone() },
                 row_len: spec.shape.iter().skip(1).product(),
                 decay: !excluded,
                 m: Buffer::zeros(spec.dtype, len)?,
@@ -415,13 +459,13 @@ impl Optimizer {
             });
         }
         let mut last_listed = Vec::new();
-        let mut half_squares = Vec::new();
+        let mut norm_partials = Vec::new();
         last_listed.try_reserve_exact(specs.len()).map_err(|_| Error::OutOfMemory("too many variables".into()))?;
-        half_squares.try_reserve_exact(specs.len()).map_err(|_| Error::OutOfMemory("too many variables".into()))?;
+        norm_partials.try_reserve_exact(specs.len()).map_err(|_| Error::OutOfMemory("too many variables".into()))?;
         last_listed.resize(specs.len(), 0);
         self.built = Some(built);
         self.last_listed = last_listed;
-        self.half_squares = half_squares;
+        self.norm_partials = norm_partials;
         Ok(())
     }
 
@@ -578,8 +622,16 @@ impl Optimizer {
         }
         // Callbacks run only for a call that passed every check.
         let hyper = self.hyper_at(step)?;
+        // Norms for clipping come before anything changes: the mesh's all-reduce may fail.
+        if matches!(clipping, Clipping::Norm(_) | Clipping::GlobalNorm(_)) {
+            self.measure_norms(updates, clipping)?;
+        }
+        let partials = &self.norm_partials;
         let (global_f32, global_f64) = match clipping {
-            Clipping::GlobalNorm(clip) => self.global_clips(updates, clip),
+            Clipping::GlobalNorm(clip) => (
+                Clip::by_global_norm(kernels::sum_eigen(&|i| Ftz::new(partials[i] as f32), 0, partials.len()), clip),
+                Clip::by_global_norm(kernels::sum_eigen(&|i| Ftz::new(partials[i]), 0, partials.len()), clip),
+            ),
             _ => (Clip::None, Clip::None),
         };
         let h = StepHyper {
@@ -595,32 +647,23 @@ impl Optimizer {
         let overwrite_with_average = self.config.use_ema
             && self.config.ema_overwrite_frequency.is_some_and(|f| f > 0 && (step.wrapping_add(1)) % f == 0);
         let built = self.built.as_mut().ok_or_else(|| not_built("apply_gradients"))?;
+        let mut with_gradient = 0;
         for i in 0..updates.len() {
             let u = updates.get(i);
             let Some(gradient) = u.gradient else { continue };
+            let partial = partials.get(with_gradient).copied().unwrap_or(0.0);
+            with_gradient += 1;
             let var = &mut built[u.variable];
             let ops = VariableOps { decay: var.decay, overwrite_with_average };
             match u.value {
-                TensorMut::F32(value) => step_variable(
-                    var,
-                    value,
-                    typed::<f32>(gradient),
-                    &s32,
-                    ops,
-                    clipping,
-                    global_f32,
-                    &mut self.sparse_rows,
-                ),
-                TensorMut::F64(value) => step_variable(
-                    var,
-                    value,
-                    typed::<f64>(gradient),
-                    &s64,
-                    ops,
-                    clipping,
-                    global_f64,
-                    &mut self.sparse_rows,
-                ),
+                TensorMut::F32(value) => {
+                    let clip = clip_for(clipping, partial, global_f32);
+                    step_variable(var, value, typed::<f32>(gradient), &s32, ops, clip, &mut self.sparse_rows)
+                }
+                TensorMut::F64(value) => {
+                    let clip = clip_for(clipping, partial, global_f64);
+                    step_variable(var, value, typed::<f64>(gradient), &s64, ops, clip, &mut self.sparse_rows)
+                }
             }
         }
         self.iterations += 1;
@@ -628,36 +671,43 @@ impl Optimizer {
         Ok(self.iterations)
     }
 
-    /// The global-norm clip of this step for each dtype (only one dtype has gradients).
-    fn global_clips<S: UpdateSource + ?Sized>(&mut self, updates: &mut S, clip: f64) -> (Clip<f32>, Clip<f64>) {
-        self.half_squares.clear();
-        let mut dtype = DType::F32;
+    /// Fills `norm_partials`, one per gradient in list order: its sum of squares (clipnorm) or its
+    /// `l2_loss` (global_clipnorm), in Eigen's order over the elements held here; then, with a
+    /// mesh, sums them across ranks. Changes nothing else.
+    fn measure_norms<S: UpdateSource + ?Sized>(&mut self, updates: &mut S, clipping: Clipping) -> Result<()> {
+        let built = self.built.as_ref().ok_or_else(|| not_built("apply_gradients"))?;
+        let halve = matches!(clipping, Clipping::GlobalNorm(_));
+        // Capacity for every built variable was reserved at build: no allocation here.
+        self.norm_partials.clear();
         for i in 0..updates.len() {
             let u = updates.get(i);
-            let values = match u.gradient {
+            let var = &built[u.variable];
+            let partial = match u.gradient {
                 None => continue,
-                Some(Gradient::Dense(g)) => g,
-                Some(Gradient::Sparse { values, .. }) => values,
+                Some(Gradient::Dense(TensorRef::F32(g))) => kernels::squares_sum(g, halve, &|_| true).get() as f64,
+                Some(Gradient::Dense(TensorRef::F64(g))) => kernels::squares_sum(g, halve, &|_| true).get(),
+                Some(Gradient::Sparse { indices, values }) => {
+                    // Rows are whole rows of the variable; a shard counts only its own elements.
+                    let row_len = var.row_len.max(1);
+                    let (first, end) = (var.offset, var.offset + var.len);
+                    let held = |j: usize| {
+                        let element = indices[j / row_len] as usize * row_len + j % row_len;
+                        first <= element && element < end
+                    };
+                    match (values, var.spec.shard.is_some()) {
+                        (TensorRef::F32(g), false) => kernels::squares_sum(g, halve, &|_| true).get() as f64,
+                        (TensorRef::F64(g), false) => kernels::squares_sum(g, halve, &|_| true).get(),
+                        (TensorRef::F32(g), true) => kernels::squares_sum(g, halve, &held).get() as f64,
+                        (TensorRef::F64(g), true) => kernels::squares_sum(g, halve, &held).get(),
+                    }
+                }
             };
-            dtype = values.dtype();
-            let half = match values {
-                TensorRef::F32(x) => kernels::l2_loss(x).get() as f64,
-                TensorRef::F64(x) => kernels::l2_loss(x).get(),
-            };
-            // Capacity for every built variable was reserved at build: no allocation here.
-            self.half_squares.push(half);
+            self.norm_partials.push(partial);
         }
-        let halves = &self.half_squares;
-        match dtype {
-            DType::F64 => {
-                let total = kernels::sum_eigen(&|i| Ftz::new(halves[i]), 0, halves.len());
-                (Clip::None, Clip::by_global_norm(total, clip))
-            }
-            _ => {
-                let total = kernels::sum_eigen(&|i| Ftz::new(halves[i] as f32), 0, halves.len());
-                (Clip::by_global_norm(total, clip), Clip::None)
-            }
+        if let Some(mesh) = &self.config.mesh {
+            mesh.all_reduce(&mut self.norm_partials)?;
         }
+        Ok(())
     }
 
     /// `finalize_variable_values(var_list)`: with EMA, each listed variable takes its average's
@@ -724,7 +774,7 @@ impl Optimizer {
         };
         Some(OptimizerVariable {
             name: format!("{}/{}/{}", self.config.name, kind.name(), var.spec.name),
-            shape: &var.spec.shape,
+            shape: &var.slot_shape,
             data: buffer.as_ref().into(),
         })
     }
@@ -873,30 +923,27 @@ fn typed<F: FromTensor>(g: Gradient<'_>) -> TypedGradient<'_, F> {
     }
 }
 
-/// Clip, decay and update one variable (its checks have passed).
-#[allow(clippy::too_many_arguments)]
+/// The clip of one gradient: `partial` is its (all-reduced) sum of squares for clipnorm.
+fn clip_for<F: Real>(clipping: Clipping, partial: f64, global: Clip<F>) -> Clip<F> {
+    match clipping {
+        Clipping::None => Clip::None,
+        Clipping::Norm(c) => Clip::by_norm(Ftz::new(F::from_f64(partial)), c),
+        Clipping::GlobalNorm(_) => global,
+        Clipping::Value(v) => Clip::by_value(v),
+    }
+}
+
+/// Decay and update one variable (its checks have passed) with its gradient, clipped by `clip`.
 fn step_variable<F: Slot + FromTensor>(
     var: &mut BuiltVariable,
     value: &mut [F],
     gradient: TypedGradient<'_, F>,
     s: &StepScalars<F>,
     ops: VariableOps,
-    clipping: Clipping,
-    global: Clip<F>,
+    clip: Clip<F>,
     sparse_rows: &mut Vec<(usize, usize)>,
 ) {
-    let clip_values = match gradient {
-        TypedGradient::Dense(g) => g,
-        TypedGradient::Sparse { values, .. } => values,
-    };
-    // Sparse gradients are clipped through their values, duplicates included, before deduplication.
-    let clip = match clipping {
-        Clipping::None => Clip::None,
-        Clipping::Norm(c) => Clip::by_norm(kernels::sum_of_squares(clip_values), c),
-        Clipping::GlobalNorm(_) => global,
-        Clipping::Value(v) => Clip::by_value(v),
-    };
-    let row_len = var.row_len;
+    let (row_len, offset) = (var.row_len, var.offset);
     let lanes = Lanes {
         var: value,
         m: F::slot(&mut var.m),
@@ -910,7 +957,8 @@ fn step_variable<F: Slot + FromTensor>(
             sparse_rows.clear();
             sparse_rows.extend(indices.iter().enumerate().map(|(pos, &row)| (row as usize, pos)));
             sparse_rows.sort_unstable();
-            cpu::sparse_step(s, ops, clip, SparseRows { entries: sparse_rows, values, row_len }, lanes);
+            let rows = SparseRows { entries: sparse_rows, values, row_len };
+            cpu::sparse_step(s, ops, clip, rows, offset, lanes);
         }
     }
 }

@@ -153,6 +153,9 @@ fn a_step_through_the_c_abi_allocates_nothing() {
             ndim: 2,
             shape: shape_a.as_ptr(),
             data: std::ptr::null(),
+            sharded: 0,
+            shard_offset: 0,
+            shard_len: 0,
         },
         adamw_variable {
             name: c"b".as_ptr(),
@@ -160,6 +163,9 @@ fn a_step_through_the_c_abi_allocates_nothing() {
             ndim: 1,
             shape: shape_b.as_ptr(),
             data: std::ptr::null(),
+            sharded: 0,
+            shard_offset: 0,
+            shard_len: 0,
         },
     ];
     let (mut a, mut b) = (vec![0.5f32; 32], vec![0.25f64; 16]);

@@ -29,6 +29,9 @@ fn new_optimizer(len: usize) -> Handle {
             ndim: 1,
             shape: shape.as_ptr(),
             data: std::ptr::null(),
+            sharded: 0,
+            shard_offset: 0,
+            shard_len: 0,
         };
         assert_eq!(adamw_optimizer_build(opt, &var, 1), adamw_status::Ok);
     }

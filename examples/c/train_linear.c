@@ -82,8 +82,8 @@ int main(void) {
     CHECK(adamw_optimizer_exclude_from_weight_decay(opt, NULL, 0, no_decay, 1));
     const size_t w_shape[1] = {FEATURES}, b_shape[1] = {1};
     const adamw_variable variables[2] = {
-        {"dense/kernel", ADAMW_DTYPE_FLOAT32, 1, w_shape, w},
-        {"dense/bias", ADAMW_DTYPE_FLOAT32, 1, b_shape, &b},
+        {.name = "dense/kernel", .dtype = ADAMW_DTYPE_FLOAT32, .ndim = 1, .shape = w_shape, .data = w},
+        {.name = "dense/bias", .dtype = ADAMW_DTYPE_FLOAT32, .ndim = 1, .shape = b_shape, .data = &b},
     };
     CHECK(adamw_optimizer_build(opt, variables, 2));
 

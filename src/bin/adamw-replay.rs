@@ -162,6 +162,9 @@ fn run_case(case: &Value) -> Result<Value, String> {
                 ndim: shapes[i].len(),
                 shape: shapes[i].as_ptr(),
                 data: values[i].ptr(),
+                sharded: 0,
+                shard_offset: 0,
+                shard_len: 0,
             })
             .collect();
         // SAFETY: every descriptor points at live memory of the stated sizes.

@@ -7,7 +7,7 @@ use super::guard;
 use super::slice::{slice, utf8};
 use super::status::FfiError;
 use super::status::adamw_status;
-use crate::config::{Beta, Callback, Config, LearningRate};
+use crate::config::{Beta, Callback, Config, LearningRate, Mesh};
 use crate::kwargs::Num;
 use crate::schedule::Schedule;
 
@@ -16,6 +16,14 @@ use crate::schedule::Schedule;
 /// the call (it then changes nothing and returns ADAMW_STATUS_CALLBACK_FAILED). A NaN or
 /// infinite value also fails the call. It must not unwind (no C++ exception may escape it).
 pub type adamw_scalar_fn = Option<unsafe extern "C" fn(step: i64, user_data: *mut c_void, out_value: *mut f64) -> i32>;
+
+/// Sharded state's collective (Keras' `mesh`): sum each of the `count` doubles at `values`
+/// across all ranks, in place, with the same result on every rank (an all-reduce with SUM, as
+/// MPI_Allreduce, ncclAllReduce or Gloo provide), and return 0; anything else fails the call
+/// (nothing changes, ADAMW_STATUS_CALLBACK_FAILED). Called once per step that clips by norm,
+/// on the calling thread, with the optimizer locked. It must not unwind.
+pub type adamw_all_reduce_fn =
+    Option<unsafe extern "C" fn(values: *mut f64, count: usize, user_data: *mut c_void) -> i32>;
 
 /// The six Keras learning-rate schedules. Values start at 1 so that zeroed memory is invalid.
 #[repr(C)]
@@ -118,6 +126,11 @@ pub struct adamw_config {
     pub jit_compile: u8,
     /// The optimizer's name (NUL-terminated UTF-8, copied), or NULL for "AdamW".
     pub name: *const c_char,
+    /// Sharded state (Keras' `mesh`), or NULL (default): with it, variables may be built as
+    /// shards (see `adamw_variable`), and clip norms are summed across ranks by this callback.
+    /// Kept with `mesh_user_data`, called as documented on `adamw_all_reduce_fn`.
+    pub mesh_all_reduce: adamw_all_reduce_fn,
+    pub mesh_user_data: *mut c_void,
 }
 
 /// Keras' defaults: learning_rate 0.001, weight_decay 0.004, beta_1 0.9, beta_2 0.999,
@@ -147,6 +160,8 @@ pub extern "C" fn adamw_config_default() -> adamw_config {
         ema_overwrite_frequency: 0,
         jit_compile: 1,
         name: std::ptr::null(),
+        mesh_all_reduce: None,
+        mesh_user_data: std::ptr::null_mut(),
     }
 }
 
@@ -236,6 +251,17 @@ fn callback(f: adamw_scalar_fn, user_data: *mut c_void) -> Option<Callback> {
         // f64 on our stack.
         let rc = unsafe { f(step, user_data.get(), &mut out) };
         if rc == 0 { Ok(out) } else { Err(format!("it returned {rc}")) }
+    }))
+}
+
+fn mesh(f: adamw_all_reduce_fn, user_data: *mut c_void) -> Option<Mesh> {
+    let f = f?;
+    let user_data = UserData(user_data);
+    Some(Mesh::new(move |values: &mut [f64]| {
+        // SAFETY: `f` is the caller's function with the documented signature; `values` is a
+        // valid, exclusive buffer of `values.len()` doubles for the call.
+        let rc = unsafe { f(values.as_mut_ptr(), values.len(), user_data.get()) };
+        if rc == 0 { Ok(()) } else { Err(format!("it returned {rc}")) }
     }))
 }
 
@@ -337,6 +363,7 @@ pub(crate) unsafe fn to_config(c: &adamw_config) -> Result<Config, FfiError> {
         ema_momentum: c.ema_momentum,
         ema_overwrite_frequency: (c.ema_overwrite_frequency != 0).then_some(c.ema_overwrite_frequency),
         jit_compile: flag(c.jit_compile, "jit_compile")?,
+        mesh: mesh(c.mesh_all_reduce, c.mesh_user_data),
     };
     config.validate()?;
     Ok(config)

@@ -41,9 +41,17 @@ pub struct adamw_variable {
     pub ndim: usize,
     /// `ndim` dimensions; may be NULL when `ndim` is 0.
     pub shape: *const usize,
-    /// The variable's current values (the product of `shape` elements of `dtype`): required with
-    /// use_ema (the averages start as copies), otherwise ignored. Read during the call only.
+    /// The variable's current values (the elements held: all of them, or the shard's):
+    /// required with use_ema (the averages start as copies), otherwise ignored. Read during the
+    /// call only.
     pub data: *const c_void,
+    /// 1 to hold only a shard of the variable (needs `mesh_all_reduce` in the config): flat
+    /// elements `shard_offset .. shard_offset + shard_len` of the row-major variable of `shape`.
+    /// Its `data`, dense gradients and slots then have `shard_len` elements; sparse gradients
+    /// still name whole rows of the variable, and each shard applies its part of them.
+    pub sharded: u8,
+    pub shard_offset: usize,
+    pub shard_len: usize,
 }
 
 /// One variable's entry in an `apply_gradients` call. Gradient forms:
@@ -381,8 +389,18 @@ pub unsafe extern "C" fn adamw_optimizer_build(
                 let name = utf8(d.name, &format!("variables[{i}].name"))?;
                 let dtype = dtype_of(d.dtype, || format!("variables[{i}].dtype"))?;
                 let shape = shape_of(d.shape, d.ndim, &format!("variables[{i}].shape"))?;
-                let spec = VariableSpec::new(name, dtype, shape);
-                let len = spec.element_count()?;
+                let mut spec = VariableSpec::new(name, dtype, shape);
+                let mut len = spec.element_count()?;
+                match d.sharded {
+                    0 => {}
+                    1 => {
+                        spec = spec.sharded(d.shard_offset, d.shard_len);
+                        len = d.shard_len.min(len);
+                    }
+                    other => {
+                        return Err(FfiError::invalid(format!("`variables[{i}].sharded` must be 0 or 1, got {other}")));
+                    }
+                }
                 // The values are read only for the EMA averages; otherwise `data` is ignored.
                 if s.optimizer.config().use_ema {
                     if d.data.is_null() {

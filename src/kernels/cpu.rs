@@ -106,16 +106,19 @@ pub struct SparseRows<'a, F> {
     pub row_len: usize,
 }
 
-/// The sparse step over a whole variable (spec §1.4, §1.6): every row decays; rows with a
-/// gradient also receive their duplicates' sum (from +0.0, in the caller's order).
+/// The sparse step over a whole variable or a shard of one (spec §1.4, §1.6): every element
+/// decays; elements of rows with a gradient also receive their duplicates' sum (from +0.0, in
+/// the caller's order). `first_element` is the flat index of `lanes[0]` in the whole variable
+/// (a shard's offset, else 0); rows are the whole variable's.
 pub fn sparse_step<F: Real>(
     s: &StepScalars<F>,
     ops: VariableOps,
     clip: Clip<F>,
     rows: SparseRows<'_, F>,
+    first_element: usize,
     lanes: Lanes<'_, F>,
 ) {
-    dispatch_modes!(lanes, sparse_parallel(s, ops, clip, rows, 0, lanes))
+    dispatch_modes!(lanes, sparse_parallel(s, ops, clip, rows, first_element, lanes))
 }
 
 fn sparse_parallel<F: Real, const AMSGRAD: bool, const EMA: bool>(
@@ -123,35 +126,29 @@ fn sparse_parallel<F: Real, const AMSGRAD: bool, const EMA: bool>(
     ops: VariableOps,
     clip: Clip<F>,
     rows: SparseRows<'_, F>,
-    first_row: usize,
+    first: usize,
     lanes: Lanes<'_, F>,
 ) {
     let n = lanes.len();
     let row_len = rows.row_len.max(1);
-    let n_rows = n / row_len;
-    if n > 2 * CHUNK && n_rows > 1 {
-        let mid_row = n_rows / 2;
-        let (left, right) = lanes.split_at(mid_row * row_len);
-        let split = rows.entries.partition_point(|&(row, _)| row < first_row + mid_row);
-        let (entries_l, entries_r) = rows.entries.split_at(split);
+    if n > 2 * CHUNK {
+        let mid = n / 2;
+        let (left, right) = lanes.split_at(mid);
+        // A row cut by the split is needed on both sides.
+        let last_row_left = (first + mid - 1) / row_len;
+        let first_row_right = (first + mid) / row_len;
+        let left_end = rows.entries.partition_point(|&(row, _)| row <= last_row_left);
+        let right_start = rows.entries.partition_point(|&(row, _)| row < first_row_right);
+        let (entries_l, entries_r) = (&rows.entries[..left_end], &rows.entries[right_start..]);
         rayon::join(
-            || {
-                sparse_parallel::<F, AMSGRAD, EMA>(
-                    s,
-                    ops,
-                    clip,
-                    SparseRows { entries: entries_l, ..rows },
-                    first_row,
-                    left,
-                )
-            },
+            || sparse_parallel::<F, AMSGRAD, EMA>(s, ops, clip, SparseRows { entries: entries_l, ..rows }, first, left),
             || {
                 sparse_parallel::<F, AMSGRAD, EMA>(
                     s,
                     ops,
                     clip,
                     SparseRows { entries: entries_r, ..rows },
-                    first_row + mid_row,
+                    first + mid,
                     right,
                 )
             },
@@ -160,23 +157,28 @@ fn sparse_parallel<F: Real, const AMSGRAD: bool, const EMA: bool>(
     }
     let Lanes { var, m, v, vhat, average } = lanes;
     let (mut no_vhat, mut no_average) = (F::ZERO, F::ZERO);
-    let mut next = 0;
-    for row in 0..n_rows {
-        let group_start = next;
-        while next < rows.entries.len() && rows.entries[next].0 == first_row + row {
-            next += 1;
+    // The gradient rows of the current row are entries[group.0..group.1].
+    let group_of = |row: usize, from: usize| {
+        let start = from + rows.entries[from..].partition_point(|&(r, _)| r < row);
+        let end = start + rows.entries[start..].partition_point(|&(r, _)| r == row);
+        (start, end)
+    };
+    let (mut row, mut col) = (first / row_len, first % row_len);
+    let mut group = group_of(row, 0);
+    for i in 0..n {
+        if col == row_len {
+            (row, col) = (row + 1, 0);
+            group = group_of(row, group.1);
         }
-        let group = &rows.entries[group_start..next];
-        for j in 0..row_len {
-            let i = row * row_len + j;
-            let summed = (!group.is_empty()).then(|| {
-                group
-                    .iter()
-                    .fold(Ftz::ZERO, |acc, &(_, pos)| acc + clip.apply(Ftz::new(rows.values[pos * row_len + j])))
-            });
-            let vh = if AMSGRAD { &mut vhat[i] } else { &mut no_vhat };
-            let avg = if EMA { &mut average[i] } else { &mut no_average };
-            sparse_element::<F, AMSGRAD, EMA>(s, ops, summed, &mut var[i], &mut m[i], &mut v[i], vh, avg);
-        }
+        let entries = &rows.entries[group.0..group.1];
+        let summed = (!entries.is_empty()).then(|| {
+            entries
+                .iter()
+                .fold(Ftz::ZERO, |acc, &(_, pos)| acc + clip.apply(Ftz::new(rows.values[pos * row_len + col])))
+        });
+        let vh = if AMSGRAD { &mut vhat[i] } else { &mut no_vhat };
+        let avg = if EMA { &mut average[i] } else { &mut no_average };
+        sparse_element::<F, AMSGRAD, EMA>(s, ops, summed, &mut var[i], &mut m[i], &mut v[i], vh, avg);
+        col += 1;
     }
 }

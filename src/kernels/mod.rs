@@ -287,29 +287,29 @@ fn horizontal_sum<F: Real>(lanes: &[Ftz<F>]) -> Ftz<F> {
     }
 }
 
+/// The sum of `g * g` over a gradient's values (`tf.reduce_sum(tf.square(g))`), or with
+/// `halve` of `(g * g) * 0.5` (`tf.nn.l2_loss`), in Eigen's order. Values at positions `keep`
+/// rejects count as +0.0 (a shard's part of a sparse gradient), which leaves the order intact.
+pub fn squares_sum<F: Real>(values: &[F], halve: bool, keep: &(impl Fn(usize) -> bool + Sync)) -> Ftz<F> {
+    let half = Ftz::new(F::from_f64(0.5));
+    let term = |i: usize| {
+        if !keep(i) {
+            return Ftz::ZERO;
+        }
+        let g = Ftz::new(values[i]);
+        if halve { (g * g) * half } else { g * g }
+    };
+    sum_eigen(&term, 0, values.len())
+}
+
 /// `tf.reduce_sum(g * g)` over a gradient's values.
 pub fn sum_of_squares<F: Real>(values: &[F]) -> Ftz<F> {
-    sum_eigen(
-        &|i| {
-            let g = Ftz::new(values[i]);
-            g * g
-        },
-        0,
-        values.len(),
-    )
+    squares_sum(values, false, &|_| true)
 }
 
 /// `tf.nn.l2_loss(g)`: `sum((g * g) * 0.5)`.
 pub fn l2_loss<F: Real>(values: &[F]) -> Ftz<F> {
-    let half = Ftz::new(F::from_f64(0.5));
-    sum_eigen(
-        &|i| {
-            let g = Ftz::new(values[i]);
-            (g * g) * half
-        },
-        0,
-        values.len(),
-    )
+    squares_sum(values, true, &|_| true)
 }
 
 #[cfg(test)]

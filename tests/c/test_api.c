@@ -88,8 +88,8 @@ static adamw_optimizer *make(adamw_config cfg, float *kernel, float *bias) {
     adamw_optimizer *opt = NULL;
     EXPECT_STATUS(adamw_optimizer_new(&cfg, &opt), ADAMW_STATUS_OK);
     adamw_variable vars[2] = {
-        {"dense/kernel", ADAMW_DTYPE_FLOAT32, 2, kernel_shape, kernel},
-        {"dense/bias", ADAMW_DTYPE_FLOAT32, 1, bias_shape, bias},
+        {"dense/kernel", ADAMW_DTYPE_FLOAT32, 2, kernel_shape, kernel, 0, 0, 0},
+        {"dense/bias", ADAMW_DTYPE_FLOAT32, 1, bias_shape, bias, 0, 0, 0},
     };
     EXPECT_STATUS(adamw_optimizer_build(opt, vars, 2), ADAMW_STATUS_OK);
     return opt;
@@ -270,7 +270,7 @@ static void test_build(void) {
 
     size_t huge_shape[2] = {SIZE_MAX / 2, 3};
     size_t many_dims[40] = {0};
-    adamw_variable v = {"w", ADAMW_DTYPE_FLOAT32, 1, bias_shape, NULL};
+    adamw_variable v = {"w", ADAMW_DTYPE_FLOAT32, 1, bias_shape, NULL, 0, 0, 0};
     EXPECT_REJECTED(opt, adamw_optimizer_build(opt, NULL, 1), ADAMW_STATUS_NULL_ARGUMENT);
     v.dtype = 9;
     EXPECT_REJECTED(opt, adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_INVALID_ARGUMENT);
@@ -531,7 +531,7 @@ static void test_variables_and_weights(void) {
     int64_t seven = 7;
     w0.data = &seven;
     EXPECT_REJECTED(unbuilt, adamw_optimizer_set_weights(unbuilt, &w0, 1), ADAMW_STATUS_NOT_BUILT);
-    adamw_variable no_data = {"k", ADAMW_DTYPE_FLOAT32, 1, bias_shape, NULL};
+    adamw_variable no_data = {"k", ADAMW_DTYPE_FLOAT32, 1, bias_shape, NULL, 0, 0, 0};
     EXPECT_REJECTED(unbuilt, adamw_optimizer_build(unbuilt, &no_data, 1), ADAMW_STATUS_NULL_ARGUMENT);
     adamw_optimizer_free(unbuilt);
 
@@ -641,8 +641,8 @@ static void test_checkpoints(void) {
     adamw_optimizer *shaped = NULL;
     EXPECT_STATUS(adamw_optimizer_new(&ams, &shaped), ADAMW_STATUS_OK);
     size_t shape32[2] = {3, 2};
-    adamw_variable vars[2] = {{"dense/kernel", ADAMW_DTYPE_FLOAT32, 2, shape32, NULL},
-                              {"dense/bias", ADAMW_DTYPE_FLOAT32, 1, bias_shape, NULL}};
+    adamw_variable vars[2] = {{"dense/kernel", ADAMW_DTYPE_FLOAT32, 2, shape32, NULL, 0, 0, 0},
+                              {"dense/bias", ADAMW_DTYPE_FLOAT32, 1, bias_shape, NULL, 0, 0, 0}};
     adamw_config plain = adamw_config_default();
     adamw_optimizer *transposed = NULL;
     EXPECT_STATUS(adamw_optimizer_new(&plain, &transposed), ADAMW_STATUS_OK);
@@ -664,6 +664,71 @@ static void test_checkpoints(void) {
     adamw_optimizer_free(opt);
 }
 
+/* A one-rank "cluster": the sum over ranks is the value itself. */
+static int32_t identity_all_reduce(double *values, size_t count, void *user_data) {
+    (void)values;
+    (void)count;
+    *(int *)user_data += 1;
+    return 0;
+}
+static int32_t failing_all_reduce(double *values, size_t count, void *user_data) {
+    (void)values;
+    (void)count;
+    (void)user_data;
+    return 5;
+}
+
+static void test_sharded(void) {
+    float shard[5] = {1, 2, 3, 4, 5}, grad[5] = {0.5f, 0.5f, 0.5f, 0.5f, 0.5f};
+    size_t shape[2] = {4, 3};
+    adamw_variable v = {.name = "w", .dtype = ADAMW_DTYPE_FLOAT32, .ndim = 2, .shape = shape, .data = shard,
+                        .sharded = 1, .shard_offset = 4, .shard_len = 5};
+    adamw_config cfg = adamw_config_default();
+    cfg.clipnorm = 1.0;
+    adamw_optimizer *opt = NULL;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &opt), ADAMW_STATUS_OK);
+    EXPECT_REJECTED(opt, adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_INVALID_ARGUMENT); /* no mesh */
+    adamw_optimizer_free(opt);
+
+    int calls = 0;
+    cfg.mesh_all_reduce = identity_all_reduce;
+    cfg.mesh_user_data = &calls;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &opt), ADAMW_STATUS_OK);
+    v.sharded = 2;
+    EXPECT_REJECTED(opt, adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_INVALID_ARGUMENT);
+    v.sharded = 1;
+    v.shard_offset = 8; /* 8 + 5 > 12 */
+    EXPECT_REJECTED(opt, adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_INVALID_ARGUMENT);
+    v.shard_offset = 4;
+    EXPECT_STATUS(adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_OK);
+    adamw_variable_info info;
+    EXPECT_STATUS(adamw_optimizer_variable_info(opt, 1, &info), ADAMW_STATUS_OK);
+    EXPECT(info.ndim == 1 && info.shape[0] == 5 && info.len == 5); /* slots hold the shard */
+    adamw_gradient e = dense_entry(0, shard, 5, grad);
+    e.len = 12; /* the whole variable's length is not the shard's */
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, &e, 1, NULL), ADAMW_STATUS_SHAPE_MISMATCH);
+    e.len = 5;
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, &e, 1, NULL), ADAMW_STATUS_OK);
+    EXPECT(calls == 1);
+    /* sparse rows name whole rows: row 1 (elements 3..5) and row 2 (6..8) meet the shard 4..8 inclusive */
+    int64_t rows_idx[2] = {2, 1};
+    float rows[6] = {1, 1, 1, 1, 1, 1};
+    adamw_gradient sp = {.variable = 0, .dtype = ADAMW_DTYPE_FLOAT32, .data = shard, .len = 5,
+                         .indices = rows_idx, .num_indices = 2, .values = rows, .num_values = 6};
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, &sp, 1, NULL), ADAMW_STATUS_OK);
+    EXPECT(calls == 2);
+    adamw_optimizer_free(opt);
+
+    cfg.mesh_all_reduce = failing_all_reduce;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &opt), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_OK);
+    float before[5];
+    memcpy(before, shard, sizeof shard);
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, &e, 1, NULL), ADAMW_STATUS_CALLBACK_FAILED);
+    EXPECT(memcmp(before, shard, sizeof shard) == 0);
+    adamw_optimizer_free(opt);
+}
+
 int main(void) {
     test_versions_and_errors();
     test_create();
@@ -674,6 +739,7 @@ int main(void) {
     test_minimize();
     test_variables_and_weights();
     test_checkpoints();
+    test_sharded();
     printf("%d passed, %d failed\n", checks - failures, failures);
     return failures == 0 ? 0 : 1;
 }

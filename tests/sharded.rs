@@ -1,0 +1,237 @@
+//! Sharded state (Keras' `mesh`): optimizers that each hold a shard of every variable, with a
+//! caller-supplied all-reduce for clip norms. Element-wise work is identical to the unsharded
+//! optimizer, so without norm clipping the shards together are the same bits; with norm
+//! clipping, the norm is each shard's Eigen-order partial summed by the all-reduce (a different
+//! order from one whole-tensor sum), and one rank holding whole variables is exact again.
+
+use std::sync::{Arc, Barrier, Mutex};
+
+use adamw::config::Mesh;
+use adamw::{Config, DType, Error, Gradient, Optimizer, TensorMut, TensorRef, Update, VariableSpec};
+
+/// An in-process all-reduce between threads: every rank gets the sum in rank order.
+struct Collective {
+    barrier: Barrier,
+    slots: Mutex<Vec<Vec<f64>>>,
+}
+
+impl Collective {
+    fn new(ranks: usize) -> Arc<Self> {
+        Arc::new(Collective { barrier: Barrier::new(ranks), slots: Mutex::new(vec![Vec::new(); ranks]) })
+    }
+
+    fn all_reduce(&self, rank: usize, values: &mut [f64]) {
+        self.slots.lock().unwrap()[rank] = values.to_vec();
+        self.barrier.wait();
+        {
+            let slots = self.slots.lock().unwrap();
+            for (i, v) in values.iter_mut().enumerate() {
+                *v = slots.iter().map(|s| s[i]).fold(0.0, |a, b| a + b);
+            }
+        }
+        self.barrier.wait();
+    }
+}
+
+fn noise(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// The model: a small embedding (sparse), a large dense vector and a large embedding (sparse),
+/// big enough for the parallel paths. `cuts[v]` is where rank 0's shard of variable v ends.
+const SHAPES: [&[usize]; 3] = [&[7, 5], &[300_000], &[50_000, 4]];
+const CUTS: [usize; 3] = [13, 150_001, 100_001]; // mid-row cuts
+const STEPS: u64 = 4;
+
+/// Runs the steps on the elements `ranges[v]` of each variable; returns those elements' final
+/// values followed by every slot's values.
+fn run(config: Config, ranges: [(usize, usize); 3]) -> Vec<f32> {
+    let sharded = config.mesh.is_some();
+    let mut opt = Optimizer::new(config).unwrap();
+    let full: Vec<Vec<f32>> = SHAPES.iter().enumerate().map(|(v, s)| noise(v as u64, s.iter().product())).collect();
+    let mut held: Vec<Vec<f32>> = (0..3).map(|v| full[v][ranges[v].0..ranges[v].1].to_vec()).collect();
+    let specs: Vec<VariableSpec> = (0..3)
+        .map(|v| {
+            let spec = VariableSpec::new(format!("v{v}"), DType::F32, SHAPES[v]);
+            if sharded { spec.sharded(ranges[v].0, ranges[v].1 - ranges[v].0) } else { spec }
+        })
+        .collect();
+    let initial: Vec<TensorRef<'_>> = held.iter().map(|h| TensorRef::F32(h)).collect();
+    opt.build(&specs, &initial).unwrap();
+    for step in 0..STEPS {
+        let rows = [7usize, 0, 50_000];
+        let idx: Vec<Vec<i64>> = (0..3)
+            .map(|v| {
+                if v == 1 {
+                    vec![]
+                } else {
+                    (0..40).map(|k| ((k * 31 + step as usize * 7) % rows[v]) as i64).chain([3, 3]).collect()
+                }
+            })
+            .collect();
+        let vals: Vec<Vec<f32>> =
+            (0..3).map(|v| noise(100 + step * 3 + v as u64, idx[v].len() * SHAPES[v].get(1).unwrap_or(&1))).collect();
+        let dense_full = noise(200 + step, SHAPES[1][0]);
+        let dense = &dense_full[ranges[1].0..ranges[1].1];
+        let [h0, h1, h2] = &mut held[..] else { unreachable!() };
+        let mut updates = [
+            Update {
+                variable: 0,
+                value: TensorMut::F32(h0),
+                gradient: Some(Gradient::Sparse { indices: &idx[0], values: TensorRef::F32(&vals[0]) }),
+            },
+            Update { variable: 1, value: TensorMut::F32(h1), gradient: Some(Gradient::Dense(TensorRef::F32(dense))) },
+            Update {
+                variable: 2,
+                value: TensorMut::F32(h2),
+                gradient: Some(Gradient::Sparse { indices: &idx[2], values: TensorRef::F32(&vals[2]) }),
+            },
+        ];
+        opt.apply_gradients(&mut updates[..]).unwrap();
+    }
+    let mut out: Vec<f32> = held.concat();
+    for i in 1..opt.num_variables() {
+        if let adamw::WeightData::F32(x) = opt.variable(i).unwrap().data {
+            out.extend_from_slice(x);
+        }
+    }
+    out
+}
+
+fn whole() -> [(usize, usize); 3] {
+    std::array::from_fn(|v| (0, SHAPES[v].iter().product()))
+}
+
+/// Two ranks on two threads; returns (rank 0's output, rank 1's output).
+fn two_ranks(config: &Config) -> (Vec<f32>, Vec<f32>) {
+    let collective = Collective::new(2);
+    let ranges = |rank: usize| -> [(usize, usize); 3] {
+        std::array::from_fn(|v| if rank == 0 { (0, CUTS[v]) } else { (CUTS[v], SHAPES[v].iter().product()) })
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|rank| {
+                let c = collective.clone();
+                let mut config = config.clone();
+                config.mesh = Some(Mesh::new(move |v: &mut [f64]| {
+                    c.all_reduce(rank, v);
+                    Ok(())
+                }));
+                let r = ranges(rank);
+                s.spawn(move || run(config, r))
+            })
+            .collect();
+        let mut results = handles.into_iter().map(|h| h.join().unwrap());
+        (results.next().unwrap(), results.next().unwrap())
+    })
+}
+
+/// Splits an unsharded run's output (values, then the slots in Keras' order: averages, m and v
+/// interleaved per variable, vhat) into what rank 0 and rank 1 hold.
+fn split_reference(reference: &[f32], config: &Config) -> (Vec<f32>, Vec<f32>) {
+    let sizes: Vec<usize> = SHAPES.iter().map(|s| s.iter().product()).collect();
+    let mut order: Vec<usize> = vec![0, 1, 2];
+    if config.use_ema {
+        order.extend([0, 1, 2]);
+    }
+    order.extend([0, 0, 1, 1, 2, 2]);
+    if config.amsgrad {
+        order.extend([0, 1, 2]);
+    }
+    let (mut r0, mut r1, mut at) = (Vec::new(), Vec::new(), 0);
+    for v in order {
+        let part = &reference[at..at + sizes[v]];
+        r0.extend_from_slice(&part[..CUTS[v]]);
+        r1.extend_from_slice(&part[CUTS[v]..]);
+        at += sizes[v];
+    }
+    assert_eq!(at, reference.len());
+    (r0, r1)
+}
+
+fn bits(x: &[f32]) -> Vec<u32> {
+    x.iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn one_rank_holding_whole_variables_is_exactly_unsharded() {
+    for config in [
+        Config::default(),
+        Config { clipnorm: Some(0.5), amsgrad: true, ..Config::default() },
+        Config { global_clipnorm: Some(1.0), use_ema: true, ..Config::default() },
+    ] {
+        let reference = run(config.clone(), whole());
+        let sharded = run(Config { mesh: Some(Mesh::new(|_| Ok(()))), ..config.clone() }, whole());
+        assert!(bits(&reference) == bits(&sharded), "{config:?}");
+    }
+}
+
+#[test]
+fn shards_without_norm_clipping_together_give_the_unsharded_bits() {
+    let config = Config {
+        amsgrad: true,
+        use_ema: true,
+        ema_overwrite_frequency: Some(3),
+        clipvalue: Some(0.3),
+        ..Config::default()
+    };
+    let reference = run(config.clone(), whole());
+    let (r0, r1) = two_ranks(&config);
+    let (e0, e1) = split_reference(&reference, &config);
+    assert!(bits(&r0) == bits(&e0), "rank 0 differs from the unsharded run");
+    assert!(bits(&r1) == bits(&e1), "rank 1 differs from the unsharded run");
+}
+
+#[test]
+fn shards_with_norm_clipping_agree_with_each_other_and_closely_with_unsharded() {
+    for config in [
+        Config { clipnorm: Some(0.5), ..Config::default() },
+        Config { global_clipnorm: Some(2.0), ..Config::default() },
+    ] {
+        let (r0, r1) = two_ranks(&config);
+        let (again0, again1) = two_ranks(&config);
+        assert!(bits(&r0) == bits(&again0) && bits(&r1) == bits(&again1), "not deterministic: {config:?}");
+        // The norm differs from the whole-tensor Eigen sum only in rounding order.
+        let (e0, e1) = split_reference(&run(config.clone(), whole()), &config);
+        for (got, want) in r0.iter().chain(&r1).zip(e0.iter().chain(&e1)) {
+            assert!((got - want).abs() <= 1e-5 * want.abs().max(1e-3), "{got} vs {want} ({config:?})");
+        }
+    }
+}
+
+#[test]
+fn shard_errors_change_nothing() {
+    let spec = VariableSpec::new("w", DType::F32, &[4, 3]);
+    let mut no_mesh = Optimizer::new(Config::default()).unwrap();
+    assert!(matches!(no_mesh.build(&[spec.clone().sharded(0, 6)], &[]), Err(Error::InvalidArgument(_))));
+    let mut opt = Optimizer::new(Config {
+        clipnorm: Some(1.0),
+        mesh: Some(Mesh::new(|_| Err("rank 3 is gone".into()))),
+        ..Config::default()
+    })
+    .unwrap();
+    assert!(matches!(opt.build(&[spec.clone().sharded(8, 6)], &[]), Err(Error::InvalidArgument(_))));
+    opt.build(&[spec.sharded(6, 6)], &[]).unwrap();
+    let before = opt.save_own_variables().unwrap();
+    let mut w = [1.0f32; 6];
+    let g = [0.5f32; 6];
+    let err = opt
+        .apply_gradients(
+            &mut [Update {
+                variable: 0,
+                value: TensorMut::F32(&mut w),
+                gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
+            }][..],
+        )
+        .unwrap_err();
+    assert_eq!(err.to_string(), "the mesh all-reduce failed: rank 3 is gone");
+    assert_eq!(w, [1.0; 6]);
+    assert_eq!(before, opt.save_own_variables().unwrap());
+    assert_eq!(opt.variable(1).unwrap().shape, &[6]);
+}
