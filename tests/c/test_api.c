@@ -438,6 +438,13 @@ static void test_apply(void) {
     EXPECT(it == 2);
     EXPECT(memcmp(saved_kernel, kernel, sizeof kernel) != 0);
 
+    /* A constant learning rate is settable, from the next step on. */
+    EXPECT_STATUS(adamw_optimizer_set_learning_rate(opt, 0.25), ADAMW_STATUS_OK);
+    float lr = 0;
+    EXPECT_STATUS(adamw_optimizer_current_learning_rate(opt, &lr), ADAMW_STATUS_OK);
+    EXPECT(lr == 0.25f);
+    EXPECT_STATUS(adamw_optimizer_current_learning_rate(opt, NULL), ADAMW_STATUS_NULL_ARGUMENT);
+
     /* An empty call is a no-op. */
     EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, NULL, 0, &it), ADAMW_STATUS_OK);
     EXPECT(it == 2);
@@ -547,6 +554,11 @@ static void test_variables_and_weights(void) {
         EXPECT_STATUS(adamw_optimizer_variable_name(opt, i, name, sizeof name, &len), ADAMW_STATUS_OK);
         EXPECT(strcmp(name, names[i]) == 0);
     }
+    char short_name[4];
+    size_t name_len = 0;
+    EXPECT_STATUS(adamw_optimizer_variable_name(opt, 1, short_name, sizeof short_name, &name_len), ADAMW_STATUS_BUFFER_TOO_SMALL);
+    EXPECT(name_len == strlen("AdamW/m/w"));
+    EXPECT_STATUS(adamw_optimizer_variable_name(opt, 9, short_name, sizeof short_name, &name_len), ADAMW_STATUS_UNKNOWN_VARIABLE);
     adamw_variable_info info;
     EXPECT_STATUS(adamw_optimizer_variable_info(opt, 1, &info), ADAMW_STATUS_OK);
     EXPECT(info.dtype == ADAMW_DTYPE_FLOAT32 && info.ndim == 2 && info.shape[0] == 2 && info.shape[1] == 3 && info.len == 6);
@@ -701,6 +713,11 @@ static void test_sharded(void) {
     EXPECT_REJECTED(opt, adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_INVALID_ARGUMENT);
     v.shard_offset = 4;
     EXPECT_STATUS(adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_OK);
+    char short_name[4];
+    size_t name_len = 0;
+    EXPECT_STATUS(adamw_optimizer_variable_name(opt, 1, short_name, sizeof short_name, &name_len), ADAMW_STATUS_BUFFER_TOO_SMALL);
+    EXPECT(name_len == strlen("AdamW/m/w"));
+    EXPECT_STATUS(adamw_optimizer_variable_name(opt, 9, short_name, sizeof short_name, &name_len), ADAMW_STATUS_UNKNOWN_VARIABLE);
     adamw_variable_info info;
     EXPECT_STATUS(adamw_optimizer_variable_info(opt, 1, &info), ADAMW_STATUS_OK);
     EXPECT(info.ndim == 1 && info.shape[0] == 5 && info.len == 5); /* slots hold the shard */
