@@ -556,8 +556,8 @@ static void test_variables_and_weights(void) {
     }
     char short_name[4];
     size_t name_len = 0;
-    EXPECT_STATUS(adamw_optimizer_variable_name(opt, 1, short_name, sizeof short_name, &name_len), ADAMW_STATUS_BUFFER_TOO_SMALL);
-    EXPECT(name_len == strlen("AdamW/m/w"));
+    EXPECT_STATUS(adamw_optimizer_variable_name(opt, 3, short_name, sizeof short_name, &name_len), ADAMW_STATUS_BUFFER_TOO_SMALL);
+    EXPECT(name_len == strlen("AdamW/m/dense/kernel"));
     EXPECT_STATUS(adamw_optimizer_variable_name(opt, 9, short_name, sizeof short_name, &name_len), ADAMW_STATUS_UNKNOWN_VARIABLE);
     adamw_variable_info info;
     EXPECT_STATUS(adamw_optimizer_variable_info(opt, 1, &info), ADAMW_STATUS_OK);
