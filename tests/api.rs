@@ -1,7 +1,9 @@
 //! Behaviour of the safe Rust API beyond single numbers: configs written by Keras load and
 //! round-trip, results do not depend on the thread count, rejected calls change nothing.
 
+mod common;
 use adamw::{Config, DType, Error, Optimizer, TensorMut, TensorRef, Update, VariableSpec};
+use common::noise;
 use serde_json::Value;
 
 /// Numeric JSON equality (Keras writes `1` where we write `1.0` for a float learning rate).
@@ -29,17 +31,6 @@ fn every_config_written_by_keras_loads_and_round_trips() {
         checked += 1;
     }
     assert!(checked > 100, "only {checked} configs checked");
-}
-
-/// A deterministic pseudo-random sequence in [-1, 1).
-fn noise(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 /// Runs a few steps of every mode on variables large enough for the parallel paths

@@ -4,6 +4,9 @@
 //! clipping, the norm is each shard's Eigen-order partial summed by the all-reduce (a different
 //! order from one whole-tensor sum), and one rank holding whole variables is exact again.
 
+mod common;
+use common::noise;
+
 use std::sync::{Arc, Barrier, Mutex};
 
 use adamw::config::Mesh;
@@ -31,16 +34,6 @@ impl Collective {
         }
         self.barrier.wait();
     }
-}
-
-fn noise(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 /// The model: a small embedding (sparse), a large dense vector and a large embedding (sparse),

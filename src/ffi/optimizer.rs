@@ -570,6 +570,28 @@ unsafe fn with_entries(
     step(&mut state.optimizer, &mut source)
 }
 
+/// The step shared by apply_gradients and minimize: check the entries, apply, report the count.
+///
+/// # Safety
+/// As for `with_entries`; `out_iterations` must be NULL or a writable int64_t.
+unsafe fn apply_entries(
+    state: &mut handle::State,
+    entries: *const adamw_gradient,
+    num_entries: usize,
+    out_iterations: *mut i64,
+) -> Result<(), FfiError> {
+    // SAFETY: forwarded contract.
+    unsafe {
+        with_entries(state, entries, num_entries, |opt, source| {
+            let iterations = opt.apply_gradients(source)?;
+            if !out_iterations.is_null() {
+                *out_iterations = iterations;
+            }
+            Ok(())
+        })
+    }
+}
+
 /// One optimizer step over the listed variables (Keras: `apply_gradients(zip(grads, vars))`):
 /// clipping, weight decay, the Adam update, EMA, and the counter's increment. A variable not
 /// listed, or listed with no gradient, is left alone. An empty list changes nothing but the
@@ -598,17 +620,7 @@ pub unsafe extern "C" fn adamw_optimizer_apply_gradients(
     out_iterations: *mut i64,
 ) -> adamw_status {
     // SAFETY: the caller passes a live handle and valid entries.
-    unsafe {
-        with_optimizer(optimizer, |s| {
-            with_entries(s, entries, num_entries, |opt, source| {
-                let iterations = opt.apply_gradients(source)?;
-                if !out_iterations.is_null() {
-                    *out_iterations = iterations;
-                }
-                Ok(())
-            })
-        })
-    }
+    unsafe { with_optimizer(optimizer, |s| apply_entries(s, entries, num_entries, out_iterations)) }
 }
 
 /// Keras' `minimize`: calls `gradient_fn(user_data, entries, num_entries)` to compute the
@@ -634,13 +646,7 @@ pub unsafe extern "C" fn adamw_optimizer_minimize(
             if rc != 0 {
                 return Err(crate::Error::CallbackFailed(format!("the gradient callback returned {rc}")).into());
             }
-            with_entries(s, entries, num_entries, |opt, source| {
-                let iterations = opt.apply_gradients(source)?;
-                if !out_iterations.is_null() {
-                    *out_iterations = iterations;
-                }
-                Ok(())
-            })
+            apply_entries(s, entries, num_entries, out_iterations)
         })
     }
 }
