@@ -1,32 +1,32 @@
 #!/usr/bin/env python3
 """Keras reference replayer for libadamw's conformance trajectories.
 
-Replays optimizer trajectories (see /work/shared/spec/trajectory_format.md) through the *reference*
+Replays optimizer trajectories (see ../shared/spec/trajectory_format.md) through the *reference*
 implementation, ``tf_keras.optimizers.AdamW`` (the Keras 2 optimizer of tf-keras 2.15.1 on
 tensorflow-cpu 2.15.1), eagerly on the CPU, and writes the results in the trajectory result format.
 It also generates the conformance suite that lives in ``tests/conformance``.
 
 Setup (a virtual environment OUTSIDE the repository; PyPI, a few minutes):
 
-    python3 -m venv /work/venv-keras
-    /work/venv-keras/bin/pip install tensorflow-cpu==2.15.1 tf-keras==2.15.1
+    python3 -m venv /tmp/venv-keras
+    /tmp/venv-keras/bin/pip install tensorflow-cpu==2.15.1 tf-keras==2.15.1
 
 Usage:
 
     # replay CASES.json and write the results to OUT.json
-    /work/venv-keras/bin/python tools/keras_reference.py run CASES.json OUT.json [--only ID ...]
+    /tmp/venv-keras/bin/python tools/keras_reference.py run CASES.json OUT.json [--only ID ...]
 
     # regenerate the conformance suite: writes OUTDIR/cases.json (deterministic, fixed seed),
     # then replays it into OUTDIR/expected.json; prints one line per case (id: description)
-    /work/venv-keras/bin/python tools/keras_reference.py generate tests/conformance
+    /tmp/venv-keras/bin/python tools/keras_reference.py generate tests/conformance
 
     # print the generated case ids with their descriptions (does not import TensorFlow)
-    /work/venv-keras/bin/python tools/keras_reference.py list
+    /tmp/venv-keras/bin/python tools/keras_reference.py list
 
     # check the replayer against the spec's smoke pair (must be 0 ulp)
-    /work/venv-keras/bin/python tools/keras_reference.py run \\
-        /work/shared/spec/smoke_cases.json /tmp/smoke_out.json
-    python3 /work/shared/spec/compare_trajectories.py /work/shared/spec/smoke_expected.json /tmp/smoke_out.json
+    /tmp/venv-keras/bin/python tools/keras_reference.py run \\
+        ../shared/spec/smoke_cases.json /tmp/smoke_out.json
+    python3 ../shared/spec/compare_trajectories.py ../shared/spec/smoke_expected.json /tmp/smoke_out.json
 
 Semantics of the replay (per case, with one fresh optimizer and fresh ``tf.Variable``s):
 
