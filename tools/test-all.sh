@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: the Rust unit and integration tests (Keras conformance at 0 ulp, header sync),
-# the C API test program under AddressSanitizer + UBSan, and the examples.
+# the C API test program and the C++ wrapper's tests under AddressSanitizer + UBSan, and the
+# examples.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/ensure-toolchain.sh
@@ -13,6 +14,8 @@ echo "== Rust tests"
 cargo test --release --locked
 echo "== C API tests (ASan + UBSan)"
 bash tools/test-c.sh
+echo "== C++ wrapper tests (C++17 and C++20, ASan + UBSan)"
+bash tools/test-cpp.sh
 echo "== examples"
 bash tools/run-example.sh
 echo "== all tests passed"

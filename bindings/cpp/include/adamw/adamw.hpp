@@ -1,0 +1,579 @@
+// libadamw for C++: a header-only wrapper over the C ABI (include/adamw.h).
+//
+//   adamw::Optimizer opt(adamw::Config().learning_rate(0.01).clipnorm(1.0));
+//   opt.build({adamw::Variable::of<float>("dense/kernel", {4, 3}, kernel)});
+//   opt.apply_gradients({adamw::Gradient::dense<float>(0, kernel, grad)});
+//
+// - RAII: adamw::Optimizer is move-only and frees its handle in the destructor.
+// - Errors: every failing call throws adamw::Error (a std::runtime_error) carrying the status
+//   code and the library's message; a failed call changes nothing.
+// - Callables (learning rate, betas, minimize's gradients) may be any callable; an exception
+//   thrown by one is caught at the boundary, fails the call with ADAMW_STATUS_CALLBACK_FAILED,
+//   and its what() is appended to the Error's message. No exception ever crosses into the library.
+// - Spans: std::span under C++20, adamw::span (pointer + size) under C++17.
+// - Threads: as the C ABI: calls on one optimizer are serialized inside the library.
+#ifndef ADAMW_HPP
+#define ADAMW_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#if __cplusplus >= 202002L
+#include <span>
+#endif
+
+#include "adamw.h"
+
+namespace adamw {
+
+#if __cplusplus >= 202002L
+template <class T>
+using span = std::span<T>;
+#else
+/// A view of contiguous elements: a pointer and a count (std::span's subset used here).
+template <class T>
+class span {
+   public:
+    constexpr span() noexcept = default;
+    constexpr span(T* data, std::size_t size) noexcept : data_(data), size_(size) {}
+    template <std::size_t N>
+    constexpr span(T (&array)[N]) noexcept : data_(array), size_(N) {}
+    template <class Container, class = decltype(std::declval<Container&>().data())>
+    constexpr span(Container& c) noexcept : data_(c.data()), size_(c.size()) {}
+    template <class Container, class = decltype(std::declval<const Container&>().data())>
+    constexpr span(const Container& c) noexcept : data_(c.data()), size_(c.size()) {}
+    constexpr T* data() const noexcept { return data_; }
+    constexpr std::size_t size() const noexcept { return size_; }
+    constexpr T& operator[](std::size_t i) const noexcept { return data_[i]; }
+    constexpr T* begin() const noexcept { return data_; }
+    constexpr T* end() const noexcept { return data_ + size_; }
+
+   private:
+    T* data_ = nullptr;
+    std::size_t size_ = 0;
+};
+#endif
+
+/// A failed call: the status code and the library's message.
+class Error : public std::runtime_error {
+   public:
+    Error(adamw_status status, const std::string& message) : std::runtime_error(message), status_(status) {}
+    adamw_status status() const noexcept { return status_; }
+    /// The status's name, e.g. "ADAMW_STATUS_SHAPE_MISMATCH".
+    const char* status_name() const noexcept { return adamw_status_name(static_cast<uint32_t>(status_)); }
+
+   private:
+    adamw_status status_;
+};
+
+/// The library's version string and ABI version (compare with ADAMW_ABI_VERSION).
+inline std::string version() { return adamw_version(); }
+inline uint32_t abi_version() { return adamw_abi_version(); }
+
+namespace detail {
+
+inline std::string last_error() {
+    std::size_t len = 0;
+    adamw_last_error(nullptr, 0, &len);
+    std::string message(len + 1, '\0');
+    adamw_last_error(&message[0], message.size(), &len);
+    message.resize(len);
+    return message;
+}
+
+/// Throws the status as an Error; `extra` is appended to the message (a callback's exception).
+inline void check(adamw_status status, const std::string& extra = std::string()) {
+    if (status == ADAMW_STATUS_OK) return;
+    std::string message = last_error();
+    if (!extra.empty()) message += " (" + extra + ")";
+    throw Error(status, message);
+}
+
+template <class T>
+struct dtype_of;
+template <>
+struct dtype_of<float> {
+    static constexpr uint32_t value = ADAMW_DTYPE_FLOAT32;
+};
+template <>
+struct dtype_of<double> {
+    static constexpr uint32_t value = ADAMW_DTYPE_FLOAT64;
+};
+template <>
+struct dtype_of<int64_t> {
+    static constexpr uint32_t value = ADAMW_DTYPE_INT64;
+};
+
+/// Callables owned by an optimizer, at a stable address for the C callbacks' user_data.
+struct Callbacks {
+    std::function<double(int64_t)> learning_rate, beta_1, beta_2;
+    std::string exception;  // what() of the last exception a callable threw
+
+    static int32_t call(std::function<double(int64_t)>* f, Callbacks* self, int64_t step, double* out) noexcept {
+        try {
+            *out = (*f)(step);
+            return 0;
+        } catch (const std::exception& e) {
+            self->exception = std::string("the callable threw: ") + e.what();
+        } catch (...) {
+            self->exception = "the callable threw a non-standard exception";
+        }
+        return 1;
+    }
+    static int32_t learning_rate_trampoline(int64_t step, void* user_data, double* out) noexcept {
+        auto* self = static_cast<Callbacks*>(user_data);
+        return call(&self->learning_rate, self, step, out);
+    }
+    static int32_t beta_1_trampoline(int64_t step, void* user_data, double* out) noexcept {
+        auto* self = static_cast<Callbacks*>(user_data);
+        return call(&self->beta_1, self, step, out);
+    }
+    static int32_t beta_2_trampoline(int64_t step, void* user_data, double* out) noexcept {
+        auto* self = static_cast<Callbacks*>(user_data);
+        return call(&self->beta_2, self, step, out);
+    }
+    /// Takes the recorded exception text (empty if none).
+    std::string take() { return std::exchange(exception, std::string()); }
+};
+
+struct HandleDeleter {
+    void operator()(adamw_optimizer* h) const noexcept { adamw_optimizer_free(h); }
+};
+
+}  // namespace detail
+
+/// A learning-rate schedule (Keras' six). Build one with the named constructors.
+class Schedule {
+   public:
+    static Schedule exponential_decay(double initial_learning_rate, double decay_steps, double decay_rate,
+                                      bool staircase = false) {
+        Schedule s(ADAMW_SCHEDULE_KIND_EXPONENTIAL_DECAY);
+        s.raw_.initial_learning_rate = initial_learning_rate;
+        s.raw_.decay_steps = decay_steps;
+        s.raw_.decay_rate = decay_rate;
+        s.raw_.staircase = staircase ? 1 : 0;
+        return s;
+    }
+    static Schedule piecewise_constant_decay(std::vector<int64_t> boundaries, std::vector<double> values) {
+        if (values.size() != boundaries.size() + 1)
+            throw Error(ADAMW_STATUS_INVALID_ARGUMENT,
+                        "The length of boundaries should be 1 less than the length of values.");
+        Schedule s(ADAMW_SCHEDULE_KIND_PIECEWISE_CONSTANT_DECAY);
+        s.boundaries_ = std::move(boundaries);
+        s.values_ = std::move(values);
+        return s;
+    }
+    static Schedule polynomial_decay(double initial_learning_rate, double decay_steps,
+                                     double end_learning_rate = 0.0001, double power = 1.0, bool cycle = false) {
+        Schedule s(ADAMW_SCHEDULE_KIND_POLYNOMIAL_DECAY);
+        s.raw_.initial_learning_rate = initial_learning_rate;
+        s.raw_.decay_steps = decay_steps;
+        s.raw_.end_learning_rate = end_learning_rate;
+        s.raw_.power = power;
+        s.raw_.cycle = cycle ? 1 : 0;
+        return s;
+    }
+    static Schedule inverse_time_decay(double initial_learning_rate, double decay_steps, double decay_rate,
+                                       bool staircase = false) {
+        Schedule s(ADAMW_SCHEDULE_KIND_INVERSE_TIME_DECAY);
+        s.raw_.initial_learning_rate = initial_learning_rate;
+        s.raw_.decay_steps = decay_steps;
+        s.raw_.decay_rate = decay_rate;
+        s.raw_.staircase = staircase ? 1 : 0;
+        return s;
+    }
+    /// Cosine decay; `warmup_steps` > 0 adds Keras' linear warmup to `warmup_target` first.
+    static Schedule cosine_decay(double initial_learning_rate, double decay_steps, double alpha = 0.0,
+                                 double warmup_target = 0.0, double warmup_steps = 0.0) {
+        Schedule s(ADAMW_SCHEDULE_KIND_COSINE_DECAY);
+        s.raw_.initial_learning_rate = initial_learning_rate;
+        s.raw_.decay_steps = decay_steps;
+        s.raw_.alpha = alpha;
+        s.raw_.has_warmup = warmup_steps > 0 ? 1 : 0;
+        s.raw_.warmup_target = warmup_target;
+        s.raw_.warmup_steps = warmup_steps;
+        return s;
+    }
+    static Schedule cosine_decay_restarts(double initial_learning_rate, double first_decay_steps, double t_mul = 2.0,
+                                          double m_mul = 1.0, double alpha = 0.0) {
+        Schedule s(ADAMW_SCHEDULE_KIND_COSINE_DECAY_RESTARTS);
+        s.raw_.initial_learning_rate = initial_learning_rate;
+        s.raw_.decay_steps = first_decay_steps;
+        s.raw_.t_mul = t_mul;
+        s.raw_.m_mul = m_mul;
+        s.raw_.alpha = alpha;
+        return s;
+    }
+    Schedule& name(std::string n) {
+        name_ = std::move(n);
+        return *this;
+    }
+
+    /// The C view; valid while this Schedule lives and is not modified.
+    const adamw_schedule& raw() {
+        raw_.boundaries = boundaries_.data();
+        raw_.num_boundaries = boundaries_.size();
+        raw_.values = values_.data();
+        raw_.name = name_.empty() ? nullptr : name_.c_str();
+        return raw_;
+    }
+
+   private:
+    explicit Schedule(adamw_schedule_kind kind) { detail::check(adamw_schedule_init(kind, &raw_)); }
+    adamw_schedule raw_{};
+    std::vector<int64_t> boundaries_;
+    std::vector<double> values_;
+    std::string name_;
+};
+
+/// The AdamW constructor arguments, Keras' defaults until set (named setters, chainable).
+class Config {
+   public:
+    Config() : raw_(adamw_config_default()) {}
+    Config& learning_rate(double lr) {
+        raw_.learning_rate = lr;
+        schedule_.reset();
+        learning_rate_fn_ = nullptr;
+        return *this;
+    }
+    Config& learning_rate(Schedule schedule) {
+        schedule_ = std::make_shared<Schedule>(std::move(schedule));
+        learning_rate_fn_ = nullptr;
+        return *this;
+    }
+    /// A learning rate computed every step from the pre-increment iteration count.
+    Config& learning_rate(std::function<double(int64_t)> fn) {
+        learning_rate_fn_ = std::move(fn);
+        return *this;
+    }
+    Config& weight_decay(double v) { return set(raw_.weight_decay, v); }
+    Config& beta_1(double v) { return set(raw_.beta_1, v); }
+    Config& beta_1(std::function<double(int64_t)> fn) {
+        beta_1_fn_ = std::move(fn);
+        return *this;
+    }
+    Config& beta_2(double v) { return set(raw_.beta_2, v); }
+    Config& beta_2(std::function<double(int64_t)> fn) {
+        beta_2_fn_ = std::move(fn);
+        return *this;
+    }
+    Config& epsilon(double v) { return set(raw_.epsilon, v); }
+    Config& amsgrad(bool v) { return set(raw_.amsgrad, static_cast<uint8_t>(v)); }
+    Config& clipnorm(double v) { return set(raw_.clipnorm, v); }
+    Config& global_clipnorm(double v) { return set(raw_.global_clipnorm, v); }
+    Config& clipvalue(double v) { return set(raw_.clipvalue, v); }
+    Config& use_ema(bool v) { return set(raw_.use_ema, static_cast<uint8_t>(v)); }
+    Config& ema_momentum(double v) { return set(raw_.ema_momentum, v); }
+    Config& ema_overwrite_frequency(int64_t v) { return set(raw_.ema_overwrite_frequency, v); }
+    Config& jit_compile(bool v) { return set(raw_.jit_compile, static_cast<uint8_t>(v)); }
+    Config& name(std::string n) {
+        name_ = std::move(n);
+        return *this;
+    }
+
+   private:
+    friend class Optimizer;
+    template <class T, class V>
+    Config& set(T& field, V value) {
+        field = static_cast<T>(value);
+        return *this;
+    }
+    adamw_config raw_;
+    std::shared_ptr<Schedule> schedule_;
+    std::function<double(int64_t)> learning_rate_fn_, beta_1_fn_, beta_2_fn_;
+    std::string name_;
+};
+
+/// A variable to build the optimizer over (name, dtype, shape, current values for EMA).
+struct Variable {
+    std::string name;
+    uint32_t dtype = ADAMW_DTYPE_FLOAT32;
+    std::vector<std::size_t> shape;
+    const void* data = nullptr;
+
+    /// A variable of element type T (float or double); `values` may be empty without EMA.
+    template <class T>
+    static Variable of(std::string name, std::vector<std::size_t> shape, span<const T> values = {}) {
+        return Variable{std::move(name), detail::dtype_of<T>::value, std::move(shape), values.data()};
+    }
+};
+
+/// One variable's entry in apply_gradients: its values (updated in place) and its gradient.
+struct Gradient {
+    adamw_gradient raw{};
+
+    template <class T>
+    static Gradient dense(std::size_t variable, span<T> values, span<const T> gradient) {
+        Gradient g = none(variable, values);
+        g.raw.dense = gradient.data();
+        if (gradient.size() != values.size())
+            throw Error(ADAMW_STATUS_SHAPE_MISMATCH, "the gradient's length differs from the variable's");
+        return g;
+    }
+    /// Rows of the variable (Keras' IndexedSlices): one row of `rows` per index; repeats add up.
+    template <class T>
+    static Gradient sparse(std::size_t variable, span<T> values, span<const int64_t> indices, span<const T> rows) {
+        Gradient g = none(variable, values);
+        g.raw.indices = indices.data();
+        g.raw.num_indices = indices.size();
+        g.raw.values = rows.data();
+        g.raw.num_values = rows.size();
+        return g;
+    }
+    /// The variable is listed without a gradient (Keras' None): left alone.
+    template <class T>
+    static Gradient none(std::size_t variable, span<T> values) {
+        Gradient g;
+        g.raw.variable = variable;
+        g.raw.dtype = detail::dtype_of<T>::value;
+        g.raw.data = values.data();
+        g.raw.len = values.size();
+        return g;
+    }
+};
+
+/// A value for set_weights: dtype, shape and data (the counter, index 0, is int64).
+struct Weight {
+    uint32_t dtype;
+    std::vector<std::size_t> shape;
+    const void* data;
+
+    template <class T>
+    static Weight of(std::vector<std::size_t> shape, span<const T> values) {
+        return Weight{detail::dtype_of<T>::value, std::move(shape), values.data()};
+    }
+};
+
+/// Describes an optimizer variable (see Optimizer::variable_info).
+struct VariableInfo {
+    std::string name;
+    uint32_t dtype;
+    std::vector<std::size_t> shape;
+    std::size_t size;
+};
+
+/// tf.keras.optimizers.AdamW. Move-only; the destructor frees the handle.
+class Optimizer {
+   public:
+    explicit Optimizer(const Config& config) : callbacks_(new detail::Callbacks) {
+        adamw_config raw = config.raw_;
+        adamw_schedule schedule_raw{};
+        if (config.schedule_) {
+            schedule_raw = config.schedule_->raw();
+            raw.learning_rate_schedule = &schedule_raw;
+        }
+        raw.name = config.name_.empty() ? nullptr : config.name_.c_str();
+        if (config.learning_rate_fn_) {
+            callbacks_->learning_rate = config.learning_rate_fn_;
+            raw.learning_rate_fn = &detail::Callbacks::learning_rate_trampoline;
+            raw.learning_rate_user_data = callbacks_.get();
+        }
+        if (config.beta_1_fn_) {
+            callbacks_->beta_1 = config.beta_1_fn_;
+            raw.beta_1_fn = &detail::Callbacks::beta_1_trampoline;
+            raw.beta_1_user_data = callbacks_.get();
+        }
+        if (config.beta_2_fn_) {
+            callbacks_->beta_2 = config.beta_2_fn_;
+            raw.beta_2_fn = &detail::Callbacks::beta_2_trampoline;
+            raw.beta_2_user_data = callbacks_.get();
+        }
+        adamw_optimizer* h = nullptr;
+        adamw_status status = adamw_optimizer_new(&raw, &h);
+        check(status);
+        handle_.reset(h);
+    }
+
+    /// Keras' from_config(): an optimizer from get_config() JSON.
+    static Optimizer from_config(const std::string& json) {
+        adamw_optimizer* h = nullptr;
+        detail::check(adamw_optimizer_from_config_json(json.data(), json.size(), &h));
+        return Optimizer(h);
+    }
+
+    Optimizer(Optimizer&&) noexcept = default;
+    Optimizer& operator=(Optimizer&&) noexcept = default;
+    Optimizer(const Optimizer&) = delete;
+    Optimizer& operator=(const Optimizer&) = delete;
+
+    /// The C handle, for calls the wrapper does not cover; still owned by this object.
+    adamw_optimizer* handle() const noexcept { return handle_.get(); }
+
+    /// Keras' get_config() as JSON.
+    std::string get_config() const {
+        std::size_t len = 0;
+        check(adamw_optimizer_get_config(h(), nullptr, 0, &len));
+        std::string json(len + 1, '\0');
+        check(adamw_optimizer_get_config(h(), &json[0], json.size(), &len));
+        json.resize(len);
+        return json;
+    }
+
+    int64_t iterations() const {
+        int64_t it = 0;
+        check(adamw_optimizer_iterations(h(), &it));
+        return it;
+    }
+    void set_iterations(int64_t iterations) { check(adamw_optimizer_set_iterations(h(), iterations)); }
+    /// The float32 learning rate of the last step (before any: at step 0).
+    float learning_rate() const {
+        float lr = 0;
+        check(adamw_optimizer_current_learning_rate(h(), &lr));
+        return lr;
+    }
+    void set_learning_rate(double learning_rate) { check(adamw_optimizer_set_learning_rate(h(), learning_rate)); }
+
+    /// Before build: variables (indices into build's list) and regex patterns excluded from decay.
+    void exclude_from_weight_decay(const std::vector<std::size_t>& variables,
+                                   const std::vector<std::string>& patterns = {}) {
+        std::vector<const char*> raw;
+        for (const auto& p : patterns) raw.push_back(p.c_str());
+        check(adamw_optimizer_exclude_from_weight_decay(h(), variables.data(), variables.size(), raw.data(),
+                                                        raw.size()));
+    }
+
+    void build(const std::vector<Variable>& variables) {
+        std::vector<adamw_variable> raw;
+        raw.reserve(variables.size());
+        for (const auto& v : variables) {
+            adamw_variable r{};
+            r.name = v.name.c_str();
+            r.dtype = v.dtype;
+            r.ndim = v.shape.size();
+            r.shape = v.shape.data();
+            r.data = v.data;
+            raw.push_back(r);
+        }
+        check(adamw_optimizer_build(h(), raw.data(), raw.size()));
+    }
+
+    /// Reserves room for sparse gradients of up to `max_indices` indices (no allocation later).
+    void reserve_sparse(std::size_t max_indices) { check(adamw_optimizer_reserve_sparse(h(), max_indices)); }
+
+    /// One step; returns the new iteration count.
+    int64_t apply_gradients(span<const Gradient> gradients) {
+        int64_t it = 0;
+        check(adamw_optimizer_apply_gradients(h(), raw_entries(gradients), gradients.size(), &it));
+        return it;
+    }
+    int64_t apply_gradients(std::initializer_list<Gradient> gradients) {
+        return apply_gradients(span<const Gradient>(gradients.begin(), gradients.size()));
+    }
+
+    /// Keras' minimize: `compute()` fills the gradient buffers of `gradients` from the current
+    /// values (an exception from it fails the call and changes nothing), then the step runs.
+    template <class Compute>
+    int64_t minimize(span<const Gradient> gradients, Compute&& compute) {
+        struct Context {
+            Compute* compute;
+            std::string exception;
+        } context{&compute, std::string()};
+        auto trampoline = [](void* user_data, const adamw_gradient*, std::size_t) noexcept -> int32_t {
+            auto* ctx = static_cast<Context*>(user_data);
+            try {
+                (*ctx->compute)();
+                return 0;
+            } catch (const std::exception& e) {
+                ctx->exception = std::string("the gradient callable threw: ") + e.what();
+            } catch (...) {
+                ctx->exception = "the gradient callable threw a non-standard exception";
+            }
+            return 1;
+        };
+        int64_t it = 0;
+        adamw_status status = adamw_optimizer_minimize(h(), raw_entries(gradients), gradients.size(), trampoline,
+                                                       &context, &it);
+        detail::check(status, context.exception);
+        return it;
+    }
+
+    /// With EMA, each listed variable takes its moving average's value (Keras' name).
+    template <class T>
+    void finalize_variable_values(const std::vector<std::pair<std::size_t, span<T>>>& variables) {
+        std::vector<adamw_variable_data> raw;
+        for (const auto& v : variables)
+            raw.push_back(adamw_variable_data{v.first, detail::dtype_of<T>::value, v.second.data(), v.second.size()});
+        check(adamw_optimizer_finalize_variable_values(h(), raw.data(), raw.size()));
+    }
+
+    /// Keras' len(optimizer.variables) and the description of one (Keras' order).
+    std::size_t num_variables() const {
+        std::size_t n = 0;
+        check(adamw_optimizer_num_variables(h(), &n));
+        return n;
+    }
+    VariableInfo variable_info(std::size_t index) const {
+        adamw_variable_info info{};
+        check(adamw_optimizer_variable_info(h(), index, &info));
+        std::size_t len = 0;
+        check(adamw_optimizer_variable_name(h(), index, nullptr, 0, &len));
+        std::string name(len + 1, '\0');
+        check(adamw_optimizer_variable_name(h(), index, &name[0], name.size(), &len));
+        name.resize(len);
+        return VariableInfo{name, info.dtype, std::vector<std::size_t>(info.shape, info.shape + info.ndim), info.len};
+    }
+    /// A copy of optimizer variable `index` as T (int64_t for index 0, else the variable's dtype).
+    template <class T>
+    std::vector<T> variable(std::size_t index) const {
+        VariableInfo info = variable_info(index);
+        std::vector<T> out(info.size);
+        check(adamw_optimizer_get_variable(h(), index, detail::dtype_of<T>::value, out.data(), out.size()));
+        return out;
+    }
+    void set_weights(const std::vector<Weight>& weights) {
+        std::vector<adamw_weight> raw;
+        for (const auto& w : weights) raw.push_back(adamw_weight{w.dtype, w.shape.size(), w.shape.data(), w.data});
+        check(adamw_optimizer_set_weights(h(), raw.data(), raw.size()));
+    }
+
+    /// Keras' save_own_variables, as bytes (safetensors; see README).
+    std::vector<std::byte> save() const {
+        std::size_t len = 0;
+        check(adamw_optimizer_save_own_variables(h(), nullptr, 0, &len));
+        std::vector<std::byte> bytes(len);
+        check(adamw_optimizer_save_own_variables(h(), reinterpret_cast<uint8_t*>(bytes.data()), bytes.size(), &len));
+        return bytes;
+    }
+    /// Keras' load_own_variables: every optimizer variable from save()'s bytes.
+    void load(span<const std::byte> bytes) {
+        check(adamw_optimizer_load_own_variables(h(), reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+    }
+    void save_file(const std::string& path) const {
+        std::vector<std::byte> bytes = save();
+        std::ofstream out(path, std::ios::binary | std::ios::trunc);
+        out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+        if (!out) throw Error(ADAMW_STATUS_INVALID_ARGUMENT, "cannot write " + path);
+    }
+    void load_file(const std::string& path) {
+        std::ifstream in(path, std::ios::binary);
+        if (!in) throw Error(ADAMW_STATUS_INVALID_ARGUMENT, "cannot read " + path);
+        std::vector<char> raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        load(span<const std::byte>(reinterpret_cast<const std::byte*>(raw.data()), raw.size()));
+    }
+
+   private:
+    explicit Optimizer(adamw_optimizer* h) : handle_(h), callbacks_(new detail::Callbacks) {}
+    adamw_optimizer* h() const {
+        if (!handle_) throw Error(ADAMW_STATUS_NULL_ARGUMENT, "this optimizer was moved from");
+        return handle_.get();
+    }
+    void check(adamw_status status) const { detail::check(status, callbacks_ ? callbacks_->take() : std::string()); }
+    static const adamw_gradient* raw_entries(span<const Gradient> gradients) {
+        static_assert(sizeof(Gradient) == sizeof(adamw_gradient), "Gradient wraps adamw_gradient exactly");
+        return gradients.size() ? &gradients[0].raw : nullptr;
+    }
+
+    std::unique_ptr<adamw_optimizer, detail::HandleDeleter> handle_;
+    std::unique_ptr<detail::Callbacks> callbacks_;
+};
+
+}  // namespace adamw
+
+#endif  // ADAMW_HPP

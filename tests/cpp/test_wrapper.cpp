@@ -1,0 +1,316 @@
+// Tests of the C++ wrapper: every method with good and bad input, the exception's status and
+// message, move semantics, and smoke trajectories from Keras reproduced bit for bit.
+// usage: test_wrapper SMOKE.txt   (made by tools/smoke_to_text.py)
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "adamw/adamw.hpp"
+
+std::string version_from_second_tu();
+
+static int checks = 0, failures = 0;
+
+#define CHECK(cond)                                                                   \
+    do {                                                                              \
+        ++checks;                                                                     \
+        if (!(cond)) {                                                                \
+            ++failures;                                                               \
+            std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                             \
+    } while (0)
+
+// Runs `body`, which must throw adamw::Error with `status`; returns the message.
+template <class Body>
+static std::string expect_error(adamw_status status, Body&& body, int line) {
+    ++checks;
+    try {
+        body();
+    } catch (const adamw::Error& e) {
+        if (e.status() == status) return e.what();
+        ++failures;
+        std::fprintf(stderr, "line %d: threw %s (%s), expected %s\n", line, e.status_name(), e.what(),
+                     adamw_status_name(status));
+        return e.what();
+    }
+    ++failures;
+    std::fprintf(stderr, "line %d: no exception, expected %s\n", line, adamw_status_name(status));
+    return "";
+}
+#define EXPECT_ERROR(status, ...) expect_error(status, [&] { __VA_ARGS__; }, __LINE__)
+
+static void versions() {
+    CHECK(adamw::abi_version() == ADAMW_ABI_VERSION);
+    CHECK(adamw::version() == version_from_second_tu());
+}
+
+static void config_and_schedules() {
+    adamw::Optimizer opt(adamw::Config().learning_rate(0.01).weight_decay(0.1).amsgrad(true).name("mine"));
+    std::string json = opt.get_config();
+    CHECK(json.find("\"name\":\"mine\"") != std::string::npos);
+    CHECK(json.find("\"amsgrad\":true") != std::string::npos);
+    CHECK(opt.learning_rate() == 0.01f);
+    adamw::Optimizer copy = adamw::Optimizer::from_config(json);
+    CHECK(copy.get_config() == json);
+
+    std::string message = EXPECT_ERROR(ADAMW_STATUS_INVALID_ARGUMENT,
+                                       adamw::Optimizer(adamw::Config().clipnorm(1).global_clipnorm(1)));
+    CHECK(message == "At most one of `clipnorm` and `global_clipnorm` can be set. Received: clipnorm=1.0, global_clipnorm=1.0.");
+    EXPECT_ERROR(ADAMW_STATUS_INVALID_CONFIG, adamw::Optimizer::from_config("{\"foo\": 1}"));
+    EXPECT_ERROR(ADAMW_STATUS_INVALID_CONFIG, adamw::Optimizer::from_config("not json"));
+    EXPECT_ERROR(ADAMW_STATUS_INVALID_ARGUMENT, adamw::Schedule::piecewise_constant_decay({1, 2}, {1.0, 2.0}));
+
+    adamw::Schedule schedules[] = {
+        adamw::Schedule::exponential_decay(0.1, 3, 0.5, true),
+        adamw::Schedule::piecewise_constant_decay({2, 5}, {0.1, 0.05, 0.01}),
+        adamw::Schedule::polynomial_decay(0.1, 10, 0.001, 2.0, true),
+        adamw::Schedule::inverse_time_decay(0.1, 5, 0.5),
+        adamw::Schedule::cosine_decay(0.0, 6, 0.1, 0.1, 3),
+        adamw::Schedule::cosine_decay_restarts(0.1, 4, 2.0, 0.8, 0.01).name("restarts"),
+    };
+    const char* classes[] = {"ExponentialDecay", "PiecewiseConstantDecay", "PolynomialDecay", "InverseTimeDecay",
+                             "CosineDecay", "CosineDecayRestarts"};
+    for (int i = 0; i < 6; i++) {
+        adamw::Optimizer s(adamw::Config().learning_rate(schedules[i]));
+        CHECK(s.get_config().find(classes[i]) != std::string::npos);
+        EXPECT_ERROR(ADAMW_STATUS_INVALID_ARGUMENT, s.set_learning_rate(0.5));
+    }
+    adamw::Optimizer exp_decay(adamw::Config().learning_rate(schedules[0]));
+    CHECK(exp_decay.learning_rate() == 0.1f);
+}
+
+static void steps_and_errors() {
+    std::vector<float> kernel = {0.5f, -1.5f, 2.0f}, grad = {0.1f, -0.2f, 0.3f};
+    adamw::Optimizer opt{adamw::Config()};
+    EXPECT_ERROR(ADAMW_STATUS_NOT_BUILT, opt.apply_gradients({adamw::Gradient::dense<float>(0, kernel, grad)}));
+    opt.build({adamw::Variable::of<float>("x", {3})});
+    EXPECT_ERROR(ADAMW_STATUS_ALREADY_BUILT, opt.build({adamw::Variable::of<float>("x", {3})}));
+    CHECK(opt.apply_gradients({adamw::Gradient::dense<float>(0, kernel, grad)}) == 1);
+    uint32_t bits;
+    std::memcpy(&bits, &kernel[0], 4);
+    CHECK(bits == 0x3eff7cacu);  // Keras' first step (spec, appendix C)
+
+    std::vector<std::byte> before = opt.save();
+    std::vector<float> short_grad = {1, 2};
+    EXPECT_ERROR(ADAMW_STATUS_SHAPE_MISMATCH, adamw::Gradient::dense<float>(0, kernel, short_grad));
+    EXPECT_ERROR(ADAMW_STATUS_UNKNOWN_VARIABLE, opt.apply_gradients({adamw::Gradient::dense<float>(4, kernel, grad)}));
+    std::vector<double> wide = {1, 2, 3}, wide_grad = {1, 1, 1};
+    EXPECT_ERROR(ADAMW_STATUS_DTYPE_MISMATCH, opt.apply_gradients({adamw::Gradient::dense<double>(0, wide, wide_grad)}));
+    EXPECT_ERROR(ADAMW_STATUS_NO_GRADIENTS, opt.apply_gradients({adamw::Gradient::none<float>(0, kernel)}));
+    std::vector<int64_t> idx = {7};
+    std::vector<float> row = {1};
+    EXPECT_ERROR(ADAMW_STATUS_INDEX_OUT_OF_RANGE,
+                 opt.apply_gradients({adamw::Gradient::sparse<float>(0, kernel, idx, row)}));
+    CHECK(opt.save() == before);
+    idx[0] = 2;
+    CHECK(opt.apply_gradients({adamw::Gradient::sparse<float>(0, kernel, idx, row)}) == 2);
+    CHECK(opt.apply_gradients({}) == 2);  // an empty call is a no-op
+    EXPECT_ERROR(ADAMW_STATUS_ALREADY_BUILT, opt.set_iterations(9));
+    EXPECT_ERROR(ADAMW_STATUS_ALREADY_BUILT, opt.exclude_from_weight_decay({}, {"x"}));
+}
+
+static void callables() {
+    std::vector<float> w = {1, 2}, g = {1, 1};
+    int calls = 0;
+    adamw::Optimizer opt(adamw::Config()
+                             .learning_rate([&](int64_t step) {
+                                 ++calls;
+                                 if (step >= 2) throw std::runtime_error("boom at " + std::to_string(step));
+                                 return 0.1 / double(step + 1);
+                             })
+                             .beta_1([](int64_t) { return 0.8; }));
+    CHECK(calls == 1);  // once at creation, with step 0
+    opt.build({adamw::Variable::of<float>("w", {2})});
+    opt.apply_gradients({adamw::Gradient::dense<float>(0, w, g)});
+    opt.apply_gradients({adamw::Gradient::dense<float>(0, w, g)});
+    CHECK(opt.learning_rate() == float(0.1 / 2));
+    std::vector<std::byte> before = opt.save();
+    std::vector<float> w_before = w;
+    std::string message = EXPECT_ERROR(ADAMW_STATUS_CALLBACK_FAILED, opt.apply_gradients({adamw::Gradient::dense<float>(0, w, g)}));
+    CHECK(message.find("the callable threw: boom at 2") != std::string::npos);
+    CHECK(opt.save() == before && w == w_before);
+    CHECK(opt.get_config().find("\"beta_1\":0.8") != std::string::npos);
+
+    // minimize: gradients of sum((w - 3)^2), from the current values
+    adamw::Optimizer m(adamw::Config().learning_rate(0.1));
+    m.build({adamw::Variable::of<float>("w", {2})});
+    std::vector<adamw::Gradient> entries = {adamw::Gradient::dense<float>(0, w, g)};
+    for (int i = 0; i < 200; i++)
+        m.minimize(entries, [&] {
+            for (std::size_t k = 0; k < w.size(); k++) g[k] = 2 * (w[k] - 3);
+        });
+    CHECK(std::fabs(w[0] - 3) < 0.1f && std::fabs(w[1] - 3) < 0.1f);
+    message = EXPECT_ERROR(ADAMW_STATUS_CALLBACK_FAILED, m.minimize(entries, [] { throw std::logic_error("no loss"); }));
+    CHECK(message.find("the gradient callable threw: no loss") != std::string::npos);
+    CHECK(m.iterations() == 200);
+}
+
+static void state_and_checkpoints() {
+    std::vector<float> kernel = {1, 2, 3, 4, 5, 6}, bias = {7, 8, 9};
+    std::vector<float> gk(6, 0.5f), gb(3, -0.5f);
+    auto make = [&] {
+        adamw::Optimizer o(adamw::Config().use_ema(true).amsgrad(true).ema_momentum(0.5));
+        o.build({adamw::Variable::of<float>("dense/kernel", {2, 3}, kernel),
+                 adamw::Variable::of<float>("dense/bias", {3}, bias)});
+        return o;
+    };
+    adamw::Optimizer opt = make();
+    CHECK(opt.num_variables() == 9);
+    adamw::VariableInfo info = opt.variable_info(3);
+    CHECK(info.name == "AdamW/m/dense/kernel" && info.shape == std::vector<std::size_t>({2, 3}) && info.size == 6);
+    EXPECT_ERROR(ADAMW_STATUS_UNKNOWN_VARIABLE, opt.variable_info(9));
+    CHECK(opt.variable<float>(1) == kernel);  // the average starts as a copy
+    EXPECT_ERROR(ADAMW_STATUS_DTYPE_MISMATCH, opt.variable<double>(1));
+    for (int i = 0; i < 3; i++)
+        opt.apply_gradients({adamw::Gradient::dense<float>(0, kernel, gk), adamw::Gradient::dense<float>(1, bias, gb)});
+    CHECK(opt.variable<int64_t>(0) == std::vector<int64_t>({3}));
+
+    // save to bytes and to a file; both resume identically
+    std::vector<std::byte> bytes = opt.save();
+    std::string path = "target/cpp-tests/checkpoint.safetensors";
+    opt.save_file(path);
+    std::vector<float> k2 = kernel, b2 = bias, k3 = kernel, b3 = bias;
+    adamw::Optimizer from_bytes = make(), from_file = make();
+    from_bytes.load(bytes);
+    from_file.load_file(path);
+    opt.apply_gradients({adamw::Gradient::dense<float>(0, kernel, gk), adamw::Gradient::dense<float>(1, bias, gb)});
+    from_bytes.apply_gradients({adamw::Gradient::dense<float>(0, k2, gk), adamw::Gradient::dense<float>(1, b2, gb)});
+    from_file.apply_gradients({adamw::Gradient::dense<float>(0, k3, gk), adamw::Gradient::dense<float>(1, b3, gb)});
+    CHECK(kernel == k2 && bias == b2 && kernel == k3 && bias == b3);
+    std::vector<std::byte> garbage(16, std::byte{7});
+    std::vector<std::byte> state = from_bytes.save();
+    EXPECT_ERROR(ADAMW_STATUS_INVALID_CHECKPOINT, from_bytes.load(garbage));
+    EXPECT_ERROR(ADAMW_STATUS_INVALID_ARGUMENT, from_bytes.load_file("target/cpp-tests/does-not-exist"));
+    adamw::Optimizer plain{adamw::Config()};
+    plain.build({adamw::Variable::of<float>("dense/kernel", {2, 3}), adamw::Variable::of<float>("dense/bias", {3})});
+    EXPECT_ERROR(ADAMW_STATUS_CHECKPOINT_MISMATCH, plain.load(bytes));
+    CHECK(from_bytes.save() == state);
+
+    // set_weights: counter and first average
+    int64_t counter = 42;
+    std::vector<float> avg(6, -1.0f), wrong(5, 0.0f);
+    EXPECT_ERROR(ADAMW_STATUS_SHAPE_MISMATCH,
+                 from_bytes.set_weights({adamw::Weight::of<int64_t>({}, adamw::span<const int64_t>(&counter, 1)),
+                                         adamw::Weight::of<float>({5}, wrong)}));
+    from_bytes.set_weights({adamw::Weight::of<int64_t>({}, adamw::span<const int64_t>(&counter, 1)),
+                            adamw::Weight::of<float>({2, 3}, avg)});
+    CHECK(from_bytes.iterations() == 42 && from_bytes.variable<float>(1) == avg);
+
+    // finalize: the variables take their averages
+    std::vector<std::pair<std::size_t, adamw::span<float>>> finals = {{0, adamw::span<float>(k2)}};
+    from_bytes.finalize_variable_values(finals);
+    CHECK(k2 == avg);
+}
+
+static void move_semantics() {
+    adamw::Optimizer a(adamw::Config().learning_rate(0.5));
+    adamw_optimizer* handle = a.handle();
+    adamw::Optimizer b(std::move(a));
+    CHECK(b.handle() == handle && a.handle() == nullptr);
+    EXPECT_ERROR(ADAMW_STATUS_NULL_ARGUMENT, a.iterations());
+    adamw::Optimizer c{adamw::Config()};
+    c = std::move(b);  // c's old handle is freed (ASan would see a leak otherwise)
+    CHECK(c.handle() == handle && c.learning_rate() == 0.5f);
+}
+
+// Replays the dense smoke cases (Keras' own results) through the wrapper, bit for bit.
+static void smoke_trajectories(const char* path) {
+    std::ifstream in(path);
+    CHECK(in.good());
+    std::string token;
+    int cases = 0;
+    while (in >> token) {
+        CHECK(token == "CASE");
+        std::string id, config;
+        in >> id >> config;
+        adamw::Optimizer opt = adamw::Optimizer::from_config(config);
+        std::size_t n;
+        in >> token >> n;
+        std::vector<std::vector<double>> values(n);
+        std::vector<std::string> dtypes(n);
+        std::vector<adamw::Variable> vars;
+        for (std::size_t v = 0; v < n; v++) {
+            std::string name;
+            std::size_t ndim, count;
+            in >> name >> dtypes[v] >> ndim;
+            std::vector<std::size_t> shape(ndim);
+            for (auto& d : shape) in >> d;
+            in >> count;
+            values[v].resize(count);
+            for (auto& x : values[v]) in >> x;
+            vars.push_back(adamw::Variable{name, dtypes[v] == "float64" ? uint32_t(ADAMW_DTYPE_FLOAT64)
+                                                                        : uint32_t(ADAMW_DTYPE_FLOAT32),
+                                           shape, nullptr});
+        }
+        opt.build(vars);
+        std::vector<std::vector<float>> f32(n);
+        std::vector<std::vector<double>> f64(n);
+        for (std::size_t v = 0; v < n; v++) {
+            if (dtypes[v] == "float64") f64[v] = values[v];
+            else f32[v].assign(values[v].begin(), values[v].end());
+        }
+        int mismatches = 0;
+        while (in >> token && token == "STEP") {
+            in >> n;
+            std::vector<std::vector<float>> g32(n);
+            std::vector<std::vector<double>> g64(n);
+            std::vector<adamw::Gradient> entries;
+            for (std::size_t v = 0; v < n; v++) {
+                std::string kind;
+                in >> kind;
+                std::size_t count = 0;
+                if (kind == "D") in >> count;
+                std::vector<double> grad(count);
+                for (auto& x : grad) in >> x;
+                if (dtypes[v] == "float64") {
+                    g64[v] = grad;
+                    entries.push_back(kind == "D" ? adamw::Gradient::dense<double>(v, f64[v], g64[v])
+                                                  : adamw::Gradient::none<double>(v, f64[v]));
+                } else {
+                    g32[v].assign(grad.begin(), grad.end());
+                    entries.push_back(kind == "D" ? adamw::Gradient::dense<float>(v, f32[v], g32[v])
+                                                  : adamw::Gradient::none<float>(v, f32[v]));
+                }
+            }
+            int64_t iterations = opt.apply_gradients(entries);
+            int64_t want_iterations;
+            double want_lr;
+            in >> token >> want_iterations >> want_lr;
+            if (iterations != want_iterations || double(opt.learning_rate()) != want_lr) mismatches++;
+            for (std::size_t v = 0; v < n; v++) {
+                std::size_t count;
+                in >> count;
+                for (std::size_t k = 0; k < count; k++) {
+                    double want;
+                    in >> want;
+                    double got = dtypes[v] == "float64" ? f64[v][k] : double(f32[v][k]);
+                    if (!(got == want || (std::isnan(got) && std::isnan(want)))) mismatches++;
+                }
+            }
+        }
+        CHECK(token == "END");
+        if (mismatches) std::fprintf(stderr, "smoke case %s: %d values differ from Keras\n", id.c_str(), mismatches);
+        CHECK(mismatches == 0);
+        cases++;
+    }
+    CHECK(cases >= 10);
+}
+
+int main(int argc, char** argv) {
+    if (argc != 2) {
+        std::fprintf(stderr, "usage: %s SMOKE.txt\n", argv[0]);
+        return 2;
+    }
+    versions();
+    config_and_schedules();
+    steps_and_errors();
+    callables();
+    state_and_checkpoints();
+    move_semantics();
+    smoke_trajectories(argv[1]);
+    std::printf("%d passed, %d failed\n", checks - failures, failures);
+    return failures == 0 ? 0 : 1;
+}
