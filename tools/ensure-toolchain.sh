@@ -5,7 +5,11 @@ set -euo pipefail
 missing=()
 command -v cargo >/dev/null || { echo "error: cargo (Rust) is required: install it with rustup" >&2; exit 1; }
 command -v cc >/dev/null || missing+=(build-essential)
+command -v c++ >/dev/null || missing+=(g++)
 command -v python3 >/dev/null || missing+=(python3)
+command -v go >/dev/null || missing+=(golang-go)
+command -v cmake >/dev/null || missing+=(cmake)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
 if [ ${#missing[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         echo "installing: ${missing[*]}"

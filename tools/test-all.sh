@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: the Rust unit and integration tests (Keras conformance at 0 ulp, header sync),
-# the C API test program and the C++ wrapper's tests under AddressSanitizer + UBSan, and the
-# examples.
+# the C API test program and the C++ wrapper's tests under AddressSanitizer + UBSan, the Go
+# package's tests under the strict cgo pointer checker, and the examples.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/ensure-toolchain.sh
@@ -16,6 +16,8 @@ echo "== C API tests (ASan + UBSan)"
 bash tools/test-c.sh
 echo "== C++ wrapper tests (C++17 and C++20, ASan + UBSan)"
 bash tools/test-cpp.sh
+echo "== Go package tests (GODEBUG=cgocheck=2)"
+(cd bindings/go && go vet ./... && GODEBUG=cgocheck=2 go test -count=1 ./...)
 echo "== examples"
 bash tools/run-example.sh
 echo "== all tests passed"

@@ -1,0 +1,941 @@
+// Package adamw is libadamw for Go: the AdamW optimizer of tf.keras, bit-exact, over cgo.
+//
+// It links the static library target/release/libadamw.a of the checkout it lives in (build it
+// with `cargo build --release` first). The module path is libadamw/go; add it to your module with
+// `require libadamw/go v0.0.0` and `replace libadamw/go => <checkout>/bindings/go`.
+//
+// The caller owns variables and gradients ([]float32 or []float64); an Optimizer owns its state.
+// An Optimizer is safe for concurrent use by several goroutines: calls are serialized. Call
+// Close when done (a finalizer frees a forgotten one).
+//
+// cgo's pointer rules forbid handing C memory that holds Go pointers, so each step copies the
+// variables and gradients of the call into the optimizer's own C memory (grown only when a call
+// needs more than any before it), runs the step there, and copies the new values back. No Go
+// pointer is ever kept by C.
+package adamw
+
+/*
+#cgo CFLAGS: -I${SRCDIR}/../../../include
+#cgo LDFLAGS: ${SRCDIR}/../../../target/release/libadamw.a -lm -ldl -lpthread
+#include <stdlib.h>
+#include <string.h>
+#include "adamw.h"
+
+extern int32_t goAdamwScalar(int64_t step, void *user_data, double *out_value);
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"runtime/cgo"
+	"sync"
+	"unsafe"
+)
+
+// Status is a libadamw status code (ADAMW_STATUS_* in adamw.h).
+type Status int
+
+// The status codes; the numbers are those of the C ABI and never change.
+const (
+	StatusOK                 Status = 0
+	StatusNullArgument       Status = 1
+	StatusInvalidArgument    Status = 2
+	StatusInvalidConfig      Status = 3
+	StatusShapeMismatch      Status = 4
+	StatusDtypeMismatch      Status = 5
+	StatusUnknownVariable    Status = 6
+	StatusIndexOutOfRange    Status = 7
+	StatusNotBuilt           Status = 8
+	StatusAlreadyBuilt       Status = 9
+	StatusNoGradients        Status = 10
+	StatusCallbackFailed     Status = 11
+	StatusBufferTooSmall     Status = 12
+	StatusInvalidCheckpoint  Status = 13
+	StatusCheckpointMismatch Status = 14
+	StatusBusy               Status = 15
+	StatusOutOfMemory        Status = 16
+	StatusInternal           Status = 17
+)
+
+// String is the C name of the status, e.g. "ADAMW_STATUS_SHAPE_MISMATCH".
+func (s Status) String() string { return C.GoString(C.adamw_status_name(C.uint32_t(s))) }
+
+// Error is a failed call: its status and the library's message. errors.Is(err, ErrShapeMismatch)
+// and the other Err values compare by status; errors.As(err, &e) gives the *Error.
+type Error struct {
+	Status  Status
+	Message string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("adamw: %s: %s", e.Status, e.Message) }
+
+// Is reports whether target is an *Error with the same status.
+func (e *Error) Is(target error) bool {
+	var t *Error
+	return errors.As(target, &t) && t.Status == e.Status
+}
+
+// Sentinels for errors.Is, one per failure status.
+var (
+	ErrNullArgument       = &Error{Status: StatusNullArgument}
+	ErrInvalidArgument    = &Error{Status: StatusInvalidArgument}
+	ErrInvalidConfig      = &Error{Status: StatusInvalidConfig}
+	ErrShapeMismatch      = &Error{Status: StatusShapeMismatch}
+	ErrDtypeMismatch      = &Error{Status: StatusDtypeMismatch}
+	ErrUnknownVariable    = &Error{Status: StatusUnknownVariable}
+	ErrIndexOutOfRange    = &Error{Status: StatusIndexOutOfRange}
+	ErrNotBuilt           = &Error{Status: StatusNotBuilt}
+	ErrAlreadyBuilt       = &Error{Status: StatusAlreadyBuilt}
+	ErrNoGradients        = &Error{Status: StatusNoGradients}
+	ErrCallbackFailed     = &Error{Status: StatusCallbackFailed}
+	ErrInvalidCheckpoint  = &Error{Status: StatusInvalidCheckpoint}
+	ErrCheckpointMismatch = &Error{Status: StatusCheckpointMismatch}
+	ErrBusy               = &Error{Status: StatusBusy}
+	ErrOutOfMemory        = &Error{Status: StatusOutOfMemory}
+	ErrInternal           = &Error{Status: StatusInternal}
+	// ErrClosed is returned by every method of a closed Optimizer.
+	ErrClosed = &Error{Status: StatusNullArgument, Message: "the optimizer is closed"}
+)
+
+func lastError() string {
+	var n C.size_t
+	C.adamw_last_error(nil, 0, &n)
+	buf := C.malloc(n + 1)
+	defer C.free(buf)
+	C.adamw_last_error((*C.char)(buf), n+1, &n)
+	return C.GoStringN((*C.char)(buf), C.int(n))
+}
+
+// check turns a status into an error; libadamw's message is per thread, so callers hold the OS
+// thread (runtime.LockOSThread) between the call and check.
+func check(status C.enum_adamw_status, extra string) error {
+	if status == C.ADAMW_STATUS_OK {
+		return nil
+	}
+	msg := lastError()
+	if extra != "" {
+		msg += " (" + extra + ")"
+	}
+	return &Error{Status: Status(status), Message: msg}
+}
+
+// Version is the library's version, ABIVersion its C ABI version (adamw_abi_version).
+func Version() string    { return C.GoString(C.adamw_version()) }
+func ABIVersion() uint32 { return uint32(C.adamw_abi_version()) }
+
+// ScheduleKind names one of Keras' six learning-rate schedules.
+type ScheduleKind int
+
+const (
+	ExponentialDecay       ScheduleKind = 1
+	PiecewiseConstantDecay ScheduleKind = 2
+	PolynomialDecay        ScheduleKind = 3
+	InverseTimeDecay       ScheduleKind = 4
+	CosineDecay            ScheduleKind = 5
+	CosineDecayRestarts    ScheduleKind = 6
+)
+
+// Schedule is a learning-rate schedule; NewSchedule fills Keras' defaults for a kind.
+// DecaySteps is first_decay_steps for CosineDecayRestarts; Boundaries/Values are for
+// PiecewiseConstantDecay (len(Values) == len(Boundaries)+1); WarmupSteps > 0 enables
+// CosineDecay's warmup to WarmupTarget.
+type Schedule struct {
+	Kind                                         ScheduleKind
+	InitialLearningRate, DecaySteps, DecayRate   float64
+	Staircase                                    bool
+	EndLearningRate, Power                       float64
+	Cycle                                        bool
+	Alpha, WarmupTarget, WarmupSteps, TMul, MMul float64
+	Boundaries                                   []int64
+	Values                                       []float64
+	Name                                         string
+}
+
+// NewSchedule returns a schedule of kind with Keras' defaults (EndLearningRate 0.0001, Power 1,
+// TMul 2, MMul 1, the rest zero).
+func NewSchedule(kind ScheduleKind) Schedule {
+	return Schedule{Kind: kind, EndLearningRate: 0.0001, Power: 1, TMul: 2, MMul: 1}
+}
+
+// Config holds the AdamW constructor arguments. Start from DefaultConfig (Keras' defaults).
+type Config struct {
+	LearningRate float64
+	// Schedule, when set, replaces LearningRate; LearningRateFunc (evaluated every step with
+	// the pre-increment iteration count) replaces both.
+	Schedule         *Schedule
+	LearningRateFunc func(step int64) float64
+	WeightDecay      float64
+	Beta1, Beta2     float64
+	// Beta1Func / Beta2Func, when set, are evaluated every step (an extension of Keras).
+	Beta1Func, Beta2Func     func(step int64) float64
+	Epsilon                  float64
+	Amsgrad                  bool
+	ClipNorm, GlobalClipNorm float64 // 0: none
+	ClipValue                float64 // 0: none
+	UseEMA                   bool
+	EMAMomentum              float64
+	EMAOverwriteFrequency    int64 // 0: never
+	Name                     string
+}
+
+// DefaultConfig returns Keras' defaults: learning rate 0.001, weight decay 0.004, betas 0.9 and
+// 0.999, epsilon 1e-7, EMA momentum 0.99, name "AdamW".
+func DefaultConfig() Config {
+	d := C.adamw_config_default()
+	return Config{
+		LearningRate: float64(d.learning_rate), WeightDecay: float64(d.weight_decay),
+		Beta1: float64(d.beta_1), Beta2: float64(d.beta_2), Epsilon: float64(d.epsilon),
+		EMAMomentum: float64(d.ema_momentum), Name: "AdamW",
+	}
+}
+
+// callbacks are the Go functions an optimizer's C callbacks reach through a cgo.Handle.
+type callbacks struct {
+	learningRate, beta1, beta2 func(int64) float64
+	panicked                   string
+}
+
+// scalarSlot tells the exported trampoline which function of callbacks to call.
+type scalarSlot struct {
+	cb   *callbacks
+	kind int // 0 learning rate, 1 beta_1, 2 beta_2
+}
+
+//export goAdamwScalar
+func goAdamwScalar(step C.int64_t, userData unsafe.Pointer, out *C.double) (rc C.int32_t) {
+	slot := cgo.Handle(*(*C.uintptr_t)(userData)).Value().(*scalarSlot)
+	defer func() {
+		// A panic must not unwind into the library: it fails the call instead.
+		if r := recover(); r != nil {
+			slot.cb.panicked = fmt.Sprint("the Go function panicked: ", r)
+			rc = 1
+		}
+	}()
+	f := [...]func(int64) float64{slot.cb.learningRate, slot.cb.beta1, slot.cb.beta2}[slot.kind]
+	*out = C.double(f(int64(step)))
+	return 0
+}
+
+// Optimizer is tf.keras.optimizers.AdamW. Safe for concurrent use; Close frees it.
+type Optimizer struct {
+	mu       sync.Mutex
+	h        *C.adamw_optimizer
+	cb       *callbacks
+	handles  []cgo.Handle
+	cMem     []unsafe.Pointer // C allocations owned by the optimizer (callback user data)
+	arena    unsafe.Pointer   // staging memory for steps (C memory)
+	arenaCap uintptr
+	built    []variableShape
+	// goFailure is an error found on the Go side of a call, reported instead of a status.
+	goFailure *Error
+}
+
+type variableShape struct {
+	dtype  DType
+	len    int
+	rowLen int
+}
+
+// DType is an element type.
+type DType int
+
+const (
+	Float32 DType = 1
+	Float64 DType = 2
+	Int64   DType = 3
+)
+
+func cBool(b bool) C.uint8_t {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// New creates an optimizer. Callback functions are called once here, with step 0.
+func New(cfg Config) (*Optimizer, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	o := &Optimizer{cb: &callbacks{learningRate: cfg.LearningRateFunc, beta1: cfg.Beta1Func, beta2: cfg.Beta2Func}}
+	raw := C.adamw_config_default()
+	raw.learning_rate = C.double(cfg.LearningRate)
+	raw.weight_decay = C.double(cfg.WeightDecay)
+	raw.beta_1 = C.double(cfg.Beta1)
+	raw.beta_2 = C.double(cfg.Beta2)
+	raw.epsilon = C.double(cfg.Epsilon)
+	raw.amsgrad = cBool(cfg.Amsgrad)
+	raw.clipnorm = C.double(cfg.ClipNorm)
+	raw.global_clipnorm = C.double(cfg.GlobalClipNorm)
+	raw.clipvalue = C.double(cfg.ClipValue)
+	raw.use_ema = cBool(cfg.UseEMA)
+	raw.ema_momentum = C.double(cfg.EMAMomentum)
+	raw.ema_overwrite_frequency = C.int64_t(cfg.EMAOverwriteFrequency)
+	raw.jit_compile = 0
+	// Everything the C config points at lives in C memory for the call.
+	var temporaries []unsafe.Pointer
+	defer func() {
+		for _, p := range temporaries {
+			C.free(p)
+		}
+	}()
+	cString := func(s string) *C.char {
+		p := C.CString(s)
+		temporaries = append(temporaries, unsafe.Pointer(p))
+		return p
+	}
+	if cfg.Name != "" {
+		raw.name = cString(cfg.Name)
+	}
+	if s := cfg.Schedule; s != nil {
+		cs := (*C.adamw_schedule)(C.calloc(1, C.sizeof_adamw_schedule))
+		temporaries = append(temporaries, unsafe.Pointer(cs))
+		if err := check(C.adamw_schedule_init(C.uint32_t(s.Kind), cs), ""); err != nil {
+			return nil, err
+		}
+		cs.initial_learning_rate = C.double(s.InitialLearningRate)
+		cs.decay_steps = C.double(s.DecaySteps)
+		cs.decay_rate = C.double(s.DecayRate)
+		cs.staircase = cBool(s.Staircase)
+		cs.end_learning_rate = C.double(s.EndLearningRate)
+		cs.power = C.double(s.Power)
+		cs.cycle = cBool(s.Cycle)
+		cs.alpha = C.double(s.Alpha)
+		cs.has_warmup = cBool(s.WarmupSteps > 0)
+		cs.warmup_target = C.double(s.WarmupTarget)
+		cs.warmup_steps = C.double(s.WarmupSteps)
+		cs.t_mul = C.double(s.TMul)
+		cs.m_mul = C.double(s.MMul)
+		if s.Kind == PiecewiseConstantDecay {
+			if len(s.Values) != len(s.Boundaries)+1 {
+				return nil, &Error{Status: StatusInvalidArgument, Message: fmt.Sprintf(
+					"The length of boundaries should be 1 less than the length of values. Received: %d boundaries and %d values.",
+					len(s.Boundaries), len(s.Values))}
+			}
+			b := C.calloc(C.size_t(len(s.Boundaries)+1), 8)
+			v := C.calloc(C.size_t(len(s.Values)), 8)
+			temporaries = append(temporaries, b, v)
+			copy(unsafe.Slice((*int64)(b), len(s.Boundaries)), s.Boundaries)
+			copy(unsafe.Slice((*float64)(v), len(s.Values)), s.Values)
+			cs.boundaries = (*C.int64_t)(b)
+			cs.num_boundaries = C.size_t(len(s.Boundaries))
+			cs.values = (*C.double)(v)
+		}
+		if s.Name != "" {
+			cs.name = cString(s.Name)
+		}
+		raw.learning_rate_schedule = cs
+	}
+	// Each callback's user_data is C memory holding a cgo.Handle: no Go pointer reaches C.
+	userData := func(kind int) unsafe.Pointer {
+		h := cgo.NewHandle(&scalarSlot{cb: o.cb, kind: kind})
+		o.handles = append(o.handles, h)
+		p := C.malloc(C.sizeof_uintptr_t)
+		*(*C.uintptr_t)(p) = C.uintptr_t(h)
+		o.cMem = append(o.cMem, p)
+		return p
+	}
+	trampoline := C.adamw_scalar_fn(C.goAdamwScalar)
+	if cfg.LearningRateFunc != nil {
+		raw.learning_rate_fn, raw.learning_rate_user_data = trampoline, userData(0)
+	}
+	if cfg.Beta1Func != nil {
+		raw.beta_1_fn, raw.beta_1_user_data = trampoline, userData(1)
+	}
+	if cfg.Beta2Func != nil {
+		raw.beta_2_fn, raw.beta_2_user_data = trampoline, userData(2)
+	}
+	var h *C.adamw_optimizer
+	if err := check(C.adamw_optimizer_new(&raw, &h), o.cb.takePanic()); err != nil {
+		o.release()
+		return nil, err
+	}
+	o.h = h
+	runtime.SetFinalizer(o, (*Optimizer).Close)
+	return o, nil
+}
+
+func (c *callbacks) takePanic() string {
+	p := c.panicked
+	c.panicked = ""
+	return p
+}
+
+// FromConfig creates an optimizer from Keras config JSON (Keras' from_config).
+func FromConfig(json string) (*Optimizer, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cs := C.CString(json)
+	defer C.free(unsafe.Pointer(cs))
+	var h *C.adamw_optimizer
+	if err := check(C.adamw_optimizer_from_config_json(cs, C.size_t(len(json)), &h), ""); err != nil {
+		return nil, err
+	}
+	o := &Optimizer{h: h, cb: &callbacks{}}
+	runtime.SetFinalizer(o, (*Optimizer).Close)
+	return o, nil
+}
+
+func (o *Optimizer) release() {
+	for _, h := range o.handles {
+		h.Delete()
+	}
+	for _, p := range o.cMem {
+		C.free(p)
+	}
+	if o.arena != nil {
+		C.free(o.arena)
+	}
+	o.handles, o.cMem, o.arena, o.arenaCap = nil, nil, nil, 0
+}
+
+// Close frees the optimizer; further calls return ErrClosed. Closing twice is a no-op.
+func (o *Optimizer) Close() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.h == nil {
+		return nil
+	}
+	C.adamw_optimizer_free(o.h)
+	o.h = nil
+	o.release()
+	runtime.SetFinalizer(o, nil)
+	return nil
+}
+
+// call runs f with the optimizer locked and the OS thread held (libadamw's error message is
+// per thread), turning its status into an error.
+func (o *Optimizer) call(f func(h *C.adamw_optimizer) C.enum_adamw_status) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.h == nil {
+		return ErrClosed
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	status := f(o.h)
+	if e := o.goFailure; e != nil {
+		o.goFailure = nil
+		return e
+	}
+	return check(status, o.cb.takePanic())
+}
+
+// GetConfig returns Keras' get_config() as JSON.
+func (o *Optimizer) GetConfig() (string, error) {
+	var out string
+	err := o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		var n C.size_t
+		if s := C.adamw_optimizer_get_config(h, nil, 0, &n); s != C.ADAMW_STATUS_OK {
+			return s
+		}
+		buf := C.malloc(n + 1)
+		defer C.free(buf)
+		s := C.adamw_optimizer_get_config(h, (*C.char)(buf), n+1, &n)
+		out = C.GoStringN((*C.char)(buf), C.int(n))
+		return s
+	})
+	return out, err
+}
+
+// Iterations returns the step counter.
+func (o *Optimizer) Iterations() (int64, error) {
+	var it C.int64_t
+	err := o.call(func(h *C.adamw_optimizer) C.enum_adamw_status { return C.adamw_optimizer_iterations(h, &it) })
+	return int64(it), err
+}
+
+// SetIterations presets the step counter; before Build only.
+func (o *Optimizer) SetIterations(n int64) error {
+	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		return C.adamw_optimizer_set_iterations(h, C.int64_t(n))
+	})
+}
+
+// LearningRate is the float32 learning rate of the last step (before any: at step 0).
+func (o *Optimizer) LearningRate() (float32, error) {
+	var lr C.float
+	err := o.call(func(h *C.adamw_optimizer) C.enum_adamw_status { return C.adamw_optimizer_current_learning_rate(h, &lr) })
+	return float32(lr), err
+}
+
+// SetLearningRate sets a constant learning rate (not with a schedule or function).
+func (o *Optimizer) SetLearningRate(lr float64) error {
+	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		return C.adamw_optimizer_set_learning_rate(h, C.double(lr))
+	})
+}
+
+// ExcludeFromWeightDecay excludes variables (indices into Build's list) and names matching the
+// regular expressions (searched in "name:0") from weight decay; before Build only.
+func (o *Optimizer) ExcludeFromWeightDecay(variables []int, patterns []string) error {
+	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		idx := C.calloc(C.size_t(len(variables)+1), C.sizeof_size_t)
+		defer C.free(idx)
+		for i, v := range variables {
+			if v < 0 {
+				v = math.MaxInt
+			}
+			unsafe.Slice((*C.size_t)(idx), len(variables))[i] = C.size_t(v)
+		}
+		pats := C.calloc(C.size_t(len(patterns)+1), C.size_t(unsafe.Sizeof(uintptr(0))))
+		defer C.free(pats)
+		ps := unsafe.Slice((**C.char)(pats), len(patterns)+1)
+		for i, p := range patterns {
+			ps[i] = C.CString(p)
+			defer C.free(unsafe.Pointer(ps[i]))
+		}
+		return C.adamw_optimizer_exclude_from_weight_decay(h, (*C.size_t)(idx), C.size_t(len(variables)),
+			(**C.char)(pats), C.size_t(len(patterns)))
+	})
+}
+
+// Variable describes a variable for Build: its name, shape and dtype; Init (a []float32 or
+// []float64 of its current values) is needed with UseEMA, whose averages start as copies.
+type Variable struct {
+	Name  string
+	Shape []int
+	DType DType
+	Init  interface{}
+}
+
+// Build creates the optimizer's state over the variables; afterwards a variable is named by its
+// index in this list. Once per optimizer.
+func (o *Optimizer) Build(variables []Variable) error {
+	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		n := len(variables)
+		descs := (*C.adamw_variable)(C.calloc(C.size_t(n+1), C.sizeof_adamw_variable))
+		defer C.free(unsafe.Pointer(descs))
+		ds := unsafe.Slice(descs, n+1)
+		var frees []unsafe.Pointer
+		defer func() {
+			for _, p := range frees {
+				C.free(p)
+			}
+		}()
+		shapes := make([]variableShape, n)
+		for i, v := range variables {
+			ds[i].name = C.CString(v.Name)
+			frees = append(frees, unsafe.Pointer(ds[i].name))
+			ds[i].dtype = C.uint32_t(v.DType)
+			ds[i].ndim = C.size_t(len(v.Shape))
+			shape := C.calloc(C.size_t(len(v.Shape)+1), C.sizeof_size_t)
+			frees = append(frees, shape)
+			count, rowLen := 1, 1
+			for k, d := range v.Shape {
+				if d < 0 {
+					d = math.MaxInt
+				}
+				unsafe.Slice((*C.size_t)(shape), len(v.Shape))[k] = C.size_t(d)
+				count *= d
+				if k > 0 {
+					rowLen *= d
+				}
+			}
+			ds[i].shape = (*C.size_t)(shape)
+			if p, _ := copyToC(v.Init); p != nil {
+				frees = append(frees, p)
+				ds[i].data = p
+			}
+			shapes[i] = variableShape{dtype: v.DType, len: count, rowLen: rowLen}
+		}
+		s := C.adamw_optimizer_build(h, descs, C.size_t(n))
+		if s == C.ADAMW_STATUS_OK {
+			o.built = shapes
+		}
+		return s
+	})
+}
+
+// copyToC copies a []float32 / []float64 / []int64 into new C memory (nil for other values).
+func copyToC(values interface{}) (unsafe.Pointer, int) {
+	var src unsafe.Pointer
+	var bytes int
+	switch v := values.(type) {
+	case []float32:
+		if len(v) > 0 {
+			src, bytes = unsafe.Pointer(&v[0]), 4*len(v)
+		}
+	case []float64:
+		if len(v) > 0 {
+			src, bytes = unsafe.Pointer(&v[0]), 8*len(v)
+		}
+	case []int64:
+		if len(v) > 0 {
+			src, bytes = unsafe.Pointer(&v[0]), 8*len(v)
+		}
+	}
+	if src == nil {
+		return nil, 0
+	}
+	p := C.malloc(C.size_t(bytes))
+	C.memcpy(p, src, C.size_t(bytes))
+	return p, bytes
+}
+
+// Float is the element type of variables: float32 or float64.
+type Float interface{ ~float32 | ~float64 }
+
+// Gradient is one variable's entry in ApplyGradients: its values (updated in place) and its
+// gradient. Make one with Dense, Sparse or NoGradient.
+type Gradient struct {
+	variable int
+	dtype    DType
+	value    unsafe.Pointer // the caller's slice data (Go memory; only copied, never given to C)
+	len      int
+	dense    unsafe.Pointer
+	indices  []int64
+	rows     unsafe.Pointer
+	numRows  int // number of values in rows
+	keep     []interface{}
+}
+
+func dtypeOf[T Float]() DType {
+	var zero T
+	if unsafe.Sizeof(zero) == 8 {
+		return Float64
+	}
+	return Float32
+}
+
+func dataOf[T Float](s []T) unsafe.Pointer {
+	if len(s) == 0 {
+		return nil
+	}
+	return unsafe.Pointer(&s[0])
+}
+
+// Dense is a dense gradient for variable (len(grad) == len(value)).
+func Dense[T Float](variable int, value, grad []T) Gradient {
+	return Gradient{variable: variable, dtype: dtypeOf[T](), value: dataOf(value), len: len(value),
+		dense: dataOf(grad), numRows: len(grad), keep: []interface{}{value, grad}}
+}
+
+// Sparse is a gradient of whole rows of variable (Keras' IndexedSlices): rows holds one row of
+// the variable's trailing shape per index; repeated indices add up.
+func Sparse[T Float](variable int, value []T, indices []int64, rows []T) Gradient {
+	return Gradient{variable: variable, dtype: dtypeOf[T](), value: dataOf(value), len: len(value),
+		indices: indices, rows: dataOf(rows), numRows: len(rows), keep: []interface{}{value, rows}}
+}
+
+// NoGradient lists variable without a gradient (Keras' None): it is left alone.
+func NoGradient[T Float](variable int, value []T) Gradient {
+	return Gradient{variable: variable, dtype: dtypeOf[T](), value: dataOf(value), len: len(value), keep: []interface{}{value}}
+}
+
+func align8(n uintptr) uintptr { return (n + 7) &^ 7 }
+
+// stage copies the call's entries, values and gradients into the arena and returns the C entries.
+func (o *Optimizer) stage(grads []Gradient) *C.adamw_gradient {
+	size := align8(uintptr(len(grads)) * C.sizeof_adamw_gradient)
+	for _, g := range grads {
+		es := uintptr(g.dtype.size())
+		size += align8(uintptr(g.len)*es) + align8(uintptr(g.numRows)*es) + align8(uintptr(len(g.indices))*8)
+	}
+	if size > o.arenaCap {
+		if o.arena != nil {
+			C.free(o.arena)
+		}
+		o.arena = C.malloc(C.size_t(size))
+		o.arenaCap = size
+	}
+	entries := unsafe.Slice((*C.adamw_gradient)(o.arena), len(grads))
+	at := align8(uintptr(len(grads)) * C.sizeof_adamw_gradient) // offset into the arena
+	put := func(src unsafe.Pointer, bytes uintptr) unsafe.Pointer {
+		if src == nil || bytes == 0 {
+			return nil
+		}
+		dst := unsafe.Add(o.arena, at)
+		C.memcpy(dst, src, C.size_t(bytes))
+		at += align8(bytes)
+		return dst
+	}
+	for i, g := range grads {
+		es := uintptr(g.dtype.size())
+		e := &entries[i]
+		*e = C.adamw_gradient{}
+		e.variable = C.size_t(g.variable)
+		e.dtype = C.uint32_t(g.dtype)
+		e.len = C.size_t(g.len)
+		e.data = put(g.value, uintptr(g.len)*es)
+		if g.dense != nil {
+			e.dense = put(g.dense, uintptr(g.numRows)*es)
+			if g.numRows != g.len { // report the caller's length, not ours
+				e.len = C.size_t(g.numRows)
+			}
+		} else if g.indices != nil || g.rows != nil {
+			e.indices = (*C.int64_t)(put(dataOf64(g.indices), uintptr(len(g.indices))*8))
+			e.num_indices = C.size_t(len(g.indices))
+			e.values = put(g.rows, uintptr(g.numRows)*es)
+			e.num_values = C.size_t(g.numRows)
+			if e.values == nil && e.indices == nil {
+				e.indices = (*C.int64_t)(o.arena) // an empty sparse gradient is still a gradient
+			}
+		}
+	}
+	return (*C.adamw_gradient)(o.arena)
+}
+
+func dataOf64(s []int64) unsafe.Pointer {
+	if len(s) == 0 {
+		return nil
+	}
+	return unsafe.Pointer(&s[0])
+}
+
+func (d DType) size() int {
+	if d == Float32 {
+		return 4
+	}
+	return 8
+}
+
+// ApplyGradients runs one optimizer step over the listed variables (Keras' apply_gradients) and
+// returns the new iteration count. On error nothing has changed, the caller's slices included.
+func (o *Optimizer) ApplyGradients(grads []Gradient) (int64, error) {
+	var it C.int64_t
+	err := o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		for _, g := range grads {
+			if g.dense != nil && g.numRows != g.len {
+				return o.fail(StatusShapeMismatch, fmt.Sprintf("the gradient of variable %d has %d elements; its values have %d", g.variable, g.numRows, g.len))
+			}
+		}
+		entries := o.stage(grads)
+		s := C.adamw_optimizer_apply_gradients(h, entries, C.size_t(len(grads)), &it)
+		if s == C.ADAMW_STATUS_OK {
+			staged := unsafe.Slice(entries, len(grads))
+			for i, g := range grads {
+				if g.value != nil {
+					C.memcpy(g.value, staged[i].data, C.size_t(g.len*g.dtype.size()))
+				}
+			}
+		}
+		for _, g := range grads {
+			runtime.KeepAlive(g.keep)
+		}
+		return s
+	})
+	return int64(it), err
+}
+
+// fail records a message for a check made on the Go side, so that it reads like the library's.
+func (o *Optimizer) fail(status Status, message string) C.enum_adamw_status {
+	o.cb.panicked = ""
+	o.goFailure = &Error{Status: status, Message: message}
+	return C.enum_adamw_status(status)
+}
+
+// Minimize is Keras' minimize: compute fills the gradient slices of grads from the current
+// values, then the step runs. An error from compute is returned and nothing changes.
+func (o *Optimizer) Minimize(grads []Gradient, compute func() error) (int64, error) {
+	if err := compute(); err != nil {
+		return 0, &Error{Status: StatusCallbackFailed, Message: "the gradient function failed: " + err.Error()}
+	}
+	return o.ApplyGradients(grads)
+}
+
+// FinalizeVariableValues gives each listed variable (index → values) its moving average's value
+// when UseEMA is on (Keras' finalize_variable_values); without EMA nothing changes.
+func (o *Optimizer) FinalizeVariableValues(variables []Gradient) error {
+	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		entries := o.stage(variables)
+		n := len(variables)
+		descs := (*C.adamw_variable_data)(C.calloc(C.size_t(n+1), C.sizeof_adamw_variable_data))
+		defer C.free(unsafe.Pointer(descs))
+		ds := unsafe.Slice(descs, n+1)
+		staged := unsafe.Slice(entries, n)
+		for i := range variables {
+			ds[i] = C.adamw_variable_data{variable: staged[i].variable, dtype: staged[i].dtype, data: staged[i].data, len: staged[i].len}
+		}
+		s := C.adamw_optimizer_finalize_variable_values(h, descs, C.size_t(n))
+		if s == C.ADAMW_STATUS_OK {
+			for i, g := range variables {
+				if g.value != nil {
+					C.memcpy(g.value, staged[i].data, C.size_t(g.len*g.dtype.size()))
+				}
+			}
+		}
+		return s
+	})
+}
+
+// NumVariables is len(optimizer.variables) in Keras: 1 (the counter) before Build.
+func (o *Optimizer) NumVariables() (int, error) {
+	var n C.size_t
+	err := o.call(func(h *C.adamw_optimizer) C.enum_adamw_status { return C.adamw_optimizer_num_variables(h, &n) })
+	return int(n), err
+}
+
+// VariableInfo describes optimizer variable index (Keras' order).
+type VariableInfo struct {
+	Name  string
+	DType DType
+	Shape []int
+	Len   int
+}
+
+// Variable describes optimizer variable index: 0 is the int64 counter, then (EMA) one average
+// per variable, m and v interleaved per variable, then (amsgrad) one vhat per variable.
+func (o *Optimizer) Variable(index int) (VariableInfo, error) {
+	var info VariableInfo
+	err := o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		if index < 0 {
+			index = math.MaxInt
+		}
+		var raw C.adamw_variable_info
+		if s := C.adamw_optimizer_variable_info(h, C.size_t(index), &raw); s != C.ADAMW_STATUS_OK {
+			return s
+		}
+		var n C.size_t
+		C.adamw_optimizer_variable_name(h, C.size_t(index), nil, 0, &n)
+		buf := C.malloc(n + 1)
+		defer C.free(buf)
+		s := C.adamw_optimizer_variable_name(h, C.size_t(index), (*C.char)(buf), n+1, &n)
+		info = VariableInfo{Name: C.GoStringN((*C.char)(buf), C.int(n)), DType: DType(raw.dtype), Len: int(raw.len)}
+		for k := 0; k < int(raw.ndim); k++ {
+			info.Shape = append(info.Shape, int(raw.shape[k]))
+		}
+		return s
+	})
+	return info, err
+}
+
+// Values copies optimizer variable index into out, which must have its dtype and length:
+// []int64 for the counter, []float32 or []float64 for the slots.
+func (o *Optimizer) Values(index int, out interface{}) error {
+	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		var dtype DType
+		var n int
+		var dst unsafe.Pointer
+		switch v := out.(type) {
+		case []int64:
+			dtype, n, dst = Int64, len(v), dataOf64(v)
+		case []float32:
+			dtype, n, dst = Float32, len(v), dataOf(v)
+		case []float64:
+			dtype, n, dst = Float64, len(v), dataOf(v)
+		default:
+			return o.fail(StatusInvalidArgument, fmt.Sprintf("Values needs a []int64, []float32 or []float64, got %T", out))
+		}
+		if index < 0 {
+			index = math.MaxInt
+		}
+		tmp := C.malloc(C.size_t(n*8 + 8))
+		defer C.free(tmp)
+		s := C.adamw_optimizer_get_variable(h, C.size_t(index), C.uint32_t(dtype), tmp, C.size_t(n))
+		if s == C.ADAMW_STATUS_OK && n > 0 {
+			C.memcpy(dst, tmp, C.size_t(n*dtype.size()))
+		}
+		return s
+	})
+}
+
+// Weight is a value for SetWeights: a shape and a []int64 (the counter), []float32 or []float64.
+type Weight struct {
+	Shape  []int
+	Values interface{}
+}
+
+// SetWeights assigns weights[i] to optimizer variable i (Keras' set_weights; a shorter list sets
+// a prefix). Every weight is checked before any is assigned.
+func (o *Optimizer) SetWeights(weights []Weight) error {
+	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		n := len(weights)
+		raw := (*C.adamw_weight)(C.calloc(C.size_t(n+1), C.sizeof_adamw_weight))
+		defer C.free(unsafe.Pointer(raw))
+		ws := unsafe.Slice(raw, n+1)
+		var frees []unsafe.Pointer
+		defer func() {
+			for _, p := range frees {
+				C.free(p)
+			}
+		}()
+		for i, w := range weights {
+			switch w.Values.(type) {
+			case []int64:
+				ws[i].dtype = C.ADAMW_DTYPE_INT64
+			case []float32:
+				ws[i].dtype = C.ADAMW_DTYPE_FLOAT32
+			case []float64:
+				ws[i].dtype = C.ADAMW_DTYPE_FLOAT64
+			default:
+				return o.fail(StatusInvalidArgument, fmt.Sprintf("weights[%d]: values must be []int64, []float32 or []float64, got %T", i, w.Values))
+			}
+			shape := C.calloc(C.size_t(len(w.Shape)+1), C.sizeof_size_t)
+			frees = append(frees, shape)
+			count := 1
+			for k, d := range w.Shape {
+				if d < 0 {
+					d = math.MaxInt
+				}
+				unsafe.Slice((*C.size_t)(shape), len(w.Shape))[k] = C.size_t(d)
+				count *= d
+			}
+			p, bytes := copyToC(w.Values)
+			if bytes != count*map[C.uint32_t]int{1: 4, 2: 8, 3: 8}[ws[i].dtype] {
+				return o.fail(StatusShapeMismatch, fmt.Sprintf("weights[%d]: shape %v needs %d values", i, w.Shape, count))
+			}
+			if p != nil {
+				frees = append(frees, p)
+			}
+			ws[i].ndim = C.size_t(len(w.Shape))
+			ws[i].shape = (*C.size_t)(shape)
+			ws[i].data = p
+		}
+		return C.adamw_optimizer_set_weights(h, raw, C.size_t(n))
+	})
+}
+
+// Save is Keras' save_own_variables, as bytes (a safetensors file; see README).
+func (o *Optimizer) Save() ([]byte, error) {
+	var out []byte
+	err := o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		var n C.size_t
+		if s := C.adamw_optimizer_save_own_variables(h, nil, 0, &n); s != C.ADAMW_STATUS_OK {
+			return s
+		}
+		buf := C.malloc(n + 1)
+		defer C.free(buf)
+		s := C.adamw_optimizer_save_own_variables(h, (*C.uint8_t)(buf), n, &n)
+		out = C.GoBytes(buf, C.int(n))
+		return s
+	})
+	return out, err
+}
+
+// Load is Keras' load_own_variables from Save's bytes; a mismatch changes nothing.
+func (o *Optimizer) Load(checkpoint []byte) error {
+	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		buf := C.malloc(C.size_t(len(checkpoint) + 1))
+		defer C.free(buf)
+		if len(checkpoint) > 0 {
+			C.memcpy(buf, unsafe.Pointer(&checkpoint[0]), C.size_t(len(checkpoint)))
+		}
+		return C.adamw_optimizer_load_own_variables(h, (*C.uint8_t)(buf), C.size_t(len(checkpoint)))
+	})
+}
+
+// SaveFile writes Save's bytes to path (through a temporary file and a rename).
+func (o *Optimizer) SaveFile(path string) error {
+	data, err := o.Save()
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// LoadFile loads a checkpoint written by SaveFile.
+func (o *Optimizer) LoadFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return o.Load(data)
+}

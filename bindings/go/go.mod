@@ -1,0 +1,3 @@
+module libadamw/go
+
+go 1.19
