@@ -18,6 +18,8 @@ echo "== C++ wrapper tests (C++17 and C++20, ASan + UBSan)"
 bash tools/test-cpp.sh
 echo "== Go package tests (GODEBUG=cgocheck=2)"
 (cd bindings/go && go vet ./... && GODEBUG=cgocheck=2 go test -count=1 ./...)
+echo "== packaging (install, CMake and pkg-config consumers, exported symbols)"
+bash tools/test-packaging.sh
 echo "== examples"
 bash tools/run-example.sh
 echo "== all tests passed"

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds libadamw (release) and installs it under PREFIX (default /usr/local):
+#   PREFIX/include/adamw.h, PREFIX/include/adamw/adamw.hpp
+#   PREFIX/lib/libadamw.a, libadamw.so.VERSION (+ libadamw.so.ABI and libadamw.so links)
+#   PREFIX/lib/pkgconfig/adamw.pc, PREFIX/lib/cmake/adamw/adamwConfig*.cmake
+# usage: tools/install.sh [PREFIX]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+prefix=${1:-/usr/local}
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+abi=$(sed -n 's/^#define ADAMW_ABI_VERSION \([0-9]*\)/\1/p' include/adamw.h)
+cargo build --release --locked
+mkdir -p "$prefix/include/adamw" "$prefix/lib/pkgconfig" "$prefix/lib/cmake/adamw"
+install -m 644 include/adamw.h "$prefix/include/adamw.h"
+install -m 644 bindings/cpp/include/adamw/adamw.hpp "$prefix/include/adamw/adamw.hpp"
+install -m 644 target/release/libadamw.a "$prefix/lib/libadamw.a"
+install -m 755 target/release/libadamw.so "$prefix/lib/libadamw.so.$version"
+ln -sf "libadamw.so.$version" "$prefix/lib/libadamw.so.$abi"
+ln -sf "libadamw.so.$abi" "$prefix/lib/libadamw.so"
+subst() { sed -e "s|@PREFIX@|$prefix|g" -e "s|@VERSION@|$version|g" -e "s|@ABI@|$abi|g" "$1" > "$2"; }
+subst packaging/adamw.pc.in "$prefix/lib/pkgconfig/adamw.pc"
+subst packaging/adamwConfig.cmake "$prefix/lib/cmake/adamw/adamwConfig.cmake"
+subst packaging/adamwConfigVersion.cmake "$prefix/lib/cmake/adamw/adamwConfigVersion.cmake"
+echo "installed libadamw $version (ABI $abi) under $prefix"

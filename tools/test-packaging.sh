@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs libadamw into a temporary prefix and builds a consumer against it with CMake
+# (find_package, shared and static) and with pkg-config; checks that the shared library exports
+# only adamw_* symbols and has the SONAME libadamw.so.<ABI>.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+prefix="$work/prefix"
+bash tools/install.sh "$prefix" > /dev/null
+
+echo "-- exported symbols and SONAME"
+others=$(nm -D --defined-only "$prefix/lib/libadamw.so" | awk '{print $3}' | grep -v '^adamw_' || true)
+if [ -n "$others" ]; then echo "error: libadamw.so exports non-adamw symbols:"; echo "$others"; exit 1; fi
+count=$(nm -D --defined-only "$prefix/lib/libadamw.so" | grep -c ' adamw_')
+abi=$(sed -n 's/^#define ADAMW_ABI_VERSION \([0-9]*\)/\1/p' include/adamw.h)
+soname=$(readelf -d "$prefix/lib/libadamw.so" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
+[ "$soname" = "libadamw.so.$abi" ] || { echo "error: SONAME is '$soname', expected libadamw.so.$abi"; exit 1; }
+echo "exports $count adamw_* symbols and nothing else; SONAME $soname"
+
+for kind in shared static; do
+    echo "-- CMake consumer ($kind)"
+    static=OFF; [ $kind = static ] && static=ON
+    cmake -S "$root/tests/packaging/consumer" -B "$work/build-$kind" -DCMAKE_PREFIX_PATH="$prefix" \
+        -DADAMW_USE_STATIC_LIBS=$static -DCMAKE_BUILD_TYPE=Release > "$work/cmake-$kind.log"
+    cmake --build "$work/build-$kind" > "$work/build-$kind.log"
+    "$work/build-$kind/consumer_c"
+    "$work/build-$kind/consumer_cpp"
+done
+if ldd "$work/build-static/consumer_c" | grep -q libadamw; then echo "error: the static consumer loads libadamw.so"; exit 1; fi
+ldd "$work/build-shared/consumer_c" | grep -q "libadamw.so.$abi" || { echo "error: the shared consumer does not load libadamw.so.$abi"; exit 1; }
+
+echo "-- pkg-config consumer"
+export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
+cc -std=c11 -Wall -Werror "$root/tests/packaging/consumer/main.c" $(pkg-config --cflags --libs adamw) -o "$work/pc_consumer"
+LD_LIBRARY_PATH="$prefix/lib" "$work/pc_consumer"
+echo "packaging: 3 consumers built and ran"
