@@ -547,14 +547,6 @@ enum adamw_status adamw_last_error(char *buf, size_t cap, size_t *out_len);
 // Ownership: static storage; never free it. Threads: safe from any thread.
 const char *adamw_status_name(uint32_t status);
 
-extern float powf(float x, float y);
-
-extern double pow(double x, double y);
-
-extern float cosf(float x);
-
-extern float logf(float x);
-
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

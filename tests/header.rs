@@ -46,6 +46,18 @@ fn every_function_is_documented() {
 }
 
 #[test]
+fn the_header_declares_only_adamw_functions() {
+    // A stray declaration (say, of libm's powf) would clash with the system headers in C++.
+    let header = generate();
+    for line in header.lines() {
+        let starts_item = !line.starts_with([' ', '/', '#', '}']) && !line.starts_with("typedef");
+        if starts_item && line.contains('(') {
+            assert!(line.contains(" adamw_") || line.contains("*adamw_"), "a non-adamw declaration: {line}");
+        }
+    }
+}
+
+#[test]
 fn version_macros_match_cargo_toml() {
     let header = generate();
     let version: Vec<u32> = env!("CARGO_PKG_VERSION").split('.').map(|p| p.parse().unwrap()).collect();
