@@ -21,5 +21,5 @@ echo "== Go package tests (GODEBUG=cgocheck=2)"
 echo "== packaging (install, CMake and pkg-config consumers, exported symbols)"
 bash tools/test-packaging.sh
 echo "== examples"
-bash tools/run-example.sh
+bash tools/run-examples.sh
 echo "== all tests passed"

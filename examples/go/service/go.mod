@@ -1,0 +1,7 @@
+module libadamw/examples/service
+
+go 1.19
+
+require libadamw/go v0.0.0
+
+replace libadamw/go => ../../../bindings/go

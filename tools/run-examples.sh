@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds and runs every example: the main C example, the game-loop example (whose checksum must
+# not change across runs or thread counts), the C++ network and the Go service.
+# Expects `cargo build --release` to have run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=target/examples
+mkdir -p "$out"
+libs=(target/release/libadamw.a -lm -ldl -lpthread)
+
+echo "-- C: train_linear"
+bash tools/run-example.sh | tail -n 3
+
+echo "-- C: game_loop"
+cc -std=c11 -O2 -Wall -Wextra -Wpedantic -Werror -Iinclude examples/c/game_loop.c "${libs[@]}" \
+    -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=posix_memalign -o "$out/game_loop"
+"$out/game_loop" | tail -n 2
+sums=$(for threads in 1 2 4; do RAYON_NUM_THREADS=$threads "$out/game_loop" | sed -n 's/^weights checksum: \([0-9a-f]*\).*/\1/p'; done | sort -u)
+[ "$(echo "$sums" | wc -l)" = 1 ] || { echo "error: the checksum differs across thread counts: $sums"; exit 1; }
+echo "same checksum with RAYON_NUM_THREADS=1, 2 and 4: $sums"
+
+echo "-- C++: two_layer"
+c++ -std=c++17 -O2 -Wall -Wextra -Werror -Iinclude -Ibindings/cpp/include examples/cpp/two_layer.cpp "${libs[@]}" \
+    -o "$out/two_layer"
+"$out/two_layer" | tail -n 3
+
+echo "-- Go: service"
+(cd examples/go/service && go vet . && GODEBUG=cgocheck=2 go run .) | tail -n 3
