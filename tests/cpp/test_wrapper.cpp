@@ -112,6 +112,21 @@ static void steps_and_errors() {
     EXPECT_ERROR(ADAMW_STATUS_ALREADY_BUILT, opt.exclude_from_weight_decay({}, {"x"}));
 }
 
+static void exclusion_and_reserve() {
+    // With a zero gradient Adam moves nothing, so only weight decay can change a value.
+    adamw::Optimizer opt(adamw::Config().learning_rate(1.0).weight_decay(0.5));
+    opt.exclude_from_weight_decay({1}, {"^bias"});
+    opt.build({adamw::Variable::of<float>("kernel", {2}), adamw::Variable::of<float>("frozen", {2}),
+               adamw::Variable::of<float>("bias", {2})});
+    opt.reserve_sparse(8);
+    std::vector<float> k = {2, 2}, f = {2, 2}, b = {2, 2}, zero = {0, 0};
+    opt.apply_gradients({adamw::Gradient::dense<float>(0, k, zero), adamw::Gradient::dense<float>(1, f, zero),
+                         adamw::Gradient::dense<float>(2, b, zero)});
+    CHECK(k[0] == 1.0f);  // 2 - (2 * 0.5) * 1
+    CHECK(f[0] == 2.0f && b[0] == 2.0f);
+    EXPECT_ERROR(ADAMW_STATUS_INVALID_ARGUMENT, adamw::Optimizer(adamw::Config()).exclude_from_weight_decay({}, {"("}));
+}
+
 static void callables() {
     std::vector<float> w = {1, 2}, g = {1, 1};
     int calls = 0;
@@ -307,6 +322,7 @@ int main(int argc, char** argv) {
     versions();
     config_and_schedules();
     steps_and_errors();
+    exclusion_and_reserve();
     callables();
     state_and_checkpoints();
     move_semantics();
