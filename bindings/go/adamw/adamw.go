@@ -576,6 +576,17 @@ func copyToC(values interface{}) (unsafe.Pointer, int) {
 	return p, bytes
 }
 
+// ReserveSparse reserves room in the library for sparse gradients of up to maxIndices indices,
+// so that no later step grows that buffer.
+func (o *Optimizer) ReserveSparse(maxIndices int) error {
+	if maxIndices < 0 {
+		maxIndices = 0
+	}
+	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		return C.adamw_optimizer_reserve_sparse(h, C.size_t(maxIndices))
+	})
+}
+
 // Float is the element type of variables: float32 or float64.
 type Float interface{ ~float32 | ~float64 }
 

@@ -214,6 +214,34 @@ func TestCheckpointsAndEMA(t *testing.T) {
 	}
 }
 
+func TestSparseRows(t *testing.T) {
+	o := newBuilt(t, DefaultConfig(), Variable{Name: "emb", Shape: []int{4, 2}, DType: Float32})
+	defer o.Close()
+	if err := o.ReserveSparse(16); err != nil {
+		t.Fatal(err)
+	}
+	emb := []float32{1, 1, 1, 1, 1, 1, 1, 1}
+	// rows 2 and 0, row 2 twice (summed); untouched rows only decay
+	if _, err := o.ApplyGradients([]Gradient{Sparse(0, emb, []int64{2, 0, 2}, []float32{1, 1, 0.5, 0.5, 1, 1})}); err != nil {
+		t.Fatal(err)
+	}
+	// Rows 1 and 3 had no gradient: m and v stay 0, so only weight decay moves them,
+	// v - (v * wd) * lr in float32 (explicit conversions keep Go from fusing).
+	one := float32(1)
+	decayed := one - float32(float32(one*float32(0.004))*float32(0.001))
+	for _, i := range []int{2, 3, 6, 7} {
+		if emb[i] != decayed {
+			t.Fatalf("untouched element %d = %v, want %v", i, emb[i], decayed)
+		}
+	}
+	// Rows 0 and 2 had positive gradients (row 2's two rows summed): both moved down.
+	for _, i := range []int{0, 1, 4, 5} {
+		if !(emb[i] < decayed) {
+			t.Fatalf("element %d = %v did not move", i, emb[i])
+		}
+	}
+}
+
 func TestClosed(t *testing.T) {
 	o, _ := New(DefaultConfig())
 	o.Close()
