@@ -192,17 +192,34 @@ impl Real for f64 {
 
 /// A number in TensorFlow's CPU environment: operands and results are flushed to zero when subnormal.
 /// Every operator is one IEEE operation (no fused multiply-add), in the order written.
+///
+/// `HW = false` flushes explicitly after every operation. `HW = true` leaves flushing to the
+/// processor: only for code that runs under a [`FlushToZero`] guard (x86-64's MXCSR with FTZ
+/// and DAZ set, exactly the mode TF's kernels run in), where explicit flushes are redundant.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
-pub struct Ftz<F>(F);
+pub struct Ftz<F, const HW: bool = false>(F);
+
+#[inline(always)]
+fn flushed<F: Real, const HW: bool>(x: F) -> F {
+    if HW { x } else { x.flush() }
+}
 
 impl<F: Real> Ftz<F> {
+    /// The same value for code with the flushing mode `HW` (it is already flushed).
+    #[inline(always)]
+    pub fn mode<const HW: bool>(self) -> Ftz<F, HW> {
+        Ftz(self.0)
+    }
+}
+
+impl<F: Real, const HW: bool> Ftz<F, HW> {
     pub const ZERO: Self = Ftz(F::ZERO);
     pub const ONE: Self = Ftz(F::ONE);
 
     /// Reads a value as TF would (denormals-are-zero).
     #[inline(always)]
     pub fn new(x: F) -> Self {
-        Ftz(x.flush())
+        Ftz(flushed::<F, HW>(x))
     }
 
     #[inline(always)]
@@ -212,12 +229,12 @@ impl<F: Real> Ftz<F> {
 
     #[inline(always)]
     pub fn sqrt(self) -> Self {
-        Ftz(self.0.sqrt().flush())
+        Ftz(flushed::<F, HW>(self.0.sqrt()))
     }
 
     /// `tf.pow` on scalars (glibc).
     pub fn pow(self, y: Self) -> Self {
-        Ftz(self.0.pow(y.0).flush())
+        Ftz(flushed::<F, HW>(self.0.pow(y.0)))
     }
 
     /// `tf.maximum`: NaN in either operand gives NaN (Rust's `max` would drop it).
@@ -247,11 +264,11 @@ impl<F: Real> Ftz<F> {
 
 macro_rules! flushed_binary_op {
     ($trait:ident, $method:ident, $op:tt) => {
-        impl<F: Real> $trait for Ftz<F> {
+        impl<F: Real, const HW: bool> $trait for Ftz<F, HW> {
             type Output = Self;
             #[inline(always)]
             fn $method(self, rhs: Self) -> Self {
-                Ftz((self.0 $op rhs.0).flush())
+                Ftz(flushed::<F, HW>(self.0 $op rhs.0))
             }
         }
     };
@@ -261,11 +278,61 @@ flushed_binary_op!(Sub, sub, -);
 flushed_binary_op!(Mul, mul, *);
 flushed_binary_op!(Div, div, /);
 
-impl<F: Real> Neg for Ftz<F> {
+impl<F: Real, const HW: bool> Neg for Ftz<F, HW> {
     type Output = Self;
     #[inline(always)]
     fn neg(self) -> Self {
         Ftz(-self.0)
+    }
+}
+
+/// Whether this target runs the kernel loops under [`FlushToZero`] (x86-64) or flushes
+/// explicitly (elsewhere).
+pub const HARDWARE_FLUSH: bool = cfg!(target_arch = "x86_64");
+
+/// While alive, the calling thread's floating-point unit flushes subnormal results to zero and
+/// reads subnormal operands as zero (MXCSR bits FTZ and DAZ), as TF's CPU kernels run; dropping
+/// it restores the previous mode. A no-op where [`HARDWARE_FLUSH`] is false.
+pub struct FlushToZero {
+    #[cfg(target_arch = "x86_64")]
+    saved: u32,
+}
+
+#[cfg(target_arch = "x86_64")]
+const MXCSR_FTZ_DAZ: u32 = (1 << 15) | (1 << 6);
+
+impl FlushToZero {
+    #[inline(always)]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut saved: u32 = 0;
+            // SAFETY: stmxcsr stores the 32-bit control register into `saved`, a live local;
+            // ldmxcsr loads a value that differs only in the FTZ and DAZ bits, which change how
+            // subnormals round and nothing else. Neither touches other memory or the stack. The
+            // asm blocks are not `nomem`, so the compiler keeps the loop's loads and stores
+            // between this guard's creation and its drop.
+            unsafe {
+                std::arch::asm!("stmxcsr [{}]", in(reg) &mut saved, options(nostack, preserves_flags));
+                let flushing = saved | MXCSR_FTZ_DAZ;
+                std::arch::asm!("ldmxcsr [{}]", in(reg) &flushing, options(nostack, preserves_flags));
+            }
+            FlushToZero { saved }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        FlushToZero {}
+    }
+}
+
+impl Drop for FlushToZero {
+    #[inline(always)]
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: restores the value read in `new`, as above.
+        unsafe {
+            std::arch::asm!("ldmxcsr [{}]", in(reg) &self.saved, options(nostack, preserves_flags));
+        }
     }
 }
 
@@ -275,26 +342,43 @@ mod tests {
 
     #[test]
     fn products_below_the_normal_range_flush_to_signed_zero() {
-        let tiny = Ftz::new(1e-38f32) * Ftz::new(0.01f32);
+        let tiny = Ftz::<_>::new(1e-38f32) * Ftz::<_>::new(0.01f32);
         assert_eq!(tiny.get().to_bits(), 0);
-        let negative = Ftz::new(-1e-38f32) * Ftz::new(0.01f32);
+        let negative = Ftz::<_>::new(-1e-38f32) * Ftz::<_>::new(0.01f32);
         assert_eq!(negative.get().to_bits(), 0x8000_0000);
     }
 
     #[test]
     fn subnormal_inputs_read_as_zero() {
-        assert_eq!(Ftz::new(1e-40f32).sqrt().get(), 0.0);
-        assert_eq!(Ftz::new(1e-310f64).get(), 0.0);
+        assert_eq!(Ftz::<_>::new(1e-40f32).sqrt().get(), 0.0);
+        assert_eq!(Ftz::<_>::new(1e-310f64).get(), 0.0);
     }
 
     #[test]
     fn max_and_min_propagate_nan_from_either_side() {
-        let nan = Ftz::new(f32::NAN);
-        let one = Ftz::new(1.0f32);
+        let nan = Ftz::<_>::new(f32::NAN);
+        let one = Ftz::<_>::new(1.0f32);
         assert!(one.max_nan(nan).get().is_nan());
         assert!(nan.max_nan(one).get().is_nan());
         assert!(one.min_nan(nan).get().is_nan());
         assert!(nan.min_nan(one).get().is_nan());
+    }
+
+    #[test]
+    fn the_hardware_mode_flushes_like_the_explicit_one() {
+        let tiny = std::hint::black_box(1e-38f32);
+        let hundredth = std::hint::black_box(0.01f32);
+        let explicit = (Ftz::<f32>::new(tiny) * Ftz::<_>::new(hundredth)).get();
+        let hardware = {
+            let _guard = FlushToZero::new();
+            std::hint::black_box(std::hint::black_box(tiny) * hundredth)
+        };
+        assert_eq!(explicit.to_bits(), 0);
+        if HARDWARE_FLUSH {
+            assert_eq!(hardware.to_bits(), 0);
+        }
+        // and the guard restored IEEE subnormals
+        assert_ne!(std::hint::black_box(tiny) * hundredth, 0.0);
     }
 
     #[test]

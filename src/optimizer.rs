@@ -952,13 +952,13 @@ fn step_variable<F: Slot + FromTensor>(
         average: F::slot(&mut var.average),
     };
     match gradient {
-        TypedGradient::Dense(g) => cpu::dense_step(s, ops, clip, g, lanes),
+        TypedGradient::Dense(g) => cpu::dense_step(s, ops, clip, g, lanes, true),
         TypedGradient::Sparse { indices, values } => {
             sparse_rows.clear();
             sparse_rows.extend(indices.iter().enumerate().map(|(pos, &row)| (row as usize, pos)));
             sparse_rows.sort_unstable();
             let rows = SparseRows { entries: sparse_rows, values, row_len };
-            cpu::sparse_step(s, ops, clip, rows, offset, lanes);
+            cpu::sparse_step(s, ops, clip, rows, offset, lanes, true);
         }
     }
 }

@@ -54,6 +54,13 @@ fn the_header_declares_only_adamw_functions() {
         if starts_item && line.contains('(') {
             assert!(line.contains(" adamw_") || line.contains("*adamw_"), "a non-adamw declaration: {line}");
         }
+        if let Some(name) = line.strip_prefix("#define ") {
+            assert!(name.starts_with("ADAMW_"), "a macro without the ADAMW_ prefix: {line}");
+        }
+        if let Some(rest) = line.strip_prefix("typedef ") {
+            let name = rest.trim_end_matches(';').rsplit(' ').next().unwrap_or("");
+            assert!(rest.contains("adamw_") || name.is_empty(), "a type without the adamw_ prefix: {line}");
+        }
     }
 }
 

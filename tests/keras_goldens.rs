@@ -71,15 +71,15 @@ fn test_clip_norm_value_and_global_norm() {
     let g = [100.0f32, 100.0];
     // clipnorm=1: [2**0.5 / 2] * 2
     let clip = Clip::<f32>::by_norm(sum_of_squares(&g), 1.0);
-    let clipped: Vec<u32> = g.iter().map(|&x| clip.apply(Ftz::new(x)).get().to_bits()).collect();
+    let clipped: Vec<u32> = g.iter().map(|&x| clip.apply(Ftz::<_>::new(x)).get().to_bits()).collect();
     assert_eq!(clipped, [0x3f3504f3, 0x3f3504f3]);
     // clipvalue=1: [1.0, 1.0]
     let clip = Clip::<f32>::by_value(1.0);
-    assert!(g.iter().all(|&x| clip.apply(Ftz::new(x)).get() == 1.0));
+    assert!(g.iter().all(|&x| clip.apply(Ftz::<_>::new(x)).get() == 1.0));
     // global_clipnorm=1 over two [100, 100] tensors: [0.5, 0.5] each
     let halves = [l2_loss(&g).get(), l2_loss(&g).get()];
-    let clip = Clip::<f32>::by_global_norm(sum_eigen(&|i| Ftz::new(halves[i]), 0, 2), 1.0);
-    assert!(g.iter().all(|&x| clip.apply(Ftz::new(x)).get() == 0.5));
+    let clip = Clip::<f32>::by_global_norm(sum_eigen(&|i| Ftz::<_>::new(halves[i]), 0, 2), 1.0);
+    assert!(g.iter().all(|&x| clip.apply(Ftz::<_>::new(x)).get() == 0.5));
 }
 
 #[test]

@@ -14,12 +14,12 @@ fn beta_powers_match_tensorflow_at_every_step_checked() {
     let hex = |v: &Value| u32::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
     let mut checked = 0usize;
     for (beta, entry) in data["by_beta"].as_object().unwrap() {
-        let beta_f32 = Ftz::new(f32::cast(beta.parse::<f64>().unwrap()));
+        let beta_f32 = Ftz::<_>::new(f32::cast(beta.parse::<f64>().unwrap()));
         let t_max = entry["t_max_checked"].as_u64().unwrap();
         let exceptions: std::collections::HashMap<u64, u32> =
             entry["exceptions"].as_array().unwrap().iter().map(|e| (e[0].as_u64().unwrap(), hex(&e[1]))).collect();
         for t in 1..=t_max {
-            let ours = beta_f32.pow(Ftz::new(t as f32)).get().to_bits();
+            let ours = beta_f32.pow(Ftz::<_>::new(t as f32)).get().to_bits();
             let expected = exceptions
                 .get(&t)
                 .copied()

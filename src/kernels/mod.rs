@@ -96,12 +96,12 @@ pub enum Clip<F> {
 
 impl<F: Real> Clip<F> {
     #[inline(always)]
-    pub fn apply(self, g: Ftz<F>) -> Ftz<F> {
+    pub fn apply<const HW: bool>(self, g: Ftz<F, HW>) -> Ftz<F, HW> {
         match self {
             Clip::None => g,
-            Clip::ByNorm { clipnorm, divisor } => (g * clipnorm) / divisor,
-            Clip::ByGlobalNorm { scale } => g * scale,
-            Clip::ByValue { high, low } => g.min_nan(high).max_nan(low),
+            Clip::ByNorm { clipnorm, divisor } => (g * clipnorm.mode()) / divisor.mode(),
+            Clip::ByGlobalNorm { scale } => g * scale.mode(),
+            Clip::ByValue { high, low } => g.min_nan(high.mode()).max_nan(low.mode()),
         }
     }
 
@@ -130,17 +130,17 @@ impl<F: Real> Clip<F> {
 }
 
 /// The slots of one element that a step writes, after the moments are updated.
-/// `vhat` and `average` are read only when amsgrad / EMA are on.
+/// `vhat` and `average` are read only when amsgrad / EMA are on. `HW`: see [`Ftz`].
 #[inline(always)]
-pub fn finish_element<F: Real, const AMSGRAD: bool, const EMA: bool>(
+pub fn finish_element<F: Real, const AMSGRAD: bool, const EMA: bool, const HW: bool>(
     s: &StepScalars<F>,
     ops: VariableOps,
-    mut var: Ftz<F>,
-    m: Ftz<F>,
-    v: Ftz<F>,
+    mut var: Ftz<F, HW>,
+    m: Ftz<F, HW>,
+    v: Ftz<F, HW>,
     vhat: &mut F,
     average: &mut F,
-) -> Ftz<F> {
+) -> Ftz<F, HW> {
     let denominator_source = if AMSGRAD {
         let vh = Ftz::new(*vhat).max_nan(v); // vhat = maximum(vhat, v): raw v, NaN propagates
         *vhat = vh.get();
@@ -148,9 +148,9 @@ pub fn finish_element<F: Real, const AMSGRAD: bool, const EMA: bool>(
     } else {
         v
     };
-    var = var - (m * s.alpha) / (denominator_source.sqrt() + s.epsilon); // epsilon-hat
+    var = var - (m * s.alpha.mode()) / (denominator_source.sqrt() + s.epsilon.mode()); // epsilon-hat
     if EMA {
-        let avg = s.ema_momentum * Ftz::new(*average) + s.one_minus_ema_momentum * var;
+        let avg = s.ema_momentum.mode() * Ftz::new(*average) + s.one_minus_ema_momentum.mode() * var;
         *average = avg.get();
         if ops.overwrite_with_average {
             var = avg;
@@ -161,17 +161,17 @@ pub fn finish_element<F: Real, const AMSGRAD: bool, const EMA: bool>(
 
 /// `v - ((v * wd) * lr)`: Keras' `_apply_weight_decay`, three roundings left to right.
 #[inline(always)]
-pub fn decay<F: Real>(s: &StepScalars<F>, ops: VariableOps, var: Ftz<F>) -> Ftz<F> {
-    if ops.decay { var - var * s.wd * s.lr } else { var }
+pub fn decay<F: Real, const HW: bool>(s: &StepScalars<F>, ops: VariableOps, var: Ftz<F, HW>) -> Ftz<F, HW> {
+    if ops.decay { var - var * s.wd.mode() * s.lr.mode() } else { var }
 }
 
 /// One element of the dense step.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub fn dense_element<F: Real, const AMSGRAD: bool, const EMA: bool>(
+pub fn dense_element<F: Real, const AMSGRAD: bool, const EMA: bool, const HW: bool>(
     s: &StepScalars<F>,
     ops: VariableOps,
-    g: Ftz<F>,
+    g: Ftz<F, HW>,
     var: &mut F,
     m: &mut F,
     v: &mut F,
@@ -181,21 +181,21 @@ pub fn dense_element<F: Real, const AMSGRAD: bool, const EMA: bool>(
     let x = decay(s, ops, Ftz::new(*var));
     let mut mt = Ftz::new(*m);
     let mut vt = Ftz::new(*v);
-    mt = mt + (g - mt) * s.one_minus_beta_1; // m.assign_add((g - m) * (1 - beta_1))
-    vt = vt + (g * g - vt) * s.one_minus_beta_2; // v.assign_add((square(g) - v) * (1 - beta_2))
+    mt = mt + (g - mt) * s.one_minus_beta_1.mode(); // m.assign_add((g - m) * (1 - beta_1))
+    vt = vt + (g * g - vt) * s.one_minus_beta_2.mode(); // v.assign_add((square(g) - v) * (1 - beta_2))
     *m = mt.get();
     *v = vt.get();
-    *var = finish_element::<F, AMSGRAD, EMA>(s, ops, x, mt, vt, vhat, average).get();
+    *var = finish_element::<F, AMSGRAD, EMA, HW>(s, ops, x, mt, vt, vhat, average).get();
 }
 
 /// One element of the sparse step. `summed` is the deduplicated, clipped gradient of this
 /// element's row, or `None` for a row without a gradient (which still decays and moves).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub fn sparse_element<F: Real, const AMSGRAD: bool, const EMA: bool>(
+pub fn sparse_element<F: Real, const AMSGRAD: bool, const EMA: bool, const HW: bool>(
     s: &StepScalars<F>,
     ops: VariableOps,
-    summed: Option<Ftz<F>>,
+    summed: Option<Ftz<F, HW>>,
     var: &mut F,
     m: &mut F,
     v: &mut F,
@@ -205,15 +205,16 @@ pub fn sparse_element<F: Real, const AMSGRAD: bool, const EMA: bool>(
     let x = decay(s, ops, Ftz::new(*var));
     let mut mt = Ftz::new(*m);
     let mut vt = Ftz::new(*v);
-    mt = mt + -mt * s.one_minus_beta_1; // m.assign_add(-m * (1 - beta_1))
-    vt = vt + -vt * s.one_minus_beta_2; // v.assign_add(-v * (1 - beta_2))
+    let (c1, c2) = (s.one_minus_beta_1.mode(), s.one_minus_beta_2.mode());
+    mt = mt + -mt * c1; // m.assign_add(-m * (1 - beta_1))
+    vt = vt + -vt * c2; // v.assign_add(-v * (1 - beta_2))
     if let Some(g) = summed {
-        mt = mt + g * s.one_minus_beta_1; // m.scatter_add(values * (1 - beta_1))
-        vt = vt + (g * g) * s.one_minus_beta_2; // v.scatter_add(square(values) * (1 - beta_2))
+        mt = mt + g * c1; // m.scatter_add(values * (1 - beta_1))
+        vt = vt + (g * g) * c2; // v.scatter_add(square(values) * (1 - beta_2))
     }
     *m = mt.get();
     *v = vt.get();
-    *var = finish_element::<F, AMSGRAD, EMA>(s, ops, x, mt, vt, vhat, average).get();
+    *var = finish_element::<F, AMSGRAD, EMA, HW>(s, ops, x, mt, vt, vhat, average).get();
 }
 
 /// `tf.reduce_sum` over `n` values `x(first)..x(first + n - 1)` in the exact order of Eigen's
@@ -319,7 +320,7 @@ mod tests {
     #[test]
     fn eigen_sum_of_small_inputs_follows_lane_order() {
         let x: Vec<f32> = (1..=40).map(|i| i as f32 * 0.1).collect();
-        let got = sum_eigen(&|i| Ftz::new(x[i]), 0, x.len()).get();
+        let got = sum_eigen(&|i| Ftz::<_>::new(x[i]), 0, x.len()).get();
         // 40 = one unrolled block of 32 + one packet of 8; exact in this order:
         let mut p = [[0f32; 8]; 4];
         for k in 0..4 {
@@ -338,14 +339,14 @@ mod tests {
     #[test]
     fn global_norm_of_zero_gradients_keeps_them() {
         let clip = Clip::<f32>::by_global_norm(Ftz::ZERO, 1.0);
-        assert_eq!(clip.apply(Ftz::new(0.25)).get(), 0.25);
+        assert_eq!(clip.apply(Ftz::<_>::new(0.25)).get(), 0.25);
     }
 
     #[test]
     fn clip_by_value_propagates_nan() {
         let clip = Clip::<f32>::by_value(0.5);
-        assert!(clip.apply(Ftz::new(f32::NAN)).get().is_nan());
-        assert_eq!(clip.apply(Ftz::new(3.0)).get(), 0.5);
-        assert_eq!(clip.apply(Ftz::new(-3.0)).get(), -0.5);
+        assert!(clip.apply(Ftz::<_>::new(f32::NAN)).get().is_nan());
+        assert_eq!(clip.apply(Ftz::<_>::new(3.0)).get(), 0.5);
+        assert_eq!(clip.apply(Ftz::<_>::new(-3.0)).get(), -0.5);
     }
 }
