@@ -204,6 +204,11 @@ typedef struct adamw_config {
   // Kept with `mesh_user_data`, called as documented on `adamw_all_reduce_fn`.
   adamw_all_reduce_fn mesh_all_reduce;
   void *mesh_user_data;
+  // Threads for a step (not a Keras argument): 0 (default) uses a pool shared by the process;
+  // 1 runs on the calling thread and never starts or uses another thread (nothing is
+  // allocated in a step); N > 1 gives this optimizer a pool of N threads of its own.
+  // Results are the same bits for every value.
+  uint32_t threads;
 } adamw_config;
 
 // A variable to build the optimizer over.
@@ -401,6 +406,14 @@ enum adamw_status adamw_optimizer_exclude_from_weight_decay(struct adamw_optimiz
 enum adamw_status adamw_optimizer_build(struct adamw_optimizer *optimizer,
                                         const struct adamw_variable *variables,
                                         size_t num_variables);
+
+// Sets the number of threads a step uses, as `adamw_config.threads` does (0: the process's
+// shared pool; 1: the calling thread only; N > 1: a pool of N threads owned by this optimizer,
+// started here). Any time; the results are the same bits for every value.
+// NULL: `optimizer`. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (not a handle), OUT_OF_MEMORY (threads could not be
+// started; the setting is unchanged), BUSY.
+enum adamw_status adamw_optimizer_set_threads(struct adamw_optimizer *optimizer, uint32_t threads);
 
 // Reserves room for sparse gradients of up to `max_indices` indices in one variable, so that no
 // later step allocates (otherwise the first step with more indices than before grows a buffer).

@@ -2,6 +2,8 @@
 //! methods of Keras' AdamW. The caller owns the variables and passes them to each call; the
 //! optimizer owns its state, allocated at build and never during a step.
 
+use std::sync::Arc;
+
 use regex::Regex;
 use serde_json::Value;
 
@@ -243,6 +245,33 @@ pub struct Optimizer {
     norm_partials: Vec<f64>,
     /// `(row, position)` of a sparse gradient's indices, sorted to sum duplicates in order.
     sparse_rows: Vec<(usize, usize)>,
+    /// The optimizer's own thread pool, when `config.threads` > 1.
+    pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+/// Carries a closure into a rayon pool's `install`, which blocks the calling thread until the
+/// closure has run: what it borrows is used by one thread at a time, never concurrently.
+struct OnePoolThread<T>(T);
+// SAFETY: see the type's documentation; `install` returns only after the closure finished.
+unsafe impl<T> Send for OnePoolThread<T> {}
+
+impl<R, T: FnOnce() -> R> OnePoolThread<T> {
+    /// Taking `self` makes the `install` closure capture the whole (Send) wrapper.
+    fn run(self) -> R {
+        (self.0)()
+    }
+}
+
+fn thread_pool(threads: usize) -> Result<Option<Arc<rayon::ThreadPool>>> {
+    if threads <= 1 {
+        return Ok(None);
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("adamw-{i}"))
+        .build()
+        .map(|pool| Some(Arc::new(pool)))
+        .map_err(|e| Error::OutOfMemory(format!("cannot start {threads} threads: {e}")))
 }
 
 fn not_built(what: &str) -> Error {
@@ -276,7 +305,9 @@ impl Optimizer {
             call_number: 0,
             norm_partials: Vec::new(),
             sparse_rows: Vec::new(),
+            pool: None,
         };
+        opt.pool = thread_pool(opt.config.threads)?;
         opt.current = opt.hyper_at(0)?;
         Ok(opt)
     }
@@ -300,6 +331,13 @@ impl Optimizer {
     /// How many variables the optimizer was built with (0 before build).
     pub fn num_built_variables(&self) -> usize {
         self.built.as_ref().map_or(0, Vec::len)
+    }
+
+    /// Changes the number of threads a step uses (see [`Config::threads`]).
+    pub fn set_threads(&mut self, threads: usize) -> Result<()> {
+        self.pool = thread_pool(threads)?;
+        self.config.threads = threads;
+        Ok(())
     }
 
     pub fn is_built(&self) -> bool {
@@ -622,15 +660,39 @@ impl Optimizer {
         }
         // Callbacks run only for a call that passed every check.
         let hyper = self.hyper_at(step)?;
+        match self.pool.clone() {
+            None => self.step(updates, step, hyper, clipping),
+            Some(pool) => {
+                let work = OnePoolThread(|| self.step(updates, step, hyper, clipping));
+                pool.install(move || work.run())
+            }
+        }
+    }
+
+    /// The work of a validated step: clip norms, then every variable's update, then the counter.
+    fn step<S: UpdateSource + ?Sized>(
+        &mut self,
+        updates: &mut S,
+        step: i64,
+        hyper: CurrentValues,
+        clipping: Clipping,
+    ) -> Result<i64> {
+        let parallel = self.config.threads != 1;
         // Norms for clipping come before anything changes: the mesh's all-reduce may fail.
         if matches!(clipping, Clipping::Norm(_) | Clipping::GlobalNorm(_)) {
-            self.measure_norms(updates, clipping)?;
+            self.measure_norms(updates, clipping, parallel)?;
         }
         let partials = &self.norm_partials;
         let (global_f32, global_f64) = match clipping {
             Clipping::GlobalNorm(clip) => (
-                Clip::by_global_norm(kernels::sum_eigen(&|i| Ftz::new(partials[i] as f32), 0, partials.len()), clip),
-                Clip::by_global_norm(kernels::sum_eigen(&|i| Ftz::new(partials[i]), 0, partials.len()), clip),
+                Clip::by_global_norm(
+                    kernels::sum_eigen_in(parallel, &|i| Ftz::new(partials[i] as f32), 0, partials.len()),
+                    clip,
+                ),
+                Clip::by_global_norm(
+                    kernels::sum_eigen_in(parallel, &|i| Ftz::new(partials[i]), 0, partials.len()),
+                    clip,
+                ),
             ),
             _ => (Clip::None, Clip::None),
         };
@@ -658,11 +720,11 @@ impl Optimizer {
             match u.value {
                 TensorMut::F32(value) => {
                     let clip = clip_for(clipping, partial, global_f32);
-                    step_variable(var, value, typed::<f32>(gradient), &s32, ops, clip, &mut self.sparse_rows)
+                    step_variable(var, value, typed::<f32>(gradient), &s32, ops, clip, &mut self.sparse_rows, parallel)
                 }
                 TensorMut::F64(value) => {
                     let clip = clip_for(clipping, partial, global_f64);
-                    step_variable(var, value, typed::<f64>(gradient), &s64, ops, clip, &mut self.sparse_rows)
+                    step_variable(var, value, typed::<f64>(gradient), &s64, ops, clip, &mut self.sparse_rows, parallel)
                 }
             }
         }
@@ -674,7 +736,12 @@ impl Optimizer {
     /// Fills `norm_partials`, one per gradient in list order: its sum of squares (clipnorm) or its
     /// `l2_loss` (global_clipnorm), in Eigen's order over the elements held here; then, with a
     /// mesh, sums them across ranks. Changes nothing else.
-    fn measure_norms<S: UpdateSource + ?Sized>(&mut self, updates: &mut S, clipping: Clipping) -> Result<()> {
+    fn measure_norms<S: UpdateSource + ?Sized>(
+        &mut self,
+        updates: &mut S,
+        clipping: Clipping,
+        parallel: bool,
+    ) -> Result<()> {
         let built = self.built.as_ref().ok_or_else(|| not_built("apply_gradients"))?;
         let halve = matches!(clipping, Clipping::GlobalNorm(_));
         // Capacity for every built variable was reserved at build: no allocation here.
@@ -684,8 +751,10 @@ impl Optimizer {
             let var = &built[u.variable];
             let partial = match u.gradient {
                 None => continue,
-                Some(Gradient::Dense(TensorRef::F32(g))) => kernels::squares_sum(g, halve, &|_| true).get() as f64,
-                Some(Gradient::Dense(TensorRef::F64(g))) => kernels::squares_sum(g, halve, &|_| true).get(),
+                Some(Gradient::Dense(TensorRef::F32(g))) => {
+                    kernels::squares_sum(parallel, g, halve, &|_| true).get() as f64
+                }
+                Some(Gradient::Dense(TensorRef::F64(g))) => kernels::squares_sum(parallel, g, halve, &|_| true).get(),
                 Some(Gradient::Sparse { indices, values }) => {
                     // Rows are whole rows of the variable; a shard counts only its own elements.
                     let row_len = var.row_len.max(1);
@@ -695,10 +764,10 @@ impl Optimizer {
                         first <= element && element < end
                     };
                     match (values, var.spec.shard.is_some()) {
-                        (TensorRef::F32(g), false) => kernels::squares_sum(g, halve, &|_| true).get() as f64,
-                        (TensorRef::F64(g), false) => kernels::squares_sum(g, halve, &|_| true).get(),
-                        (TensorRef::F32(g), true) => kernels::squares_sum(g, halve, &held).get() as f64,
-                        (TensorRef::F64(g), true) => kernels::squares_sum(g, halve, &held).get(),
+                        (TensorRef::F32(g), false) => kernels::squares_sum(parallel, g, halve, &|_| true).get() as f64,
+                        (TensorRef::F64(g), false) => kernels::squares_sum(parallel, g, halve, &|_| true).get(),
+                        (TensorRef::F32(g), true) => kernels::squares_sum(parallel, g, halve, &held).get() as f64,
+                        (TensorRef::F64(g), true) => kernels::squares_sum(parallel, g, halve, &held).get(),
                     }
                 }
             };
@@ -934,6 +1003,7 @@ fn clip_for<F: Real>(clipping: Clipping, partial: f64, global: Clip<F>) -> Clip<
 }
 
 /// Decay and update one variable (its checks have passed) with its gradient, clipped by `clip`.
+#[allow(clippy::too_many_arguments)]
 fn step_variable<F: Slot + FromTensor>(
     var: &mut BuiltVariable,
     value: &mut [F],
@@ -942,6 +1012,7 @@ fn step_variable<F: Slot + FromTensor>(
     ops: VariableOps,
     clip: Clip<F>,
     sparse_rows: &mut Vec<(usize, usize)>,
+    parallel: bool,
 ) {
     let (row_len, offset) = (var.row_len, var.offset);
     let lanes = Lanes {
@@ -952,13 +1023,13 @@ fn step_variable<F: Slot + FromTensor>(
         average: F::slot(&mut var.average),
     };
     match gradient {
-        TypedGradient::Dense(g) => cpu::dense_step(s, ops, clip, g, lanes, true),
+        TypedGradient::Dense(g) => cpu::dense_step(s, ops, clip, g, lanes, parallel),
         TypedGradient::Sparse { indices, values } => {
             sparse_rows.clear();
             sparse_rows.extend(indices.iter().enumerate().map(|(pos, &row)| (row as usize, pos)));
             sparse_rows.sort_unstable();
             let rows = SparseRows { entries: sparse_rows, values, row_len };
-            cpu::sparse_step(s, ops, clip, rows, offset, lanes, true);
+            cpu::sparse_step(s, ops, clip, rows, offset, lanes, parallel);
         }
     }
 }

@@ -84,14 +84,22 @@ fn results_are_the_same_bits_for_any_thread_count() {
         Config { clipvalue: Some(0.2), ..Config::default() },
     ];
     for config in configs {
-        let runs: Vec<Vec<u32>> = [1, 2, 3]
+        // rayon's global pool under pools of 1, 2 and 3 threads; the optimizer's own setting
+        // (1: the caller's thread only, 2 and 3: pools of its own); and the SIMD paths off.
+        let mut runs: Vec<Vec<u32>> = [1, 2, 3]
             .iter()
             .map(|&threads| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 pool.install(|| run_large(config.clone()))
             })
             .collect();
-        assert!(runs[0] == runs[1] && runs[1] == runs[2], "thread count changed the bits for {config:?}");
+        for threads in [1, 2, 3] {
+            runs.push(run_large(Config { threads, ..config.clone() }));
+        }
+        adamw::kernels::cpu::set_simd_enabled(false);
+        runs.push(run_large(Config { threads: 2, ..config.clone() }));
+        adamw::kernels::cpu::set_simd_enabled(true);
+        assert!(runs.iter().all(|r| *r == runs[0]), "threads or SIMD changed the bits for {config:?}");
     }
 }
 

@@ -14,8 +14,9 @@ fn manifest() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn replay(cases: &Path) -> Vec<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_adamw-replay")).arg(cases).output().expect("run adamw-replay");
+fn replay(cases: &Path, flags: &[&str]) -> Vec<Value> {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_adamw-replay")).args(flags).arg(cases).output().expect("run adamw-replay");
     assert!(out.status.success(), "adamw-replay failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("adamw-replay writes a JSON list")
 }
@@ -59,9 +60,16 @@ fn diff(e: &Value, a: &Value, path: &str) -> Option<String> {
 }
 
 fn check_against(cases: PathBuf, expected: PathBuf) {
+    // The default setting; the caller's thread only; a pool of 3 threads with the SIMD paths off.
+    for flags in [&[][..], &["--threads", "1"][..], &["--threads", "3", "--no-simd"][..]] {
+        check_with(&cases, &expected, flags);
+    }
+}
+
+fn check_with(cases: &Path, expected: &Path, flags: &[&str]) {
     let expected: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(&expected).expect("read expected results")).expect("JSON");
-    let actual = replay(&cases);
+        serde_json::from_str(&std::fs::read_to_string(expected).expect("read expected results")).expect("JSON");
+    let actual = replay(cases, flags);
     let mut failures = Vec::new();
     for exp in &expected {
         let id = &exp["id"];
@@ -88,7 +96,7 @@ fn check_against(cases: PathBuf, expected: PathBuf) {
     }
     assert!(
         failures.is_empty(),
-        "{} of {} cases differ from Keras:\n{}",
+        "{} of {} cases differ from Keras (adamw-replay {flags:?}):\n{}",
         failures.len(),
         expected.len(),
         failures.join("\n")

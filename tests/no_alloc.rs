@@ -137,6 +137,32 @@ fn steps_allocate_nothing() {
     step();
     assert_eq!(allocations_during(step), 0, "global_clipnorm: a step allocated");
     a_step_through_the_c_abi_allocates_nothing();
+    // With threads = 1, large variables too are updated on the caller's thread: no pool, no
+    // rayon queue, no allocation, called from any thread.
+    for (name, config) in
+        [("plain", Config::default()), ("ema+amsgrad", Config { use_ema: true, amsgrad: true, ..Config::default() })]
+    {
+        check_mode_outside_pool(name, Config { threads: 1, ..config });
+    }
+}
+
+fn check_mode_outside_pool(name: &str, config: Config) {
+    let n = 300_000;
+    let mut opt = Optimizer::new(config).unwrap();
+    opt.build(&[VariableSpec::new("a", DType::F32, &[n])], &[TensorRef::F32(&vec![0.5f32; n])]).unwrap();
+    let mut a = vec![0.5f32; n];
+    let g = vec![0.1f32; n];
+    let mut step = || {
+        let mut u = [Update {
+            variable: 0,
+            value: TensorMut::F32(&mut a),
+            gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
+        }];
+        opt.apply_gradients(&mut u[..]).unwrap();
+    };
+    step();
+    let count = allocations_during(|| (0..50).for_each(|_| step()));
+    assert_eq!(count, 0, "{name}, threads = 1, {n} elements: 50 steps allocated {count} times");
 }
 
 /// Called from `steps_allocate_nothing`: the counter is global, so the checks run one at a time.

@@ -1,7 +1,9 @@
 //! adamw-replay: runs conformance cases (../shared/spec/trajectory_format.md) through the public
 //! C ABI and writes the results in the same format, for comparison with Keras' results.
 //!
-//! usage: adamw-replay [CASES.json] > RESULTS.json   (reads standard input without an argument)
+//! usage: adamw-replay [--threads N] [--no-simd] [CASES.json] > RESULTS.json
+//!   (reads standard input without a file; --threads sets every optimizer's thread setting,
+//!   --no-simd runs the portable loops: the results must not change)
 
 use std::ffi::{CStr, c_char, c_void};
 use std::io::Read;
@@ -99,7 +101,7 @@ impl Drop for Optimizer {
     }
 }
 
-fn run_case(case: &Value) -> Result<Value, String> {
+fn run_case(case: &Value, threads: Option<u32>) -> Result<Value, String> {
     let id = case["id"].clone();
     let error = |at: Value, f: Failure| json!({"type": status_name(f.status), "message": f.message, "at": at});
     let config = case.get("config").cloned().unwrap_or_else(|| json!({})).to_string();
@@ -109,6 +111,10 @@ fn run_case(case: &Value) -> Result<Value, String> {
         return Ok(json!({"id": id, "error": error(json!("config"), f)}));
     }
     let opt = Optimizer(raw);
+    if let Some(n) = threads {
+        // SAFETY: live handle.
+        check(unsafe { adamw_optimizer_set_threads(opt.0, n) }).map_err(|f| f.message)?;
+    }
 
     let vars = case["variables"].as_array().ok_or("case without variables")?;
     let mut names = Vec::new();
@@ -312,8 +318,18 @@ fn final_state(opt: &Optimizer) -> Result<Value, Failure> {
 }
 
 fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut threads = None;
+    if let Some(i) = args.iter().position(|a| a == "--no-simd") {
+        args.remove(i);
+        adamw::kernels::cpu::set_simd_enabled(false);
+    }
+    if let Some(i) = args.iter().position(|a| a == "--threads") {
+        args.remove(i);
+        threads = Some(if i < args.len() { args.remove(i).parse::<u32>().unwrap_or(0) } else { 0 });
+    }
     let mut input = String::new();
-    let read = match std::env::args().nth(1) {
+    let read = match args.first() {
         Some(path) => std::fs::read_to_string(&path).map(|s| input = s),
         None => std::io::stdin().read_to_string(&mut input).map(|_| ()),
     };
@@ -330,7 +346,7 @@ fn main() -> ExitCode {
     };
     let mut results = Vec::with_capacity(cases.len());
     for case in &cases {
-        match run_case(case) {
+        match run_case(case, threads) {
             Ok(r) => results.push(r),
             Err(e) => {
                 eprintln!("adamw-replay: case {}: malformed case: {e}", case["id"]);

@@ -131,6 +131,11 @@ pub struct adamw_config {
     /// Kept with `mesh_user_data`, called as documented on `adamw_all_reduce_fn`.
     pub mesh_all_reduce: adamw_all_reduce_fn,
     pub mesh_user_data: *mut c_void,
+    /// Threads for a step (not a Keras argument): 0 (default) uses a pool shared by the process;
+    /// 1 runs on the calling thread and never starts or uses another thread (nothing is
+    /// allocated in a step); N > 1 gives this optimizer a pool of N threads of its own.
+    /// Results are the same bits for every value.
+    pub threads: u32,
 }
 
 /// Keras' defaults: learning_rate 0.001, weight_decay 0.004, beta_1 0.9, beta_2 0.999,
@@ -162,6 +167,7 @@ pub extern "C" fn adamw_config_default() -> adamw_config {
         name: std::ptr::null(),
         mesh_all_reduce: None,
         mesh_user_data: std::ptr::null_mut(),
+        threads: 0,
     }
 }
 
@@ -364,6 +370,7 @@ pub(crate) unsafe fn to_config(c: &adamw_config) -> Result<Config, FfiError> {
         ema_overwrite_frequency: (c.ema_overwrite_frequency != 0).then_some(c.ema_overwrite_frequency),
         jit_compile: flag(c.jit_compile, "jit_compile")?,
         mesh: mesh(c.mesh_all_reduce, c.mesh_user_data),
+        threads: c.threads as usize,
     };
     config.validate()?;
     Ok(config)

@@ -425,6 +425,18 @@ pub unsafe extern "C" fn adamw_optimizer_build(
     }
 }
 
+/// Sets the number of threads a step uses, as `adamw_config.threads` does (0: the process's
+/// shared pool; 1: the calling thread only; N > 1: a pool of N threads owned by this optimizer,
+/// started here). Any time; the results are the same bits for every value.
+/// NULL: `optimizer`. Threads: serialized.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (not a handle), OUT_OF_MEMORY (threads could not be
+/// started; the setting is unchanged), BUSY.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_set_threads(optimizer: *mut adamw_optimizer, threads: u32) -> adamw_status {
+    // SAFETY: the caller passes a live handle.
+    unsafe { with_optimizer(optimizer, |s| Ok(s.optimizer.set_threads(threads as usize)?)) }
+}
+
 /// Reserves room for sparse gradients of up to `max_indices` indices in one variable, so that no
 /// later step allocates (otherwise the first step with more indices than before grows a buffer).
 /// NULL: `optimizer`. Threads: serialized. Errors: NULL_ARGUMENT, INVALID_ARGUMENT, OUT_OF_MEMORY, BUSY.

@@ -221,17 +221,22 @@ pub fn sparse_element<F: Real, const AMSGRAD: bool, const EMA: bool, const HW: b
 /// full reducer on the x86-64 wheels (spec §1.11.5): a tree of halves split on packet boundaries
 /// down to leaves of `PACKET * 1024` elements, each summed with four interleaved packet
 /// accumulators, then one packet, then a scalar tail. (The lane loops index like Eigen's packets.)
-#[allow(clippy::needless_range_loop)]
 pub fn sum_eigen<F: Real>(x: &(impl Fn(usize) -> Ftz<F> + Sync), first: usize, n: usize) -> Ftz<F> {
+    sum_eigen_in(true, x, first, n)
+}
+
+/// [`sum_eigen`], on the calling thread only when `parallel` is false (same bits either way).
+#[allow(clippy::needless_range_loop)]
+pub fn sum_eigen_in<F: Real>(parallel: bool, x: &(impl Fn(usize) -> Ftz<F> + Sync), first: usize, n: usize) -> Ftz<F> {
     let p = F::PACKET;
     if n > p * EIGEN_LEAF {
         let split = p * (first + n.div_ceil(2)).div_ceil(p);
         let n_left = (split - first).min(n);
-        let right = |_: ()| if n_left < n { Some(sum_eigen(x, split, n - n_left)) } else { None };
-        let (left, right) = if n > PARALLEL_SUM_THRESHOLD {
-            rayon::join(|| sum_eigen(x, first, n_left), || right(()))
+        let right = |_: ()| if n_left < n { Some(sum_eigen_in(parallel, x, split, n - n_left)) } else { None };
+        let (left, right) = if parallel && n > PARALLEL_SUM_THRESHOLD {
+            rayon::join(|| sum_eigen_in(parallel, x, first, n_left), || right(()))
         } else {
-            (sum_eigen(x, first, n_left), right(()))
+            (sum_eigen_in(parallel, x, first, n_left), right(()))
         };
         let mut acc = Ftz::ZERO + left;
         if let Some(r) = right {
@@ -291,7 +296,12 @@ fn horizontal_sum<F: Real>(lanes: &[Ftz<F>]) -> Ftz<F> {
 /// The sum of `g * g` over a gradient's values (`tf.reduce_sum(tf.square(g))`), or with
 /// `halve` of `(g * g) * 0.5` (`tf.nn.l2_loss`), in Eigen's order. Values at positions `keep`
 /// rejects count as +0.0 (a shard's part of a sparse gradient), which leaves the order intact.
-pub fn squares_sum<F: Real>(values: &[F], halve: bool, keep: &(impl Fn(usize) -> bool + Sync)) -> Ftz<F> {
+pub fn squares_sum<F: Real>(
+    parallel: bool,
+    values: &[F],
+    halve: bool,
+    keep: &(impl Fn(usize) -> bool + Sync),
+) -> Ftz<F> {
     let half = Ftz::new(F::from_f64(0.5));
     let term = |i: usize| {
         if !keep(i) {
@@ -300,17 +310,17 @@ pub fn squares_sum<F: Real>(values: &[F], halve: bool, keep: &(impl Fn(usize) ->
         let g = Ftz::new(values[i]);
         if halve { (g * g) * half } else { g * g }
     };
-    sum_eigen(&term, 0, values.len())
+    sum_eigen_in(parallel, &term, 0, values.len())
 }
 
 /// `tf.reduce_sum(g * g)` over a gradient's values.
 pub fn sum_of_squares<F: Real>(values: &[F]) -> Ftz<F> {
-    squares_sum(values, false, &|_| true)
+    squares_sum(true, values, false, &|_| true)
 }
 
 /// `tf.nn.l2_loss(g)`: `sum((g * g) * 0.5)`.
 pub fn l2_loss<F: Real>(values: &[F]) -> Ftz<F> {
-    squares_sum(values, true, &|_| true)
+    squares_sum(true, values, true, &|_| true)
 }
 
 #[cfg(test)]

@@ -253,6 +253,7 @@ static void test_null_handle(void) {
     EXPECT_STATUS(adamw_optimizer_get_config(NULL, NULL, 0, &n), ADAMW_STATUS_NULL_ARGUMENT);
     EXPECT_STATUS(adamw_optimizer_exclude_from_weight_decay(NULL, NULL, 0, NULL, 0), ADAMW_STATUS_NULL_ARGUMENT);
     EXPECT_STATUS(adamw_optimizer_reserve_sparse(NULL, 10), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_set_threads(NULL, 1), ADAMW_STATUS_NULL_ARGUMENT);
     /* A pointer that is not a handle is recognized (most of the time) rather than trusted. */
     uint64_t not_a_handle[8] = {0};
     EXPECT_STATUS(adamw_optimizer_iterations((adamw_optimizer *)not_a_handle, &it), ADAMW_STATUS_INVALID_ARGUMENT);
@@ -434,6 +435,8 @@ static void test_apply(void) {
     bad[1].values = gb;
     bad[1].num_values = 1;
     EXPECT_STATUS(adamw_optimizer_reserve_sparse(opt, 16), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_set_threads(opt, 3), ADAMW_STATUS_OK); /* a pool of its own */
+    EXPECT_STATUS(adamw_optimizer_set_threads(opt, 1), ADAMW_STATUS_OK); /* the caller's thread */
     EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, bad, 2, &it), ADAMW_STATUS_OK);
     EXPECT(it == 2);
     EXPECT(memcmp(saved_kernel, kernel, sizeof kernel) != 0);

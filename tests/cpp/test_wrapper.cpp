@@ -119,6 +119,7 @@ static void exclusion_and_reserve() {
     opt.build({adamw::Variable::of<float>("kernel", {2}), adamw::Variable::of<float>("frozen", {2}),
                adamw::Variable::of<float>("bias", {2})});
     opt.reserve_sparse(8);
+    opt.set_threads(1);
     std::vector<float> k = {2, 2}, f = {2, 2}, b = {2, 2}, zero = {0, 0};
     opt.apply_gradients({adamw::Gradient::dense<float>(0, k, zero), adamw::Gradient::dense<float>(1, f, zero),
                          adamw::Gradient::dense<float>(2, b, zero)});

@@ -180,6 +180,9 @@ type Config struct {
 	EMAMomentum              float64
 	EMAOverwriteFrequency    int64 // 0: never
 	Name                     string
+	// Threads for a step: 0 a pool shared by the process, 1 the calling thread only, N a pool
+	// of N threads for this optimizer. The results are the same bits for every value.
+	Threads int
 }
 
 // DefaultConfig returns Keras' defaults: learning rate 0.001, weight decay 0.004, betas 0.9 and
@@ -275,6 +278,9 @@ func New(cfg Config) (*Optimizer, error) {
 	raw.ema_momentum = C.double(cfg.EMAMomentum)
 	raw.ema_overwrite_frequency = C.int64_t(cfg.EMAOverwriteFrequency)
 	raw.jit_compile = 0
+	if cfg.Threads > 0 {
+		raw.threads = C.uint32_t(cfg.Threads)
+	}
 	// Everything the C config points at lives in C memory for the call.
 	var temporaries []unsafe.Pointer
 	defer func() {
@@ -574,6 +580,16 @@ func copyToC(values interface{}) (unsafe.Pointer, int) {
 	p := C.malloc(C.size_t(bytes))
 	C.memcpy(p, src, C.size_t(bytes))
 	return p, bytes
+}
+
+// SetThreads changes the thread setting (see Config.Threads).
+func (o *Optimizer) SetThreads(n int) error {
+	if n < 0 {
+		n = 0
+	}
+	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		return C.adamw_optimizer_set_threads(h, C.uint32_t(n))
+	})
 }
 
 // ReserveSparse reserves room in the library for sparse gradients of up to maxIndices indices,

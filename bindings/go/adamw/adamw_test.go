@@ -220,6 +220,9 @@ func TestSparseRows(t *testing.T) {
 	if err := o.ReserveSparse(16); err != nil {
 		t.Fatal(err)
 	}
+	if err := o.SetThreads(1); err != nil {
+		t.Fatal(err)
+	}
 	emb := []float32{1, 1, 1, 1, 1, 1, 1, 1}
 	// rows 2 and 0, row 2 twice (summed); untouched rows only decay
 	if _, err := o.ApplyGradients([]Gradient{Sparse(0, emb, []int64{2, 0, 2}, []float32{1, 1, 0.5, 0.5, 1, 1})}); err != nil {

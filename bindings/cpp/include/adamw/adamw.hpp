@@ -273,6 +273,9 @@ class Config {
     Config& ema_momentum(double v) { return set(raw_.ema_momentum, v); }
     Config& ema_overwrite_frequency(int64_t v) { return set(raw_.ema_overwrite_frequency, v); }
     Config& jit_compile(bool v) { return set(raw_.jit_compile, static_cast<uint8_t>(v)); }
+    /// Threads for a step: 0 a pool shared by the process, 1 the calling thread only (no
+    /// allocation in a step), N a pool of N threads for this optimizer. Same bits for all.
+    Config& threads(uint32_t n) { return set(raw_.threads, n); }
     Config& name(std::string n) {
         name_ = std::move(n);
         return *this;
@@ -453,6 +456,9 @@ class Optimizer {
         }
         check(adamw_optimizer_build(h(), raw.data(), raw.size()));
     }
+
+    /// Changes the thread setting (see Config::threads).
+    void set_threads(uint32_t threads) { check(adamw_optimizer_set_threads(h(), threads)); }
 
     /// Reserves room for sparse gradients of up to `max_indices` indices (no allocation later).
     void reserve_sparse(std::size_t max_indices) { check(adamw_optimizer_reserve_sparse(h(), max_indices)); }
