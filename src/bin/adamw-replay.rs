@@ -330,7 +330,7 @@ fn main() -> ExitCode {
     }
     let mut input = String::new();
     let read = match args.first() {
-        Some(path) => std::fs::read_to_string(&path).map(|s| input = s),
+        Some(path) => std::fs::read_to_string(path).map(|s| input = s),
         None => std::io::stdin().read_to_string(&mut input).map(|_| ()),
     };
     if let Err(e) = read {
