@@ -631,6 +631,7 @@ impl Optimizer {
         let built = self.built.as_ref().ok_or_else(|| not_built("apply_gradients"))?;
         self.call_number += 1;
         let (mut any_gradient, mut has_f32, mut has_f64) = (false, false, false);
+        let mut largest = 0usize;
         for i in 0..updates.len() {
             let u = updates.get(i);
             Self::check_update(built, &u)?;
@@ -639,6 +640,7 @@ impl Optimizer {
             }
             self.last_listed[u.variable] = self.call_number;
             if u.gradient.is_some() {
+                largest = largest.max(u.value.len());
                 any_gradient = true;
                 has_f32 |= u.value.dtype() == DType::F32;
                 has_f64 |= u.value.dtype() == DType::F64;
@@ -660,7 +662,10 @@ impl Optimizer {
         }
         // Callbacks run only for a call that passed every check.
         let hyper = self.hyper_at(step)?;
-        match self.pool.clone() {
+        // Only variables above 2 * CHUNK elements are split across threads; a call without one
+        // stays on the calling thread, where a handoff to the pool would only add its cost.
+        let pool = self.pool.clone().filter(|_| largest > 2 * cpu::CHUNK);
+        match pool {
             None => self.step(updates, step, hyper, clipping),
             Some(pool) => {
                 let work = OnePoolThread(|| self.step(updates, step, hyper, clipping));

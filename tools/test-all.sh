@@ -12,6 +12,8 @@ cargo fmt --check
 cargo clippy --release --locked --all-targets -- -D warnings
 echo "== Rust tests"
 cargo test --release --locked
+echo "== benchmarks compile (measured separately: cargo bench, tools/bench_peers.py)"
+cargo bench --locked --no-run
 echo "== C API tests (ASan + UBSan)"
 bash tools/test-c.sh
 echo "== C++ wrapper tests (C++17 and C++20, ASan + UBSan)"
