@@ -114,9 +114,10 @@ pub struct Config {
     /// elements, and norms for clipping are summed across ranks by its all-reduce. Not part of
     /// `get_config`, as in Keras.
     pub mesh: Option<Mesh>,
-    /// Threads for a step (not a Keras argument, not in `get_config`): 0 uses rayon's global
-    /// pool; 1 runs on the caller's thread and never starts or uses a worker thread; N > 1 gives
-    /// the optimizer a pool of its own with N threads. Results are the same bits for every value.
+    /// Threads for a step (not a Keras argument, not in `get_config`): 0 uses a pool shared by
+    /// the process (one thread per core, started by the first optimizer that needs it); 1 runs on
+    /// the caller's thread and never starts or uses a worker thread; N > 1 gives the optimizer a
+    /// pool of its own with N threads. Results are the same bits for every value.
     pub threads: usize,
 }
 
