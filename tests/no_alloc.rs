@@ -1,11 +1,11 @@
 //! Once built, a step allocates nothing: a counting global allocator watches apply_gradients in
 //! each mode (dense, sparse after reserve_sparse, every clipping mode, EMA, amsgrad), on small
-//! variables (updated on the caller's thread) and on large ones (split across rayon's threads).
+//! variables (always updated on the caller's thread) and on large ones with `threads = 1`.
 //!
-//! Large variables are measured from inside a rayon pool thread. Called from outside the pool,
-//! each `rayon::join` is pushed onto rayon's global injector queue, a linked list that grows by
-//! one 1.5 KB block every 63 pushes (crossbeam-deque `Injector::push`): that allocation is
-//! rayon's, not ours, and the per-optimizer thread setting (1 = the caller's thread) avoids it.
+//! With a pool (`threads` 0 or N > 1), a step with a large variable is handed to the pool through
+//! rayon's injector queue, a linked list that allocates one 1.5 KB block every 63 hand-offs
+//! (crossbeam-deque `Injector::push`): that allocation is rayon's, not ours, and `threads = 1`
+//! is the setting for callers that need none at all.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,16 +45,11 @@ fn allocations_during(f: impl FnOnce()) -> usize {
     ALLOCATIONS.load(Ordering::SeqCst) - before
 }
 
-/// One pool for the whole test: a pool being dropped would allocate on its exiting threads
-/// while another mode is measured (the counter sees every thread).
-fn pool() -> &'static rayon::ThreadPool {
-    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap())
-}
-
 fn check_mode(name: &str, config: Config, rows: usize) {
     let cols = 4;
     let n = rows * cols;
+    // Large variables: on the caller's thread (see the module's documentation).
+    let config = if n < 1 << 15 { config } else { Config { threads: 1, ..config } };
     let mut opt = Optimizer::new(config).unwrap();
     let init = vec![0.5f32; n];
     opt.build(
@@ -101,16 +96,11 @@ fn check_mode(name: &str, config: Config, rows: usize) {
             );
         }
     };
-    if rows * cols < 1 << 15 {
-        measure(); // small: never leaves the caller's thread
-    } else {
-        pool().install(measure);
-    }
+    measure();
 }
 
 #[test]
 fn steps_allocate_nothing() {
-    pool().install(|| {}); // start the pool's threads before anything is measured
     let modes = [
         ("plain", Config::default()),
         ("amsgrad", Config { amsgrad: true, ..Config::default() }),

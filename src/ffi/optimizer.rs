@@ -616,9 +616,10 @@ unsafe fn apply_entries(
 /// detected on the calling thread only); calling from a rayon worker thread that may run other
 /// jobs on the same optimizer while it waits can return BUSY.
 /// Allocation: libadamw allocates nothing once built, except that a sparse gradient with more
-/// indices than any before grows a buffer (see `adamw_optimizer_reserve_sparse`). Variables of
-/// 64K elements or more are split across rayon's threads; called from a thread outside rayon's
-/// pool, rayon's job queue itself allocates a 1.5 KB block about every 63 splits.
+/// indices than any before grows a buffer (see `adamw_optimizer_reserve_sparse`). With a pool
+/// (`threads` 0 or N > 1), a step with a variable of 64K elements or more is handed to the pool
+/// through its job queue, which allocates a 1.5 KB block about every 63 such steps; with
+/// `threads` = 1 nothing at all is allocated.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (unknown dtype, misaligned or overlapping buffers,
 /// dense and sparse together, a variable listed twice, global_clipnorm over mixed dtypes),
 /// NOT_BUILT, UNKNOWN_VARIABLE, DTYPE_MISMATCH, SHAPE_MISMATCH, INDEX_OUT_OF_RANGE,
