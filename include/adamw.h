@@ -76,6 +76,11 @@ typedef enum adamw_status {
   ADAMW_STATUS_OUT_OF_MEMORY = 16,
   // A bug in libadamw (a caught panic). The optimizer may no longer be used.
   ADAMW_STATUS_INTERNAL = 17,
+  // A gradient held NaN or an infinity and `reject_non_finite_gradients` is on: the whole
+  // call was rejected and nothing changed.
+  ADAMW_STATUS_NON_FINITE_GRADIENT = 18,
+  // A file could not be read or written (the message has the system's reason).
+  ADAMW_STATUS_IO = 19,
 } adamw_status;
 
 // Element types. Values start at 1 so that zeroed memory is invalid.
@@ -204,6 +209,11 @@ typedef struct adamw_config {
   // Kept with `mesh_user_data`, called as documented on `adamw_all_reduce_fn`.
   adamw_all_reduce_fn mesh_all_reduce;
   void *mesh_user_data;
+  // 1 to turn on the non-finite guard (an extension, default 0 for Keras parity):
+  // apply_gradients first checks every gradient value, and a NaN or an infinity rejects the
+  // whole call with ADAMW_STATUS_NON_FINITE_GRADIENT, nothing changed. get_config then
+  // includes "reject_non_finite_gradients": true, which from_config reads back.
+  uint8_t reject_non_finite_gradients;
   // Threads for a step (not a Keras argument): 0 (default) uses a pool shared by the process;
   // 1 runs on the calling thread and never starts or uses another thread (nothing is
   // allocated in a step); N > 1 gives this optimizer a pool of N threads of its own.
@@ -440,8 +450,9 @@ enum adamw_status adamw_optimizer_reserve_sparse(struct adamw_optimizer *optimiz
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT (unknown dtype, misaligned or overlapping buffers,
 // dense and sparse together, a variable listed twice, global_clipnorm over mixed dtypes),
 // NOT_BUILT, UNKNOWN_VARIABLE, DTYPE_MISMATCH, SHAPE_MISMATCH, INDEX_OUT_OF_RANGE,
-// NO_GRADIENTS, CALLBACK_FAILED (callbacks run only once every check has passed),
-// OUT_OF_MEMORY (a length whose byte size overflows), BUSY. On any error nothing has changed.
+// NO_GRADIENTS, NON_FINITE_GRADIENT (with the non-finite guard on), CALLBACK_FAILED (callbacks
+// run only once every check has passed), OUT_OF_MEMORY (a length whose byte size overflows),
+// BUSY. On any error nothing has changed.
 enum adamw_status adamw_optimizer_apply_gradients(struct adamw_optimizer *optimizer,
                                                   const struct adamw_gradient *entries,
                                                   size_t num_entries,

@@ -114,6 +114,11 @@ pub struct Config {
     /// elements, and norms for clipping are summed across ranks by its all-reduce. Not part of
     /// `get_config`, as in Keras.
     pub mesh: Option<Mesh>,
+    /// The non-finite guard (an extension, off by default for Keras parity): `apply_gradients`
+    /// first checks every gradient value, and a NaN or an infinity rejects the whole call
+    /// (`Error::NonFiniteGradient`) with nothing changed. In `get_config` as
+    /// `"reject_non_finite_gradients": true` only when on, so Keras can read configs without it.
+    pub reject_non_finite_gradients: bool,
     /// Threads for a step (not a Keras argument, not in `get_config`): 0 uses a pool shared by
     /// the process (one thread per core, started by the first optimizer that needs it); 1 runs on
     /// the caller's thread and never starts or uses a worker thread; N > 1 gives the optimizer a
@@ -141,6 +146,7 @@ impl Default for Config {
             jit_compile: true,
             mesh: None,
             threads: 0,
+            reject_non_finite_gradients: false,
         }
     }
 }
@@ -231,6 +237,9 @@ impl Config {
         m.insert("beta_2".into(), beta(&self.beta_2, current.beta_2));
         m.insert("epsilon".into(), float_to_json(self.epsilon));
         m.insert("amsgrad".into(), Value::Bool(self.amsgrad));
+        if self.reject_non_finite_gradients {
+            m.insert("reject_non_finite_gradients".into(), Value::Bool(true));
+        }
         Value::Object(m)
     }
 
@@ -310,6 +319,7 @@ impl Config {
             }
         };
         c.jit_compile = k.bool("jit_compile")?.unwrap_or(c.jit_compile);
+        c.reject_non_finite_gradients = k.bool("reject_non_finite_gradients")?.unwrap_or(false);
         k.finish()?;
         c.validate()?;
         Ok(c)

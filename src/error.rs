@@ -47,6 +47,12 @@ pub enum Error {
     /// A request for memory that could not be satisfied.
     #[error("{0}")]
     OutOfMemory(String),
+    /// A gradient held NaN or an infinity while the non-finite guard is on.
+    #[error("{0}")]
+    NonFiniteGradient(String),
+    /// A file could not be read or written.
+    #[error("{0}")]
+    Io(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -677,6 +677,9 @@ impl Optimizer {
                 names.join(", ")
             )));
         }
+        if self.config.reject_non_finite_gradients {
+            Self::check_finite(built, updates)?;
+        }
         let clipping = self.config.clipping();
         if matches!(clipping, Clipping::GlobalNorm(_)) && has_f32 && has_f64 {
             return Err(invalid!(
@@ -803,6 +806,37 @@ impl Optimizer {
         }
         if let Some(mesh) = &self.config.mesh {
             mesh.all_reduce(&mut self.norm_partials)?;
+        }
+        Ok(())
+    }
+
+    /// The non-finite guard: the first NaN or infinity in any gradient of the call.
+    fn check_finite<S: UpdateSource + ?Sized>(built: &[BuiltVariable], updates: &mut S) -> Result<()> {
+        fn first_bad<F: Real>(x: &[F]) -> Option<(usize, f64)> {
+            // Summing x - x is NaN exactly when some x is NaN or infinite, and vectorizes.
+            let all_finite = x.chunks(1024).all(|c| c.iter().fold(F::ZERO, |acc, &v| acc + (v - v)) == F::ZERO);
+            if all_finite {
+                return None;
+            }
+            x.iter().position(|v| !(*v - *v == F::ZERO)).map(|k| (k, x[k].to_f64()))
+        }
+        for i in 0..updates.len() {
+            let u = updates.get(i);
+            let values = match u.gradient {
+                None => continue,
+                Some(Gradient::Dense(g)) => g,
+                Some(Gradient::Sparse { values, .. }) => values,
+            };
+            let bad = match values {
+                TensorRef::F32(x) => first_bad(x),
+                TensorRef::F64(x) => first_bad(x),
+            };
+            if let Some((k, value)) = bad {
+                return Err(Error::NonFiniteGradient(format!(
+                    "the gradient of variable {} (`{}`) holds {value} at element {k}; the call was rejected and nothing changed (reject_non_finite_gradients is on)",
+                    u.variable, built[u.variable].spec.name
+                )));
+            }
         }
         Ok(())
     }

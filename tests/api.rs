@@ -194,3 +194,68 @@ fn checkpoint_of_an_unbuilt_optimizer_holds_the_counter() {
         "Skipping variable loading for optimizer 'AdamW', because it has 3 variables whereas the saved optimizer has 1 variables."
     );
 }
+
+#[test]
+fn the_non_finite_guard_rejects_a_bad_batch_and_changes_nothing() {
+    let guarded = Config { reject_non_finite_gradients: true, ..Config::default() };
+    let mut opt = Optimizer::new(guarded.clone()).unwrap();
+    opt.build(&[VariableSpec::new("w", DType::F32, &[4, 2])], &[]).unwrap();
+    let mut w = [1.0f32; 8];
+    let good = [0.5f32; 8];
+    opt.apply_gradients(
+        &mut [Update {
+            variable: 0,
+            value: TensorMut::F32(&mut w),
+            gradient: Some(adamw::Gradient::Dense(TensorRef::F32(&good))),
+        }][..],
+    )
+    .unwrap();
+    let before = (opt.save_own_variables().unwrap(), w);
+    for bad_value in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut dense = good;
+        dense[5] = bad_value;
+        let err = opt
+            .apply_gradients(
+                &mut [Update {
+                    variable: 0,
+                    value: TensorMut::F32(&mut w),
+                    gradient: Some(adamw::Gradient::Dense(TensorRef::F32(&dense))),
+                }][..],
+            )
+            .unwrap_err();
+        assert!(matches!(err, Error::NonFiniteGradient(_)), "{err:?}");
+        assert!(err.to_string().contains("element 5"), "{err}");
+        let rows = [0.5f32, bad_value];
+        let err = opt
+            .apply_gradients(
+                &mut [Update {
+                    variable: 0,
+                    value: TensorMut::F32(&mut w),
+                    gradient: Some(adamw::Gradient::Sparse { indices: &[3], values: TensorRef::F32(&rows) }),
+                }][..],
+            )
+            .unwrap_err();
+        assert!(matches!(err, Error::NonFiniteGradient(_)), "{err:?}");
+        assert!(before == (opt.save_own_variables().unwrap(), w), "a rejected batch changed something");
+    }
+    assert_eq!(opt.iterations(), 1);
+    // The key is in get_config only when on, and from_config reads it back.
+    let config = opt.get_config();
+    assert_eq!(config["reject_non_finite_gradients"], serde_json::json!(true));
+    assert!(Optimizer::from_config_json(&config.to_string()).unwrap().config().reject_non_finite_gradients);
+    assert!(Optimizer::new(Config::default()).unwrap().get_config().get("reject_non_finite_gradients").is_none());
+    // Off (Keras' behaviour): NaN is accepted and propagates.
+    let mut keras = Optimizer::new(Config::default()).unwrap();
+    keras.build(&[VariableSpec::new("w", DType::F32, &[2])], &[]).unwrap();
+    let mut x = [1.0f32, 1.0];
+    keras
+        .apply_gradients(
+            &mut [Update {
+                variable: 0,
+                value: TensorMut::F32(&mut x),
+                gradient: Some(adamw::Gradient::Dense(TensorRef::F32(&[f32::NAN, 0.0]))),
+            }][..],
+        )
+        .unwrap();
+    assert!(x[0].is_nan() && x[1].is_finite());
+}

@@ -131,6 +131,11 @@ pub struct adamw_config {
     /// Kept with `mesh_user_data`, called as documented on `adamw_all_reduce_fn`.
     pub mesh_all_reduce: adamw_all_reduce_fn,
     pub mesh_user_data: *mut c_void,
+    /// 1 to turn on the non-finite guard (an extension, default 0 for Keras parity):
+    /// apply_gradients first checks every gradient value, and a NaN or an infinity rejects the
+    /// whole call with ADAMW_STATUS_NON_FINITE_GRADIENT, nothing changed. get_config then
+    /// includes "reject_non_finite_gradients": true, which from_config reads back.
+    pub reject_non_finite_gradients: u8,
     /// Threads for a step (not a Keras argument): 0 (default) uses a pool shared by the process;
     /// 1 runs on the calling thread and never starts or uses another thread (nothing is
     /// allocated in a step); N > 1 gives this optimizer a pool of N threads of its own.
@@ -167,6 +172,7 @@ pub extern "C" fn adamw_config_default() -> adamw_config {
         name: std::ptr::null(),
         mesh_all_reduce: None,
         mesh_user_data: std::ptr::null_mut(),
+        reject_non_finite_gradients: 0,
         threads: 0,
     }
 }
@@ -371,6 +377,7 @@ pub(crate) unsafe fn to_config(c: &adamw_config) -> Result<Config, FfiError> {
         jit_compile: flag(c.jit_compile, "jit_compile")?,
         mesh: mesh(c.mesh_all_reduce, c.mesh_user_data),
         threads: c.threads as usize,
+        reject_non_finite_gradients: flag(c.reject_non_finite_gradients, "reject_non_finite_gradients")?,
     };
     config.validate()?;
     Ok(config)

@@ -623,8 +623,9 @@ unsafe fn apply_entries(
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (unknown dtype, misaligned or overlapping buffers,
 /// dense and sparse together, a variable listed twice, global_clipnorm over mixed dtypes),
 /// NOT_BUILT, UNKNOWN_VARIABLE, DTYPE_MISMATCH, SHAPE_MISMATCH, INDEX_OUT_OF_RANGE,
-/// NO_GRADIENTS, CALLBACK_FAILED (callbacks run only once every check has passed),
-/// OUT_OF_MEMORY (a length whose byte size overflows), BUSY. On any error nothing has changed.
+/// NO_GRADIENTS, NON_FINITE_GRADIENT (with the non-finite guard on), CALLBACK_FAILED (callbacks
+/// run only once every check has passed), OUT_OF_MEMORY (a length whose byte size overflows),
+/// BUSY. On any error nothing has changed.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_optimizer_apply_gradients(
     optimizer: *mut adamw_optimizer,

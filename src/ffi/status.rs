@@ -48,6 +48,11 @@ pub enum adamw_status {
     OutOfMemory = 16,
     /// A bug in libadamw (a caught panic). The optimizer may no longer be used.
     Internal = 17,
+    /// A gradient held NaN or an infinity and `reject_non_finite_gradients` is on: the whole
+    /// call was rejected and nothing changed.
+    NonFiniteGradient = 18,
+    /// A file could not be read or written (the message has the system's reason).
+    Io = 19,
 }
 
 /// A failure on its way to the caller: a status and its message.
@@ -98,6 +103,8 @@ impl From<Error> for FfiError {
             Error::InvalidCheckpoint(_) => adamw_status::InvalidCheckpoint,
             Error::CheckpointMismatch(_) => adamw_status::CheckpointMismatch,
             Error::OutOfMemory(_) => adamw_status::OutOfMemory,
+            Error::NonFiniteGradient(_) => adamw_status::NonFiniteGradient,
+            Error::Io(_) => adamw_status::Io,
         };
         FfiError::new(status, e.to_string())
     }
@@ -170,6 +177,8 @@ pub extern "C" fn adamw_status_name(status: u32) -> *const c_char {
         15 => b"ADAMW_STATUS_BUSY\0",
         16 => b"ADAMW_STATUS_OUT_OF_MEMORY\0",
         17 => b"ADAMW_STATUS_INTERNAL\0",
+        18 => b"ADAMW_STATUS_NON_FINITE_GRADIENT\0",
+        19 => b"ADAMW_STATUS_IO\0",
         _ => b"ADAMW_STATUS_UNKNOWN\0",
     };
     name.as_ptr().cast()

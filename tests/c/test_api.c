@@ -454,6 +454,34 @@ static void test_apply(void) {
     adamw_optimizer_free(opt);
 }
 
+static void test_non_finite_guard(void) {
+    adamw_config cfg = adamw_config_default();
+    cfg.reject_non_finite_gradients = 2;
+    adamw_optimizer *opt = NULL;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &opt), ADAMW_STATUS_INVALID_ARGUMENT);
+    cfg.reject_non_finite_gradients = 1;
+    float kernel[6] = {1, 1, 1, 1, 1, 1}, bias[3] = {0};
+    opt = make(cfg, kernel, bias);
+    float g[6] = {0.1f, 0.1f, 0.1f, 0.1f, 0.1f, 0.1f};
+    adamw_gradient e = dense_entry(0, kernel, 6, g);
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, &e, 1, NULL), ADAMW_STATUS_OK);
+    float saved[6];
+    memcpy(saved, kernel, sizeof kernel);
+    g[4] = NAN;
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, &e, 1, NULL), ADAMW_STATUS_NON_FINITE_GRADIENT);
+    g[4] = -INFINITY;
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, &e, 1, NULL), ADAMW_STATUS_NON_FINITE_GRADIENT);
+    EXPECT(memcmp(saved, kernel, sizeof kernel) == 0);
+    EXPECT(strcmp(adamw_status_name(ADAMW_STATUS_NON_FINITE_GRADIENT), "ADAMW_STATUS_NON_FINITE_GRADIENT") == 0);
+    size_t n = 0;
+    EXPECT_STATUS(adamw_optimizer_get_config(opt, NULL, 0, &n), ADAMW_STATUS_OK);
+    char *json = malloc(n + 1);
+    EXPECT_STATUS(adamw_optimizer_get_config(opt, json, n + 1, &n), ADAMW_STATUS_OK);
+    EXPECT(strstr(json, "\"reject_non_finite_gradients\":true") != NULL);
+    free(json);
+    adamw_optimizer_free(opt);
+}
+
 static void test_callbacks(void) {
     adamw_config cfg = adamw_config_default();
     cfg.learning_rate_fn = lr_fn;
@@ -756,6 +784,7 @@ int main(void) {
     test_build();
     test_apply();
     test_callbacks();
+    test_non_finite_guard();
     test_minimize();
     test_variables_and_weights();
     test_checkpoints();

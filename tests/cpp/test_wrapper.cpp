@@ -100,6 +100,13 @@ static void steps_and_errors() {
     std::vector<double> wide = {1, 2, 3}, wide_grad = {1, 1, 1};
     EXPECT_ERROR(ADAMW_STATUS_DTYPE_MISMATCH, opt.apply_gradients({adamw::Gradient::dense<double>(0, wide, wide_grad)}));
     EXPECT_ERROR(ADAMW_STATUS_NO_GRADIENTS, opt.apply_gradients({adamw::Gradient::none<float>(0, kernel)}));
+    {
+        adamw::Optimizer guarded(adamw::Config().reject_non_finite_gradients(true));
+        guarded.build({adamw::Variable::of<float>("x", {3})});
+        std::vector<float> bad = {0.1f, std::nanf(""), 0.3f};
+        EXPECT_ERROR(ADAMW_STATUS_NON_FINITE_GRADIENT, guarded.apply_gradients({adamw::Gradient::dense<float>(0, kernel, bad)}));
+        CHECK(guarded.iterations() == 0);
+    }
     std::vector<int64_t> idx = {7};
     std::vector<float> row = {1};
     EXPECT_ERROR(ADAMW_STATUS_INDEX_OUT_OF_RANGE,

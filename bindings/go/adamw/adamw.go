@@ -59,6 +59,8 @@ const (
 	StatusBusy               Status = 15
 	StatusOutOfMemory        Status = 16
 	StatusInternal           Status = 17
+	StatusNonFiniteGradient  Status = 18
+	StatusIO                 Status = 19
 )
 
 // String is the C name of the status, e.g. "ADAMW_STATUS_SHAPE_MISMATCH".
@@ -97,6 +99,8 @@ var (
 	ErrBusy               = &Error{Status: StatusBusy}
 	ErrOutOfMemory        = &Error{Status: StatusOutOfMemory}
 	ErrInternal           = &Error{Status: StatusInternal}
+	ErrNonFiniteGradient  = &Error{Status: StatusNonFiniteGradient}
+	ErrIO                 = &Error{Status: StatusIO}
 	// ErrClosed is returned by every method of a closed Optimizer.
 	ErrClosed = &Error{Status: StatusNullArgument, Message: "the optimizer is closed"}
 )
@@ -183,6 +187,9 @@ type Config struct {
 	// Threads for a step: 0 a pool shared by the process, 1 the calling thread only, N a pool
 	// of N threads for this optimizer. The results are the same bits for every value.
 	Threads int
+	// RejectNonFiniteGradients turns on the non-finite guard (an extension, off by default):
+	// a gradient holding NaN or an infinity fails the whole step with ErrNonFiniteGradient.
+	RejectNonFiniteGradients bool
 }
 
 // DefaultConfig returns Keras' defaults: learning rate 0.001, weight decay 0.004, betas 0.9 and
@@ -281,6 +288,7 @@ func New(cfg Config) (*Optimizer, error) {
 	if cfg.Threads > 0 {
 		raw.threads = C.uint32_t(cfg.Threads)
 	}
+	raw.reject_non_finite_gradients = cBool(cfg.RejectNonFiniteGradients)
 	// Everything the C config points at lives in C memory for the call.
 	var temporaries []unsafe.Pointer
 	defer func() {

@@ -245,6 +245,23 @@ func TestSparseRows(t *testing.T) {
 	}
 }
 
+func TestNonFiniteGuard(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.RejectNonFiniteGradients = true
+	o := newBuilt(t, cfg, Variable{Name: "w", Shape: []int{2}, DType: Float64})
+	defer o.Close()
+	w := []float64{1, 2}
+	if _, err := o.ApplyGradients([]Gradient{Dense(0, w, []float64{0.5, math.Inf(1)})}); !errors.Is(err, ErrNonFiniteGradient) {
+		t.Fatal(err)
+	}
+	if w[0] != 1 || w[1] != 2 {
+		t.Fatal("a rejected step changed the values", w)
+	}
+	if js, _ := o.GetConfig(); !strings.Contains(js, `"reject_non_finite_gradients":true`) {
+		t.Fatal(js)
+	}
+}
+
 func TestClosed(t *testing.T) {
 	o, _ := New(DefaultConfig())
 	o.Close()

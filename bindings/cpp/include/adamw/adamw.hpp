@@ -276,6 +276,9 @@ class Config {
     /// Threads for a step: 0 a pool shared by the process, 1 the calling thread only (no
     /// allocation in a step), N a pool of N threads for this optimizer. Same bits for all.
     Config& threads(uint32_t n) { return set(raw_.threads, n); }
+    /// The non-finite guard (an extension, off by default): a gradient holding NaN or an
+    /// infinity fails the whole step (ADAMW_STATUS_NON_FINITE_GRADIENT) and changes nothing.
+    Config& reject_non_finite_gradients(bool v) { return set(raw_.reject_non_finite_gradients, static_cast<uint8_t>(v)); }
     Config& name(std::string n) {
         name_ = std::move(n);
         return *this;
