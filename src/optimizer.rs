@@ -812,6 +812,7 @@ impl Optimizer {
 
     /// The non-finite guard: the first NaN or infinity in any gradient of the call.
     fn check_finite<S: UpdateSource + ?Sized>(built: &[BuiltVariable], updates: &mut S) -> Result<()> {
+        #[allow(clippy::eq_op)] // `v - v` is the point: NaN exactly when v is NaN or infinite
         fn first_bad<F: Real>(x: &[F]) -> Option<(usize, f64)> {
             // Summing x - x is NaN exactly when some x is NaN or infinite, and vectorizes.
             let all_finite = x.chunks(1024).all(|c| c.iter().fold(F::ZERO, |acc, &v| acc + (v - v)) == F::ZERO);
