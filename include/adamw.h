@@ -548,6 +548,24 @@ enum adamw_status adamw_optimizer_load_own_variables(struct adamw_optimizer *opt
                                                      const uint8_t *buf,
                                                      size_t len);
 
+// Saves every optimizer variable to the file `path` (the format of
+// `adamw_optimizer_save_own_variables`), atomically: a temporary file in the same directory is
+// written, flushed to disk and renamed over `path`, so a crash or a write error (a full or
+// read-only disk) leaves the previous file intact.
+// Ownership: `path` (a NUL-terminated file name) is read during the call.
+// NULL: `optimizer`, `path` must not be NULL. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, IO (the system's reason in the message), BUSY.
+enum adamw_status adamw_optimizer_save_file(const struct adamw_optimizer *optimizer,
+                                            const char *path);
+
+// Loads every optimizer variable from a file written by `adamw_optimizer_save_file`, as
+// `adamw_optimizer_load_own_variables` does from a buffer.
+// NULL: `optimizer`, `path` must not be NULL. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, IO (missing or unreadable file), INVALID_CHECKPOINT
+// (truncated, corrupted: the CRC-32 does not match, or foreign), CHECKPOINT_MISMATCH, BUSY.
+// On error nothing changes.
+enum adamw_status adamw_optimizer_load_file(struct adamw_optimizer *optimizer, const char *path);
+
 // ADAMW_ABI_VERSION of the library actually linked; compare with the header's macro.
 // Threads: safe from any thread.
 uint32_t adamw_abi_version(void);

@@ -1,17 +1,31 @@
 //! The checkpoint format of `save_own_variables` / `load_own_variables`: a safetensors file
 //! holding Keras' store layout, one tensor per optimizer variable under the keys "0".."N-1" in
-//! `optimizer.variables` order ("0" is the int64 iteration counter, shape `[]`). The metadata
-//! records the format. Little-endian, as safetensors requires.
+//! `optimizer.variables` order ("0" is the int64 iteration counter, shape `[]`). Little-endian,
+//! as safetensors requires.
+//!
+//! The metadata holds one key, `"libadamw"`, whose value names the format version, the library
+//! version that wrote it and a CRC-32 of every tensor's bytes in key order, e.g.
+//! `"v2 version=0.1.0 crc32=1c291ca3"`. (One key, because safetensors keeps metadata in a hash
+//! map whose order would make two saves of the same state differ.) A load recomputes the CRC, so
+//! a flipped byte anywhere is caught; safetensors' own parser catches truncation.
+//!
+//! Files are written atomically: a temporary file in the same directory, flushed to disk, then
+//! renamed over the target, so a crash or a write error leaves the previous checkpoint intact.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use safetensors::tensor::{Dtype, SafeTensors, View};
 
 use crate::error::{Error, Result};
 use crate::optimizer::{OptimizerVariable, Weight, WeightData};
 
-const FORMAT: &str = "libadamw.optimizer_variables.v1";
+const METADATA_KEY: &str = "libadamw";
+const FORMAT_VERSION: &str = "v2";
 
 struct Entry {
     dtype: Dtype,
@@ -52,9 +66,12 @@ pub fn encode(vars: &[OptimizerVariable<'_>]) -> Result<Vec<u8>> {
             (i.to_string(), Entry { dtype, shape: v.shape.to_vec(), bytes })
         })
         .collect();
-    // One key: safetensors keeps metadata in a HashMap, whose order would make the bytes of
-    // two saves of the same state differ.
-    let metadata = HashMap::from([("format".to_string(), FORMAT.to_string())]);
+    let mut crc = crc32fast::Hasher::new();
+    for (_, e) in &entries {
+        crc.update(&e.bytes);
+    }
+    let stamp = format!("{FORMAT_VERSION} version={} crc32={:08x}", env!("CARGO_PKG_VERSION"), crc.finalize());
+    let metadata = HashMap::from([(METADATA_KEY.to_string(), stamp)]);
     safetensors::serialize(entries.iter().map(|(k, e)| (k.as_str(), e)), Some(metadata))
         .map_err(|e| Error::OutOfMemory(format!("cannot serialize the optimizer variables: {e}")))
 }
@@ -86,23 +103,38 @@ impl Checkpoint {
     }
 }
 
-/// Parses checkpoint bytes; anything that is not a well-formed checkpoint of this format is
-/// `InvalidCheckpoint`.
+/// The fields of the metadata stamp: (library version, CRC-32).
+fn parse_stamp(stamp: &str) -> Option<(&str, u32)> {
+    let mut fields = stamp.split_whitespace();
+    if fields.next()? != FORMAT_VERSION {
+        return None;
+    }
+    let version = fields.next()?.strip_prefix("version=")?;
+    let crc = u32::from_str_radix(fields.next()?.strip_prefix("crc32=")?, 16).ok()?;
+    Some((version, crc))
+}
+
+/// Parses checkpoint bytes; anything that is not a well-formed, intact checkpoint of this format
+/// is `InvalidCheckpoint`.
 pub fn decode(bytes: &[u8]) -> Result<Checkpoint> {
     let bad = |msg: String| Error::InvalidCheckpoint(msg);
     let (_, metadata) =
         SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))?;
-    let format = metadata.metadata().as_ref().and_then(|m| m.get("format"));
-    if format.map(String::as_str) != Some(FORMAT) {
-        return Err(bad(format!("not a libadamw checkpoint: the metadata format is {format:?}, expected {FORMAT:?}")));
-    }
+    let stamp = metadata.metadata().as_ref().and_then(|m| m.get(METADATA_KEY)).cloned();
+    let Some((writer, expected_crc)) = stamp.as_deref().and_then(parse_stamp) else {
+        return Err(bad(format!(
+            "not a libadamw checkpoint of format {FORMAT_VERSION}: the metadata \"{METADATA_KEY}\" is {stamp:?}"
+        )));
+    };
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))?;
     let n = st.len();
+    let mut crc = crc32fast::Hasher::new();
     let mut tensors = Vec::with_capacity(n);
     for i in 0..n {
         let key = i.to_string();
         let view = st.tensor(&key).map_err(|_| bad(format!("checkpoint of {n} tensors has no key \"{key}\"")))?;
         let data = view.data();
+        crc.update(data);
         let values = match view.dtype() {
             Dtype::I64 => Values::I64(
                 data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default())).collect(),
@@ -117,8 +149,59 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint> {
         };
         tensors.push((view.shape().to_vec(), values));
     }
+    let actual_crc = crc.finalize();
+    if actual_crc != expected_crc {
+        return Err(bad(format!(
+            "the checkpoint is corrupted: its data has CRC-32 {actual_crc:08x}, but libadamw {writer} recorded {expected_crc:08x}"
+        )));
+    }
     if tensors.first().is_some_and(|(shape, v)| !shape.is_empty() || !matches!(v, Values::I64(_))) {
         return Err(bad("tensor \"0\" must be the int64 scalar iteration counter".into()));
     }
     Ok(Checkpoint { tensors })
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, flushed to disk, renamed over
+/// `path`, then the directory flushed. On any error the temporary file is removed and whatever
+/// was at `path` is untouched.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let io = |what: &str, e: std::io::Error| {
+        Error::Io(format!("cannot save the checkpoint to {}: {what}: {e}", path.display()))
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::Io(format!("cannot save the checkpoint to {}: not a file name", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file =
+            File::options().write(true).create_new(true).open(&tmp).map_err(|e| io("create a temporary file", e))?;
+        file.write_all(bytes).map_err(|e| io("write", e))?;
+        file.sync_all().map_err(|e| io("flush to disk", e))?;
+        drop(file);
+        fs::rename(&tmp, path).map_err(|e| io("rename into place", e))?;
+        // The rename itself becomes durable when the directory is flushed.
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Reads a whole checkpoint file.
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).map_err(|e| Error::Io(format!("cannot read the checkpoint {}: {e}", path.display())))
 }

@@ -1010,6 +1010,17 @@ impl Optimizer {
         Ok(())
     }
 
+    /// `save_own_variables` to a file, written atomically (see [`crate::checkpoint`]): a crash or
+    /// a write error leaves whatever was at `path` intact.
+    pub fn save_own_variables_to_file(&self, path: &std::path::Path) -> Result<()> {
+        crate::checkpoint::write_atomically(path, &self.save_own_variables()?)
+    }
+
+    /// `load_own_variables` from a file written by [`Optimizer::save_own_variables_to_file`].
+    pub fn load_own_variables_from_file(&mut self, path: &std::path::Path) -> Result<()> {
+        self.load_own_variables(&crate::checkpoint::read_file(path)?)
+    }
+
     /// `minimize(loss, var_list)`: `compute` fills the gradients of `updates` from the current
     /// variable values, then the step is applied. A failing `compute` changes nothing.
     pub fn minimize<S: UpdateSource + ?Sized>(

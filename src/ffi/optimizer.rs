@@ -891,6 +891,63 @@ pub unsafe extern "C" fn adamw_optimizer_load_own_variables(
     }
 }
 
+/// Saves every optimizer variable to the file `path` (the format of
+/// `adamw_optimizer_save_own_variables`), atomically: a temporary file in the same directory is
+/// written, flushed to disk and renamed over `path`, so a crash or a write error (a full or
+/// read-only disk) leaves the previous file intact.
+/// Ownership: `path` (a NUL-terminated file name) is read during the call.
+/// NULL: `optimizer`, `path` must not be NULL. Threads: serialized.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, IO (the system's reason in the message), BUSY.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_save_file(
+    optimizer: *const adamw_optimizer,
+    path: *const c_char,
+) -> adamw_status {
+    // SAFETY: the caller passes a live handle and a NUL-terminated path.
+    unsafe { with_optimizer(optimizer, |s| Ok(s.optimizer.save_own_variables_to_file(&file_path(path)?)?)) }
+}
+
+/// Loads every optimizer variable from a file written by `adamw_optimizer_save_file`, as
+/// `adamw_optimizer_load_own_variables` does from a buffer.
+/// NULL: `optimizer`, `path` must not be NULL. Threads: serialized.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, IO (missing or unreadable file), INVALID_CHECKPOINT
+/// (truncated, corrupted: the CRC-32 does not match, or foreign), CHECKPOINT_MISMATCH, BUSY.
+/// On error nothing changes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_load_file(
+    optimizer: *mut adamw_optimizer,
+    path: *const c_char,
+) -> adamw_status {
+    // SAFETY: the caller passes a live handle and a NUL-terminated path.
+    unsafe { with_optimizer(optimizer, |s| Ok(s.optimizer.load_own_variables_from_file(&file_path(path)?)?)) }
+}
+
+/// A file name from C: any bytes but NUL (not necessarily UTF-8, as on Unix).
+///
+/// # Safety
+/// `path` must be NULL or a NUL-terminated string.
+unsafe fn file_path(path: *const c_char) -> Result<std::path::PathBuf, FfiError> {
+    if path.is_null() {
+        return Err(FfiError::null("path"));
+    }
+    // SAFETY: non-NULL and NUL-terminated by the caller's contract.
+    let bytes = unsafe { std::ffi::CStr::from_ptr(path) }.to_bytes();
+    if bytes.is_empty() {
+        return Err(FfiError::invalid("`path` is empty"));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        Ok(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(bytes)))
+    }
+    #[cfg(not(unix))]
+    {
+        std::str::from_utf8(bytes)
+            .map(std::path::PathBuf::from)
+            .map_err(|_| FfiError::invalid("`path` is not valid UTF-8"))
+    }
+}
+
 /// ADAMW_ABI_VERSION of the library actually linked; compare with the header's macro.
 /// Threads: safe from any thread.
 #[unsafe(no_mangle)]

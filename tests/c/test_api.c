@@ -698,6 +698,25 @@ static void test_checkpoints(void) {
     EXPECT_STATUS(adamw_optimizer_build(wide, vars, 2), ADAMW_STATUS_OK);
     EXPECT_REJECTED(wide, adamw_optimizer_load_own_variables(wide, bytes, len), ADAMW_STATUS_CHECKPOINT_MISMATCH);
 
+    /* files: atomic save, load, and the failures */
+    EXPECT_STATUS(adamw_optimizer_save_file(opt, NULL), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_save_file(opt, ""), ADAMW_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_save_file(opt, "target/c-tests/no/such/dir/opt.safetensors"), ADAMW_STATUS_IO);
+    EXPECT_STATUS(adamw_optimizer_save_file(opt, "target/c-tests/opt.safetensors"), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_save_file(NULL, "target/c-tests/opt.safetensors"), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_REJECTED(other, adamw_optimizer_load_file(other, "target/c-tests/opt.safetensors"), ADAMW_STATUS_CHECKPOINT_MISMATCH);
+    EXPECT_REJECTED(resumed, adamw_optimizer_load_file(resumed, "target/c-tests/missing.safetensors"), ADAMW_STATUS_IO);
+    EXPECT_REJECTED(resumed, adamw_optimizer_load_file(resumed, NULL), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_load_file(resumed, "target/c-tests/opt.safetensors"), ADAMW_STATUS_OK);
+    /* a flipped data byte is caught by the checksum */
+    size_t len2 = 0;
+    EXPECT_STATUS(adamw_optimizer_save_own_variables(opt, NULL, 0, &len2), ADAMW_STATUS_OK);
+    uint8_t *corrupt = malloc(len2);
+    EXPECT_STATUS(adamw_optimizer_save_own_variables(opt, corrupt, len2, &len2), ADAMW_STATUS_OK);
+    corrupt[len2 - 3] ^= 0x04;
+    EXPECT_REJECTED(resumed, adamw_optimizer_load_own_variables(resumed, corrupt, len2), ADAMW_STATUS_INVALID_CHECKPOINT);
+    free(corrupt);
+
     free(bytes);
     adamw_optimizer_free(wide);
     adamw_optimizer_free(transposed);

@@ -206,7 +206,8 @@ static void state_and_checkpoints() {
     std::vector<std::byte> garbage(16, std::byte{7});
     std::vector<std::byte> state = from_bytes.save();
     EXPECT_ERROR(ADAMW_STATUS_INVALID_CHECKPOINT, from_bytes.load(garbage));
-    EXPECT_ERROR(ADAMW_STATUS_INVALID_ARGUMENT, from_bytes.load_file("target/cpp-tests/does-not-exist"));
+    EXPECT_ERROR(ADAMW_STATUS_IO, from_bytes.load_file("target/cpp-tests/does-not-exist"));
+    EXPECT_ERROR(ADAMW_STATUS_IO, opt.save_file("target/cpp-tests/no/such/dir/x.safetensors"));
     adamw::Optimizer plain{adamw::Config()};
     plain.build({adamw::Variable::of<float>("dense/kernel", {2, 3}), adamw::Variable::of<float>("dense/bias", {3})});
     EXPECT_ERROR(ADAMW_STATUS_CHECKPOINT_MISMATCH, plain.load(bytes));

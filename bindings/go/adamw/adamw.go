@@ -29,7 +29,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"runtime"
 	"runtime/cgo"
 	"sync"
@@ -953,24 +952,21 @@ func (o *Optimizer) Load(checkpoint []byte) error {
 	})
 }
 
-// SaveFile writes Save's bytes to path (through a temporary file and a rename).
+// SaveFile writes the checkpoint to path atomically (a temporary file beside it, flushed to
+// disk and renamed over it): a failure (ErrIO) leaves the previous file intact.
 func (o *Optimizer) SaveFile(path string) error {
-	data, err := o.Save()
-	if err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		p := C.CString(path)
+		defer C.free(unsafe.Pointer(p))
+		return C.adamw_optimizer_save_file(h, p)
+	})
 }
 
-// LoadFile loads a checkpoint written by SaveFile.
+// LoadFile loads a checkpoint written by SaveFile (ErrIO if it cannot be read).
 func (o *Optimizer) LoadFile(path string) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	return o.Load(data)
+	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		p := C.CString(path)
+		defer C.free(unsafe.Pointer(p))
+		return C.adamw_optimizer_load_file(h, p)
+	})
 }

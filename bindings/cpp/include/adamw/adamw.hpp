@@ -17,7 +17,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <fstream>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -554,18 +553,10 @@ class Optimizer {
     void load(span<const std::byte> bytes) {
         check(adamw_optimizer_load_own_variables(h(), reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
     }
-    void save_file(const std::string& path) const {
-        std::vector<std::byte> bytes = save();
-        std::ofstream out(path, std::ios::binary | std::ios::trunc);
-        out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-        if (!out) throw Error(ADAMW_STATUS_INVALID_ARGUMENT, "cannot write " + path);
-    }
-    void load_file(const std::string& path) {
-        std::ifstream in(path, std::ios::binary);
-        if (!in) throw Error(ADAMW_STATUS_INVALID_ARGUMENT, "cannot read " + path);
-        std::vector<char> raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-        load(span<const std::byte>(reinterpret_cast<const std::byte*>(raw.data()), raw.size()));
-    }
+    /// Saves to a file atomically (temporary file, flush, rename): a failure leaves the old file.
+    void save_file(const std::string& path) const { check(adamw_optimizer_save_file(h(), path.c_str())); }
+    /// Loads a file written by save_file (ADAMW_STATUS_IO if it cannot be read).
+    void load_file(const std::string& path) { check(adamw_optimizer_load_file(h(), path.c_str())); }
 
    private:
     explicit Optimizer(adamw_optimizer* h) : handle_(h), callbacks_(new detail::Callbacks) {}
