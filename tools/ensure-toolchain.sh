@@ -10,6 +10,7 @@ command -v python3 >/dev/null || missing+=(python3)
 command -v go >/dev/null || missing+=(golang-go)
 command -v cmake >/dev/null || missing+=(cmake)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
+command -v valgrind >/dev/null || missing+=(valgrind)
 if [ ${#missing[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         echo "installing: ${missing[*]}"

@@ -16,6 +16,8 @@ echo "== benchmarks compile (measured separately: cargo bench, tools/bench_peers
 cargo bench --locked --no-run
 echo "== C API tests (ASan + UBSan)"
 bash tools/test-c.sh
+echo "== valgrind (C tests and examples) and the C examples under ASan + UBSan"
+bash tools/test-memcheck.sh
 echo "== C++ wrapper tests (C++17 and C++20, ASan + UBSan)"
 bash tools/test-cpp.sh
 echo "== Go package tests (GODEBUG=cgocheck=2)"

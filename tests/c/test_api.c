@@ -369,7 +369,10 @@ static void test_apply(void) {
     bad[0].len = 5;
     EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_SHAPE_MISMATCH);
     memcpy(bad, entries, sizeof bad);
+    double wide[3] = {0.1, 0.2, 0.3}, wide_grad[3] = {1, 2, 3}; /* real doubles, the wrong dtype */
     bad[1].dtype = ADAMW_DTYPE_FLOAT64;
+    bad[1].data = wide;
+    bad[1].dense = wide_grad;
     EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_DTYPE_MISMATCH);
     bad[1].dtype = 77;
     EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_INVALID_ARGUMENT);
@@ -771,10 +774,10 @@ static void test_sharded(void) {
     adamw_variable_info info;
     EXPECT_STATUS(adamw_optimizer_variable_info(opt, 1, &info), ADAMW_STATUS_OK);
     EXPECT(info.ndim == 1 && info.shape[0] == 5 && info.len == 5); /* slots hold the shard */
-    adamw_gradient e = dense_entry(0, shard, 5, grad);
-    e.len = 12; /* the whole variable's length is not the shard's */
+    float whole[12] = {0}, whole_grad[12] = {0};
+    adamw_gradient e = dense_entry(0, whole, 12, whole_grad); /* the whole variable, not the shard */
     EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, &e, 1, NULL), ADAMW_STATUS_SHAPE_MISMATCH);
-    e.len = 5;
+    e = dense_entry(0, shard, 5, grad);
     EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, &e, 1, NULL), ADAMW_STATUS_OK);
     EXPECT(calls == 1);
     /* sparse rows name whole rows: row 1 (elements 3..5) and row 2 (6..8) meet the shard 4..8 inclusive */
