@@ -255,6 +255,17 @@ struct OnePoolThread<T>(T);
 // SAFETY: see the type's documentation; `install` returns only after the closure finished.
 unsafe impl<T> Send for OnePoolThread<T> {}
 
+/// Runs `work` in `pool` (blocking until it is done), or on the calling thread without one.
+fn in_pool<R: Send>(pool: &Option<Arc<rayon::ThreadPool>>, work: impl FnOnce() -> R) -> R {
+    match pool {
+        None => work(),
+        Some(pool) => {
+            let work = OnePoolThread(work);
+            pool.install(move || work.run())
+        }
+    }
+}
+
 impl<R, T: FnOnce() -> R> OnePoolThread<T> {
     /// Taking `self` makes the `install` closure capture the whole (Send) wrapper.
     fn run(self) -> R {
@@ -691,13 +702,18 @@ impl Optimizer {
         // Only variables above 2 * CHUNK elements are split across threads; a call without one
         // stays on the calling thread, where a handoff to the pool would only add its cost.
         let pool = self.pool.clone().filter(|_| largest > 2 * cpu::CHUNK);
-        match pool {
-            None => self.step(updates, step, hyper, clipping),
-            Some(pool) => {
-                let work = OnePoolThread(|| self.step(updates, step, hyper, clipping));
-                pool.install(move || work.run())
+        let parallel = self.config.threads != 1;
+        // Norms for clipping come before anything changes: the mesh's all-reduce may fail. The
+        // partial norms are computed in the pool; the all-reduce, which blocks until every rank
+        // arrives, runs on the calling thread: blocking a pool thread could starve other ranks
+        // that share the pool (ranks as threads of one process).
+        if matches!(clipping, Clipping::Norm(_) | Clipping::GlobalNorm(_)) {
+            in_pool(&pool, || self.measure_norms(updates, clipping, parallel))?;
+            if let Some(mesh) = &self.config.mesh {
+                mesh.all_reduce(&mut self.norm_partials)?;
             }
         }
+        in_pool(&pool, || self.step(updates, step, hyper, clipping, parallel))
     }
 
     /// The work of a validated step: clip norms, then every variable's update, then the counter.
@@ -707,12 +723,8 @@ impl Optimizer {
         step: i64,
         hyper: CurrentValues,
         clipping: Clipping,
+        parallel: bool,
     ) -> Result<i64> {
-        let parallel = self.config.threads != 1;
-        // Norms for clipping come before anything changes: the mesh's all-reduce may fail.
-        if matches!(clipping, Clipping::Norm(_) | Clipping::GlobalNorm(_)) {
-            self.measure_norms(updates, clipping, parallel)?;
-        }
         let partials = &self.norm_partials;
         let (global_f32, global_f64) = match clipping {
             Clipping::GlobalNorm(clip) => (
@@ -765,8 +777,8 @@ impl Optimizer {
     }
 
     /// Fills `norm_partials`, one per gradient in list order: its sum of squares (clipnorm) or its
-    /// `l2_loss` (global_clipnorm), in Eigen's order over the elements held here; then, with a
-    /// mesh, sums them across ranks. Changes nothing else.
+    /// `l2_loss` (global_clipnorm), in Eigen's order over the elements held here (a shard's part;
+    /// the caller sums them across ranks). Changes nothing else.
     fn measure_norms<S: UpdateSource + ?Sized>(
         &mut self,
         updates: &mut S,
@@ -803,9 +815,6 @@ impl Optimizer {
                 }
             };
             self.norm_partials.push(partial);
-        }
-        if let Some(mesh) = &self.config.mesh {
-            mesh.all_reduce(&mut self.norm_partials)?;
         }
         Ok(())
     }
