@@ -18,6 +18,8 @@ echo "== C API tests (ASan + UBSan)"
 bash tools/test-c.sh
 echo "== valgrind (C tests and examples) and the C examples under ASan + UBSan"
 bash tools/test-memcheck.sh
+echo "== fuzzing, 30 s per target (cargo-fuzz, AddressSanitizer)"
+bash tools/test-fuzz.sh 30
 echo "== C++ wrapper tests (C++17 and C++20, ASan + UBSan)"
 bash tools/test-cpp.sh
 echo "== Go package tests (GODEBUG=cgocheck=2)"

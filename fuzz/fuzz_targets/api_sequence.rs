@@ -1,0 +1,173 @@
+//! A sequence of C API calls decoded from the input: create, build with odd shapes and names,
+//! dense and sparse steps with wrong lengths, out-of-range and duplicate indices, NaN and
+//! infinities, set_weights, save and load, get_config, finalize, free. After every failed call
+//! the optimizer must be unchanged (its checkpoint bytes, config and iterations). All buffers
+//! are real memory of the lengths the calls state: the fuzzer varies what the library is told,
+//! not whether the caller lies about its own memory.
+#![no_main]
+use std::ffi::c_void;
+
+use adamw::ffi::adamw_status;
+use adamw::ffi::config::adamw_config_default;
+use adamw::ffi::handle::adamw_optimizer;
+use adamw::ffi::optimizer::*;
+use libfuzzer_sys::fuzz_target;
+
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn byte(&mut self) -> u8 {
+        let (b, rest) = self.0.split_first().map_or((0, &[][..]), |(b, r)| (*b, r));
+        self.0 = rest;
+        b
+    }
+    fn float(&mut self) -> f32 {
+        match self.byte() % 8 {
+            0 => f32::NAN,
+            1 => f32::INFINITY,
+            2 => -0.0,
+            3 => 1e-40, // subnormal
+            _ => (self.byte() as f32 - 128.0) / 16.0,
+        }
+    }
+}
+
+unsafe fn snapshot(opt: *mut adamw_optimizer) -> (Vec<u8>, Vec<u8>, i64) {
+    let (mut len, mut it) = (0usize, 0i64);
+    unsafe {
+        adamw_optimizer_save_own_variables(opt, std::ptr::null_mut(), 0, &mut len);
+        let mut bytes = vec![0u8; len];
+        adamw_optimizer_save_own_variables(opt, bytes.as_mut_ptr(), len, &mut len);
+        let mut clen = 0usize;
+        adamw_optimizer_get_config(opt, std::ptr::null_mut(), 0, &mut clen);
+        let mut config = vec![0u8; clen + 1];
+        adamw_optimizer_get_config(opt, config.as_mut_ptr().cast(), config.len(), &mut clen);
+        adamw_optimizer_iterations(opt, &mut it);
+        (bytes, config, it)
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = Input(data);
+    let mut config = adamw_config_default();
+    let flags = input.byte();
+    config.amsgrad = flags & 1;
+    config.use_ema = (flags >> 1) & 1;
+    config.clipnorm = if flags & 4 != 0 { 1.0 } else { 0.0 };
+    config.clipvalue = if flags & 8 != 0 { 0.5 } else { 0.0 };
+    config.reject_non_finite_gradients = (flags >> 4) & 1;
+    config.threads = ((flags >> 5) % 2) as u32; // 0 (the shared pool) or 1; a pool per input would only slow the fuzzer
+    let mut opt: *mut adamw_optimizer = std::ptr::null_mut();
+    // SAFETY: every pointer below is to live local memory of the stated length.
+    unsafe {
+        if adamw_optimizer_new(&config, &mut opt) != adamw_status::Ok {
+            return;
+        }
+        // Variables: 1-3, shapes from the input (some empty or odd).
+        let count = 1 + input.byte() as usize % 3;
+        let mut shapes: Vec<Vec<usize>> = (0..count).map(|_| (0..input.byte() % 3 + 1).map(|_| input.byte() as usize % 5).collect()).collect();
+        shapes[0].insert(0, 1 + input.byte() as usize % 4); // at least one row
+        let names: Vec<String> = (0..count).map(|i| format!("v{i}/{}\0", input.byte())).collect();
+        let lens: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
+        let mut values: Vec<Vec<f32>> = lens.iter().map(|&n| vec![0.5; n]).collect();
+        let vars: Vec<adamw_variable> = (0..count)
+            .map(|i| adamw_variable {
+                name: names[i].as_ptr().cast(),
+                dtype: adamw_dtype::Float32 as u32,
+                ndim: shapes[i].len(),
+                shape: shapes[i].as_ptr(),
+                data: values[i].as_ptr().cast(),
+                sharded: 0,
+                shard_offset: 0,
+                shard_len: 0,
+            })
+            .collect();
+        if adamw_optimizer_build(opt, vars.as_ptr(), vars.len()) != adamw_status::Ok {
+            adamw_optimizer_free(opt);
+            return;
+        }
+        for _ in 0..16 {
+            let before = snapshot(opt);
+            let op = input.byte() % 6;
+            let v = input.byte() as usize % (count + 1); // sometimes an unknown variable
+            let target = v % count;
+            let wrong = input.byte() % 4 == 0;
+            let len = if wrong { lens[target] + 1 } else { lens[target] };
+            let mut grad: Vec<f32> = (0..len).map(|_| input.float()).collect();
+            let status = match op {
+                0 | 1 => {
+                    let mut data = values[target].clone();
+                    data.resize(len, 0.0);
+                    let rows = shapes[target].first().copied().unwrap_or(1).max(1);
+                    let row_len = lens[target] / rows;
+                    let indices: Vec<i64> = (0..input.byte() % 4).map(|_| input.byte() as i64 % (rows as i64 + 2) - 1).collect();
+                    let rows_values: Vec<f32> = (0..indices.len() * row_len + usize::from(wrong)).map(|_| input.float()).collect();
+                    let mut e = adamw_gradient {
+                        variable: v,
+                        dtype: adamw_dtype::Float32 as u32,
+                        data: data.as_mut_ptr().cast::<c_void>(),
+                        len,
+                        dense: std::ptr::null(),
+                        indices: std::ptr::null(),
+                        num_indices: 0,
+                        values: std::ptr::null(),
+                        num_values: 0,
+                    };
+                    if op == 0 {
+                        e.dense = grad.as_mut_ptr().cast();
+                    } else {
+                        e.indices = indices.as_ptr();
+                        e.num_indices = indices.len();
+                        e.values = rows_values.as_ptr().cast();
+                        e.num_values = rows_values.len();
+                    }
+                    let s = adamw_optimizer_apply_gradients(opt, &e, 1, std::ptr::null_mut());
+                    if s == adamw_status::Ok {
+                        values[target].copy_from_slice(&data[..lens[target]]);
+                    } else {
+                        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&data[..lens[target]]), bits(&values[target]), "a failed step wrote the variable");
+                    }
+                    s
+                }
+                2 => {
+                    let (bytes, _, _) = &before;
+                    let mut copy = bytes.clone();
+                    if !copy.is_empty() && wrong {
+                        let at = input.byte() as usize % copy.len();
+                        copy[at] ^= 1 << (input.byte() % 8);
+                    }
+                    adamw_optimizer_load_own_variables(opt, copy.as_ptr(), copy.len())
+                }
+                3 => {
+                    let it = [input.byte() as i64];
+                    let shape = [len];
+                    let weights = [
+                        adamw_weight { dtype: adamw_dtype::Int64 as u32, ndim: 0, shape: std::ptr::null(), data: it.as_ptr().cast() },
+                        adamw_weight { dtype: adamw_dtype::Float32 as u32, ndim: 1, shape: shape.as_ptr(), data: grad.as_ptr().cast() },
+                    ];
+                    adamw_optimizer_set_weights(opt, weights.as_ptr(), 1 + usize::from(input.byte() % 2 == 0))
+                }
+                4 => {
+                    let mut data = values[target].clone();
+                    data.resize(len, 0.0);
+                    let d = adamw_variable_data { variable: v, dtype: adamw_dtype::Float32 as u32, data: data.as_mut_ptr().cast(), len };
+                    let s = adamw_optimizer_finalize_variable_values(opt, &d, 1);
+                    if s == adamw_status::Ok {
+                        values[target].copy_from_slice(&data[..lens[target]]);
+                    }
+                    s
+                }
+                _ => {
+                    let mut n = 0usize;
+                    adamw_optimizer_get_config(opt, std::ptr::null_mut(), 0, &mut n)
+                }
+            };
+            if status != adamw_status::Ok {
+                assert!(snapshot(opt) == before, "a failed call (op {op}, status {status:?}) changed the optimizer");
+            }
+            grad.clear();
+        }
+        adamw_optimizer_free(opt);
+    }
+});
