@@ -259,3 +259,20 @@ fn the_non_finite_guard_rejects_a_bad_batch_and_changes_nothing() {
         .unwrap();
     assert!(x[0].is_nan() && x[1].is_finite());
 }
+
+#[test]
+fn resource_limits_are_errors_not_aborts() {
+    let mut opt = Optimizer::new(Config::default()).unwrap();
+    let before = opt.save_own_variables().unwrap();
+    // A name with a NUL cannot cross the C ABI: rejected in Rust too.
+    let err = opt.build(&[VariableSpec::new("a\0b", DType::F32, &[2])], &[]).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    // An element count that overflows, and one that fits but cannot be allocated (4 TiB).
+    let err = opt.build(&[VariableSpec::new("w", DType::F32, &[usize::MAX / 2, 3])], &[]).unwrap_err();
+    assert!(matches!(err, Error::OutOfMemory(_)), "{err:?}");
+    let err = opt.build(&[VariableSpec::new("w", DType::F32, &[1 << 20, 1 << 20])], &[]).unwrap_err();
+    assert!(matches!(err, Error::OutOfMemory(_)), "{err:?}");
+    assert!(!opt.is_built());
+    assert_eq!(before, opt.save_own_variables().unwrap());
+    opt.build(&[VariableSpec::new("w", DType::F32, &[2])], &[]).unwrap();
+}

@@ -8,4 +8,4 @@ mkdir -p "$out"
 cc=${CC:-cc}
 flags=(-std=c11 -g -O1 -Wall -Wextra -Wpedantic -Werror -Iinclude -fsanitize=address,undefined -fno-sanitize-recover=all)
 "$cc" "${flags[@]}" tests/c/test_api.c target/release/libadamw.a -lm -ldl -lpthread -o "$out/test_api"
-ASAN_OPTIONS=detect_leaks=1 "$out/test_api"
+ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 "$out/test_api"

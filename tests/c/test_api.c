@@ -287,6 +287,20 @@ static void test_build(void) {
     v.ndim = 2;
     v.shape = huge_shape;
     EXPECT_REJECTED(opt, adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_OUT_OF_MEMORY);
+    /* Resource limits: a shape whose element count fits in size_t but not in memory (2^40
+     * floats, 4 TiB) fails the allocation cleanly instead of aborting; a name that is not UTF-8. */
+    size_t four_tebibytes[2] = {(size_t)1 << 20, (size_t)1 << 20};
+    v.ndim = 2;
+    v.shape = four_tebibytes;
+    EXPECT_REJECTED(opt, adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_OUT_OF_MEMORY);
+    v.shape = huge_shape;
+    v.name = "\xc3\x28"; /* an invalid UTF-8 sequence */
+    v.ndim = 1;
+    v.shape = bias_shape;
+    EXPECT_REJECTED(opt, adamw_optimizer_build(opt, &v, 1), ADAMW_STATUS_INVALID_ARGUMENT);
+    v.name = "w";
+    v.ndim = 2;
+    v.shape = huge_shape;
     size_t empty_but_huge_rows[3] = {0, SIZE_MAX / 2, 3}; /* 0 elements, but rows overflow */
     v.ndim = 3;
     v.shape = empty_but_huge_rows;
