@@ -18,5 +18,5 @@ for target in ${TARGETS:-from_config load_own_variables api_sequence}; do
         echo "error: fuzz target $target failed (the crashing input is in fuzz/artifacts/$target/)"
         exit 1
     fi
-    echo "$target: $(grep -E '^Done [0-9]+ runs' "$log"), $(grep -E 'DONE' "$log" | grep -oE 'cov: [0-9]+' | head -n 1), no crash"
+    echo "$target: $(grep -aE '^Done [0-9]+ runs' "$log"), $(grep -aE 'DONE' "$log" | grep -aoE 'cov: [0-9]+' | head -n 1), no crash"
 done
