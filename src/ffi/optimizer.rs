@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_void};
 use super::config::{adamw_config, to_config};
 use super::guard;
 use super::handle::{self, Handle, adamw_optimizer};
-use super::slice::{ByteRange, check_disjoint, slice, slice_mut, utf8, write, write_out};
+use super::slice::{ByteRange, check_disjoint, check_parts, slice, slice_mut, utf8, write, write_out};
 use super::status::{FfiError, adamw_status};
 use crate::float::DType;
 use crate::optimizer::{Optimizer, VariableSpec, Weight, WeightData};
@@ -464,26 +464,8 @@ impl Entries<'_> {
         for (i, e) in entries.iter().enumerate() {
             let dtype = dtype_of(e.dtype, || format!("entries[{i}].dtype"))?;
             let size = dtype.size();
-            let check = |ptr: *const c_void, len: usize, what: &str| -> Result<(), FfiError> {
-                if len == 0 {
-                    return Ok(());
-                }
-                if ptr.is_null() {
-                    return Err(FfiError::new(
-                        adamw_status::NullArgument,
-                        format!("`entries[{i}].{what}` is NULL but its length is {len}"),
-                    ));
-                }
-                if (ptr as usize) % size != 0 {
-                    return Err(FfiError::invalid(format!("`entries[{i}].{what}` is not aligned to {size} bytes")));
-                }
-                if len.checked_mul(size).is_none_or(|b| b > isize::MAX as usize) {
-                    return Err(FfiError::new(
-                        adamw_status::OutOfMemory,
-                        format!("`entries[{i}].{what}` length {len} overflows"),
-                    ));
-                }
-                Ok(())
+            let check = |ptr: *const c_void, len: usize, what: &str| {
+                check_parts(ptr, len, size, size, || format!("entries[{i}].{what}")).map(drop)
             };
             check(e.data, e.len, "data")?;
             let sparse = !e.values.is_null() || !e.indices.is_null();
@@ -495,18 +477,7 @@ impl Entries<'_> {
             }
             if sparse {
                 check(e.values, e.num_values, "values")?;
-                if e.num_indices > 0 && e.indices.is_null() {
-                    return Err(FfiError::null(&format!("entries[{i}].indices")));
-                }
-                if e.num_indices > 0 && (e.indices as usize) % 8 != 0 {
-                    return Err(FfiError::invalid(format!("`entries[{i}].indices` is not aligned to 8 bytes")));
-                }
-                if e.num_indices.checked_mul(8).is_none_or(|b| b > isize::MAX as usize) {
-                    return Err(FfiError::new(
-                        adamw_status::OutOfMemory,
-                        format!("`entries[{i}].num_indices` overflows"),
-                    ));
-                }
+                check_parts(e.indices, e.num_indices, 8, 8, || format!("entries[{i}].indices"))?;
             }
             let bytes = |len: usize| len * size;
             ranges.push(ByteRange::of(e.data.cast::<u8>(), bytes(e.len), true));

@@ -7,20 +7,34 @@ use std::mem::{align_of, size_of};
 
 use super::status::{FfiError, adamw_status};
 
-fn check_raw<T>(ptr: *const T, len: usize, what: &str) -> Result<bool, FfiError> {
+/// The checks every caller pointer passes before it becomes a slice: `len` elements of `size`
+/// bytes (aligned to `align`) at `ptr`, non-NULL unless empty, within isize::MAX bytes. Returns
+/// whether there is anything to read. `what` names the argument; it is built only for an error,
+/// so that a step's checks allocate nothing.
+pub fn check_parts<P>(
+    ptr: *const P,
+    len: usize,
+    size: usize,
+    align: usize,
+    what: impl Fn() -> String,
+) -> Result<bool, FfiError> {
     if len == 0 {
         return Ok(false);
     }
     if ptr.is_null() {
-        return Err(FfiError::new(adamw_status::NullArgument, format!("`{what}` is NULL but its length is {len}")));
+        return Err(FfiError::new(adamw_status::NullArgument, format!("`{}` is NULL but its length is {len}", what())));
     }
-    if (ptr as usize) % align_of::<T>() != 0 {
-        return Err(FfiError::invalid(format!("`{what}` is not aligned to {} bytes", align_of::<T>())));
+    if (ptr as usize) % align != 0 {
+        return Err(FfiError::invalid(format!("`{}` is not aligned to {align} bytes", what())));
     }
-    if len.checked_mul(size_of::<T>()).is_none_or(|bytes| bytes > isize::MAX as usize) {
-        return Err(FfiError::new(adamw_status::OutOfMemory, format!("`{what}` length {len} overflows")));
+    if len.checked_mul(size).is_none_or(|bytes| bytes > isize::MAX as usize) {
+        return Err(FfiError::new(adamw_status::OutOfMemory, format!("`{}` length {len} overflows", what())));
     }
     Ok(true)
+}
+
+fn check_raw<T>(ptr: *const T, len: usize, what: &str) -> Result<bool, FfiError> {
+    check_parts(ptr, len, size_of::<T>(), align_of::<T>(), || what.to_string())
 }
 
 /// A read-only slice of `len` elements at `ptr`; `(NULL, 0)` and `(anything, 0)` are empty.
