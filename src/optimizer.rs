@@ -111,9 +111,11 @@ impl Buffer {
     }
 }
 
-/// Typed access to a slot whose dtype was fixed at build.
+/// Typed access to a slot whose dtype was fixed at build, and to a gradient whose dtype was
+/// checked against it (a mismatch gives an empty slice, which the checks rule out).
 trait Slot: Element {
     fn slot(buffer: &mut Buffer) -> &mut [Self];
+    fn from_tensor(t: TensorRef<'_>) -> &[Self];
 }
 
 impl Slot for f32 {
@@ -123,6 +125,12 @@ impl Slot for f32 {
             Buffer::F64(_) => &mut [],
         }
     }
+    fn from_tensor(t: TensorRef<'_>) -> &[Self] {
+        match t {
+            TensorRef::F32(x) => x,
+            TensorRef::F64(_) => &[],
+        }
+    }
 }
 
 impl Slot for f64 {
@@ -130,6 +138,12 @@ impl Slot for f64 {
         match buffer {
             Buffer::F64(v) => v,
             Buffer::F32(_) => &mut [],
+        }
+    }
+    fn from_tensor(t: TensorRef<'_>) -> &[Self] {
+        match t {
+            TensorRef::F64(x) => x,
+            TensorRef::F32(_) => &[],
         }
     }
 }
@@ -1048,27 +1062,7 @@ enum TypedGradient<'a, F> {
     Sparse { indices: &'a [i64], values: &'a [F] },
 }
 
-trait FromTensor: Sized {
-    fn from_tensor(t: TensorRef<'_>) -> &[Self];
-}
-impl FromTensor for f32 {
-    fn from_tensor(t: TensorRef<'_>) -> &[Self] {
-        match t {
-            TensorRef::F32(x) => x,
-            TensorRef::F64(_) => &[],
-        }
-    }
-}
-impl FromTensor for f64 {
-    fn from_tensor(t: TensorRef<'_>) -> &[Self] {
-        match t {
-            TensorRef::F64(x) => x,
-            TensorRef::F32(_) => &[],
-        }
-    }
-}
-
-fn typed<F: FromTensor>(g: Gradient<'_>) -> TypedGradient<'_, F> {
+fn typed<F: Slot>(g: Gradient<'_>) -> TypedGradient<'_, F> {
     match g {
         Gradient::Dense(t) => TypedGradient::Dense(F::from_tensor(t)),
         Gradient::Sparse { indices, values } => TypedGradient::Sparse { indices, values: F::from_tensor(values) },
@@ -1087,7 +1081,7 @@ fn clip_for<F: Real>(clipping: Clipping, partial: f64, global: Clip<F>) -> Clip<
 
 /// Decay and update one variable (its checks have passed) with its gradient, clipped by `clip`.
 #[allow(clippy::too_many_arguments)]
-fn step_variable<F: Slot + FromTensor>(
+fn step_variable<F: Slot>(
     var: &mut BuiltVariable,
     value: &mut [F],
     gradient: TypedGradient<'_, F>,
