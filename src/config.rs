@@ -1,5 +1,5 @@
-//! The AdamW constructor arguments, Keras' defaults and checks (spec §5), and the Keras-compatible
-//! `get_config` / `from_config` JSON (spec §3.1).
+//! The AdamW constructor arguments, Keras' defaults and checks (docs/numerics.md §16), and the
+//! Keras-compatible `get_config` / `from_config` JSON (docs/numerics.md §11).
 
 use std::fmt;
 use std::sync::Arc;
@@ -326,7 +326,7 @@ impl Config {
     }
 }
 
-/// The one clipping mode in force (spec §1.3).
+/// The one clipping mode in force (docs/numerics.md §3.1).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Clipping {
     None,

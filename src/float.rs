@@ -1,9 +1,10 @@
-//! The floating-point environment that Keras runs in, reproduced exactly (spec §1.11).
+//! The floating-point environment that Keras runs in, reproduced exactly (docs/numerics.md §7).
 //!
 //! * TensorFlow's CPU kernels run with flush-to-zero and denormals-are-zero. [`Ftz`] is a number
 //!   whose every arithmetic result is flushed, and whose constructor flushes its input, so kernel
-//!   code written with it reads like the formula and rounds like TF. Flushing explicitly (rather than
-//!   setting MXCSR) keeps the results defined in Rust and identical on every CPU and thread.
+//!   code written with it reads like the formula and rounds like TF. On x86-64 the kernel loops
+//!   instead run under [`FlushToZero`] (the MXCSR FTZ and DAZ bits, TF's own mode) and use the
+//!   `HW` form of [`Ftz`], which leaves flushing to the processor; the bits are the same.
 //! * Scalar `tf.pow`, `tf.cos` and `tf.math.log` are glibc's `powf`, `cosf`, `logf` (and `pow`
 //!   for float64); we call the same libm symbols.
 //! * Python floats are binary64 and reach a tensor in one of two ways, which round differently:
@@ -40,7 +41,7 @@ impl DType {
 }
 
 unsafe extern "C" {
-    // glibc's libm, which TensorFlow's scalar kernels call (spec §1.11.3-4).
+    // glibc's libm, which TensorFlow's scalar kernels call (docs/numerics.md §7.2).
     fn powf(x: f32, y: f32) -> f32;
     fn pow(x: f64, y: f64) -> f64;
     fn cosf(x: f32) -> f32;
@@ -81,7 +82,7 @@ pub trait Real:
 {
     const DTYPE: DType;
     /// Lanes in one of Eigen's SIMD packets on the x86-64 wheels (AVX: 8 floats, 4 doubles),
-    /// which fixes the order of Eigen's sums (spec §1.11.5).
+    /// which fixes the order of Eigen's sums (docs/numerics.md §8).
     const PACKET: usize;
     const ZERO: Self;
     const ONE: Self;

@@ -2,8 +2,7 @@
 //! reproduced bit for bit, with a stable C ABI.
 //!
 //! The safe Rust API is [`Optimizer`] with [`Config`]; the C ABI lives in [`ffi`] and is declared
-//! in `include/adamw.h`. `../shared/spec/keras_adamw.md` (the project's spec) is the contract
-//! for every number.
+//! in `include/adamw.h`. `docs/numerics.md` is the contract for every number.
 //!
 //! ```
 //! use adamw::{Config, DType, LearningRate, Optimizer, Update, VariableSpec};

@@ -397,7 +397,8 @@ impl Optimizer {
     }
 
     /// Presets the iteration counter (Keras: `opt.iterations = tf.Variable(n)`), before build only.
-    /// Unlike Keras, the one counter is also what `variables()[0]` and checkpoints hold (spec §1.7).
+    /// Unlike Keras, the one counter is also what `variables()[0]` and checkpoints hold
+    /// (docs/numerics.md §2.6, §15).
     pub fn set_iterations(&mut self, iterations: i64) -> Result<()> {
         if self.is_built() {
             return Err(Error::AlreadyBuilt(format!(
@@ -667,7 +668,7 @@ impl Optimizer {
         Ok(())
     }
 
-    /// `apply_gradients(zip(grads, vars))`: one step over the listed variables (spec §1.2).
+    /// `apply_gradients(zip(grads, vars))`: one step over the listed variables (docs/numerics.md §2.1).
     /// Validates everything first: on error nothing has changed. Returns the new iteration count.
     /// An empty list is a no-op that only re-reads the learning rate, as in Keras.
     pub fn apply_gradients<S: UpdateSource + ?Sized>(&mut self, updates: &mut S) -> Result<i64> {

@@ -1,6 +1,6 @@
 //! The six Keras learning-rate schedules, evaluated in float32 exactly as
-//! `tf_keras/optimizers/schedules/learning_rate_schedule.py` does eagerly (spec §3.2), and their
-//! Keras serialization (spec §3.3).
+//! `tf_keras/optimizers/schedules/learning_rate_schedule.py` does eagerly (docs/numerics.md §10.2),
+//! and their Keras serialization (docs/numerics.md §10.3).
 
 use serde_json::{Map, Value, json};
 

@@ -1,4 +1,4 @@
-//! The literal expected values of Keras' own optimizer tests (spec §6), through the safe Rust
+//! The literal expected values of Keras' own optimizer tests (docs/numerics.md §1.4), through the safe Rust
 //! API. tf-keras `optimizer_test.py` (testWeightDecay, testClipNorm, testClipValue,
 //! testClipGlobalNorm, testMovingAverageOptimizer, testSparseGradientsWorkAsExpected,
 //! testSetIterations) and Keras 3 `adamw_test.py` (test_single_step,

@@ -1,5 +1,5 @@
 //! The bias corrections use `tf.pow` on scalars, which is glibc's `powf` and not always
-//! `f32(pow(f64, f64))`. `../shared/spec/beta_power_exceptions.json` lists, per beta, every step
+//! `f32(pow(f64, f64))`. `tests/data/beta_power_exceptions.json` lists, per beta, every step
 //! up to `t_max_checked` where the two differ, with TF's bits. Our pow must give TF's bits at
 //! every one of those steps and `f32(pow(f64(f32(beta)), t))` at all the others.
 
@@ -8,8 +8,8 @@ use serde_json::Value;
 
 #[test]
 fn beta_powers_match_tensorflow_at_every_step_checked() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/spec/beta_power_exceptions.json");
-    let text = std::fs::read_to_string(path).expect("../shared/spec/beta_power_exceptions.json is missing");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/beta_power_exceptions.json");
+    let text = std::fs::read_to_string(path).expect("tests/data/beta_power_exceptions.json is missing");
     let data: Value = serde_json::from_str(&text).unwrap();
     let hex = |v: &Value| u32::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
     let mut checked = 0usize;

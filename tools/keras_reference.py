@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Keras reference replayer for libadamw's conformance trajectories.
 
-Replays optimizer trajectories (see ../shared/spec/trajectory_format.md) through the *reference*
+Replays optimizer trajectories (see docs/trajectory_format.md) through the *reference*
 implementation, ``tf_keras.optimizers.AdamW`` (the Keras 2 optimizer of tf-keras 2.15.1 on
 tensorflow-cpu 2.15.1), eagerly on the CPU, and writes the results in the trajectory result format.
 It also generates the conformance suite that lives in ``tests/conformance``.
@@ -23,10 +23,10 @@ Usage:
     # print the generated case ids with their descriptions (does not import TensorFlow)
     /tmp/venv-keras/bin/python tools/keras_reference.py list
 
-    # check the replayer against the spec's smoke pair (must be 0 ulp)
+    # check the replayer against the smoke pair (must be 0 ulp; adamw-compare: cargo build --release)
     /tmp/venv-keras/bin/python tools/keras_reference.py run \\
-        ../shared/spec/smoke_cases.json /tmp/smoke_out.json
-    python3 ../shared/spec/compare_trajectories.py ../shared/spec/smoke_expected.json /tmp/smoke_out.json
+        tests/conformance/smoke_cases.json /tmp/smoke_out.json
+    target/release/adamw-compare tests/conformance/smoke_expected.json /tmp/smoke_out.json
 
 Semantics of the replay (per case, with one fresh optimizer and fresh ``tf.Variable``s):
 
@@ -41,7 +41,7 @@ Semantics of the replay (per case, with one fresh optimizer and fresh ``tf.Varia
    results of the steps before it are kept.
 6. ``final.optimizer_variables`` is ``opt.variables`` in Keras order, EXCEPT that index 0 is the LIVE
    counter ``opt.iterations``: with a preset counter Keras' ``variables[0]`` is a stale counter that
-   stays 0 (spec keras_adamw.md section 1.7); libadamw keeps one counter, so we report the live one.
+   stays 0 (docs/numerics.md §15); libadamw keeps one counter, so we report the live one.
 
 Numbers: every value is written as the exact float64 of the stored value (float32 -> the float64 of
 the float32); NaN/+inf/-inf are the strings "NaN"/"Infinity"/"-Infinity" (accepted in inputs too).
@@ -269,7 +269,7 @@ def run_case(case):
 
     # --- final state -------------------------------------------------------------------------------
     opt_vars = [tensor_out(v) for v in opt.variables]
-    # libadamw keeps ONE counter (spec section 1.7): report the live counter as variables[0], not
+    # libadamw keeps ONE counter (docs/numerics.md §2.6): report the live counter as variables[0], not
     # Keras' stale variables[0] (they differ only when `iterations` was preset).
     opt_vars[0] = [float(opt.iterations.numpy())]
     result["final"] = {
@@ -306,7 +306,7 @@ def sched(class_name, **config):
 
 
 def _eigen_sum_f32(x, first=0, n=None, split=True):
-    """float32 sum in the order of Eigen's full reducer on x86-64/AVX (spec keras_adamw.md 1.11.5).
+    """float32 sum in the order of Eigen's full reducer on x86-64/AVX (docs/numerics.md §8).
 
     Used ONLY to pick big test tensors whose sum depends on that order (the expected values always
     come from TensorFlow itself). split=False is the plausible mistake of skipping the tree split.

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Builds the C++ wrapper's tests as C++17 and as C++20 (std::span), with -Wall -Wextra -Werror
 # and AddressSanitizer + UBSan, and runs them against Keras' smoke trajectories.
-# Expects `cargo build --release` to have run and ../shared beside the checkout.
+# Expects `cargo build --release` to have run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/cpp-tests
 mkdir -p "$out"
-python3 tools/smoke_to_text.py ../shared/spec/smoke_cases.json ../shared/spec/smoke_expected.json > "$out/smoke.txt"
+python3 tools/smoke_to_text.py tests/conformance/smoke_cases.json tests/conformance/smoke_expected.json > "$out/smoke.txt"
 cxx=${CXX:-g++}
 for std in c++17 c++20; do
     echo "-- $cxx -std=$std"

@@ -1,4 +1,4 @@
-//! adamw-replay: runs conformance cases (../shared/spec/trajectory_format.md) through the public
+//! adamw-replay: runs conformance cases (docs/trajectory_format.md) through the public
 //! C ABI and writes the results in the same format, for comparison with Keras' results.
 //!
 //! usage: adamw-replay [--threads N] [--no-simd] [CASES.json] > RESULTS.json

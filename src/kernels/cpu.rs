@@ -293,7 +293,7 @@ pub struct SparseRows<'a, F> {
     pub row_len: usize,
 }
 
-/// The sparse step over a whole variable or a shard of one (spec §1.4, §1.6): every element
+/// The sparse step over a whole variable or a shard of one (docs/numerics.md §2.4, §4): every element
 /// decays; elements of rows with a gradient also receive their duplicates' sum (from +0.0, in
 /// the caller's order). `first_element` is the flat index of `lanes[0]` in the whole variable
 /// (a shard's offset, else 0); rows are the whole variable's.

@@ -1,4 +1,4 @@
-//! The AdamW math, written once, one line per line of Keras (spec §1.2–§1.6, §1.8).
+//! The AdamW math, written once, one line per line of Keras (docs/numerics.md §2–§5).
 //!
 //! Everything here is a pure function of its arguments. [`cpu`] runs these element functions over
 //! slices, in parallel for large variables; every element is independent, so the thread count
@@ -74,7 +74,7 @@ pub struct VariableOps {
     pub overwrite_with_average: bool,
 }
 
-/// How this step's gradient is clipped, element by element, once its norm is known (spec §1.3).
+/// How this step's gradient is clipped, element by element, once its norm is known (docs/numerics.md §3).
 #[derive(Debug, Clone, Copy)]
 pub enum Clip<F> {
     None,
@@ -218,7 +218,7 @@ pub fn sparse_element<F: Real, const AMSGRAD: bool, const EMA: bool, const HW: b
 }
 
 /// `tf.reduce_sum` over `n` values `x(first)..x(first + n - 1)` in the exact order of Eigen's
-/// full reducer on the x86-64 wheels (spec §1.11.5): a tree of halves split on packet boundaries
+/// full reducer on the x86-64 wheels (docs/numerics.md §8): a tree of halves split on packet boundaries
 /// down to leaves of `PACKET * 1024` elements, each summed with four interleaved packet
 /// accumulators, then one packet, then a scalar tail. (The lane loops index like Eigen's packets.)
 pub fn sum_eigen<F: Real>(x: &(impl Fn(usize) -> Ftz<F> + Sync), first: usize, n: usize) -> Ftz<F> {

@@ -354,14 +354,14 @@ func same(want float64, got float64) bool {
 
 // The smoke cases through the Go package, compared bit for bit with Keras' results.
 func TestSmokeTrajectories(t *testing.T) {
-	spec := filepath.Join("..", "..", "..", "..", "shared", "spec")
+	data := filepath.Join("..", "..", "..", "tests", "conformance")
 	var cases, expected []map[string]interface{}
 	for file, dst := range map[string]*[]map[string]interface{}{"smoke_cases.json": &cases, "smoke_expected.json": &expected} {
-		data, err := os.ReadFile(filepath.Join(spec, file))
+		text, err := os.ReadFile(filepath.Join(data, file))
 		if err != nil {
-			t.Fatal("the spec's smoke cases are needed beside the checkout: ", err)
+			t.Fatal("the smoke cases are missing from tests/conformance: ", err)
 		}
-		if err := json.Unmarshal(data, dst); err != nil {
+		if err := json.Unmarshal(text, dst); err != nil {
 			t.Fatal(err)
 		}
 	}
