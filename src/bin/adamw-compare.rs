@@ -97,10 +97,8 @@ fn walk(expected: &Value, actual: &Value, path: &str, worst: &mut Worst) {
             }
         }
         _ => match (number(expected), number(actual)) {
-            (Some(_), Some(_)) if expected.is_i64() && actual.is_i64() => {
-                if expected != actual {
-                    mismatch(worst, format!("expected {expected}, got {actual}"));
-                }
+            (Some(_), Some(_)) if expected.is_i64() && actual.is_i64() && expected != actual => {
+                mismatch(worst, format!("expected {expected}, got {actual}"));
             }
             (Some(e), Some(a)) => {
                 worst.note(ulp(e, a), || format!("{path}: expected {expected}, got {actual}"));
