@@ -4,7 +4,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use adamw::{Config, DType, Gradient, Optimizer, TensorMut, TensorRef, Update, VariableSpec};
+use adamw::{Config, DType, Gradient, GradientEntry, Optimizer, TensorMut, TensorRef, VariableSpec};
 
 fn probe(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
     use rayon::prelude::*;
@@ -33,9 +33,9 @@ fn main() {
                 let g: Vec<f32> = (0..n).map(|i| (i % 13) as f32 * 0.01 - 0.06).collect();
                 let reps = (1usize << 26) / n + 3;
                 let mut step = || {
-                    let mut u = [Update {
+                    let mut u = [GradientEntry {
                         variable: 0,
-                        value: TensorMut::F32(&mut w),
+                        values: TensorMut::F32(&mut w),
                         gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
                     }];
                     opt.apply_gradients(&mut u[..]).unwrap();

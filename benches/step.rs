@@ -7,7 +7,7 @@
 //! - `multi/100x1K/<threads>t`: 100 variables of 1K parameters in one call.
 use std::hint::black_box;
 
-use adamw::{Config, DType, Gradient, Optimizer, TensorMut, TensorRef, Update, VariableSpec};
+use adamw::{Config, DType, Gradient, GradientEntry, Optimizer, TensorMut, TensorRef, VariableSpec};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const SIZES: [(&str, usize); 5] =
@@ -47,7 +47,8 @@ fn steps(c: &mut Criterion) {
                         } else {
                             Gradient::Dense(TensorRef::F32(&grad))
                         };
-                        let mut u = [Update { variable: 0, value: TensorMut::F32(&mut w), gradient: Some(gradient) }];
+                        let mut u =
+                            [GradientEntry { variable: 0, values: TensorMut::F32(&mut w), gradient: Some(gradient) }];
                         black_box(opt.apply_gradients(&mut u[..]).unwrap());
                     })
                 });
@@ -70,12 +71,12 @@ fn many_variables(c: &mut Criterion) {
         group.throughput(Throughput::Elements((count * n) as u64));
         group.bench_function(format!("100x1K/{threads}t"), |b| {
             b.iter(|| {
-                let mut updates: Vec<Update<'_>> = ws
+                let mut updates: Vec<GradientEntry<'_>> = ws
                     .iter_mut()
                     .enumerate()
-                    .map(|(i, w)| Update {
+                    .map(|(i, w)| GradientEntry {
                         variable: i,
-                        value: TensorMut::F32(w),
+                        values: TensorMut::F32(w),
                         gradient: Some(Gradient::Dense(TensorRef::F32(&grad))),
                     })
                     .collect();

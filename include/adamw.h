@@ -85,7 +85,9 @@ typedef enum adamw_status {
 
 // Element types. Values start at 1 so that zeroed memory is invalid.
 typedef enum adamw_dtype {
+  // IEEE 754 binary32 (`float`).
   ADAMW_DTYPE_FLOAT32 = 1,
+  // IEEE 754 binary64 (`double`).
   ADAMW_DTYPE_FLOAT64 = 2,
   // Only the iteration counter (optimizer variable 0) has this dtype.
   ADAMW_DTYPE_INT64 = 3,
@@ -135,15 +137,20 @@ typedef struct adamw_schedule {
   double alpha;
   // COSINE: 1 to warm up linearly from `initial_learning_rate` to `warmup_target` over `warmup_steps`.
   uint8_t has_warmup;
+  // COSINE with has_warmup: the rate the warmup ends at, where the cosine decay starts.
   double warmup_target;
+  // COSINE with has_warmup: the number of warmup steps (default 0).
   double warmup_steps;
   // COSINE_RESTARTS (defaults 2.0 and 1.0).
   double t_mul;
+  // COSINE_RESTARTS: each period starts at `m_mul` times the previous one's initial rate.
   double m_mul;
   // PIECEWISE_CONSTANT: `num_boundaries` step boundaries and `num_boundaries + 1` values
   // (read during `adamw_optimizer_new` only).
   const int64_t *boundaries;
+  // The number of int64s at `boundaries` (`boundaries` may be NULL when it is 0).
   size_t num_boundaries;
+  // The `num_boundaries + 1` rates, one per interval; must not be NULL.
   const double *values;
   // Optional name (NUL-terminated UTF-8, copied), reported by get_config; may be NULL.
   const char *name;
@@ -173,16 +180,21 @@ typedef struct adamw_config {
   const struct adamw_schedule *learning_rate_schedule;
   // A learning rate computed by the caller each step, or NULL. Takes precedence over both.
   adamw_scalar_fn learning_rate_fn;
+  // Passed to `learning_rate_fn` as `user_data`; never dereferenced by the library.
   void *learning_rate_user_data;
   // Decoupled weight decay (default 0.004).
   double weight_decay;
   // First-moment decay (default 0.9), or a callback evaluated each step.
   double beta_1;
+  // A `beta_1` computed by the caller each step, or NULL to use `beta_1`.
   adamw_scalar_fn beta_1_fn;
+  // Passed to `beta_1_fn` as `user_data`; never dereferenced by the library.
   void *beta_1_user_data;
   // Second-moment decay (default 0.999), or a callback evaluated each step.
   double beta_2;
+  // A `beta_2` computed by the caller each step, or NULL to use `beta_2`.
   adamw_scalar_fn beta_2_fn;
+  // Passed to `beta_2_fn` as `user_data`; never dereferenced by the library.
   void *beta_2_user_data;
   // Keras' epsilon-hat, added to sqrt(v) (default 1e-7).
   double epsilon;
@@ -208,6 +220,7 @@ typedef struct adamw_config {
   // shards (see `adamw_variable`), and clip norms are summed across ranks by this callback.
   // Kept with `mesh_user_data`, called as documented on `adamw_all_reduce_fn`.
   adamw_all_reduce_fn mesh_all_reduce;
+  // Passed to `mesh_all_reduce` as `user_data`; never dereferenced by the library.
   void *mesh_user_data;
   // 1 to turn on the non-finite guard (an extension, default 0 for Keras parity):
   // apply_gradients first checks every gradient value, and a NaN or an infinity rejects the
@@ -241,7 +254,9 @@ typedef struct adamw_variable {
   // Its `data`, dense gradients and slots then have `shard_len` elements; sparse gradients
   // still name whole rows of the variable, and each shard applies its part of them.
   uint8_t sharded;
+  // With `sharded`: the flat (row-major) element index where the shard starts; else ignored.
   size_t shard_offset;
+  // With `sharded`: the number of elements in the shard; else ignored.
   size_t shard_len;
 } adamw_variable;
 
@@ -258,14 +273,17 @@ typedef struct adamw_gradient {
   uint32_t dtype;
   // The variable's values, updated in place: `len` elements, not overlapping any other buffer.
   void *data;
+  // The number of elements at `data`: the variable's size, or `shard_len` for a shard.
   size_t len;
   // Dense gradient of `len` elements, or NULL.
   const void *dense;
-  // Sparse gradient: row indices in [0, shape[0]).
+  // Sparse gradient: row indices in `[0, shape[0])`.
   const int64_t *indices;
+  // The number of indices at `indices`.
   size_t num_indices;
   // Sparse gradient rows: `num_values` = `num_indices` * (elements per row), or NULL.
   const void *values;
+  // The number of elements at `values`.
   size_t num_values;
 } adamw_gradient;
 
@@ -286,6 +304,7 @@ typedef struct adamw_variable_data {
   uint32_t dtype;
   // `len` elements, written.
   void *data;
+  // The number of elements at `data`.
   size_t len;
 } adamw_variable_data;
 
@@ -293,7 +312,9 @@ typedef struct adamw_variable_data {
 typedef struct adamw_variable_info {
   // ADAMW_DTYPE_INT64 for the counter, else the variable's dtype.
   uint32_t dtype;
+  // Number of dimensions (0 for a scalar).
   size_t ndim;
+  // The dimensions: the first `ndim` entries; the rest are 0.
   size_t shape[ADAMW_MAX_NDIM];
   // Number of elements (1 for a scalar).
   size_t len;
@@ -302,10 +323,13 @@ typedef struct adamw_variable_info {
 // A value for `adamw_optimizer_set_weights`: `dtype`, a shape, and the product of the shape
 // elements at `data` (read during the call only).
 typedef struct adamw_weight {
+  // An ADAMW_DTYPE_* value: the optimizer variable's (ADAMW_DTYPE_INT64 for the counter at 0).
   uint32_t dtype;
+  // Number of dimensions (0 for a scalar), at most ADAMW_MAX_NDIM.
   size_t ndim;
   // `ndim` dimensions; may be NULL when `ndim` is 0.
   const size_t *shape;
+  // The elements, row-major: the product of `shape` values of `dtype`.
   const void *data;
 } adamw_weight;
 
@@ -316,6 +340,46 @@ typedef struct adamw_weight {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+// Keras' `save_own_variables`: writes every optimizer variable into `buf` as a safetensors file
+// (keys "0".."N-1" in `variables` order; see README), with the size-query convention:
+// `buf` NULL and `cap` 0 give the size in `*out_len`.
+// NULL: `optimizer`, `out_len`. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, BUFFER_TOO_SMALL (`*out_len` holds the size), OUT_OF_MEMORY, BUSY.
+enum adamw_status adamw_optimizer_save_own_variables(const struct adamw_optimizer *optimizer,
+                                                     uint8_t *buf,
+                                                     size_t cap,
+                                                     size_t *out_len);
+
+// Keras' `load_own_variables`: replaces every optimizer variable (the counter included) from
+// bytes written by `adamw_optimizer_save_own_variables` for an optimizer built the same way
+// (before build: a checkpoint of an unbuilt optimizer, which holds only the counter).
+// Ownership: `buf` is read during the call. NULL: `optimizer` must not be NULL; `buf` may be NULL only when `len` is 0.
+// Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, INVALID_CHECKPOINT (not a libadamw checkpoint:
+// truncated, corrupted, foreign), CHECKPOINT_MISMATCH (another variable count, shape or dtype),
+// BUSY. On error nothing changes.
+enum adamw_status adamw_optimizer_load_own_variables(struct adamw_optimizer *optimizer,
+                                                     const uint8_t *buf,
+                                                     size_t len);
+
+// Saves every optimizer variable to the file `path` (the format of
+// `adamw_optimizer_save_own_variables`), atomically: a temporary file in the same directory is
+// written, flushed to disk and renamed over `path`, so a crash or a write error (a full or
+// read-only disk) leaves the previous file intact.
+// Ownership: `path` (a NUL-terminated file name) is read during the call.
+// NULL: `optimizer`, `path` must not be NULL. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, IO (the system's reason in the message), BUSY.
+enum adamw_status adamw_optimizer_save_file(const struct adamw_optimizer *optimizer,
+                                            const char *path);
+
+// Loads every optimizer variable from a file written by `adamw_optimizer_save_file`, as
+// `adamw_optimizer_load_own_variables` does from a buffer.
+// NULL: `optimizer`, `path` must not be NULL. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, IO (missing or unreadable file), INVALID_CHECKPOINT
+// (truncated, corrupted: the CRC-32 does not match, or foreign), CHECKPOINT_MISMATCH, BUSY.
+// On error nothing changes.
+enum adamw_status adamw_optimizer_load_file(struct adamw_optimizer *optimizer, const char *path);
 
 // Keras' defaults: learning_rate 0.001, weight_decay 0.004, beta_1 0.9, beta_2 0.999,
 // epsilon 1e-7, no amsgrad, no clipping, no EMA (momentum 0.99), name "AdamW".
@@ -431,6 +495,22 @@ enum adamw_status adamw_optimizer_set_threads(struct adamw_optimizer *optimizer,
 enum adamw_status adamw_optimizer_reserve_sparse(struct adamw_optimizer *optimizer,
                                                  size_t max_indices);
 
+// Copies the message of the last failed call on this thread into `buf` as a NUL-terminated
+// UTF-8 string, and its length (without the NUL) into `*out_len`.
+//
+// Ownership: `buf` is the caller's; the message stays stored until the next failure on this thread.
+// NULL: `buf` may be NULL when `cap` is 0 (a size query); `out_len` may be NULL.
+// Threads: each thread has its own message.
+// Errors: BUFFER_TOO_SMALL when `cap` < length + 1 (`*out_len` still receives the length; with
+// `cap` > 0 the truncated message is written, NUL-terminated), NULL_ARGUMENT for a NULL `buf`
+// with `cap` > 0. Returns OK with an empty string when no call has failed on this thread.
+enum adamw_status adamw_last_error(char *buf, size_t cap, size_t *out_len);
+
+// The name of a status as a static NUL-terminated string, e.g. "ADAMW_STATUS_SHAPE_MISMATCH";
+// "ADAMW_STATUS_UNKNOWN" for a value that is not a status.
+// Ownership: static storage; never free it. Threads: safe from any thread.
+const char *adamw_status_name(uint32_t status);
+
 // One optimizer step over the listed variables (Keras: `apply_gradients(zip(grads, vars))`):
 // clipping, weight decay, the Adam update, EMA, and the counter's increment. A variable not
 // listed, or listed with no gradient, is left alone. An empty list changes nothing but the
@@ -526,46 +606,6 @@ enum adamw_status adamw_optimizer_set_weights(struct adamw_optimizer *optimizer,
                                               const struct adamw_weight *weights,
                                               size_t num_weights);
 
-// Keras' `save_own_variables`: writes every optimizer variable into `buf` as a safetensors file
-// (keys "0".."N-1" in `variables` order; see README), with the size-query convention:
-// `buf` NULL and `cap` 0 give the size in `*out_len`.
-// NULL: `optimizer`, `out_len`. Threads: serialized.
-// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, BUFFER_TOO_SMALL (`*out_len` holds the size), OUT_OF_MEMORY, BUSY.
-enum adamw_status adamw_optimizer_save_own_variables(const struct adamw_optimizer *optimizer,
-                                                     uint8_t *buf,
-                                                     size_t cap,
-                                                     size_t *out_len);
-
-// Keras' `load_own_variables`: replaces every optimizer variable (the counter included) from
-// bytes written by `adamw_optimizer_save_own_variables` for an optimizer built the same way
-// (before build: a checkpoint of an unbuilt optimizer, which holds only the counter).
-// Ownership: `buf` is read during the call. NULL: `optimizer` must not be NULL; `buf` may be NULL only when `len` is 0.
-// Threads: serialized.
-// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, INVALID_CHECKPOINT (not a libadamw checkpoint:
-// truncated, corrupted, foreign), CHECKPOINT_MISMATCH (another variable count, shape or dtype),
-// BUSY. On error nothing changes.
-enum adamw_status adamw_optimizer_load_own_variables(struct adamw_optimizer *optimizer,
-                                                     const uint8_t *buf,
-                                                     size_t len);
-
-// Saves every optimizer variable to the file `path` (the format of
-// `adamw_optimizer_save_own_variables`), atomically: a temporary file in the same directory is
-// written, flushed to disk and renamed over `path`, so a crash or a write error (a full or
-// read-only disk) leaves the previous file intact.
-// Ownership: `path` (a NUL-terminated file name) is read during the call.
-// NULL: `optimizer`, `path` must not be NULL. Threads: serialized.
-// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, IO (the system's reason in the message), BUSY.
-enum adamw_status adamw_optimizer_save_file(const struct adamw_optimizer *optimizer,
-                                            const char *path);
-
-// Loads every optimizer variable from a file written by `adamw_optimizer_save_file`, as
-// `adamw_optimizer_load_own_variables` does from a buffer.
-// NULL: `optimizer`, `path` must not be NULL. Threads: serialized.
-// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, IO (missing or unreadable file), INVALID_CHECKPOINT
-// (truncated, corrupted: the CRC-32 does not match, or foreign), CHECKPOINT_MISMATCH, BUSY.
-// On error nothing changes.
-enum adamw_status adamw_optimizer_load_file(struct adamw_optimizer *optimizer, const char *path);
-
 // ADAMW_ABI_VERSION of the library actually linked; compare with the header's macro.
 // Threads: safe from any thread.
 uint32_t adamw_abi_version(void);
@@ -573,22 +613,6 @@ uint32_t adamw_abi_version(void);
 // The library version ("MAJOR.MINOR.PATCH"), a static NUL-terminated string; never free it.
 // Threads: safe from any thread.
 const char *adamw_version(void);
-
-// Copies the message of the last failed call on this thread into `buf` as a NUL-terminated
-// UTF-8 string, and its length (without the NUL) into `*out_len`.
-//
-// Ownership: `buf` is the caller's; the message stays stored until the next failure on this thread.
-// NULL: `buf` may be NULL when `cap` is 0 (a size query); `out_len` may be NULL.
-// Threads: each thread has its own message.
-// Errors: BUFFER_TOO_SMALL when `cap` < length + 1 (`*out_len` still receives the length; with
-// `cap` > 0 the truncated message is written, NUL-terminated), NULL_ARGUMENT for a NULL `buf`
-// with `cap` > 0. Returns OK with an empty string when no call has failed on this thread.
-enum adamw_status adamw_last_error(char *buf, size_t cap, size_t *out_len);
-
-// The name of a status as a static NUL-terminated string, e.g. "ADAMW_STATUS_SHAPE_MISMATCH";
-// "ADAMW_STATUS_UNKNOWN" for a value that is not a status.
-// Ownership: static storage; never free it. Threads: safe from any thread.
-const char *adamw_status_name(uint32_t status);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use safetensors::tensor::{Dtype, SafeTensors, View};
 
+use crate::dtype::{DType, TensorBuf, TensorRef};
 use crate::error::{Error, Result};
-use crate::optimizer::{OptimizerVariable, Weight, WeightData};
 
 const METADATA_KEY: &str = "libadamw";
 const FORMAT_VERSION: &str = "v2";
@@ -48,22 +48,28 @@ impl View for &Entry {
     }
 }
 
-fn le_bytes(data: WeightData<'_>) -> (Dtype, Vec<u8>) {
-    match data {
-        WeightData::I64(x) => (Dtype::I64, x.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        WeightData::F32(x) => (Dtype::F32, x.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        WeightData::F64(x) => (Dtype::F64, x.iter().flat_map(|v| v.to_le_bytes()).collect()),
+/// The safetensors dtype of a dtype, and back: the one place the two are matched.
+fn safetensors_dtype(dtype: DType) -> Dtype {
+    match dtype {
+        DType::F32 => Dtype::F32,
+        DType::F64 => Dtype::F64,
+        DType::I64 => Dtype::I64,
     }
 }
 
-/// Serializes the optimizer variables.
-pub fn encode(vars: &[OptimizerVariable<'_>]) -> Result<Vec<u8>> {
-    let entries: Vec<(String, Entry)> = vars
+fn dtype_of(dtype: Dtype) -> Option<DType> {
+    [DType::F32, DType::F64, DType::I64].into_iter().find(|&d| safetensors_dtype(d) == dtype)
+}
+
+/// Serializes the optimizer variables, each a shape and its values, in Keras' order.
+pub fn encode(tensors: &[(&[usize], TensorRef<'_>)]) -> Result<Vec<u8>> {
+    let entries: Vec<(String, Entry)> = tensors
         .iter()
         .enumerate()
-        .map(|(i, v)| {
-            let (dtype, bytes) = le_bytes(v.data);
-            (i.to_string(), Entry { dtype, shape: v.shape.to_vec(), bytes })
+        .map(|(i, &(shape, values))| {
+            let entry =
+                Entry { dtype: safetensors_dtype(values.dtype()), shape: shape.to_vec(), bytes: values.to_le_bytes() };
+            (i.to_string(), entry)
         })
         .collect();
     let mut crc = crc32fast::Hasher::new();
@@ -76,32 +82,8 @@ pub fn encode(vars: &[OptimizerVariable<'_>]) -> Result<Vec<u8>> {
         .map_err(|e| Error::OutOfMemory(format!("cannot serialize the optimizer variables: {e}")))
 }
 
-/// A decoded checkpoint: owned values, ready to be checked against an optimizer.
-pub struct Checkpoint {
-    tensors: Vec<(Vec<usize>, Values)>,
-}
-
-enum Values {
-    I64(Vec<i64>),
-    F32(Vec<f32>),
-    F64(Vec<f64>),
-}
-
-impl Checkpoint {
-    pub fn weights(&self) -> Vec<Weight<'_>> {
-        self.tensors
-            .iter()
-            .map(|(shape, values)| Weight {
-                shape,
-                data: match values {
-                    Values::I64(x) => WeightData::I64(x),
-                    Values::F32(x) => WeightData::F32(x),
-                    Values::F64(x) => WeightData::F64(x),
-                },
-            })
-            .collect()
-    }
-}
+/// A decoded checkpoint: per tensor in key order, its shape and values.
+pub type Checkpoint = Vec<(Vec<usize>, TensorBuf)>;
 
 /// The fields of the metadata stamp: (library version, CRC-32).
 fn parse_stamp(stamp: &str) -> Option<(&str, u32)> {
@@ -135,19 +117,10 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint> {
         let view = st.tensor(&key).map_err(|_| bad(format!("checkpoint of {n} tensors has no key \"{key}\"")))?;
         let data = view.data();
         crc.update(data);
-        let values = match view.dtype() {
-            Dtype::I64 => Values::I64(
-                data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default())).collect(),
-            ),
-            Dtype::F32 => Values::F32(
-                data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default())).collect(),
-            ),
-            Dtype::F64 => Values::F64(
-                data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default())).collect(),
-            ),
-            other => return Err(bad(format!("tensor \"{key}\" has dtype {other:?}; expected I64, F32 or F64"))),
+        let Some(dtype) = dtype_of(view.dtype()) else {
+            return Err(bad(format!("tensor \"{key}\" has dtype {:?}; expected I64, F32 or F64", view.dtype())));
         };
-        tensors.push((view.shape().to_vec(), values));
+        tensors.push((view.shape().to_vec(), TensorBuf::from_le_bytes(dtype, data)));
     }
     let actual_crc = crc.finalize();
     if actual_crc != expected_crc {
@@ -155,10 +128,10 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint> {
             "the checkpoint is corrupted: its data has CRC-32 {actual_crc:08x}, but libadamw {writer} recorded {expected_crc:08x}"
         )));
     }
-    if tensors.first().is_some_and(|(shape, v)| !shape.is_empty() || !matches!(v, Values::I64(_))) {
+    if tensors.first().is_some_and(|(shape, v)| !shape.is_empty() || v.dtype() != DType::I64) {
         return Err(bad("tensor \"0\" must be the int64 scalar iteration counter".into()));
     }
-    Ok(Checkpoint { tensors })
+    Ok(tensors)
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, flushed to disk, renamed over

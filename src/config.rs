@@ -7,7 +7,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::kwargs::{Kwargs, Num, float_to_json};
+use crate::json_number::{float_from_json, float_to_json};
+use crate::kwargs::{Kwargs, Num};
 use crate::schedule::Schedule;
 
 /// A hyper-parameter computed by the caller at each step: `step` is the pre-increment iteration
@@ -16,6 +17,7 @@ use crate::schedule::Schedule;
 pub struct Callback(pub Arc<dyn Fn(i64) -> std::result::Result<f64, String> + Send + Sync>);
 
 impl Callback {
+    /// Wraps a function of the step.
     pub fn new(f: impl Fn(i64) -> std::result::Result<f64, String> + Send + Sync + 'static) -> Self {
         Callback(Arc::new(f))
     }
@@ -51,10 +53,12 @@ pub struct Mesh(pub Arc<AllReduce>);
 pub type AllReduce = dyn Fn(&mut [f64]) -> std::result::Result<(), String> + Send + Sync;
 
 impl Mesh {
+    /// Wraps an all-reduce function.
     pub fn new(all_reduce: impl Fn(&mut [f64]) -> std::result::Result<(), String> + Send + Sync + 'static) -> Self {
         Mesh(Arc::new(all_reduce))
     }
 
+    /// Sums `values` across ranks in place; a failure is a `CallbackFailed` error.
     pub fn all_reduce(&self, values: &mut [f64]) -> Result<()> {
         (self.0)(values).map_err(|reason| Error::CallbackFailed(format!("the mesh all-reduce failed: {reason}")))
     }
@@ -75,8 +79,11 @@ impl PartialEq for Mesh {
 /// `learning_rate`: a float, one of the six Keras schedules, or a callback evaluated every step.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LearningRate {
+    /// A fixed rate, used as float32 each step (Keras keeps it in a float32 variable).
     Constant(f64),
+    /// A Keras schedule, evaluated in float32 at the pre-increment iteration count each step.
     Schedule(Schedule),
+    /// A rate computed by the caller every step, rounded to float32 (Keras calls a callable once).
     Callback(Callback),
 }
 
@@ -84,7 +91,9 @@ pub enum LearningRate {
 /// callables here but fails on them).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Beta {
+    /// A fixed value.
     Value(f64),
+    /// A value computed by the caller every step.
     Callback(Callback),
 }
 
@@ -92,18 +101,31 @@ pub enum Beta {
 /// the optimizer rounds them where Keras does.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// The optimizer's name (default `"AdamW"`); must not contain a NUL character.
     pub name: String,
+    /// The learning rate (default 0.001); see docs/numerics.md §9.
     pub learning_rate: LearningRate,
+    /// The decoupled weight decay (default 0.004): `x -= (x * weight_decay) * lr` before the Adam step.
     pub weight_decay: f64,
+    /// The decay rate of the first-moment (mean) estimates (default 0.9).
     pub beta_1: Beta,
+    /// The decay rate of the second-moment (uncentered variance) estimates (default 0.999).
     pub beta_2: Beta,
+    /// Keras' "epsilon hat", added to `sqrt(v)` in the denominator (default 1e-7).
     pub epsilon: f64,
+    /// Use AMSGrad: divide by the running maximum of `v` instead of `v` (default `false`).
     pub amsgrad: bool,
     /// `None`, zero or a negative value means no clipping (Keras' rule).
     pub clipnorm: Option<f64>,
+    /// Clips all gradients of a call together by their global norm; `None`, zero or a negative
+    /// value means none. At most one of `clipnorm` and `global_clipnorm` may be set.
     pub global_clipnorm: Option<f64>,
+    /// Clips each gradient element to `[-clipvalue, clipvalue]`; `None`, zero or a negative value
+    /// means none. Ignored when a norm clip is in force, as in Keras.
     pub clipvalue: Option<f64>,
+    /// Keep an exponential moving average of each variable (default `false`).
     pub use_ema: bool,
+    /// The EMA's momentum, `avg = m * avg + (1 - m) * x` (default 0.99); in [0, 1] when `use_ema`.
     pub ema_momentum: f64,
     /// `None` or 0: never overwrite the variables with their averages.
     pub ema_overwrite_frequency: Option<i64>,
@@ -276,7 +298,7 @@ impl Config {
                 ));
             }
             Some(v) => {
-                c.weight_decay = crate::kwargs::float_from_json(&v)
+                c.weight_decay = float_from_json(&v)
                     .ok_or_else(|| Error::InvalidConfig(format!("AdamW: `weight_decay` must be a number, got {v}")))?;
             }
         }
@@ -287,7 +309,7 @@ impl Config {
                 return Err(Error::InvalidConfig(format!("Cannot convert '{s}' to EagerTensor of dtype float")));
             }
             Some(v) => {
-                let lr = crate::kwargs::float_from_json(&v).ok_or_else(|| {
+                let lr = float_from_json(&v).ok_or_else(|| {
                     Error::InvalidConfig(format!("AdamW: `learning_rate` must be a number or a schedule, got {v}"))
                 })?;
                 c.learning_rate = LearningRate::Constant(lr);
@@ -329,9 +351,13 @@ impl Config {
 /// The one clipping mode in force (docs/numerics.md §3.1).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Clipping {
+    /// No clipping.
     None,
+    /// `clipnorm`: each gradient is clipped to this L2 norm on its own.
     Norm(f64),
+    /// `global_clipnorm`: all gradients of a call are scaled together to this global L2 norm.
     GlobalNorm(f64),
+    /// `clipvalue`: each element is clipped to `[-value, value]`.
     Value(f64),
 }
 

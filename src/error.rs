@@ -53,8 +53,12 @@ pub enum Error {
     /// A file could not be read or written.
     #[error("{0}")]
     Io(String),
+    /// A bug in libadamw: an invariant the code relies on did not hold.
+    #[error("internal error (please report): {0}")]
+    Internal(String),
 }
 
+/// The result of a fallible call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Shorthand used by validation code: `invalid!("...", args)` builds an `Error::InvalidArgument`.

@@ -11,34 +11,9 @@
 //!   [`Real::convert`] (a Python float mixed into tensor arithmetic: rounded once to the dtype) and
 //!   [`Real::cast`] (`tf.cast(python_float, dtype)`: rounded to float32 first, then widened).
 
-use std::fmt::Debug;
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
-/// The element types a variable may have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DType {
-    F32,
-    F64,
-    /// Only the iteration counter has this dtype.
-    I64,
-}
-
-impl DType {
-    pub fn name(self) -> &'static str {
-        match self {
-            DType::F32 => "float32",
-            DType::F64 => "float64",
-            DType::I64 => "int64",
-        }
-    }
-
-    pub fn size(self) -> usize {
-        match self {
-            DType::F32 => 4,
-            DType::F64 | DType::I64 => 8,
-        }
-    }
-}
+use crate::dtype::Element;
 
 unsafe extern "C" {
     // glibc's libm, which TensorFlow's scalar kernels call (docs/numerics.md §7.2).
@@ -68,19 +43,14 @@ pub fn libm_logf(x: f32) -> f32 {
 
 /// A float type a variable can hold: `f32` or `f64`.
 pub trait Real:
-    Copy
-    + Debug
+    Element
     + PartialOrd
-    + Send
-    + Sync
-    + 'static
     + Add<Output = Self>
     + Sub<Output = Self>
     + Mul<Output = Self>
     + Div<Output = Self>
     + Neg<Output = Self>
 {
-    const DTYPE: DType;
     /// Lanes in one of Eigen's SIMD packets on the x86-64 wheels (AVX: 8 floats, 4 doubles),
     /// which fixes the order of Eigen's sums (docs/numerics.md §8).
     const PACKET: usize;
@@ -117,7 +87,6 @@ pub trait Real:
 }
 
 impl Real for f32 {
-    const DTYPE: DType = DType::F32;
     const PACKET: usize = 8;
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
@@ -154,7 +123,6 @@ impl Real for f32 {
 }
 
 impl Real for f64 {
-    const DTYPE: DType = DType::F64;
     const PACKET: usize = 4;
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
@@ -387,5 +355,36 @@ mod tests {
         assert_eq!(f32::convert(1.0 - 0.9), 0.1f32);
         assert_ne!(1.0f32 - 0.9f32, 0.1f32);
         assert_eq!(f64::cast(0.9), 0.9f32 as f64);
+    }
+
+    /// The bias corrections use `tf.pow` on scalars, which is glibc's `powf` and not always
+    /// `f32(pow(f64, f64))`. `tests/data/beta_power_exceptions.json` lists, per beta, every step
+    /// up to `t_max_checked` where the two differ, with TF's bits. Our pow must give TF's bits at
+    /// every one of those steps and `f32(pow(f64(f32(beta)), t))` at all the others.
+    #[test]
+    fn beta_powers_match_tensorflow_at_every_step_checked() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/beta_power_exceptions.json");
+        let text = std::fs::read_to_string(path).expect("tests/data/beta_power_exceptions.json is missing");
+        let data: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let hex =
+            |v: &serde_json::Value| u32::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+        let mut checked = 0usize;
+        for (beta, entry) in data["by_beta"].as_object().unwrap() {
+            let beta_f32 = Ftz::<_>::new(f32::cast(beta.parse::<f64>().unwrap()));
+            let t_max = entry["t_max_checked"].as_u64().unwrap();
+            let exceptions: std::collections::HashMap<u64, u32> =
+                entry["exceptions"].as_array().unwrap().iter().map(|e| (e[0].as_u64().unwrap(), hex(&e[1]))).collect();
+            for t in 1..=t_max {
+                let ours = beta_f32.pow(Ftz::<_>::new(t as f32)).get().to_bits();
+                let expected = exceptions
+                    .get(&t)
+                    .copied()
+                    .unwrap_or_else(|| (((beta_f32.get() as f64).powf(t as f64)) as f32).flush().to_bits());
+                assert_eq!(ours, expected, "beta {beta}, t {t}: {ours:#x} vs TF {expected:#x}");
+                checked += 1;
+            }
+            assert!(!exceptions.is_empty());
+        }
+        assert!(checked > 300_000);
     }
 }

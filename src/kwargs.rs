@@ -2,18 +2,22 @@
 //! Python constructor would: every key must be known, each value must have an accepted type, and
 //! numbers remember whether they were written as ints or floats so a config round-trips exactly.
 
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::json_number::{float_from_json, float_to_json};
 
 /// A Python number as Keras keeps it in a config: `10` stays `10`, `10.0` stays `10.0`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Num {
+    /// A number written as an integer.
     Int(i64),
+    /// A number written as a float.
     Float(f64),
 }
 
 impl Num {
+    /// The number as a binary64, as Python's `float(x)` gives it.
     pub fn value(self) -> f64 {
         match self {
             Num::Int(i) => i as f64,
@@ -21,6 +25,7 @@ impl Num {
         }
     }
 
+    /// The number as JSON, in the form it was given (`10` or `10.0`).
     pub fn to_json(self) -> Value {
         match self {
             Num::Int(i) => Value::from(i),
@@ -32,31 +37,6 @@ impl Num {
 impl From<f64> for Num {
     fn from(x: f64) -> Self {
         Num::Float(x)
-    }
-}
-
-/// A float as JSON; NaN and the infinities become the strings Python's `json` module would need
-/// (`"NaN"`, `"Infinity"`, `"-Infinity"`), the convention of the trajectory files.
-pub fn float_to_json(x: f64) -> Value {
-    match Number::from_f64(x) {
-        Some(n) => Value::Number(n),
-        None if x.is_nan() => Value::from("NaN"),
-        None if x > 0.0 => Value::from("Infinity"),
-        None => Value::from("-Infinity"),
-    }
-}
-
-/// Reads a float written as a JSON number or as one of the non-finite strings.
-pub fn float_from_json(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => match s.as_str() {
-            "NaN" => Some(f64::NAN),
-            "Infinity" => Some(f64::INFINITY),
-            "-Infinity" => Some(f64::NEG_INFINITY),
-            _ => None,
-        },
-        _ => None,
     }
 }
 
@@ -106,15 +86,6 @@ impl Kwargs {
 
     pub fn required_num(&mut self, key: &str) -> Result<Num> {
         self.num(key)?.ok_or_else(|| self.missing(key))
-    }
-
-    pub fn required_float(&mut self, key: &str) -> Result<f64> {
-        Ok(self.required_num(key)?.value())
-    }
-
-    pub fn int(&mut self, key: &str) -> Result<Option<i64>> {
-        let Some(v) = self.take_present(key) else { return Ok(None) };
-        v.as_i64().map(Some).ok_or_else(|| self.wrong_type(key, "an integer", &v))
     }
 
     pub fn bool(&mut self, key: &str) -> Result<Option<bool>> {

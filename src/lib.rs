@@ -1,18 +1,20 @@
 //! libadamw: the AdamW optimizer of `tf.keras` (the Keras 2 optimizer, `tf-keras` 2.15),
 //! reproduced bit for bit, with a stable C ABI.
 //!
-//! The safe Rust API is [`Optimizer`] with [`Config`]; the C ABI lives in [`ffi`] and is declared
-//! in `include/adamw.h`. `docs/numerics.md` is the contract for every number.
+//! The safe Rust API is [`Optimizer`] with [`Config`]: build it over [`VariableSpec`]s, then
+//! step it with [`GradientEntry`]s that borrow the caller's values and gradients as
+//! [`TensorMut`] / [`TensorRef`]. The C ABI lives in [`ffi`] and is declared in
+//! `include/adamw.h`. `docs/numerics.md` is the contract for every number.
 //!
 //! ```
-//! use adamw::{Config, DType, LearningRate, Optimizer, Update, VariableSpec};
+//! use adamw::{Config, DType, GradientEntry, LearningRate, Optimizer, VariableSpec};
 //! use ndarray::Array1;
 //!
 //! let mut opt = Optimizer::new(Config { learning_rate: LearningRate::Constant(0.01), ..Config::default() })?;
 //! opt.build(&[VariableSpec::new("w", DType::F32, &[3])], &[])?;
 //! let mut w = Array1::from(vec![0.5f32, -1.5, 2.0]);
 //! let g = Array1::from(vec![0.1f32, -0.2, 0.3]);
-//! let iterations = opt.apply_gradients(&mut [Update::dense(0, w.view_mut(), g.view())?][..])?;
+//! let iterations = opt.apply_gradients(&mut [GradientEntry::dense(0, w.view_mut(), g.view())?][..])?;
 //! assert_eq!(iterations, 1);
 //! // tf.keras.optimizers.AdamW(learning_rate=0.01) gives exactly these bits after one step.
 //! let keras = [0x3efadeb6u32, 0xbfbeb65d, 0x3ffeb5b4];
@@ -22,22 +24,27 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
 
-pub mod checkpoint;
-pub mod config;
-pub mod error;
+mod checkpoint;
+mod config;
+mod dtype;
+mod engine;
+mod error;
 pub mod ffi;
-pub mod float;
-pub mod kernels;
-pub mod kwargs;
-pub mod optimizer;
-pub mod schedule;
-pub mod tensor;
+mod float;
+mod json_number;
+mod kernels;
+mod kwargs;
+mod optimizer;
+mod schedule;
+mod tensor;
 
-pub use config::{Beta, Callback, Clipping, Config, LearningRate};
+pub use config::{AllReduce, Beta, Callback, Clipping, Config, LearningRate, Mesh};
+pub use dtype::{DType, Element, Exclusive, Owned, Shared, Storage, Tensor, TensorBuf, TensorMut, TensorRef};
+pub use engine::cpu::loops::{set_simd_enabled, simd_level};
 pub use error::{Error, Result};
-pub use float::DType;
 pub use kwargs::Num;
-pub use optimizer::{Optimizer, OptimizerVariable, VariableSpec, Weight, WeightData};
+pub use optimizer::{Optimizer, Shard, StateInfo, StateTensor, VariableSpec, Weight};
 pub use schedule::Schedule;
-pub use tensor::{Element, Gradient, TensorMut, TensorRef, Update, UpdateSource};
+pub use tensor::{Gradient, GradientEntries, GradientEntry};

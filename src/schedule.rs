@@ -13,47 +13,84 @@ use crate::kwargs::{Kwargs, Num};
 /// `get_config` reproduces Keras' JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Schedule {
+    /// `initial_learning_rate * decay_rate ^ (step / decay_steps)`.
     ExponentialDecay {
+        /// The learning rate at step 0.
         initial_learning_rate: Num,
+        /// The number of steps over which the rate is multiplied by `decay_rate` once.
         decay_steps: Num,
+        /// The factor applied to the rate every `decay_steps` steps.
         decay_rate: Num,
+        /// Floors `step / decay_steps`, so the rate drops in discrete steps (Keras' default `false`).
         staircase: bool,
+        /// The schedule's optional name, reported by `get_config` (it changes no value).
         name: Option<String>,
     },
+    /// A constant rate on each interval between step boundaries.
     PiecewiseConstantDecay {
+        /// Increasing step boundaries, compared with the step as int64 (floats truncate toward zero).
         boundaries: Vec<Num>,
+        /// One rate per interval, one more than `boundaries`: `values[0]` for steps <= `boundaries[0]`.
         values: Vec<Num>,
+        /// The schedule's optional name, reported by `get_config` (it changes no value).
         name: Option<String>,
     },
+    /// A polynomial decay from `initial_learning_rate` to `end_learning_rate` over `decay_steps`.
     PolynomialDecay {
+        /// The learning rate at step 0.
         initial_learning_rate: Num,
+        /// The number of steps to reach `end_learning_rate` (one period with `cycle`).
         decay_steps: Num,
+        /// The rate at the end of the decay (Keras' default 0.0001).
         end_learning_rate: Num,
+        /// The exponent of the polynomial (Keras' default 1.0, a linear decay).
         power: Num,
+        /// Restarts the decay after `decay_steps`, stretched to the next multiple of it (default `false`).
         cycle: bool,
+        /// The schedule's optional name, reported by `get_config` (it changes no value).
         name: Option<String>,
     },
+    /// `initial_learning_rate / (1 + decay_rate * step / decay_steps)`.
     InverseTimeDecay {
+        /// The learning rate at step 0.
         initial_learning_rate: Num,
+        /// The number of steps over which the denominator grows by `decay_rate`.
         decay_steps: Num,
+        /// How much the denominator grows every `decay_steps` steps.
         decay_rate: Num,
+        /// Floors `step / decay_steps`, so the rate drops in discrete steps (Keras' default `false`).
         staircase: bool,
+        /// The schedule's optional name, reported by `get_config` (it changes no value).
         name: Option<String>,
     },
+    /// A cosine decay over `decay_steps`, with an optional linear warmup before it.
     CosineDecay {
+        /// The learning rate at step 0 (where the warmup starts, if there is one).
         initial_learning_rate: Num,
+        /// The number of steps the cosine decay lasts (after the warmup).
         decay_steps: Num,
+        /// The final rate as a fraction of the rate the decay starts from (Keras' default 0.0).
         alpha: Num,
+        /// The schedule's optional name, reported by `get_config` (it changes no value).
         name: Option<String>,
+        /// The rate a linear warmup reaches, where the decay starts; `None` (Keras' default): no warmup.
         warmup_target: Option<Num>,
+        /// The number of warmup steps (Keras' default 0).
         warmup_steps: Num,
     },
+    /// A cosine decay with warm restarts (SGDR).
     CosineDecayRestarts {
+        /// The learning rate at step 0.
         initial_learning_rate: Num,
+        /// The number of steps in the first decay period.
         first_decay_steps: Num,
+        /// Each period is `t_mul` times as long as the one before (Keras' default 2.0).
         t_mul: Num,
+        /// Each period starts at `m_mul` times the previous one's initial rate (Keras' default 1.0).
         m_mul: Num,
+        /// The minimum rate as a fraction of `initial_learning_rate` (Keras' default 0.0).
         alpha: Num,
+        /// The schedule's optional name, reported by `get_config` (it changes no value).
         name: Option<String>,
     },
 }
@@ -70,6 +107,7 @@ fn floor(x: F) -> F {
 }
 
 impl Schedule {
+    /// The Keras class name, such as `"ExponentialDecay"`.
     pub fn class_name(&self) -> &'static str {
         match self {
             Schedule::ExponentialDecay { .. } => "ExponentialDecay",

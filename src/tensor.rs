@@ -1,71 +1,10 @@
-//! Borrowed views of caller memory, and the updates one `apply_gradients` call receives.
-//! The caller owns every byte here; the optimizer only borrows it for the call.
+//! The entries of one `apply_gradients` call: which variable, its values (updated in place) and
+//! its gradient, borrowed from the caller for the call. The caller owns every byte here.
 
 use ndarray::{ArrayView, ArrayViewMut, Dimension};
 
+use crate::dtype::{Element, TensorMut, TensorRef};
 use crate::error::{Error, Result};
-use crate::float::{DType, Real};
-
-/// A variable's values, updated in place.
-#[derive(Debug)]
-pub enum TensorMut<'a> {
-    F32(&'a mut [f32]),
-    F64(&'a mut [f64]),
-}
-
-/// Read-only values: a dense gradient or the rows of a sparse one.
-#[derive(Debug, Clone, Copy)]
-pub enum TensorRef<'a> {
-    F32(&'a [f32]),
-    F64(&'a [f64]),
-}
-
-impl TensorMut<'_> {
-    pub fn dtype(&self) -> DType {
-        match self {
-            TensorMut::F32(_) => DType::F32,
-            TensorMut::F64(_) => DType::F64,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        match self {
-            TensorMut::F32(x) => x.len(),
-            TensorMut::F64(x) => x.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn reborrow(&mut self) -> TensorMut<'_> {
-        match self {
-            TensorMut::F32(x) => TensorMut::F32(x),
-            TensorMut::F64(x) => TensorMut::F64(x),
-        }
-    }
-}
-
-impl TensorRef<'_> {
-    pub fn dtype(&self) -> DType {
-        match self {
-            TensorRef::F32(_) => DType::F32,
-            TensorRef::F64(_) => DType::F64,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        match self {
-            TensorRef::F32(x) => x.len(),
-            TensorRef::F64(x) => x.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// One variable's gradient for one step.
 #[derive(Debug, Clone, Copy)]
@@ -74,60 +13,96 @@ pub enum Gradient<'a> {
     Dense(TensorRef<'a>),
     /// Rows of the variable (`tf.IndexedSlices`): `values` holds one row of the variable's
     /// trailing shape per index; an index may repeat (its rows are summed).
-    Sparse { indices: &'a [i64], values: TensorRef<'a> },
+    Sparse {
+        /// Row indices into the variable's first dimension.
+        indices: &'a [i64],
+        /// `indices.len()` rows, row-major.
+        values: TensorRef<'a>,
+    },
 }
 
-/// One entry of an `apply_gradients` call: which built variable, its current values (updated in
-/// place), and its gradient (`None`: no gradient this step, the variable is left alone).
+impl<'a> Gradient<'a> {
+    /// The same gradient, borrowed for less long. (A tensor's lifetime does not shorten by
+    /// itself: it sits inside its storage's container type.)
+    pub fn shorten<'b>(self) -> Gradient<'b>
+    where
+        'a: 'b,
+    {
+        match self {
+            Gradient::Dense(g) => Gradient::Dense(g.shorten()),
+            Gradient::Sparse { indices, values } => Gradient::Sparse { indices, values: values.shorten() },
+        }
+    }
+
+    /// The gradient's numbers: the dense tensor, or the sparse rows.
+    pub fn values(&self) -> TensorRef<'a> {
+        match *self {
+            Gradient::Dense(g) => g,
+            Gradient::Sparse { values, .. } => values,
+        }
+    }
+}
+
+/// One entry of an `apply_gradients` call, the C `adamw_gradient`: which built variable, its
+/// current values (updated in place), and its gradient (`None`: no gradient this step, and the
+/// variable is left alone, as Keras does for a `None` gradient).
 #[derive(Debug)]
-pub struct Update<'a> {
+pub struct GradientEntry<'a> {
+    /// The variable's index in the list given to `build`.
     pub variable: usize,
-    pub value: TensorMut<'a>,
+    /// The variable's values (a shard's part, for a sharded variable).
+    pub values: TensorMut<'a>,
+    /// The gradient, if any.
     pub gradient: Option<Gradient<'a>>,
 }
 
-impl<'a> Update<'a> {
-    pub fn reborrow(&mut self) -> Update<'_> {
-        Update { variable: self.variable, value: self.value.reborrow(), gradient: self.gradient }
+impl<'a> GradientEntry<'a> {
+    /// A shorter-lived view of the same entry.
+    pub fn reborrow(&mut self) -> GradientEntry<'_> {
+        GradientEntry {
+            variable: self.variable,
+            values: self.values.reborrow(),
+            gradient: self.gradient.map(Gradient::shorten),
+        }
     }
 
-    /// A dense update from ndarray views (both must be in standard, contiguous layout).
+    /// A dense entry from ndarray views (both must be in standard, contiguous layout).
     pub fn dense<F: Element, D: Dimension>(
         variable: usize,
-        value: ArrayViewMut<'a, F, D>,
+        values: ArrayViewMut<'a, F, D>,
         gradient: ArrayView<'a, F, D>,
     ) -> Result<Self> {
-        if value.shape() != gradient.shape() {
+        if values.shape() != gradient.shape() {
             return Err(Error::ShapeMismatch(format!(
                 "gradient shape {:?} does not match variable shape {:?}",
                 gradient.shape(),
-                value.shape()
+                values.shape()
             )));
         }
-        Ok(Update {
+        Ok(GradientEntry {
             variable,
-            value: F::tensor_mut(contiguous_mut(value)?),
-            gradient: Some(Gradient::Dense(F::tensor_ref(contiguous(gradient)?))),
+            values: F::wrap(contiguous_mut(values)?),
+            gradient: Some(Gradient::Dense(F::wrap(contiguous(gradient)?))),
         })
     }
 
-    /// A sparse update: `values` has one row per index (shape `[indices.len(), ...row shape]`).
+    /// A sparse entry: `values` has one row per index (shape `[indices.len(), ...row shape]`).
     pub fn sparse<F: Element, D: Dimension, E: Dimension>(
         variable: usize,
-        value: ArrayViewMut<'a, F, D>,
+        values: ArrayViewMut<'a, F, D>,
         indices: &'a [i64],
-        values: ArrayView<'a, F, E>,
+        rows: ArrayView<'a, F, E>,
     ) -> Result<Self> {
-        Ok(Update {
+        Ok(GradientEntry {
             variable,
-            value: F::tensor_mut(contiguous_mut(value)?),
-            gradient: Some(Gradient::Sparse { indices, values: F::tensor_ref(contiguous(values)?) }),
+            values: F::wrap(contiguous_mut(values)?),
+            gradient: Some(Gradient::Sparse { indices, values: F::wrap(contiguous(rows)?) }),
         })
     }
 
     /// A variable listed without a gradient (Keras' `(None, variable)`).
-    pub fn no_gradient<F: Element, D: Dimension>(variable: usize, value: ArrayViewMut<'a, F, D>) -> Result<Self> {
-        Ok(Update { variable, value: F::tensor_mut(contiguous_mut(value)?), gradient: None })
+    pub fn no_gradient<F: Element, D: Dimension>(variable: usize, values: ArrayViewMut<'a, F, D>) -> Result<Self> {
+        Ok(GradientEntry { variable, values: F::wrap(contiguous_mut(values)?), gradient: None })
     }
 }
 
@@ -141,47 +116,26 @@ fn contiguous<F, D: Dimension>(view: ArrayView<'_, F, D>) -> Result<&[F]> {
         .ok_or_else(|| Error::InvalidArgument("arrays must be contiguous in standard (row-major) layout".into()))
 }
 
-/// The element types of variables: `f32` and `f64`.
-pub trait Element: Real {
-    fn tensor_mut(x: &mut [Self]) -> TensorMut<'_>;
-    fn tensor_ref(x: &[Self]) -> TensorRef<'_>;
-}
-
-impl Element for f32 {
-    fn tensor_mut(x: &mut [Self]) -> TensorMut<'_> {
-        TensorMut::F32(x)
-    }
-    fn tensor_ref(x: &[Self]) -> TensorRef<'_> {
-        TensorRef::F32(x)
-    }
-}
-
-impl Element for f64 {
-    fn tensor_mut(x: &mut [Self]) -> TensorMut<'_> {
-        TensorMut::F64(x)
-    }
-    fn tensor_ref(x: &[Self]) -> TensorRef<'_> {
-        TensorRef::F64(x)
-    }
-}
-
-/// The updates of one `apply_gradients` call, read one at a time. The optimizer reads each
+/// The entries of one `apply_gradients` call, read one at a time. The optimizer reads each
 /// entry more than once (to validate, to measure norms, to update), and an implementation must
-/// return the same entry each time. A plain `[Update]` is one; the C ABI has its own, which
-/// makes slices from the caller's pointers on demand so that a step allocates nothing.
-pub trait UpdateSource {
+/// return the same entry each time. A plain `[GradientEntry]` is one; the C ABI has its own,
+/// which makes slices from the caller's pointers on demand so that a step allocates nothing.
+pub trait GradientEntries {
+    /// The number of entries.
     fn len(&self) -> usize;
+    /// Whether there are no entries.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    fn get(&mut self, i: usize) -> Update<'_>;
+    /// Entry `i` (< `len()`).
+    fn get(&mut self, i: usize) -> GradientEntry<'_>;
 }
 
-impl UpdateSource for [Update<'_>] {
+impl GradientEntries for [GradientEntry<'_>] {
     fn len(&self) -> usize {
-        <[Update<'_>]>::len(self)
+        <[GradientEntry<'_>]>::len(self)
     }
-    fn get(&mut self, i: usize) -> Update<'_> {
+    fn get(&mut self, i: usize) -> GradientEntry<'_> {
         self[i].reborrow()
     }
 }

@@ -2,7 +2,7 @@
 //! round-trip, results do not depend on the thread count, rejected calls change nothing.
 
 mod common;
-use adamw::{Config, DType, Error, Optimizer, TensorMut, TensorRef, Update, VariableSpec};
+use adamw::{Config, DType, Error, GradientEntry, Optimizer, TensorMut, TensorRef, VariableSpec};
 use common::noise;
 use serde_json::Value;
 
@@ -56,14 +56,14 @@ fn run_large(config: Config) -> Vec<u32> {
         let values = noise(20 + step, 3000 * COLS);
         let grad = noise(30 + step, 300_000);
         let mut updates = [
-            Update {
+            GradientEntry {
                 variable: 0,
-                value: TensorMut::F32(&mut a),
+                values: TensorMut::F32(&mut a),
                 gradient: Some(adamw::Gradient::Sparse { indices: &indices, values: TensorRef::F32(&values) }),
             },
-            Update {
+            GradientEntry {
                 variable: 1,
-                value: TensorMut::F32(&mut b),
+                values: TensorMut::F32(&mut b),
                 gradient: Some(adamw::Gradient::Dense(TensorRef::F32(&grad))),
             },
         ];
@@ -96,9 +96,9 @@ fn results_are_the_same_bits_for_any_thread_count() {
         for threads in [1, 2, 3] {
             runs.push(run_large(Config { threads, ..config.clone() }));
         }
-        adamw::kernels::cpu::set_simd_enabled(false);
+        adamw::set_simd_enabled(false);
         runs.push(run_large(Config { threads: 2, ..config.clone() }));
-        adamw::kernels::cpu::set_simd_enabled(true);
+        adamw::set_simd_enabled(true);
         assert!(runs.iter().all(|r| *r == runs[0]), "threads or SIMD changed the bits for {config:?}");
     }
 }
@@ -111,9 +111,9 @@ fn rejected_calls_change_nothing() {
     let mut w = init;
     let g = [0.5f32; 6];
     opt.apply_gradients(
-        &mut [Update {
+        &mut [GradientEntry {
             variable: 0,
-            value: TensorMut::F32(&mut w),
+            values: TensorMut::F32(&mut w),
             gradient: Some(adamw::Gradient::Dense(TensorRef::F32(&g))),
         }][..],
     )
@@ -125,9 +125,9 @@ fn rejected_calls_change_nothing() {
     let attempts: Vec<(Error, &str)> = vec![
         (
             opt.apply_gradients(
-                &mut [Update {
+                &mut [GradientEntry {
                     variable: 0,
-                    value: TensorMut::F32(&mut w),
+                    values: TensorMut::F32(&mut w),
                     gradient: Some(adamw::Gradient::Dense(TensorRef::F32(&short))),
                 }][..],
             )
@@ -136,9 +136,9 @@ fn rejected_calls_change_nothing() {
         ),
         (
             opt.apply_gradients(
-                &mut [Update {
+                &mut [GradientEntry {
                     variable: 1,
-                    value: TensorMut::F32(&mut w),
+                    values: TensorMut::F32(&mut w),
                     gradient: Some(adamw::Gradient::Dense(TensorRef::F32(&g))),
                 }][..],
             )
@@ -147,9 +147,9 @@ fn rejected_calls_change_nothing() {
         ),
         (
             opt.apply_gradients(
-                &mut [Update {
+                &mut [GradientEntry {
                     variable: 0,
-                    value: TensorMut::F32(&mut w),
+                    values: TensorMut::F32(&mut w),
                     gradient: Some(adamw::Gradient::Sparse { indices: &[0, 3], values: TensorRef::F32(&bad_rows) }),
                 }][..],
             )
@@ -157,13 +157,15 @@ fn rejected_calls_change_nothing() {
             "row 3 of 3",
         ),
         (
-            opt.apply_gradients(&mut [Update { variable: 0, value: TensorMut::F32(&mut w), gradient: None }][..])
-                .unwrap_err(),
+            opt.apply_gradients(
+                &mut [GradientEntry { variable: 0, values: TensorMut::F32(&mut w), gradient: None }][..],
+            )
+            .unwrap_err(),
             "no gradients",
         ),
         (opt.load_own_variables(b"garbage").unwrap_err(), "garbage checkpoint"),
         (
-            opt.set_weights(&[adamw::Weight { shape: &[], data: adamw::WeightData::F32(&[1.0]) }]).unwrap_err(),
+            opt.set_weights(&[adamw::Weight { shape: &[], values: TensorRef::F32(&[1.0]) }]).unwrap_err(),
             "float counter",
         ),
     ];
@@ -203,9 +205,9 @@ fn the_non_finite_guard_rejects_a_bad_batch_and_changes_nothing() {
     let mut w = [1.0f32; 8];
     let good = [0.5f32; 8];
     opt.apply_gradients(
-        &mut [Update {
+        &mut [GradientEntry {
             variable: 0,
-            value: TensorMut::F32(&mut w),
+            values: TensorMut::F32(&mut w),
             gradient: Some(adamw::Gradient::Dense(TensorRef::F32(&good))),
         }][..],
     )
@@ -216,9 +218,9 @@ fn the_non_finite_guard_rejects_a_bad_batch_and_changes_nothing() {
         dense[5] = bad_value;
         let err = opt
             .apply_gradients(
-                &mut [Update {
+                &mut [GradientEntry {
                     variable: 0,
-                    value: TensorMut::F32(&mut w),
+                    values: TensorMut::F32(&mut w),
                     gradient: Some(adamw::Gradient::Dense(TensorRef::F32(&dense))),
                 }][..],
             )
@@ -228,9 +230,9 @@ fn the_non_finite_guard_rejects_a_bad_batch_and_changes_nothing() {
         let rows = [0.5f32, bad_value];
         let err = opt
             .apply_gradients(
-                &mut [Update {
+                &mut [GradientEntry {
                     variable: 0,
-                    value: TensorMut::F32(&mut w),
+                    values: TensorMut::F32(&mut w),
                     gradient: Some(adamw::Gradient::Sparse { indices: &[3], values: TensorRef::F32(&rows) }),
                 }][..],
             )
@@ -250,9 +252,9 @@ fn the_non_finite_guard_rejects_a_bad_batch_and_changes_nothing() {
     let mut x = [1.0f32, 1.0];
     keras
         .apply_gradients(
-            &mut [Update {
+            &mut [GradientEntry {
                 variable: 0,
-                value: TensorMut::F32(&mut x),
+                values: TensorMut::F32(&mut x),
                 gradient: Some(adamw::Gradient::Dense(TensorRef::F32(&[f32::NAN, 0.0]))),
             }][..],
         )

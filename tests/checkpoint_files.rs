@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use adamw::{Config, DType, Error, Gradient, Optimizer, TensorMut, TensorRef, Update, VariableSpec};
+use adamw::{Config, DType, Error, Gradient, GradientEntry, Optimizer, TensorMut, TensorRef, VariableSpec};
 
 fn trained(shape: &[usize], dtype_f64: bool, amsgrad: bool) -> Optimizer {
     let mut opt = Optimizer::new(Config { amsgrad, ..Config::default() }).unwrap();
@@ -15,9 +15,9 @@ fn trained(shape: &[usize], dtype_f64: bool, amsgrad: bool) -> Optimizer {
         let mut w = vec![1.0f32; n];
         let g: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
         for _ in 0..3 {
-            let mut u = [Update {
+            let mut u = [GradientEntry {
                 variable: 0,
-                value: TensorMut::F32(&mut w),
+                values: TensorMut::F32(&mut w),
                 gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
             }];
             opt.apply_gradients(&mut u[..]).unwrap();

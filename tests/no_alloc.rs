@@ -10,10 +10,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use adamw::ffi::adamw_status;
-use adamw::ffi::config::adamw_config_default;
-use adamw::ffi::optimizer::*;
-use adamw::{Config, DType, Gradient, Optimizer, TensorMut, TensorRef, Update, VariableSpec};
+use adamw::ffi::*;
+use adamw::{Config, DType, Gradient, GradientEntry, Optimizer, TensorMut, TensorRef, VariableSpec};
 
 struct Counting;
 
@@ -81,10 +79,10 @@ fn check_mode(name: &str, config: Config, rows: usize) {
             Gradient::Dense(TensorRef::F32(&grad_a))
         };
         let mut updates = [
-            Update { variable: 0, value: TensorMut::F32(&mut a), gradient: Some(gradient) },
-            Update {
+            GradientEntry { variable: 0, values: TensorMut::F32(&mut a), gradient: Some(gradient) },
+            GradientEntry {
                 variable: 1,
-                value: TensorMut::F64(&mut b),
+                values: TensorMut::F64(&mut b),
                 gradient: Some(Gradient::Dense(TensorRef::F64(&grad_b))),
             },
         ];
@@ -130,8 +128,16 @@ fn steps_allocate_nothing() {
     let (ga, gb) = (vec![0.5f32; 1000], vec![0.5f32; 10]);
     let mut step = || {
         let mut updates = [
-            Update { variable: 0, value: TensorMut::F32(&mut a), gradient: Some(Gradient::Dense(TensorRef::F32(&ga))) },
-            Update { variable: 1, value: TensorMut::F32(&mut b), gradient: Some(Gradient::Dense(TensorRef::F32(&gb))) },
+            GradientEntry {
+                variable: 0,
+                values: TensorMut::F32(&mut a),
+                gradient: Some(Gradient::Dense(TensorRef::F32(&ga))),
+            },
+            GradientEntry {
+                variable: 1,
+                values: TensorMut::F32(&mut b),
+                gradient: Some(Gradient::Dense(TensorRef::F32(&gb))),
+            },
         ];
         opt.apply_gradients(&mut updates[..]).unwrap();
     };
@@ -154,9 +160,9 @@ fn check_mode_outside_pool(name: &str, config: Config) {
     let mut a = vec![0.5f32; n];
     let g = vec![0.1f32; n];
     let mut step = || {
-        let mut u = [Update {
+        let mut u = [GradientEntry {
             variable: 0,
-            value: TensorMut::F32(&mut a),
+            values: TensorMut::F32(&mut a),
             gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
         }];
         opt.apply_gradients(&mut u[..]).unwrap();

@@ -8,7 +8,7 @@
 //!   differently by design, spec §1.6).
 
 use adamw::{
-    Config, DType, Gradient, LearningRate, Num, Optimizer, Schedule, TensorMut, TensorRef, Update, VariableSpec,
+    Config, DType, Gradient, GradientEntry, LearningRate, Num, Optimizer, Schedule, TensorMut, TensorRef, VariableSpec,
 };
 use proptest::prelude::*;
 
@@ -102,13 +102,13 @@ fn build(config: &Config, shapes: &[Vec<usize>], values: &[Vec<f32>]) -> Optimiz
 }
 
 fn apply(opt: &mut Optimizer, values: &mut [Vec<f32>], grads: &[Grad]) -> adamw::Result<i64> {
-    let mut updates: Vec<Update<'_>> = values
+    let mut updates: Vec<GradientEntry<'_>> = values
         .iter_mut()
         .zip(grads)
         .enumerate()
-        .map(|(i, (v, g))| Update {
+        .map(|(i, (v, g))| GradientEntry {
             variable: i,
-            value: TensorMut::F32(v),
+            values: TensorMut::F32(v),
             gradient: match g {
                 Grad::None => None,
                 Grad::Dense(d) => Some(Gradient::Dense(TensorRef::F32(d))),

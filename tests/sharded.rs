@@ -9,8 +9,8 @@ use common::noise;
 
 use std::sync::{Arc, Barrier, Mutex};
 
-use adamw::config::Mesh;
-use adamw::{Config, DType, Error, Gradient, Optimizer, TensorMut, TensorRef, Update, VariableSpec};
+use adamw::Mesh;
+use adamw::{Config, DType, Error, Gradient, GradientEntry, Optimizer, TensorMut, TensorRef, VariableSpec};
 
 /// An in-process all-reduce between threads: every rank gets the sum in rank order.
 struct Collective {
@@ -74,15 +74,19 @@ fn run(config: Config, ranges: [(usize, usize); 3]) -> Vec<f32> {
         let dense = &dense_full[ranges[1].0..ranges[1].1];
         let [h0, h1, h2] = &mut held[..] else { unreachable!() };
         let mut updates = [
-            Update {
+            GradientEntry {
                 variable: 0,
-                value: TensorMut::F32(h0),
+                values: TensorMut::F32(h0),
                 gradient: Some(Gradient::Sparse { indices: &idx[0], values: TensorRef::F32(&vals[0]) }),
             },
-            Update { variable: 1, value: TensorMut::F32(h1), gradient: Some(Gradient::Dense(TensorRef::F32(dense))) },
-            Update {
+            GradientEntry {
+                variable: 1,
+                values: TensorMut::F32(h1),
+                gradient: Some(Gradient::Dense(TensorRef::F32(dense))),
+            },
+            GradientEntry {
                 variable: 2,
-                value: TensorMut::F32(h2),
+                values: TensorMut::F32(h2),
                 gradient: Some(Gradient::Sparse { indices: &idx[2], values: TensorRef::F32(&vals[2]) }),
             },
         ];
@@ -90,8 +94,8 @@ fn run(config: Config, ranges: [(usize, usize); 3]) -> Vec<f32> {
     }
     let mut out: Vec<f32> = held.concat();
     for i in 1..opt.num_variables() {
-        if let adamw::WeightData::F32(x) = opt.variable(i).unwrap().data {
-            out.extend_from_slice(x);
+        if let adamw::Tensor::F32(x) = opt.variable(i).unwrap().values {
+            out.extend_from_slice(&x);
         }
     }
     out
@@ -216,9 +220,9 @@ fn shard_errors_change_nothing() {
     let g = [0.5f32; 6];
     let err = opt
         .apply_gradients(
-            &mut [Update {
+            &mut [GradientEntry {
                 variable: 0,
-                value: TensorMut::F32(&mut w),
+                values: TensorMut::F32(&mut w),
                 gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
             }][..],
         )
@@ -226,5 +230,5 @@ fn shard_errors_change_nothing() {
     assert_eq!(err.to_string(), "the mesh all-reduce failed: rank 3 is gone");
     assert_eq!(w, [1.0; 6]);
     assert_eq!(before, opt.save_own_variables().unwrap());
-    assert_eq!(opt.variable(1).unwrap().shape, &[6]);
+    assert_eq!(opt.variable(1).unwrap().info.shape, &[6]);
 }

@@ -6,10 +6,7 @@
 use std::ffi::c_void;
 use std::sync::Mutex;
 
-use adamw::ffi::adamw_status;
-use adamw::ffi::config::adamw_config_default;
-use adamw::ffi::handle::adamw_optimizer;
-use adamw::ffi::optimizer::*;
+use adamw::ffi::*;
 
 struct Handle(*mut adamw_optimizer);
 // SAFETY: the C ABI documents that an optimizer may be used from several threads at once.

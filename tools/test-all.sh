@@ -10,6 +10,8 @@ cargo build --release --locked
 echo "== format and lints"
 cargo fmt --check
 cargo clippy --release --locked --all-targets -- -D warnings
+echo "== API documentation (cargo doc, warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked
 echo "== Rust tests"
 cargo test --release --locked
 echo "== benchmarks compile (measured separately: cargo bench, tools/bench_peers.py)"

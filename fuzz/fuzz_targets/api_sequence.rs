@@ -7,10 +7,7 @@
 #![no_main]
 use std::ffi::c_void;
 
-use adamw::ffi::adamw_status;
-use adamw::ffi::config::adamw_config_default;
-use adamw::ffi::handle::adamw_optimizer;
-use adamw::ffi::optimizer::*;
+use adamw::ffi::*;
 use libfuzzer_sys::fuzz_target;
 
 struct Input<'a>(&'a [u8]);

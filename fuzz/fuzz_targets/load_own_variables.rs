@@ -1,7 +1,7 @@
 //! Arbitrary bytes as a checkpoint, into a built optimizer: never a panic, and every rejection
 //! leaves the optimizer byte-identical.
 #![no_main]
-use adamw::{Config, DType, Gradient, Optimizer, TensorMut, TensorRef, Update, VariableSpec};
+use adamw::{Config, DType, Gradient, Optimizer, TensorMut, TensorRef, GradientEntry, VariableSpec};
 use libfuzzer_sys::fuzz_target;
 
 fn optimizer() -> Optimizer {
@@ -14,8 +14,8 @@ fn optimizer() -> Optimizer {
     .unwrap();
     let (mut w, mut b) = (init, [0.25f64; 3]);
     let mut u = [
-        Update { variable: 0, value: TensorMut::F32(&mut w), gradient: Some(Gradient::Dense(TensorRef::F32(&[0.1; 6]))) },
-        Update { variable: 1, value: TensorMut::F64(&mut b), gradient: Some(Gradient::Dense(TensorRef::F64(&[0.2; 3]))) },
+        GradientEntry { variable: 0, values: TensorMut::F32(&mut w), gradient: Some(Gradient::Dense(TensorRef::F32(&[0.1; 6]))) },
+        GradientEntry { variable: 1, values: TensorMut::F64(&mut b), gradient: Some(Gradient::Dense(TensorRef::F64(&[0.2; 3]))) },
     ];
     opt.apply_gradients(&mut u[..]).unwrap();
     opt

@@ -16,6 +16,10 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
+#[path = "../json_number.rs"]
+mod json_number;
+use json_number::float_from_json;
+
 /// The worst difference found so far: its distance in ulp and where it is.
 #[derive(Default)]
 struct Worst {
@@ -29,17 +33,6 @@ impl Worst {
             self.ulp = ulp;
             self.at = at();
         }
-    }
-}
-
-/// A trajectory number: a JSON number or one of the non-finite strings.
-fn number(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) if s == "NaN" => Some(f64::NAN),
-        Value::String(s) if s == "Infinity" => Some(f64::INFINITY),
-        Value::String(s) if s == "-Infinity" => Some(f64::NEG_INFINITY),
-        _ => None,
     }
 }
 
@@ -96,7 +89,7 @@ fn walk(expected: &Value, actual: &Value, path: &str, worst: &mut Worst) {
                 walk(x, &a[key], &format!("{path}.{key}"), worst);
             }
         }
-        _ => match (number(expected), number(actual)) {
+        _ => match (float_from_json(expected), float_from_json(actual)) {
             (Some(_), Some(_)) if expected.is_i64() && actual.is_i64() && expected != actual => {
                 mismatch(worst, format!("expected {expected}, got {actual}"));
             }

@@ -9,12 +9,12 @@ use std::ffi::{CStr, c_char, c_void};
 use std::io::Read;
 use std::process::ExitCode;
 
-use adamw::ffi::adamw_status;
-use adamw::ffi::handle::adamw_optimizer;
-use adamw::ffi::optimizer::*;
-use adamw::ffi::status::{adamw_last_error, adamw_status_name};
-use adamw::kwargs::{float_from_json, float_to_json};
+use adamw::ffi::*;
 use serde_json::{Map, Value, json};
+
+#[path = "../json_number.rs"]
+mod json_number;
+use json_number::{float_from_json, float_to_json};
 
 /// A failed C call: where it happened is decided by the caller.
 struct Failure {
@@ -322,7 +322,7 @@ fn main() -> ExitCode {
     let mut threads = None;
     if let Some(i) = args.iter().position(|a| a == "--no-simd") {
         args.remove(i);
-        adamw::kernels::cpu::set_simd_enabled(false);
+        adamw::set_simd_enabled(false);
     }
     if let Some(i) = args.iter().position(|a| a == "--threads") {
         args.remove(i);

@@ -3,7 +3,7 @@
 
 use std::ffi::{c_char, c_void};
 
-use super::guard;
+use super::guard::guard;
 use super::slice::{slice, utf8};
 use super::status::FfiError;
 use super::status::adamw_status;
@@ -68,15 +68,20 @@ pub struct adamw_schedule {
     pub alpha: f64,
     /// COSINE: 1 to warm up linearly from `initial_learning_rate` to `warmup_target` over `warmup_steps`.
     pub has_warmup: u8,
+    /// COSINE with has_warmup: the rate the warmup ends at, where the cosine decay starts.
     pub warmup_target: f64,
+    /// COSINE with has_warmup: the number of warmup steps (default 0).
     pub warmup_steps: f64,
     /// COSINE_RESTARTS (defaults 2.0 and 1.0).
     pub t_mul: f64,
+    /// COSINE_RESTARTS: each period starts at `m_mul` times the previous one's initial rate.
     pub m_mul: f64,
     /// PIECEWISE_CONSTANT: `num_boundaries` step boundaries and `num_boundaries + 1` values
     /// (read during `adamw_optimizer_new` only).
     pub boundaries: *const i64,
+    /// The number of int64s at `boundaries` (`boundaries` may be NULL when it is 0).
     pub num_boundaries: usize,
+    /// The `num_boundaries + 1` rates, one per interval; must not be NULL.
     pub values: *const f64,
     /// Optional name (NUL-terminated UTF-8, copied), reported by get_config; may be NULL.
     pub name: *const c_char,
@@ -95,16 +100,21 @@ pub struct adamw_config {
     pub learning_rate_schedule: *const adamw_schedule,
     /// A learning rate computed by the caller each step, or NULL. Takes precedence over both.
     pub learning_rate_fn: adamw_scalar_fn,
+    /// Passed to `learning_rate_fn` as `user_data`; never dereferenced by the library.
     pub learning_rate_user_data: *mut c_void,
     /// Decoupled weight decay (default 0.004).
     pub weight_decay: f64,
     /// First-moment decay (default 0.9), or a callback evaluated each step.
     pub beta_1: f64,
+    /// A `beta_1` computed by the caller each step, or NULL to use `beta_1`.
     pub beta_1_fn: adamw_scalar_fn,
+    /// Passed to `beta_1_fn` as `user_data`; never dereferenced by the library.
     pub beta_1_user_data: *mut c_void,
     /// Second-moment decay (default 0.999), or a callback evaluated each step.
     pub beta_2: f64,
+    /// A `beta_2` computed by the caller each step, or NULL to use `beta_2`.
     pub beta_2_fn: adamw_scalar_fn,
+    /// Passed to `beta_2_fn` as `user_data`; never dereferenced by the library.
     pub beta_2_user_data: *mut c_void,
     /// Keras' epsilon-hat, added to sqrt(v) (default 1e-7).
     pub epsilon: f64,
@@ -130,6 +140,7 @@ pub struct adamw_config {
     /// shards (see `adamw_variable`), and clip norms are summed across ranks by this callback.
     /// Kept with `mesh_user_data`, called as documented on `adamw_all_reduce_fn`.
     pub mesh_all_reduce: adamw_all_reduce_fn,
+    /// Passed to `mesh_all_reduce` as `user_data`; never dereferenced by the library.
     pub mesh_user_data: *mut c_void,
     /// 1 to turn on the non-finite guard (an extension, default 0 for Keras parity):
     /// apply_gradients first checks every gradient value, and a NaN or an infinity rejects the

@@ -4,8 +4,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use super::guard::guard;
 use super::slice::ByteRange;
 use super::status::{FfiError, adamw_status};
+use super::types::adamw_gradient;
 use crate::optimizer::Optimizer;
 
 /// An optimizer. Opaque: create it with `adamw_optimizer_new` or
@@ -30,7 +32,7 @@ pub(crate) struct State {
     pub optimizer: Optimizer,
     /// Scratch for `apply_gradients`, reserved at build: a copy of the caller's entries and
     /// the byte ranges of the overlap check.
-    pub entries: Vec<super::optimizer::adamw_gradient>,
+    pub entries: Vec<adamw_gradient>,
     pub ranges: Vec<ByteRange>,
 }
 
@@ -142,4 +144,20 @@ pub(crate) unsafe fn free(ptr: *mut adamw_optimizer) -> Result<(), FfiError> {
     unsafe { std::ptr::write_volatile(&mut handle.magic, 0) };
     drop(handle);
     Ok(())
+}
+
+/// Runs `body` on the locked optimizer of a handle.
+///
+/// # Safety
+/// `optimizer` must be NULL or a live handle.
+pub(crate) unsafe fn with_optimizer(
+    optimizer: *const adamw_optimizer,
+    body: impl FnOnce(&mut State) -> Result<(), FfiError>,
+) -> adamw_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        let handle = unsafe { get(optimizer) }?;
+        let mut state = handle.lock()?;
+        body(&mut state)
+    })
 }

@@ -1,61 +1,37 @@
 // C names (`adamw_status`), and C contracts: each entry point documents for C callers the
 // ownership, NULL and thread rules that a `# Safety` section would repeat.
 #![allow(non_camel_case_types, clippy::missing_safety_doc)]
-//! The C ABI, a thin layer over the safe core. Every `extern "C"` body runs inside [`guard`]:
-//! no panic crosses the boundary, and every failure becomes a status plus a message for
-//! `adamw_last_error`. Pointer checks live only in [`slice`] and [`handle`].
+//! The C ABI, a thin layer over the safe core, declared in `include/adamw.h` (generated from
+//! these files by cbindgen). Every `extern "C"` body runs inside `guard`: no panic crosses the
+//! boundary, and every failure becomes a status plus a message for `adamw_last_error`. Pointer
+//! checks live only in `slice` and `handle`. One file per C object or concept: `config`
+//! (`adamw_config`, schedules), `optimizer` (the handle's life and settings), `step`
+//! (`apply_gradients`, `minimize`, `finalize_variable_values`), `variables` (Keras'
+//! `optimizer.variables`, `set_weights`), `checkpoint` (save and load), `version`, `status`;
+//! `types` holds the C structs. `#[unsafe(no_mangle)]` appears only under this module.
 //!
-//! `#[unsafe(no_mangle)]` appears only under this module; `include/adamw.h` is generated from it.
+//! Rust programs can call these functions too (the conformance tool does); they are re-exported
+//! here as one flat list, as the header declares them.
 
-pub mod config;
-pub mod handle;
-pub mod optimizer;
-pub mod slice;
-pub mod status;
+// The order of the modules is the order of the declarations in the header.
+mod checkpoint;
+mod config;
+mod guard;
+mod handle;
+mod optimizer;
+mod slice;
+mod status;
+mod step;
+mod types;
+mod variables;
+mod version;
 
-pub use status::adamw_status;
-
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
-use status::FfiError;
-
-/// Runs an entry point's body: maps its error, or a panic, to a status and records the message.
-/// Recording happens inside the unwind boundary too, and the panic payload is leaked rather than
-/// dropped (a payload's destructor could itself panic), so nothing can unwind into C.
-pub(crate) fn guard(body: impl FnOnce() -> Result<(), FfiError>) -> adamw_status {
-    let outcome = catch_unwind(AssertUnwindSafe(|| match body() {
-        Ok(()) => adamw_status::Ok,
-        Err(e) => e.record(),
-    }));
-    match outcome {
-        Ok(status) => status,
-        Err(payload) => {
-            let payload = std::mem::ManuallyDrop::new(payload);
-            let report = catch_unwind(AssertUnwindSafe(|| {
-                let what = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                FfiError::new(adamw_status::Internal, format!("internal error (please report): {what}")).record()
-            }));
-            report.unwrap_or(adamw_status::Internal)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_panic_becomes_the_internal_status_with_a_message() {
-        let status = guard(|| panic!("boom"));
-        assert_eq!(status, adamw_status::Internal);
-        let mut buf = [0u8; 128];
-        let mut len = 0;
-        // SAFETY: buf holds 128 writable bytes; len is a valid out-pointer.
-        unsafe { status::adamw_last_error(buf.as_mut_ptr().cast(), buf.len(), &mut len) };
-        assert_eq!(&buf[..len], b"internal error (please report): boom");
-    }
-}
+pub use checkpoint::*;
+pub use config::*;
+pub use handle::adamw_optimizer;
+pub use optimizer::*;
+pub use status::{adamw_last_error, adamw_status, adamw_status_name};
+pub use step::*;
+pub use types::*;
+pub use variables::*;
+pub use version::*;

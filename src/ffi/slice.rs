@@ -2,10 +2,12 @@
 //! cannot check is that memory the caller points at really holds `len` elements: that is the
 //! caller's promise, stated in the header.
 
-use std::ffi::{CStr, c_char};
+use std::ffi::{CStr, c_char, c_void};
 use std::mem::{align_of, size_of};
 
 use super::status::{FfiError, adamw_status};
+use super::types::ADAMW_MAX_NDIM;
+use crate::dtype::{DType, Element, Exclusive, Shared, TensorMut, TensorRef, with_element};
 
 /// The checks every caller pointer passes before it becomes a slice: `len` elements of `size`
 /// bytes (aligned to `align`) at `ptr`, non-NULL unless empty, within isize::MAX bytes. Returns
@@ -164,4 +166,64 @@ pub unsafe fn write<T>(out: *mut T, value: T, what: &str) -> Result<(), FfiError
     // SAFETY: non-NULL and writable by the caller's contract.
     unsafe { out.write(value) };
     Ok(())
+}
+
+/// A shape of `ndim` dimensions.
+///
+/// # Safety
+/// `shape` must be NULL or point at `ndim` elements.
+pub unsafe fn shape_of<'a>(shape: *const usize, ndim: usize, what: &str) -> Result<&'a [usize], FfiError> {
+    if ndim > ADAMW_MAX_NDIM {
+        return Err(FfiError::invalid(format!(
+            "`{what}` has {ndim} dimensions; at most {ADAMW_MAX_NDIM} are supported"
+        )));
+    }
+    // SAFETY: forwarded contract.
+    unsafe { slice(shape, ndim, what) }
+}
+
+/// `len` elements of `dtype` at `data`, read-only.
+///
+/// # Safety
+/// `data` must be NULL or point at `len` elements of `dtype`, as for [`slice`].
+pub unsafe fn tensor_ref<'a>(
+    dtype: DType,
+    data: *const c_void,
+    len: usize,
+    what: &str,
+) -> Result<TensorRef<'a>, FfiError> {
+    unsafe fn typed<'a, T: Element>(data: *const c_void, len: usize, what: &str) -> Result<TensorRef<'a>, FfiError> {
+        // SAFETY: forwarded contract.
+        Ok(T::wrap(unsafe { slice(data.cast::<T>(), len, what) }?))
+    }
+    // SAFETY: forwarded contract.
+    with_element!(dtype, T => unsafe { typed::<T>(data, len, what) })
+}
+
+/// `len` elements of `dtype` at `data`, for writing.
+///
+/// # Safety
+/// As for [`tensor_ref`], and the memory must not be referenced elsewhere for `'a`.
+pub unsafe fn tensor_mut<'a>(
+    dtype: DType,
+    data: *mut c_void,
+    len: usize,
+    what: &str,
+) -> Result<TensorMut<'a>, FfiError> {
+    unsafe fn typed<'a, T: Element>(data: *mut c_void, len: usize, what: &str) -> Result<TensorMut<'a>, FfiError> {
+        // SAFETY: forwarded contract.
+        Ok(T::wrap(unsafe { slice_mut(data.cast::<T>(), len, what) }?))
+    }
+    // SAFETY: forwarded contract.
+    with_element!(dtype, T => unsafe { typed::<T>(data, len, what) })
+}
+
+/// An empty tensor of `dtype` (what a slice of a checked entry falls back to; never used).
+pub fn empty_mut<'a>(dtype: DType) -> TensorMut<'a> {
+    with_element!(dtype, T => T::wrap::<Exclusive<'a>>(&mut []))
+}
+
+/// An empty read-only tensor of `dtype`.
+pub fn empty_ref<'a>(dtype: DType) -> TensorRef<'a> {
+    with_element!(dtype, T => T::wrap::<Shared<'a>>(&[]))
 }

@@ -1,15 +1,20 @@
 //! Status codes and the per-thread last-error message. Only this file maps core errors to
 //! statuses. The numbers are frozen: a removed status keeps its number as a reserving comment.
+//! The enum is the one definition: the names `adamw_status_name` returns are derived from it.
 
 use std::cell::RefCell;
-use std::ffi::c_char;
+use std::ffi::{CString, c_char};
+use std::sync::OnceLock;
+
+use strum::{FromRepr, IntoStaticStr};
 
 use crate::error::Error;
 
 /// The result of every fallible call. `ADAMW_STATUS_OK` is 0; any other value is a failure whose
 /// message `adamw_last_error` returns on the same thread. A failed call changes nothing.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromRepr, IntoStaticStr)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum adamw_status {
     /// Success.
     Ok = 0,
@@ -105,6 +110,7 @@ impl From<Error> for FfiError {
             Error::OutOfMemory(_) => adamw_status::OutOfMemory,
             Error::NonFiniteGradient(_) => adamw_status::NonFiniteGradient,
             Error::Io(_) => adamw_status::Io,
+            Error::Internal(_) => adamw_status::Internal,
         };
         FfiError::new(status, e.to_string())
     }
@@ -158,28 +164,21 @@ pub unsafe extern "C" fn adamw_last_error(buf: *mut c_char, cap: usize, out_len:
 /// Ownership: static storage; never free it. Threads: safe from any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn adamw_status_name(status: u32) -> *const c_char {
-    let name: &'static [u8] = match status {
-        0 => b"ADAMW_STATUS_OK\0",
-        1 => b"ADAMW_STATUS_NULL_ARGUMENT\0",
-        2 => b"ADAMW_STATUS_INVALID_ARGUMENT\0",
-        3 => b"ADAMW_STATUS_INVALID_CONFIG\0",
-        4 => b"ADAMW_STATUS_SHAPE_MISMATCH\0",
-        5 => b"ADAMW_STATUS_DTYPE_MISMATCH\0",
-        6 => b"ADAMW_STATUS_UNKNOWN_VARIABLE\0",
-        7 => b"ADAMW_STATUS_INDEX_OUT_OF_RANGE\0",
-        8 => b"ADAMW_STATUS_NOT_BUILT\0",
-        9 => b"ADAMW_STATUS_ALREADY_BUILT\0",
-        10 => b"ADAMW_STATUS_NO_GRADIENTS\0",
-        11 => b"ADAMW_STATUS_CALLBACK_FAILED\0",
-        12 => b"ADAMW_STATUS_BUFFER_TOO_SMALL\0",
-        13 => b"ADAMW_STATUS_INVALID_CHECKPOINT\0",
-        14 => b"ADAMW_STATUS_CHECKPOINT_MISMATCH\0",
-        15 => b"ADAMW_STATUS_BUSY\0",
-        16 => b"ADAMW_STATUS_OUT_OF_MEMORY\0",
-        17 => b"ADAMW_STATUS_INTERNAL\0",
-        18 => b"ADAMW_STATUS_NON_FINITE_GRADIENT\0",
-        19 => b"ADAMW_STATUS_IO\0",
-        _ => b"ADAMW_STATUS_UNKNOWN\0",
-    };
-    name.as_ptr().cast()
+    /// Statuses are numbered below this (checked by a test).
+    const LIMIT: u32 = 256;
+    static NAMES: OnceLock<Vec<Option<CString>>> = OnceLock::new();
+    static UNKNOWN: &std::ffi::CStr = c"ADAMW_STATUS_UNKNOWN";
+    let names = NAMES.get_or_init(|| {
+        // `ADAMW_STATUS_` and the variant in SCREAMING_SNAKE_CASE, as cbindgen names the constants.
+        (0..LIMIT)
+            .map(|n| {
+                let status = adamw_status::from_repr(n as usize)?;
+                CString::new(format!("ADAMW_STATUS_{}", <&'static str>::from(status))).ok()
+            })
+            .collect()
+    });
+    match names.get(status as usize) {
+        Some(Some(name)) => name.as_ptr(),
+        _ => UNKNOWN.as_ptr(),
+    }
 }

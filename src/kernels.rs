@@ -1,10 +1,9 @@
 //! The AdamW math, written once, one line per line of Keras (docs/numerics.md §2–§5).
 //!
-//! Everything here is a pure function of its arguments. [`cpu`] runs these element functions over
-//! slices, in parallel for large variables; every element is independent, so the thread count
-//! never changes a bit. Numbers are [`Ftz`]: TF's flush-to-zero environment, no fused operations.
-
-pub mod cpu;
+//! Everything here is a pure function of its arguments: the step scalars and clips, computed once
+//! per call on the host, and the element functions an engine runs over every element (the CPU
+//! engine in `engine::cpu`). Every element is independent, so neither the engine nor the thread
+//! count changes a bit. Numbers are [`Ftz`]: TF's flush-to-zero environment, no fused operations.
 
 use crate::float::{Ftz, Real};
 
@@ -218,14 +217,10 @@ pub fn sparse_element<F: Real, const AMSGRAD: bool, const EMA: bool, const HW: b
 }
 
 /// `tf.reduce_sum` over `n` values `x(first)..x(first + n - 1)` in the exact order of Eigen's
-/// full reducer on the x86-64 wheels (docs/numerics.md §8): a tree of halves split on packet boundaries
-/// down to leaves of `PACKET * 1024` elements, each summed with four interleaved packet
+/// full reducer on the x86-64 wheels (docs/numerics.md §8): a tree of halves split on packet
+/// boundaries down to leaves of `PACKET * 1024` elements, each summed with four interleaved packet
 /// accumulators, then one packet, then a scalar tail. (The lane loops index like Eigen's packets.)
-pub fn sum_eigen<F: Real>(x: &(impl Fn(usize) -> Ftz<F> + Sync), first: usize, n: usize) -> Ftz<F> {
-    sum_eigen_in(true, x, first, n)
-}
-
-/// [`sum_eigen`], on the calling thread only when `parallel` is false (same bits either way).
+/// With `parallel` the two halves of large trees are summed on two threads (same bits).
 #[allow(clippy::needless_range_loop)]
 pub fn sum_eigen_in<F: Real>(parallel: bool, x: &(impl Fn(usize) -> Ftz<F> + Sync), first: usize, n: usize) -> Ftz<F> {
     let p = F::PACKET;
@@ -313,16 +308,6 @@ pub fn squares_sum<F: Real>(
     sum_eigen_in(parallel, &term, 0, values.len())
 }
 
-/// `tf.reduce_sum(g * g)` over a gradient's values.
-pub fn sum_of_squares<F: Real>(values: &[F]) -> Ftz<F> {
-    squares_sum(true, values, false, &|_| true)
-}
-
-/// `tf.nn.l2_loss(g)`: `sum((g * g) * 0.5)`.
-pub fn l2_loss<F: Real>(values: &[F]) -> Ftz<F> {
-    squares_sum(true, values, true, &|_| true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,7 +315,7 @@ mod tests {
     #[test]
     fn eigen_sum_of_small_inputs_follows_lane_order() {
         let x: Vec<f32> = (1..=40).map(|i| i as f32 * 0.1).collect();
-        let got = sum_eigen(&|i| Ftz::<_>::new(x[i]), 0, x.len()).get();
+        let got = sum_eigen_in(false, &|i| Ftz::<_>::new(x[i]), 0, x.len()).get();
         // 40 = one unrolled block of 32 + one packet of 8; exact in this order:
         let mut p = [[0f32; 8]; 4];
         for k in 0..4 {
@@ -358,5 +343,23 @@ mod tests {
         assert!(clip.apply(Ftz::<_>::new(f32::NAN)).get().is_nan());
         assert_eq!(clip.apply(Ftz::<_>::new(3.0)).get(), 0.5);
         assert_eq!(clip.apply(Ftz::<_>::new(-3.0)).get(), -0.5);
+    }
+
+    /// Keras' own goldens (tf-keras `optimizer_test.py`: testClipNorm, testClipValue,
+    /// testClipGlobalNorm).
+    #[test]
+    fn keras_clip_goldens() {
+        let g = [100.0f32, 100.0];
+        // clipnorm=1: [2**0.5 / 2] * 2
+        let clip = Clip::<f32>::by_norm(squares_sum(false, &g, false, &|_| true), 1.0);
+        let clipped: Vec<u32> = g.iter().map(|&x| clip.apply(Ftz::<_>::new(x)).get().to_bits()).collect();
+        assert_eq!(clipped, [0x3f3504f3, 0x3f3504f3]);
+        // clipvalue=1: [1.0, 1.0]
+        let clip = Clip::<f32>::by_value(1.0);
+        assert!(g.iter().all(|&x| clip.apply(Ftz::<_>::new(x)).get() == 1.0));
+        // global_clipnorm=1 over two [100, 100] tensors: [0.5, 0.5] each
+        let halves = [squares_sum(false, &g, true, &|_| true).get(), squares_sum(false, &g, true, &|_| true).get()];
+        let clip = Clip::<f32>::by_global_norm(sum_eigen_in(false, &|i| Ftz::<_>::new(halves[i]), 0, 2), 1.0);
+        assert!(g.iter().all(|&x| clip.apply(Ftz::<_>::new(x)).get() == 0.5));
     }
 }

@@ -1,4 +1,4 @@
-//! The CPU backend: the element functions of `kernels` run over a variable's slices.
+//! The CPU engine's loops: the element functions of `kernels` run over a variable's slices.
 //!
 //! - **Vectorized**: the loops are written so that the compiler vectorizes them (equal-length
 //!   slices, the clip mode and the amsgrad / EMA modes as compile-time parameters), and each one
@@ -14,8 +14,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{Clip, StepScalars, VariableOps, dense_element, sparse_element};
 use crate::float::{FlushToZero, Ftz, HARDWARE_FLUSH as HW, Real};
+use crate::kernels::{Clip, StepScalars, VariableOps, dense_element, sparse_element};
 
 /// Variables up to twice this many elements are updated by one thread; larger ones are split
 /// in halves down to chunks of about this size. Measured with `cargo bench --bench quick`
@@ -66,9 +66,9 @@ impl Isa {
     }
 }
 
-/// A variable's values and its optimizer slots, all of one length; `vhat` and `average` are
-/// empty when amsgrad / EMA are off.
-pub struct Lanes<'a, F> {
+/// A variable's values (`var`) and its optimizer slots, all of one length; `vhat` and `average`
+/// are empty when amsgrad / EMA are off.
+pub struct SlotSlices<'a, F> {
     pub var: &'a mut [F],
     pub m: &'a mut [F],
     pub v: &'a mut [F],
@@ -80,7 +80,7 @@ fn split_slot<F>(slot: &mut [F], mid: usize) -> (&mut [F], &mut [F]) {
     if slot.is_empty() { (slot, Default::default()) } else { slot.split_at_mut(mid) }
 }
 
-impl<F> Lanes<'_, F> {
+impl<F> SlotSlices<'_, F> {
     fn len(&self) -> usize {
         self.var.len()
     }
@@ -92,18 +92,18 @@ impl<F> Lanes<'_, F> {
         let (vhat_l, vhat_r) = split_slot(self.vhat, mid);
         let (avg_l, avg_r) = split_slot(self.average, mid);
         (
-            Lanes { var: var_l, m: m_l, v: v_l, vhat: vhat_l, average: avg_l },
-            Lanes { var: var_r, m: m_r, v: v_r, vhat: vhat_r, average: avg_r },
+            SlotSlices { var: var_l, m: m_l, v: v_l, vhat: vhat_l, average: avg_l },
+            SlotSlices { var: var_r, m: m_r, v: v_r, vhat: vhat_r, average: avg_r },
         )
     }
 
-    fn reborrow(&mut self) -> Lanes<'_, F> {
-        Lanes { var: self.var, m: self.m, v: self.v, vhat: self.vhat, average: self.average }
+    fn reborrow(&mut self) -> SlotSlices<'_, F> {
+        SlotSlices { var: self.var, m: self.m, v: self.v, vhat: self.vhat, average: self.average }
     }
 
     /// Elements `start..end` of every lane (an empty slot stays empty).
-    fn sub(&mut self, start: usize, end: usize) -> Lanes<'_, F> {
-        Lanes {
+    fn sub(&mut self, start: usize, end: usize) -> SlotSlices<'_, F> {
+        SlotSlices {
             var: &mut self.var[start..end],
             m: &mut self.m[start..end],
             v: &mut self.v[start..end],
@@ -147,10 +147,10 @@ impl<F: Real> ClipOp<F> for Fixed<F> {
 
 /// Calls `$body` with the monomorphized loop for the clip mode, amsgrad / EMA modes and ISA.
 macro_rules! with_modes {
-    ($clip:expr, $lanes:expr, |$c:ident, $a:ident, $e:ident| $call:expr) => {{
+    ($clip:expr, $slots:expr, |$c:ident, $a:ident, $e:ident| $call:expr) => {{
         macro_rules! modes {
             ($cc:expr) => {
-                match ($lanes.amsgrad(), $lanes.ema()) {
+                match ($slots.amsgrad(), $slots.ema()) {
                     (false, false) => {
                         let $c = $cc;
                         const $a: bool = false;
@@ -191,12 +191,12 @@ pub fn dense_step<F: Real>(
     ops: VariableOps,
     clip: Clip<F>,
     grad: &[F],
-    lanes: Lanes<'_, F>,
+    slots: SlotSlices<'_, F>,
     parallel: bool,
 ) {
-    assert_eq!(grad.len(), lanes.len(), "gradient and variable lengths are checked before the step");
+    assert_eq!(grad.len(), slots.len(), "gradient and variable lengths are checked before the step");
     let isa = Isa::detect();
-    with_modes!(clip, lanes, |c, A, E| dense_parallel::<F, _, A, E>(s, ops, c, grad, lanes, parallel, isa))
+    with_modes!(clip, slots, |c, A, E| dense_parallel::<F, _, A, E>(s, ops, c, grad, slots, parallel, isa))
 }
 
 fn dense_parallel<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
@@ -204,15 +204,15 @@ fn dense_parallel<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
     ops: VariableOps,
     clip: C,
     grad: &[F],
-    lanes: Lanes<'_, F>,
+    slots: SlotSlices<'_, F>,
     parallel: bool,
     isa: Isa,
 ) {
-    let n = lanes.len();
+    let n = slots.len();
     if parallel && n > 2 * CHUNK {
         // Split on a 64-element boundary so that vector loops start aligned alike on both sides.
         let mid = (n / 2) & !63;
-        let (left, right) = lanes.split_at(mid);
+        let (left, right) = slots.split_at(mid);
         let (grad_l, grad_r) = grad.split_at(mid);
         rayon::join(
             || dense_parallel::<F, C, AMSGRAD, EMA>(s, ops, clip, grad_l, left, parallel, isa),
@@ -220,7 +220,7 @@ fn dense_parallel<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
         );
         return;
     }
-    dense_dispatch::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, lanes, isa);
+    dense_dispatch::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, isa);
 }
 
 /// Declares a function that runs the loop `$body` compiled for `$feature`.
@@ -236,8 +236,8 @@ macro_rules! isa_variant {
     };
 }
 
-isa_variant!(dense_avx512, "avx512f", dense_loop, (s: &StepScalars<F>, ops: VariableOps, clip: C, grad: &[F], lanes: Lanes<'_, F>));
-isa_variant!(dense_avx2, "avx2", dense_loop, (s: &StepScalars<F>, ops: VariableOps, clip: C, grad: &[F], lanes: Lanes<'_, F>));
+isa_variant!(dense_avx512, "avx512f", dense_loop, (s: &StepScalars<F>, ops: VariableOps, clip: C, grad: &[F], slots: SlotSlices<'_, F>));
+isa_variant!(dense_avx2, "avx2", dense_loop, (s: &StepScalars<F>, ops: VariableOps, clip: C, grad: &[F], slots: SlotSlices<'_, F>));
 
 #[inline(always)]
 fn dense_dispatch<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
@@ -245,18 +245,18 @@ fn dense_dispatch<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
     ops: VariableOps,
     clip: C,
     grad: &[F],
-    lanes: Lanes<'_, F>,
+    slots: SlotSlices<'_, F>,
     isa: Isa,
 ) {
     let _flush = FlushToZero::new();
     match isa {
         // SAFETY: `Isa::detect` returned these only after the CPU reported the feature.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { dense_avx512::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, lanes) },
+        Isa::Avx512 => unsafe { dense_avx512::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { dense_avx2::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, lanes) },
-        _ => dense_loop::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, lanes),
+        Isa::Avx2 => unsafe { dense_avx2::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots) },
+        _ => dense_loop::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots),
     }
 }
 
@@ -267,9 +267,9 @@ fn dense_loop<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
     ops: VariableOps,
     clip: C,
     grad: &[F],
-    lanes: Lanes<'_, F>,
+    slots: SlotSlices<'_, F>,
 ) {
-    let Lanes { var, m, v, vhat, average } = lanes;
+    let SlotSlices { var, m, v, vhat, average } = slots;
     let n = var.len();
     let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
     let vhat = if AMSGRAD { &mut vhat[..n] } else { &mut vhat[..0] };
@@ -295,7 +295,7 @@ pub struct SparseRows<'a, F> {
 
 /// The sparse step over a whole variable or a shard of one (docs/numerics.md §2.4, §4): every element
 /// decays; elements of rows with a gradient also receive their duplicates' sum (from +0.0, in
-/// the caller's order). `first_element` is the flat index of `lanes[0]` in the whole variable
+/// the caller's order). `first_element` is the flat index of `slots[0]` in the whole variable
 /// (a shard's offset, else 0); rows are the whole variable's.
 pub fn sparse_step<F: Real>(
     s: &StepScalars<F>,
@@ -303,17 +303,17 @@ pub fn sparse_step<F: Real>(
     clip: Clip<F>,
     rows: SparseRows<'_, F>,
     first_element: usize,
-    lanes: Lanes<'_, F>,
+    slots: SlotSlices<'_, F>,
     parallel: bool,
 ) {
     let isa = Isa::detect();
-    with_modes!(clip, lanes, |c, A, E| sparse_parallel::<F, _, A, E>(
+    with_modes!(clip, slots, |c, A, E| sparse_parallel::<F, _, A, E>(
         s,
         ops,
         c,
         rows,
         first_element,
-        lanes,
+        slots,
         parallel,
         isa
     ))
@@ -326,15 +326,15 @@ fn sparse_parallel<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
     clip: C,
     rows: SparseRows<'_, F>,
     first: usize,
-    lanes: Lanes<'_, F>,
+    slots: SlotSlices<'_, F>,
     parallel: bool,
     isa: Isa,
 ) {
-    let n = lanes.len();
+    let n = slots.len();
     let row_len = rows.row_len.max(1);
     if parallel && n > 2 * CHUNK {
         let mid = n / 2;
-        let (left, right) = lanes.split_at(mid);
+        let (left, right) = slots.split_at(mid);
         // A row cut by the split is needed on both sides.
         let last_row_left = (first + mid - 1) / row_len;
         let first_row_right = (first + mid) / row_len;
@@ -353,7 +353,7 @@ fn sparse_parallel<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
         );
         return;
     }
-    sparse_serial::<F, C, AMSGRAD, EMA>(s, ops, clip, rows, first, lanes, isa);
+    sparse_serial::<F, C, AMSGRAD, EMA>(s, ops, clip, rows, first, slots, isa);
 }
 
 /// One chunk of the sparse step: the spans between rows with a gradient run the vectorized
@@ -364,11 +364,11 @@ fn sparse_serial<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
     clip: C,
     rows: SparseRows<'_, F>,
     first: usize,
-    mut lanes: Lanes<'_, F>,
+    mut slots: SlotSlices<'_, F>,
     isa: Isa,
 ) {
     let _flush = FlushToZero::new();
-    let n = lanes.len();
+    let n = slots.len();
     let row_len = rows.row_len.max(1);
     let end = first + n;
     let mut at = first; // flat index of the next element to update
@@ -385,7 +385,7 @@ fn sparse_serial<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
         // Untouched elements before it: the vectorized loop.
         let untouched_end = row_start.max(at).min(end);
         if untouched_end > at {
-            let chunk = lanes.sub(at - first, untouched_end - first);
+            let chunk = slots.sub(at - first, untouched_end - first);
             untouched_dispatch::<F, AMSGRAD, EMA>(s, ops, chunk, isa);
             at = untouched_end;
         }
@@ -395,7 +395,7 @@ fn sparse_serial<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
         // The touched row's elements that lie in this chunk.
         let group = &rows.entries[next..group_end];
         let row_end = (row_start + row_len).min(end);
-        let l = lanes.reborrow();
+        let l = slots.reborrow();
         for element in at..row_end {
             let i = element - first;
             let col = element - row_start;
@@ -421,24 +421,24 @@ fn sparse_serial<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
     }
 }
 
-isa_variant!(untouched_avx512_inner, "avx512f", untouched_generic, (s: &StepScalars<F>, ops: VariableOps, clip: C, lanes: Lanes<'_, F>));
-isa_variant!(untouched_avx2_inner, "avx2", untouched_generic, (s: &StepScalars<F>, ops: VariableOps, clip: C, lanes: Lanes<'_, F>));
+isa_variant!(untouched_avx512_inner, "avx512f", untouched_generic, (s: &StepScalars<F>, ops: VariableOps, clip: C, slots: SlotSlices<'_, F>));
+isa_variant!(untouched_avx2_inner, "avx2", untouched_generic, (s: &StepScalars<F>, ops: VariableOps, clip: C, slots: SlotSlices<'_, F>));
 
 #[inline(always)]
 fn untouched_dispatch<F: Real, const AMSGRAD: bool, const EMA: bool>(
     s: &StepScalars<F>,
     ops: VariableOps,
-    lanes: Lanes<'_, F>,
+    slots: SlotSlices<'_, F>,
     isa: Isa,
 ) {
     match isa {
         // SAFETY: `Isa::detect` returned these only after the CPU reported the feature.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { untouched_avx512_inner::<F, NoClip, AMSGRAD, EMA>(s, ops, NoClip, lanes) },
+        Isa::Avx512 => unsafe { untouched_avx512_inner::<F, NoClip, AMSGRAD, EMA>(s, ops, NoClip, slots) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { untouched_avx2_inner::<F, NoClip, AMSGRAD, EMA>(s, ops, NoClip, lanes) },
-        _ => untouched_generic::<F, NoClip, AMSGRAD, EMA>(s, ops, NoClip, lanes),
+        Isa::Avx2 => unsafe { untouched_avx2_inner::<F, NoClip, AMSGRAD, EMA>(s, ops, NoClip, slots) },
+        _ => untouched_generic::<F, NoClip, AMSGRAD, EMA>(s, ops, NoClip, slots),
     }
 }
 
@@ -449,9 +449,9 @@ fn untouched_generic<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool
     s: &StepScalars<F>,
     ops: VariableOps,
     _clip: C,
-    lanes: Lanes<'_, F>,
+    slots: SlotSlices<'_, F>,
 ) {
-    let Lanes { var, m, v, vhat, average } = lanes;
+    let SlotSlices { var, m, v, vhat, average } = slots;
     let n = var.len();
     let (m, v) = (&mut m[..n], &mut v[..n]);
     let vhat = if AMSGRAD { &mut vhat[..n] } else { &mut vhat[..0] };

@@ -1,0 +1,303 @@
+//! The CPU engine: the state in host memory, the passes run by the vectorized loops of
+//! [`loops`], large variables split across a rayon pool.
+//!
+//! Threads: `threads = 0` enters a pool shared by the process once per step, 1 runs everything
+//! on the calling thread, N > 1 gives the engine a pool of its own. A step uses the pool only
+//! when one of its variables is large enough to split (more than `2 * loops::CHUNK` elements);
+//! otherwise it stays on the calling thread, where a hand-off would only add its cost. Every
+//! element is independent, so the thread count never changes a bit.
+
+pub(crate) mod loops;
+
+use std::sync::{Arc, OnceLock};
+
+use loops::{SlotSlices, SparseRows};
+
+use super::{Engine, NonFinite, Slot, Slots, StepPlan, VariableLayout};
+use crate::dtype::{TensorBuf, TensorMut, TensorRef, each_float};
+use crate::error::{Error, Result};
+use crate::float::Real;
+use crate::kernels;
+use crate::tensor::{Gradient, GradientEntries};
+
+/// One variable's state in host memory; a slot that is off is empty.
+#[derive(Debug)]
+struct VariableSlots {
+    layout: VariableLayout,
+    m: TensorBuf,
+    v: TensorBuf,
+    vhat: TensorBuf,
+    average: TensorBuf,
+}
+
+impl VariableSlots {
+    fn slot(&self, slot: Slot) -> &TensorBuf {
+        match slot {
+            Slot::M => &self.m,
+            Slot::V => &self.v,
+            Slot::Vhat => &self.vhat,
+            Slot::Average => &self.average,
+        }
+    }
+
+    fn slot_mut(&mut self, slot: Slot) -> &mut TensorBuf {
+        match slot {
+            Slot::M => &mut self.m,
+            Slot::V => &mut self.v,
+            Slot::Vhat => &mut self.vhat,
+            Slot::Average => &mut self.average,
+        }
+    }
+}
+
+/// The CPU engine.
+pub(crate) struct CpuEngine {
+    variables: Vec<VariableSlots>,
+    /// The pool a step may use: `None` with `threads = 1`.
+    pool: Option<Arc<rayon::ThreadPool>>,
+    parallel: bool,
+    /// `(row, position)` of a sparse gradient's indices, sorted to sum duplicates in order.
+    sparse_rows: Vec<(usize, usize)>,
+}
+
+impl CpuEngine {
+    /// An engine with no variables, using `threads` as [`Engine::set_threads`] describes.
+    pub fn new(threads: usize) -> Result<Self> {
+        Ok(CpuEngine {
+            variables: Vec::new(),
+            pool: thread_pool(threads)?,
+            parallel: threads != 1,
+            sparse_rows: Vec::new(),
+        })
+    }
+
+    /// The pool for a call whose largest gradient has `largest` elements, if it is worth using.
+    fn pool_for(&self, entries: &mut dyn GradientEntries) -> Option<Arc<rayon::ThreadPool>> {
+        let mut largest = 0;
+        for i in 0..entries.len() {
+            let entry = entries.get(i);
+            if entry.gradient.is_some() {
+                largest = largest.max(entry.values.len());
+            }
+        }
+        self.pool.clone().filter(|_| largest > 2 * loops::CHUNK)
+    }
+}
+
+/// Carries a closure into a rayon pool's `install`, which blocks the calling thread until the
+/// closure has run: what it borrows is used by one thread at a time, never concurrently.
+struct OnePoolThread<T>(T);
+// SAFETY: see the type's documentation; `install` returns only after the closure finished.
+unsafe impl<T> Send for OnePoolThread<T> {}
+
+impl<R, T: FnOnce() -> R> OnePoolThread<T> {
+    /// Taking `self` makes the `install` closure capture the whole (Send) wrapper.
+    fn run(self) -> R {
+        (self.0)()
+    }
+}
+
+/// Runs `work` in `pool` (blocking until it is done), or on the calling thread without one.
+fn in_pool<R: Send>(pool: Option<Arc<rayon::ThreadPool>>, work: impl FnOnce() -> R) -> R {
+    match pool {
+        None => work(),
+        Some(pool) => {
+            let work = OnePoolThread(work);
+            pool.install(move || work.run())
+        }
+    }
+}
+
+/// The pool behind `threads = 0`: one per process, shared by every optimizer with that setting,
+/// one thread per core. (Entering a pool once per step through `install` measured faster and
+/// steadier than letting each split reach rayon's global pool from outside it.)
+fn shared_pool() -> Result<Arc<rayon::ThreadPool>> {
+    static SHARED: OnceLock<std::result::Result<Arc<rayon::ThreadPool>, String>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("adamw-shared-{i}"))
+                .build()
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| Error::OutOfMemory(format!("cannot start the shared threads: {e}")))
+}
+
+fn thread_pool(threads: usize) -> Result<Option<Arc<rayon::ThreadPool>>> {
+    match threads {
+        0 => shared_pool().map(Some),
+        1 => Ok(None),
+        _ => rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("adamw-{i}"))
+            .build()
+            .map(|pool| Some(Arc::new(pool)))
+            .map_err(|e| Error::OutOfMemory(format!("cannot start {threads} threads: {e}"))),
+    }
+}
+
+impl Engine for CpuEngine {
+    fn build(&mut self, layouts: &[VariableLayout], slots: Slots, averages: &[TensorRef<'_>]) -> Result<()> {
+        let mut variables = Vec::new();
+        variables.try_reserve_exact(layouts.len()).map_err(|_| Error::OutOfMemory("too many variables".into()))?;
+        for (i, layout) in layouts.iter().enumerate() {
+            let (dtype, len) = (layout.dtype, layout.len);
+            let optional = |on: bool| TensorBuf::zeros(dtype, if on { len } else { 0 });
+            let average = match (slots.ema, averages.get(i)) {
+                (true, Some(&initial)) => TensorBuf::copy_of(initial)?,
+                (true, None) => return Err(Error::Internal(format!("no initial average for variable {i}"))),
+                (false, _) => optional(false)?,
+            };
+            variables.push(VariableSlots {
+                layout: *layout,
+                m: TensorBuf::zeros(dtype, len)?,
+                v: TensorBuf::zeros(dtype, len)?,
+                vhat: optional(slots.amsgrad)?,
+                average,
+            });
+        }
+        self.variables = variables;
+        Ok(())
+    }
+
+    fn set_threads(&mut self, threads: usize) -> Result<()> {
+        self.pool = thread_pool(threads)?;
+        self.parallel = threads != 1;
+        Ok(())
+    }
+
+    fn reserve_sparse(&mut self, indices: usize) -> Result<()> {
+        let extra = indices.saturating_sub(self.sparse_rows.len());
+        self.sparse_rows
+            .try_reserve(extra)
+            .map_err(|_| Error::OutOfMemory(format!("cannot reserve room for {indices} sparse indices")))
+    }
+
+    fn find_non_finite(&mut self, entries: &mut dyn GradientEntries) -> Option<NonFinite> {
+        (0..entries.len()).find_map(|entry| {
+            let gradient = entries.get(entry).gradient?;
+            let (element, value) = each_float!(gradient.values(), x => first_non_finite(x), _ => None)?;
+            Some(NonFinite { entry, element, value })
+        })
+    }
+
+    fn norm_partials(&mut self, entries: &mut dyn GradientEntries, halve: bool, out: &mut Vec<f64>) {
+        let (variables, parallel) = (&self.variables, self.parallel);
+        in_pool(self.pool_for(entries), || {
+            for i in 0..entries.len() {
+                let entry = entries.get(i);
+                let Some(gradient) = entry.gradient else { continue };
+                let layout = &variables[entry.variable].layout;
+                let partial =
+                    each_float!(gradient.values(), g => squares_sum(layout, gradient, g, halve, parallel), _ => 0.0);
+                out.push(partial);
+            }
+        })
+    }
+
+    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut dyn GradientEntries) {
+        let pool = self.pool_for(entries);
+        let CpuEngine { variables, sparse_rows, parallel, .. } = self;
+        in_pool(pool, || {
+            let mut with_gradient = 0;
+            for i in 0..entries.len() {
+                let entry = entries.get(i);
+                let Some(gradient) = entry.gradient else { continue };
+                let k = with_gradient;
+                with_gradient += 1;
+                let state = &mut variables[entry.variable];
+                let ops = plan.ops(entry.variable);
+                each_float!(entry.values, values => step_variable(state, values, gradient, plan, k, ops, sparse_rows, *parallel), _ => {})
+            }
+        })
+    }
+
+    fn read_slot(&self, variable: usize, slot: Slot, mut out: TensorMut<'_>) -> Result<()> {
+        let state = self.variables.get(variable).ok_or_else(|| Error::Internal(format!("no variable {variable}")))?;
+        out.copy_from(state.slot(slot).as_ref())
+    }
+
+    fn write_slot(&mut self, variable: usize, slot: Slot, values: TensorRef<'_>) -> Result<()> {
+        let state =
+            self.variables.get_mut(variable).ok_or_else(|| Error::Internal(format!("no variable {variable}")))?;
+        state.slot_mut(slot).as_mut().copy_from(values)
+    }
+}
+
+/// The first NaN or infinity in `x`, with its position.
+#[allow(clippy::eq_op)] // `v - v` is the point: NaN exactly when v is NaN or infinite
+fn first_non_finite<F: Real>(x: &[F]) -> Option<(usize, f64)> {
+    // Summing x - x is NaN exactly when some x is NaN or infinite, and vectorizes.
+    let all_finite = x.chunks(1024).all(|c| c.iter().fold(F::ZERO, |acc, &v| acc + (v - v)) == F::ZERO);
+    if all_finite {
+        return None;
+    }
+    x.iter().position(|v| !(*v - *v == F::ZERO)).map(|k| (k, x[k].to_f64()))
+}
+
+/// A gradient's sum of squares (or `l2_loss`) over the elements this engine holds, widened.
+fn squares_sum<F: Real>(
+    layout: &VariableLayout,
+    gradient: Gradient<'_>,
+    values: &[F],
+    halve: bool,
+    parallel: bool,
+) -> f64 {
+    match gradient {
+        Gradient::Sparse { indices, .. } if layout.sharded => {
+            // Rows are whole rows of the variable; a shard counts only its own elements.
+            let row_len = layout.row_len.max(1);
+            let (first, end) = (layout.offset, layout.offset + layout.len);
+            let held = |j: usize| {
+                let element = indices[j / row_len] as usize * row_len + j % row_len;
+                first <= element && element < end
+            };
+            kernels::squares_sum(parallel, values, halve, &held).get().to_f64()
+        }
+        _ => kernels::squares_sum(parallel, values, halve, &|_| true).get().to_f64(),
+    }
+}
+
+/// Decays and updates one variable with its gradient (the `k`-th of the call).
+#[allow(clippy::too_many_arguments)]
+fn step_variable<F: Real>(
+    state: &mut VariableSlots,
+    values: &mut [F],
+    gradient: Gradient<'_>,
+    plan: &StepPlan<'_>,
+    k: usize,
+    ops: kernels::VariableOps,
+    sparse_rows: &mut Vec<(usize, usize)>,
+    parallel: bool,
+) {
+    let (s, clip) = (plan.scalars::<F>(), plan.clip::<F>(k));
+    let VariableLayout { row_len, offset, .. } = state.layout;
+    let slots = SlotSlices {
+        var: values,
+        m: typed_slot(&mut state.m),
+        v: typed_slot(&mut state.v),
+        vhat: typed_slot(&mut state.vhat),
+        average: typed_slot(&mut state.average),
+    };
+    let gradient_values = gradient.values().typed::<F>().unwrap_or_default();
+    match gradient {
+        Gradient::Dense(_) => loops::dense_step(s, ops, clip, gradient_values, slots, parallel),
+        Gradient::Sparse { indices, .. } => {
+            // Within the capacity of earlier steps or `reserve_sparse`: no allocation then.
+            sparse_rows.clear();
+            sparse_rows.extend(indices.iter().enumerate().map(|(pos, &row)| (row as usize, pos)));
+            sparse_rows.sort_unstable();
+            let rows = SparseRows { entries: sparse_rows, values: gradient_values, row_len };
+            loops::sparse_step(s, ops, clip, rows, offset, slots, parallel);
+        }
+    }
+}
+
+/// A slot as `F`: validation matched every dtype to the layout's, so it is never empty by mistake.
+fn typed_slot<F: Real>(slot: &mut TensorBuf) -> &mut [F] {
+    F::unwrap(slot.as_mut()).unwrap_or_default()
+}

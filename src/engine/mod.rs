@@ -1,0 +1,160 @@
+//! The seam between what a step computes and where the state lives.
+//!
+//! The optimizer decides *what* a call computes: it validates the call, evaluates the schedule
+//! and callbacks, and computes every per-step scalar (the rounded hyper-parameters, the bias
+//! corrections, each gradient's clip) once, on the host, into a [`StepPlan`]. An [`Engine`]
+//! decides *where* the optimizer state (m, v, vhat, EMA averages) lives and runs every pass over
+//! it: the element-wise dense and sparse steps, the clip norms in Eigen's order, the non-finite
+//! check, and the copies of a slot out and in. Everything else that touches state (`variables`,
+//! `set_weights`, checkpoints, `finalize_variable_values`, the averages at build) goes through
+//! those copies, so it works unchanged when the state lives on a device.
+//!
+//! The CPU engine ([`cpu`]) runs the element functions of `kernels` with rayon and SIMD.
+
+pub(crate) mod cpu;
+
+use std::any::Any;
+
+use crate::config::Clipping;
+use crate::dtype::{DType, TensorMut, TensorRef};
+use crate::error::Result;
+use crate::float::{Ftz, Real};
+use crate::kernels::{Clip, StepScalars, VariableOps};
+use crate::tensor::GradientEntries;
+
+/// Where one model variable's state sits, fixed at build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct VariableLayout {
+    /// The variable's dtype, which its slots share.
+    pub dtype: DType,
+    /// Elements held: the whole variable, or its shard.
+    pub len: usize,
+    /// Elements per row (the product of the trailing dimensions), for sparse gradients.
+    pub row_len: usize,
+    /// The flat index in the whole variable of the first element held (a shard's offset, else 0).
+    pub offset: usize,
+    /// Whether only a shard is held (sparse rows then count only their elements in the shard).
+    pub sharded: bool,
+}
+
+/// One of the state tensors an engine holds per variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// The first moment.
+    M,
+    /// The second moment.
+    V,
+    /// The running maximum of v (amsgrad only).
+    Vhat,
+    /// The EMA of the variable (use_ema only).
+    Average,
+}
+
+/// Which optional slots every variable has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slots {
+    pub amsgrad: bool,
+    pub ema: bool,
+}
+
+/// The first non-finite gradient value of a call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct NonFinite {
+    /// The entry's position in the call.
+    pub entry: usize,
+    /// The element's position in the entry's gradient values.
+    pub element: usize,
+    pub value: f64,
+}
+
+/// The scalars of one step in one dtype.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DTypePlan<F> {
+    pub scalars: StepScalars<F>,
+    /// The clip of every gradient under global_clipnorm (`Clip::None` otherwise).
+    pub global_clip: Clip<F>,
+}
+
+/// Everything an engine needs to run one step besides the entries, all computed on the host by
+/// the optimizer, so that no two engines can disagree about a scalar.
+#[derive(Debug)]
+pub(crate) struct StepPlan<'a> {
+    pub f32: DTypePlan<f32>,
+    pub f64: DTypePlan<f64>,
+    pub clipping: Clipping,
+    /// Per entry with a gradient, in list order: its sum of squares (all-reduced when sharded),
+    /// which clipnorm divides by.
+    pub norm_partials: &'a [f64],
+    /// Per built variable: whether weight decay applies.
+    pub decay: &'a [bool],
+    /// The EMA overwrite falls on this step.
+    pub overwrite_with_average: bool,
+}
+
+impl StepPlan<'_> {
+    /// The step's scalars for dtype `F`.
+    pub fn scalars<F: Real>(&self) -> &StepScalars<F> {
+        &self.dtype_plan::<F>().scalars
+    }
+
+    fn dtype_plan<F: Real>(&self) -> &DTypePlan<F> {
+        let plan: &dyn Any = match F::DTYPE {
+            DType::F64 => &self.f64,
+            _ => &self.f32,
+        };
+        plan.downcast_ref().expect("a step plan for every float dtype")
+    }
+
+    /// The clip of the `k`-th entry with a gradient.
+    pub fn clip<F: Real>(&self, k: usize) -> Clip<F> {
+        match self.clipping {
+            Clipping::None => Clip::None,
+            Clipping::Norm(clipnorm) => {
+                let partial = self.norm_partials.get(k).copied().unwrap_or(0.0);
+                Clip::by_norm(Ftz::new(F::from_f64(partial)), clipnorm)
+            }
+            Clipping::GlobalNorm(_) => self.dtype_plan::<F>().global_clip,
+            Clipping::Value(clipvalue) => Clip::by_value(clipvalue),
+        }
+    }
+
+    /// What happens to built variable `variable` besides the Adam update.
+    pub fn ops(&self, variable: usize) -> VariableOps {
+        VariableOps { decay: self.decay[variable], overwrite_with_average: self.overwrite_with_average }
+    }
+}
+
+/// Holds the optimizer state and runs the passes over it. Every method receives entries the
+/// optimizer has validated against the layouts given to `build` (indices known, dtypes equal,
+/// lengths matching, sparse indices in range), and none of them allocates unless it says so.
+pub(crate) trait Engine: Send {
+    /// Allocates the state of every variable: m and v zeroed, vhat zeroed with amsgrad, and with
+    /// EMA the averages as copies of `averages` (one per variable). All or nothing: on error the
+    /// engine is as it was.
+    fn build(&mut self, layouts: &[VariableLayout], slots: Slots, averages: &[TensorRef<'_>]) -> Result<()>;
+
+    /// How many threads a step may use: 0 a pool shared by the process, 1 the calling thread
+    /// only, N a pool of N threads of this engine's own.
+    fn set_threads(&mut self, threads: usize) -> Result<()>;
+
+    /// Reserves what a sparse gradient of up to `indices` indices needs, so that no step allocates.
+    fn reserve_sparse(&mut self, indices: usize) -> Result<()>;
+
+    /// The first NaN or infinity in the gradients of the call, in entry order.
+    fn find_non_finite(&mut self, entries: &mut dyn GradientEntries) -> Option<NonFinite>;
+
+    /// Pushes onto `out`, per entry with a gradient in list order, the sum of its squares
+    /// (`halve`: of `(g * g) * 0.5`, Keras' `l2_loss`) over the elements held here, in Eigen's
+    /// order, as float64 (a float32 sum widened). `out` has room for every built variable.
+    fn norm_partials(&mut self, entries: &mut dyn GradientEntries, halve: bool, out: &mut Vec<f64>);
+
+    /// Runs the step of `plan` over every entry with a gradient: decay, clip, moments, update
+    /// and EMA, element by element, writing the caller's values and the state.
+    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut dyn GradientEntries);
+
+    /// Copies a slot of built variable `variable` into `out` (its dtype and length).
+    fn read_slot(&self, variable: usize, slot: Slot, out: TensorMut<'_>) -> Result<()>;
+
+    /// Replaces a slot of built variable `variable` with `values` (its dtype and length).
+    fn write_slot(&mut self, variable: usize, slot: Slot, values: TensorRef<'_>) -> Result<()>;
+}

@@ -1,0 +1,103 @@
+//! Checkpoints from C: `save_own_variables` / `load_own_variables` to a buffer, and atomic files.
+
+use std::ffi::c_char;
+
+use super::handle::{adamw_optimizer, with_optimizer};
+use super::slice::{slice, write_out};
+use super::status::{FfiError, adamw_status};
+
+/// Keras' `save_own_variables`: writes every optimizer variable into `buf` as a safetensors file
+/// (keys "0".."N-1" in `variables` order; see README), with the size-query convention:
+/// `buf` NULL and `cap` 0 give the size in `*out_len`.
+/// NULL: `optimizer`, `out_len`. Threads: serialized.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, BUFFER_TOO_SMALL (`*out_len` holds the size), OUT_OF_MEMORY, BUSY.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_save_own_variables(
+    optimizer: *const adamw_optimizer,
+    buf: *mut u8,
+    cap: usize,
+    out_len: *mut usize,
+) -> adamw_status {
+    // SAFETY: the caller passes a live handle and a buffer of `cap` bytes.
+    unsafe { with_optimizer(optimizer, |s| write_out(&s.optimizer.save_own_variables()?, buf, cap, out_len, false)) }
+}
+
+/// Keras' `load_own_variables`: replaces every optimizer variable (the counter included) from
+/// bytes written by `adamw_optimizer_save_own_variables` for an optimizer built the same way
+/// (before build: a checkpoint of an unbuilt optimizer, which holds only the counter).
+/// Ownership: `buf` is read during the call. NULL: `optimizer` must not be NULL; `buf` may be NULL only when `len` is 0.
+/// Threads: serialized.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, INVALID_CHECKPOINT (not a libadamw checkpoint:
+/// truncated, corrupted, foreign), CHECKPOINT_MISMATCH (another variable count, shape or dtype),
+/// BUSY. On error nothing changes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_load_own_variables(
+    optimizer: *mut adamw_optimizer,
+    buf: *const u8,
+    len: usize,
+) -> adamw_status {
+    // SAFETY: the caller passes a live handle and `len` readable bytes.
+    unsafe {
+        with_optimizer(optimizer, |s| {
+            let bytes = slice(buf, len, "buf")?;
+            Ok(s.optimizer.load_own_variables(bytes)?)
+        })
+    }
+}
+
+/// Saves every optimizer variable to the file `path` (the format of
+/// `adamw_optimizer_save_own_variables`), atomically: a temporary file in the same directory is
+/// written, flushed to disk and renamed over `path`, so a crash or a write error (a full or
+/// read-only disk) leaves the previous file intact.
+/// Ownership: `path` (a NUL-terminated file name) is read during the call.
+/// NULL: `optimizer`, `path` must not be NULL. Threads: serialized.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, IO (the system's reason in the message), BUSY.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_save_file(
+    optimizer: *const adamw_optimizer,
+    path: *const c_char,
+) -> adamw_status {
+    // SAFETY: the caller passes a live handle and a NUL-terminated path.
+    unsafe { with_optimizer(optimizer, |s| Ok(s.optimizer.save_own_variables_to_file(&file_path(path)?)?)) }
+}
+
+/// Loads every optimizer variable from a file written by `adamw_optimizer_save_file`, as
+/// `adamw_optimizer_load_own_variables` does from a buffer.
+/// NULL: `optimizer`, `path` must not be NULL. Threads: serialized.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, IO (missing or unreadable file), INVALID_CHECKPOINT
+/// (truncated, corrupted: the CRC-32 does not match, or foreign), CHECKPOINT_MISMATCH, BUSY.
+/// On error nothing changes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_load_file(
+    optimizer: *mut adamw_optimizer,
+    path: *const c_char,
+) -> adamw_status {
+    // SAFETY: the caller passes a live handle and a NUL-terminated path.
+    unsafe { with_optimizer(optimizer, |s| Ok(s.optimizer.load_own_variables_from_file(&file_path(path)?)?)) }
+}
+
+/// A file name from C: any bytes but NUL (not necessarily UTF-8, as on Unix).
+///
+/// # Safety
+/// `path` must be NULL or a NUL-terminated string.
+unsafe fn file_path(path: *const c_char) -> Result<std::path::PathBuf, FfiError> {
+    if path.is_null() {
+        return Err(FfiError::null("path"));
+    }
+    // SAFETY: non-NULL and NUL-terminated by the caller's contract.
+    let bytes = unsafe { std::ffi::CStr::from_ptr(path) }.to_bytes();
+    if bytes.is_empty() {
+        return Err(FfiError::invalid("`path` is empty"));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        Ok(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(bytes)))
+    }
+    #[cfg(not(unix))]
+    {
+        std::str::from_utf8(bytes)
+            .map(std::path::PathBuf::from)
+            .map_err(|_| FfiError::invalid("`path` is not valid UTF-8"))
+    }
+}

@@ -1,0 +1,247 @@
+//! One step: `adamw_optimizer_apply_gradients`, `adamw_optimizer_minimize`, and
+//! `adamw_optimizer_finalize_variable_values`, with the checks of the caller's entries.
+
+use std::ffi::c_void;
+
+use super::handle::{self, adamw_optimizer, with_optimizer};
+use super::slice::{ByteRange, check_disjoint, check_parts, empty_mut, empty_ref, slice, tensor_mut, tensor_ref};
+use super::status::{FfiError, adamw_status};
+use super::types::{adamw_gradient, adamw_gradient_fn, adamw_variable_data, variable_dtype};
+use crate::dtype::DType;
+use crate::optimizer::Optimizer;
+use crate::tensor::{Gradient, GradientEntries, GradientEntry};
+
+/// The entries of a C `apply_gradients` call: the handle's own copy of the caller's array
+/// (so that a write to a variable cannot change an entry after it was checked), structurally
+/// checked; slices are made on demand.
+struct Entries<'a> {
+    entries: &'a [adamw_gradient],
+}
+
+impl Entries<'_> {
+    /// Checks every entry's variable and dtype, then every pointer and length, and that no
+    /// buffer the call writes overlaps any other buffer of the call, using `ranges` (capacity
+    /// reserved at build). The variable and dtype come first: the pointer checks size every
+    /// buffer by the dtype, so a wrong dtype would otherwise be reported as a misaligned or
+    /// overlapping buffer.
+    fn check(optimizer: &Optimizer, entries: &[adamw_gradient], ranges: &mut Vec<ByteRange>) -> Result<(), FfiError> {
+        ranges.clear();
+        for (i, e) in entries.iter().enumerate() {
+            let dtype = variable_dtype(e.dtype, || format!("entries[{i}].dtype"))?;
+            optimizer.check_variable_dtype(e.variable, dtype)?;
+            let size = dtype.size();
+            let check = |ptr: *const c_void, len: usize, what: &str| {
+                check_parts(ptr, len, size, size, || format!("entries[{i}].{what}")).map(drop)
+            };
+            check(e.data, e.len, "data")?;
+            let sparse = !e.values.is_null() || !e.indices.is_null();
+            if !e.dense.is_null() && sparse {
+                return Err(FfiError::invalid(format!("entries[{i}] has both a dense and a sparse gradient")));
+            }
+            if !e.dense.is_null() {
+                check(e.dense, e.len, "dense")?;
+            }
+            if sparse {
+                check(e.values, e.num_values, "values")?;
+                check_parts(e.indices, e.num_indices, 8, 8, || format!("entries[{i}].indices"))?;
+            }
+            let bytes = |len: usize| len * size;
+            ranges.push(ByteRange::of(e.data.cast::<u8>(), bytes(e.len), true));
+            if !e.dense.is_null() {
+                ranges.push(ByteRange::of(e.dense.cast::<u8>(), bytes(e.len), false));
+            } else if sparse {
+                ranges.push(ByteRange::of(e.values.cast::<u8>(), bytes(e.num_values), false));
+                ranges.push(ByteRange::of(e.indices.cast::<u8>(), e.num_indices * 8, false));
+            }
+        }
+        check_disjoint(ranges)
+    }
+}
+
+impl GradientEntries for Entries<'_> {
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn get(&mut self, i: usize) -> GradientEntry<'_> {
+        let e = self.entries[i];
+        // `Entries::check` decoded every dtype; the fallback is never taken.
+        let dtype = variable_dtype(e.dtype, String::new).unwrap_or(DType::F32);
+        // SAFETY: `Entries::check` verified every pointer (non-NULL where the length is
+        // non-zero, aligned, size within isize::MAX) and that written buffers overlap nothing;
+        // the caller guarantees each points at the stated number of elements for the call.
+        unsafe {
+            let empty = || empty_ref(dtype);
+            let values = tensor_mut(dtype, e.data, e.len, "data").unwrap_or_else(|_| empty_mut(dtype));
+            let gradient = if !e.dense.is_null() {
+                Some(Gradient::Dense(tensor_ref(dtype, e.dense, e.len, "dense").unwrap_or_else(|_| empty())))
+            } else if !e.values.is_null() || !e.indices.is_null() {
+                Some(Gradient::Sparse {
+                    indices: slice(e.indices, e.num_indices, "indices").unwrap_or(&[]),
+                    values: tensor_ref(dtype, e.values, e.num_values, "values").unwrap_or_else(|_| empty()),
+                })
+            } else {
+                None
+            };
+            GradientEntry { variable: e.variable, values, gradient }
+        }
+    }
+}
+
+/// Runs `step` over the checked entries of a call.
+///
+/// # Safety
+/// `entries` must be NULL or point at `num_entries` entries, each valid as documented.
+unsafe fn with_entries(
+    state: &mut handle::State,
+    entries: *const adamw_gradient,
+    num_entries: usize,
+    step: impl FnOnce(&mut Optimizer, &mut Entries<'_>) -> Result<(), FfiError>,
+) -> Result<(), FfiError> {
+    // SAFETY: forwarded contract.
+    let caller = unsafe { slice(entries, num_entries, "entries") }?;
+    if !caller.is_empty() && !state.optimizer.is_built() {
+        return Err(crate::error::Error::NotBuilt(
+            "apply_gradients needs a built optimizer: call adamw_optimizer_build with the full list of trainable variables first".into(),
+        )
+        .into());
+    }
+    let num_built = state.optimizer.num_built_variables();
+    if caller.len() > num_built {
+        return Err(FfiError::invalid(format!(
+            "{} entries for an optimizer built with {num_built} variables: a variable is listed twice or unknown",
+            caller.len()
+        )));
+    }
+    // Within the capacity reserved at build: no allocation. The caller's array is not read again.
+    state.entries.clear();
+    state.entries.extend_from_slice(caller);
+    Entries::check(&state.optimizer, &state.entries, &mut state.ranges)?;
+    let mut source = Entries { entries: &state.entries };
+    step(&mut state.optimizer, &mut source)
+}
+
+/// The step shared by apply_gradients and minimize: check the entries, apply, report the count.
+///
+/// # Safety
+/// As for `with_entries`; `out_iterations` must be NULL or a writable int64_t.
+unsafe fn apply_entries(
+    state: &mut handle::State,
+    entries: *const adamw_gradient,
+    num_entries: usize,
+    out_iterations: *mut i64,
+) -> Result<(), FfiError> {
+    // SAFETY: forwarded contract.
+    unsafe {
+        with_entries(state, entries, num_entries, |opt, source| {
+            let iterations = opt.apply_gradients(source)?;
+            if !out_iterations.is_null() {
+                *out_iterations = iterations;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// One optimizer step over the listed variables (Keras: `apply_gradients(zip(grads, vars))`):
+/// clipping, weight decay, the Adam update, EMA, and the counter's increment. A variable not
+/// listed, or listed with no gradient, is left alone. An empty list changes nothing but the
+/// current learning rate (re-read, as in Keras).
+/// Ownership: `entries` and all buffers are borrowed for the call; `data` buffers are written.
+/// NULL: `optimizer` must not be NULL; `entries` may be NULL only when `num_entries` is 0;
+/// `out_iterations` may be NULL.
+/// Threads: serialized with other calls on this optimizer; the work may run on several threads.
+/// A callback that hands work to another thread which calls this optimizer deadlocks (BUSY is
+/// detected on the calling thread only); calling from a rayon worker thread that may run other
+/// jobs on the same optimizer while it waits can return BUSY.
+/// Allocation: libadamw allocates nothing once built, except that a sparse gradient with more
+/// indices than any before grows a buffer (see `adamw_optimizer_reserve_sparse`). With a pool
+/// (`threads` 0 or N > 1), a step with a variable of 64K elements or more is handed to the pool
+/// through its job queue, which allocates a 1.5 KB block about every 63 such steps; with
+/// `threads` = 1 nothing at all is allocated.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (unknown dtype, misaligned or overlapping buffers,
+/// dense and sparse together, a variable listed twice, global_clipnorm over mixed dtypes),
+/// NOT_BUILT, UNKNOWN_VARIABLE, DTYPE_MISMATCH, SHAPE_MISMATCH, INDEX_OUT_OF_RANGE,
+/// NO_GRADIENTS, NON_FINITE_GRADIENT (with the non-finite guard on), CALLBACK_FAILED (callbacks
+/// run only once every check has passed), OUT_OF_MEMORY (a length whose byte size overflows),
+/// BUSY. On any error nothing has changed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_apply_gradients(
+    optimizer: *mut adamw_optimizer,
+    entries: *const adamw_gradient,
+    num_entries: usize,
+    out_iterations: *mut i64,
+) -> adamw_status {
+    // SAFETY: the caller passes a live handle and valid entries.
+    unsafe { with_optimizer(optimizer, |s| apply_entries(s, entries, num_entries, out_iterations)) }
+}
+
+/// Keras' `minimize`: calls `gradient_fn(user_data, entries, num_entries)` to compute the
+/// gradients into the caller's `dense` / `values` buffers of `entries`, then applies them as
+/// `adamw_optimizer_apply_gradients` does.
+/// NULL: as for apply_gradients; `gradient_fn` must not be NULL. Threads: serialized; the
+/// callback runs on the calling thread, with this optimizer locked (calling it returns BUSY).
+/// Errors: those of apply_gradients; CALLBACK_FAILED when `gradient_fn` returns non-zero.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_minimize(
+    optimizer: *mut adamw_optimizer,
+    entries: *const adamw_gradient,
+    num_entries: usize,
+    gradient_fn: adamw_gradient_fn,
+    user_data: *mut c_void,
+    out_iterations: *mut i64,
+) -> adamw_status {
+    // SAFETY: the caller passes a live handle, valid entries and a valid callback.
+    unsafe {
+        with_optimizer(optimizer, |s| {
+            let f = gradient_fn.ok_or_else(|| FfiError::null("gradient_fn"))?;
+            let rc = f(user_data, entries, num_entries);
+            if rc != 0 {
+                return Err(crate::error::Error::CallbackFailed(format!("the gradient callback returned {rc}")).into());
+            }
+            apply_entries(s, entries, num_entries, out_iterations)
+        })
+    }
+}
+
+/// Keras' `finalize_variable_values`: with use_ema, each listed variable takes the value of its
+/// moving average; without EMA nothing is written. Ownership: buffers borrowed for the call.
+/// NULL: `optimizer` must not be NULL; `variables` may be NULL only when `num_variables` is 0.
+/// Threads: serialized.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (unknown dtype, misaligned or overlapping buffers),
+/// NOT_BUILT, UNKNOWN_VARIABLE, DTYPE_MISMATCH, SHAPE_MISMATCH, OUT_OF_MEMORY, BUSY.
+/// On error nothing is written.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_finalize_variable_values(
+    optimizer: *mut adamw_optimizer,
+    variables: *const adamw_variable_data,
+    num_variables: usize,
+) -> adamw_status {
+    // SAFETY: the caller passes a live handle and valid descriptors.
+    unsafe {
+        with_optimizer(optimizer, |s| {
+            // A copy: the descriptors are not read while the variables' memory is borrowed.
+            let vars: Vec<adamw_variable_data> = slice(variables, num_variables, "variables")?.to_vec();
+            let mut updates = Vec::with_capacity(vars.len());
+            let mut ranges = Vec::with_capacity(vars.len());
+            for (i, v) in vars.iter().enumerate() {
+                let dtype = variable_dtype(v.dtype, || format!("variables[{i}].dtype"))?;
+                // As in apply_gradients, the variable and dtype are checked before the buffer
+                // they size (an unbuilt optimizer is reported by the core below).
+                if s.optimizer.is_built() {
+                    s.optimizer.check_variable_dtype(v.variable, dtype)?;
+                }
+                // Checks pointer, alignment and size before any slice exists.
+                tensor_ref(dtype, v.data, v.len, &format!("variables[{i}].data"))?;
+                ranges.push(ByteRange::of(v.data.cast::<u8>(), v.len * dtype.size(), true));
+            }
+            check_disjoint(&mut ranges)?;
+            for (i, v) in vars.iter().enumerate() {
+                let dtype = variable_dtype(v.dtype, || format!("variables[{i}].dtype"))?;
+                let values = tensor_mut(dtype, v.data, v.len, &format!("variables[{i}].data"))?;
+                updates.push(GradientEntry { variable: v.variable, values, gradient: None });
+            }
+            Ok(s.optimizer.finalize_variable_values(updates.as_mut_slice())?)
+        })
+    }
+}

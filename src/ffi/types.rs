@@ -1,0 +1,164 @@
+//! The C types of the optimizer's entry points, and the one decoder of a C dtype.
+
+use std::ffi::{c_char, c_void};
+
+use super::status::FfiError;
+use crate::dtype::DType;
+
+/// The version of this C ABI. It changes only when a declaration in this header changes
+/// incompatibly; compare with ADAMW_ABI_VERSION from the header you compiled against.
+pub const ADAMW_ABI_VERSION: u32 = 1;
+
+/// The most dimensions a variable may have.
+pub const ADAMW_MAX_NDIM: usize = 32;
+
+/// Element types. Values start at 1 so that zeroed memory is invalid.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum adamw_dtype {
+    /// IEEE 754 binary32 (`float`).
+    Float32 = 1,
+    /// IEEE 754 binary64 (`double`).
+    Float64 = 2,
+    /// Only the iteration counter (optimizer variable 0) has this dtype.
+    Int64 = 3,
+}
+
+/// A variable to build the optimizer over.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct adamw_variable {
+    /// The variable's name, NUL-terminated UTF-8, copied. Exclusion patterns are searched in
+    /// `name` + ":0", Keras' full name (so "bias", "^dense/" and "kernel:0$" work as in Keras).
+    pub name: *const c_char,
+    /// ADAMW_DTYPE_FLOAT32 or ADAMW_DTYPE_FLOAT64.
+    pub dtype: u32,
+    /// Number of dimensions (0 for a scalar), at most ADAMW_MAX_NDIM.
+    pub ndim: usize,
+    /// `ndim` dimensions; may be NULL when `ndim` is 0.
+    pub shape: *const usize,
+    /// The variable's current values (the elements held: all of them, or the shard's):
+    /// required with use_ema (the averages start as copies), otherwise ignored. Read during the
+    /// call only.
+    pub data: *const c_void,
+    /// 1 to hold only a shard of the variable (needs `mesh_all_reduce` in the config): flat
+    /// elements `shard_offset .. shard_offset + shard_len` of the row-major variable of `shape`.
+    /// Its `data`, dense gradients and slots then have `shard_len` elements; sparse gradients
+    /// still name whole rows of the variable, and each shard applies its part of them.
+    pub sharded: u8,
+    /// With `sharded`: the flat (row-major) element index where the shard starts; else ignored.
+    pub shard_offset: usize,
+    /// With `sharded`: the number of elements in the shard; else ignored.
+    pub shard_len: usize,
+}
+
+/// One variable's entry in an `apply_gradients` call. Gradient forms:
+/// - `dense` non-NULL: a dense gradient of `len` elements (`indices` and `values` must be NULL);
+/// - `indices` or `values` non-NULL: a sparse gradient (Keras' IndexedSlices): `num_indices` row
+///   indices, repeats summed, and `num_values` = `num_indices` rows of the variable's trailing
+///   shape in `values`; zero indices is a gradient of zeros (every row still decays and moves);
+/// - all three NULL: no gradient this step: the variable is left alone, as Keras does for None.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct adamw_gradient {
+    /// Index of the variable in the list given to `adamw_optimizer_build`.
+    pub variable: usize,
+    /// The dtype of `data`, `dense` and `values`: the variable's dtype.
+    pub dtype: u32,
+    /// The variable's values, updated in place: `len` elements, not overlapping any other buffer.
+    pub data: *mut c_void,
+    /// The number of elements at `data`: the variable's size, or `shard_len` for a shard.
+    pub len: usize,
+    /// Dense gradient of `len` elements, or NULL.
+    pub dense: *const c_void,
+    /// Sparse gradient: row indices in `[0, shape[0])`.
+    pub indices: *const i64,
+    /// The number of indices at `indices`.
+    pub num_indices: usize,
+    /// Sparse gradient rows: `num_values` = `num_indices` * (elements per row), or NULL.
+    pub values: *const c_void,
+    /// The number of elements at `values`.
+    pub num_values: usize,
+}
+
+/// A variable's values, for `adamw_optimizer_finalize_variable_values`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct adamw_variable_data {
+    /// Index of the variable in the list given to `adamw_optimizer_build`.
+    pub variable: usize,
+    /// The variable's dtype.
+    pub dtype: u32,
+    /// `len` elements, written.
+    pub data: *mut c_void,
+    /// The number of elements at `data`.
+    pub len: usize,
+}
+
+/// A value for `adamw_optimizer_set_weights`: `dtype`, a shape, and the product of the shape
+/// elements at `data` (read during the call only).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct adamw_weight {
+    /// An ADAMW_DTYPE_* value: the optimizer variable's (ADAMW_DTYPE_INT64 for the counter at 0).
+    pub dtype: u32,
+    /// Number of dimensions (0 for a scalar), at most ADAMW_MAX_NDIM.
+    pub ndim: usize,
+    /// `ndim` dimensions; may be NULL when `ndim` is 0.
+    pub shape: *const usize,
+    /// The elements, row-major: the product of `shape` values of `dtype`.
+    pub data: *const c_void,
+}
+
+/// Describes one optimizer variable (see `adamw_optimizer_variable_info`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct adamw_variable_info {
+    /// ADAMW_DTYPE_INT64 for the counter, else the variable's dtype.
+    pub dtype: u32,
+    /// Number of dimensions (0 for a scalar).
+    pub ndim: usize,
+    /// The dimensions: the first `ndim` entries; the rest are 0.
+    pub shape: [usize; ADAMW_MAX_NDIM],
+    /// Number of elements (1 for a scalar).
+    pub len: usize,
+}
+
+/// Computes the gradients for `adamw_optimizer_minimize`: called once, with the entries given
+/// to minimize, on the calling thread; it writes the gradients into the buffers the caller
+/// supplied as `dense` (or `values`) of those entries, from the current values in `data`.
+/// Return 0 on success; anything else fails the call (nothing changes, CALLBACK_FAILED).
+/// It must not unwind, and must not call this optimizer (that call returns BUSY).
+pub type adamw_gradient_fn =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, entries: *const adamw_gradient, num_entries: usize) -> i32>;
+
+/// The dtype a C caller names, checked: the one place a C dtype is decoded. `what` names the
+/// field, and is only built for a message.
+pub(crate) fn decode_dtype(value: u32, what: impl FnOnce() -> String) -> Result<DType, FfiError> {
+    match value {
+        v if v == adamw_dtype::Float32 as u32 => Ok(DType::F32),
+        v if v == adamw_dtype::Float64 as u32 => Ok(DType::F64),
+        v if v == adamw_dtype::Int64 as u32 => Ok(DType::I64),
+        other => Err(FfiError::invalid(format!("`{}`: unknown dtype {other} (not an ADAMW_DTYPE_* value)", what()))),
+    }
+}
+
+/// The dtype of a variable's values or gradient: a decoded dtype that variables may have.
+pub(crate) fn variable_dtype(value: u32, what: impl Fn() -> String) -> Result<DType, FfiError> {
+    match decode_dtype(value, &what)? {
+        DType::I64 => Err(FfiError::new(
+            super::status::adamw_status::DtypeMismatch,
+            format!("`{}`: variables cannot be int64", what()),
+        )),
+        dtype => Ok(dtype),
+    }
+}
+
+/// The C code of a dtype.
+pub(crate) fn dtype_code(dtype: DType) -> u32 {
+    match dtype {
+        DType::F32 => adamw_dtype::Float32 as u32,
+        DType::F64 => adamw_dtype::Float64 as u32,
+        DType::I64 => adamw_dtype::Int64 as u32,
+    }
+}

@@ -1,0 +1,361 @@
+//! The optimizer: the methods of Keras' AdamW over a config, a counter and an engine's state.
+//! The caller owns the variables and passes them to each call; the optimizer owns its state,
+//! allocated at build and never during a step. [`state`] is what it owns, [`validate`] what a
+//! call rejects, [`step`] the order of one `apply_gradients` call.
+
+mod state;
+mod step;
+mod validate;
+
+use regex::Regex;
+use serde_json::Value;
+
+use crate::config::{Config, LearningRate};
+use crate::dtype::{DType, Element, TensorBuf, TensorMut, TensorRef};
+use crate::engine::cpu::CpuEngine;
+use crate::engine::{Slot, Slots};
+use crate::error::{Error, Result, invalid};
+use crate::tensor::{GradientEntries, GradientEntry};
+
+pub use state::{Shard, StateInfo, StateTensor, VariableSpec};
+pub use validate::Weight;
+
+use state::{Built, State, StateKind};
+
+/// `tf.keras.optimizers.AdamW`.
+pub struct Optimizer {
+    state: State,
+}
+
+impl std::fmt::Debug for Optimizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Optimizer")
+            .field("config", &self.state.config)
+            .field("iterations", &self.state.iterations)
+            .field("built", &self.state.built.as_ref().map(|b| b.variables.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Optimizer {
+    /// Creates an optimizer. Callbacks are evaluated once here, at step 0, as Keras evaluates a
+    /// schedule at construction (this is the rate `current_learning_rate` reports before a step).
+    pub fn new(config: Config) -> Result<Self> {
+        config.validate()?;
+        let current = step::hyper_at(&config, 0)?;
+        let engine = Box::new(CpuEngine::new(config.threads)?);
+        let state = State {
+            config,
+            iterations: 0,
+            current,
+            exclude_patterns: Vec::new(),
+            exclude_variables: Vec::new(),
+            built: None,
+            engine,
+        };
+        Ok(Optimizer { state })
+    }
+
+    /// `AdamW.from_config(json)`.
+    pub fn from_config_json(json: &str) -> Result<Self> {
+        let value: Value =
+            serde_json::from_str(json).map_err(|e| Error::InvalidConfig(format!("config is not valid JSON: {e}")))?;
+        Optimizer::new(Config::from_json(value)?)
+    }
+
+    /// The config the optimizer was made with (and `set_learning_rate` / `set_threads` changed).
+    pub fn config(&self) -> &Config {
+        &self.state.config
+    }
+
+    /// `get_config()`, as Keras writes it.
+    pub fn get_config(&self) -> Value {
+        self.state.config.to_json(self.state.current)
+    }
+
+    /// How many variables the optimizer was built with (0 before build).
+    pub fn num_built_variables(&self) -> usize {
+        self.state.built.as_ref().map_or(0, |b| b.variables.len())
+    }
+
+    /// The dtype of built variable `variable`, if there is one.
+    pub fn variable_dtype(&self, variable: usize) -> Option<DType> {
+        Some(self.state.built.as_ref()?.variables.get(variable)?.spec.dtype)
+    }
+
+    /// Checks that built variable `variable` exists and has `dtype`, with the messages
+    /// `apply_gradients` gives: what a caller sizing buffers by the dtype checks first.
+    pub fn check_variable_dtype(&self, variable: usize, dtype: DType) -> Result<()> {
+        let built = self.state.built.as_ref().ok_or_else(|| validate::not_built("apply_gradients"))?;
+        validate::check_variable_dtype(built, variable, dtype).map(drop)
+    }
+
+    /// Checks that a weight for optimizer variable `index` with `dtype` has that variable's dtype
+    /// (an index past the last is ignored, as `set_weights` ignores extra weights).
+    pub fn check_weight_dtype(&self, index: usize, dtype: DType) -> Result<()> {
+        validate::check_weight_dtype(&self.state, index, dtype)
+    }
+
+    /// Changes the number of threads a step uses (see [`Config::threads`]).
+    pub fn set_threads(&mut self, threads: usize) -> Result<()> {
+        self.state.engine.set_threads(threads)?;
+        self.state.config.threads = threads;
+        Ok(())
+    }
+
+    /// Whether `build` has run.
+    pub fn is_built(&self) -> bool {
+        self.state.built.is_some()
+    }
+
+    /// The iteration counter.
+    pub fn iterations(&self) -> i64 {
+        self.state.iterations
+    }
+
+    /// Presets the iteration counter (Keras: `opt.iterations = tf.Variable(n)`), before build only.
+    /// Unlike Keras, the one counter is also what `variables()[0]` and checkpoints hold
+    /// (docs/numerics.md §2.6, §15).
+    pub fn set_iterations(&mut self, iterations: i64) -> Result<()> {
+        if self.is_built() {
+            return Err(Error::AlreadyBuilt(format!(
+                "Cannot set `iterations` to a new Variable after the Optimizer weights have been created. Here it is attempting to set `iterations` to {iterations}.Usually this means you are trying to set `iterations` after calling `apply_gradients()`. Please set `iterations` before calling `apply_gradients()`."
+            )));
+        }
+        self.state.iterations = iterations;
+        Ok(())
+    }
+
+    /// The float32 learning rate of the last step (for a schedule: its value at the last step's
+    /// pre-increment count; before any step, at 0), as Keras' `optimizer.learning_rate` reads.
+    pub fn current_learning_rate(&self) -> f32 {
+        self.state.current.learning_rate
+    }
+
+    /// `optimizer.learning_rate = x`: allowed for a float learning rate only (Keras' rule).
+    pub fn set_learning_rate(&mut self, learning_rate: f64) -> Result<()> {
+        match self.state.config.learning_rate {
+            LearningRate::Constant(_) => {
+                self.state.config.learning_rate = LearningRate::Constant(learning_rate);
+                self.state.current.learning_rate = learning_rate as f32;
+                Ok(())
+            }
+            LearningRate::Schedule(_) => Err(invalid!(
+                "This optimizer was created with a `LearningRateSchedule` object as its `learning_rate` constructor argument, hence its learning rate is not settable. If you need the learning rate to be settable, you should instantiate the optimizer with a float `learning_rate` argument."
+            )),
+            LearningRate::Callback(_) => Err(invalid!(
+                "This optimizer was created with a learning-rate callback, hence its learning rate is not settable."
+            )),
+        }
+    }
+
+    /// `exclude_from_weight_decay(var_list, var_names)`: before build only; a second call replaces
+    /// both lists. `variables` are indices into the list `build` will get; each pattern is a regex
+    /// searched (not matched) in the variable's Keras name `name:0`.
+    pub fn exclude_from_weight_decay(&mut self, variables: &[usize], patterns: &[&str]) -> Result<()> {
+        if self.is_built() {
+            return Err(Error::AlreadyBuilt(
+                "`exclude_from_weight_decay()` can only be configued before the optimizer is built.".into(),
+            ));
+        }
+        let compiled = patterns
+            .iter()
+            .map(|p| Regex::new(p).map_err(|e| invalid!("invalid exclude_from_weight_decay pattern {p:?}: {e}")))
+            .collect::<Result<Vec<_>>>()?;
+        self.state.exclude_patterns = compiled;
+        self.state.exclude_variables = variables.to_vec();
+        Ok(())
+    }
+
+    /// `build(var_list)`: creates m and v (and vhat, and the EMA averages as copies of
+    /// `initial_values`) for each variable. `initial_values` may be empty unless `use_ema`.
+    pub fn build(&mut self, specs: &[VariableSpec], initial_values: &[TensorRef<'_>]) -> Result<()> {
+        let variables = validate::build_variables(&self.state, specs, initial_values)?;
+        let s = &mut self.state;
+        let decay: Vec<bool> = variables
+            .iter()
+            .enumerate()
+            .map(|(i, var)| {
+                let keras_name = var.spec.keras_name();
+                !(s.exclude_variables.contains(&i) || s.exclude_patterns.iter().any(|p| p.is_match(&keras_name)))
+            })
+            .collect();
+        let oom = |_| Error::OutOfMemory("too many variables".into());
+        let mut norm_partials = Vec::new();
+        norm_partials.try_reserve_exact(specs.len()).map_err(oom)?;
+        let mut last_listed = Vec::new();
+        last_listed.try_reserve_exact(specs.len()).map_err(oom)?;
+        last_listed.resize(specs.len(), 0);
+        let layouts: Vec<_> = variables.iter().map(|v| v.layout).collect();
+        let slots = Slots { amsgrad: s.config.amsgrad, ema: s.config.use_ema };
+        s.engine.build(&layouts, slots, initial_values)?;
+        s.built = Some(Built { variables, decay, last_listed, call_number: 0, norm_partials });
+        Ok(())
+    }
+
+    /// Reserves room for sparse gradients of up to `indices` indices, so that no later sparse
+    /// step allocates (without it, the first step with more indices than any before grows a buffer).
+    pub fn reserve_sparse(&mut self, indices: usize) -> Result<()> {
+        self.state.engine.reserve_sparse(indices)
+    }
+
+    /// `apply_gradients(zip(grads, vars))`: one step over the listed variables (docs/numerics.md
+    /// §2.1). Validates everything first: on error nothing has changed. Returns the new iteration
+    /// count. An empty list is a no-op that only re-reads the learning rate, as in Keras.
+    pub fn apply_gradients<S: GradientEntries + ?Sized>(&mut self, entries: &mut S) -> Result<i64> {
+        step::apply_gradients(&mut self.state, &mut DynEntries(entries))
+    }
+
+    /// `finalize_variable_values(var_list)`: with EMA, each listed variable takes its average's
+    /// value; without EMA nothing changes. Gradients in `entries` are ignored.
+    pub fn finalize_variable_values<S: GradientEntries + ?Sized>(&mut self, entries: &mut S) -> Result<()> {
+        let built = self.state.built.as_ref().ok_or_else(|| validate::not_built("finalize_variable_values"))?;
+        for i in 0..entries.len() {
+            let mut entry = entries.get(i);
+            entry.gradient = None;
+            validate::check_entry(built, &entry)?;
+        }
+        if !self.state.config.use_ema {
+            return Ok(());
+        }
+        for i in 0..entries.len() {
+            let entry = entries.get(i);
+            self.state.engine.read_slot(entry.variable, Slot::Average, entry.values)?;
+        }
+        Ok(())
+    }
+
+    /// How many optimizer variables there are (1 before build: the counter).
+    pub fn num_variables(&self) -> usize {
+        self.state.num_state_tensors()
+    }
+
+    /// What optimizer variable `index` of Keras' `optimizer.variables` is.
+    pub fn variable_info(&self, index: usize) -> Option<StateInfo> {
+        self.state.info(index)
+    }
+
+    /// Copies optimizer variable `index` into `out`, which must have its dtype and length
+    /// (`variable_info`); nothing is written on error.
+    pub fn read_variable(&self, index: usize, mut out: TensorMut<'_>) -> Result<()> {
+        let info = self.variable_info(index).ok_or_else(|| {
+            Error::UnknownVariable(format!(
+                "optimizer variable {index} does not exist; there are {}",
+                self.num_variables()
+            ))
+        })?;
+        if out.dtype() != info.dtype {
+            return Err(Error::DtypeMismatch(format!(
+                "optimizer variable {index} ({}) is {}; {} was asked for",
+                info.name,
+                info.dtype.name(),
+                out.dtype().name()
+            )));
+        }
+        if out.len() != info.len {
+            return Err(Error::ShapeMismatch(format!(
+                "optimizer variable {index} ({}) has {} elements; the buffer holds {}",
+                info.name,
+                info.len,
+                out.len()
+            )));
+        }
+        match self.state.kind(index) {
+            Some(StateKind::Slot(slot, i)) => self.state.engine.read_slot(i, slot, out),
+            _ => out.copy_from(TensorRef::I64(std::slice::from_ref(&self.state.iterations))),
+        }
+    }
+
+    /// A copy of optimizer variable `index` (Keras' `optimizer.variables[index]`).
+    pub fn variable(&self, index: usize) -> Option<StateTensor> {
+        let info = self.variable_info(index)?;
+        let mut values = TensorBuf::zeros(info.dtype, info.len).ok()?;
+        self.read_variable(index, values.as_mut()).ok()?;
+        Some(StateTensor { info, values })
+    }
+
+    /// `set_weights(weights)`: Keras zips the optimizer variables with `weights`, so a shorter
+    /// list sets a prefix and extra weights are ignored. Every weight is checked before any is set.
+    pub fn set_weights(&mut self, weights: &[Weight<'_>]) -> Result<()> {
+        if !self.is_built() {
+            return Err(Error::NotBuilt(
+                "You are calling `set_weights()` on an optimizer that has not yet been built. Please call `optimizer.build(trainable_variables)` to create the optimizer weights before calling `set_weights()`.".into(),
+            ));
+        }
+        validate::check_weights(&self.state, weights, false)?;
+        self.assign_weights(weights)
+    }
+
+    /// Assigns checked weights.
+    fn assign_weights(&mut self, weights: &[Weight<'_>]) -> Result<()> {
+        for (index, w) in weights.iter().enumerate().take(self.num_variables()) {
+            match self.state.kind(index) {
+                Some(StateKind::Slot(slot, i)) => self.state.engine.write_slot(i, slot, w.values)?,
+                _ => {
+                    let counter = i64::unwrap(w.values).and_then(|x| x.first().copied());
+                    self.state.iterations = counter.ok_or_else(|| Error::Internal("a checked counter".into()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `save_own_variables(store)`: the optimizer variables as a safetensors file with keys
+    /// "0".."N-1" in Keras' order (see docs/numerics.md §13).
+    pub fn save_own_variables(&self) -> Result<Vec<u8>> {
+        let mut tensors = Vec::with_capacity(self.num_variables());
+        for index in 0..self.num_variables() {
+            let tensor = self.variable(index).ok_or_else(|| {
+                Error::OutOfMemory(format!("cannot copy optimizer variable {index} for the checkpoint"))
+            })?;
+            tensors.push(tensor);
+        }
+        let views: Vec<_> = tensors.iter().map(|t| (t.info.shape.as_slice(), t.values.as_ref())).collect();
+        crate::checkpoint::encode(&views)
+    }
+
+    /// `load_own_variables(store)`: replaces every optimizer variable from a checkpoint made by
+    /// `save_own_variables` of an optimizer built the same way. Unlike Keras, which only warns,
+    /// a checkpoint that does not match is an error; either way nothing changes.
+    pub fn load_own_variables(&mut self, bytes: &[u8]) -> Result<()> {
+        let checkpoint = crate::checkpoint::decode(bytes)?;
+        let weights: Vec<Weight<'_>> =
+            checkpoint.iter().map(|(shape, values)| Weight { shape, values: values.as_ref() }).collect();
+        validate::check_weights(&self.state, &weights, true)?;
+        self.assign_weights(&weights)
+    }
+
+    /// `save_own_variables` to a file, written atomically (docs/numerics.md §13): a crash or
+    /// a write error leaves whatever was at `path` intact.
+    pub fn save_own_variables_to_file(&self, path: &std::path::Path) -> Result<()> {
+        crate::checkpoint::write_atomically(path, &self.save_own_variables()?)
+    }
+
+    /// `load_own_variables` from a file written by [`Optimizer::save_own_variables_to_file`].
+    pub fn load_own_variables_from_file(&mut self, path: &std::path::Path) -> Result<()> {
+        self.load_own_variables(&crate::checkpoint::read_file(path)?)
+    }
+
+    /// `minimize(loss, var_list)`: `compute` fills the gradients of `entries` from the current
+    /// variable values, then the step is applied. A failing `compute` changes nothing.
+    pub fn minimize<S: GradientEntries + ?Sized>(
+        &mut self,
+        entries: &mut S,
+        compute: impl FnOnce(&mut S) -> std::result::Result<(), String>,
+    ) -> Result<i64> {
+        compute(entries).map_err(|reason| Error::CallbackFailed(format!("the gradient callback failed: {reason}")))?;
+        self.apply_gradients(entries)
+    }
+}
+
+/// Lets the engine take any `GradientEntries`, sized or not, as a trait object.
+struct DynEntries<'a, S: ?Sized>(&'a mut S);
+
+impl<S: GradientEntries + ?Sized> GradientEntries for DynEntries<'_, S> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn get(&mut self, i: usize) -> GradientEntry<'_> {
+        self.0.get(i)
+    }
+}

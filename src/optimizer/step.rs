@@ -1,0 +1,103 @@
+//! The order of one `apply_gradients` call (docs/numerics.md §2.1): checks, the step's
+//! hyper-parameters, the clip norms (all-reduced across ranks when sharded), the plan of
+//! per-step scalars, then the engine's pass and the counter.
+
+use crate::config::{Beta, Clipping, Config, CurrentValues, LearningRate};
+use crate::engine::{DTypePlan, StepPlan};
+use crate::error::{Error, Result};
+use crate::float::{Ftz, Real};
+use crate::kernels::{self, Clip, StepHyper, StepScalars};
+use crate::tensor::GradientEntries;
+
+use super::state::State;
+use super::validate::{check_entries, not_built};
+
+/// The learning rate and betas of the step at `step` (pre-increment iterations).
+pub(crate) fn hyper_at(config: &Config, step: i64) -> Result<CurrentValues> {
+    let learning_rate = match &config.learning_rate {
+        LearningRate::Constant(x) => *x as f32,
+        LearningRate::Schedule(s) => s.evaluate(step),
+        LearningRate::Callback(cb) => cb.eval("learning_rate", step)? as f32,
+    };
+    let beta = |b: &Beta, what: &str| match b {
+        Beta::Value(x) => Ok(*x),
+        Beta::Callback(cb) => cb.eval(what, step),
+    };
+    Ok(CurrentValues {
+        learning_rate,
+        beta_1: beta(&config.beta_1, "beta_1")?,
+        beta_2: beta(&config.beta_2, "beta_2")?,
+    })
+}
+
+/// The step's scalars and global clip in dtype `F`.
+fn dtype_plan<F: Real>(hyper: &StepHyper, clipping: Clipping, partials: &[f64]) -> DTypePlan<F> {
+    let global_clip = match clipping {
+        // The sum over the gradients' l2_loss values, in Eigen's order like TF's stacked sum.
+        Clipping::GlobalNorm(clip) => Clip::by_global_norm(
+            kernels::sum_eigen_in(false, &|i| Ftz::new(F::from_f64(partials[i])), 0, partials.len()),
+            clip,
+        ),
+        _ => Clip::None,
+    };
+    DTypePlan { scalars: StepScalars::new(hyper), global_clip }
+}
+
+/// `apply_gradients(zip(grads, vars))`. Validates everything first: on error nothing has
+/// changed. Returns the new iteration count.
+pub(crate) fn apply_gradients(state: &mut State, entries: &mut dyn GradientEntries) -> Result<i64> {
+    let step = state.iterations;
+    if entries.is_empty() {
+        // Keras re-reads the learning rate even for an empty list, and does nothing else.
+        state.current = hyper_at(&state.config, step)?;
+        return Ok(step);
+    }
+    let config = &state.config;
+    let built = state.built.as_mut().ok_or_else(|| not_built("apply_gradients"))?;
+    let clipping = config.clipping();
+    check_entries(built, entries, clipping)?;
+    if config.reject_non_finite_gradients {
+        if let Some(bad) = state.engine.find_non_finite(entries) {
+            let variable = entries.get(bad.entry).variable;
+            return Err(Error::NonFiniteGradient(format!(
+                "the gradient of variable {variable} (`{}`) holds {} at element {}; the call was rejected and nothing changed (reject_non_finite_gradients is on)",
+                built.variables[variable].spec.name, bad.value, bad.element
+            )));
+        }
+    }
+    // Callbacks run only for a call that passed every check.
+    let hyper = hyper_at(config, step)?;
+    // Norms come before anything changes: the mesh's all-reduce may fail. The all-reduce blocks
+    // until every rank arrives, so it runs here, on the calling thread, never on a pool thread
+    // (ranks as threads of one process sharing a pool could starve each other).
+    built.norm_partials.clear();
+    if let Clipping::Norm(_) | Clipping::GlobalNorm(_) = clipping {
+        let halve = matches!(clipping, Clipping::GlobalNorm(_));
+        state.engine.norm_partials(entries, halve, &mut built.norm_partials);
+        if let Some(mesh) = &config.mesh {
+            mesh.all_reduce(&mut built.norm_partials)?;
+        }
+    }
+    let step_hyper = StepHyper {
+        learning_rate: hyper.learning_rate,
+        weight_decay: config.weight_decay,
+        beta_1: hyper.beta_1,
+        beta_2: hyper.beta_2,
+        epsilon: config.epsilon,
+        ema_momentum: config.ema_momentum,
+        iterations: step,
+    };
+    let plan = StepPlan {
+        f32: dtype_plan(&step_hyper, clipping, &built.norm_partials),
+        f64: dtype_plan(&step_hyper, clipping, &built.norm_partials),
+        clipping,
+        norm_partials: &built.norm_partials,
+        decay: &built.decay,
+        overwrite_with_average: config.use_ema
+            && config.ema_overwrite_frequency.is_some_and(|f| f > 0 && step.wrapping_add(1) % f == 0),
+    };
+    state.engine.step(&plan, entries);
+    state.iterations += 1;
+    state.current = hyper;
+    Ok(state.iterations)
+}

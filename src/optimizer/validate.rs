@@ -1,0 +1,296 @@
+//! What a call rejects, and with which message. Every check here runs before anything changes,
+//! so a rejected call leaves the optimizer exactly as it was.
+
+use crate::config::Clipping;
+use crate::dtype::{DType, TensorRef};
+use crate::engine::VariableLayout;
+use crate::error::{Error, Result, invalid};
+use crate::tensor::{Gradient, GradientEntries, GradientEntry};
+
+use super::state::{Built, Shard, State, StateInfo, VariableSpec, VariableState};
+
+/// A value for `set_weights` / `load_own_variables`: a shape and that many elements.
+#[derive(Debug, Clone, Copy)]
+pub struct Weight<'a> {
+    /// The weight's shape (`[]` for the counter).
+    pub shape: &'a [usize],
+    /// Its values.
+    pub values: TensorRef<'a>,
+}
+
+pub(crate) fn not_built(what: &str) -> Error {
+    Error::NotBuilt(format!(
+        "{what} needs a built optimizer: call build with the full list of trainable variables first"
+    ))
+}
+
+/// A Python shape tuple, as Keras prints it: `()`, `(3,)`, `(4, 3)`.
+fn py_shape(shape: &[usize]) -> String {
+    match shape {
+        [] => "()".into(),
+        [d] => format!("({d},)"),
+        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+/// Checks `build`'s arguments and describes each variable; changes nothing.
+pub(crate) fn build_variables(
+    state: &State,
+    specs: &[VariableSpec],
+    initial_values: &[TensorRef<'_>],
+) -> Result<Vec<VariableState>> {
+    if state.built.is_some() {
+        return Err(Error::AlreadyBuilt("the optimizer is already built; build can be called once".into()));
+    }
+    if let Some(&bad) = state.exclude_variables.iter().find(|&&i| i >= specs.len()) {
+        return Err(Error::UnknownVariable(format!(
+            "exclude_from_weight_decay names variable {bad}, but build received {} variables",
+            specs.len()
+        )));
+    }
+    let use_ema = state.config.use_ema;
+    if use_ema && initial_values.len() != specs.len() {
+        return Err(invalid!(
+            "use_ema needs every variable's initial value at build (the averages start as copies): got {} values for {} variables",
+            initial_values.len(),
+            specs.len()
+        ));
+    }
+    let mut variables = Vec::new();
+    variables.try_reserve_exact(specs.len()).map_err(|_| Error::OutOfMemory("too many variables".into()))?;
+    for (i, spec) in specs.iter().enumerate() {
+        if !spec.dtype.is_float() {
+            return Err(Error::DtypeMismatch(format!(
+                "variable {i} (`{}`): dtype must be float32 or float64, got {}",
+                spec.name,
+                spec.dtype.name()
+            )));
+        }
+        if spec.name.contains('\0') {
+            return Err(invalid!("variable {i}: the name must not contain a NUL character"));
+        }
+        let full_len = spec.element_count()?;
+        let (offset, len) = match spec.shard {
+            None => (0, full_len),
+            Some(Shard { offset, len }) => {
+                if state.config.mesh.is_none() {
+                    return Err(invalid!(
+                        "variable {i} (`{}`) is a shard: sharded state needs a mesh (an all-reduce) in the config",
+                        spec.name
+                    ));
+                }
+                if offset.checked_add(len).is_none_or(|end| end > full_len) {
+                    return Err(invalid!(
+                        "variable {i} (`{}`): shard {offset}..{} lies outside its {full_len} elements",
+                        spec.name,
+                        offset.saturating_add(len)
+                    ));
+                }
+                (offset, len)
+            }
+        };
+        if use_ema {
+            let init = initial_values[i];
+            if init.dtype() != spec.dtype {
+                return Err(Error::DtypeMismatch(format!(
+                    "variable {i} (`{}`) is {} but its initial value is {}",
+                    spec.name,
+                    spec.dtype.name(),
+                    init.dtype().name()
+                )));
+            }
+            if init.len() != len {
+                return Err(Error::ShapeMismatch(format!(
+                    "variable {i} (`{}`) of shape {:?} has {len} elements but its initial value has {}",
+                    spec.name,
+                    spec.shape,
+                    init.len()
+                )));
+            }
+        }
+        variables.push(VariableState {
+            spec: spec.clone(),
+            layout: VariableLayout {
+                dtype: spec.dtype,
+                len,
+                row_len: spec.shape.iter().skip(1).product(),
+                offset,
+                sharded: spec.shard.is_some(),
+            },
+            slot_shape: if spec.shard.is_some() { vec![len] } else { spec.shape.clone() },
+        });
+    }
+    Ok(variables)
+}
+
+/// Checks that entry `variable` names a built variable of `dtype`: the checks that come before
+/// any other (the C ABI runs them before it sizes a buffer by the dtype).
+pub(crate) fn check_variable_dtype(built: &Built, variable: usize, dtype: DType) -> Result<&VariableState> {
+    let Some(var) = built.variables.get(variable) else {
+        return Err(Error::UnknownVariable(format!(
+            "The optimizer cannot recognize variable {variable} (it was built with {} variables). This usually means you are trying to call the optimizer to update different parts of the model separately. Please call `optimizer.build(variables)` with the full list of trainable variables before the training loop.",
+            built.variables.len()
+        )));
+    };
+    if dtype != var.spec.dtype {
+        return Err(Error::DtypeMismatch(format!(
+            "variable {variable} (`{}`) is {} but its values were given as {}",
+            var.spec.name,
+            var.spec.dtype.name(),
+            dtype.name()
+        )));
+    }
+    Ok(var)
+}
+
+/// Checks one entry against the built variable it names.
+pub(crate) fn check_entry(built: &Built, u: &GradientEntry<'_>) -> Result<()> {
+    let var = check_variable_dtype(built, u.variable, u.values.dtype())?;
+    let (name, dtype, len) = (&var.spec.name, var.spec.dtype, var.layout.len);
+    if u.values.len() != len {
+        return Err(Error::ShapeMismatch(format!(
+            "variable {} (`{name}`) of shape {:?} has {len} elements, got {}",
+            u.variable,
+            var.spec.shape,
+            u.values.len()
+        )));
+    }
+    let Some(gradient) = u.gradient else { return Ok(()) };
+    if gradient.values().dtype() != dtype {
+        let what = if matches!(gradient, Gradient::Dense(_)) { "gradient" } else { "sparse gradient values" };
+        return Err(Error::DtypeMismatch(format!(
+            "variable {} (`{name}`) is {} but its {what} {} {}",
+            u.variable,
+            dtype.name(),
+            if what == "gradient" { "is" } else { "are" },
+            gradient.values().dtype().name()
+        )));
+    }
+    match gradient {
+        Gradient::Dense(g) => {
+            if g.len() != len {
+                return Err(Error::ShapeMismatch(format!(
+                    "the gradient of variable {} (`{name}`, {len} elements) has {} elements",
+                    u.variable,
+                    g.len()
+                )));
+            }
+        }
+        Gradient::Sparse { indices, values } => {
+            if var.spec.shape.is_empty() {
+                return Err(invalid!(
+                    "variable {} (`{name}`) is a scalar and cannot take a sparse gradient",
+                    u.variable
+                ));
+            }
+            let row_len = var.layout.row_len;
+            if indices.len().checked_mul(row_len) != Some(values.len()) {
+                return Err(Error::ShapeMismatch(format!(
+                    "the sparse gradient of variable {} (`{name}`) has {} indices and {} values; rows of {row_len} elements need {}",
+                    u.variable,
+                    indices.len(),
+                    values.len(),
+                    indices.len().saturating_mul(row_len)
+                )));
+            }
+            let rows = var.spec.shape[0];
+            if let Some((k, &bad)) = indices.iter().enumerate().find(|&(_, &r)| r < 0 || r as u64 >= rows as u64) {
+                return Err(Error::IndexOutOfRange(format!(
+                    "indices[{k}] = {bad} is not in [0, {rows}) for variable {} (`{name}`)",
+                    u.variable
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks every entry of an `apply_gradients` call, and that no variable is listed twice.
+pub(crate) fn check_entries(built: &mut Built, entries: &mut dyn GradientEntries, clipping: Clipping) -> Result<()> {
+    built.call_number += 1;
+    let (mut any_gradient, mut dtypes) = (false, None);
+    let mut mixed_dtypes = false;
+    for i in 0..entries.len() {
+        let u = entries.get(i);
+        check_entry(built, &u)?;
+        if built.last_listed[u.variable] == built.call_number {
+            return Err(invalid!("variable {} is listed twice in one apply_gradients call", u.variable));
+        }
+        built.last_listed[u.variable] = built.call_number;
+        if u.gradient.is_some() {
+            any_gradient = true;
+            let dtype = u.values.dtype();
+            mixed_dtypes |= dtypes.is_some_and(|d| d != dtype);
+            dtypes = Some(dtype);
+        }
+    }
+    if !any_gradient {
+        let names: Vec<String> = (0..entries.len())
+            .map(|i| format!("'{}'", built.variables[entries.get(i).variable].spec.keras_name()))
+            .collect();
+        return Err(Error::NoGradients(format!("No gradients provided for any variable: ([{}],).", names.join(", "))));
+    }
+    if matches!(clipping, Clipping::GlobalNorm(_)) && mixed_dtypes {
+        return Err(invalid!(
+            "global_clipnorm needs gradients of one dtype: Keras cannot combine float32 and float64 norms"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks weights against the optimizer variables they would replace (`exact_count`: one per
+/// variable, as a checkpoint must be).
+pub(crate) fn check_weights(state: &State, weights: &[Weight<'_>], exact_count: bool) -> Result<()> {
+    let n = state.num_state_tensors();
+    if exact_count && weights.len() != n {
+        return Err(Error::CheckpointMismatch(
+            format!(
+                "Skipping variable loading for optimizer '{}', because it has {n} variables whereas the saved optimizer has {} variables. {}",
+                state.config.name,
+                weights.len(),
+                if n == 1 { "This is likely because the optimizer has not been called/built yet." } else { "" }
+            )
+            .trim_end()
+            .to_string(),
+        ));
+    }
+    for (index, w) in weights.iter().enumerate().take(n) {
+        let Some(var) = state.info(index) else { break };
+        let mismatch =
+            |msg: String| if exact_count { Error::CheckpointMismatch(msg) } else { Error::ShapeMismatch(msg) };
+        if w.shape != var.shape.as_slice() {
+            return Err(mismatch(format!(
+                "Optimizer variable {} has shape {} not compatible with provided weight shape {}.",
+                var.name,
+                py_shape(&var.shape),
+                py_shape(w.shape)
+            )));
+        }
+        if w.values.dtype() != var.dtype {
+            let msg = weight_dtype_message(&var, w.values.dtype());
+            return Err(if exact_count { Error::CheckpointMismatch(msg) } else { Error::DtypeMismatch(msg) });
+        }
+        if w.values.len() != var.len {
+            return Err(mismatch(format!(
+                "Optimizer variable {} has {} elements; the provided weight has {}.",
+                var.name,
+                var.len,
+                w.values.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn weight_dtype_message(var: &StateInfo, given: DType) -> String {
+    format!("Optimizer variable {} is {} but the provided weight is {}.", var.name, var.dtype.name(), given.name())
+}
+
+/// Checks that a weight for optimizer variable `index` has its dtype (when there is one): what
+/// a caller sizing the weight's buffer by the dtype checks first.
+pub(crate) fn check_weight_dtype(state: &State, index: usize, dtype: DType) -> Result<()> {
+    match state.info(index) {
+        Some(var) if var.dtype != dtype => Err(Error::DtypeMismatch(weight_dtype_message(&var, dtype))),
+        _ => Ok(()),
+    }
+}
