@@ -390,6 +390,21 @@ static void test_apply(void) {
     EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_DTYPE_MISMATCH);
     bad[1].dtype = 77;
     EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_INVALID_ARGUMENT);
+    /* float32 buffers declared as float64: sized at 8 bytes an element, the kernel's buffer would
+       reach into the bias's (or, 4 bytes off, be misaligned), but the dtype is checked before
+       any buffer is sized by it, so the call is a DTYPE_MISMATCH either way. */
+    _Alignas(8) float packed[10] = {0};
+    for (int shift = 0; shift < 2; shift++) {
+        memcpy(bad, entries, sizeof bad);
+        bad[0].data = packed + shift; /* kernel: 6 floats */
+        bad[0].dtype = ADAMW_DTYPE_FLOAT64;
+        bad[1].data = packed + shift + 6; /* bias: the 3 floats right after */
+        EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_DTYPE_MISMATCH);
+        bad[0].dtype = ADAMW_DTYPE_FLOAT32; /* declared right, the same buffers are fine to check */
+        bad[1].dense = NULL;
+        bad[0].dense = NULL;
+        EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_NO_GRADIENTS);
+    }
     memcpy(bad, entries, sizeof bad);
     bad[1].variable = 9;
     EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_UNKNOWN_VARIABLE);

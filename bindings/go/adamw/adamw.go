@@ -93,6 +93,7 @@ var (
 	ErrAlreadyBuilt       = &Error{Status: StatusAlreadyBuilt}
 	ErrNoGradients        = &Error{Status: StatusNoGradients}
 	ErrCallbackFailed     = &Error{Status: StatusCallbackFailed}
+	ErrBufferTooSmall     = &Error{Status: StatusBufferTooSmall} // never returned: the package sizes its buffers itself
 	ErrInvalidCheckpoint  = &Error{Status: StatusInvalidCheckpoint}
 	ErrCheckpointMismatch = &Error{Status: StatusCheckpointMismatch}
 	ErrBusy               = &Error{Status: StatusBusy}
