@@ -19,6 +19,11 @@
 //! // tf.keras.optimizers.AdamW(learning_rate=0.01) gives exactly these bits after one step.
 //! let keras = [0x3efadeb6u32, 0xbfbeb65d, 0x3ffeb5b4];
 //! assert!(w.iter().zip(keras).all(|(x, k)| x.to_bits() == k));
+//! // State is read through copies: Keras' optimizer.variables[1] is m of `w`.
+//! let m = opt.variable(1).unwrap();
+//! assert_eq!(m.info.name, "AdamW/m/w");
+//! let bytes = opt.save_own_variables()?;
+//! opt.load_own_variables(&bytes)?;
 //! # Ok::<(), adamw::Error>(())
 //! ```
 
