@@ -35,8 +35,7 @@ fn modules() -> BTreeMap<String, String> {
 fn referenced_paths(module: &str, code: &str) -> Vec<Vec<String>> {
     let parent: Vec<String> = module.split("::").filter(|s| !s.is_empty()).map(String::from).collect();
     let mut paths = Vec::new();
-    let bytes: Vec<char> = code.chars().collect();
-    let text: String = bytes.iter().collect();
+    let text = code;
     for start in ["crate::", "super::", "self::"] {
         let mut from = 0;
         while let Some(at) = text[from..].find(start).map(|i| i + from) {
@@ -59,42 +58,13 @@ fn referenced_paths(module: &str, code: &str) -> Vec<Vec<String>> {
 /// Expands one path (`a::b::{c, d::e}`) whose leading segments are `base`.
 fn expand(rest: &str, base: Vec<String>, out: &mut Vec<Vec<String>>) {
     let mut path = base;
-    let mut chars = rest.char_indices().peekable();
     let mut segment = String::new();
-    while let Some((i, c)) = chars.next() {
+    for (i, c) in rest.char_indices() {
         match c {
             'a'..='z' | 'A'..='Z' | '0'..='9' | '_' => segment.push(c),
-            ':' => {
-                if !segment.is_empty() {
-                    path.push(std::mem::take(&mut segment));
-                }
-            }
-            '{' => {
-                // Split the group at top-level commas and expand each member.
-                let (mut depth, mut member_start, group) = (1, i + 1, &rest[i + 1..]);
-                let _ = group;
-                for (j, d) in rest[i + 1..].char_indices() {
-                    match d {
-                        '{' => depth += 1,
-                        '}' | ',' if depth == 1 => {
-                            let member = &rest[member_start..i + 1 + j];
-                            let member = member.trim();
-                            if member == "self" {
-                                out.push(path.clone());
-                            } else if !member.is_empty() {
-                                expand(member, path.clone(), out);
-                            }
-                            member_start = i + 2 + j;
-                            if d == '}' {
-                                return;
-                            }
-                        }
-                        '}' => depth -= 1,
-                        _ => {}
-                    }
-                }
-                return;
-            }
+            ':' if !segment.is_empty() => path.push(std::mem::take(&mut segment)),
+            ':' => {}
+            '{' => return expand_group(&rest[i + 1..], &path, out),
             _ => break,
         }
     }
@@ -102,6 +72,29 @@ fn expand(rest: &str, base: Vec<String>, out: &mut Vec<Vec<String>>) {
         path.push(segment);
     }
     out.push(path);
+}
+
+/// Expands each member of a `use` group (the text after its `{`) under `path`.
+fn expand_group(group: &str, path: &[String], out: &mut Vec<Vec<String>>) {
+    let (mut depth, mut member_start) = (0, 0);
+    for (j, d) in group.char_indices() {
+        match d {
+            '{' => depth += 1,
+            '}' if depth > 0 => depth -= 1,
+            '}' | ',' if depth == 0 => {
+                match group[member_start..j].trim() {
+                    "self" => out.push(path.to_vec()),
+                    "" => {}
+                    member => expand(member, path.to_vec(), out),
+                }
+                member_start = j + 1;
+                if d == '}' {
+                    return;
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The longest prefix of `path` that is a module.

@@ -90,27 +90,9 @@ pub unsafe extern "C" fn adamw_optimizer_get_variable(
         with_optimizer(optimizer, |s| {
             // The dtype the caller names sizes its buffer: it must be the variable's before the
             // buffer is looked at.
-            let var = variable(&s.optimizer, index)?;
-            if dtype != dtype_code(var.dtype) {
-                return Err(FfiError::new(
-                    adamw_status::DtypeMismatch,
-                    format!(
-                        "optimizer variable {index} ({}) is {}; dtype {dtype} was asked for",
-                        var.name,
-                        var.dtype.name()
-                    ),
-                ));
-            }
-            if len != var.len {
-                return Err(FfiError::new(
-                    adamw_status::ShapeMismatch,
-                    format!(
-                        "optimizer variable {index} ({}) has {} elements; the buffer holds {len}",
-                        var.name, var.len
-                    ),
-                ));
-            }
-            Ok(s.optimizer.read_variable(index, tensor_mut(var.dtype, out, len, "out")?)?)
+            let dtype = decode_dtype(dtype, || "dtype".into())?;
+            s.optimizer.check_variable_buffer(index, dtype, len)?;
+            Ok(s.optimizer.read_variable(index, tensor_mut(dtype, out, len, "out")?)?)
         })
     }
 }

@@ -235,31 +235,16 @@ impl Optimizer {
         self.state.info(index)
     }
 
+    /// Checks that a buffer of `len` elements of `dtype` is what optimizer variable `index`
+    /// holds (what `read_variable` requires), and describes the variable.
+    pub fn check_variable_buffer(&self, index: usize, dtype: DType, len: usize) -> Result<StateInfo> {
+        validate::check_state_buffer(&self.state, index, dtype, len)
+    }
+
     /// Copies optimizer variable `index` into `out`, which must have its dtype and length
     /// (`variable_info`); nothing is written on error.
     pub fn read_variable(&self, index: usize, mut out: TensorMut<'_>) -> Result<()> {
-        let info = self.variable_info(index).ok_or_else(|| {
-            Error::UnknownVariable(format!(
-                "optimizer variable {index} does not exist; there are {}",
-                self.num_variables()
-            ))
-        })?;
-        if out.dtype() != info.dtype {
-            return Err(Error::DtypeMismatch(format!(
-                "optimizer variable {index} ({}) is {}; {} was asked for",
-                info.name,
-                info.dtype.name(),
-                out.dtype().name()
-            )));
-        }
-        if out.len() != info.len {
-            return Err(Error::ShapeMismatch(format!(
-                "optimizer variable {index} ({}) has {} elements; the buffer holds {}",
-                info.name,
-                info.len,
-                out.len()
-            )));
-        }
+        self.check_variable_buffer(index, out.dtype(), out.len())?;
         match self.state.kind(index) {
             Some(StateKind::Slot(slot, i)) => self.state.engine.read_slot(i, slot, out),
             _ => out.copy_from(TensorRef::I64(std::slice::from_ref(&self.state.iterations))),

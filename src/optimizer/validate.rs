@@ -294,3 +294,28 @@ pub(crate) fn check_weight_dtype(state: &State, index: usize, dtype: DType) -> R
         _ => Ok(()),
     }
 }
+
+/// Checks that a buffer of `len` elements of `dtype` fits optimizer variable `index`.
+pub(crate) fn check_state_buffer(state: &State, index: usize, dtype: DType, len: usize) -> Result<StateInfo> {
+    let info = state.info(index).ok_or_else(|| {
+        Error::UnknownVariable(format!(
+            "optimizer variable {index} does not exist; there are {}",
+            state.num_state_tensors()
+        ))
+    })?;
+    if dtype != info.dtype {
+        return Err(Error::DtypeMismatch(format!(
+            "optimizer variable {index} ({}) is {}; {} was asked for",
+            info.name,
+            info.dtype.name(),
+            dtype.name()
+        )));
+    }
+    if len != info.len {
+        return Err(Error::ShapeMismatch(format!(
+            "optimizer variable {index} ({}) has {} elements; the buffer holds {len}",
+            info.name, info.len
+        )));
+    }
+    Ok(info)
+}
