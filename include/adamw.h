@@ -91,6 +91,10 @@ typedef enum adamw_dtype {
   ADAMW_DTYPE_FLOAT64 = 2,
   // Only the iteration counter (optimizer variable 0) has this dtype.
   ADAMW_DTYPE_INT64 = 3,
+  // bfloat16, passed as its bits (`uint16_t`): the top half of a float32.
+  ADAMW_DTYPE_BFLOAT16 = 4,
+  // IEEE 754 binary16, passed as its bits (`uint16_t`).
+  ADAMW_DTYPE_FLOAT16 = 5,
 } adamw_dtype;
 
 // The six Keras learning-rate schedules. Values start at 1 so that zeroed memory is invalid.
@@ -239,7 +243,7 @@ typedef struct adamw_variable {
   // The variable's name, NUL-terminated UTF-8, copied. Exclusion patterns are searched in
   // `name` + ":0", Keras' full name (so "bias", "^dense/" and "kernel:0$" work as in Keras).
   const char *name;
-  // ADAMW_DTYPE_FLOAT32 or ADAMW_DTYPE_FLOAT64.
+  // ADAMW_DTYPE_FLOAT32, ADAMW_DTYPE_FLOAT64, ADAMW_DTYPE_BFLOAT16 or ADAMW_DTYPE_FLOAT16.
   uint32_t dtype;
   // Number of dimensions (0 for a scalar), at most ADAMW_MAX_NDIM.
   size_t ndim;

@@ -54,11 +54,13 @@ fn safetensors_dtype(dtype: DType) -> Dtype {
         DType::F32 => Dtype::F32,
         DType::F64 => Dtype::F64,
         DType::I64 => Dtype::I64,
+        DType::BF16 => Dtype::BF16,
+        DType::F16 => Dtype::F16,
     }
 }
 
 fn dtype_of(dtype: Dtype) -> Option<DType> {
-    [DType::F32, DType::F64, DType::I64].into_iter().find(|&d| safetensors_dtype(d) == dtype)
+    DType::all().into_iter().find(|&d| safetensors_dtype(d) == dtype)
 }
 
 /// Serializes the optimizer variables, each a shape and its values, in Keras' order.
@@ -118,7 +120,10 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint> {
         let data = view.data();
         crc.update(data);
         let Some(dtype) = dtype_of(view.dtype()) else {
-            return Err(bad(format!("tensor \"{key}\" has dtype {:?}; expected I64, F32 or F64", view.dtype())));
+            return Err(bad(format!(
+                "tensor \"{key}\" has dtype {:?}; expected I64, F32, F64, BF16 or F16",
+                view.dtype()
+            )));
         };
         tensors.push((view.shape().to_vec(), TensorBuf::from_le_bytes(dtype, data)));
     }

@@ -10,6 +10,8 @@
 use std::fmt::Debug;
 use std::marker::PhantomData;
 
+use half::{bf16, f16};
+
 use crate::error::{Error, Result};
 
 /// The element types of variables and optimizer variables.
@@ -21,21 +23,33 @@ pub enum DType {
     F64,
     /// 64-bit signed integer: only the iteration counter has this dtype.
     I64,
+    /// bfloat16 (`tf.bfloat16`): float32's exponent, 8 bits of significand.
+    BF16,
+    /// IEEE binary16 (`tf.float16`).
+    F16,
 }
 
 impl DType {
+    /// Every dtype.
+    pub fn all() -> [DType; 5] {
+        [DType::F32, DType::F64, DType::I64, DType::BF16, DType::F16]
+    }
+
     /// The dtype's name as TensorFlow spells it (`"float32"`).
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "float32",
             DType::F64 => "float64",
             DType::I64 => "int64",
+            DType::BF16 => "bfloat16",
+            DType::F16 => "float16",
         }
     }
 
     /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
+            DType::BF16 | DType::F16 => 2,
             DType::F32 => 4,
             DType::F64 | DType::I64 => 8,
         }
@@ -43,7 +57,7 @@ impl DType {
 
     /// Whether variables (and so gradients and slots) may have this dtype.
     pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F64)
+        self != DType::I64
     }
 }
 
@@ -82,6 +96,10 @@ pub enum Tensor<S: Storage> {
     F64(S::Of<f64>),
     /// int64 elements (the iteration counter).
     I64(S::Of<i64>),
+    /// bfloat16 elements.
+    BF16(S::Of<bf16>),
+    /// float16 elements.
+    F16(S::Of<f16>),
 }
 
 /// Read-only elements borrowed from their owner (the caller, or the optimizer).
@@ -98,6 +116,8 @@ macro_rules! each_dtype {
             $crate::dtype::Tensor::F32($x) => $body,
             $crate::dtype::Tensor::F64($x) => $body,
             $crate::dtype::Tensor::I64($x) => $body,
+            $crate::dtype::Tensor::BF16($x) => $body,
+            $crate::dtype::Tensor::F16($x) => $body,
         }
     };
 }
@@ -109,6 +129,8 @@ macro_rules! map_dtype {
             $crate::dtype::Tensor::F32($x) => $crate::dtype::Tensor::F32($body),
             $crate::dtype::Tensor::F64($x) => $crate::dtype::Tensor::F64($body),
             $crate::dtype::Tensor::I64($x) => $crate::dtype::Tensor::I64($body),
+            $crate::dtype::Tensor::BF16($x) => $crate::dtype::Tensor::BF16($body),
+            $crate::dtype::Tensor::F16($x) => $crate::dtype::Tensor::F16($body),
         }
     };
 }
@@ -120,6 +142,8 @@ macro_rules! each_float {
         match $tensor {
             $crate::dtype::Tensor::F32($x) => $body,
             $crate::dtype::Tensor::F64($x) => $body,
+            $crate::dtype::Tensor::BF16($x) => $body,
+            $crate::dtype::Tensor::F16($x) => $body,
             _ => $other,
         }
     };
@@ -140,6 +164,14 @@ macro_rules! with_element {
             }
             $crate::dtype::DType::I64 => {
                 type $t = i64;
+                $body
+            }
+            $crate::dtype::DType::BF16 => {
+                type $t = half::bf16;
+                $body
+            }
+            $crate::dtype::DType::F16 => {
+                type $t = half::f16;
                 $body
             }
         }
@@ -188,6 +220,8 @@ macro_rules! element {
 element!(f32, F32, F32);
 element!(f64, F64, F64);
 element!(i64, I64, I64);
+element!(bf16, BF16, BF16);
+element!(f16, F16, F16);
 
 impl<S: Storage> Tensor<S> {
     /// The dtype of the elements.
@@ -196,6 +230,8 @@ impl<S: Storage> Tensor<S> {
             Tensor::F32(_) => DType::F32,
             Tensor::F64(_) => DType::F64,
             Tensor::I64(_) => DType::I64,
+            Tensor::BF16(_) => DType::BF16,
+            Tensor::F16(_) => DType::F16,
         }
     }
 }

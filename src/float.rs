@@ -159,6 +159,63 @@ impl Real for f64 {
     }
 }
 
+/// The 16-bit floats, as TensorFlow's CPU kernels compute with them (Eigen's `bfloat16` and
+/// `half`): every operation is done in float32 (under flush-to-zero, as every kernel runs) and its
+/// result rounded to nearest even; a Python float or an int64 reaches the dtype through float32
+/// first (measured with tf-keras 2.15.1: `tf.convert_to_tensor(x, tf.float16)` and `tf.cast` of
+/// a Python float both round twice). The operators of `half`'s types do exactly that.
+macro_rules! real_16_bit {
+    ($t:ty, $min_normal:expr, $doc:literal) => {
+        #[doc = $doc]
+        impl Real for $t {
+            // Eigen's reductions over these types are not measured yet (docs/numerics.md §17).
+            const PACKET: usize = 8;
+            const ZERO: Self = <$t>::ZERO;
+            const ONE: Self = <$t>::ONE;
+            const MIN_NORMAL: Self = $min_normal;
+
+            #[inline(always)]
+            fn abs(self) -> Self {
+                <$t>::from_bits(self.to_bits() & 0x7fff)
+            }
+            #[inline(always)]
+            fn sqrt(self) -> Self {
+                <$t>::from_f32(self.to_f32().sqrt())
+            }
+            fn pow(self, y: Self) -> Self {
+                <$t>::from_f32(libm_powf(self.to_f32(), y.to_f32()))
+            }
+            #[inline(always)]
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
+            }
+            fn from_f64(x: f64) -> Self {
+                <$t>::from_f32(x as f32)
+            }
+            fn to_f64(self) -> f64 {
+                <$t>::to_f64(self)
+            }
+            fn from_i64(x: i64) -> Self {
+                <$t>::from_f32(x as f32)
+            }
+            #[inline(always)]
+            fn copysign(self, sign: Self) -> Self {
+                <$t>::from_bits((self.to_bits() & 0x7fff) | (sign.to_bits() & 0x8000))
+            }
+        }
+    };
+}
+real_16_bit!(
+    half::bf16,
+    half::bf16::MIN_POSITIVE,
+    "bfloat16 has float32's exponent range: its subnormals are float32's, and flush to zero."
+);
+real_16_bit!(
+    half::f16,
+    half::f16::ZERO,
+    "float16's subnormals are normal float32 numbers: TensorFlow keeps them (nothing flushes)."
+);
+
 /// A number in TensorFlow's CPU environment: operands and results are flushed to zero when subnormal.
 /// Every operator is one IEEE operation (no fused multiply-add), in the order written.
 ///

@@ -182,7 +182,9 @@ def make_variables(tf, specs):
     """Fresh tf.Variables from the case's variable specs (Keras name = NAME + ':0')."""
     out = []
     for spec in specs:
-        dtype = {"float32": tf.float32, "float64": tf.float64}[spec["dtype"]]
+        dtype = {"float32": tf.float32, "float64": tf.float64, "bfloat16": tf.bfloat16, "float16": tf.float16}[
+            spec["dtype"]
+        ]
         shape = list(spec["shape"])
         values = flat_in(spec["value"])
         # A Python list of Python floats is converted by TF itself (static_cast per element, no
@@ -939,12 +941,103 @@ def build_cases():
     return g.cases, g.descriptions
 
 
-def generate(outdir):
+def build_16bit_cases():
+    """The 16-bit suite: Keras' own bfloat16 and float16 semantics (slots in the variable's dtype,
+    every operation rounded to it), for each feature that does not reduce over a tensor (clip norms
+    in 16 bits are not part of it yet). Every input value is exactly a value of the dtype."""
+    g = Gen(seed=SEED + 16)
+    import ml_dtypes
+
+    np_dtype = {"bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
+
+    def exact(dtype, x):
+        """x as TF stores a Python float in dtype (through float32), back as a Python float."""
+        if isinstance(x, list):
+            return [exact(dtype, e) for e in x]
+        if isinstance(x, str):
+            return x
+        return float(np.asarray(np.float32(x)).astype(np_dtype[dtype]).astype(np.float64))
+
+    def add(cid, desc, config, variables, steps, **extra):
+        """Adds the case with every value of a 16-bit variable rounded to its dtype."""
+        for v in variables:
+            if v["dtype"] in np_dtype:
+                v["value"] = exact(v["dtype"], v["value"])
+        for step in steps:
+            for grad, v in zip(step.get("grads", []), variables):
+                if grad is None or v["dtype"] not in np_dtype:
+                    continue
+                for key in ("dense", "values"):
+                    if key in grad:
+                        grad[key] = exact(v["dtype"], grad[key])
+        g.add(cid, desc, config, variables, steps, **extra)
+
+    for dt in ("bfloat16", "float16"):
+        def kb(scale=1.0):
+            return [g.var("dense/kernel", [4, 3], dtype=dt, scale=scale), g.var("dense/bias", [3], dtype=dt, scale=0.1)]
+
+        vs = kb()
+        add(f"{dt}_defaults", f"{dt} AdamW() defaults, 6 steps", {}, vs, g.dense_steps(vs, 6))
+        vs = kb()
+        add(f"{dt}_lr_wd", f"{dt} learning_rate=0.05, weight_decay=0.1, beta_2=0.99, 8 steps",
+            {"learning_rate": 0.05, "weight_decay": 0.1, "beta_2": 0.99}, vs, g.dense_steps(vs, 8))
+        vs = kb()
+        add(f"{dt}_amsgrad", f"{dt} amsgrad, 8 steps", {"learning_rate": 0.02, "amsgrad": True}, vs, g.dense_steps(vs, 8))
+        vs = kb()
+        add(f"{dt}_ema_overwrite_finalize", f"{dt} use_ema (momentum 0.9, overwrite every 3), then finalize",
+            {"learning_rate": 0.02, "use_ema": True, "ema_momentum": 0.9, "ema_overwrite_frequency": 3}, vs,
+            g.dense_steps(vs, 7) + [{"op": "finalize"}], build_first=True)
+        vs = kb()
+        add(f"{dt}_schedule_cosine_warmup", f"{dt} CosineDecay with warmup as learning rate, 10 steps",
+            {"learning_rate": sched("CosineDecay", initial_learning_rate=0.01, decay_steps=8, alpha=0.1, name=None,
+                                    warmup_target=0.05, warmup_steps=3)}, vs, g.dense_steps(vs, 10))
+        vs = kb()
+        add(f"{dt}_schedule_exponential", f"{dt} ExponentialDecay(0.05, 3, 0.8) as learning rate, 8 steps",
+            {"learning_rate": sched("ExponentialDecay", initial_learning_rate=0.05, decay_steps=3, decay_rate=0.8,
+                                    staircase=False, name=None)}, vs, g.dense_steps(vs, 8))
+        emb = [g.var("embedding", [6, 2], dtype=dt)]
+        add(f"{dt}_sparse_duplicates", f"{dt} sparse gradients with duplicate rows, untouched rows decay",
+            {"learning_rate": 0.05}, emb,
+            [{"grads": [g.sparse(emb[0], [1, 4, 1])]}, {"grads": [g.sparse(emb[0], [0, 0, 5, 2])]},
+             {"grads": [g.sparse(emb[0], [3])]}, {"grads": [g.dense(emb[0])]}])
+        vs = kb()
+        add(f"{dt}_none_gradients", f"{dt} a None gradient on one variable in some steps",
+            {"learning_rate": 0.02}, vs,
+            [{"grads": [g.dense(vs[0]), None]}, {"grads": [g.dense(vs[0]), g.dense(vs[1])]}, {"grads": [None, g.dense(vs[1])]}])
+        vs = kb()
+        add(f"{dt}_exclude_bias", f"{dt} bias excluded from weight decay by name", {"learning_rate": 0.02, "weight_decay": 0.2},
+            vs, g.dense_steps(vs, 4), exclude_from_weight_decay={"var_names": ["bias"]})
+        # The step count in 16 bits: bfloat16 holds integers exactly only up to 256, float16 up to 2048.
+        for preset in (300, 2500):
+            vs = kb()
+            add(f"{dt}_preset_iterations_{preset}", f"{dt} iterations preset to {preset}: the cast step rounds in {dt}",
+                {"learning_rate": 0.01}, vs, g.dense_steps(vs, 5), iterations=preset)
+        vs = kb()
+        steps = g.dense_steps(vs, 4)
+        steps[1]["grads"][0]["dense"][2] = "NaN"
+        steps[2]["grads"][1]["dense"][0] = "Infinity"
+        add(f"{dt}_non_finite_gradients", f"{dt} NaN and infinite gradient elements propagate", {"learning_rate": 0.02}, vs, steps)
+    # float16's own edges: subnormal values and gradients, and gradients whose square overflows.
+    vs = [g.var("w", [6], dtype="float16", value=[3e-6, -5e-7, 6e-5, 1e-4, -2e-8, 0.5])]
+    add("float16_subnormals", "float16 subnormal values and gradients (float16 keeps them)", {"learning_rate": 1e-4, "epsilon": 1e-4},
+        vs, [{"grads": [{"dense": [1e-6, -3e-7, 2e-5, -4e-6, 5e-8, 1e-7]}]} for _ in range(4)])
+    vs = [g.var("w", [5], dtype="float16", value=[1.0, -2.0, 0.5, 3.0, -1.0])]
+    add("float16_overflow", "float16 gradients of 300 and 60000: g*g overflows to inf, so v does",
+        {"learning_rate": 0.01}, vs,
+        [{"grads": [{"dense": [300.0, -60000.0, 0.5, 256.0, -1.0]}]}, {"grads": [{"dense": [1.0, 2.0, -65504.0, 0.25, 3.0]}]},
+         {"grads": [{"dense": [0.1, 0.1, 0.1, 0.1, 0.1]}]}])
+    vs = [g.var("w", [4], dtype="float16", value=[1.0, 2.0, 3.0, 4.0])]
+    add("float16_preset_iterations_70000", "float16 iterations preset to 70000: the cast step is inf, beta^inf = 0",
+        {"learning_rate": 0.01}, vs, g.dense_steps(vs, 3), iterations=70000)
+    return g.cases, g.descriptions
+
+
+def generate(outdir, build=None, suffix=""):
     t0 = time.time()
-    cases, desc = build_cases()
+    cases, desc = (build or build_cases)()
     os.makedirs(outdir, exist_ok=True)
-    cases_path = os.path.join(outdir, "cases.json")
-    expected_path = os.path.join(outdir, "expected.json")
+    cases_path = os.path.join(outdir, f"cases{suffix}.json")
+    expected_path = os.path.join(outdir, f"expected{suffix}.json")
     write_json(cases_path, cases)
     results = run_file(cases_path, expected_path)
     for case, res in zip(cases, results):
@@ -964,6 +1057,8 @@ def main(argv=None):
     p_run.add_argument("--only", nargs="+", help="replay only these case ids")
     p_gen = sub.add_parser("generate", help="write OUTDIR/cases.json and OUTDIR/expected.json")
     p_gen.add_argument("outdir")
+    p_16 = sub.add_parser("generate16", help="write OUTDIR/cases_16bit.json and OUTDIR/expected_16bit.json")
+    p_16.add_argument("outdir")
     sub.add_parser("list", help="print the generated case ids and descriptions")
     args = parser.parse_args(argv)
     if args.cmd == "run":
@@ -972,6 +1067,8 @@ def main(argv=None):
         print(f"{len(results)} cases replayed in {time.time() - t0:.1f} s -> {args.out}", file=sys.stderr)
     elif args.cmd == "generate":
         generate(args.outdir)
+    elif args.cmd == "generate16":
+        generate(args.outdir, build_16bit_cases, "_16bit")
     else:
         cases, desc = build_cases()
         for case in cases:

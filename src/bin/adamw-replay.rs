@@ -10,6 +10,7 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use adamw::ffi::*;
+use half::{bf16, f16};
 use serde_json::{Map, Value, json};
 
 #[path = "../json_number.rs"]
@@ -43,40 +44,69 @@ fn status_name(status: adamw_status) -> String {
 enum Values {
     F32(Vec<f32>),
     F64(Vec<f64>),
+    BF16(Vec<bf16>),
+    F16(Vec<f16>),
 }
 
 impl Values {
+    /// Values of `dtype` from the case's numbers, rounded to the dtype as TensorFlow converts a
+    /// Python float (through float32 for the 16-bit dtypes); exact for the values of the dtype.
     fn from_json(dtype: &str, v: &[f64]) -> Values {
-        if dtype == "float64" { Values::F64(v.to_vec()) } else { Values::F32(v.iter().map(|&x| x as f32).collect()) }
+        match dtype {
+            "float64" => Values::F64(v.to_vec()),
+            "bfloat16" => Values::BF16(v.iter().map(|&x| bf16::from_f32(x as f32)).collect()),
+            "float16" => Values::F16(v.iter().map(|&x| f16::from_f32(x as f32)).collect()),
+            _ => Values::F32(v.iter().map(|&x| x as f32).collect()),
+        }
     }
     fn dtype(&self) -> u32 {
-        match self {
-            Values::F32(_) => adamw_dtype::Float32 as u32,
-            Values::F64(_) => adamw_dtype::Float64 as u32,
-        }
+        (match self {
+            Values::F32(_) => adamw_dtype::Float32,
+            Values::F64(_) => adamw_dtype::Float64,
+            Values::BF16(_) => adamw_dtype::Bfloat16,
+            Values::F16(_) => adamw_dtype::Float16,
+        }) as u32
     }
     fn len(&self) -> usize {
         match self {
             Values::F32(v) => v.len(),
             Values::F64(v) => v.len(),
+            Values::BF16(v) => v.len(),
+            Values::F16(v) => v.len(),
         }
     }
     fn ptr(&self) -> *const c_void {
         match self {
             Values::F32(v) => v.as_ptr().cast(),
             Values::F64(v) => v.as_ptr().cast(),
+            Values::BF16(v) => v.as_ptr().cast(),
+            Values::F16(v) => v.as_ptr().cast(),
         }
     }
     fn ptr_mut(&mut self) -> *mut c_void {
         match self {
             Values::F32(v) => v.as_mut_ptr().cast(),
             Values::F64(v) => v.as_mut_ptr().cast(),
+            Values::BF16(v) => v.as_mut_ptr().cast(),
+            Values::F16(v) => v.as_mut_ptr().cast(),
         }
     }
     fn to_json(&self) -> Value {
+        let numbers = |x: &mut dyn Iterator<Item = f64>| Value::Array(x.map(float_to_json).collect());
         match self {
-            Values::F32(v) => Value::Array(v.iter().map(|&x| float_to_json(x as f64)).collect()),
-            Values::F64(v) => Value::Array(v.iter().map(|&x| float_to_json(x)).collect()),
+            Values::F32(v) => numbers(&mut v.iter().map(|&x| x as f64)),
+            Values::F64(v) => numbers(&mut v.iter().copied()),
+            Values::BF16(v) => numbers(&mut v.iter().map(|x| x.to_f64())),
+            Values::F16(v) => numbers(&mut v.iter().map(|x| x.to_f64())),
+        }
+    }
+    /// `len` zeros of the C dtype `dtype`.
+    fn zeros(dtype: u32, len: usize) -> Values {
+        match dtype {
+            d if d == adamw_dtype::Float64 as u32 => Values::F64(vec![0.0; len]),
+            d if d == adamw_dtype::Bfloat16 as u32 => Values::BF16(vec![bf16::ZERO; len]),
+            d if d == adamw_dtype::Float16 as u32 => Values::F16(vec![f16::ZERO; len]),
+            _ => Values::F32(vec![0.0; len]),
         }
     }
 }
@@ -287,17 +317,11 @@ fn final_state(opt: &Optimizer) -> Result<Value, Failure> {
                 check(unsafe { adamw_optimizer_get_variable(opt.0, index, d, v.as_mut_ptr().cast(), v.len()) })?;
                 Value::Array(v.iter().map(|&x| float_to_json(x as f64)).collect())
             }
-            d if d == adamw_dtype::Float64 as u32 => {
-                let mut v = vec![0f64; info.len];
-                // SAFETY: as above.
-                check(unsafe { adamw_optimizer_get_variable(opt.0, index, d, v.as_mut_ptr().cast(), v.len()) })?;
-                Values::F64(v).to_json()
-            }
             d => {
-                let mut v = vec![0f32; info.len];
-                // SAFETY: as above.
-                check(unsafe { adamw_optimizer_get_variable(opt.0, index, d, v.as_mut_ptr().cast(), v.len()) })?;
-                Values::F32(v).to_json()
+                let mut v = Values::zeros(d, info.len);
+                // SAFETY: `v` holds `info.len` elements of the variable's dtype.
+                check(unsafe { adamw_optimizer_get_variable(opt.0, index, d, v.ptr_mut(), info.len) })?;
+                v.to_json()
             }
         };
         variables.push(json);

@@ -81,6 +81,8 @@ pub(crate) struct DTypePlan<F> {
 pub(crate) struct StepPlan<'a> {
     pub f32: DTypePlan<f32>,
     pub f64: DTypePlan<f64>,
+    pub bf16: DTypePlan<half::bf16>,
+    pub f16: DTypePlan<half::f16>,
     pub clipping: Clipping,
     /// Per entry with a gradient, in list order: its sum of squares (all-reduced when sharded),
     /// which clipnorm divides by.
@@ -100,6 +102,8 @@ impl StepPlan<'_> {
     fn dtype_plan<F: Real>(&self) -> &DTypePlan<F> {
         let plan: &dyn Any = match F::DTYPE {
             DType::F64 => &self.f64,
+            DType::BF16 => &self.bf16,
+            DType::F16 => &self.f16,
             _ => &self.f32,
         };
         plan.downcast_ref().expect("a step plan for every float dtype")

@@ -20,6 +20,9 @@ pub struct adamw_optimizer {
 /// Tells a live handle from a pointer that is not one (or was freed, most of the time).
 const MAGIC: u64 = 0x6164_616d_772d_6f70; // "adamw-op"
 
+// `repr(C)` puts `magic` first, so that telling a handle from a foreign pointer reads only the
+// pointer's first eight bytes.
+#[repr(C)]
 pub(crate) struct Handle {
     magic: u64,
     state: Mutex<State>,

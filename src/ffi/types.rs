@@ -22,6 +22,10 @@ pub enum adamw_dtype {
     Float64 = 2,
     /// Only the iteration counter (optimizer variable 0) has this dtype.
     Int64 = 3,
+    /// bfloat16, passed as its bits (`uint16_t`): the top half of a float32.
+    Bfloat16 = 4,
+    /// IEEE 754 binary16, passed as its bits (`uint16_t`).
+    Float16 = 5,
 }
 
 /// A variable to build the optimizer over.
@@ -31,7 +35,7 @@ pub struct adamw_variable {
     /// The variable's name, NUL-terminated UTF-8, copied. Exclusion patterns are searched in
     /// `name` + ":0", Keras' full name (so "bias", "^dense/" and "kernel:0$" work as in Keras).
     pub name: *const c_char,
-    /// ADAMW_DTYPE_FLOAT32 or ADAMW_DTYPE_FLOAT64.
+    /// ADAMW_DTYPE_FLOAT32, ADAMW_DTYPE_FLOAT64, ADAMW_DTYPE_BFLOAT16 or ADAMW_DTYPE_FLOAT16.
     pub dtype: u32,
     /// Number of dimensions (0 for a scalar), at most ADAMW_MAX_NDIM.
     pub ndim: usize,
@@ -139,6 +143,8 @@ pub(crate) fn decode_dtype(value: u32, what: impl FnOnce() -> String) -> Result<
         v if v == adamw_dtype::Float32 as u32 => Ok(DType::F32),
         v if v == adamw_dtype::Float64 as u32 => Ok(DType::F64),
         v if v == adamw_dtype::Int64 as u32 => Ok(DType::I64),
+        v if v == adamw_dtype::Bfloat16 as u32 => Ok(DType::BF16),
+        v if v == adamw_dtype::Float16 as u32 => Ok(DType::F16),
         other => Err(FfiError::invalid(format!("`{}`: unknown dtype {other} (not an ADAMW_DTYPE_* value)", what()))),
     }
 }
@@ -160,5 +166,7 @@ pub(crate) fn dtype_code(dtype: DType) -> u32 {
         DType::F32 => adamw_dtype::Float32 as u32,
         DType::F64 => adamw_dtype::Float64 as u32,
         DType::I64 => adamw_dtype::Int64 as u32,
+        DType::BF16 => adamw_dtype::Bfloat16 as u32,
+        DType::F16 => adamw_dtype::Float16 as u32,
     }
 }

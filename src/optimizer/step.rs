@@ -90,6 +90,8 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut dyn GradientEntri
     let plan = StepPlan {
         f32: dtype_plan(&step_hyper, clipping, &built.norm_partials),
         f64: dtype_plan(&step_hyper, clipping, &built.norm_partials),
+        bf16: dtype_plan(&step_hyper, clipping, &built.norm_partials),
+        f16: dtype_plan(&step_hyper, clipping, &built.norm_partials),
         clipping,
         norm_partials: &built.norm_partials,
         decay: &built.decay,

@@ -61,7 +61,7 @@ pub(crate) fn build_variables(
     for (i, spec) in specs.iter().enumerate() {
         if !spec.dtype.is_float() {
             return Err(Error::DtypeMismatch(format!(
-                "variable {i} (`{}`): dtype must be float32 or float64, got {}",
+                "variable {i} (`{}`): dtype must be float32, float64, bfloat16 or float16, got {}",
                 spec.name,
                 spec.dtype.name()
             )));

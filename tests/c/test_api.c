@@ -828,6 +828,91 @@ static void test_sharded(void) {
     adamw_optimizer_free(opt);
 }
 
+/* bfloat16 and float16 variables, passed as their bits: Keras' own 16-bit semantics (slots in the
+   variable's dtype, every operation rounded to it). The expected bits are tf-keras 2.15.1's for
+   AdamW(learning_rate=0.01) on [0.5, -1.5, 2.0] with the gradient [0.1, -0.2, 0.3]. */
+static void test_16_bit(void) {
+    adamw_config cfg = adamw_config_default();
+    cfg.learning_rate = 0.01;
+    adamw_optimizer *opt = NULL;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &opt), ADAMW_STATUS_OK);
+    uint16_t wb[3] = {0x3f00, 0xbfc0, 0x4000}, gb[3] = {0x3dcd, 0xbe4d, 0x3e9a}; /* bfloat16 */
+    uint16_t wh[3] = {0x3800, 0xbe00, 0x4000}, gh[3] = {0x2e66, 0xb266, 0x34cd}; /* float16 */
+    const size_t shape[1] = {3};
+    adamw_variable vars[2] = {
+        {"b", ADAMW_DTYPE_BFLOAT16, 1, shape, wb, 0, 0, 0},
+        {"h", ADAMW_DTYPE_FLOAT16, 1, shape, wh, 0, 0, 0},
+    };
+    EXPECT_STATUS(adamw_optimizer_build(opt, vars, 2), ADAMW_STATUS_OK);
+    adamw_gradient entries[2] = {{0}, {0}};
+    entries[0] = (adamw_gradient){.variable = 0, .dtype = ADAMW_DTYPE_BFLOAT16, .data = wb, .len = 3, .dense = gb};
+    entries[1] = (adamw_gradient){.variable = 1, .dtype = ADAMW_DTYPE_FLOAT16, .data = wh, .len = 3, .dense = gh};
+
+    /* Rejected before anything changes: a float16 buffer declared as bfloat16, a float32
+       gradient for a bfloat16 variable, an unknown dtype. */
+    adamw_gradient bad[2];
+    memcpy(bad, entries, sizeof bad);
+    bad[1].dtype = ADAMW_DTYPE_BFLOAT16;
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_DTYPE_MISMATCH);
+    float g32[3] = {0.1f, -0.2f, 0.3f};
+    memcpy(bad, entries, sizeof bad);
+    bad[0].dtype = ADAMW_DTYPE_FLOAT32;
+    bad[0].dense = g32;
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_DTYPE_MISMATCH);
+    memcpy(bad, entries, sizeof bad);
+    bad[0].dtype = 6;
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, bad, 2, NULL), ADAMW_STATUS_INVALID_ARGUMENT);
+
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, entries, 2, NULL), ADAMW_STATUS_OK);
+    /* bfloat16: f32(0.999) rounds to 1.0 in bfloat16, so 1 - beta_2^t is 0 and Keras' step is 0. */
+    EXPECT(wb[0] == 0x3f00 && wb[1] == 0xbfc0 && wb[2] == 0x4000);
+    EXPECT(wh[0] == 0x37d8 && wh[1] == 0xbdf6 && wh[2] == 0x3ff6);
+
+    /* The slots have the variable's dtype: m and v of `b` are optimizer variables 1 and 2. */
+    adamw_variable_info info;
+    EXPECT_STATUS(adamw_optimizer_variable_info(opt, 1, &info), ADAMW_STATUS_OK);
+    EXPECT(info.dtype == ADAMW_DTYPE_BFLOAT16 && info.len == 3);
+    uint16_t m[3] = {0}, v[3] = {0};
+    EXPECT_STATUS(adamw_optimizer_get_variable(opt, 1, ADAMW_DTYPE_BFLOAT16, m, 3), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_get_variable(opt, 2, ADAMW_DTYPE_BFLOAT16, v, 3), ADAMW_STATUS_OK);
+    EXPECT(m[0] == 0x3c24 && m[1] == 0xbca4 && m[2] == 0x3cf7);
+    EXPECT(v[0] == 0x3728 && v[1] == 0x3828 && v[2] == 0x38bd);
+    EXPECT_STATUS(adamw_optimizer_get_variable(opt, 3, ADAMW_DTYPE_FLOAT16, m, 3), ADAMW_STATUS_OK);
+    EXPECT(m[0] == 0x211e && m[1] == 0xa51e && m[2] == 0x27ae);
+    EXPECT_STATUS(adamw_optimizer_get_variable(opt, 4, ADAMW_DTYPE_FLOAT16, v, 3), ADAMW_STATUS_OK);
+    EXPECT(v[0] == 0x00a8 && v[1] == 0x029f && v[2] == 0x05e7); /* float16 subnormals, kept */
+    EXPECT_STATUS(adamw_optimizer_get_variable(opt, 3, ADAMW_DTYPE_BFLOAT16, m, 3), ADAMW_STATUS_DTYPE_MISMATCH);
+
+    /* A checkpoint holds the 16-bit slots and restores them into a fresh optimizer. */
+    size_t len = 0;
+    EXPECT_STATUS(adamw_optimizer_save_own_variables(opt, NULL, 0, &len), ADAMW_STATUS_OK);
+    uint8_t *bytes = malloc(len);
+    EXPECT_STATUS(adamw_optimizer_save_own_variables(opt, bytes, len, &len), ADAMW_STATUS_OK);
+    adamw_optimizer *copy = NULL;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &copy), ADAMW_STATUS_OK);
+    vars[0].dtype = ADAMW_DTYPE_FLOAT16; /* another dtype: the checkpoint does not fit */
+    EXPECT_STATUS(adamw_optimizer_build(copy, vars, 2), ADAMW_STATUS_OK);
+    EXPECT_REJECTED(copy, adamw_optimizer_load_own_variables(copy, bytes, len), ADAMW_STATUS_CHECKPOINT_MISMATCH);
+    adamw_optimizer_free(copy);
+    copy = NULL;
+    vars[0].dtype = ADAMW_DTYPE_BFLOAT16;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &copy), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_build(copy, vars, 2), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_load_own_variables(copy, bytes, len), ADAMW_STATUS_OK);
+    uint16_t m2[3] = {0};
+    EXPECT_STATUS(adamw_optimizer_get_variable(copy, 4, ADAMW_DTYPE_FLOAT16, m2, 3), ADAMW_STATUS_OK);
+    EXPECT(memcmp(m2, v, sizeof v) == 0);
+    /* set_weights takes 16-bit weights of the slot's dtype only. */
+    adamw_weight w = {ADAMW_DTYPE_FLOAT16, 1, shape, m2};
+    adamw_weight ws[2] = {{ADAMW_DTYPE_INT64, 0, NULL, &(int64_t){4}}, w};
+    EXPECT_REJECTED(copy, adamw_optimizer_set_weights(copy, ws, 2), ADAMW_STATUS_DTYPE_MISMATCH);
+    ws[1].dtype = ADAMW_DTYPE_BFLOAT16;
+    EXPECT_STATUS(adamw_optimizer_set_weights(copy, ws, 2), ADAMW_STATUS_OK);
+    free(bytes);
+    adamw_optimizer_free(copy);
+    adamw_optimizer_free(opt);
+}
+
 int main(void) {
     test_versions_and_errors();
     test_create();
@@ -840,6 +925,7 @@ int main(void) {
     test_variables_and_weights();
     test_checkpoints();
     test_sharded();
+    test_16_bit();
     printf("%d passed, %d failed\n", checks - failures, failures);
     return failures == 0 ? 0 : 1;
 }
