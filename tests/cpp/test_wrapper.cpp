@@ -323,6 +323,51 @@ static void smoke_trajectories(const char* path) {
     CHECK(cases >= 10);
 }
 
+/* The 16-bit bit types: rounding as numpy (and TensorFlow) rounds float32 to bfloat16 and
+   float16, and a step with Keras' semantics, checked against tf-keras 2.15.1's bits for
+   AdamW(learning_rate=0.01) on [0.5, -1.5, 2.0] with the gradient [0.1, -0.2, 0.3]. */
+static void sixteen_bit() {
+    struct Case {
+        float value;
+        std::uint16_t half, bfloat;
+    };
+    const Case cases[] = {
+        {1.0f, 0x3c00, 0x3f80},        {1.00048828125f, 0x3c00, 0x3f80}, {1.00146484375f, 0x3c02, 0x3f80},
+        {65504.0f, 0x7bff, 0x4780},    {65519.0f, 0x7bff, 0x4780},       {65520.0f, 0x7c00, 0x4780},
+        {1e6f, 0x7c00, 0x4974},        {6.1e-05f, 0x03ff, 0x3880},       {3e-07f, 0x0005, 0x34a1},
+        {5.9604645e-08f, 0x0001, 0x3380}, {2.9802322e-08f, 0x0000, 0x3300}, {4.4703484e-08f, 0x0001, 0x3340},
+        {-0.0f, 0x8000, 0x8000},       {INFINITY, 0x7c00, 0x7f80},       {0.1f, 0x2e66, 0x3dcd},
+        {-2.5f, 0xc100, 0xc020},
+    };
+    for (const Case& c : cases) {
+        CHECK(adamw::float16_t::from_float(c.value).bits == c.half);
+        CHECK(adamw::bfloat16_t::from_float(c.value).bits == c.bfloat);
+        // Every 16-bit value widens exactly and rounds back to itself.
+        CHECK(adamw::float16_t::from_float(adamw::float16_t{c.half}.to_float()).bits == c.half);
+        CHECK(adamw::bfloat16_t::from_float(adamw::bfloat16_t{c.bfloat}.to_float()).bits == c.bfloat);
+    }
+    CHECK(adamw::float16_t{0x0001}.to_float() == 5.9604644775390625e-08f);
+    CHECK(std::isnan(adamw::float16_t::from_float(std::nanf("")).to_float()));
+    CHECK(std::isnan(adamw::bfloat16_t::from_float(std::nanf("")).to_float()));
+
+    auto f16 = [](std::initializer_list<float> xs) {
+        std::vector<adamw::float16_t> v;
+        for (float x : xs) v.push_back(adamw::float16_t::from_float(x));
+        return v;
+    };
+    std::vector<adamw::float16_t> w = f16({0.5f, -1.5f, 2.0f}), g = f16({0.1f, -0.2f, 0.3f});
+    adamw::Optimizer opt{adamw::Config().learning_rate(0.01)};
+    opt.build({adamw::Variable::of<adamw::float16_t>("h", {3})});
+    std::vector<float> g32 = {0.1f, -0.2f, 0.3f};
+    std::vector<float> w32 = {0.5f, -1.5f, 2.0f};
+    EXPECT_ERROR(ADAMW_STATUS_DTYPE_MISMATCH, opt.apply_gradients({adamw::Gradient::dense<float>(0, w32, g32)}));
+    CHECK(opt.apply_gradients({adamw::Gradient::dense<adamw::float16_t>(0, w, g)}) == 1);
+    CHECK(w[0].bits == 0x37d8 && w[1].bits == 0xbdf6 && w[2].bits == 0x3ff6);
+    std::vector<adamw::float16_t> v = opt.variable<adamw::float16_t>(2);
+    CHECK(v.size() == 3 && v[0].bits == 0x00a8 && v[1].bits == 0x029f && v[2].bits == 0x05e7);
+    EXPECT_ERROR(ADAMW_STATUS_DTYPE_MISMATCH, opt.variable<adamw::bfloat16_t>(2));
+}
+
 int main(int argc, char** argv) {
     if (argc != 2) {
         std::fprintf(stderr, "usage: %s SMOKE.txt\n", argv[0]);
@@ -336,6 +381,7 @@ int main(int argc, char** argv) {
     state_and_checkpoints();
     move_semantics();
     smoke_trajectories(argv[1]);
+    sixteen_bit();
     std::printf("%d passed, %d failed\n", checks - failures, failures);
     return failures == 0 ? 0 : 1;
 }

@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -95,6 +96,83 @@ inline void check(adamw_status status, const std::string& extra = std::string())
     throw Error(status, message);
 }
 
+}  // namespace detail
+
+/// A bfloat16 value, held as its bits (ADAMW_DTYPE_BFLOAT16): the top half of a float.
+struct bfloat16_t {
+    std::uint16_t bits = 0;
+
+    /// The float rounded to nearest even (NaN stays NaN), as TensorFlow rounds.
+    static bfloat16_t from_float(float f) noexcept {
+        std::uint32_t u;
+        std::memcpy(&u, &f, sizeof u);
+        if ((u & 0x7fffffffu) > 0x7f800000u) return bfloat16_t{static_cast<std::uint16_t>((u >> 16) | 0x40u)};
+        u += 0x7fffu + ((u >> 16) & 1u);
+        return bfloat16_t{static_cast<std::uint16_t>(u >> 16)};
+    }
+    /// The exact float value.
+    float to_float() const noexcept {
+        std::uint32_t u = static_cast<std::uint32_t>(bits) << 16;
+        float f;
+        std::memcpy(&f, &u, sizeof f);
+        return f;
+    }
+    friend bool operator==(bfloat16_t a, bfloat16_t b) noexcept { return a.bits == b.bits; }
+    friend bool operator!=(bfloat16_t a, bfloat16_t b) noexcept { return a.bits != b.bits; }
+};
+
+/// An IEEE binary16 value, held as its bits (ADAMW_DTYPE_FLOAT16).
+struct float16_t {
+    std::uint16_t bits = 0;
+
+    /// The float rounded to nearest even, subnormals included (NaN stays NaN, 65520 and above
+    /// become infinity), as TensorFlow rounds.
+    static float16_t from_float(float f) noexcept {
+        std::uint32_t u;
+        std::memcpy(&u, &f, sizeof u);
+        const std::uint32_t sign = (u >> 16) & 0x8000u;
+        std::uint32_t a = u & 0x7fffffffu;
+        std::uint32_t out;
+        if (a >= 0x47800000u) {  // 2^16 and above, infinity, NaN
+            out = a > 0x7f800000u ? 0x7e00u : 0x7c00u;
+        } else if (a < 0x38800000u) {  // below 2^-14: a subnormal float16 (or zero)
+            // Adding 0.5 puts the float16 subnormal's bits at the bottom of the significand,
+            // rounded to nearest even by the float addition itself.
+            float magnitude, half = 0.5f;
+            std::memcpy(&magnitude, &a, sizeof magnitude);
+            magnitude += half;
+            std::uint32_t m;
+            std::memcpy(&m, &magnitude, sizeof m);
+            out = m - 0x3f000000u;
+        } else {  // normal: rebias the exponent, round the 13 dropped bits to nearest even
+            out = (a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13;
+        }
+        return float16_t{static_cast<std::uint16_t>(sign | out)};
+    }
+    /// The exact float value.
+    float to_float() const noexcept {
+        const std::uint32_t sign = static_cast<std::uint32_t>(bits & 0x8000u) << 16;
+        const std::uint32_t exponent = (bits >> 10) & 0x1fu, mantissa = bits & 0x3ffu;
+        std::uint32_t u;
+        if (exponent == 0x1fu) {
+            u = sign | 0x7f800000u | (mantissa << 13);
+        } else if (exponent != 0) {
+            u = sign | ((exponent + 112u) << 23) | (mantissa << 13);
+        } else {  // zero or subnormal: mantissa * 2^-24, exact in float
+            float f = static_cast<float>(mantissa) * 5.9604644775390625e-08f;
+            std::memcpy(&u, &f, sizeof u);
+            u |= sign;
+        }
+        float f;
+        std::memcpy(&f, &u, sizeof f);
+        return f;
+    }
+    friend bool operator==(float16_t a, float16_t b) noexcept { return a.bits == b.bits; }
+    friend bool operator!=(float16_t a, float16_t b) noexcept { return a.bits != b.bits; }
+};
+
+namespace detail {
+
 template <class T>
 struct dtype_of;
 template <>
@@ -108,6 +186,14 @@ struct dtype_of<double> {
 template <>
 struct dtype_of<int64_t> {
     static constexpr uint32_t value = ADAMW_DTYPE_INT64;
+};
+template <>
+struct dtype_of<bfloat16_t> {
+    static constexpr uint32_t value = ADAMW_DTYPE_BFLOAT16;
+};
+template <>
+struct dtype_of<float16_t> {
+    static constexpr uint32_t value = ADAMW_DTYPE_FLOAT16;
 };
 
 /// Callables owned by an optimizer, at a stable address for the C callbacks' user_data.
