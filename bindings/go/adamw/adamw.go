@@ -257,6 +257,10 @@ const (
 	Float32 DType = 1
 	Float64 DType = 2
 	Int64   DType = 3
+	// BFloat16 variables hold BF16 values, with Keras' own 16-bit semantics.
+	BFloat16 DType = 4
+	// Float16 variables hold F16 values, with Keras' own 16-bit semantics.
+	Float16 DType = 5
 )
 
 func cBool(b bool) C.uint8_t {
@@ -507,8 +511,9 @@ func (o *Optimizer) ExcludeFromWeightDecay(variables []int, patterns []string) e
 	})
 }
 
-// Variable describes a variable for Build: its name, shape and dtype; Init (a []float32 or
-// []float64 of its current values) is needed with UseEMA, whose averages start as copies.
+// Variable describes a variable for Build: its name, shape and dtype; Init (a []float32,
+// []float64, []BF16 or []F16 of its current values) is needed with UseEMA, whose averages
+// start as copies.
 type Variable struct {
 	Name  string
 	Shape []int
@@ -581,6 +586,14 @@ func copyToC(values interface{}) (unsafe.Pointer, int) {
 		if len(v) > 0 {
 			src, bytes = unsafe.Pointer(&v[0]), 8*len(v)
 		}
+	case []BF16:
+		if len(v) > 0 {
+			src, bytes = unsafe.Pointer(&v[0]), 2*len(v)
+		}
+	case []F16:
+		if len(v) > 0 {
+			src, bytes = unsafe.Pointer(&v[0]), 2*len(v)
+		}
 	}
 	if src == nil {
 		return nil, 0
@@ -611,8 +624,10 @@ func (o *Optimizer) ReserveSparse(maxIndices int) error {
 	})
 }
 
-// Float is the element type of variables: float32 or float64.
-type Float interface{ ~float32 | ~float64 }
+// Float is the element type of variables: float32, float64, BF16 or F16.
+type Float interface {
+	~float32 | ~float64 | BF16 | F16
+}
 
 // Gradient is one variable's entry in ApplyGradients: its values (updated in place) and its
 // gradient. Make one with Dense, Sparse or NoGradient.
@@ -630,6 +645,12 @@ type Gradient struct {
 
 func dtypeOf[T Float]() DType {
 	var zero T
+	switch any(zero).(type) {
+	case BF16:
+		return BFloat16
+	case F16:
+		return Float16
+	}
 	if unsafe.Sizeof(zero) == 8 {
 		return Float64
 	}
@@ -722,8 +743,11 @@ func dataOf64(s []int64) unsafe.Pointer {
 }
 
 func (d DType) size() int {
-	if d == Float32 {
+	switch d {
+	case Float32:
 		return 4
+	case BFloat16, Float16:
+		return 2
 	}
 	return 8
 }
@@ -852,8 +876,12 @@ func (o *Optimizer) Values(index int, out interface{}) error {
 			dtype, n, dst = Float32, len(v), dataOf(v)
 		case []float64:
 			dtype, n, dst = Float64, len(v), dataOf(v)
+		case []BF16:
+			dtype, n, dst = BFloat16, len(v), dataOf(v)
+		case []F16:
+			dtype, n, dst = Float16, len(v), dataOf(v)
 		default:
-			return o.fail(StatusInvalidArgument, fmt.Sprintf("Values needs a []int64, []float32 or []float64, got %T", out))
+			return o.fail(StatusInvalidArgument, fmt.Sprintf("Values needs a []int64, []float32, []float64, []BF16 or []F16, got %T", out))
 		}
 		if index < 0 {
 			index = math.MaxInt
@@ -896,8 +924,12 @@ func (o *Optimizer) SetWeights(weights []Weight) error {
 				ws[i].dtype = C.ADAMW_DTYPE_FLOAT32
 			case []float64:
 				ws[i].dtype = C.ADAMW_DTYPE_FLOAT64
+			case []BF16:
+				ws[i].dtype = C.ADAMW_DTYPE_BFLOAT16
+			case []F16:
+				ws[i].dtype = C.ADAMW_DTYPE_FLOAT16
 			default:
-				return o.fail(StatusInvalidArgument, fmt.Sprintf("weights[%d]: values must be []int64, []float32 or []float64, got %T", i, w.Values))
+				return o.fail(StatusInvalidArgument, fmt.Sprintf("weights[%d]: values must be []int64, []float32, []float64, []BF16 or []F16, got %T", i, w.Values))
 			}
 			shape := C.calloc(C.size_t(len(w.Shape)+1), C.sizeof_size_t)
 			frees = append(frees, shape)
@@ -910,7 +942,7 @@ func (o *Optimizer) SetWeights(weights []Weight) error {
 				count *= d
 			}
 			p, bytes := copyToC(w.Values)
-			if bytes != count*map[C.uint32_t]int{1: 4, 2: 8, 3: 8}[ws[i].dtype] {
+			if bytes != count*DType(ws[i].dtype).size() {
 				return o.fail(StatusShapeMismatch, fmt.Sprintf("weights[%d]: shape %v needs %d values", i, w.Shape, count))
 			}
 			if p != nil {

@@ -1,0 +1,77 @@
+package adamw
+
+import (
+	"errors"
+	"math"
+	"testing"
+)
+
+// Rounding as numpy (and TensorFlow) rounds float32 to float16 and bfloat16.
+func TestSixteenBitRounding(t *testing.T) {
+	cases := []struct {
+		value  float32
+		half   F16
+		bfloat BF16
+	}{
+		{1.0, 0x3c00, 0x3f80}, {1.00048828125, 0x3c00, 0x3f80}, {1.00146484375, 0x3c02, 0x3f80},
+		{65504, 0x7bff, 0x4780}, {65519, 0x7bff, 0x4780}, {65520, 0x7c00, 0x4780},
+		{1e6, 0x7c00, 0x4974}, {6.1e-05, 0x03ff, 0x3880}, {3e-07, 0x0005, 0x34a1},
+		{5.9604645e-08, 0x0001, 0x3380}, {2.9802322e-08, 0x0000, 0x3300}, {4.4703484e-08, 0x0001, 0x3340},
+		{float32(math.Copysign(0, -1)), 0x8000, 0x8000}, {float32(math.Inf(1)), 0x7c00, 0x7f80},
+		{0.1, 0x2e66, 0x3dcd}, {-2.5, 0xc100, 0xc020},
+	}
+	for _, c := range cases {
+		if got := F16FromFloat32(c.value); got != c.half {
+			t.Errorf("F16FromFloat32(%g) = %#04x, want %#04x", c.value, uint16(got), uint16(c.half))
+		}
+		if got := BF16FromFloat32(c.value); got != c.bfloat {
+			t.Errorf("BF16FromFloat32(%g) = %#04x, want %#04x", c.value, uint16(got), uint16(c.bfloat))
+		}
+		if F16FromFloat32(c.half.Float32()) != c.half || BF16FromFloat32(c.bfloat.Float32()) != c.bfloat {
+			t.Errorf("%g: a 16-bit value does not widen and round back to itself", c.value)
+		}
+	}
+	if F16(1).Float32() != 5.9604644775390625e-08 {
+		t.Error("the smallest float16 subnormal")
+	}
+	nan := float32(math.NaN())
+	if !math.IsNaN(float64(F16FromFloat32(nan).Float32())) || !math.IsNaN(float64(BF16FromFloat32(nan).Float32())) {
+		t.Error("NaN must stay NaN")
+	}
+}
+
+// A float16 step with Keras' own semantics, against tf-keras 2.15.1's bits for
+// AdamW(learning_rate=0.01) on [0.5, -1.5, 2.0] with the gradient [0.1, -0.2, 0.3].
+func TestFloat16Step(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.LearningRate = 0.01
+	o := newBuilt(t, cfg, Variable{Name: "h", Shape: []int{3}, DType: Float16})
+	defer o.Close()
+	w, g := F16s([]float32{0.5, -1.5, 2}), F16s([]float32{0.1, -0.2, 0.3})
+	if _, err := o.ApplyGradients([]Gradient{Dense(0, []float32{0.5, -1.5, 2}, []float32{0.1, -0.2, 0.3})}); !errors.Is(err, ErrDtypeMismatch) {
+		t.Fatalf("a float32 gradient for a float16 variable: %v", err)
+	}
+	if it, err := o.ApplyGradients([]Gradient{Dense(0, w, g)}); err != nil || it != 1 {
+		t.Fatal(it, err)
+	}
+	if w[0] != 0x37d8 || w[1] != 0xbdf6 || w[2] != 0x3ff6 {
+		t.Errorf("values %#04x, want Keras' [0x37d8 0xbdf6 0x3ff6]", w)
+	}
+	v := make([]F16, 3)
+	if err := o.Values(2, v); err != nil || v[0] != 0x00a8 || v[1] != 0x029f || v[2] != 0x05e7 {
+		t.Errorf("v = %#04x (%v), want Keras' float16 subnormals [0xa8 0x29f 0x5e7]", v, err)
+	}
+	if err := o.Values(2, make([]BF16, 3)); !errors.Is(err, ErrDtypeMismatch) {
+		t.Errorf("bfloat16 values of a float16 slot: %v", err)
+	}
+	state, err := o.Save()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.SetWeights([]Weight{{Shape: []int{}, Values: []int64{7}}, {Shape: []int{3}, Values: v}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Load(state); err != nil {
+		t.Fatal(err)
+	}
+}
