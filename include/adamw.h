@@ -493,6 +493,18 @@ enum adamw_status adamw_optimizer_build(struct adamw_optimizer *optimizer,
 // started; the setting is unchanged), BUSY.
 enum adamw_status adamw_optimizer_set_threads(struct adamw_optimizer *optimizer, uint32_t threads);
 
+// Gives every bfloat16 and float16 variable a float32 master copy and float32 slots (the
+// extension `master_weights`, off by default; the Keras-style config JSON spells it
+// "master_weights": true). A step then updates the master exactly as Keras updates a float32
+// variable, from the gradient widened exactly (a float32 gradient is taken too), and writes the
+// master rounded to nearest even into the caller's variable. Build then needs every variable's
+// `data` (the masters start as copies). The masters are optimizer variables, after Keras' own,
+// named "<optimizer name>/master/<variable>". Before build only.
+// NULL: `optimizer`. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (`enabled` not 0 or 1, not a handle), ALREADY_BUILT, BUSY.
+enum adamw_status adamw_optimizer_set_master_weights(struct adamw_optimizer *optimizer,
+                                                     uint8_t enabled);
+
 // Reserves room for sparse gradients of up to `max_indices` indices in one variable, so that no
 // later step allocates (otherwise the first step with more indices than before grows a buffer).
 // NULL: `optimizer`. Threads: serialized. Errors: NULL_ARGUMENT, INVALID_ARGUMENT, OUT_OF_MEMORY, BUSY.

@@ -141,6 +141,9 @@ pub struct Config {
     /// (`Error::NonFiniteGradient`) with nothing changed. In `get_config` as
     /// `"reject_non_finite_gradients": true` only when on, so Keras can read configs without it.
     pub reject_non_finite_gradients: bool,
+    /// Float32 master weights for bfloat16 and float16 variables (an extension, off by default:
+    /// docs/numerics.md §18). `get_config` includes `"master_weights": true` only when on.
+    pub master_weights: bool,
     /// Threads for a step (not a Keras argument, not in `get_config`): 0 uses a pool shared by
     /// the process (one thread per core, started by the first optimizer that needs it); 1 runs on
     /// the caller's thread and never starts or uses a worker thread; N > 1 gives the optimizer a
@@ -169,6 +172,7 @@ impl Default for Config {
             mesh: None,
             threads: 0,
             reject_non_finite_gradients: false,
+            master_weights: false,
         }
     }
 }
@@ -262,6 +266,9 @@ impl Config {
         if self.reject_non_finite_gradients {
             m.insert("reject_non_finite_gradients".into(), Value::Bool(true));
         }
+        if self.master_weights {
+            m.insert("master_weights".into(), Value::Bool(true));
+        }
         Value::Object(m)
     }
 
@@ -342,6 +349,7 @@ impl Config {
         };
         c.jit_compile = k.bool("jit_compile")?.unwrap_or(c.jit_compile);
         c.reject_non_finite_gradients = k.bool("reject_non_finite_gradients")?.unwrap_or(false);
+        c.master_weights = k.bool("master_weights")?.unwrap_or(false);
         k.finish()?;
         c.validate()?;
         Ok(c)

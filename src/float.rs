@@ -13,7 +13,7 @@
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
-use crate::dtype::Element;
+use crate::dtype::{Element, TensorMut, each_float};
 
 unsafe extern "C" {
     // glibc's libm, which TensorFlow's scalar kernels call (docs/numerics.md §7.2).
@@ -215,6 +215,16 @@ real_16_bit!(
     half::f16::ZERO,
     "float16's subnormals are normal float32 numbers: TensorFlow keeps them (nothing flushes)."
 );
+
+/// Rounds float32 values into `dst`'s float dtype, to nearest even (a master's rounding).
+pub(crate) fn round_into(dst: TensorMut<'_>, src: &[f32]) {
+    fn round<F: Real>(dst: &mut [F], src: &[f32]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = F::from_f64(s as f64);
+        }
+    }
+    each_float!(dst, d => round(d, src), _ => {})
+}
 
 /// A number in TensorFlow's CPU environment: operands and results are flushed to zero when subnormal.
 /// Every operator is one IEEE operation (no fused multiply-add), in the order written.

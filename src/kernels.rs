@@ -291,9 +291,21 @@ fn horizontal_sum<F: Real>(lanes: &[Ftz<F>]) -> Ftz<F> {
 /// The sum of `g * g` over a gradient's values (`tf.reduce_sum(tf.square(g))`), or with
 /// `halve` of `(g * g) * 0.5` (`tf.nn.l2_loss`), in Eigen's order. Values at positions `keep`
 /// rejects count as +0.0 (a shard's part of a sparse gradient), which leaves the order intact.
+#[cfg(test)]
 pub fn squares_sum<F: Real>(
     parallel: bool,
     values: &[F],
+    halve: bool,
+    keep: &(impl Fn(usize) -> bool + Sync),
+) -> Ftz<F> {
+    squares_sum_of(parallel, values.len(), &|i| values[i], halve, keep)
+}
+
+/// `squares_sum` over `len` values given by `value` (a gradient widened on the fly).
+pub fn squares_sum_of<F: Real>(
+    parallel: bool,
+    len: usize,
+    value: &(impl Fn(usize) -> F + Sync),
     halve: bool,
     keep: &(impl Fn(usize) -> bool + Sync),
 ) -> Ftz<F> {
@@ -302,10 +314,10 @@ pub fn squares_sum<F: Real>(
         if !keep(i) {
             return Ftz::ZERO;
         }
-        let g = Ftz::new(values[i]);
+        let g = Ftz::new(value(i));
         if halve { (g * g) * half } else { g * g }
     };
-    sum_eigen_in(parallel, &term, 0, values.len())
+    sum_eigen_in(parallel, &term, 0, len)
 }
 
 #[cfg(test)]

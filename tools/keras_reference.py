@@ -211,8 +211,42 @@ def make_gradient(tf, grad, var):
     )
 
 
+def run_master_case(case):
+    """A case with libadamw's ``master_weights``: by its contract, Keras' float32 trajectory from
+    the widened initial values and gradients, each 16-bit variable reported as its master rounded
+    to nearest even, and one master per 16-bit variable after Keras' optimizer variables."""
+    import ml_dtypes
+
+    np_dtype = {"bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
+    twin = copy.deepcopy(case)
+    twin["config"] = {k: v for k, v in twin["config"].items() if k != "master_weights"}
+    sixteen = [v["dtype"] if v["dtype"] in np_dtype else None for v in case["variables"]]
+    for v in twin["variables"]:
+        if v["dtype"] in np_dtype:
+            v["dtype"] = "float32"
+    result = run_case(twin)
+
+    def rounded(values, dtype):
+        if dtype is None:
+            return values
+        return [num_out(x) for x in np.asarray([num_in(x) for x in values], dtype=np.float32).astype(np_dtype[dtype])
+                .astype(np.float64).tolist()]
+
+    for step in result.get("steps", []):
+        step["variables"] = [rounded(v, d) for v, d in zip(step["variables"], sixteen)]
+    if "final" in result:
+        final = result["final"]
+        masters = [final_value for final_value, d in zip(result["_final_variables"], sixteen) if d is not None]
+        final["optimizer_variables"] = final["optimizer_variables"] + masters
+        final["config"]["master_weights"] = True
+    result.pop("_final_variables", None)
+    return result
+
+
 def run_case(case):
     """Replay one case and return its result dict."""
+    if case.get("config", {}).get("master_weights"):
+        return run_master_case(case)
     tf, tf_keras = _tf()
     result = {"id": case.get("id")}
     variables = make_variables(tf, case["variables"])
@@ -279,6 +313,8 @@ def run_case(case):
         "optimizer_variables": opt_vars,
         "config": json_clean(opt.get_config()),
     }
+    # The variables' own final values, for run_master_case (which removes them).
+    result["_final_variables"] = [tensor_out(v) for v in variables]
     return result
 
 
@@ -289,7 +325,9 @@ def run_file(cases_path, out_path, only=None):
         cases = [c for c in cases if c.get("id") in set(only)]
     results = []
     for case in cases:
-        results.append(run_case(case))
+        result = run_case(case)
+        result.pop("_final_variables", None)
+        results.append(result)
     write_json(out_path, results)
     return results
 
@@ -1017,6 +1055,49 @@ def build_16bit_cases():
         steps[1]["grads"][0]["dense"][2] = "NaN"
         steps[2]["grads"][1]["dense"][0] = "Infinity"
         add(f"{dt}_non_finite_gradients", f"{dt} NaN and infinite gradient elements propagate", {"learning_rate": 0.02}, vs, steps)
+    # float32 master weights (libadamw's extension): Keras' float32 trajectory, rounded.
+    for dt in ("bfloat16", "float16"):
+        def kb(scale=1.0):
+            return [g.var("dense/kernel", [4, 3], dtype=dt, scale=scale), g.var("dense/bias", [3], dtype=dt, scale=0.1)]
+
+        def master(config):
+            return dict(config, master_weights=True)
+
+        vs = kb()
+        add(f"master_{dt}_defaults", f"{dt} with float32 master weights, AdamW() defaults, 6 steps", master({}), vs,
+            g.dense_steps(vs, 6))
+        for name, clip in (("clipnorm", {"clipnorm": 1.0}), ("global_clipnorm", {"global_clipnorm": 1.5}),
+                           ("clipvalue", {"clipvalue": 0.5})):
+            vs = kb()
+            add(f"master_{dt}_{name}", f"{dt} with float32 master weights and {name}", master(dict(clip, learning_rate=0.02)),
+                vs, g.dense_steps(vs, 5, scale=2.0))
+        vs = kb()
+        add(f"master_{dt}_amsgrad", f"{dt} with float32 master weights and amsgrad", master({"learning_rate": 0.02, "amsgrad": True}),
+            vs, g.dense_steps(vs, 6))
+        vs = kb()
+        add(f"master_{dt}_ema_overwrite_finalize", f"{dt} with float32 master weights, EMA with overwrite, finalize",
+            master({"learning_rate": 0.02, "use_ema": True, "ema_momentum": 0.9, "ema_overwrite_frequency": 3}), vs,
+            g.dense_steps(vs, 7) + [{"op": "finalize"}], build_first=True)
+        emb = [g.var("embedding", [6, 2], dtype=dt)]
+        add(f"master_{dt}_sparse_duplicates", f"{dt} with float32 master weights, sparse gradients with duplicates",
+            master({"learning_rate": 0.05}), emb,
+            [{"grads": [g.sparse(emb[0], [1, 4, 1])]}, {"grads": [g.sparse(emb[0], [0, 0, 5, 2])]}, {"grads": [g.dense(emb[0])]}])
+        vs = kb()
+        add(f"master_{dt}_none_and_schedule", f"{dt} with float32 master weights, None gradients and ExponentialDecay",
+            master({"learning_rate": sched("ExponentialDecay", initial_learning_rate=0.05, decay_steps=2, decay_rate=0.7,
+                                           staircase=False, name=None)}), vs,
+            [{"grads": [g.dense(vs[0]), None]}, {"grads": [g.dense(vs[0]), g.dense(vs[1])]}, {"grads": [None, g.dense(vs[1])]}])
+        vs = kb()
+        add(f"master_{dt}_preset_iterations_2500", f"{dt} with float32 master weights, iterations preset to 2500 (float32 step count)",
+            master({"learning_rate": 0.01}), vs, g.dense_steps(vs, 4), iterations=2500)
+        vs = kb()
+        steps = g.dense_steps(vs, 3)
+        steps[1]["grads"][0]["dense"][4] = "NaN"
+        add(f"master_{dt}_non_finite_gradients", f"{dt} with float32 master weights, a NaN gradient element",
+            master({"learning_rate": 0.02}), vs, steps)
+    vs = [g.var("dense/kernel", [4, 3]), g.var("dense/bias", [3], dtype="bfloat16", scale=0.1)]
+    add("master_mixed_float32_and_bfloat16", "a float32 kernel (no master) and a bfloat16 bias with a float32 master, global_clipnorm",
+        {"learning_rate": 0.02, "global_clipnorm": 1.0, "master_weights": True}, vs, g.dense_steps(vs, 5))
     # float16's own edges: subnormal values and gradients, and gradients whose square overflows.
     vs = [g.var("w", [6], dtype="float16", value=[3e-6, -5e-7, 6e-5, 1e-4, -2e-8, 0.5])]
     add("float16_subnormals", "float16 subnormal values and gradients (float16 keeps them)", {"learning_rate": 1e-4, "epsilon": 1e-4},

@@ -25,8 +25,11 @@ use crate::tensor::GradientEntries;
 /// Where one model variable's state sits, fixed at build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct VariableLayout {
-    /// The variable's dtype, which its slots share.
+    /// The dtype of the variable's state (its slots, and its master copy if any).
     pub dtype: DType,
+    /// The variable's own dtype, which the caller's values have: the state's, or 16 bits with a
+    /// float32 master copy.
+    pub values_dtype: DType,
     /// Elements held: the whole variable, or its shard.
     pub len: usize,
     /// Elements per row (the product of the trailing dimensions), for sparse gradients.
@@ -48,6 +51,8 @@ pub(crate) enum Slot {
     Vhat,
     /// The EMA of the variable (use_ema only).
     Average,
+    /// The float32 master copy of a 16-bit variable (master_weights only).
+    Master,
 }
 
 /// Which optional slots every variable has.
@@ -132,10 +137,11 @@ impl StepPlan<'_> {
 /// optimizer has validated against the layouts given to `build` (indices known, dtypes equal,
 /// lengths matching, sparse indices in range), and none of them allocates unless it says so.
 pub(crate) trait Engine: Send {
-    /// Allocates the state of every variable: m and v zeroed, vhat zeroed with amsgrad, and with
-    /// EMA the averages as copies of `averages` (one per variable). All or nothing: on error the
-    /// engine is as it was.
-    fn build(&mut self, layouts: &[VariableLayout], slots: Slots, averages: &[TensorRef<'_>]) -> Result<()>;
+    /// Allocates the state of every variable: m and v zeroed, vhat zeroed with amsgrad, and
+    /// from `initial` (the variables' values, one per variable, when EMA or a master copy needs
+    /// them) the averages with EMA and the master copies, widened to the state's dtype. All or
+    /// nothing: on error the engine is as it was.
+    fn build(&mut self, layouts: &[VariableLayout], slots: Slots, initial: &[TensorRef<'_>]) -> Result<()>;
 
     /// How many threads a step may use: 0 a pool shared by the process, 1 the calling thread
     /// only, N a pool of N threads of this engine's own.
@@ -149,11 +155,14 @@ pub(crate) trait Engine: Send {
 
     /// Pushes onto `out`, per entry with a gradient in list order, the sum of its squares
     /// (`halve`: of `(g * g) * 0.5`, Keras' `l2_loss`) over the elements held here, in Eigen's
-    /// order, as float64 (a float32 sum widened). `out` has room for every built variable.
+    /// order and in the state's dtype (a widened gradient for a master copy), as float64. `out`
+    /// has room for every built variable.
     fn norm_partials(&mut self, entries: &mut dyn GradientEntries, halve: bool, out: &mut Vec<f64>);
 
     /// Runs the step of `plan` over every entry with a gradient: decay, clip, moments, update
-    /// and EMA, element by element, writing the caller's values and the state.
+    /// and EMA, element by element, writing the caller's values and the state. A variable with a
+    /// master copy is stepped in float32 on the master (its gradient widened exactly) and the
+    /// caller's values receive the master rounded to nearest even.
     fn step(&mut self, plan: &StepPlan<'_>, entries: &mut dyn GradientEntries);
 
     /// Copies a slot of built variable `variable` into `out` (its dtype and length).

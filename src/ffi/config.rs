@@ -389,6 +389,8 @@ pub(crate) unsafe fn to_config(c: &adamw_config) -> Result<Config, FfiError> {
         mesh: mesh(c.mesh_all_reduce, c.mesh_user_data),
         threads: c.threads as usize,
         reject_non_finite_gradients: flag(c.reject_non_finite_gradients, "reject_non_finite_gradients")?,
+        // Not in this struct, whose layout is frozen: see adamw_optimizer_set_master_weights.
+        master_weights: false,
     };
     config.validate()?;
     Ok(config)

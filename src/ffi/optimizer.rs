@@ -197,7 +197,7 @@ pub unsafe extern "C" fn adamw_optimizer_build(
         with_optimizer(optimizer, |s| {
             let descriptors = slice(variables, num_variables, "variables")?;
             let mut specs = Vec::with_capacity(descriptors.len());
-            let mut values = Vec::with_capacity(descriptors.len());
+            let mut lens = Vec::with_capacity(descriptors.len());
             for (i, d) in descriptors.iter().enumerate() {
                 let name = utf8(d.name, &format!("variables[{i}].name"))?;
                 let dtype = variable_dtype(d.dtype, || format!("variables[{i}].dtype"))?;
@@ -214,14 +214,21 @@ pub unsafe extern "C" fn adamw_optimizer_build(
                         return Err(FfiError::invalid(format!("`variables[{i}].sharded` must be 0 or 1, got {other}")));
                     }
                 }
-                // The values are read only for the EMA averages; otherwise `data` is ignored.
-                if s.optimizer.config().use_ema {
-                    if d.data.is_null() {
-                        return Err(FfiError::null(&format!("variables[{i}].data (use_ema needs the initial values)")));
-                    }
-                    values.push(tensor_ref(dtype, d.data, len, &format!("variables[{i}].data"))?);
-                }
                 specs.push(spec);
+                lens.push(len);
+            }
+            // The values are read only for the EMA averages and the float32 masters; otherwise
+            // `data` is ignored.
+            let mut values = Vec::with_capacity(descriptors.len());
+            if s.optimizer.needs_initial_values(&specs) {
+                for (i, (d, spec)) in descriptors.iter().zip(&specs).enumerate() {
+                    if d.data.is_null() {
+                        return Err(FfiError::null(&format!(
+                            "variables[{i}].data (use_ema and master_weights need the initial values)"
+                        )));
+                    }
+                    values.push(tensor_ref(spec.dtype, d.data, lens[i], &format!("variables[{i}].data"))?);
+                }
             }
             // Scratch for apply_gradients, so that a step allocates nothing: a copy of the
             // entries, and up to four byte ranges per entry (data, dense or values, indices).
@@ -248,6 +255,33 @@ pub unsafe extern "C" fn adamw_optimizer_build(
 pub unsafe extern "C" fn adamw_optimizer_set_threads(optimizer: *mut adamw_optimizer, threads: u32) -> adamw_status {
     // SAFETY: the caller passes a live handle.
     unsafe { with_optimizer(optimizer, |s| Ok(s.optimizer.set_threads(threads as usize)?)) }
+}
+
+/// Gives every bfloat16 and float16 variable a float32 master copy and float32 slots (the
+/// extension `master_weights`, off by default; the Keras-style config JSON spells it
+/// "master_weights": true). A step then updates the master exactly as Keras updates a float32
+/// variable, from the gradient widened exactly (a float32 gradient is taken too), and writes the
+/// master rounded to nearest even into the caller's variable. Build then needs every variable's
+/// `data` (the masters start as copies). The masters are optimizer variables, after Keras' own,
+/// named "<optimizer name>/master/<variable>". Before build only.
+/// NULL: `optimizer`. Threads: serialized.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (`enabled` not 0 or 1, not a handle), ALREADY_BUILT, BUSY.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_set_master_weights(
+    optimizer: *mut adamw_optimizer,
+    enabled: u8,
+) -> adamw_status {
+    // SAFETY: the caller passes a live handle.
+    unsafe {
+        with_optimizer(optimizer, |s| {
+            let enabled = match enabled {
+                0 => false,
+                1 => true,
+                other => return Err(FfiError::invalid(format!("`enabled` must be 0 or 1, got {other}"))),
+            };
+            Ok(s.optimizer.set_master_weights(enabled)?)
+        })
+    }
 }
 
 /// Reserves room for sparse gradients of up to `max_indices` indices in one variable, so that no

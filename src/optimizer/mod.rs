@@ -220,8 +220,34 @@ impl Optimizer {
         }
         for i in 0..entries.len() {
             let entry = entries.get(i);
-            self.state.engine.read_slot(entry.variable, Slot::Average, entry.values)?;
+            let layout = built.variables[entry.variable].layout;
+            if layout.dtype == layout.values_dtype {
+                self.state.engine.read_slot(entry.variable, Slot::Average, entry.values)?;
+                continue;
+            }
+            // A master copy takes the average, the caller's variable its rounding.
+            let mut average = TensorBuf::zeros(layout.dtype, layout.len)?;
+            self.state.engine.read_slot(entry.variable, Slot::Average, average.as_mut())?;
+            self.state.engine.write_slot(entry.variable, Slot::Master, average.as_ref())?;
+            let widened = average.as_ref().typed::<f32>().ok_or_else(|| Error::Internal("a float32 master".into()))?;
+            crate::float::round_into(entry.values, widened);
         }
+        Ok(())
+    }
+
+    /// Whether `build` over `specs` needs their initial values (for the EMA averages, or for
+    /// the float32 masters of 16-bit variables).
+    pub(crate) fn needs_initial_values(&self, specs: &[VariableSpec]) -> bool {
+        validate::needs_initial_values(&self.state, specs)
+    }
+
+    /// Gives bfloat16 and float16 variables float32 master copies and slots (the extension
+    /// `master_weights`, docs/numerics.md §18); before build only.
+    pub fn set_master_weights(&mut self, enabled: bool) -> Result<()> {
+        if self.is_built() {
+            return Err(Error::AlreadyBuilt("master_weights can only be set before the optimizer is built".into()));
+        }
+        self.state.config.master_weights = enabled;
         Ok(())
     }
 

@@ -114,6 +114,7 @@ fn slot_name(slot: Slot) -> &'static str {
         Slot::M => "m",
         Slot::V => "v",
         Slot::Vhat => "vhat",
+        Slot::Master => "master",
     }
 }
 
@@ -122,7 +123,8 @@ fn slot_name(slot: Slot) -> &'static str {
 pub struct StateInfo {
     /// `iteration`, or `<optimizer name>/<slot>/<variable name>` (e.g. `AdamW/m/dense/kernel`).
     pub name: String,
-    /// int64 for the counter, else the variable's dtype.
+    /// int64 for the counter, else the dtype of the variable's state (float32 for the slots and
+    /// master of a 16-bit variable with a master copy).
     pub dtype: DType,
     /// `[]` for the counter, else the slot's shape (a shard's slots are `[len]`).
     pub shape: Vec<usize>,
@@ -141,15 +143,19 @@ pub struct StateTensor {
 
 impl State {
     /// Keras' order of the optimizer variables: `iteration`, then (EMA) one average per variable,
-    /// then m and v interleaved per variable, then (amsgrad) one vhat per variable.
+    /// then m and v interleaved per variable, then (amsgrad) one vhat per variable; then (an
+    /// extension) one float32 master per variable that has one.
     pub fn layout(&self) -> impl Iterator<Item = StateKind> + '_ {
-        let n = self.built.as_ref().map_or(0, |b| b.variables.len());
+        let variables = self.built.as_ref().map_or(&[][..], |b| b.variables.as_slice());
+        let n = variables.len();
         let ema = if self.config.use_ema { n } else { 0 };
         let amsgrad = if self.config.amsgrad { n } else { 0 };
+        let masters = variables.iter().enumerate().filter(|(_, v)| v.layout.dtype != v.layout.values_dtype);
         std::iter::once(StateKind::Iterations)
             .chain((0..ema).map(|i| StateKind::Slot(Slot::Average, i)))
             .chain((0..2 * n).map(|k| StateKind::Slot(if k % 2 == 0 { Slot::M } else { Slot::V }, k / 2)))
             .chain((0..amsgrad).map(|i| StateKind::Slot(Slot::Vhat, i)))
+            .chain(masters.map(|(i, _)| StateKind::Slot(Slot::Master, i)))
     }
 
     pub fn num_state_tensors(&self) -> usize {
@@ -170,7 +176,7 @@ impl State {
                 let var = &self.built.as_ref()?.variables[i];
                 Some(StateInfo {
                     name: format!("{}/{}/{}", self.config.name, slot_name(slot), var.spec.name),
-                    dtype: var.spec.dtype,
+                    dtype: var.layout.dtype,
                     shape: var.slot_shape.clone(),
                     len: var.layout.len,
                 })

@@ -48,10 +48,12 @@ pub(crate) fn build_variables(
             specs.len()
         )));
     }
-    let use_ema = state.config.use_ema;
-    if use_ema && initial_values.len() != specs.len() {
+    let needs_initial = needs_initial_values(state, specs);
+    if needs_initial && initial_values.len() != specs.len() {
         return Err(invalid!(
-            "use_ema needs every variable's initial value at build (the averages start as copies): got {} values for {} variables",
+            "{} needs every variable's initial value at build ({}): got {} values for {} variables",
+            if state.config.use_ema { "use_ema" } else { "master_weights" },
+            if state.config.use_ema { "the averages start as copies" } else { "the float32 masters start as copies" },
             initial_values.len(),
             specs.len()
         ));
@@ -89,7 +91,7 @@ pub(crate) fn build_variables(
                 (offset, len)
             }
         };
-        if use_ema {
+        if needs_initial {
             let init = initial_values[i];
             if init.dtype() != spec.dtype {
                 return Err(Error::DtypeMismatch(format!(
@@ -108,10 +110,12 @@ pub(crate) fn build_variables(
                 )));
             }
         }
+        let master = state.config.master_weights && matches!(spec.dtype, DType::BF16 | DType::F16);
         variables.push(VariableState {
             spec: spec.clone(),
             layout: VariableLayout {
-                dtype: spec.dtype,
+                dtype: if master { DType::F32 } else { spec.dtype },
+                values_dtype: spec.dtype,
                 len,
                 row_len: spec.shape.iter().skip(1).product(),
                 offset,
@@ -121,6 +125,12 @@ pub(crate) fn build_variables(
         });
     }
     Ok(variables)
+}
+
+/// Whether build needs the variables' values: for the EMA averages, or for float32 masters.
+pub(crate) fn needs_initial_values(state: &State, specs: &[VariableSpec]) -> bool {
+    state.config.use_ema
+        || (state.config.master_weights && specs.iter().any(|s| matches!(s.dtype, DType::BF16 | DType::F16)))
 }
 
 /// Checks that entry `variable` names a built variable of `dtype`: the checks that come before
@@ -156,7 +166,9 @@ pub(crate) fn check_entry(built: &Built, u: &GradientEntry<'_>) -> Result<()> {
         )));
     }
     let Some(gradient) = u.gradient else { return Ok(()) };
-    if gradient.values().dtype() != dtype {
+    // A variable with a float32 master also takes float32 gradients (accumulated in float32).
+    let gradient_dtype = gradient.values().dtype();
+    if gradient_dtype != dtype && !(var.layout.dtype == DType::F32 && gradient_dtype == DType::F32) {
         let what = if matches!(gradient, Gradient::Dense(_)) { "gradient" } else { "sparse gradient values" };
         return Err(Error::DtypeMismatch(format!(
             "variable {} (`{name}`) is {} but its {what} {} {}",
@@ -219,7 +231,8 @@ pub(crate) fn check_entries(built: &mut Built, entries: &mut dyn GradientEntries
         built.last_listed[u.variable] = built.call_number;
         if u.gradient.is_some() {
             any_gradient = true;
-            let dtype = u.values.dtype();
+            // The dtype the gradient's norm is summed in: the state's.
+            let dtype = built.variables[u.variable].layout.dtype;
             mixed_dtypes |= dtypes.is_some_and(|d| d != dtype);
             dtypes = Some(dtype);
         }

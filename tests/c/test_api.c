@@ -913,6 +913,79 @@ static void test_16_bit(void) {
     adamw_optimizer_free(opt);
 }
 
+/* Float32 master weights (an extension): a bfloat16 variable is stepped as Keras steps a float32
+   one (the float32 bits below are tf-keras 2.15.1's for AdamW(learning_rate=0.01) on the widened
+   values and gradients) and receives the master rounded to nearest even; a float64 variable
+   beside it is unaffected. */
+static void test_master_weights(void) {
+    adamw_config cfg = adamw_config_default();
+    cfg.learning_rate = 0.01;
+    adamw_optimizer *opt = NULL;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &opt), ADAMW_STATUS_OK);
+    EXPECT_REJECTED(opt, adamw_optimizer_set_master_weights(opt, 2), ADAMW_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_set_master_weights(NULL, 1), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_set_master_weights(opt, 1), ADAMW_STATUS_OK);
+    uint16_t wb[3] = {0x3f00, 0xbfc0, 0x4000}, gb[3] = {0x3dcd, 0xbe4d, 0x3e9a};
+    double wd[2] = {1.0, -2.0}, gd[2] = {0.5, 0.25};
+    const size_t shape3[1] = {3}, shape2[1] = {2};
+    adamw_variable vars[2] = {
+        {"b", ADAMW_DTYPE_BFLOAT16, 1, shape3, NULL, 0, 0, 0},
+        {"d", ADAMW_DTYPE_FLOAT64, 1, shape2, wd, 0, 0, 0},
+    };
+    /* The masters start as copies: build needs the values. */
+    EXPECT_REJECTED(opt, adamw_optimizer_build(opt, vars, 2), ADAMW_STATUS_NULL_ARGUMENT);
+    vars[0].data = wb;
+    EXPECT_STATUS(adamw_optimizer_build(opt, vars, 2), ADAMW_STATUS_OK);
+    EXPECT_REJECTED(opt, adamw_optimizer_set_master_weights(opt, 0), ADAMW_STATUS_ALREADY_BUILT);
+    size_t n = 0;
+    EXPECT_STATUS(adamw_optimizer_num_variables(opt, &n), ADAMW_STATUS_OK);
+    EXPECT(n == 6); /* iteration, m and v of each variable, one master (none for float64) */
+    adamw_variable_info info;
+    EXPECT_STATUS(adamw_optimizer_variable_info(opt, 5, &info), ADAMW_STATUS_OK);
+    EXPECT(info.dtype == ADAMW_DTYPE_FLOAT32 && info.len == 3);
+    EXPECT_STATUS(adamw_optimizer_variable_info(opt, 1, &info), ADAMW_STATUS_OK);
+    EXPECT(info.dtype == ADAMW_DTYPE_FLOAT32); /* the bfloat16 variable's m is float32 */
+    char name[64];
+    EXPECT_STATUS(adamw_optimizer_variable_name(opt, 5, name, sizeof name, &n), ADAMW_STATUS_OK);
+    EXPECT(strcmp(name, "AdamW/master/b") == 0);
+
+    adamw_gradient entries[2] = {{0}, {0}};
+    entries[0] = (adamw_gradient){.variable = 0, .dtype = ADAMW_DTYPE_BFLOAT16, .data = wb, .len = 3, .dense = gb};
+    entries[1] = (adamw_gradient){.variable = 1, .dtype = ADAMW_DTYPE_FLOAT64, .data = wd, .len = 2, .dense = gd};
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, entries, 2, NULL), ADAMW_STATUS_OK);
+    float master[3];
+    EXPECT_STATUS(adamw_optimizer_get_variable(opt, 5, ADAMW_DTYPE_FLOAT32, master, 3), ADAMW_STATUS_OK);
+    uint32_t bits[3];
+    memcpy(bits, master, sizeof bits);
+    EXPECT(bits[0] == 0x3efadeb6u && bits[1] == 0xbfbeb65du && bits[2] == 0x3ffeb5b4u);
+    EXPECT(wb[0] == 0x3efb && wb[1] == 0xbfbf && wb[2] == 0x3fff);
+    EXPECT(wd[0] == 0.9899601302246331 && wd[1] == -2.00991980652842);
+
+    /* The config says so, and a checkpoint with masters fits only an optimizer with them. */
+    char config[1024];
+    EXPECT_STATUS(adamw_optimizer_get_config(opt, config, sizeof config, &n), ADAMW_STATUS_OK);
+    EXPECT(strstr(config, "\"master_weights\":true") != NULL);
+    size_t len = 0;
+    EXPECT_STATUS(adamw_optimizer_save_own_variables(opt, NULL, 0, &len), ADAMW_STATUS_OK);
+    uint8_t *bytes = malloc(len);
+    EXPECT_STATUS(adamw_optimizer_save_own_variables(opt, bytes, len, &len), ADAMW_STATUS_OK);
+    adamw_optimizer *plain = NULL;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &plain), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_build(plain, vars, 2), ADAMW_STATUS_OK);
+    EXPECT_REJECTED(plain, adamw_optimizer_load_own_variables(plain, bytes, len), ADAMW_STATUS_CHECKPOINT_MISMATCH);
+    adamw_optimizer *again = NULL;
+    EXPECT_STATUS(adamw_optimizer_from_config_json(config, strlen(config), &again), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_build(again, vars, 2), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_load_own_variables(again, bytes, len), ADAMW_STATUS_OK);
+    float restored[3];
+    EXPECT_STATUS(adamw_optimizer_get_variable(again, 5, ADAMW_DTYPE_FLOAT32, restored, 3), ADAMW_STATUS_OK);
+    EXPECT(memcmp(restored, master, sizeof master) == 0);
+    free(bytes);
+    adamw_optimizer_free(again);
+    adamw_optimizer_free(plain);
+    adamw_optimizer_free(opt);
+}
+
 int main(void) {
     test_versions_and_errors();
     test_create();
@@ -926,6 +999,7 @@ int main(void) {
     test_checkpoints();
     test_sharded();
     test_16_bit();
+    test_master_weights();
     printf("%d passed, %d failed\n", checks - failures, failures);
     return failures == 0 ? 0 : 1;
 }

@@ -366,6 +366,18 @@ static void sixteen_bit() {
     std::vector<adamw::float16_t> v = opt.variable<adamw::float16_t>(2);
     CHECK(v.size() == 3 && v[0].bits == 0x00a8 && v[1].bits == 0x029f && v[2].bits == 0x05e7);
     EXPECT_ERROR(ADAMW_STATUS_DTYPE_MISMATCH, opt.variable<adamw::bfloat16_t>(2));
+
+    // Float32 master weights: Keras' float32 step on the widened values (tf-keras' bits), and
+    // the bfloat16 variable receives its rounding.
+    std::vector<adamw::bfloat16_t> b = {{0x3f00}, {0xbfc0}, {0x4000}}, gb = {{0x3dcd}, {0xbe4d}, {0x3e9a}};
+    adamw::Optimizer mw{adamw::Config().learning_rate(0.01).master_weights(true)};
+    mw.build({adamw::Variable::of<adamw::bfloat16_t>("b", {3}, b)});
+    CHECK(mw.apply_gradients({adamw::Gradient::dense<adamw::bfloat16_t>(0, b, gb)}) == 1);
+    CHECK(b[0].bits == 0x3efb && b[1].bits == 0xbfbf && b[2].bits == 0x3fff);
+    std::vector<float> master = mw.variable<float>(3);
+    uint32_t master_bits[3];
+    std::memcpy(master_bits, master.data(), sizeof master_bits);
+    CHECK(master_bits[0] == 0x3efadeb6u && master_bits[1] == 0xbfbeb65du && master_bits[2] == 0x3ffeb5b4u);
 }
 
 int main(int argc, char** argv) {

@@ -190,6 +190,11 @@ type Config struct {
 	// RejectNonFiniteGradients turns on the non-finite guard (an extension, off by default):
 	// a gradient holding NaN or an infinity fails the whole step with ErrNonFiniteGradient.
 	RejectNonFiniteGradients bool
+	// MasterWeights gives BFloat16 and Float16 variables float32 master copies and slots (an
+	// extension, off by default): a step updates the master as Keras updates a float32
+	// variable and writes its rounding into the caller's variable. Build then needs every
+	// variable's Init.
+	MasterWeights bool
 }
 
 // DefaultConfig returns Keras' defaults: learning rate 0.001, weight decay 0.004, betas 0.9 and
@@ -373,6 +378,12 @@ func New(cfg Config) (*Optimizer, error) {
 	}
 	o.h = h
 	runtime.SetFinalizer(o, (*Optimizer).Close)
+	if cfg.MasterWeights {
+		if err := check(C.adamw_optimizer_set_master_weights(h, 1), ""); err != nil {
+			o.Close()
+			return nil, err
+		}
+	}
 	return o, nil
 }
 

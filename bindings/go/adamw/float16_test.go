@@ -75,3 +75,33 @@ func TestFloat16Step(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Float32 master weights: Keras' float32 step on the widened values (tf-keras' bits), and the
+// bfloat16 variable receives its rounding.
+func TestMasterWeights(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.LearningRate = 0.01
+	cfg.MasterWeights = true
+	b := []BF16{0x3f00, 0xbfc0, 0x4000}
+	o := newBuilt(t, cfg, Variable{Name: "b", Shape: []int{3}, DType: BFloat16, Init: b})
+	defer o.Close()
+	if _, err := o.ApplyGradients([]Gradient{Dense(0, b, []BF16{0x3dcd, 0xbe4d, 0x3e9a})}); err != nil {
+		t.Fatal(err)
+	}
+	if b[0] != 0x3efb || b[1] != 0xbfbf || b[2] != 0x3fff {
+		t.Errorf("values %#04x, want the master's rounding [0x3efb 0xbfbf 0x3fff]", b)
+	}
+	master := make([]float32, 3)
+	if err := o.Values(3, master); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []uint32{0x3efadeb6, 0xbfbeb65d, 0x3ffeb5b4} {
+		if math.Float32bits(master[i]) != want {
+			t.Errorf("master[%d] = %#08x, want %#08x", i, math.Float32bits(master[i]), want)
+		}
+	}
+	info, err := o.Variable(3)
+	if err != nil || info.Name != "AdamW/master/b" || info.DType != Float32 {
+		t.Errorf("variable 3: %+v, %v", info, err)
+	}
+}

@@ -463,3 +463,63 @@ fn untouched_generic<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool
         sparse_element::<F, AMSGRAD, EMA, HW>(s, ops, None, &mut var[i], &mut m[i], &mut v[i], vh, avg);
     }
 }
+
+/// Elements a master step widens at a time, into a buffer on the stack.
+const WIDEN: usize = 1024;
+
+/// The dense step of a variable with a float32 master copy: `slots.var` is the master, `grad`
+/// the caller's gradient (16-bit, or float32), widened exactly a piece at a time; after each
+/// piece the caller's values `out` take the master rounded to nearest even.
+pub fn master_dense_step<G: Real, H: Real>(
+    s: &StepScalars<f32>,
+    ops: VariableOps,
+    clip: Clip<f32>,
+    grad: &[G],
+    slots: SlotSlices<'_, f32>,
+    out: &mut [H],
+    parallel: bool,
+) {
+    let n = slots.len();
+    assert!(grad.len() == n && out.len() == n, "gradient and variable lengths are checked before the step");
+    if parallel && n > 2 * CHUNK {
+        let mid = (n / 2) & !63;
+        let (left, right) = slots.split_at(mid);
+        let (grad_l, grad_r) = grad.split_at(mid);
+        let (out_l, out_r) = out.split_at_mut(mid);
+        rayon::join(
+            || master_dense_step(s, ops, clip, grad_l, left, out_l, parallel),
+            || master_dense_step(s, ops, clip, grad_r, right, out_r, parallel),
+        );
+        return;
+    }
+    let mut slots = slots;
+    let mut widened = [0f32; WIDEN];
+    for start in (0..n).step_by(WIDEN) {
+        let end = (start + WIDEN).min(n);
+        let piece = &mut widened[..end - start];
+        for (w, &g) in piece.iter_mut().zip(&grad[start..end]) {
+            *w = g.to_f64() as f32; // exact for every 16-bit value
+        }
+        let mut part = slots.sub(start, end);
+        dense_step(s, ops, clip, piece, part.reborrow(), false);
+        round_into_values(part.var, &mut out[start..end]);
+    }
+}
+
+/// The caller's values of a variable with a master copy: the master rounded to nearest even.
+pub fn round_master<H: Real>(master: &[f32], out: &mut [H], parallel: bool) {
+    if parallel && out.len() > 2 * CHUNK {
+        let mid = out.len() / 2;
+        let (master_l, master_r) = master.split_at(mid);
+        let (out_l, out_r) = out.split_at_mut(mid);
+        rayon::join(|| round_master(master_l, out_l, parallel), || round_master(master_r, out_r, parallel));
+        return;
+    }
+    round_into_values(master, out);
+}
+
+fn round_into_values<H: Real>(master: &[f32], out: &mut [H]) {
+    for (o, &x) in out.iter_mut().zip(master) {
+        *o = H::from_f64(x as f64);
+    }
+}

@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use loops::{SlotSlices, SparseRows};
 
 use super::{Engine, NonFinite, Slot, Slots, StepPlan, VariableLayout};
-use crate::dtype::{TensorBuf, TensorMut, TensorRef, each_float};
+use crate::dtype::{DType, Element, TensorBuf, TensorMut, TensorRef, each_float};
 use crate::error::{Error, Result};
 use crate::float::Real;
 use crate::kernels;
@@ -28,6 +28,7 @@ struct VariableSlots {
     v: TensorBuf,
     vhat: TensorBuf,
     average: TensorBuf,
+    master: TensorBuf,
 }
 
 impl VariableSlots {
@@ -37,6 +38,7 @@ impl VariableSlots {
             Slot::V => &self.v,
             Slot::Vhat => &self.vhat,
             Slot::Average => &self.average,
+            Slot::Master => &self.master,
         }
     }
 
@@ -46,7 +48,12 @@ impl VariableSlots {
             Slot::V => &mut self.v,
             Slot::Vhat => &mut self.vhat,
             Slot::Average => &mut self.average,
+            Slot::Master => &mut self.master,
         }
+    }
+
+    fn has_master(&self) -> bool {
+        self.layout.dtype != self.layout.values_dtype
     }
 }
 
@@ -58,6 +65,10 @@ pub(crate) struct CpuEngine {
     parallel: bool,
     /// `(row, position)` of a sparse gradient's indices, sorted to sum duplicates in order.
     sparse_rows: Vec<(usize, usize)>,
+    /// A 16-bit sparse gradient's rows widened to float32, for a variable with a master copy.
+    widened_rows: Vec<f32>,
+    /// The longest row of a variable with a master copy (what `reserve_sparse` reserves for).
+    master_row_len: usize,
 }
 
 impl CpuEngine {
@@ -68,6 +79,8 @@ impl CpuEngine {
             pool: thread_pool(threads)?,
             parallel: threads != 1,
             sparse_rows: Vec::new(),
+            widened_rows: Vec::new(),
+            master_row_len: 0,
         })
     }
 
@@ -141,25 +154,30 @@ fn thread_pool(threads: usize) -> Result<Option<Arc<rayon::ThreadPool>>> {
 }
 
 impl Engine for CpuEngine {
-    fn build(&mut self, layouts: &[VariableLayout], slots: Slots, averages: &[TensorRef<'_>]) -> Result<()> {
+    fn build(&mut self, layouts: &[VariableLayout], slots: Slots, initial: &[TensorRef<'_>]) -> Result<()> {
         let mut variables = Vec::new();
         variables.try_reserve_exact(layouts.len()).map_err(|_| Error::OutOfMemory("too many variables".into()))?;
         for (i, layout) in layouts.iter().enumerate() {
             let (dtype, len) = (layout.dtype, layout.len);
             let optional = |on: bool| TensorBuf::zeros(dtype, if on { len } else { 0 });
-            let average = match (slots.ema, averages.get(i)) {
-                (true, Some(&initial)) => TensorBuf::copy_of(initial)?,
-                (true, None) => return Err(Error::Internal(format!("no initial average for variable {i}"))),
-                (false, _) => optional(false)?,
+            // A copy of the initial values in the state's dtype, or an empty slot.
+            let copy = |on: bool| match (on, initial.get(i)) {
+                (true, Some(&values)) => widened(values, dtype),
+                (true, None) => Err(Error::Internal(format!("no initial values for variable {i}"))),
+                (false, _) => optional(false),
             };
+            let master = layout.dtype != layout.values_dtype;
             variables.push(VariableSlots {
                 layout: *layout,
                 m: TensorBuf::zeros(dtype, len)?,
                 v: TensorBuf::zeros(dtype, len)?,
                 vhat: optional(slots.amsgrad)?,
-                average,
+                average: copy(slots.ema)?,
+                master: copy(master)?,
             });
         }
+        self.master_row_len =
+            variables.iter().filter(|v| v.has_master()).map(|v| v.layout.row_len.max(1)).max().unwrap_or(0);
         self.variables = variables;
         Ok(())
     }
@@ -171,10 +189,10 @@ impl Engine for CpuEngine {
     }
 
     fn reserve_sparse(&mut self, indices: usize) -> Result<()> {
-        let extra = indices.saturating_sub(self.sparse_rows.len());
-        self.sparse_rows
-            .try_reserve(extra)
-            .map_err(|_| Error::OutOfMemory(format!("cannot reserve room for {indices} sparse indices")))
+        let oom = |_| Error::OutOfMemory(format!("cannot reserve room for {indices} sparse indices"));
+        self.sparse_rows.try_reserve(indices.saturating_sub(self.sparse_rows.len())).map_err(oom)?;
+        let values = indices.saturating_mul(self.master_row_len);
+        self.widened_rows.try_reserve(values.saturating_sub(self.widened_rows.len())).map_err(oom)
     }
 
     fn find_non_finite(&mut self, entries: &mut dyn GradientEntries) -> Option<NonFinite> {
@@ -201,7 +219,7 @@ impl Engine for CpuEngine {
 
     fn step(&mut self, plan: &StepPlan<'_>, entries: &mut dyn GradientEntries) {
         let pool = self.pool_for(entries);
-        let CpuEngine { variables, sparse_rows, parallel, .. } = self;
+        let CpuEngine { variables, sparse_rows, widened_rows, parallel, .. } = self;
         in_pool(pool, || {
             let mut with_gradient = 0;
             for i in 0..entries.len() {
@@ -211,7 +229,8 @@ impl Engine for CpuEngine {
                 with_gradient += 1;
                 let state = &mut variables[entry.variable];
                 let ops = plan.ops(entry.variable);
-                each_float!(entry.values, values => step_variable(state, values, gradient, plan, k, ops, sparse_rows, *parallel), _ => {})
+                let scratch = Scratch { sparse_rows: &mut *sparse_rows, widened_rows: &mut *widened_rows };
+                each_float!(entry.values, values => step_variable(state, values, gradient, plan, k, ops, scratch, *parallel), _ => {})
             }
         })
     }
@@ -239,7 +258,8 @@ fn first_non_finite<F: Real>(x: &[F]) -> Option<(usize, f64)> {
     x.iter().position(|v| !(*v - *v == F::ZERO)).map(|k| (k, x[k].to_f64()))
 }
 
-/// A gradient's sum of squares (or `l2_loss`) over the elements this engine holds, widened.
+/// A gradient's sum of squares (or `l2_loss`) over the elements this engine holds, in the
+/// state's dtype (widened to float32 for a variable with a master copy), as float64.
 fn squares_sum<F: Real>(
     layout: &VariableLayout,
     gradient: Gradient<'_>,
@@ -247,19 +267,57 @@ fn squares_sum<F: Real>(
     halve: bool,
     parallel: bool,
 ) -> f64 {
-    match gradient {
-        Gradient::Sparse { indices, .. } if layout.sharded => {
-            // Rows are whole rows of the variable; a shard counts only its own elements.
-            let row_len = layout.row_len.max(1);
-            let (first, end) = (layout.offset, layout.offset + layout.len);
-            let held = |j: usize| {
-                let element = indices[j / row_len] as usize * row_len + j % row_len;
-                first <= element && element < end
-            };
-            kernels::squares_sum(parallel, values, halve, &held).get().to_f64()
+    fn sum<G: Real>(
+        layout: &VariableLayout,
+        gradient: Gradient<'_>,
+        len: usize,
+        value: &(impl Fn(usize) -> G + Sync),
+        halve: bool,
+        parallel: bool,
+    ) -> f64 {
+        match gradient {
+            Gradient::Sparse { indices, .. } if layout.sharded => {
+                // Rows are whole rows of the variable; a shard counts only its own elements.
+                let row_len = layout.row_len.max(1);
+                let (first, end) = (layout.offset, layout.offset + layout.len);
+                let held = |j: usize| {
+                    let element = indices[j / row_len] as usize * row_len + j % row_len;
+                    first <= element && element < end
+                };
+                kernels::squares_sum_of(parallel, len, value, halve, &held).get().to_f64()
+            }
+            _ => kernels::squares_sum_of(parallel, len, value, halve, &|_| true).get().to_f64(),
         }
-        _ => kernels::squares_sum(parallel, values, halve, &|_| true).get().to_f64(),
     }
+    if layout.dtype == DType::F32 && F::DTYPE != DType::F32 {
+        sum(layout, gradient, values.len(), &|i| widen(values[i]), halve, parallel)
+    } else {
+        sum(layout, gradient, values.len(), &|i| values[i], halve, parallel)
+    }
+}
+
+/// A value widened exactly to float32 (for the 16-bit dtypes and float32 itself).
+#[inline(always)]
+fn widen<F: Real>(x: F) -> f32 {
+    x.to_f64() as f32
+}
+
+/// A copy of `values` in `dtype`: the same, or widened to a master's float32.
+fn widened(values: TensorRef<'_>, dtype: DType) -> Result<TensorBuf> {
+    if values.dtype() == dtype {
+        return TensorBuf::copy_of(values);
+    }
+    let mut out = TensorBuf::zeros(DType::F32, values.len())?;
+    if let Some(dst) = f32::unwrap(out.as_mut()) {
+        each_float!(values, src => dst.iter_mut().zip(src.iter()).for_each(|(d, &s)| *d = widen(s)), _ => {})
+    }
+    Ok(out)
+}
+
+/// The buffers a sparse step reuses (within the capacity of earlier steps or `reserve_sparse`).
+struct Scratch<'a> {
+    sparse_rows: &'a mut Vec<(usize, usize)>,
+    widened_rows: &'a mut Vec<f32>,
 }
 
 /// Decays and updates one variable with its gradient (the `k`-th of the call).
@@ -271,9 +329,12 @@ fn step_variable<F: Real>(
     plan: &StepPlan<'_>,
     k: usize,
     ops: kernels::VariableOps,
-    sparse_rows: &mut Vec<(usize, usize)>,
+    scratch: Scratch<'_>,
     parallel: bool,
 ) {
+    if state.has_master() {
+        return step_master(state, values, gradient, plan, k, ops, scratch, parallel);
+    }
     let (s, clip) = (plan.scalars::<F>(), plan.clip::<F>(k));
     let VariableLayout { row_len, offset, .. } = state.layout;
     let slots = SlotSlices {
@@ -287,12 +348,61 @@ fn step_variable<F: Real>(
     match gradient {
         Gradient::Dense(_) => loops::dense_step(s, ops, clip, gradient_values, slots, parallel),
         Gradient::Sparse { indices, .. } => {
-            // Within the capacity of earlier steps or `reserve_sparse`: no allocation then.
-            sparse_rows.clear();
-            sparse_rows.extend(indices.iter().enumerate().map(|(pos, &row)| (row as usize, pos)));
-            sparse_rows.sort_unstable();
-            let rows = SparseRows { entries: sparse_rows, values: gradient_values, row_len };
+            let rows = sorted_rows(scratch.sparse_rows, indices, gradient_values, row_len);
             loops::sparse_step(s, ops, clip, rows, offset, slots, parallel);
+        }
+    }
+}
+
+/// `(row, position)` of every index, sorted, so duplicates of a row are adjacent and in order.
+fn sorted_rows<'a, F>(
+    entries: &'a mut Vec<(usize, usize)>,
+    indices: &[i64],
+    values: &'a [F],
+    row_len: usize,
+) -> SparseRows<'a, F> {
+    entries.clear();
+    entries.extend(indices.iter().enumerate().map(|(pos, &row)| (row as usize, pos)));
+    entries.sort_unstable();
+    SparseRows { entries, values, row_len }
+}
+
+/// The step of a variable with a float32 master copy: the master and its float32 slots take
+/// Keras' float32 step for the gradient widened exactly, and `values` the master rounded to
+/// nearest even.
+#[allow(clippy::too_many_arguments)]
+fn step_master<H: Real>(
+    state: &mut VariableSlots,
+    values: &mut [H],
+    gradient: Gradient<'_>,
+    plan: &StepPlan<'_>,
+    k: usize,
+    ops: kernels::VariableOps,
+    scratch: Scratch<'_>,
+    parallel: bool,
+) {
+    let (s, clip) = (plan.scalars::<f32>(), plan.clip::<f32>(k));
+    let VariableLayout { row_len, offset, .. } = state.layout;
+    let VariableSlots { m, v, vhat, average, master, .. } = state;
+    let slots = SlotSlices {
+        var: typed_slot::<f32>(master),
+        m: typed_slot(m),
+        v: typed_slot(v),
+        vhat: typed_slot(vhat),
+        average: typed_slot(average),
+    };
+    match gradient {
+        Gradient::Dense(g) => {
+            each_float!(g, g => loops::master_dense_step(s, ops, clip, g, slots, values, parallel), _ => {})
+        }
+        Gradient::Sparse { indices, values: rows } => {
+            let widened = scratch.widened_rows;
+            widened.clear();
+            each_float!(rows, r => widened.extend(r.iter().map(|&x| widen(x))), _ => {});
+            let rows = sorted_rows(scratch.sparse_rows, indices, widened, row_len);
+            loops::sparse_step(s, ops, clip, rows, offset, slots, parallel);
+            // Every element decays: every element of the caller's variable takes its rounding.
+            loops::round_master(typed_slot::<f32>(master), values, parallel);
         }
     }
 }

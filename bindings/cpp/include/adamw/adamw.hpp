@@ -364,6 +364,12 @@ class Config {
     /// The non-finite guard (an extension, off by default): a gradient holding NaN or an
     /// infinity fails the whole step (ADAMW_STATUS_NON_FINITE_GRADIENT) and changes nothing.
     Config& reject_non_finite_gradients(bool v) { return set(raw_.reject_non_finite_gradients, static_cast<uint8_t>(v)); }
+    /// Float32 master weights for bfloat16 and float16 variables (an extension, off by default;
+    /// see adamw_optimizer_set_master_weights): build then needs every variable's values.
+    Config& master_weights(bool v) {
+        master_weights_ = v;
+        return *this;
+    }
     Config& name(std::string n) {
         name_ = std::move(n);
         return *this;
@@ -377,6 +383,7 @@ class Config {
         return *this;
     }
     adamw_config raw_;
+    bool master_weights_ = false;
     std::shared_ptr<Schedule> schedule_;
     std::function<double(int64_t)> learning_rate_fn_, beta_1_fn_, beta_2_fn_;
     std::string name_;
@@ -389,7 +396,8 @@ struct Variable {
     std::vector<std::size_t> shape;
     const void* data = nullptr;
 
-    /// A variable of element type T (float or double); `values` may be empty without EMA.
+    /// A variable of element type T (float, double, bfloat16_t or float16_t); `values` may be
+    /// empty without EMA and master weights.
     template <class T>
     static Variable of(std::string name, std::vector<std::size_t> shape, span<const T> values = {}) {
         return Variable{std::move(name), detail::dtype_of<T>::value, std::move(shape), values.data()};
@@ -480,6 +488,7 @@ class Optimizer {
         adamw_status status = adamw_optimizer_new(&raw, &h);
         check(status);
         handle_.reset(h);
+        if (config.master_weights_) check(adamw_optimizer_set_master_weights(h, 1));
     }
 
     /// Keras' from_config(): an optimizer from get_config() JSON.
