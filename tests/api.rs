@@ -2,7 +2,7 @@
 //! round-trip, results do not depend on the thread count, rejected calls change nothing.
 
 mod common;
-use adamw::{Config, DType, Error, GradientEntry, Optimizer, TensorMut, TensorRef, VariableSpec};
+use adamw::{Config, DType, Error, Gradient, GradientEntry, Optimizer, TensorMut, TensorRef, VariableSpec};
 use common::noise;
 use serde_json::Value;
 
@@ -277,4 +277,41 @@ fn resource_limits_are_errors_not_aborts() {
     assert!(!opt.is_built());
     assert_eq!(before, opt.save_own_variables().unwrap());
     opt.build(&[VariableSpec::new("w", DType::F32, &[2])], &[]).unwrap();
+}
+
+/// With master weights, a float32 gradient (accumulated in float32) is taken as it is: the
+/// widened 16-bit gradient gives the same bits as the 16-bit gradient itself.
+#[test]
+fn master_weights_take_float32_gradients() {
+    use half::bf16;
+    let run = |float32_gradient: bool| {
+        let mut opt =
+            Optimizer::new(Config { master_weights: true, clipnorm: Some(0.5), ..Config::default() }).unwrap();
+        let init: Vec<bf16> = noise(3, 64).iter().map(|&x| bf16::from_f32(x)).collect();
+        opt.build(&[VariableSpec::new("w", DType::BF16, &[64])], &[TensorRef::BF16(&init)]).unwrap();
+        let mut w = init.clone();
+        for step in 0..3 {
+            let g16: Vec<bf16> = noise(40 + step, 64).iter().map(|&x| bf16::from_f32(x)).collect();
+            let g32: Vec<f32> = g16.iter().map(|x| x.to_f32()).collect();
+            let gradient = if float32_gradient { TensorRef::F32(&g32) } else { TensorRef::BF16(&g16) };
+            let mut entries = [GradientEntry {
+                variable: 0,
+                values: TensorMut::BF16(&mut w),
+                gradient: Some(Gradient::Dense(gradient)),
+            }];
+            opt.apply_gradients(&mut entries[..]).unwrap();
+        }
+        (w, opt.save_own_variables().unwrap())
+    };
+    assert_eq!(run(true), run(false));
+    // Without master weights a float32 gradient for a bfloat16 variable is a dtype mismatch.
+    let mut opt = Optimizer::new(Config::default()).unwrap();
+    opt.build(&[VariableSpec::new("w", DType::BF16, &[2])], &[]).unwrap();
+    let (mut w, g) = ([bf16::ONE; 2], [0.5f32; 2]);
+    let mut entries = [GradientEntry {
+        variable: 0,
+        values: TensorMut::BF16(&mut w),
+        gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
+    }];
+    assert!(matches!(opt.apply_gradients(&mut entries[..]), Err(Error::DtypeMismatch(_))));
 }
