@@ -28,8 +28,12 @@ for kind in shared static; do
     "$work/build-$kind/consumer_c"
     "$work/build-$kind/consumer_cpp"
 done
-if ldd "$work/build-static/consumer_c" | grep -q libadamw; then echo "error: the static consumer loads libadamw.so"; exit 1; fi
-ldd "$work/build-shared/consumer_c" | grep -q "libadamw.so.$abi" || { echo "error: the shared consumer does not load libadamw.so.$abi"; exit 1; }
+# ldd's output is read whole before grep -q looks at it: with pipefail, grep -q leaving early
+# would fail the pipeline whenever ldd is still writing (SIGPIPE).
+static_deps=$(ldd "$work/build-static/consumer_c")
+shared_deps=$(ldd "$work/build-shared/consumer_c")
+if grep -q libadamw <<< "$static_deps"; then echo "error: the static consumer loads libadamw.so"; exit 1; fi
+grep -q "libadamw.so.$abi" <<< "$shared_deps" || { echo "error: the shared consumer does not load libadamw.so.$abi"; echo "$shared_deps"; exit 1; }
 
 echo "-- pkg-config consumer"
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
