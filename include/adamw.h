@@ -499,11 +499,39 @@ enum adamw_status adamw_optimizer_set_threads(struct adamw_optimizer *optimizer,
 // variable, from the gradient widened exactly (a float32 gradient is taken too), and writes the
 // master rounded to nearest even into the caller's variable. Build then needs every variable's
 // `data` (the masters start as copies). The masters are optimizer variables, after Keras' own,
-// named "<optimizer name>/master/<variable>". Before build only.
+// named `<optimizer name>/master/<variable>`. Before build only.
 // NULL: `optimizer`. Threads: serialized.
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT (`enabled` not 0 or 1, not a handle), ALREADY_BUILT, BUSY.
 enum adamw_status adamw_optimizer_set_master_weights(struct adamw_optimizer *optimizer,
                                                      uint8_t enabled);
+
+// Puts Keras' LossScaleOptimizer around this AdamW (tf_keras.mixed_precision.LossScaleOptimizer;
+// Keras' defaults: dynamic 1, initial_scale 32768, dynamic_growth_steps 2000). The caller
+// multiplies its loss by the current scale (adamw_optimizer_loss_scale) and passes the scaled
+// gradients; each step unscales them (times 1 / scale, as Keras' get_unscaled_gradients). With
+// `dynamic` 1, a step whose unscaled gradients hold NaN or an infinity changes no variable and
+// no slot but still advances the iteration counter, and halves the scale (never below 1);
+// `dynamic_growth_steps` finite steps in a row double it (if the double is finite). With
+// `dynamic` 0 the scale stays `initial_scale` and every step is applied. Under a mesh every
+// rank takes the same decision (one more all-reduce of one value per step). get_config then
+// writes, and from_config reads, the LossScaleOptimizer's config. The scale and its counter
+// are in checkpoints. Before build only.
+// NULL: `optimizer`. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (`dynamic` not 0 or 1; dynamic together with
+// reject_non_finite_gradients), ALREADY_BUILT, BUSY.
+enum adamw_status adamw_optimizer_set_loss_scale(struct adamw_optimizer *optimizer,
+                                                 uint8_t dynamic,
+                                                 double initial_scale,
+                                                 int64_t dynamic_growth_steps);
+
+// Reads the loss scale: its current value into `*out_scale` (multiply the loss by it) and the
+// number of finite steps since it last changed into `*out_counter`. Before build it is the
+// initial scale.
+// NULL: `optimizer`, `out_scale` must not be NULL; `out_counter` may be NULL. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (the optimizer has no loss scale), BUSY.
+enum adamw_status adamw_optimizer_loss_scale(const struct adamw_optimizer *optimizer,
+                                             float *out_scale,
+                                             int64_t *out_counter);
 
 // Reserves room for sparse gradients of up to `max_indices` indices in one variable, so that no
 // later step allocates (otherwise the first step with more indices than before grows a buffer).

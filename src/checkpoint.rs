@@ -63,17 +63,21 @@ fn dtype_of(dtype: Dtype) -> Option<DType> {
     DType::all().into_iter().find(|&d| safetensors_dtype(d) == dtype)
 }
 
-/// Serializes the optimizer variables, each a shape and its values, in Keras' order.
-pub fn encode(tensors: &[(&[usize], TensorRef<'_>)]) -> Result<Vec<u8>> {
-    let entries: Vec<(String, Entry)> = tensors
-        .iter()
-        .enumerate()
-        .map(|(i, &(shape, values))| {
-            let entry =
-                Entry { dtype: safetensors_dtype(values.dtype()), shape: shape.to_vec(), bytes: values.to_le_bytes() };
-            (i.to_string(), entry)
-        })
-        .collect();
+/// Serializes the optimizer variables, each a shape and its values, in Keras' order, under the
+/// keys "0".."N-1", and `named` tensors under their names (state that is not an optimizer
+/// variable, such as the loss scale). The CRC covers the numbered tensors in order, then the
+/// named ones in the order of their names.
+pub fn encode(tensors: &[(&[usize], TensorRef<'_>)], named: &[(&str, TensorRef<'_>)]) -> Result<Vec<u8>> {
+    let entry = |shape: &[usize], values: TensorRef<'_>| Entry {
+        dtype: safetensors_dtype(values.dtype()),
+        shape: shape.to_vec(),
+        bytes: values.to_le_bytes(),
+    };
+    let mut entries: Vec<(String, Entry)> =
+        tensors.iter().enumerate().map(|(i, &(shape, values))| (i.to_string(), entry(shape, values))).collect();
+    let mut named: Vec<&(&str, TensorRef<'_>)> = named.iter().collect();
+    named.sort_by_key(|(name, _)| *name);
+    entries.extend(named.iter().map(|&&(name, values)| (name.to_string(), entry(&[], values))));
     let mut crc = crc32fast::Hasher::new();
     for (_, e) in &entries {
         crc.update(&e.bytes);
@@ -84,8 +88,13 @@ pub fn encode(tensors: &[(&[usize], TensorRef<'_>)]) -> Result<Vec<u8>> {
         .map_err(|e| Error::OutOfMemory(format!("cannot serialize the optimizer variables: {e}")))
 }
 
-/// A decoded checkpoint: per tensor in key order, its shape and values.
-pub type Checkpoint = Vec<(Vec<usize>, TensorBuf)>;
+/// A decoded checkpoint.
+pub struct Checkpoint {
+    /// The optimizer variables in key order: each one's shape and values.
+    pub tensors: Vec<(Vec<usize>, TensorBuf)>,
+    /// The named scalars, in the order of their names.
+    pub named: Vec<(String, TensorBuf)>,
+}
 
 /// The fields of the metadata stamp: (library version, CRC-32).
 fn parse_stamp(stamp: &str) -> Option<(&str, u32)> {
@@ -111,12 +120,14 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint> {
         )));
     };
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))?;
-    let n = st.len();
+    let mut names: Vec<String> =
+        st.names().into_iter().filter(|k| k.parse::<usize>().is_err()).map(str::to_string).collect();
+    names.sort();
+    let n = st.len() - names.len();
     let mut crc = crc32fast::Hasher::new();
-    let mut tensors = Vec::with_capacity(n);
-    for i in 0..n {
-        let key = i.to_string();
-        let view = st.tensor(&key).map_err(|_| bad(format!("checkpoint of {n} tensors has no key \"{key}\"")))?;
+    let mut read = |key: &str| -> Result<(Vec<usize>, TensorBuf)> {
+        let view =
+            st.tensor(key).map_err(|_| bad(format!("checkpoint of {n} optimizer variables has no key \"{key}\"")))?;
         let data = view.data();
         crc.update(data);
         let Some(dtype) = dtype_of(view.dtype()) else {
@@ -125,7 +136,19 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint> {
                 view.dtype()
             )));
         };
-        tensors.push((view.shape().to_vec(), TensorBuf::from_le_bytes(dtype, data)));
+        Ok((view.shape().to_vec(), TensorBuf::from_le_bytes(dtype, data)))
+    };
+    let mut tensors = Vec::with_capacity(n);
+    for i in 0..n {
+        tensors.push(read(&i.to_string())?);
+    }
+    let mut named = Vec::with_capacity(names.len());
+    for name in names {
+        let (shape, values) = read(&name)?;
+        if !shape.is_empty() {
+            return Err(bad(format!("tensor \"{name}\" must be a scalar")));
+        }
+        named.push((name, values));
     }
     let actual_crc = crc.finalize();
     if actual_crc != expected_crc {
@@ -136,7 +159,7 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint> {
     if tensors.first().is_some_and(|(shape, v)| !shape.is_empty() || v.dtype() != DType::I64) {
         return Err(bad("tensor \"0\" must be the int64 scalar iteration counter".into()));
     }
-    Ok(tensors)
+    Ok(Checkpoint { tensors, named })
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, flushed to disk, renamed over

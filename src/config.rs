@@ -144,6 +144,9 @@ pub struct Config {
     /// Float32 master weights for bfloat16 and float16 variables (an extension, off by default:
     /// docs/numerics.md §18). `get_config` includes `"master_weights": true` only when on.
     pub master_weights: bool,
+    /// Keras' `LossScaleOptimizer` around this AdamW, if any (docs/numerics.md §19). With it,
+    /// `get_config` / `from_config` read and write the LossScaleOptimizer's config.
+    pub loss_scale: Option<LossScale>,
     /// Threads for a step (not a Keras argument, not in `get_config`): 0 uses a pool shared by
     /// the process (one thread per core, started by the first optimizer that needs it); 1 runs on
     /// the caller's thread and never starts or uses a worker thread; N > 1 gives the optimizer a
@@ -173,7 +176,26 @@ impl Default for Config {
             threads: 0,
             reject_non_finite_gradients: false,
             master_weights: false,
+            loss_scale: None,
         }
+    }
+}
+
+/// The arguments of `tf_keras.mixed_precision.LossScaleOptimizer` (Keras' defaults: dynamic,
+/// 2**15, 2000).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossScale {
+    /// Whether the scale grows and backs off (a fixed scale otherwise, and no step is skipped).
+    pub dynamic: bool,
+    /// The scale to start from.
+    pub initial_scale: f64,
+    /// Finite steps in a row after which a dynamic scale doubles.
+    pub dynamic_growth_steps: i64,
+}
+
+impl Default for LossScale {
+    fn default() -> Self {
+        LossScale { dynamic: true, initial_scale: 32768.0, dynamic_growth_steps: 2000 }
     }
 }
 
@@ -189,6 +211,11 @@ pub struct CurrentValues {
 impl Config {
     /// The checks of Keras' constructor, with its messages.
     pub fn validate(&self) -> Result<()> {
+        if self.reject_non_finite_gradients && self.loss_scale.is_some_and(|l| l.dynamic) {
+            return Err(Error::InvalidArgument(
+                "reject_non_finite_gradients and a dynamic loss scale both handle non-finite gradients (one rejects the call, the other skips the step): use one".into(),
+            ));
+        }
         if let (Some(c), Some(g)) = (self.clipnorm, self.global_clipnorm) {
             return Err(Error::InvalidArgument(format!(
                 "At most one of `clipnorm` and `global_clipnorm` can be set. Received: clipnorm={}, global_clipnorm={}.",
@@ -236,7 +263,7 @@ impl Config {
     }
 
     /// `get_config()`: Keras' keys in Keras' order.
-    pub fn to_json(&self, current: CurrentValues) -> Value {
+    fn adamw_json(&self, current: CurrentValues) -> Value {
         let opt_float = |x: Option<f64>| x.map_or(Value::Null, float_to_json);
         let beta = |b: &Beta, value: f64| match b {
             Beta::Value(x) => float_to_json(*x),
@@ -272,9 +299,33 @@ impl Config {
         Value::Object(m)
     }
 
+    /// `get_config()` as Keras writes it: AdamW's, or with a loss scale the LossScaleOptimizer's,
+    /// which holds AdamW's serialized under `inner_optimizer`.
+    pub fn to_json(&self, current: CurrentValues) -> Value {
+        let adamw = self.adamw_json(current);
+        let Some(ls) = self.loss_scale else { return adamw };
+        let mut inner = Map::new();
+        inner.insert("module".into(), Value::from("keras.optimizers"));
+        inner.insert("class_name".into(), Value::from("AdamW"));
+        inner.insert("config".into(), adamw);
+        inner.insert("registered_name".into(), Value::Null);
+        let mut m = Map::new();
+        m.insert("inner_optimizer".into(), Value::Object(inner));
+        m.insert("dynamic".into(), Value::Bool(ls.dynamic));
+        m.insert("initial_scale".into(), float_to_json(ls.initial_scale));
+        m.insert(
+            "dynamic_growth_steps".into(),
+            if ls.dynamic { Value::from(ls.dynamic_growth_steps) } else { Value::Null },
+        );
+        Value::Object(m)
+    }
+
     /// `AdamW.from_config(config)`: accepts what Keras' `get_config()` writes; missing keys take
     /// Keras' defaults; unknown keys are Keras' `TypeError`.
     pub fn from_json(value: Value) -> Result<Self> {
+        if value.get("inner_optimizer").is_some() {
+            return Config::from_loss_scale_json(value);
+        }
         let mut k = Kwargs::new("AdamW", value)?;
         let mut c = Config::default();
         for deprecated in ["decay", "gradient_aggregator", "gradient_transformers"] {
@@ -351,6 +402,63 @@ impl Config {
         c.reject_non_finite_gradients = k.bool("reject_non_finite_gradients")?.unwrap_or(false);
         c.master_weights = k.bool("master_weights")?.unwrap_or(false);
         k.finish()?;
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+impl Config {
+    /// `LossScaleOptimizer.from_config(config)` with an AdamW inside: `inner_optimizer` is a
+    /// serialized AdamW (or its bare config); missing keys take Keras' defaults.
+    fn from_loss_scale_json(value: Value) -> Result<Self> {
+        let mut k = Kwargs::new("LossScaleOptimizerV3", value)?;
+        let inner = k.take("inner_optimizer").unwrap_or(Value::Null);
+        let inner = match inner {
+            Value::Object(mut m) if m.contains_key("class_name") => {
+                let class = m.get("class_name").and_then(Value::as_str).unwrap_or("").to_string();
+                if class != "AdamW" {
+                    return Err(Error::InvalidConfig(format!(
+                        "\"inner_optimizer\" must be an AdamW optimizer, but got: {class}."
+                    )));
+                }
+                m.remove("config").unwrap_or(Value::Object(Map::new()))
+            }
+            other @ Value::Object(_) => other,
+            other => {
+                return Err(Error::InvalidConfig(format!(
+                    "\"inner_optimizer\" must be a serialized AdamW optimizer, but got: {other}."
+                )));
+            }
+        };
+        let mut c = Config::from_json(inner)?;
+        let defaults = LossScale::default();
+        let dynamic = match k.take("dynamic") {
+            None => defaults.dynamic,
+            Some(Value::Bool(b)) => b,
+            Some(other) => {
+                return Err(Error::InvalidConfig(format!(
+                    "\"dynamic\" argument to LossScaleOptimizer.__init__ must be a bool, but got: {other}"
+                )));
+            }
+        };
+        let initial_scale = k.float("initial_scale")?;
+        let growth = k.num("dynamic_growth_steps")?;
+        if !dynamic && initial_scale.is_none() {
+            return Err(Error::InvalidArgument("\"initial_scale\" must be specified if \"dynamic\" is False".into()));
+        }
+        if !dynamic && let Some(g) = growth {
+            return Err(Error::InvalidArgument(format!(
+                "\"dynamic_growth_steps\" must be None if \"dynamic\" is False, but got: {}",
+                g.to_json()
+            )));
+        }
+        k.finish()?;
+        c.loss_scale = Some(LossScale {
+            dynamic,
+            initial_scale: initial_scale.unwrap_or(defaults.initial_scale),
+            // Keras truncates: int(dynamic_growth_steps).
+            dynamic_growth_steps: growth.map_or(defaults.dynamic_growth_steps, |g| g.value().trunc() as i64),
+        });
         c.validate()?;
         Ok(c)
     }

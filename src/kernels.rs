@@ -128,6 +128,37 @@ impl<F: Real> Clip<F> {
     }
 }
 
+/// What happens to a gradient element before the Adam step: the loss scaler's unscaling
+/// (`g * cast(1 / loss_scale, dtype)`, Keras' `get_unscaled_gradients`), then the clip.
+#[derive(Debug, Clone, Copy)]
+pub struct GradientOp<F> {
+    /// The reciprocal of the loss scale in the gradient's dtype, with loss scaling.
+    pub unscale: Option<Ftz<F>>,
+    pub clip: Clip<F>,
+}
+
+impl<F: Real> GradientOp<F> {
+    /// Whether the gradient passes through unchanged.
+    pub fn is_identity(&self) -> bool {
+        self.unscale.is_none() && matches!(self.clip, Clip::None)
+    }
+
+    #[inline(always)]
+    pub fn apply<const HW: bool>(self, g: Ftz<F, HW>) -> Ftz<F, HW> {
+        let g = match self.unscale {
+            Some(reciprocal) => g * reciprocal.mode(),
+            None => g,
+        };
+        self.clip.apply(g)
+    }
+}
+
+/// `tf.cast(1.0 / loss_scale, dtype)`: the reciprocal in float32, then rounded to the dtype.
+pub fn unscale_factor<F: Real>(loss_scale: f32) -> Ftz<F> {
+    let reciprocal = Ftz::<f32>::ONE / Ftz::new(loss_scale);
+    Ftz::new(F::from_f64(reciprocal.get() as f64))
+}
+
 /// The slots of one element that a step writes, after the moments are updated.
 /// `vhat` and `average` are read only when amsgrad / EMA are on. `HW`: see [`Ftz`].
 #[inline(always)]

@@ -55,26 +55,8 @@ fn keras_16_bit_cases_are_bit_exact() {
     check_against(data("cases_16bit.json"), data("expected_16bit.json"));
 }
 
-/// The mixed-precision pair holds Keras' 16-bit cases (`keras_*`) and cases of float32 master
-/// weights (`master_*`), which run here, and a case of the loss scaler, which libadamw does not
-/// offer yet: it is listed, so that a case added to the pair cannot go unnoticed.
+/// The mixed-precision pair: Keras' 16-bit cases, float32 master weights and the loss scaler.
 #[test]
 fn mixed_precision_pair_is_bit_exact() {
-    let read = |file: &str| -> Vec<serde_json::Value> {
-        serde_json::from_str(&std::fs::read_to_string(data(file)).expect("read the pair")).expect("JSON")
-    };
-    let (cases, expected) = (read("mixed_precision_cases.json"), read("mixed_precision_expected.json"));
-    let keras = |c: &serde_json::Value| {
-        c.get("loss_scale").is_none() && !c["id"].as_str().unwrap_or("").starts_with("loss_scale")
-    };
-    let pending: Vec<&str> = cases.iter().filter(|c| !keras(c)).filter_map(|c| c["id"].as_str()).collect();
-    assert_eq!(pending, ["loss_scale_dynamic"]);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let write = |name: &str, list: &[serde_json::Value]| {
-        let kept: Vec<&serde_json::Value> = list.iter().filter(|c| keras(c)).collect();
-        assert_eq!(kept.len(), 4);
-        std::fs::write(dir.join(name), serde_json::to_string(&kept).unwrap()).unwrap();
-        dir.join(name)
-    };
-    check_against(write("mixed_keras_cases.json", &cases), write("mixed_keras_expected.json", &expected));
+    check_against(data("mixed_precision_cases.json"), data("mixed_precision_expected.json"));
 }

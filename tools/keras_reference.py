@@ -238,7 +238,11 @@ def run_master_case(case):
         final = result["final"]
         masters = [final_value for final_value, d in zip(result["_final_variables"], sixteen) if d is not None]
         final["optimizer_variables"] = final["optimizer_variables"] + masters
-        final["config"]["master_weights"] = True
+        # An AdamW option: in AdamW's own config, also inside a LossScaleOptimizer's.
+        config = final["config"]
+        if "inner_optimizer" in config:
+            config = config["inner_optimizer"]["config"]
+        config["master_weights"] = True
     result.pop("_final_variables", None)
     return result
 
@@ -255,6 +259,11 @@ def run_case(case):
     try:
         # from_config deserializes a dict learning_rate IN PLACE, so give it a private copy.
         opt = tf_keras.optimizers.AdamW.from_config(copy.deepcopy(case.get("config", {})))
+        # A loss-scaled case: Keras' LossScaleOptimizer around that AdamW (built directly: its
+        # from_config cannot deserialize an AdamW in tf-keras 2.15.1).
+        lso = None
+        if case.get("loss_scale") is not None:
+            lso = tf_keras.mixed_precision.LossScaleOptimizer(opt, **case["loss_scale"])
         excl = case.get("exclude_from_weight_decay")
         if excl is not None:
             var_list = [variables[i] for i in excl.get("variables", [])]
@@ -289,19 +298,23 @@ def run_case(case):
             raise ValueError(f"case {case.get('id')} step {index}: {len(grads)} grads for {len(variables)} variables")
         tf_grads = [make_gradient(tf, g, v) for g, v in zip(grads, variables)]
         try:
-            opt.apply_gradients(list(zip(tf_grads, variables)))
+            if lso is not None:
+                lso.apply_gradients(list(zip(lso.get_unscaled_gradients(tf_grads), variables)))
+            else:
+                opt.apply_gradients(list(zip(tf_grads, variables)))
         except Exception as exc:  # noqa: BLE001
             result["error"] = _error(index, exc)
             return result
         # For a schedule, opt.learning_rate is the variable holding schedule(pre-increment
         # iterations) of this call; for a float lr it is the float32 lr variable.
-        steps_out.append(
-            {
-                "iterations": int(opt.iterations.numpy()),
-                "learning_rate": num_out(np.asarray(opt.learning_rate.numpy()).item()),
-                "variables": [tensor_out(v) for v in variables],
-            }
-        )
+        step_out = {
+            "iterations": int(opt.iterations.numpy()),
+            "learning_rate": num_out(np.asarray(opt.learning_rate.numpy()).item()),
+            "variables": [tensor_out(v) for v in variables],
+        }
+        if lso is not None:
+            step_out["loss_scale"] = num_out(lso.loss_scale.numpy())
+        steps_out.append(step_out)
 
     # --- final state -------------------------------------------------------------------------------
     opt_vars = [tensor_out(v) for v in opt.variables]
@@ -311,8 +324,14 @@ def run_case(case):
     result["final"] = {
         "iterations": int(opt.iterations.numpy()),
         "optimizer_variables": opt_vars,
-        "config": json_clean(opt.get_config()),
+        "config": json_clean((lso or opt).get_config()),
     }
+    if lso is not None:
+        counter = lso.dynamic_counter
+        result["final"]["loss_scale"] = {
+            "current_loss_scale": num_out(lso.loss_scale.numpy()),
+            "counter": int(counter.numpy()) if counter is not None else 0,
+        }
     # The variables' own final values, for run_master_case (which removes them).
     result["_final_variables"] = [tensor_out(v) for v in variables]
     return result
@@ -435,7 +454,7 @@ class Gen:
     def add(self, cid, desc, config, variables, steps, **extra):
         assert cid not in self.descriptions, cid
         case = {"id": cid, "config": config, "variables": variables}
-        for key in ("exclude_from_weight_decay", "iterations", "build_first"):
+        for key in ("exclude_from_weight_decay", "iterations", "build_first", "loss_scale"):
             if key in extra:
                 case[key] = extra.pop(key)
         assert not extra, extra
@@ -1098,6 +1117,49 @@ def build_16bit_cases():
     vs = [g.var("dense/kernel", [4, 3]), g.var("dense/bias", [3], dtype="bfloat16", scale=0.1)]
     add("master_mixed_float32_and_bfloat16", "a float32 kernel (no master) and a bfloat16 bias with a float32 master, global_clipnorm",
         {"learning_rate": 0.02, "global_clipnorm": 1.0, "master_weights": True}, vs, g.dense_steps(vs, 5))
+    # Keras' LossScaleOptimizer around AdamW: the gradients are scaled ones.
+    def scaled_steps(variables, n, scale, bad=()):
+        steps = g.dense_steps(variables, n, scale)
+        for step_index, var_index, element, value in bad:
+            steps[step_index]["grads"][var_index]["dense"][element] = value
+        return steps
+
+    vs = [g.var("w", [6])]
+    add("loss_scale_float32_growth_and_backoff", "float32, dynamic scale 4096, growth every 3 steps, inf and NaN steps skipped",
+        {"learning_rate": 0.01}, vs, scaled_steps(vs, 9, 3000.0, [(3, 0, 1, "Infinity"), (6, 0, 4, "NaN")]),
+        loss_scale={"dynamic": True, "initial_scale": 4096.0, "dynamic_growth_steps": 3})
+    vs = [g.var("w", [6])]
+    add("loss_scale_float32_fixed_3", "float32, fixed scale 3.0 (1/3 is not exact: g * f32(1/3), not g / 3)",
+        {"learning_rate": 0.01}, vs, scaled_steps(vs, 4, 3.0), loss_scale={"dynamic": False, "initial_scale": 3.0})
+    vs = g.kb()
+    add("loss_scale_clipnorm_global", "float32, dynamic scale with global_clipnorm on the unscaled gradients",
+        {"learning_rate": 0.02, "global_clipnorm": 0.5}, vs, scaled_steps(vs, 5, 500.0, [(2, 1, 0, "-Infinity")]),
+        loss_scale={"dynamic": True, "initial_scale": 1024.0, "dynamic_growth_steps": 2})
+    vs = [g.var("w", [4], value=[0.5, -1.0, 1.5, 2.0])]
+    add("loss_scale_ema_schedule_skip", "float32, EMA with overwrite and ExponentialDecay: a skipped step advances the counter only",
+        {"learning_rate": sched("ExponentialDecay", initial_learning_rate=0.05, decay_steps=1, decay_rate=0.5, staircase=False,
+                                name=None), "use_ema": True, "ema_momentum": 0.5, "ema_overwrite_frequency": 2}, vs,
+        scaled_steps(vs, 6, 100.0, [(1, 0, 0, "Infinity"), (4, 0, 2, "NaN")]) + [{"op": "finalize"}],
+        loss_scale={"dynamic": True, "initial_scale": 256.0, "dynamic_growth_steps": 10}, build_first=True)
+    emb = [g.var("embedding", [5, 2])]
+    steps = [{"grads": [g.sparse(emb[0], [1, 3, 1], 200.0)]} for _ in range(4)]
+    steps[2]["grads"][0]["values"][1][0] = "NaN"
+    add("loss_scale_sparse", "float32 sparse gradients with duplicates, scaled; a NaN row skips the step",
+        {"learning_rate": 0.05}, emb, steps, loss_scale={"dynamic": True, "initial_scale": 512.0, "dynamic_growth_steps": 2})
+    for dt in ("float16", "bfloat16"):
+        vs = [g.var("w", [4], dtype=dt, value=[0.5, -1.0, 1.5, 2.0])]
+        add(f"loss_scale_{dt}", f"{dt} variable and gradients, dynamic scale 1024: large scaled gradients overflow {dt}",
+            {"learning_rate": 0.01, "beta_2": 0.99}, vs,
+            [{"grads": [{"dense": [100.0, -200.0, 50.0, 25.0]}]}, {"grads": [{"dense": [60000.0, 1.0, 2.0, 3.0]}]},
+             {"grads": [{"dense": ["Infinity", 1.0, 2.0, 3.0]}]}, {"grads": [{"dense": [100.0, -200.0, 50.0, 25.0]}]},
+             {"grads": [{"dense": [10.0, 20.0, 30.0, 40.0]}]}],
+            loss_scale={"dynamic": True, "initial_scale": 1024.0, "dynamic_growth_steps": 2})
+        vs = [g.var("w", [4], dtype=dt, value=[0.5, -1.0, 1.5, 2.0])]
+        add(f"loss_scale_master_{dt}", f"{dt} with float32 master weights and a dynamic scale (unscaled in float32)",
+            {"learning_rate": 0.01, "master_weights": True}, vs,
+            [{"grads": [{"dense": [100.0, -200.0, 50.0, 25.0]}]}, {"grads": [{"dense": ["NaN", 1.0, 2.0, 3.0]}]},
+             {"grads": [{"dense": [100.0, -200.0, 50.0, 25.0]}]}, {"grads": [{"dense": [10.0, 20.0, 30.0, 40.0]}]}],
+            loss_scale={"dynamic": True, "initial_scale": 64.0, "dynamic_growth_steps": 2})
     # float16's own edges: subnormal values and gradients, and gradients whose square overflows.
     vs = [g.var("w", [6], dtype="float16", value=[3e-6, -5e-7, 6e-5, 1e-4, -2e-8, 0.5])]
     add("float16_subnormals", "float16 subnormal values and gradients (float16 keeps them)", {"learning_rate": 1e-4, "epsilon": 1e-4},

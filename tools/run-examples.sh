@@ -19,6 +19,11 @@ sums=$(for threads in 1 2 4 0; do "$out/game_loop" $threads | sed -n 's/^weights
 [ "$(echo "$sums" | wc -l)" = 1 ] || { echo "error: the checksum differs across thread settings: $sums"; exit 1; }
 echo "same checksum with threads = 1, 2, 4 and 0 (shared pool): $sums"
 
+echo "-- C: float16_loss_scale"
+cc -std=c11 -O2 -Wall -Wextra -Wpedantic -Werror -Iinclude examples/c/float16_loss_scale.c "${libs[@]}" \
+    -o "$out/float16_loss_scale"
+"$out/float16_loss_scale" | tail -n 4
+
 echo "-- C++: two_layer"
 c++ -std=c++17 -O2 -Wall -Wextra -Werror -Iinclude -Ibindings/cpp/include examples/cpp/two_layer.cpp "${libs[@]}" \
     -o "$out/two_layer"

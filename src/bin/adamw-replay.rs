@@ -134,7 +134,23 @@ impl Drop for Optimizer {
 fn run_case(case: &Value, threads: Option<u32>) -> Result<Value, String> {
     let id = case["id"].clone();
     let error = |at: Value, f: Failure| json!({"type": status_name(f.status), "message": f.message, "at": at});
-    let config = case.get("config").cloned().unwrap_or_else(|| json!({})).to_string();
+    let adamw_config = case.get("config").cloned().unwrap_or_else(|| json!({}));
+    // A loss-scaled case is Keras' LossScaleOptimizer around that AdamW, as its config says.
+    let scaled = case.get("loss_scale").is_some();
+    let config = match case.get("loss_scale") {
+        Some(ls) => {
+            let mut m = Map::new();
+            m.insert("inner_optimizer".into(), adamw_config);
+            for key in ["dynamic", "initial_scale", "dynamic_growth_steps"] {
+                if let Some(v) = ls.get(key) {
+                    m.insert(key.into(), v.clone());
+                }
+            }
+            Value::Object(m)
+        }
+        None => adamw_config,
+    }
+    .to_string();
     let mut raw = std::ptr::null_mut();
     // SAFETY: `config` is valid UTF-8 of the given length; `raw` is a valid out-pointer.
     if let Err(f) = check(unsafe { adamw_optimizer_from_config_json(config.as_ptr().cast(), config.len(), &mut raw) }) {
@@ -286,13 +302,30 @@ fn run_case(case: &Value, threads: Option<u32>) -> Result<Value, String> {
         let mut lr = 0f32;
         // SAFETY: live handle, valid out-pointer.
         check(unsafe { adamw_optimizer_current_learning_rate(opt.0, &mut lr) }).map_err(|f| f.message)?;
-        results.push(json!({
+        let mut result = json!({
             "iterations": iterations,
             "learning_rate": float_to_json(lr as f64),
             "variables": values.iter().map(Values::to_json).collect::<Vec<_>>(),
-        }));
+        });
+        if scaled {
+            let (scale, _) = loss_scale(&opt).map_err(|f| f.message)?;
+            result["loss_scale"] = float_to_json(scale as f64);
+        }
+        results.push(result);
     }
-    Ok(json!({"id": id, "steps": results, "final": final_state(&opt).map_err(|f| f.message)?}))
+    let mut last = final_state(&opt).map_err(|f| f.message)?;
+    if scaled {
+        let (scale, counter) = loss_scale(&opt).map_err(|f| f.message)?;
+        last["loss_scale"] = json!({"current_loss_scale": float_to_json(scale as f64), "counter": counter});
+    }
+    Ok(json!({"id": id, "steps": results, "final": last}))
+}
+
+fn loss_scale(opt: &Optimizer) -> Result<(f32, i64), Failure> {
+    let (mut scale, mut counter) = (0f32, 0i64);
+    // SAFETY: live handle, valid out-pointers.
+    check(unsafe { adamw_optimizer_loss_scale(opt.0, &mut scale, &mut counter) })?;
+    Ok((scale, counter))
 }
 
 fn final_state(opt: &Optimizer) -> Result<Value, Failure> {

@@ -19,7 +19,7 @@ use crate::config::Clipping;
 use crate::dtype::{DType, TensorMut, TensorRef};
 use crate::error::Result;
 use crate::float::{Ftz, Real};
-use crate::kernels::{Clip, StepScalars, VariableOps};
+use crate::kernels::{Clip, GradientOp, StepScalars, VariableOps};
 use crate::tensor::GradientEntries;
 
 /// Where one model variable's state sits, fixed at build.
@@ -78,6 +78,8 @@ pub(crate) struct DTypePlan<F> {
     pub scalars: StepScalars<F>,
     /// The clip of every gradient under global_clipnorm (`Clip::None` otherwise).
     pub global_clip: Clip<F>,
+    /// With loss scaling, the factor that unscales the gradients (`kernels::unscale_factor`).
+    pub unscale: Option<Ftz<F>>,
 }
 
 /// Everything an engine needs to run one step besides the entries, all computed on the host by
@@ -114,8 +116,13 @@ impl StepPlan<'_> {
         plan.downcast_ref().expect("a step plan for every float dtype")
     }
 
+    /// What the `k`-th entry with a gradient does to its gradient: unscale, then clip.
+    pub fn gradient_op<F: Real>(&self, k: usize) -> GradientOp<F> {
+        GradientOp { unscale: self.dtype_plan::<F>().unscale, clip: self.clip(k) }
+    }
+
     /// The clip of the `k`-th entry with a gradient.
-    pub fn clip<F: Real>(&self, k: usize) -> Clip<F> {
+    fn clip<F: Real>(&self, k: usize) -> Clip<F> {
         match self.clipping {
             Clipping::None => Clip::None,
             Clipping::Norm(clipnorm) => {
@@ -150,14 +157,22 @@ pub(crate) trait Engine: Send {
     /// Reserves what a sparse gradient of up to `indices` indices needs, so that no step allocates.
     fn reserve_sparse(&mut self, indices: usize) -> Result<()>;
 
-    /// The first NaN or infinity in the gradients of the call, in entry order.
-    fn find_non_finite(&mut self, entries: &mut dyn GradientEntries) -> Option<NonFinite>;
+    /// The first NaN or infinity in the gradients of the call, in entry order; with
+    /// `loss_scale`, in the gradients unscaled by it (`kernels::unscale_factor`).
+    fn find_non_finite(&mut self, entries: &mut dyn GradientEntries, loss_scale: Option<f32>) -> Option<NonFinite>;
 
     /// Pushes onto `out`, per entry with a gradient in list order, the sum of its squares
     /// (`halve`: of `(g * g) * 0.5`, Keras' `l2_loss`) over the elements held here, in Eigen's
     /// order and in the state's dtype (a widened gradient for a master copy), as float64. `out`
     /// has room for every built variable.
-    fn norm_partials(&mut self, entries: &mut dyn GradientEntries, halve: bool, out: &mut Vec<f64>);
+    /// With `loss_scale`, of the gradients unscaled by it.
+    fn norm_partials(
+        &mut self,
+        entries: &mut dyn GradientEntries,
+        halve: bool,
+        loss_scale: Option<f32>,
+        out: &mut Vec<f64>,
+    );
 
     /// Runs the step of `plan` over every entry with a gradient: decay, clip, moments, update
     /// and EMA, element by element, writing the caller's values and the state. A variable with a

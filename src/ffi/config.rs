@@ -391,6 +391,7 @@ pub(crate) unsafe fn to_config(c: &adamw_config) -> Result<Config, FfiError> {
         reject_non_finite_gradients: flag(c.reject_non_finite_gradients, "reject_non_finite_gradients")?,
         // Not in this struct, whose layout is frozen: see adamw_optimizer_set_master_weights.
         master_weights: false,
+        loss_scale: None,
     };
     config.validate()?;
     Ok(config)

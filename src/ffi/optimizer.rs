@@ -263,7 +263,7 @@ pub unsafe extern "C" fn adamw_optimizer_set_threads(optimizer: *mut adamw_optim
 /// variable, from the gradient widened exactly (a float32 gradient is taken too), and writes the
 /// master rounded to nearest even into the caller's variable. Build then needs every variable's
 /// `data` (the masters start as copies). The masters are optimizer variables, after Keras' own,
-/// named "<optimizer name>/master/<variable>". Before build only.
+/// named `<optimizer name>/master/<variable>`. Before build only.
 /// NULL: `optimizer`. Threads: serialized.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (`enabled` not 0 or 1, not a handle), ALREADY_BUILT, BUSY.
 #[unsafe(no_mangle)]
@@ -280,6 +280,70 @@ pub unsafe extern "C" fn adamw_optimizer_set_master_weights(
                 other => return Err(FfiError::invalid(format!("`enabled` must be 0 or 1, got {other}"))),
             };
             Ok(s.optimizer.set_master_weights(enabled)?)
+        })
+    }
+}
+
+/// Puts Keras' LossScaleOptimizer around this AdamW (tf_keras.mixed_precision.LossScaleOptimizer;
+/// Keras' defaults: dynamic 1, initial_scale 32768, dynamic_growth_steps 2000). The caller
+/// multiplies its loss by the current scale (adamw_optimizer_loss_scale) and passes the scaled
+/// gradients; each step unscales them (times 1 / scale, as Keras' get_unscaled_gradients). With
+/// `dynamic` 1, a step whose unscaled gradients hold NaN or an infinity changes no variable and
+/// no slot but still advances the iteration counter, and halves the scale (never below 1);
+/// `dynamic_growth_steps` finite steps in a row double it (if the double is finite). With
+/// `dynamic` 0 the scale stays `initial_scale` and every step is applied. Under a mesh every
+/// rank takes the same decision (one more all-reduce of one value per step). get_config then
+/// writes, and from_config reads, the LossScaleOptimizer's config. The scale and its counter
+/// are in checkpoints. Before build only.
+/// NULL: `optimizer`. Threads: serialized.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (`dynamic` not 0 or 1; dynamic together with
+/// reject_non_finite_gradients), ALREADY_BUILT, BUSY.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_set_loss_scale(
+    optimizer: *mut adamw_optimizer,
+    dynamic: u8,
+    initial_scale: f64,
+    dynamic_growth_steps: i64,
+) -> adamw_status {
+    // SAFETY: the caller passes a live handle.
+    unsafe {
+        with_optimizer(optimizer, |s| {
+            let dynamic = match dynamic {
+                0 => false,
+                1 => true,
+                other => return Err(FfiError::invalid(format!("`dynamic` must be 0 or 1, got {other}"))),
+            };
+            let loss_scale = crate::config::LossScale { dynamic, initial_scale, dynamic_growth_steps };
+            Ok(s.optimizer.set_loss_scale(Some(loss_scale))?)
+        })
+    }
+}
+
+/// Reads the loss scale: its current value into `*out_scale` (multiply the loss by it) and the
+/// number of finite steps since it last changed into `*out_counter`. Before build it is the
+/// initial scale.
+/// NULL: `optimizer`, `out_scale` must not be NULL; `out_counter` may be NULL. Threads: serialized.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (the optimizer has no loss scale), BUSY.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_loss_scale(
+    optimizer: *const adamw_optimizer,
+    out_scale: *mut f32,
+    out_counter: *mut i64,
+) -> adamw_status {
+    // SAFETY: the caller passes a live handle and writable outputs.
+    unsafe {
+        with_optimizer(optimizer, |s| {
+            if out_scale.is_null() {
+                return Err(FfiError::null("out_scale"));
+            }
+            let (scale, counter) = s.optimizer.loss_scale().ok_or_else(|| {
+                FfiError::invalid("this optimizer has no loss scale (see adamw_optimizer_set_loss_scale)")
+            })?;
+            write(out_scale, scale, "out_scale")?;
+            if !out_counter.is_null() {
+                write(out_counter, counter, "out_counter")?;
+            }
+            Ok(())
         })
     }
 }

@@ -22,6 +22,10 @@ pub use validate::Weight;
 
 use state::{Built, State, StateKind};
 
+/// The checkpoint keys of the loss scale and its counter (not optimizer variables in Keras).
+const LOSS_SCALE: &str = "loss_scale";
+const LOSS_SCALE_COUNTER: &str = "loss_scale_counter";
+
 /// `tf.keras.optimizers.AdamW`.
 pub struct Optimizer {
     state: State,
@@ -52,7 +56,11 @@ impl Optimizer {
             exclude_variables: Vec::new(),
             built: None,
             engine,
+            loss_scale: 0.0,
+            loss_scale_counter: 0,
         };
+        let mut state = state;
+        state.loss_scale = state.config.loss_scale.map_or(0.0, |l| l.initial_scale as f32);
         Ok(Optimizer { state })
     }
 
@@ -235,6 +243,26 @@ impl Optimizer {
         Ok(())
     }
 
+    /// With a loss scale: its current value (multiply the loss by it) and the number of finite
+    /// steps since it last changed; `None` without one. Readable before build (the initial scale).
+    pub fn loss_scale(&self) -> Option<(f32, i64)> {
+        self.state.config.loss_scale.map(|_| (self.state.loss_scale, self.state.loss_scale_counter))
+    }
+
+    /// Puts Keras' `LossScaleOptimizer` around this AdamW (docs/numerics.md §19); before build only.
+    pub fn set_loss_scale(&mut self, loss_scale: Option<crate::config::LossScale>) -> Result<()> {
+        if self.is_built() {
+            return Err(Error::AlreadyBuilt("the loss scale can only be set before the optimizer is built".into()));
+        }
+        let mut config = self.state.config.clone();
+        config.loss_scale = loss_scale;
+        config.validate()?;
+        self.state.loss_scale = loss_scale.map_or(0.0, |l| l.initial_scale as f32);
+        self.state.loss_scale_counter = 0;
+        self.state.config = config;
+        Ok(())
+    }
+
     /// Whether `build` over `specs` needs their initial values (for the EMA averages, or for
     /// the float32 masters of 16-bit variables).
     pub(crate) fn needs_initial_values(&self, specs: &[VariableSpec]) -> bool {
@@ -322,7 +350,12 @@ impl Optimizer {
             tensors.push(tensor);
         }
         let views: Vec<_> = tensors.iter().map(|t| (t.info.shape.as_slice(), t.values.as_ref())).collect();
-        crate::checkpoint::encode(&views)
+        let (scale, counter) = ([self.state.loss_scale], [self.state.loss_scale_counter]);
+        let named = match self.state.config.loss_scale {
+            Some(_) => vec![(LOSS_SCALE, TensorRef::F32(&scale)), (LOSS_SCALE_COUNTER, TensorRef::I64(&counter))],
+            None => Vec::new(),
+        };
+        crate::checkpoint::encode(&views, &named)
     }
 
     /// `load_own_variables(store)`: replaces every optimizer variable from a checkpoint made by
@@ -331,9 +364,35 @@ impl Optimizer {
     pub fn load_own_variables(&mut self, bytes: &[u8]) -> Result<()> {
         let checkpoint = crate::checkpoint::decode(bytes)?;
         let weights: Vec<Weight<'_>> =
-            checkpoint.iter().map(|(shape, values)| Weight { shape, values: values.as_ref() }).collect();
+            checkpoint.tensors.iter().map(|(shape, values)| Weight { shape, values: values.as_ref() }).collect();
         validate::check_weights(&self.state, &weights, true)?;
-        self.assign_weights(&weights)
+        let loss_scale = self.checkpoint_loss_scale(&checkpoint.named)?;
+        self.assign_weights(&weights)?;
+        if let Some((scale, counter)) = loss_scale {
+            self.state.loss_scale = scale;
+            self.state.loss_scale_counter = counter;
+        }
+        Ok(())
+    }
+
+    /// The loss scale and counter a checkpoint holds, checked against this optimizer: both are
+    /// there exactly when it has a loss scale.
+    fn checkpoint_loss_scale(&self, named: &[(String, TensorBuf)]) -> Result<Option<(f32, i64)>> {
+        let find = |name: &str| named.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_ref());
+        let scale = find(LOSS_SCALE).and_then(f32::unwrap).and_then(|x| x.first().copied());
+        let counter = find(LOSS_SCALE_COUNTER).and_then(i64::unwrap).and_then(|x| x.first().copied());
+        let others = named.iter().find(|(n, _)| n != LOSS_SCALE && n != LOSS_SCALE_COUNTER);
+        match (self.state.config.loss_scale, scale, counter, others) {
+            (_, _, _, Some((name, _))) => Err(Error::CheckpointMismatch(format!("the checkpoint holds an unknown tensor \"{name}\""))),
+            (Some(_), Some(s), Some(c), None) => Ok(Some((s, c))),
+            (None, None, None, None) => Ok(None),
+            (Some(_), ..) => Err(Error::CheckpointMismatch(
+                "the optimizer has a loss scale but the checkpoint holds none (a float32 \"loss_scale\" and an int64 \"loss_scale_counter\")".into(),
+            )),
+            (None, ..) => Err(Error::CheckpointMismatch(
+                "the checkpoint holds a loss scale but the optimizer has none (see set_loss_scale)".into(),
+            )),
+        }
     }
 
     /// `save_own_variables` to a file, written atomically (docs/numerics.md §13): a crash or

@@ -99,6 +99,10 @@ pub(crate) struct State {
     pub built: Option<Built>,
     /// Holds m, v, vhat and the averages, and runs the passes over them.
     pub engine: Box<dyn Engine>,
+    /// With a loss scale: its current value (Keras' float32 `current_loss_scale`) and the count
+    /// of finite steps since it last changed (Keras' int64 `good_steps`).
+    pub loss_scale: f32,
+    pub loss_scale_counter: i64,
 }
 
 /// What one entry of Keras' `optimizer.variables` is: the counter, or a slot of a variable.

@@ -30,8 +30,13 @@ pub(crate) fn hyper_at(config: &Config, step: i64) -> Result<CurrentValues> {
     })
 }
 
-/// The step's scalars and global clip in dtype `F`.
-fn dtype_plan<F: Real>(hyper: &StepHyper, clipping: Clipping, partials: &[f64]) -> DTypePlan<F> {
+/// The step's scalars, global clip and unscale factor in dtype `F`.
+fn dtype_plan<F: Real>(
+    hyper: &StepHyper,
+    clipping: Clipping,
+    partials: &[f64],
+    loss_scale: Option<f32>,
+) -> DTypePlan<F> {
     let global_clip = match clipping {
         // The sum over the gradients' l2_loss values, in Eigen's order like TF's stacked sum.
         Clipping::GlobalNorm(clip) => Clip::by_global_norm(
@@ -40,11 +45,32 @@ fn dtype_plan<F: Real>(hyper: &StepHyper, clipping: Clipping, partials: &[f64]) 
         ),
         _ => Clip::None,
     };
-    DTypePlan { scalars: StepScalars::new(hyper), global_clip }
+    DTypePlan { scalars: StepScalars::new(hyper), global_clip, unscale: loss_scale.map(kernels::unscale_factor) }
+}
+
+/// The loss scaler's update (Keras' `_DynamicLossScaleState.update`), before the step: a
+/// non-finite step halves the scale (never below 1); the `growth_steps`-th finite step in a row
+/// doubles it, if the double is finite. Either change restarts the count.
+fn update_loss_scale(state: &mut State, finite: bool, growth_steps: i64) {
+    let scale = Ftz::<f32>::new(state.loss_scale);
+    if !finite {
+        state.loss_scale = (scale / Ftz::new(2.0)).max_nan(Ftz::ONE).get();
+        state.loss_scale_counter = 0;
+    } else if state.loss_scale_counter.saturating_add(1) >= growth_steps {
+        let doubled = (scale * Ftz::new(2.0)).get();
+        if doubled.is_finite() {
+            state.loss_scale = doubled;
+        }
+        state.loss_scale_counter = 0;
+    } else {
+        state.loss_scale_counter += 1;
+    }
 }
 
 /// `apply_gradients(zip(grads, vars))`. Validates everything first: on error nothing has
-/// changed. Returns the new iteration count.
+/// changed. Returns the new iteration count. With a loss scale the gradients are the scaled
+/// ones: they are unscaled on the way (Keras' `get_unscaled_gradients`), and a dynamic scale
+/// skips a step with a non-finite gradient (the counter still advances) and adapts itself.
 pub(crate) fn apply_gradients(state: &mut State, entries: &mut dyn GradientEntries) -> Result<i64> {
     let step = state.iterations;
     if entries.is_empty() {
@@ -56,8 +82,9 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut dyn GradientEntri
     let built = state.built.as_mut().ok_or_else(|| not_built("apply_gradients"))?;
     let clipping = config.clipping();
     check_entries(built, entries, clipping)?;
+    let loss_scale = config.loss_scale.map(|_| state.loss_scale);
     if config.reject_non_finite_gradients {
-        if let Some(bad) = state.engine.find_non_finite(entries) {
+        if let Some(bad) = state.engine.find_non_finite(entries, loss_scale) {
             let variable = entries.get(bad.entry).variable;
             return Err(Error::NonFiniteGradient(format!(
                 "the gradient of variable {variable} (`{}`) holds {} at element {}; the call was rejected and nothing changed (reject_non_finite_gradients is on)",
@@ -65,6 +92,23 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut dyn GradientEntri
             )));
         }
     }
+    if let Some(ls) = config.loss_scale.filter(|l| l.dynamic) {
+        let mut non_finite = [if state.engine.find_non_finite(entries, loss_scale).is_some() { 1.0 } else { 0.0 }];
+        // Every rank takes the same decision: a non-finite gradient anywhere skips everywhere.
+        if let Some(mesh) = &config.mesh {
+            mesh.all_reduce(&mut non_finite)?;
+        }
+        let finite = non_finite[0] == 0.0;
+        update_loss_scale(state, finite, ls.dynamic_growth_steps);
+        if !finite {
+            // Keras skips the inner step and only advances the counter (the learning rate it
+            // reports is not re-read).
+            state.iterations += 1;
+            return Ok(state.iterations);
+        }
+    }
+    let config = &state.config;
+    let built = state.built.as_mut().ok_or_else(|| not_built("apply_gradients"))?;
     // Callbacks run only for a call that passed every check.
     let hyper = hyper_at(config, step)?;
     // Norms come before anything changes: the mesh's all-reduce may fail. The all-reduce blocks
@@ -73,7 +117,7 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut dyn GradientEntri
     built.norm_partials.clear();
     if let Clipping::Norm(_) | Clipping::GlobalNorm(_) = clipping {
         let halve = matches!(clipping, Clipping::GlobalNorm(_));
-        state.engine.norm_partials(entries, halve, &mut built.norm_partials);
+        state.engine.norm_partials(entries, halve, loss_scale, &mut built.norm_partials);
         if let Some(mesh) = &config.mesh {
             mesh.all_reduce(&mut built.norm_partials)?;
         }
@@ -87,13 +131,14 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut dyn GradientEntri
         ema_momentum: config.ema_momentum,
         iterations: step,
     };
+    let partials = &built.norm_partials;
     let plan = StepPlan {
-        f32: dtype_plan(&step_hyper, clipping, &built.norm_partials),
-        f64: dtype_plan(&step_hyper, clipping, &built.norm_partials),
-        bf16: dtype_plan(&step_hyper, clipping, &built.norm_partials),
-        f16: dtype_plan(&step_hyper, clipping, &built.norm_partials),
+        f32: dtype_plan(&step_hyper, clipping, partials, loss_scale),
+        f64: dtype_plan(&step_hyper, clipping, partials, loss_scale),
+        bf16: dtype_plan(&step_hyper, clipping, partials, loss_scale),
+        f16: dtype_plan(&step_hyper, clipping, partials, loss_scale),
         clipping,
-        norm_partials: &built.norm_partials,
+        norm_partials: partials,
         decay: &built.decay,
         overwrite_with_average: config.use_ema
             && config.ema_overwrite_frequency.is_some_and(|f| f > 0 && step.wrapping_add(1) % f == 0),

@@ -986,6 +986,84 @@ static void test_master_weights(void) {
     adamw_optimizer_free(opt);
 }
 
+/* Keras' LossScaleOptimizer around AdamW: scaled gradients in, unscaled on the way; the values
+   are tf-keras 2.15.1's for AdamW(learning_rate=0.01) in LossScaleOptimizer(dynamic=True,
+   initial_scale=4096, dynamic_growth_steps=3) on [0.5, 1.5] with scaled gradients [100, -200]. */
+static void test_loss_scale(void) {
+    adamw_config cfg = adamw_config_default();
+    cfg.learning_rate = 0.01;
+    adamw_optimizer *opt = NULL;
+    float scale = 0;
+    int64_t counter = -1, it = 0;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &opt), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_loss_scale(opt, &scale, NULL), ADAMW_STATUS_INVALID_ARGUMENT); /* none set */
+    EXPECT_REJECTED(opt, adamw_optimizer_set_loss_scale(opt, 2, 4096, 3), ADAMW_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_set_loss_scale(NULL, 1, 4096, 3), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_set_loss_scale(opt, 1, 4096, 3), ADAMW_STATUS_OK);
+    /* Read before build: the initial scale, as Keras' lso.loss_scale reads. */
+    EXPECT_STATUS(adamw_optimizer_loss_scale(opt, &scale, &counter), ADAMW_STATUS_OK);
+    EXPECT(scale == 4096.0f && counter == 0);
+    EXPECT_STATUS(adamw_optimizer_loss_scale(opt, NULL, &counter), ADAMW_STATUS_NULL_ARGUMENT);
+    float w[2] = {0.5f, 1.5f}, g[2] = {100.0f, -200.0f};
+    const size_t shape[1] = {2};
+    adamw_variable var = {"w", ADAMW_DTYPE_FLOAT32, 1, shape, w, 0, 0, 0};
+    EXPECT_STATUS(adamw_optimizer_build(opt, &var, 1), ADAMW_STATUS_OK);
+    EXPECT_REJECTED(opt, adamw_optimizer_set_loss_scale(opt, 0, 8, 0), ADAMW_STATUS_ALREADY_BUILT);
+    adamw_gradient entry = dense_entry(0, w, 2, g);
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, &entry, 1, &it), ADAMW_STATUS_OK);
+    EXPECT(w[0] == 0.48998135328292847f && w[1] == 1.5099393129348755f);
+    EXPECT_STATUS(adamw_optimizer_loss_scale(opt, &scale, &counter), ADAMW_STATUS_OK);
+    EXPECT(scale == 4096.0f && counter == 1);
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, &entry, 1, &it), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, &entry, 1, &it), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_loss_scale(opt, &scale, &counter), ADAMW_STATUS_OK);
+    EXPECT(scale == 8192.0f && counter == 0 && it == 3); /* the third finite step in a row doubles it */
+    EXPECT(w[0] == 0.4699443578720093f && w[1] == 1.5298171043395996f);
+    /* An overflowed gradient: the step is skipped, the counter still advances, the scale halves. */
+    float overflowed[2] = {INFINITY, 1.0f};
+    entry.dense = overflowed;
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, &entry, 1, &it), ADAMW_STATUS_OK);
+    EXPECT(it == 4 && w[0] == 0.4699443578720093f && w[1] == 1.5298171043395996f);
+    EXPECT_STATUS(adamw_optimizer_loss_scale(opt, &scale, &counter), ADAMW_STATUS_OK);
+    EXPECT(scale == 4096.0f && counter == 0);
+
+    /* The config is the LossScaleOptimizer's; the scale and its counter are in checkpoints. */
+    char config[2048];
+    size_t n = 0;
+    EXPECT_STATUS(adamw_optimizer_get_config(opt, config, sizeof config, &n), ADAMW_STATUS_OK);
+    EXPECT(strstr(config, "\"inner_optimizer\"") != NULL && strstr(config, "\"dynamic_growth_steps\":3") != NULL);
+    size_t len = 0;
+    EXPECT_STATUS(adamw_optimizer_save_own_variables(opt, NULL, 0, &len), ADAMW_STATUS_OK);
+    uint8_t *bytes = malloc(len);
+    EXPECT_STATUS(adamw_optimizer_save_own_variables(opt, bytes, len, &len), ADAMW_STATUS_OK);
+    adamw_optimizer *plain = NULL;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &plain), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_build(plain, &var, 1), ADAMW_STATUS_OK);
+    EXPECT_REJECTED(plain, adamw_optimizer_load_own_variables(plain, bytes, len), ADAMW_STATUS_CHECKPOINT_MISMATCH);
+    adamw_optimizer *again = NULL;
+    EXPECT_STATUS(adamw_optimizer_from_config_json(config, strlen(config), &again), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_loss_scale(again, &scale, &counter), ADAMW_STATUS_OK);
+    EXPECT(scale == 4096.0f && counter == 0);
+    EXPECT_STATUS(adamw_optimizer_build(again, &var, 1), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(again, &entry, 1, &it), ADAMW_STATUS_OK); /* skipped: 4096 -> 2048 */
+    EXPECT_STATUS(adamw_optimizer_load_own_variables(again, bytes, len), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_loss_scale(again, &scale, &counter), ADAMW_STATUS_OK);
+    EXPECT(scale == 4096.0f && counter == 0);
+    EXPECT_STATUS(adamw_optimizer_iterations(again, &it), ADAMW_STATUS_OK);
+    EXPECT(it == 4);
+    free(bytes);
+    adamw_optimizer_free(again);
+    adamw_optimizer_free(plain);
+    adamw_optimizer_free(opt);
+
+    /* The non-finite guard and a dynamic scale both handle non-finite gradients: one at a time. */
+    cfg.reject_non_finite_gradients = 1;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &opt), ADAMW_STATUS_OK);
+    EXPECT_REJECTED(opt, adamw_optimizer_set_loss_scale(opt, 1, 4096, 3), ADAMW_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_set_loss_scale(opt, 0, 3.0, 0), ADAMW_STATUS_OK); /* a fixed scale */
+    adamw_optimizer_free(opt);
+}
+
 int main(void) {
     test_versions_and_errors();
     test_create();
@@ -1000,6 +1078,7 @@ int main(void) {
     test_sharded();
     test_16_bit();
     test_master_weights();
+    test_loss_scale();
     printf("%d passed, %d failed\n", checks - failures, failures);
     return failures == 0 ? 0 : 1;
 }

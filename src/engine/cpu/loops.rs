@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::float::{FlushToZero, Ftz, HARDWARE_FLUSH as HW, Real};
-use crate::kernels::{Clip, StepScalars, VariableOps, dense_element, sparse_element};
+use crate::kernels::{GradientOp, StepScalars, VariableOps, dense_element, sparse_element};
 
 /// Variables up to twice this many elements are updated by one thread; larger ones are split
 /// in halves down to chunks of about this size. Measured with `cargo bench --bench quick`
@@ -121,7 +121,8 @@ impl<F> SlotSlices<'_, F> {
     }
 }
 
-/// A clip mode fixed at compile time, so the loops carry no per-element branch for it.
+/// A gradient op (unscale, clip) fixed at compile time when it is the identity, so the plain
+/// loops carry no per-element branch for it.
 trait ClipOp<F: Real>: Copy + Send + Sync {
     fn apply<const H: bool>(self, g: Ftz<F, H>) -> Ftz<F, H>;
 }
@@ -129,7 +130,7 @@ trait ClipOp<F: Real>: Copy + Send + Sync {
 #[derive(Clone, Copy)]
 struct NoClip;
 #[derive(Clone, Copy)]
-struct Fixed<F>(Clip<F>);
+struct Fixed<F>(GradientOp<F>);
 
 impl<F: Real> ClipOp<F> for NoClip {
     #[inline(always)]
@@ -147,7 +148,7 @@ impl<F: Real> ClipOp<F> for Fixed<F> {
 
 /// Calls `$body` with the monomorphized loop for the clip mode, amsgrad / EMA modes and ISA.
 macro_rules! with_modes {
-    ($clip:expr, $slots:expr, |$c:ident, $a:ident, $e:ident| $call:expr) => {{
+    ($op:expr, $slots:expr, |$c:ident, $a:ident, $e:ident| $call:expr) => {{
         macro_rules! modes {
             ($cc:expr) => {
                 match ($slots.amsgrad(), $slots.ema()) {
@@ -178,10 +179,8 @@ macro_rules! with_modes {
                 }
             };
         }
-        match $clip {
-            Clip::None => modes!(NoClip),
-            other => modes!(Fixed(other)),
-        }
+        let op = $op;
+        if op.is_identity() { modes!(NoClip) } else { modes!(Fixed(op)) }
     }};
 }
 
@@ -189,14 +188,14 @@ macro_rules! with_modes {
 pub fn dense_step<F: Real>(
     s: &StepScalars<F>,
     ops: VariableOps,
-    clip: Clip<F>,
+    op: GradientOp<F>,
     grad: &[F],
     slots: SlotSlices<'_, F>,
     parallel: bool,
 ) {
     assert_eq!(grad.len(), slots.len(), "gradient and variable lengths are checked before the step");
     let isa = Isa::detect();
-    with_modes!(clip, slots, |c, A, E| dense_parallel::<F, _, A, E>(s, ops, c, grad, slots, parallel, isa))
+    with_modes!(op, slots, |c, A, E| dense_parallel::<F, _, A, E>(s, ops, c, grad, slots, parallel, isa))
 }
 
 fn dense_parallel<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
@@ -300,14 +299,14 @@ pub struct SparseRows<'a, F> {
 pub fn sparse_step<F: Real>(
     s: &StepScalars<F>,
     ops: VariableOps,
-    clip: Clip<F>,
+    op: GradientOp<F>,
     rows: SparseRows<'_, F>,
     first_element: usize,
     slots: SlotSlices<'_, F>,
     parallel: bool,
 ) {
     let isa = Isa::detect();
-    with_modes!(clip, slots, |c, A, E| sparse_parallel::<F, _, A, E>(
+    with_modes!(op, slots, |c, A, E| sparse_parallel::<F, _, A, E>(
         s,
         ops,
         c,
@@ -473,7 +472,7 @@ const WIDEN: usize = 1024;
 pub fn master_dense_step<G: Real, H: Real>(
     s: &StepScalars<f32>,
     ops: VariableOps,
-    clip: Clip<f32>,
+    op: GradientOp<f32>,
     grad: &[G],
     slots: SlotSlices<'_, f32>,
     out: &mut [H],
@@ -487,8 +486,8 @@ pub fn master_dense_step<G: Real, H: Real>(
         let (grad_l, grad_r) = grad.split_at(mid);
         let (out_l, out_r) = out.split_at_mut(mid);
         rayon::join(
-            || master_dense_step(s, ops, clip, grad_l, left, out_l, parallel),
-            || master_dense_step(s, ops, clip, grad_r, right, out_r, parallel),
+            || master_dense_step(s, ops, op, grad_l, left, out_l, parallel),
+            || master_dense_step(s, ops, op, grad_r, right, out_r, parallel),
         );
         return;
     }
@@ -501,7 +500,7 @@ pub fn master_dense_step<G: Real, H: Real>(
             *w = g.to_f64() as f32; // exact for every 16-bit value
         }
         let mut part = slots.sub(start, end);
-        dense_step(s, ops, clip, piece, part.reborrow(), false);
+        dense_step(s, ops, op, piece, part.reborrow(), false);
         round_into_values(part.var, &mut out[start..end]);
     }
 }

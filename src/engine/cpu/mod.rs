@@ -16,7 +16,7 @@ use loops::{SlotSlices, SparseRows};
 use super::{Engine, NonFinite, Slot, Slots, StepPlan, VariableLayout};
 use crate::dtype::{DType, Element, TensorBuf, TensorMut, TensorRef, each_float};
 use crate::error::{Error, Result};
-use crate::float::Real;
+use crate::float::{Ftz, Real};
 use crate::kernels;
 use crate::tensor::{Gradient, GradientEntries};
 
@@ -195,23 +195,39 @@ impl Engine for CpuEngine {
         self.widened_rows.try_reserve(values.saturating_sub(self.widened_rows.len())).map_err(oom)
     }
 
-    fn find_non_finite(&mut self, entries: &mut dyn GradientEntries) -> Option<NonFinite> {
+    fn find_non_finite(&mut self, entries: &mut dyn GradientEntries, loss_scale: Option<f32>) -> Option<NonFinite> {
+        let variables = &self.variables;
         (0..entries.len()).find_map(|entry| {
-            let gradient = entries.get(entry).gradient?;
-            let (element, value) = each_float!(gradient.values(), x => first_non_finite(x), _ => None)?;
+            let e = entries.get(entry);
+            let gradient = e.gradient?;
+            let found = match loss_scale {
+                None => each_float!(gradient.values(), x => first_non_finite(x), _ => None),
+                // The unscaled gradient, in the dtype it is unscaled in (a master's float32).
+                Some(scale) if variables[e.variable].has_master() => {
+                    let r = kernels::unscale_factor::<f32>(scale);
+                    each_float!(gradient.values(), x => first_non_finite_unscaled(x, widen, r), _ => None)
+                }
+                Some(scale) => each_float!(gradient.values(), x => first_non_finite_unscaled(x, |g| g, kernels::unscale_factor(scale)), _ => None),
+            };
+            let (element, value) = found?;
             Some(NonFinite { entry, element, value })
         })
     }
 
-    fn norm_partials(&mut self, entries: &mut dyn GradientEntries, halve: bool, out: &mut Vec<f64>) {
+    fn norm_partials(
+        &mut self,
+        entries: &mut dyn GradientEntries,
+        halve: bool,
+        loss_scale: Option<f32>,
+        out: &mut Vec<f64>,
+    ) {
         let (variables, parallel) = (&self.variables, self.parallel);
         in_pool(self.pool_for(entries), || {
             for i in 0..entries.len() {
                 let entry = entries.get(i);
                 let Some(gradient) = entry.gradient else { continue };
                 let layout = &variables[entry.variable].layout;
-                let partial =
-                    each_float!(gradient.values(), g => squares_sum(layout, gradient, g, halve, parallel), _ => 0.0);
+                let partial = each_float!(gradient.values(), g => squares_sum(layout, gradient, g, halve, loss_scale, parallel), _ => 0.0);
                 out.push(partial);
             }
         })
@@ -247,6 +263,17 @@ impl Engine for CpuEngine {
     }
 }
 
+/// The first element of `x` that is NaN or infinite once converted by `to` and unscaled by `r`.
+#[allow(clippy::eq_op)] // `v - v` is the point: NaN exactly when v is NaN or infinite
+fn first_non_finite_unscaled<G: Real, F: Real>(x: &[G], to: impl Fn(G) -> F, r: Ftz<F>) -> Option<(usize, f64)> {
+    x.iter()
+        .position(|&g| {
+            let v = (Ftz::new(to(g)) * r).get();
+            !(v - v == F::ZERO)
+        })
+        .map(|k| (k, x[k].to_f64()))
+}
+
 /// The first NaN or infinity in `x`, with its position.
 #[allow(clippy::eq_op)] // `v - v` is the point: NaN exactly when v is NaN or infinite
 fn first_non_finite<F: Real>(x: &[F]) -> Option<(usize, f64)> {
@@ -259,12 +286,14 @@ fn first_non_finite<F: Real>(x: &[F]) -> Option<(usize, f64)> {
 }
 
 /// A gradient's sum of squares (or `l2_loss`) over the elements this engine holds, in the
-/// state's dtype (widened to float32 for a variable with a master copy), as float64.
+/// state's dtype (widened to float32 for a variable with a master copy), unscaled by
+/// `loss_scale` if given, as float64.
 fn squares_sum<F: Real>(
     layout: &VariableLayout,
     gradient: Gradient<'_>,
     values: &[F],
     halve: bool,
+    loss_scale: Option<f32>,
     parallel: bool,
 ) -> f64 {
     fn sum<G: Real>(
@@ -289,10 +318,19 @@ fn squares_sum<F: Real>(
             _ => kernels::squares_sum_of(parallel, len, value, halve, &|_| true).get().to_f64(),
         }
     }
-    if layout.dtype == DType::F32 && F::DTYPE != DType::F32 {
-        sum(layout, gradient, values.len(), &|i| widen(values[i]), halve, parallel)
-    } else {
-        sum(layout, gradient, values.len(), &|i| values[i], halve, parallel)
+    let n = values.len();
+    let widened = layout.dtype == DType::F32 && F::DTYPE != DType::F32;
+    match loss_scale {
+        None if widened => sum(layout, gradient, n, &|i| widen(values[i]), halve, parallel),
+        None => sum(layout, gradient, n, &|i| values[i], halve, parallel),
+        Some(scale) if widened => {
+            let r = kernels::unscale_factor::<f32>(scale);
+            sum(layout, gradient, n, &|i| (Ftz::new(widen(values[i])) * r).get(), halve, parallel)
+        }
+        Some(scale) => {
+            let r = kernels::unscale_factor::<F>(scale);
+            sum(layout, gradient, n, &|i| (Ftz::new(values[i]) * r).get(), halve, parallel)
+        }
     }
 }
 
@@ -335,7 +373,7 @@ fn step_variable<F: Real>(
     if state.has_master() {
         return step_master(state, values, gradient, plan, k, ops, scratch, parallel);
     }
-    let (s, clip) = (plan.scalars::<F>(), plan.clip::<F>(k));
+    let (s, clip) = (plan.scalars::<F>(), plan.gradient_op::<F>(k));
     let VariableLayout { row_len, offset, .. } = state.layout;
     let slots = SlotSlices {
         var: values,
@@ -381,7 +419,7 @@ fn step_master<H: Real>(
     scratch: Scratch<'_>,
     parallel: bool,
 ) {
-    let (s, clip) = (plan.scalars::<f32>(), plan.clip::<f32>(k));
+    let (s, clip) = (plan.scalars::<f32>(), plan.gradient_op::<f32>(k));
     let VariableLayout { row_len, offset, .. } = state.layout;
     let VariableSlots { m, v, vhat, average, master, .. } = state;
     let slots = SlotSlices {
