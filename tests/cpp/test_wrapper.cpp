@@ -378,6 +378,20 @@ static void sixteen_bit() {
     uint32_t master_bits[3];
     std::memcpy(master_bits, master.data(), sizeof master_bits);
     CHECK(master_bits[0] == 0x3efadeb6u && master_bits[1] == 0xbfbeb65du && master_bits[2] == 0x3ffeb5b4u);
+
+    // The loss scaler (tf-keras' values for AdamW(0.01) in LossScaleOptimizer(initial_scale=4096,
+    // dynamic_growth_steps=3) on [0.5, 1.5] with scaled gradients [100, -200]).
+    EXPECT_ERROR(ADAMW_STATUS_INVALID_ARGUMENT, opt.loss_scale());
+    adamw::Optimizer scaled{adamw::Config().learning_rate(0.01).loss_scale(true, 4096.0, 3)};
+    CHECK(scaled.loss_scale() == std::make_pair(4096.0f, int64_t{0}));
+    std::vector<float> sw = {0.5f, 1.5f}, sg = {100.0f, -200.0f};
+    scaled.build({adamw::Variable::of<float>("w", {2})});
+    for (int i = 0; i < 3; i++) scaled.apply_gradients({adamw::Gradient::dense<float>(0, sw, sg)});
+    CHECK(scaled.loss_scale() == std::make_pair(8192.0f, int64_t{0}));
+    CHECK(sw[0] == 0.4699443578720093f && sw[1] == 1.5298171043395996f);
+    std::vector<float> overflowed = {INFINITY, 1.0f};
+    CHECK(scaled.apply_gradients({adamw::Gradient::dense<float>(0, sw, overflowed)}) == 4);
+    CHECK(sw[0] == 0.4699443578720093f && scaled.loss_scale().first == 4096.0f);
 }
 
 int main(int argc, char** argv) {

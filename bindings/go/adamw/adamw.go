@@ -195,6 +195,10 @@ type Config struct {
 	// variable and writes its rounding into the caller's variable. Build then needs every
 	// variable's Init.
 	MasterWeights bool
+	// LossScale puts Keras' LossScaleOptimizer around AdamW when non-nil: pass gradients of the
+	// loss times Optimizer.LossScale(); each step unscales them, and a dynamic scale skips a
+	// step with an overflowed gradient and adapts itself.
+	LossScale *LossScale
 }
 
 // DefaultConfig returns Keras' defaults: learning rate 0.001, weight decay 0.004, betas 0.9 and
@@ -384,7 +388,37 @@ func New(cfg Config) (*Optimizer, error) {
 			return nil, err
 		}
 	}
+	if ls := cfg.LossScale; ls != nil {
+		s := C.adamw_optimizer_set_loss_scale(h, cBool(ls.Dynamic), C.double(ls.InitialScale), C.int64_t(ls.DynamicGrowthSteps))
+		if err := check(s, ""); err != nil {
+			o.Close()
+			return nil, err
+		}
+	}
 	return o, nil
+}
+
+// LossScale holds the arguments of Keras' LossScaleOptimizer; DefaultLossScale has Keras'.
+type LossScale struct {
+	Dynamic            bool
+	InitialScale       float64
+	DynamicGrowthSteps int64
+}
+
+// DefaultLossScale is Keras' default: dynamic, 2**15, doubling after 2000 finite steps.
+func DefaultLossScale() *LossScale {
+	return &LossScale{Dynamic: true, InitialScale: 32768, DynamicGrowthSteps: 2000}
+}
+
+// LossScale returns the current loss scale (multiply the loss by it) and the number of finite
+// steps since it last changed; ErrInvalidArgument without a loss scale.
+func (o *Optimizer) LossScale() (float32, int64, error) {
+	var scale C.float
+	var counter C.int64_t
+	err := o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		return C.adamw_optimizer_loss_scale(h, &scale, &counter)
+	})
+	return float32(scale), int64(counter), err
 }
 
 func (c *callbacks) takePanic() string {

@@ -105,3 +105,34 @@ func TestMasterWeights(t *testing.T) {
 		t.Errorf("variable 3: %+v, %v", info, err)
 	}
 }
+
+// The loss scaler, with tf-keras' values for AdamW(0.01) in LossScaleOptimizer(initial_scale=4096,
+// dynamic_growth_steps=3) on [0.5, 1.5] with scaled gradients [100, -200].
+func TestLossScale(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.LearningRate = 0.01
+	cfg.LossScale = &LossScale{Dynamic: true, InitialScale: 4096, DynamicGrowthSteps: 3}
+	o := newBuilt(t, cfg, Variable{Name: "w", Shape: []int{2}, DType: Float32})
+	defer o.Close()
+	w := []float32{0.5, 1.5}
+	for i := 0; i < 3; i++ {
+		if _, err := o.ApplyGradients([]Gradient{Dense(0, w, []float32{100, -200})}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if scale, counter, err := o.LossScale(); err != nil || scale != 8192 || counter != 0 {
+		t.Errorf("after 3 finite steps: %v %v %v, want 8192 0", scale, counter, err)
+	}
+	if w[0] != 0.4699443578720093 || w[1] != 1.5298171043395996 {
+		t.Errorf("w = %v", w)
+	}
+	it, err := o.ApplyGradients([]Gradient{Dense(0, w, []float32{float32(math.Inf(1)), 1})})
+	if scale, _, _ := o.LossScale(); err != nil || it != 4 || scale != 4096 || w[0] != 0.4699443578720093 {
+		t.Errorf("an overflowed step: iterations %d, scale %v, w %v, %v", it, scale, w, err)
+	}
+	plain := newBuilt(t, DefaultConfig(), Variable{Name: "w", Shape: []int{2}, DType: Float32})
+	defer plain.Close()
+	if _, _, err := plain.LossScale(); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("no loss scale: %v", err)
+	}
+}

@@ -370,6 +370,15 @@ class Config {
         master_weights_ = v;
         return *this;
     }
+    /// Keras' LossScaleOptimizer around this AdamW (see adamw_optimizer_set_loss_scale): pass
+    /// gradients of the loss times Optimizer::loss_scale(); each step unscales them.
+    Config& loss_scale(bool dynamic = true, double initial_scale = 32768.0, int64_t dynamic_growth_steps = 2000) {
+        loss_scale_ = true;
+        dynamic_ = dynamic;
+        initial_scale_ = initial_scale;
+        dynamic_growth_steps_ = dynamic_growth_steps;
+        return *this;
+    }
     Config& name(std::string n) {
         name_ = std::move(n);
         return *this;
@@ -384,6 +393,9 @@ class Config {
     }
     adamw_config raw_;
     bool master_weights_ = false;
+    bool loss_scale_ = false, dynamic_ = true;
+    double initial_scale_ = 32768.0;
+    int64_t dynamic_growth_steps_ = 2000;
     std::shared_ptr<Schedule> schedule_;
     std::function<double(int64_t)> learning_rate_fn_, beta_1_fn_, beta_2_fn_;
     std::string name_;
@@ -489,6 +501,19 @@ class Optimizer {
         check(status);
         handle_.reset(h);
         if (config.master_weights_) check(adamw_optimizer_set_master_weights(h, 1));
+        if (config.loss_scale_) {
+            check(adamw_optimizer_set_loss_scale(h, config.dynamic_ ? 1 : 0, config.initial_scale_,
+                                                 config.dynamic_growth_steps_));
+        }
+    }
+
+    /// The current loss scale (multiply the loss by it) and the finite steps since it changed;
+    /// throws INVALID_ARGUMENT without a loss scale.
+    std::pair<float, int64_t> loss_scale() const {
+        float scale = 0;
+        int64_t counter = 0;
+        check(adamw_optimizer_loss_scale(h(), &scale, &counter));
+        return {scale, counter};
     }
 
     /// Keras' from_config(): an optimizer from get_config() JSON.
