@@ -232,3 +232,80 @@ fn shard_errors_change_nothing() {
     assert_eq!(before, opt.save_own_variables().unwrap());
     assert_eq!(opt.variable(1).unwrap().info.shape, &[6]);
 }
+
+/// With a dynamic loss scale, a non-finite gradient on one rank skips the step on every rank:
+/// the decision is all-reduced, so the shards never drift apart.
+#[test]
+fn a_loss_scale_skip_is_taken_by_every_rank() {
+    const N: usize = 10;
+    let collective = Collective::new(2);
+    let results: Vec<(Vec<f32>, i64, f32)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|rank| {
+                let collective = collective.clone();
+                scope.spawn(move || {
+                    let mesh = Mesh::new(move |values: &mut [f64]| {
+                        collective.all_reduce(rank, values);
+                        Ok(())
+                    });
+                    let config = Config {
+                        mesh: Some(mesh),
+                        loss_scale: Some(adamw::LossScale {
+                            dynamic: true,
+                            initial_scale: 64.0,
+                            dynamic_growth_steps: 10,
+                        }),
+                        ..Config::default()
+                    };
+                    let mut opt = Optimizer::new(config).unwrap();
+                    let (offset, len) = if rank == 0 { (0, 4) } else { (4, 6) };
+                    opt.build(&[VariableSpec::new("w", DType::F32, &[N]).sharded(offset, len)], &[]).unwrap();
+                    let mut w = vec![1.0f32; len];
+                    for step in 0..3 {
+                        let mut g = vec![32.0f32; len];
+                        if step == 1 && rank == 1 {
+                            g[2] = f32::INFINITY; // only rank 1 overflows
+                        }
+                        let mut entries = [GradientEntry {
+                            variable: 0,
+                            values: TensorMut::F32(&mut w),
+                            gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
+                        }];
+                        opt.apply_gradients(&mut entries[..]).unwrap();
+                    }
+                    (w, opt.iterations(), opt.loss_scale().unwrap().0)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // One optimizer over the whole variable, with the same gradients, gives the same bits.
+    let mut whole = Optimizer::new(Config {
+        loss_scale: Some(adamw::LossScale { dynamic: true, initial_scale: 64.0, dynamic_growth_steps: 10 }),
+        ..Config::default()
+    })
+    .unwrap();
+    whole.build(&[VariableSpec::new("w", DType::F32, &[N])], &[]).unwrap();
+    let mut w = vec![1.0f32; N];
+    for step in 0..3 {
+        let mut g = vec![32.0f32; N];
+        if step == 1 {
+            g[6] = f32::INFINITY;
+        }
+        let mut entries = [GradientEntry {
+            variable: 0,
+            values: TensorMut::F32(&mut w),
+            gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
+        }];
+        whole.apply_gradients(&mut entries[..]).unwrap();
+    }
+    let gathered: Vec<f32> = results.iter().flat_map(|(w, _, _)| w.clone()).collect();
+    assert_eq!(
+        gathered.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        w.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    );
+    for (_, iterations, scale) in &results {
+        assert_eq!((*iterations, *scale), (3, 32.0)); // one skip: 64 -> 32, the counter still at 3
+    }
+    assert_eq!(whole.loss_scale(), Some((32.0, 1)));
+}
