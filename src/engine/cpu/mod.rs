@@ -373,23 +373,31 @@ fn step_variable<F: Real>(
     if state.has_master() {
         return step_master(state, values, gradient, plan, k, ops, scratch, parallel);
     }
-    let (s, clip) = (plan.scalars::<F>(), plan.gradient_op::<F>(k));
+    let (s, op) = (plan.scalars::<F>(), plan.gradient_op::<F>(k));
     let VariableLayout { row_len, offset, .. } = state.layout;
-    let slots = SlotSlices {
-        var: values,
-        m: typed_slot(&mut state.m),
-        v: typed_slot(&mut state.v),
-        vhat: typed_slot(&mut state.vhat),
-        average: typed_slot(&mut state.average),
-    };
+    let VariableSlots { m, v, vhat, average, .. } = state;
+    let slots = slot_slices(values, m, v, vhat, average);
     let gradient_values = gradient.values().typed::<F>().unwrap_or_default();
     match gradient {
-        Gradient::Dense(_) => loops::dense_step(s, ops, clip, gradient_values, slots, parallel),
+        Gradient::Dense(_) => loops::dense_step(s, ops, op, gradient_values, slots, parallel),
         Gradient::Sparse { indices, .. } => {
             let rows = sorted_rows(scratch.sparse_rows, indices, gradient_values, row_len);
-            loops::sparse_step(s, ops, clip, rows, offset, slots, parallel);
+            loops::sparse_step(s, ops, op, rows, offset, slots, parallel);
         }
     }
+}
+
+/// The slices a step runs over: `var` (the caller's values, or a master) and the slots in its
+/// dtype (validation matched every dtype to the layout's, so none is empty by mistake).
+fn slot_slices<'a, F: Real>(
+    var: &'a mut [F],
+    m: &'a mut TensorBuf,
+    v: &'a mut TensorBuf,
+    vhat: &'a mut TensorBuf,
+    average: &'a mut TensorBuf,
+) -> SlotSlices<'a, F> {
+    let typed = |slot: &'a mut TensorBuf| F::unwrap(slot.as_mut()).unwrap_or_default();
+    SlotSlices { var, m: typed(m), v: typed(v), vhat: typed(vhat), average: typed(average) }
 }
 
 /// `(row, position)` of every index, sorted, so duplicates of a row are adjacent and in order.
@@ -419,26 +427,20 @@ fn step_master<H: Real>(
     scratch: Scratch<'_>,
     parallel: bool,
 ) {
-    let (s, clip) = (plan.scalars::<f32>(), plan.gradient_op::<f32>(k));
+    let (s, op) = (plan.scalars::<f32>(), plan.gradient_op::<f32>(k));
     let VariableLayout { row_len, offset, .. } = state.layout;
     let VariableSlots { m, v, vhat, average, master, .. } = state;
-    let slots = SlotSlices {
-        var: typed_slot::<f32>(master),
-        m: typed_slot(m),
-        v: typed_slot(v),
-        vhat: typed_slot(vhat),
-        average: typed_slot(average),
-    };
+    let slots = slot_slices(typed_slot::<f32>(master), m, v, vhat, average);
     match gradient {
         Gradient::Dense(g) => {
-            each_float!(g, g => loops::master_dense_step(s, ops, clip, g, slots, values, parallel), _ => {})
+            each_float!(g, g => loops::master_dense_step(s, ops, op, g, slots, values, parallel), _ => {})
         }
         Gradient::Sparse { indices, values: rows } => {
             let widened = scratch.widened_rows;
             widened.clear();
             each_float!(rows, r => widened.extend(r.iter().map(|&x| widen(x))), _ => {});
             let rows = sorted_rows(scratch.sparse_rows, indices, widened, row_len);
-            loops::sparse_step(s, ops, clip, rows, offset, slots, parallel);
+            loops::sparse_step(s, ops, op, rows, offset, slots, parallel);
             // Every element decays: every element of the caller's variable takes its rounding.
             loops::round_master(typed_slot::<f32>(master), values, parallel);
         }
