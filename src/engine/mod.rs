@@ -86,10 +86,11 @@ pub(crate) struct DTypePlan<F> {
 /// the optimizer, so that no two engines can disagree about a scalar.
 #[derive(Debug)]
 pub(crate) struct StepPlan<'a> {
-    pub f32: DTypePlan<f32>,
-    pub f64: DTypePlan<f64>,
-    pub bf16: DTypePlan<half::bf16>,
-    pub f16: DTypePlan<half::f16>,
+    /// Per dtype the call's state uses (and only those, so that a call pays for its dtypes).
+    pub f32: Option<DTypePlan<f32>>,
+    pub f64: Option<DTypePlan<f64>>,
+    pub bf16: Option<DTypePlan<half::bf16>>,
+    pub f16: Option<DTypePlan<half::f16>>,
     pub clipping: Clipping,
     /// Per entry with a gradient, in list order: its sum of squares (all-reduced when sharded),
     /// which clipnorm divides by.
@@ -113,7 +114,8 @@ impl StepPlan<'_> {
             DType::F16 => &self.f16,
             _ => &self.f32,
         };
-        plan.downcast_ref().expect("a step plan for every float dtype")
+        let plan: Option<&Option<DTypePlan<F>>> = plan.downcast_ref();
+        plan.and_then(Option::as_ref).expect("a step plan for every dtype of the call's state")
     }
 
     /// What the `k`-th entry with a gradient does to its gradient: unscale, then clip.

@@ -81,7 +81,7 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut dyn GradientEntri
     let config = &state.config;
     let built = state.built.as_mut().ok_or_else(|| not_built("apply_gradients"))?;
     let clipping = config.clipping();
-    check_entries(built, entries, clipping)?;
+    let dtypes = check_entries(built, entries, clipping)?;
     let loss_scale = config.loss_scale.map(|_| state.loss_scale);
     if config.reject_non_finite_gradients {
         if let Some(bad) = state.engine.find_non_finite(entries, loss_scale) {
@@ -133,10 +133,10 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut dyn GradientEntri
     };
     let partials = &built.norm_partials;
     let plan = StepPlan {
-        f32: dtype_plan(&step_hyper, clipping, partials, loss_scale),
-        f64: dtype_plan(&step_hyper, clipping, partials, loss_scale),
-        bf16: dtype_plan(&step_hyper, clipping, partials, loss_scale),
-        f16: dtype_plan(&step_hyper, clipping, partials, loss_scale),
+        f32: dtypes.f32.then(|| dtype_plan(&step_hyper, clipping, partials, loss_scale)),
+        f64: dtypes.f64.then(|| dtype_plan(&step_hyper, clipping, partials, loss_scale)),
+        bf16: dtypes.bf16.then(|| dtype_plan(&step_hyper, clipping, partials, loss_scale)),
+        f16: dtypes.f16.then(|| dtype_plan(&step_hyper, clipping, partials, loss_scale)),
         clipping,
         norm_partials: partials,
         decay: &built.decay,

@@ -217,11 +217,38 @@ pub(crate) fn check_entry(built: &Built, u: &GradientEntry<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Checks every entry of an `apply_gradients` call, and that no variable is listed twice.
-pub(crate) fn check_entries(built: &mut Built, entries: &mut dyn GradientEntries, clipping: Clipping) -> Result<()> {
+/// The dtypes of the state that a call's gradients update (what its step plan needs).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CallDTypes {
+    pub f32: bool,
+    pub f64: bool,
+    pub bf16: bool,
+    pub f16: bool,
+}
+
+impl CallDTypes {
+    fn add(&mut self, dtype: DType) {
+        match dtype {
+            DType::F32 => self.f32 = true,
+            DType::F64 => self.f64 = true,
+            DType::BF16 => self.bf16 = true,
+            DType::F16 => self.f16 = true,
+            DType::I64 => {}
+        }
+    }
+}
+
+/// Checks every entry of an `apply_gradients` call, and that no variable is listed twice;
+/// returns the dtypes of the state the call updates.
+pub(crate) fn check_entries(
+    built: &mut Built,
+    entries: &mut dyn GradientEntries,
+    clipping: Clipping,
+) -> Result<CallDTypes> {
     built.call_number += 1;
     let (mut any_gradient, mut dtypes) = (false, None);
     let mut mixed_dtypes = false;
+    let mut present = CallDTypes::default();
     for i in 0..entries.len() {
         let u = entries.get(i);
         check_entry(built, &u)?;
@@ -235,6 +262,7 @@ pub(crate) fn check_entries(built: &mut Built, entries: &mut dyn GradientEntries
             let dtype = built.variables[u.variable].layout.dtype;
             mixed_dtypes |= dtypes.is_some_and(|d| d != dtype);
             dtypes = Some(dtype);
+            present.add(dtype);
         }
     }
     if !any_gradient {
@@ -248,7 +276,7 @@ pub(crate) fn check_entries(built: &mut Built, entries: &mut dyn GradientEntries
             "global_clipnorm needs gradients of one dtype: Keras cannot combine float32 and float64 norms"
         ));
     }
-    Ok(())
+    Ok(present)
 }
 
 /// Checks weights against the optimizer variables they would replace (`exact_count`: one per
