@@ -60,6 +60,13 @@ fuzz_target!(|data: &[u8]| {
         if adamw_optimizer_new(&config, &mut opt) != adamw_status::Ok {
             return;
         }
+        // Keras' loss scaler, sometimes: dynamic or fixed, scales from 1 to near float32's top
+        // (which a doubling overflows), growth after 0 to 3 steps. Refused with the guard on.
+        let loss = input.byte();
+        if loss & 1 != 0 {
+            let scale = [1.0, 3.0, 65536.0, 1.0e38][(loss >> 2) as usize % 4];
+            adamw_optimizer_set_loss_scale(opt, (loss >> 1) & 1, scale, ((loss >> 4) % 4) as i64);
+        }
         // Variables: 1-3, shapes from the input (some empty or odd).
         let count = 1 + input.byte() as usize % 3;
         let mut shapes: Vec<Vec<usize>> = (0..count).map(|_| (0..input.byte() % 3 + 1).map(|_| input.byte() as usize % 5).collect()).collect();
