@@ -244,3 +244,48 @@ fn a_step_through_the_c_abi_allocates_nothing() {
         adamw_optimizer_free(opt);
     }
 }
+
+/// The mixed-precision modes allocate nothing in a step either: Keras' bfloat16, float16 with
+/// float32 master weights (dense and sparse, after reserve_sparse) and the loss scaler, skipped
+/// steps included.
+#[test]
+fn mixed_precision_steps_allocate_nothing() {
+    use half::{bf16, f16};
+    let loss_scale = Some(adamw::LossScale { dynamic: true, initial_scale: 64.0, dynamic_growth_steps: 3 });
+    let configs = [
+        ("keras bfloat16", DType::BF16, Config { threads: 1, ..Config::default() }),
+        (
+            "float16 + master",
+            DType::F16,
+            Config { threads: 1, master_weights: true, clipnorm: Some(1.0), ..Config::default() },
+        ),
+        ("bfloat16 + loss scale", DType::BF16, Config { threads: 1, loss_scale, ..Config::default() }),
+    ];
+    for (name, dtype, config) in configs {
+        let mut opt = Optimizer::new(config).unwrap();
+        let n = 100_000;
+        let (init_b, init_h) = (vec![bf16::from_f32(0.5); n], vec![f16::from_f32(0.5); n]);
+        let initial = if dtype == DType::BF16 { TensorRef::BF16(&init_b) } else { TensorRef::F16(&init_h) };
+        opt.build(&[VariableSpec::new("w", dtype, &[n / 4, 4])], &[initial]).unwrap();
+        opt.reserve_sparse(8).unwrap();
+        let (mut wb, mut wh) = (init_b.clone(), init_h.clone());
+        let (gb, gh) = (vec![bf16::from_f32(0.25); n], vec![f16::from_f32(0.25); n]);
+        let (rows_b, rows_h) = (vec![bf16::INFINITY; 8], vec![f16::from_f32(0.5); 8]);
+        let indices = [3i64, 1];
+        let mut step = |k: usize| {
+            let values = if dtype == DType::BF16 { TensorMut::BF16(&mut wb) } else { TensorMut::F16(&mut wh) };
+            let gradient = match (k % 3, dtype) {
+                (0, DType::BF16) => Gradient::Sparse { indices: &indices, values: TensorRef::BF16(&rows_b) },
+                (0, _) => Gradient::Sparse { indices: &indices, values: TensorRef::F16(&rows_h) },
+                (_, DType::BF16) => Gradient::Dense(TensorRef::BF16(&gb)),
+                _ => Gradient::Dense(TensorRef::F16(&gh)),
+            };
+            let mut entries = [GradientEntry { variable: 0, values, gradient: Some(gradient) }];
+            opt.apply_gradients(&mut entries[..]).unwrap();
+        };
+        step(1);
+        step(0);
+        let count = allocations_during(|| (0..30).for_each(&mut step));
+        assert_eq!(count, 0, "{name}: 30 steps allocated {count} times");
+    }
+}
