@@ -315,3 +315,29 @@ fn master_weights_take_float32_gradients() {
     }];
     assert!(matches!(opt.apply_gradients(&mut entries[..]), Err(Error::DtypeMismatch(_))));
 }
+
+/// With a dynamic loss scale, a call that fails after the finite check (here: the learning-rate
+/// callback) leaves the scale and its counter as they were.
+#[test]
+fn a_failed_call_leaves_the_loss_scale_alone() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let config = Config {
+        learning_rate: adamw::LearningRate::Callback(adamw::Callback::new(move |_| {
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 { Ok(0.01) } else { Err("no rate".into()) }
+        })),
+        loss_scale: Some(adamw::LossScale { dynamic: true, initial_scale: 64.0, dynamic_growth_steps: 1 }),
+        ..Config::default()
+    };
+    let mut opt = Optimizer::new(config).unwrap();
+    opt.build(&[VariableSpec::new("w", DType::F32, &[3])], &[]).unwrap();
+    let (mut w, g) = ([1.0f32; 3], [8.0f32; 3]);
+    let mut entries = [GradientEntry {
+        variable: 0,
+        values: TensorMut::F32(&mut w),
+        gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
+    }];
+    assert!(matches!(opt.apply_gradients(&mut entries[..]), Err(Error::CallbackFailed(_))));
+    assert_eq!((opt.loss_scale(), opt.iterations()), (Some((64.0, 0)), 0));
+}

@@ -48,22 +48,18 @@ fn dtype_plan<F: Real>(
     DTypePlan { scalars: StepScalars::new(hyper), global_clip, unscale: loss_scale.map(kernels::unscale_factor) }
 }
 
-/// The loss scaler's update (Keras' `_DynamicLossScaleState.update`), before the step: a
-/// non-finite step halves the scale (never below 1); the `growth_steps`-th finite step in a row
-/// doubles it, if the double is finite. Either change restarts the count.
-fn update_loss_scale(state: &mut State, finite: bool, growth_steps: i64) {
-    let scale = Ftz::<f32>::new(state.loss_scale);
+/// The loss scaler's update (Keras' `_DynamicLossScaleState.update`): the scale and counter
+/// after a step. A non-finite step halves the scale (never below 1); the `growth_steps`-th
+/// finite step in a row doubles it, if the double is finite. Either change restarts the count.
+fn next_loss_scale(scale: f32, counter: i64, finite: bool, growth_steps: i64) -> (f32, i64) {
+    let scale_ftz = Ftz::<f32>::new(scale);
     if !finite {
-        state.loss_scale = (scale / Ftz::new(2.0)).max_nan(Ftz::ONE).get();
-        state.loss_scale_counter = 0;
-    } else if state.loss_scale_counter.saturating_add(1) >= growth_steps {
-        let doubled = (scale * Ftz::new(2.0)).get();
-        if doubled.is_finite() {
-            state.loss_scale = doubled;
-        }
-        state.loss_scale_counter = 0;
+        ((scale_ftz / Ftz::new(2.0)).max_nan(Ftz::ONE).get(), 0)
+    } else if counter.saturating_add(1) >= growth_steps {
+        let doubled = (scale_ftz * Ftz::new(2.0)).get();
+        (if doubled.is_finite() { doubled } else { scale }, 0)
     } else {
-        state.loss_scale_counter += 1;
+        (scale, counter + 1)
     }
 }
 
@@ -92,6 +88,9 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut dyn GradientEntri
             )));
         }
     }
+    // Keras updates a dynamic scale before the step; the new scale only unscales later steps, so
+    // it is kept here and stored once the step has succeeded (a failed call changes nothing).
+    let mut next_scale = None;
     if let Some(ls) = config.loss_scale.filter(|l| l.dynamic) {
         let mut non_finite = [if state.engine.find_non_finite(entries, loss_scale).is_some() { 1.0 } else { 0.0 }];
         // Every rank takes the same decision: a non-finite gradient anywhere skips everywhere.
@@ -99,13 +98,15 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut dyn GradientEntri
             mesh.all_reduce(&mut non_finite)?;
         }
         let finite = non_finite[0] == 0.0;
-        update_loss_scale(state, finite, ls.dynamic_growth_steps);
+        let next = next_loss_scale(state.loss_scale, state.loss_scale_counter, finite, ls.dynamic_growth_steps);
         if !finite {
             // Keras skips the inner step and only advances the counter (the learning rate it
             // reports is not re-read).
+            (state.loss_scale, state.loss_scale_counter) = next;
             state.iterations += 1;
             return Ok(state.iterations);
         }
+        next_scale = Some(next);
     }
     let config = &state.config;
     let built = state.built.as_mut().ok_or_else(|| not_built("apply_gradients"))?;
@@ -146,5 +147,8 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut dyn GradientEntri
     state.engine.step(&plan, entries);
     state.iterations += 1;
     state.current = hyper;
+    if let Some(next) = next_scale {
+        (state.loss_scale, state.loss_scale_counter) = next;
+    }
     Ok(state.iterations)
 }
