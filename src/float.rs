@@ -216,14 +216,23 @@ real_16_bit!(
     "float16's subnormals are normal float32 numbers: TensorFlow keeps them (nothing flushes)."
 );
 
-/// Rounds float32 values into `dst`'s float dtype, to nearest even (a master's rounding).
-pub(crate) fn round_into(dst: TensorMut<'_>, src: &[f32]) {
-    fn round<F: Real>(dst: &mut [F], src: &[f32]) {
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = F::from_f64(s as f64);
-        }
+/// A value widened exactly to float32 (for the 16-bit dtypes and float32 itself).
+#[inline(always)]
+pub(crate) fn widen<F: Real>(x: F) -> f32 {
+    x.to_f64() as f32
+}
+
+/// Rounds float32 values into `dst`, to nearest even (a master's rounding).
+#[inline(always)]
+pub(crate) fn round_slice<F: Real>(dst: &mut [F], src: &[f32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = F::from_f64(s as f64);
     }
-    each_float!(dst, d => round(d, src), _ => {})
+}
+
+/// [`round_slice`] into a tensor of any float dtype.
+pub(crate) fn round_into(dst: TensorMut<'_>, src: &[f32]) {
+    each_float!(dst, d => round_slice(d, src), _ => {})
 }
 
 /// A number in TensorFlow's CPU environment: operands and results are flushed to zero when subnormal.

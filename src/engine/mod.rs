@@ -40,6 +40,13 @@ pub(crate) struct VariableLayout {
     pub sharded: bool,
 }
 
+impl VariableLayout {
+    /// Whether the variable has a float32 master copy (its state's dtype is not its own).
+    pub fn has_master(&self) -> bool {
+        self.dtype != self.values_dtype
+    }
+}
+
 /// One of the state tensors an engine holds per variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Slot {

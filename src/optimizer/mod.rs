@@ -48,6 +48,7 @@ impl Optimizer {
         config.validate()?;
         let current = step::hyper_at(&config, 0)?;
         let engine = Box::new(CpuEngine::new(config.threads)?);
+        let loss_scale = initial_loss_scale(config.loss_scale);
         let state = State {
             config,
             iterations: 0,
@@ -56,11 +57,9 @@ impl Optimizer {
             exclude_variables: Vec::new(),
             built: None,
             engine,
-            loss_scale: 0.0,
+            loss_scale,
             loss_scale_counter: 0,
         };
-        let mut state = state;
-        state.loss_scale = state.config.loss_scale.map_or(0.0, |l| l.initial_scale as f32);
         Ok(Optimizer { state })
     }
 
@@ -229,7 +228,7 @@ impl Optimizer {
         for i in 0..entries.len() {
             let entry = entries.get(i);
             let layout = built.variables[entry.variable].layout;
-            if layout.dtype == layout.values_dtype {
+            if !layout.has_master() {
                 self.state.engine.read_slot(entry.variable, Slot::Average, entry.values)?;
                 continue;
             }
@@ -257,7 +256,7 @@ impl Optimizer {
         let mut config = self.state.config.clone();
         config.loss_scale = loss_scale;
         config.validate()?;
-        self.state.loss_scale = loss_scale.map_or(0.0, |l| l.initial_scale as f32);
+        self.state.loss_scale = initial_loss_scale(loss_scale);
         self.state.loss_scale_counter = 0;
         self.state.config = config;
         Ok(())
@@ -416,6 +415,11 @@ impl Optimizer {
         compute(entries).map_err(|reason| Error::CallbackFailed(format!("the gradient callback failed: {reason}")))?;
         self.apply_gradients(entries)
     }
+}
+
+/// Keras' `current_loss_scale` at construction: the initial scale as float32 (0 without one).
+fn initial_loss_scale(loss_scale: Option<crate::config::LossScale>) -> f32 {
+    loss_scale.map_or(0.0, |l| l.initial_scale as f32)
 }
 
 /// Lets the engine take any `GradientEntries`, sized or not, as a trait object.

@@ -154,7 +154,7 @@ impl State {
         let n = variables.len();
         let ema = if self.config.use_ema { n } else { 0 };
         let amsgrad = if self.config.amsgrad { n } else { 0 };
-        let masters = variables.iter().enumerate().filter(|(_, v)| v.layout.dtype != v.layout.values_dtype);
+        let masters = variables.iter().enumerate().filter(|(_, v)| v.layout.has_master());
         std::iter::once(StateKind::Iterations)
             .chain((0..ema).map(|i| StateKind::Slot(Slot::Average, i)))
             .chain((0..2 * n).map(|k| StateKind::Slot(if k % 2 == 0 { Slot::M } else { Slot::V }, k / 2)))

@@ -227,6 +227,11 @@ pub(crate) struct CallDTypes {
 }
 
 impl CallDTypes {
+    /// How many dtypes the call uses.
+    fn count(&self) -> usize {
+        [self.f32, self.f64, self.bf16, self.f16].into_iter().filter(|&p| p).count()
+    }
+
     fn add(&mut self, dtype: DType) {
         match dtype {
             DType::F32 => self.f32 = true,
@@ -246,8 +251,7 @@ pub(crate) fn check_entries(
     clipping: Clipping,
 ) -> Result<CallDTypes> {
     built.call_number += 1;
-    let (mut any_gradient, mut dtypes) = (false, None);
-    let mut mixed_dtypes = false;
+    let mut any_gradient = false;
     let mut present = CallDTypes::default();
     for i in 0..entries.len() {
         let u = entries.get(i);
@@ -259,10 +263,7 @@ pub(crate) fn check_entries(
         if u.gradient.is_some() {
             any_gradient = true;
             // The dtype the gradient's norm is summed in: the state's.
-            let dtype = built.variables[u.variable].layout.dtype;
-            mixed_dtypes |= dtypes.is_some_and(|d| d != dtype);
-            dtypes = Some(dtype);
-            present.add(dtype);
+            present.add(built.variables[u.variable].layout.dtype);
         }
     }
     if !any_gradient {
@@ -271,9 +272,9 @@ pub(crate) fn check_entries(
             .collect();
         return Err(Error::NoGradients(format!("No gradients provided for any variable: ([{}],).", names.join(", "))));
     }
-    if matches!(clipping, Clipping::GlobalNorm(_)) && mixed_dtypes {
+    if matches!(clipping, Clipping::GlobalNorm(_)) && present.count() > 1 {
         return Err(invalid!(
-            "global_clipnorm needs gradients of one dtype: Keras cannot combine float32 and float64 norms"
+            "global_clipnorm needs gradients of one dtype: Keras cannot combine the norms of gradients of different dtypes"
         ));
     }
     Ok(present)

@@ -14,7 +14,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::float::{FlushToZero, Ftz, HARDWARE_FLUSH as HW, Real};
+use crate::float::{FlushToZero, Ftz, HARDWARE_FLUSH as HW, Real, round_slice, widen};
 use crate::kernels::{GradientOp, StepScalars, VariableOps, dense_element, sparse_element};
 
 /// Variables up to twice this many elements are updated by one thread; larger ones are split
@@ -497,11 +497,11 @@ pub fn master_dense_step<G: Real, H: Real>(
         let end = (start + WIDEN).min(n);
         let piece = &mut widened[..end - start];
         for (w, &g) in piece.iter_mut().zip(&grad[start..end]) {
-            *w = g.to_f64() as f32; // exact for every 16-bit value
+            *w = widen(g); // exact for every 16-bit value
         }
         let mut part = slots.sub(start, end);
         dense_step(s, ops, op, piece, part.reborrow(), false);
-        round_into_values(part.var, &mut out[start..end]);
+        round_slice(&mut out[start..end], part.var);
     }
 }
 
@@ -514,11 +514,5 @@ pub fn round_master<H: Real>(master: &[f32], out: &mut [H], parallel: bool) {
         rayon::join(|| round_master(master_l, out_l, parallel), || round_master(master_r, out_r, parallel));
         return;
     }
-    round_into_values(master, out);
-}
-
-fn round_into_values<H: Real>(master: &[f32], out: &mut [H]) {
-    for (o, &x) in out.iter_mut().zip(master) {
-        *o = H::from_f64(x as f64);
-    }
+    round_slice(out, master);
 }

@@ -16,7 +16,7 @@ use loops::{SlotSlices, SparseRows};
 use super::{Engine, NonFinite, Slot, Slots, StepPlan, VariableLayout};
 use crate::dtype::{DType, Element, TensorBuf, TensorMut, TensorRef, each_float};
 use crate::error::{Error, Result};
-use crate::float::{Ftz, Real};
+use crate::float::{Ftz, Real, widen};
 use crate::kernels;
 use crate::tensor::{Gradient, GradientEntries};
 
@@ -53,7 +53,7 @@ impl VariableSlots {
     }
 
     fn has_master(&self) -> bool {
-        self.layout.dtype != self.layout.values_dtype
+        self.layout.has_master()
     }
 }
 
@@ -166,14 +166,13 @@ impl Engine for CpuEngine {
                 (true, None) => Err(Error::Internal(format!("no initial values for variable {i}"))),
                 (false, _) => optional(false),
             };
-            let master = layout.dtype != layout.values_dtype;
             variables.push(VariableSlots {
                 layout: *layout,
                 m: TensorBuf::zeros(dtype, len)?,
                 v: TensorBuf::zeros(dtype, len)?,
                 vhat: optional(slots.amsgrad)?,
                 average: copy(slots.ema)?,
-                master: copy(master)?,
+                master: copy(layout.has_master())?,
             });
         }
         self.master_row_len =
@@ -334,12 +333,6 @@ fn squares_sum<F: Real>(
     }
 }
 
-/// A value widened exactly to float32 (for the 16-bit dtypes and float32 itself).
-#[inline(always)]
-fn widen<F: Real>(x: F) -> f32 {
-    x.to_f64() as f32
-}
-
 /// A copy of `values` in `dtype`: the same, or widened to a master's float32.
 fn widened(values: TensorRef<'_>, dtype: DType) -> Result<TensorBuf> {
     if values.dtype() == dtype {
@@ -396,8 +389,7 @@ fn slot_slices<'a, F: Real>(
     vhat: &'a mut TensorBuf,
     average: &'a mut TensorBuf,
 ) -> SlotSlices<'a, F> {
-    let typed = |slot: &'a mut TensorBuf| F::unwrap(slot.as_mut()).unwrap_or_default();
-    SlotSlices { var, m: typed(m), v: typed(v), vhat: typed(vhat), average: typed(average) }
+    SlotSlices { var, m: typed_slot(m), v: typed_slot(v), vhat: typed_slot(vhat), average: typed_slot(average) }
 }
 
 /// `(row, position)` of every index, sorted, so duplicates of a row are adjacent and in order.
