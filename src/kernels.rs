@@ -5,7 +5,7 @@
 //! engine in `engine::cpu`). Every element is independent, so neither the engine nor the thread
 //! count changes a bit. Numbers are [`Ftz`]: TF's flush-to-zero environment, no fused operations.
 
-use crate::float::{Ftz, Real};
+use crate::float::{Arith, Ftz, Real};
 
 /// Elements per leaf of Eigen's reduction tree (`kLeafSize`).
 const EIGEN_LEAF: usize = 1024;
@@ -43,7 +43,26 @@ pub struct StepHyper {
     pub iterations: i64,
 }
 
+/// A value as the type the loops compute with (exact).
+fn load<F: Real>(x: Ftz<F>) -> Ftz<F::Math> {
+    Ftz::new(x.get().load())
+}
+
 impl<F: Real> StepScalars<F> {
+    /// The same scalars in the type the loops compute with (exact).
+    pub fn to_math(self) -> StepScalars<F::Math> {
+        StepScalars {
+            lr: load(self.lr),
+            wd: load(self.wd),
+            one_minus_beta_1: load(self.one_minus_beta_1),
+            one_minus_beta_2: load(self.one_minus_beta_2),
+            alpha: load(self.alpha),
+            epsilon: load(self.epsilon),
+            ema_momentum: load(self.ema_momentum),
+            one_minus_ema_momentum: load(self.one_minus_ema_momentum),
+        }
+    }
+
     pub fn new(h: &StepHyper) -> Self {
         let one = Ftz::<F>::ONE;
         let lr = Ftz::new(F::from_f64(h.learning_rate as f64));
@@ -93,7 +112,7 @@ pub enum Clip<F> {
     },
 }
 
-impl<F: Real> Clip<F> {
+impl<F: Arith> Clip<F> {
     #[inline(always)]
     pub fn apply<const HW: bool>(self, g: Ftz<F, HW>) -> Ftz<F, HW> {
         match self {
@@ -101,6 +120,18 @@ impl<F: Real> Clip<F> {
             Clip::ByNorm { clipnorm, divisor } => (g * clipnorm.mode()) / divisor.mode(),
             Clip::ByGlobalNorm { scale } => g * scale.mode(),
             Clip::ByValue { high, low } => g.min_nan(high.mode()).max_nan(low.mode()),
+        }
+    }
+}
+
+impl<F: Real> Clip<F> {
+    /// The same clip in the type the loops compute with (exact).
+    pub fn to_math(self) -> Clip<F::Math> {
+        match self {
+            Clip::None => Clip::None,
+            Clip::ByNorm { clipnorm, divisor } => Clip::ByNorm { clipnorm: load(clipnorm), divisor: load(divisor) },
+            Clip::ByGlobalNorm { scale } => Clip::ByGlobalNorm { scale: load(scale) },
+            Clip::ByValue { high, low } => Clip::ByValue { high: load(high), low: load(low) },
         }
     }
 
@@ -138,6 +169,13 @@ pub struct GradientOp<F> {
 }
 
 impl<F: Real> GradientOp<F> {
+    /// The same op in the type the loops compute with (exact).
+    pub fn to_math(self) -> GradientOp<F::Math> {
+        GradientOp { unscale: self.unscale.map(load), clip: self.clip.to_math() }
+    }
+}
+
+impl<F: Arith> GradientOp<F> {
     /// Whether the gradient passes through unchanged.
     pub fn is_identity(&self) -> bool {
         self.unscale.is_none() && matches!(self.clip, Clip::None)
@@ -162,7 +200,7 @@ pub fn unscale_factor<F: Real>(loss_scale: f32) -> Ftz<F> {
 /// The slots of one element that a step writes, after the moments are updated.
 /// `vhat` and `average` are read only when amsgrad / EMA are on. `HW`: see [`Ftz`].
 #[inline(always)]
-pub fn finish_element<F: Real, const AMSGRAD: bool, const EMA: bool, const HW: bool>(
+pub fn finish_element<F: Arith, const AMSGRAD: bool, const EMA: bool, const HW: bool>(
     s: &StepScalars<F>,
     ops: VariableOps,
     mut var: Ftz<F, HW>,
@@ -191,14 +229,14 @@ pub fn finish_element<F: Real, const AMSGRAD: bool, const EMA: bool, const HW: b
 
 /// `v - ((v * wd) * lr)`: Keras' `_apply_weight_decay`, three roundings left to right.
 #[inline(always)]
-pub fn decay<F: Real, const HW: bool>(s: &StepScalars<F>, ops: VariableOps, var: Ftz<F, HW>) -> Ftz<F, HW> {
+pub fn decay<F: Arith, const HW: bool>(s: &StepScalars<F>, ops: VariableOps, var: Ftz<F, HW>) -> Ftz<F, HW> {
     if ops.decay { var - var * s.wd.mode() * s.lr.mode() } else { var }
 }
 
 /// One element of the dense step.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub fn dense_element<F: Real, const AMSGRAD: bool, const EMA: bool, const HW: bool>(
+pub fn dense_element<F: Arith, const AMSGRAD: bool, const EMA: bool, const HW: bool>(
     s: &StepScalars<F>,
     ops: VariableOps,
     g: Ftz<F, HW>,
@@ -222,7 +260,7 @@ pub fn dense_element<F: Real, const AMSGRAD: bool, const EMA: bool, const HW: bo
 /// element's row, or `None` for a row without a gradient (which still decays and moves).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub fn sparse_element<F: Real, const AMSGRAD: bool, const EMA: bool, const HW: bool>(
+pub fn sparse_element<F: Arith, const AMSGRAD: bool, const EMA: bool, const HW: bool>(
     s: &StepScalars<F>,
     ops: VariableOps,
     summed: Option<Ftz<F, HW>>,

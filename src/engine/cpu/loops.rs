@@ -14,7 +14,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::float::{FlushToZero, Ftz, HARDWARE_FLUSH as HW, Real, round_slice, widen};
+use crate::float::{Arith, FlushToZero, Ftz, HARDWARE_FLUSH as HW, Lane, Real};
 use crate::kernels::{GradientOp, StepScalars, VariableOps, dense_element, sparse_element};
 
 /// Variables up to twice this many elements are updated by one thread; larger ones are split
@@ -29,6 +29,11 @@ static SIMD_ENABLED: AtomicBool = AtomicBool::new(true);
 /// run everywhere. The results are the same bits either way; this exists to test that.
 pub fn set_simd_enabled(enabled: bool) {
     SIMD_ENABLED.store(enabled, Ordering::Relaxed);
+}
+
+/// Whether the SIMD code paths are on (see [`set_simd_enabled`]).
+fn simd_enabled() -> bool {
+    SIMD_ENABLED.load(Ordering::Relaxed)
 }
 
 /// The instruction set the loops run with on this machine (for reports).
@@ -50,7 +55,7 @@ enum Isa {
 impl Isa {
     #[inline]
     fn detect() -> Isa {
-        if !SIMD_ENABLED.load(Ordering::Relaxed) {
+        if !simd_enabled() {
             return Isa::Portable;
         }
         #[cfg(target_arch = "x86_64")]
@@ -121,9 +126,61 @@ impl<F> SlotSlices<'_, F> {
     }
 }
 
+/// One element's values and slots in the type the loops compute with: loaded from the
+/// slices before the element functions run and stored back after (both exact, and free for
+/// float32 and float64). `vhat` and `average` are touched only when amsgrad / EMA are on.
+struct Element<F: Lane> {
+    var: F::Math,
+    m: F::Math,
+    v: F::Math,
+    vhat: F::Math,
+    average: F::Math,
+}
+
+impl<F: Lane> Element<F> {
+    #[inline(always)]
+    fn load<const AMSGRAD: bool, const EMA: bool>(
+        var: &[F],
+        m: &[F],
+        v: &[F],
+        vhat: &[F],
+        average: &[F],
+        i: usize,
+    ) -> Self {
+        Element {
+            var: var[i].load(),
+            m: m[i].load(),
+            v: v[i].load(),
+            vhat: if AMSGRAD { vhat[i].load() } else { F::Math::ZERO },
+            average: if EMA { average[i].load() } else { F::Math::ZERO },
+        }
+    }
+
+    #[inline(always)]
+    fn store<const AMSGRAD: bool, const EMA: bool>(
+        &self,
+        var: &mut [F],
+        m: &mut [F],
+        v: &mut [F],
+        vhat: &mut [F],
+        average: &mut [F],
+        i: usize,
+    ) {
+        var[i] = F::store(self.var);
+        m[i] = F::store(self.m);
+        v[i] = F::store(self.v);
+        if AMSGRAD {
+            vhat[i] = F::store(self.vhat);
+        }
+        if EMA {
+            average[i] = F::store(self.average);
+        }
+    }
+}
+
 /// A gradient op (unscale, clip) fixed at compile time when it is the identity, so the plain
 /// loops carry no per-element branch for it.
-trait ClipOp<F: Real>: Copy + Send + Sync {
+trait ClipOp<F: Arith>: Copy + Send + Sync {
     fn apply<const H: bool>(self, g: Ftz<F, H>) -> Ftz<F, H>;
 }
 
@@ -132,14 +189,14 @@ struct NoClip;
 #[derive(Clone, Copy)]
 struct Fixed<F>(GradientOp<F>);
 
-impl<F: Real> ClipOp<F> for NoClip {
+impl<F: Arith> ClipOp<F> for NoClip {
     #[inline(always)]
     fn apply<const H: bool>(self, g: Ftz<F, H>) -> Ftz<F, H> {
         g
     }
 }
 
-impl<F: Real> ClipOp<F> for Fixed<F> {
+impl<F: Arith> ClipOp<F> for Fixed<F> {
     #[inline(always)]
     fn apply<const H: bool>(self, g: Ftz<F, H>) -> Ftz<F, H> {
         self.0.apply(g)
@@ -195,11 +252,12 @@ pub fn dense_step<F: Real>(
 ) {
     assert_eq!(grad.len(), slots.len(), "gradient and variable lengths are checked before the step");
     let isa = Isa::detect();
-    with_modes!(op, slots, |c, A, E| dense_parallel::<F, _, A, E>(s, ops, c, grad, slots, parallel, isa))
+    let s = &s.to_math();
+    with_modes!(op.to_math(), slots, |c, A, E| dense_parallel::<F, _, A, E>(s, ops, c, grad, slots, parallel, isa))
 }
 
-fn dense_parallel<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
-    s: &StepScalars<F>,
+fn dense_parallel<F: Real, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
+    s: &StepScalars<F::Math>,
     ops: VariableOps,
     clip: C,
     grad: &[F],
@@ -229,18 +287,18 @@ macro_rules! isa_variant {
         /// The CPU must support the target feature (checked by `Isa::detect`).
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $feature)]
-        unsafe fn $name<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>($($arg: $ty),*) {
+        unsafe fn $name<F: Lane, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>($($arg: $ty),*) {
             $body::<F, C, AMSGRAD, EMA>($($arg),*)
         }
     };
 }
 
-isa_variant!(dense_avx512, "avx512f", dense_loop, (s: &StepScalars<F>, ops: VariableOps, clip: C, grad: &[F], slots: SlotSlices<'_, F>));
-isa_variant!(dense_avx2, "avx2", dense_loop, (s: &StepScalars<F>, ops: VariableOps, clip: C, grad: &[F], slots: SlotSlices<'_, F>));
+isa_variant!(dense_avx512, "avx512f", dense_chunk, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, grad: &[F], slots: SlotSlices<'_, F>));
+isa_variant!(dense_avx2, "avx2", dense_chunk, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, grad: &[F], slots: SlotSlices<'_, F>));
 
 #[inline(always)]
-fn dense_dispatch<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
-    s: &StepScalars<F>,
+fn dense_dispatch<F: Real, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
+    s: &StepScalars<F::Math>,
     ops: VariableOps,
     clip: C,
     grad: &[F],
@@ -255,14 +313,67 @@ fn dense_dispatch<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { dense_avx2::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots) },
-        _ => dense_loop::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots),
+        _ => dense_chunk::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots),
+    }
+}
+
+/// Elements of a 16-bit slice widened at a time (`Lane::WIDEN_PIECES`): six buffers on the stack.
+const PIECE: usize = 256;
+
+/// The dense loop over one chunk, a piece at a time for a type that widens pieces first.
+#[inline(always)]
+fn dense_chunk<F: Lane, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
+    s: &StepScalars<F::Math>,
+    ops: VariableOps,
+    clip: C,
+    grad: &[F],
+    slots: SlotSlices<'_, F>,
+) {
+    if !F::WIDEN_PIECES {
+        return dense_loop::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots);
+    }
+    let simd = simd_enabled();
+    let SlotSlices { var, m, v, vhat, average } = slots;
+    let zero = F::Piece::store(F::Math::ZERO);
+    let [mut g, mut x, mut mp, mut vp, mut vh, mut avg] = [[zero; PIECE]; 6];
+    for start in (0..var.len()).step_by(PIECE) {
+        let end = (start + PIECE).min(var.len());
+        let k = end - start;
+        F::widen_piece(&grad[start..end], &mut g[..k], simd);
+        F::widen_piece(&var[start..end], &mut x[..k], simd);
+        F::widen_piece(&m[start..end], &mut mp[..k], simd);
+        F::widen_piece(&v[start..end], &mut vp[..k], simd);
+        if AMSGRAD {
+            F::widen_piece(&vhat[start..end], &mut vh[..k], simd);
+        }
+        if EMA {
+            F::widen_piece(&average[start..end], &mut avg[..k], simd);
+        }
+        let piece = SlotSlices {
+            var: &mut x[..k],
+            m: &mut mp[..k],
+            v: &mut vp[..k],
+            vhat: if AMSGRAD { &mut vh[..k] } else { &mut [] },
+            average: if EMA { &mut avg[..k] } else { &mut [] },
+        };
+        dense_loop::<F::Piece, C, AMSGRAD, EMA>(s, ops, clip, &g[..k], piece);
+        F::narrow_piece(&x[..k], &mut var[start..end], simd);
+        F::narrow_piece(&mp[..k], &mut m[start..end], simd);
+        F::narrow_piece(&vp[..k], &mut v[start..end], simd);
+        if AMSGRAD {
+            F::narrow_piece(&vh[..k], &mut vhat[start..end], simd);
+        }
+        if EMA {
+            F::narrow_piece(&avg[..k], &mut average[start..end], simd);
+        }
     }
 }
 
 /// The dense loop over one chunk: equal-length slices, no branch that varies per element.
 #[inline(always)]
-fn dense_loop<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
-    s: &StepScalars<F>,
+#[allow(clippy::needless_range_loop)] // one index into seven slices reads best
+fn dense_loop<F: Lane, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
+    s: &StepScalars<F::Math>,
     ops: VariableOps,
     clip: C,
     grad: &[F],
@@ -273,12 +384,20 @@ fn dense_loop<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
     let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
     let vhat = if AMSGRAD { &mut vhat[..n] } else { &mut vhat[..0] };
     let average = if EMA { &mut average[..n] } else { &mut average[..0] };
-    let (mut no_vhat, mut no_average) = (F::ZERO, F::ZERO);
     for i in 0..n {
-        let vh = if AMSGRAD { &mut vhat[i] } else { &mut no_vhat };
-        let avg = if EMA { &mut average[i] } else { &mut no_average };
-        let g = clip.apply(Ftz::<F, HW>::new(grad[i]));
-        dense_element::<F, AMSGRAD, EMA, HW>(s, ops, g, &mut var[i], &mut m[i], &mut v[i], vh, avg);
+        let g = clip.apply(Ftz::<F::Math, HW>::new(grad[i].load()));
+        let mut e = Element::<F>::load::<AMSGRAD, EMA>(var, m, v, vhat, average, i);
+        dense_element::<F::Math, AMSGRAD, EMA, HW>(
+            s,
+            ops,
+            g,
+            &mut e.var,
+            &mut e.m,
+            &mut e.v,
+            &mut e.vhat,
+            &mut e.average,
+        );
+        e.store::<AMSGRAD, EMA>(var, m, v, vhat, average, i);
     }
 }
 
@@ -306,7 +425,8 @@ pub fn sparse_step<F: Real>(
     parallel: bool,
 ) {
     let isa = Isa::detect();
-    with_modes!(op, slots, |c, A, E| sparse_parallel::<F, _, A, E>(
+    let s = &s.to_math();
+    with_modes!(op.to_math(), slots, |c, A, E| sparse_parallel::<F, _, A, E>(
         s,
         ops,
         c,
@@ -319,8 +439,8 @@ pub fn sparse_step<F: Real>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn sparse_parallel<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
-    s: &StepScalars<F>,
+fn sparse_parallel<F: Real, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
+    s: &StepScalars<F::Math>,
     ops: VariableOps,
     clip: C,
     rows: SparseRows<'_, F>,
@@ -357,8 +477,8 @@ fn sparse_parallel<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
 
 /// One chunk of the sparse step: the spans between rows with a gradient run the vectorized
 /// no-gradient loop; the rows with one sum their duplicates element by element.
-fn sparse_serial<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
-    s: &StepScalars<F>,
+fn sparse_serial<F: Real, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
+    s: &StepScalars<F::Math>,
     ops: VariableOps,
     clip: C,
     rows: SparseRows<'_, F>,
@@ -394,38 +514,37 @@ fn sparse_serial<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
         // The touched row's elements that lie in this chunk.
         let group = &rows.entries[next..group_end];
         let row_end = (row_start + row_len).min(end);
-        let l = slots.reborrow();
+        let SlotSlices { var, m, v, vhat, average } = slots.reborrow();
         for element in at..row_end {
             let i = element - first;
             let col = element - row_start;
-            let summed = group.iter().fold(Ftz::<F, HW>::ZERO, |acc, &(_, pos)| {
-                acc + clip.apply(Ftz::<F, HW>::new(rows.values[pos * row_len + col]))
+            let summed = group.iter().fold(Ftz::<F::Math, HW>::ZERO, |acc, &(_, pos)| {
+                acc + clip.apply(Ftz::<F::Math, HW>::new(rows.values[pos * row_len + col].load()))
             });
-            let (mut no_vhat, mut no_average) = (F::ZERO, F::ZERO);
-            let vh = if AMSGRAD { &mut l.vhat[i] } else { &mut no_vhat };
-            let avg = if EMA { &mut l.average[i] } else { &mut no_average };
-            sparse_element::<F, AMSGRAD, EMA, HW>(
+            let mut e = Element::<F>::load::<AMSGRAD, EMA>(var, m, v, vhat, average, i);
+            sparse_element::<F::Math, AMSGRAD, EMA, HW>(
                 s,
                 ops,
                 Some(summed),
-                &mut l.var[i],
-                &mut l.m[i],
-                &mut l.v[i],
-                vh,
-                avg,
+                &mut e.var,
+                &mut e.m,
+                &mut e.v,
+                &mut e.vhat,
+                &mut e.average,
             );
+            e.store::<AMSGRAD, EMA>(var, m, v, vhat, average, i);
         }
         at = row_end;
         next = group_end;
     }
 }
 
-isa_variant!(untouched_avx512_inner, "avx512f", untouched_generic, (s: &StepScalars<F>, ops: VariableOps, clip: C, slots: SlotSlices<'_, F>));
-isa_variant!(untouched_avx2_inner, "avx2", untouched_generic, (s: &StepScalars<F>, ops: VariableOps, clip: C, slots: SlotSlices<'_, F>));
+isa_variant!(untouched_avx512_inner, "avx512f", untouched_generic, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, slots: SlotSlices<'_, F>));
+isa_variant!(untouched_avx2_inner, "avx2", untouched_generic, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, slots: SlotSlices<'_, F>));
 
 #[inline(always)]
 fn untouched_dispatch<F: Real, const AMSGRAD: bool, const EMA: bool>(
-    s: &StepScalars<F>,
+    s: &StepScalars<F::Math>,
     ops: VariableOps,
     slots: SlotSlices<'_, F>,
     isa: Isa,
@@ -444,8 +563,8 @@ fn untouched_dispatch<F: Real, const AMSGRAD: bool, const EMA: bool>(
 /// Elements of rows without a gradient: they decay and move (Keras' sparse update decays m
 /// and v everywhere). `_clip` only keeps the signature of the ISA variants uniform.
 #[inline(always)]
-fn untouched_generic<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool>(
-    s: &StepScalars<F>,
+fn untouched_generic<F: Lane, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
+    s: &StepScalars<F::Math>,
     ops: VariableOps,
     _clip: C,
     slots: SlotSlices<'_, F>,
@@ -455,11 +574,19 @@ fn untouched_generic<F: Real, C: ClipOp<F>, const AMSGRAD: bool, const EMA: bool
     let (m, v) = (&mut m[..n], &mut v[..n]);
     let vhat = if AMSGRAD { &mut vhat[..n] } else { &mut vhat[..0] };
     let average = if EMA { &mut average[..n] } else { &mut average[..0] };
-    let (mut no_vhat, mut no_average) = (F::ZERO, F::ZERO);
     for i in 0..n {
-        let vh = if AMSGRAD { &mut vhat[i] } else { &mut no_vhat };
-        let avg = if EMA { &mut average[i] } else { &mut no_average };
-        sparse_element::<F, AMSGRAD, EMA, HW>(s, ops, None, &mut var[i], &mut m[i], &mut v[i], vh, avg);
+        let mut e = Element::<F>::load::<AMSGRAD, EMA>(var, m, v, vhat, average, i);
+        sparse_element::<F::Math, AMSGRAD, EMA, HW>(
+            s,
+            ops,
+            None,
+            &mut e.var,
+            &mut e.m,
+            &mut e.v,
+            &mut e.vhat,
+            &mut e.average,
+        );
+        e.store::<AMSGRAD, EMA>(var, m, v, vhat, average, i);
     }
 }
 
@@ -496,12 +623,10 @@ pub fn master_dense_step<G: Real, H: Real>(
     for start in (0..n).step_by(WIDEN) {
         let end = (start + WIDEN).min(n);
         let piece = &mut widened[..end - start];
-        for (w, &g) in piece.iter_mut().zip(&grad[start..end]) {
-            *w = widen(g); // exact for every 16-bit value
-        }
+        G::widen_slice(&grad[start..end], piece, simd_enabled()); // exact for every 16-bit value
         let mut part = slots.sub(start, end);
         dense_step(s, ops, op, piece, part.reborrow(), false);
-        round_slice(&mut out[start..end], part.var);
+        H::round_slice(part.var, &mut out[start..end], simd_enabled());
     }
 }
 
@@ -514,5 +639,5 @@ pub fn round_master<H: Real>(master: &[f32], out: &mut [H], parallel: bool) {
         rayon::join(|| round_master(master_l, out_l, parallel), || round_master(master_r, out_r, parallel));
         return;
     }
-    round_slice(out, master);
+    H::round_slice(master, out, simd_enabled());
 }

@@ -1,0 +1,13 @@
+//! The floating-point environment that Keras runs in, reproduced exactly (docs/numerics.md §7).
+//!
+//! - [`arith`]: IEEE operations one at a time under TensorFlow's flush-to-zero ([`Ftz`]).
+//! - [`real`]: the dtypes a variable may have, how Python numbers reach them, glibc's libm.
+//! - [`sixteen`]: bfloat16 and float16 arithmetic held in float32, vectorizable.
+
+mod arith;
+mod real;
+mod sixteen;
+
+pub use arith::{Arith, FlushToZero, Ftz, HARDWARE_FLUSH, Lane};
+pub use real::{Real, libm_cosf, libm_logf};
+pub(crate) use real::{round_into, widen};
