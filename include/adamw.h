@@ -36,6 +36,13 @@
 // The most dimensions a variable may have.
 #define ADAMW_MAX_NDIM 32
 
+// `adamw_gradient.dtype` holds the gradient's dtype from this bit up when it differs from the
+// variable's (the low 16 bits): `ADAMW_DTYPE_BFLOAT16 | (ADAMW_DTYPE_FLOAT32 <<
+// ADAMW_GRADIENT_DTYPE_SHIFT)` is a float32 gradient (accumulated in float32) for a bfloat16
+// variable. Only a float32 gradient for a bfloat16 or float16 variable with master weights
+// is accepted (else DTYPE_MISMATCH); 0 in the high bits means the variable's dtype.
+#define ADAMW_GRADIENT_DTYPE_SHIFT 16
+
 // The result of every fallible call. `ADAMW_STATUS_OK` is 0; any other value is a failure whose
 // message `adamw_last_error` returns on the same thread. A failed call changes nothing.
 typedef enum adamw_status {
@@ -273,7 +280,9 @@ typedef struct adamw_variable {
 typedef struct adamw_gradient {
   // Index of the variable in the list given to `adamw_optimizer_build`.
   size_t variable;
-  // The dtype of `data`, `dense` and `values`: the variable's dtype.
+  // The dtype of `data`, `dense` and `values`: the variable's dtype. A float32 gradient for a
+  // 16-bit variable with master weights names its dtype in the high bits (see
+  // ADAMW_GRADIENT_DTYPE_SHIFT).
   uint32_t dtype;
   // The variable's values, updated in place: `len` elements, not overlapping any other buffer.
   void *data;

@@ -6,7 +6,7 @@ use std::ffi::c_void;
 use super::handle::{self, adamw_optimizer, with_optimizer};
 use super::slice::{ByteRange, check_disjoint, check_parts, empty_mut, empty_ref, slice, tensor_mut, tensor_ref};
 use super::status::{FfiError, adamw_status};
-use super::types::{adamw_gradient, adamw_gradient_fn, adamw_variable_data, variable_dtype};
+use super::types::{adamw_gradient, adamw_gradient_fn, adamw_variable_data, entry_dtypes, variable_dtype};
 use crate::dtype::DType;
 use crate::optimizer::Optimizer;
 use crate::tensor::{Gradient, GradientEntries, GradientEntry};
@@ -27,30 +27,29 @@ impl Entries<'_> {
     fn check(optimizer: &Optimizer, entries: &[adamw_gradient], ranges: &mut Vec<ByteRange>) -> Result<(), FfiError> {
         ranges.clear();
         for (i, e) in entries.iter().enumerate() {
-            let dtype = variable_dtype(e.dtype, || format!("entries[{i}].dtype"))?;
+            let (dtype, gradient_dtype) = entry_dtypes(e.dtype, || format!("entries[{i}].dtype"))?;
             optimizer.check_variable_dtype(e.variable, dtype)?;
-            let size = dtype.size();
-            let check = |ptr: *const c_void, len: usize, what: &str| {
+            let (size, gradient_size) = (dtype.size(), gradient_dtype.size());
+            let check = |ptr: *const c_void, len: usize, size: usize, what: &str| {
                 check_parts(ptr, len, size, size, || format!("entries[{i}].{what}")).map(drop)
             };
-            check(e.data, e.len, "data")?;
+            check(e.data, e.len, size, "data")?;
             let sparse = !e.values.is_null() || !e.indices.is_null();
             if !e.dense.is_null() && sparse {
                 return Err(FfiError::invalid(format!("entries[{i}] has both a dense and a sparse gradient")));
             }
             if !e.dense.is_null() {
-                check(e.dense, e.len, "dense")?;
+                check(e.dense, e.len, gradient_size, "dense")?;
             }
             if sparse {
-                check(e.values, e.num_values, "values")?;
+                check(e.values, e.num_values, gradient_size, "values")?;
                 check_parts(e.indices, e.num_indices, 8, 8, || format!("entries[{i}].indices"))?;
             }
-            let bytes = |len: usize| len * size;
-            ranges.push(ByteRange::of(e.data.cast::<u8>(), bytes(e.len), true));
+            ranges.push(ByteRange::of(e.data.cast::<u8>(), e.len * size, true));
             if !e.dense.is_null() {
-                ranges.push(ByteRange::of(e.dense.cast::<u8>(), bytes(e.len), false));
+                ranges.push(ByteRange::of(e.dense.cast::<u8>(), e.len * gradient_size, false));
             } else if sparse {
-                ranges.push(ByteRange::of(e.values.cast::<u8>(), bytes(e.num_values), false));
+                ranges.push(ByteRange::of(e.values.cast::<u8>(), e.num_values * gradient_size, false));
                 ranges.push(ByteRange::of(e.indices.cast::<u8>(), e.num_indices * 8, false));
             }
         }
@@ -66,19 +65,19 @@ impl GradientEntries for Entries<'_> {
     fn get(&mut self, i: usize) -> GradientEntry<'_> {
         let e = self.entries[i];
         // `Entries::check` decoded every dtype; the fallback is never taken.
-        let dtype = variable_dtype(e.dtype, String::new).unwrap_or(DType::F32);
+        let (dtype, gradient_dtype) = entry_dtypes(e.dtype, String::new).unwrap_or((DType::F32, DType::F32));
         // SAFETY: `Entries::check` verified every pointer (non-NULL where the length is
         // non-zero, aligned, size within isize::MAX) and that written buffers overlap nothing;
         // the caller guarantees each points at the stated number of elements for the call.
         unsafe {
-            let empty = || empty_ref(dtype);
+            let empty = || empty_ref(gradient_dtype);
             let values = tensor_mut(dtype, e.data, e.len, "data").unwrap_or_else(|_| empty_mut(dtype));
             let gradient = if !e.dense.is_null() {
-                Some(Gradient::Dense(tensor_ref(dtype, e.dense, e.len, "dense").unwrap_or_else(|_| empty())))
+                Some(Gradient::Dense(tensor_ref(gradient_dtype, e.dense, e.len, "dense").unwrap_or_else(|_| empty())))
             } else if !e.values.is_null() || !e.indices.is_null() {
                 Some(Gradient::Sparse {
                     indices: slice(e.indices, e.num_indices, "indices").unwrap_or(&[]),
-                    values: tensor_ref(dtype, e.values, e.num_values, "values").unwrap_or_else(|_| empty()),
+                    values: tensor_ref(gradient_dtype, e.values, e.num_values, "values").unwrap_or_else(|_| empty()),
                 })
             } else {
                 None

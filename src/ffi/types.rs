@@ -12,6 +12,13 @@ pub const ADAMW_ABI_VERSION: u32 = 1;
 /// The most dimensions a variable may have.
 pub const ADAMW_MAX_NDIM: usize = 32;
 
+/// `adamw_gradient.dtype` holds the gradient's dtype from this bit up when it differs from the
+/// variable's (the low 16 bits): `ADAMW_DTYPE_BFLOAT16 | (ADAMW_DTYPE_FLOAT32 <<
+/// ADAMW_GRADIENT_DTYPE_SHIFT)` is a float32 gradient (accumulated in float32) for a bfloat16
+/// variable. Only a float32 gradient for a bfloat16 or float16 variable with master weights
+/// is accepted (else DTYPE_MISMATCH); 0 in the high bits means the variable's dtype.
+pub const ADAMW_GRADIENT_DTYPE_SHIFT: u32 = 16;
+
 /// Element types. Values start at 1 so that zeroed memory is invalid.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +74,9 @@ pub struct adamw_variable {
 pub struct adamw_gradient {
     /// Index of the variable in the list given to `adamw_optimizer_build`.
     pub variable: usize,
-    /// The dtype of `data`, `dense` and `values`: the variable's dtype.
+    /// The dtype of `data`, `dense` and `values`: the variable's dtype. A float32 gradient for a
+    /// 16-bit variable with master weights names its dtype in the high bits (see
+    /// ADAMW_GRADIENT_DTYPE_SHIFT).
     pub dtype: u32,
     /// The variable's values, updated in place: `len` elements, not overlapping any other buffer.
     pub data: *mut c_void,
@@ -158,6 +167,17 @@ pub(crate) fn variable_dtype(value: u32, what: impl Fn() -> String) -> Result<DT
         )),
         dtype => Ok(dtype),
     }
+}
+
+/// The dtypes of an `adamw_gradient`: its variable's (the low 16 bits) and its gradient's (the
+/// bits from ADAMW_GRADIENT_DTYPE_SHIFT up, or the variable's when they are 0).
+pub(crate) fn entry_dtypes(value: u32, what: impl Fn() -> String) -> Result<(DType, DType), FfiError> {
+    let variable = variable_dtype(value & 0xffff, &what)?;
+    let gradient = match value >> ADAMW_GRADIENT_DTYPE_SHIFT {
+        0 => variable,
+        code => variable_dtype(code, || format!("{} (the gradient's dtype, in its high bits)", what()))?,
+    };
+    Ok((variable, gradient))
 }
 
 /// The C code of a dtype.

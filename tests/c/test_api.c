@@ -986,6 +986,77 @@ static void test_master_weights(void) {
     adamw_optimizer_free(opt);
 }
 
+/* bfloat16 bits of x rounded to nearest even (x finite). */
+static uint16_t bf16_rne(float x) {
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+/* A bfloat16 variable with a master takes float32 gradients too (accumulated in float32), its
+   dtype in the entry's high bits: the master then follows a float32 variable given the same
+   gradients, bit for bit (the first step's bits are tf-keras 2.15.1's for
+   AdamW(learning_rate=0.01) on [0.5, -1.5, 2] with [0.1, -0.2, 0.3]), and the variable holds
+   its rounding. Mixed dtypes anywhere else are rejected and change nothing. */
+static void test_master_float32_gradients(void) {
+    adamw_config cfg = adamw_config_default();
+    cfg.learning_rate = 0.01;
+    adamw_optimizer *mixed = NULL, *wide = NULL, *plain = NULL;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &mixed), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &wide), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &plain), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_set_master_weights(mixed, 1), ADAMW_STATUS_OK);
+    uint16_t wb[3] = {0x3f00, 0xbfc0, 0x4000}, wp[3] = {0x3f00, 0xbfc0, 0x4000};
+    float wf[3] = {0.5f, -1.5f, 2.0f};
+    const size_t shape[1] = {3};
+    adamw_variable vb = {"w", ADAMW_DTYPE_BFLOAT16, 1, shape, wb, 0, 0, 0};
+    adamw_variable vf = {"w", ADAMW_DTYPE_FLOAT32, 1, shape, wf, 0, 0, 0};
+    EXPECT_STATUS(adamw_optimizer_build(mixed, &vb, 1), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_build(wide, &vf, 1), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_build(plain, &vb, 1), ADAMW_STATUS_OK);
+    const uint32_t bf16_with_f32 = ADAMW_DTYPE_BFLOAT16 | (ADAMW_DTYPE_FLOAT32 << ADAMW_GRADIENT_DTYPE_SHIFT);
+    const float grads[3][3] = {{0.1f, -0.2f, 0.3f}, {-0.37f, 0.011f, 2.5e-3f}, {1.0e-4f, 0.8f, -0.65f}};
+    for (int step = 0; step < 3; step++) {
+        adamw_gradient eb = {.variable = 0, .dtype = bf16_with_f32, .data = wb, .len = 3, .dense = grads[step]};
+        adamw_gradient ef = {.variable = 0, .dtype = ADAMW_DTYPE_FLOAT32, .data = wf, .len = 3, .dense = grads[step]};
+        EXPECT_STATUS(adamw_optimizer_apply_gradients(mixed, &eb, 1, NULL), ADAMW_STATUS_OK);
+        EXPECT_STATUS(adamw_optimizer_apply_gradients(wide, &ef, 1, NULL), ADAMW_STATUS_OK);
+        float master[3];
+        EXPECT_STATUS(adamw_optimizer_get_variable(mixed, 3, ADAMW_DTYPE_FLOAT32, master, 3), ADAMW_STATUS_OK);
+        EXPECT(memcmp(master, wf, sizeof wf) == 0);
+        for (int i = 0; i < 3; i++) EXPECT(wb[i] == bf16_rne(wf[i]));
+        if (step == 0) {
+            uint32_t bits[3];
+            memcpy(bits, wf, sizeof bits);
+            EXPECT(bits[0] == 0x3efadeb6u && bits[1] == 0xbfbeb65du && bits[2] == 0x3ffeb5b4u);
+        }
+    }
+    /* Without a master, a bfloat16 variable takes bfloat16 gradients only. */
+    adamw_gradient e = {.variable = 0, .dtype = bf16_with_f32, .data = wp, .len = 3, .dense = grads[0]};
+    EXPECT_REJECTED(plain, adamw_optimizer_apply_gradients(plain, &e, 1, NULL), ADAMW_STATUS_DTYPE_MISMATCH);
+    EXPECT(wp[0] == 0x3f00 && wp[1] == 0xbfc0 && wp[2] == 0x4000);
+    /* An unknown gradient dtype, and a float64 one, are rejected too. */
+    e.dtype = ADAMW_DTYPE_BFLOAT16 | (9u << ADAMW_GRADIENT_DTYPE_SHIFT);
+    e.data = wb;
+    EXPECT_REJECTED(mixed, adamw_optimizer_apply_gradients(mixed, &e, 1, NULL), ADAMW_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(mixed, &e, 1, NULL), ADAMW_STATUS_INVALID_ARGUMENT);
+    char message[256];
+    size_t message_len = 0;
+    EXPECT_STATUS(adamw_last_error(message, sizeof message, &message_len), ADAMW_STATUS_OK);
+    EXPECT(strstr(message, "the gradient's dtype") != NULL);
+    const double g64[3] = {0.1, 0.2, 0.3};
+    e.dtype = ADAMW_DTYPE_BFLOAT16 | (ADAMW_DTYPE_FLOAT64 << ADAMW_GRADIENT_DTYPE_SHIFT);
+    e.dense = g64;
+    EXPECT_REJECTED(mixed, adamw_optimizer_apply_gradients(mixed, &e, 1, NULL), ADAMW_STATUS_DTYPE_MISMATCH);
+    /* A float32 gradient for a float32 variable may name its dtype twice. */
+    adamw_gradient ef = {.variable = 0, .dtype = ADAMW_DTYPE_FLOAT32 | (ADAMW_DTYPE_FLOAT32 << ADAMW_GRADIENT_DTYPE_SHIFT),
+                         .data = wf, .len = 3, .dense = grads[0]};
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(wide, &ef, 1, NULL), ADAMW_STATUS_OK);
+    adamw_optimizer_free(plain);
+    adamw_optimizer_free(wide);
+    adamw_optimizer_free(mixed);
+}
+
 /* Keras' LossScaleOptimizer around AdamW: scaled gradients in, unscaled on the way; the values
    are tf-keras 2.15.1's for AdamW(learning_rate=0.01) in LossScaleOptimizer(dynamic=True,
    initial_scale=4096, dynamic_growth_steps=3) on [0.5, 1.5] with scaled gradients [100, -200]. */
@@ -1078,6 +1149,7 @@ int main(void) {
     test_sharded();
     test_16_bit();
     test_master_weights();
+    test_master_float32_gradients();
     test_loss_scale();
     printf("%d passed, %d failed\n", checks - failures, failures);
     return failures == 0 ? 0 : 1;

@@ -378,6 +378,25 @@ static void sixteen_bit() {
     uint32_t master_bits[3];
     std::memcpy(master_bits, master.data(), sizeof master_bits);
     CHECK(master_bits[0] == 0x3efadeb6u && master_bits[1] == 0xbfbeb65du && master_bits[2] == 0x3ffeb5b4u);
+    // A float32 gradient for it: the master follows a float32 variable given the same gradient,
+    // and a variable without a master refuses it.
+    std::vector<float> gf = {-0.37f, 0.011f, 2.5e-3f}, wide = {0.5f, -1.5f, 2.0f}, first(3);
+    for (int i = 0; i < 3; i++) first[i] = gb[i].to_float();
+    std::vector<int64_t> rows = {0};
+    adamw::Optimizer reference{adamw::Config().learning_rate(0.01)};
+    reference.build({adamw::Variable::of<float>("b", {3})});
+    reference.apply_gradients({adamw::Gradient::dense<float>(0, wide, first)});
+    CHECK(wide == master);
+    CHECK(mw.apply_gradients({adamw::Gradient::dense_float32<adamw::bfloat16_t>(0, b, gf)}) == 2);
+    reference.apply_gradients({adamw::Gradient::dense<float>(0, wide, gf)});
+    CHECK(mw.variable<float>(3) == wide);
+    CHECK(b[0].bits == adamw::bfloat16_t::from_float(wide[0]).bits && b[2].bits == adamw::bfloat16_t::from_float(wide[2]).bits);
+    EXPECT_ERROR(ADAMW_STATUS_DTYPE_MISMATCH, opt.apply_gradients({adamw::Gradient::dense_float32<adamw::float16_t>(0, w, g32)}));
+    std::vector<float> row = {0.25f, -0.5f, 1.0f};
+    std::vector<adamw::bfloat16_t> matrix = b;
+    adamw::Optimizer embedding{adamw::Config().learning_rate(0.01).master_weights(true)};
+    embedding.build({adamw::Variable::of<adamw::bfloat16_t>("e", {1, 3}, matrix)});
+    CHECK(embedding.apply_gradients({adamw::Gradient::sparse_float32<adamw::bfloat16_t>(0, matrix, rows, row)}) == 1);
 
     // The loss scaler (tf-keras' values for AdamW(0.01) in LossScaleOptimizer(initial_scale=4096,
     // dynamic_growth_steps=3) on [0.5, 1.5] with scaled gradients [100, -200]).

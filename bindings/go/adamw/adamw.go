@@ -679,6 +679,7 @@ type Float interface {
 type Gradient struct {
 	variable int
 	dtype    DType
+	gradType DType          // a float32 gradient's dtype for a 16-bit variable; 0: the variable's
 	value    unsafe.Pointer // the caller's slice data (Go memory; only copied, never given to C)
 	len      int
 	dense    unsafe.Pointer
@@ -722,6 +723,34 @@ func Sparse[T Float](variable int, value []T, indices []int64, rows []T) Gradien
 		indices: indices, rows: dataOf(rows), numRows: len(rows), keep: []interface{}{value, rows}}
 }
 
+// Half is the element type of 16-bit variables: BF16 or F16.
+type Half interface {
+	BF16 | F16
+}
+
+// DenseFloat32 is a float32 dense gradient (accumulated in float32) for a bfloat16 or float16
+// variable with master weights (Config.MasterWeights); without them the step fails with
+// ErrDtypeMismatch.
+func DenseFloat32[T Half](variable int, value []T, grad []float32) Gradient {
+	return Gradient{variable: variable, dtype: dtypeOf[T](), gradType: Float32, value: dataOf(value), len: len(value),
+		dense: dataOf(grad), numRows: len(grad), keep: []interface{}{value, grad}}
+}
+
+// SparseFloat32 is Sparse with float32 rows (accumulated in float32) for a bfloat16 or float16
+// variable with master weights.
+func SparseFloat32[T Half](variable int, value []T, indices []int64, rows []float32) Gradient {
+	return Gradient{variable: variable, dtype: dtypeOf[T](), gradType: Float32, value: dataOf(value), len: len(value),
+		indices: indices, rows: dataOf(rows), numRows: len(rows), keep: []interface{}{value, rows}}
+}
+
+// gradientDType is the dtype of g's gradient.
+func (g Gradient) gradientDType() DType {
+	if g.gradType != 0 {
+		return g.gradType
+	}
+	return g.dtype
+}
+
 // NoGradient lists variable without a gradient (Keras' None): it is left alone.
 func NoGradient[T Float](variable int, value []T) Gradient {
 	return Gradient{variable: variable, dtype: dtypeOf[T](), value: dataOf(value), len: len(value), keep: []interface{}{value}}
@@ -733,8 +762,8 @@ func align8(n uintptr) uintptr { return (n + 7) &^ 7 }
 func (o *Optimizer) stage(grads []Gradient) *C.adamw_gradient {
 	size := align8(uintptr(len(grads)) * C.sizeof_adamw_gradient)
 	for _, g := range grads {
-		es := uintptr(g.dtype.size())
-		size += align8(uintptr(g.len)*es) + align8(uintptr(g.numRows)*es) + align8(uintptr(len(g.indices))*8)
+		es, gs := uintptr(g.dtype.size()), uintptr(g.gradientDType().size())
+		size += align8(uintptr(g.len)*es) + align8(uintptr(g.numRows)*gs) + align8(uintptr(len(g.indices))*8)
 	}
 	if size > o.arenaCap {
 		if o.arena != nil {
@@ -755,22 +784,22 @@ func (o *Optimizer) stage(grads []Gradient) *C.adamw_gradient {
 		return dst
 	}
 	for i, g := range grads {
-		es := uintptr(g.dtype.size())
+		es, gs := uintptr(g.dtype.size()), uintptr(g.gradientDType().size())
 		e := &entries[i]
 		*e = C.adamw_gradient{}
 		e.variable = C.size_t(g.variable)
-		e.dtype = C.uint32_t(g.dtype)
+		e.dtype = C.uint32_t(g.dtype) | C.uint32_t(g.gradType)<<C.ADAMW_GRADIENT_DTYPE_SHIFT
 		e.len = C.size_t(g.len)
 		e.data = put(g.value, uintptr(g.len)*es)
 		if g.dense != nil {
-			e.dense = put(g.dense, uintptr(g.numRows)*es)
+			e.dense = put(g.dense, uintptr(g.numRows)*gs)
 			if g.numRows != g.len { // report the caller's length, not ours
 				e.len = C.size_t(g.numRows)
 			}
 		} else if g.indices != nil || g.rows != nil {
 			e.indices = (*C.int64_t)(put(dataOf64(g.indices), uintptr(len(g.indices))*8))
 			e.num_indices = C.size_t(len(g.indices))
-			e.values = put(g.rows, uintptr(g.numRows)*es)
+			e.values = put(g.rows, uintptr(g.numRows)*gs)
 			e.num_values = C.size_t(g.numRows)
 			if e.values == nil && e.indices == nil {
 				e.indices = (*C.int64_t)(o.arena) // an empty sparse gradient is still a gradient
@@ -852,7 +881,7 @@ func (o *Optimizer) FinalizeVariableValues(variables []Gradient) error {
 		ds := unsafe.Slice(descs, n+1)
 		staged := unsafe.Slice(entries, n)
 		for i := range variables {
-			ds[i] = C.adamw_variable_data{variable: staged[i].variable, dtype: staged[i].dtype, data: staged[i].data, len: staged[i].len}
+			ds[i] = C.adamw_variable_data{variable: staged[i].variable, dtype: C.uint32_t(variables[i].dtype), data: staged[i].data, len: staged[i].len}
 		}
 		s := C.adamw_optimizer_finalize_variable_values(h, descs, C.size_t(n))
 		if s == C.ADAMW_STATUS_OK {

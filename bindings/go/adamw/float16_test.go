@@ -106,6 +106,55 @@ func TestMasterWeights(t *testing.T) {
 	}
 }
 
+// A float32 gradient for a bfloat16 variable with a master: the master follows a float32
+// variable given the same gradients (the first step's bits are tf-keras' for AdamW(0.01) on
+// [0.5, -1.5, 2] with [0.1, -0.2, 0.3]); without a master the step is refused.
+func TestMasterFloat32Gradients(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.LearningRate = 0.01
+	plain := newBuilt(t, cfg, Variable{Name: "w", Shape: []int{3}, DType: BFloat16})
+	defer plain.Close()
+	wide := newBuilt(t, cfg, Variable{Name: "w", Shape: []int{1, 3}, DType: Float32})
+	defer wide.Close()
+	cfg.MasterWeights = true
+	b := []BF16{0x3f00, 0xbfc0, 0x4000}
+	o := newBuilt(t, cfg, Variable{Name: "w", Shape: []int{1, 3}, DType: BFloat16, Init: b})
+	defer o.Close()
+	w := []float32{0.5, -1.5, 2}
+	steps := [][]float32{{0.1, -0.2, 0.3}, {-0.37, 0.011, 2.5e-3}}
+	for k, g := range steps {
+		grad := DenseFloat32(0, b, g)
+		if k == 1 {
+			grad = SparseFloat32(0, b, []int64{0}, g)
+		}
+		if _, err := o.ApplyGradients([]Gradient{grad}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := wide.ApplyGradients([]Gradient{Dense(0, w, g)}); err != nil {
+			t.Fatal(err)
+		}
+		master := make([]float32, 3)
+		if err := o.Values(3, master); err != nil {
+			t.Fatal(err)
+		}
+		for i := range w {
+			if math.Float32bits(master[i]) != math.Float32bits(w[i]) || b[i] != BF16FromFloat32(w[i]) {
+				t.Errorf("step %d, element %d: master %v, value %#04x; float32 %v", k, i, master[i], b[i], w[i])
+			}
+		}
+		if k == 0 && math.Float32bits(w[0]) != 0x3efadeb6 {
+			t.Errorf("first step %#08x, want tf-keras' 0x3efadeb6", math.Float32bits(w[0]))
+		}
+	}
+	p := []BF16{0x3f00, 0xbfc0, 0x4000}
+	if _, err := plain.ApplyGradients([]Gradient{DenseFloat32(0, p, steps[0])}); !errors.Is(err, ErrDtypeMismatch) {
+		t.Errorf("a float32 gradient without a master: %v, want ErrDtypeMismatch", err)
+	}
+	if p[0] != 0x3f00 {
+		t.Errorf("a refused step changed the values: %#04x", p)
+	}
+}
+
 // The loss scaler, with tf-keras' values for AdamW(0.01) in LossScaleOptimizer(initial_scale=4096,
 // dynamic_growth_steps=3) on [0.5, 1.5] with scaled gradients [100, -200].
 func TestLossScale(t *testing.T) {

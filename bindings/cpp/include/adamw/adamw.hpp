@@ -438,6 +438,33 @@ struct Gradient {
         g.raw.num_values = rows.size();
         return g;
     }
+    /// A float32 gradient (accumulated in float32) for a bfloat16 or float16 variable with
+    /// master weights (see ADAMW_GRADIENT_DTYPE_SHIFT); DTYPE_MISMATCH for one without.
+    template <class T>
+    static Gradient dense_float32(std::size_t variable, span<T> values, span<const float> gradient) {
+        static_assert(detail::dtype_of<T>::value == ADAMW_DTYPE_BFLOAT16 || detail::dtype_of<T>::value == ADAMW_DTYPE_FLOAT16,
+                      "float32 gradients are for bfloat16 and float16 variables");
+        Gradient g = none(variable, values);
+        g.raw.dtype |= uint32_t{ADAMW_DTYPE_FLOAT32} << ADAMW_GRADIENT_DTYPE_SHIFT;
+        g.raw.dense = gradient.data();
+        if (gradient.size() != values.size())
+            throw Error(ADAMW_STATUS_SHAPE_MISMATCH, "the gradient's length differs from the variable's");
+        return g;
+    }
+    /// Float32 rows (accumulated in float32) for a bfloat16 or float16 variable with master weights.
+    template <class T>
+    static Gradient sparse_float32(std::size_t variable, span<T> values, span<const int64_t> indices,
+                                   span<const float> rows) {
+        static_assert(detail::dtype_of<T>::value == ADAMW_DTYPE_BFLOAT16 || detail::dtype_of<T>::value == ADAMW_DTYPE_FLOAT16,
+                      "float32 gradients are for bfloat16 and float16 variables");
+        Gradient g = none(variable, values);
+        g.raw.dtype |= uint32_t{ADAMW_DTYPE_FLOAT32} << ADAMW_GRADIENT_DTYPE_SHIFT;
+        g.raw.indices = indices.data();
+        g.raw.num_indices = indices.size();
+        g.raw.values = rows.data();
+        g.raw.num_values = rows.size();
+        return g;
+    }
     /// The variable is listed without a gradient (Keras' None): left alone.
     template <class T>
     static Gradient none(std::size_t variable, span<T> values) {
