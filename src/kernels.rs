@@ -7,8 +7,6 @@
 
 use crate::float::{Arith, Ftz, Real};
 
-/// Elements per leaf of Eigen's reduction tree (`kLeafSize`).
-const EIGEN_LEAF: usize = 1024;
 /// Above this many elements the two halves of Eigen's tree are summed on two threads (same bits).
 const PARALLEL_SUM_THRESHOLD: usize = 1 << 18;
 
@@ -285,15 +283,26 @@ pub fn sparse_element<F: Arith, const AMSGRAD: bool, const EMA: bool, const HW: 
     *var = finish_element::<F, AMSGRAD, EMA, HW>(s, ops, x, mt, vt, vhat, average).get();
 }
 
-/// `tf.reduce_sum` over `n` values `x(first)..x(first + n - 1)` in the exact order of Eigen's
-/// full reducer on the x86-64 wheels (docs/numerics.md §8): a tree of halves split on packet
-/// boundaries down to leaves of `PACKET * 1024` elements, each summed with four interleaved packet
+/// `tf.reduce_sum` over `n` values `x(first)..x(first + n - 1)` (docs/numerics.md §8, §17):
+/// Eigen's sum of the dtype ([`sum_eigen_in`]), or for bfloat16, whose sum TF casts, Eigen's
+/// float32 sum of the values rounded once.
+pub fn reduce_sum_in<F: Real>(parallel: bool, x: &(impl Fn(usize) -> Ftz<F> + Sync), first: usize, n: usize) -> Ftz<F> {
+    if F::REDUCE_SUM_IN_F32 {
+        let wide = sum_eigen_in(parallel, &|i| Ftz::new(x(i).get().to_f32()), first, n);
+        return Ftz::new(F::from_f32(wide.get()));
+    }
+    sum_eigen_in(parallel, x, first, n)
+}
+
+/// Eigen's sum (`SumReducer`) of `n` values `x(first)..x(first + n - 1)` in the exact order of
+/// its full reducer on the x86-64 wheels (docs/numerics.md §8): a tree of halves split on packet
+/// boundaries down to leaves of `PACKET * LEAF` elements, each summed with four interleaved packet
 /// accumulators, then one packet, then a scalar tail. (The lane loops index like Eigen's packets.)
 /// With `parallel` the two halves of large trees are summed on two threads (same bits).
 #[allow(clippy::needless_range_loop)]
 pub fn sum_eigen_in<F: Real>(parallel: bool, x: &(impl Fn(usize) -> Ftz<F> + Sync), first: usize, n: usize) -> Ftz<F> {
     let p = F::PACKET;
-    if n > p * EIGEN_LEAF {
+    if n > p * F::LEAF {
         let split = p * (first + n.div_ceil(2)).div_ceil(p);
         let n_left = (split - first).min(n);
         let right = |_: ()| if n_left < n { Some(sum_eigen_in(parallel, x, split, n - n_left)) } else { None };
@@ -342,8 +351,16 @@ pub fn sum_eigen_in<F: Real>(parallel: bool, x: &(impl Fn(usize) -> Ftz<F> + Syn
     acc + horizontal_sum(&packets[0][..p])
 }
 
-/// Eigen's `predux`: halves of the packet added pairwise until one lane remains.
+/// Eigen's `predux`: halves of the packet added pairwise until one lane remains (for the
+/// 16-bit packets in float32, rounded once at the end).
 fn horizontal_sum<F: Real>(lanes: &[Ftz<F>]) -> Ftz<F> {
+    if F::PREDUX_IN_F32 {
+        let mut wide = [Ftz::<f32>::ZERO; 8];
+        for (w, lane) in wide.iter_mut().zip(lanes) {
+            *w = Ftz::new(lane.get().to_f32());
+        }
+        return Ftz::new(F::from_f32(horizontal_sum(&wide[..lanes.len()]).get()));
+    }
     match lanes.len() {
         8 => {
             let s: [Ftz<F>; 4] = std::array::from_fn(|i| lanes[i] + lanes[i + 4]);
@@ -358,7 +375,8 @@ fn horizontal_sum<F: Real>(lanes: &[Ftz<F>]) -> Ftz<F> {
 }
 
 /// The sum of `g * g` over a gradient's values (`tf.reduce_sum(tf.square(g))`), or with
-/// `halve` of `(g * g) * 0.5` (`tf.nn.l2_loss`), in Eigen's order. Values at positions `keep`
+/// `halve` of `(g * g) * 0.5` (`tf.nn.l2_loss`, whose kernel sums with Eigen's sum of the dtype
+/// even for bfloat16), in Eigen's order. Values at positions `keep`
 /// rejects count as +0.0 (a shard's part of a sparse gradient), which leaves the order intact.
 #[cfg(test)]
 pub fn squares_sum<F: Real>(
@@ -386,7 +404,7 @@ pub fn squares_sum_of<F: Real>(
         let g = Ftz::new(value(i));
         if halve { (g * g) * half } else { g * g }
     };
-    sum_eigen_in(parallel, &term, 0, len)
+    if halve { sum_eigen_in(parallel, &term, 0, len) } else { reduce_sum_in(parallel, &term, 0, len) }
 }
 
 #[cfg(test)]

@@ -1000,10 +1000,9 @@ def build_cases():
 
 def build_16bit_cases():
     """The 16-bit suite: Keras' own bfloat16 and float16 semantics (slots in the variable's dtype,
-    every operation rounded to it), for each feature that does not reduce over a tensor (Eigen's
-    16-bit clip-norm reductions are not measured yet, so clipnorm and global_clipnorm on 16-bit
-    variables are not part of it); float32 master weights (every mode); Keras' LossScaleOptimizer.
-    Every input value is exactly a value of the dtype."""
+    every operation rounded to it) for every feature, the clip norms included; float32 master
+    weights (every mode); Keras' LossScaleOptimizer. Every input value is exactly a value of the
+    dtype."""
     g = Gen(seed=SEED + 16)
     import ml_dtypes
 
@@ -1043,7 +1042,7 @@ def build_16bit_cases():
         vs = kb()
         add(f"{dt}_amsgrad", f"{dt} amsgrad, 8 steps", {"learning_rate": 0.02, "amsgrad": True}, vs, g.dense_steps(vs, 8))
         vs = kb()
-        add(f"{dt}_clipvalue", f"{dt} clipvalue=0.5 (element-wise; the 16-bit clip norms are not in this suite yet)",
+        add(f"{dt}_clipvalue", f"{dt} clipvalue=0.5 (element-wise)",
             {"learning_rate": 0.02, "beta_2": 0.99, "clipvalue": 0.5}, vs, g.dense_steps(vs, 5, scale=2.0))
         vs = kb()
         add(f"{dt}_ema_overwrite_finalize", f"{dt} use_ema (momentum 0.9, overwrite every 3), then finalize",
@@ -1177,6 +1176,44 @@ def build_16bit_cases():
     vs = [g.var("w", [4], dtype="float16", value=[1.0, 2.0, 3.0, 4.0])]
     add("float16_preset_iterations_70000", "float16 iterations preset to 70000: the cast step is inf, beta^inf = 0",
         {"learning_rate": 0.01}, vs, g.dense_steps(vs, 3), iterations=70000)
+    # The clip norms in Keras' 16-bit semantics: tf.reduce_sum sums bfloat16 in float32 and
+    # float16 in float16 (Eigen's leaves of 200 packets), tf.nn.l2_loss sums both in their own
+    # dtype (bfloat16's leaves of 128 packets); Eigen adds a packet's lanes in float32.
+    for dt in ("bfloat16", "float16"):
+        def kb(scale=1.0):
+            return [g.var("dense/kernel", [4, 3], dtype=dt, scale=scale), g.var("dense/bias", [3], dtype=dt, scale=0.1)]
+
+        vs = kb()
+        add(f"{dt}_clipnorm", f"{dt} clipnorm=1.0 per tensor, 5 steps", {"learning_rate": 0.02, "clipnorm": 1.0}, vs,
+            g.dense_steps(vs, 5, scale=2.0))
+        vs = kb()
+        add(f"{dt}_clipnorm_no_clip", f"{dt} clipnorm=100 (the norm below the clip: still (g*c)/c in {dt})",
+            {"learning_rate": 0.02, "clipnorm": 100.0}, vs, g.dense_steps(vs, 4))
+        vs = kb()
+        add(f"{dt}_global_clipnorm", f"{dt} global_clipnorm=1.5 over both tensors, 5 steps",
+            {"learning_rate": 0.02, "global_clipnorm": 1.5}, vs, g.dense_steps(vs, 5, scale=2.0))
+        vs = [g.var("dense/kernel", [40, 64], dtype=dt, scale=0.1), g.var("dense_1/kernel", [30, 100], dtype=dt, scale=0.1),
+              g.var("dense/bias", [7], dtype=dt, scale=0.1)]
+        add(f"{dt}_clipnorm_large", f"{dt} clipnorm=1.0 on 2560 and 3000 elements (Eigen's trees of 16-bit leaves)",
+            {"learning_rate": 0.01, "clipnorm": 1.0}, vs, g.dense_steps(vs, 2, scale=0.3))
+        vs = [g.var("dense/kernel", [40, 64], dtype=dt, scale=0.1), g.var("dense_1/kernel", [30, 100], dtype=dt, scale=0.1),
+              g.var("dense/bias", [7], dtype=dt, scale=0.1)]
+        add(f"{dt}_global_clipnorm_large", f"{dt} global_clipnorm=2.0 over 2560, 3000 and 7 elements",
+            {"learning_rate": 0.01, "global_clipnorm": 2.0}, vs, g.dense_steps(vs, 2, scale=0.3))
+        emb = [g.var("embedding", [6, 2], dtype=dt), g.var("dense/bias", [3], dtype=dt, scale=0.1)]
+        add(f"{dt}_sparse_clipnorm", f"{dt} IndexedSlices with duplicates and clipnorm=0.5 (clipped before the sum)",
+            {"learning_rate": 0.05, "clipnorm": 0.5}, emb,
+            [{"grads": [g.sparse(emb[0], [1, 4, 1], 2.0), g.dense(emb[1])]},
+             {"grads": [g.sparse(emb[0], [0, 0, 5, 2], 2.0), g.dense(emb[1])]}])
+        emb = [g.var("embedding", [6, 2], dtype=dt), g.var("dense/bias", [3], dtype=dt, scale=0.1)]
+        add(f"{dt}_sparse_global_clipnorm", f"{dt} IndexedSlices with duplicates and a dense bias, global_clipnorm=1.0",
+            {"learning_rate": 0.05, "global_clipnorm": 1.0}, emb,
+            [{"grads": [g.sparse(emb[0], [1, 4, 1], 2.0), g.dense(emb[1])]},
+             {"grads": [g.sparse(emb[0], [0, 0, 5, 2], 2.0), g.dense(emb[1])]}])
+        vs = kb()
+        add(f"loss_scale_{dt}_clipnorm", f"{dt} with a dynamic loss scale, clipnorm=1.0 on the unscaled gradients",
+            {"learning_rate": 0.02, "clipnorm": 1.0}, vs, scaled_steps(vs, 4, 64.0, [(2, 0, 3, "Infinity")]),
+            loss_scale={"dynamic": True, "initial_scale": 256.0, "dynamic_growth_steps": 2})
     return g.cases, g.descriptions
 
 

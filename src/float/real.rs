@@ -39,9 +39,18 @@ pub fn libm_logf(x: f32) -> f32 {
 
 /// A float dtype a variable can hold: float32, float64, bfloat16 or float16.
 pub trait Real: Element + Arith + Lane {
-    /// Lanes in one of Eigen's SIMD packets on the x86-64 wheels (AVX: 8 floats, 4 doubles),
-    /// which fixes the order of Eigen's sums (docs/numerics.md §8).
+    /// Lanes in one of Eigen's SIMD packets on the x86-64 wheels (AVX: 8 floats, 4 doubles,
+    /// 8 bfloat16 or half), which fixes the order of Eigen's sums (docs/numerics.md §8).
     const PACKET: usize;
+    /// Eigen's `LeafSize`: a sum splits in halves until a part has at most `PACKET * LEAF`
+    /// elements (1024; Eigen takes 128 for bfloat16 and 200 for half, to lose less precision).
+    const LEAF: usize = 1024;
+    /// Whether Eigen adds a packet's lanes together in float32 and rounds the total once
+    /// (`predux` of the 16-bit packets), rather than in this type.
+    const PREDUX_IN_F32: bool = false;
+    /// Whether `tf.reduce_sum` sums in float32 and rounds the total once (TF's casting
+    /// specialization of its sum for bfloat16), rather than with Eigen's sum of this type.
+    const REDUCE_SUM_IN_F32: bool = false;
 
     /// `tf.pow` on a scalar of this dtype (glibc `powf` / `pow`).
     fn pow(self, y: Self) -> Self;
@@ -184,8 +193,8 @@ macro_rules! real_16_bit {
         }
 
         impl Real for $t {
-            // Eigen's reductions over these types are not measured yet (docs/numerics.md §17).
             const PACKET: usize = 8;
+            const PREDUX_IN_F32: bool = true;
             fn pow(self, y: Self) -> Self {
                 <$t>::from_f32(libm_powf(self.to_f32(), y.to_f32()))
             }
@@ -219,7 +228,10 @@ real_16_bit!(
         // A shift each way: converted in the loops, element by element.
         type Piece = half::bf16;
     },
-    {}
+    {
+        const LEAF: usize = 128;
+        const REDUCE_SUM_IN_F32: bool = true;
+    }
 );
 real_16_bit!(
     half::f16,
@@ -256,6 +268,8 @@ real_16_bit!(
         }
     },
     {
+        const LEAF: usize = 200;
+
         fn widen_slice(src: &[Self], dst: &mut [f32], simd: bool) {
             #[cfg(target_arch = "x86_64")]
             if simd && sixteen::f16c::available() {
