@@ -176,8 +176,16 @@ typedef int32_t (*adamw_scalar_fn)(int64_t step, void *user_data, double *out_va
 // Sharded state's collective (Keras' `mesh`): sum each of the `count` doubles at `values`
 // across all ranks, in place, with the same result on every rank (an all-reduce with SUM, as
 // MPI_Allreduce, ncclAllReduce or Gloo provide), and return 0; anything else fails the call
-// (nothing changes, ADAMW_STATUS_CALLBACK_FAILED). Called once per step that clips by norm,
-// on the calling thread, with the optimizer locked. It must not unwind.
+// (nothing changes, ADAMW_STATUS_CALLBACK_FAILED). Called on the calling thread, with the
+// optimizer locked, from `apply_gradients`/`minimize` only, which are then collective: every
+// rank makes the same calls. A step that clips by norm, rejects non-finite gradients or has a
+// dynamic loss scale calls it with 3 doubles (the ranks check that they make the same call and
+// agree on a non-finite gradient); one that clips by norm then calls it again with the sharded
+// norms' parts: per sharded variable with a dense gradient, one double per leaf of Eigen's sum
+// (8,192 float32 elements; docs/numerics.md §14) plus one per element of the leaves that a
+// shard boundary cuts (shards cut at multiples of 8,192 elements cut none).
+// Any sum order gives the same result: every slot is non-zero on one rank at most. The first
+// step that clips also sends a census (two doubles per leaf) once. It must not unwind.
 typedef int32_t (*adamw_all_reduce_fn)(double *values, size_t count, void *user_data);
 
 // The AdamW constructor arguments. Start from `adamw_config_default()`, which holds Keras'
@@ -228,7 +236,8 @@ typedef struct adamw_config {
   // The optimizer's name (NUL-terminated UTF-8, copied), or NULL for "AdamW".
   const char *name;
   // Sharded state (Keras' `mesh`), or NULL (default): with it, variables may be built as
-  // shards (see `adamw_variable`), and clip norms are summed across ranks by this callback.
+  // shards (see `adamw_variable`), and clip norms and non-finite checks are combined across
+  // ranks by this callback, so that the shards take exactly the steps of one process.
   // Kept with `mesh_user_data`, called as documented on `adamw_all_reduce_fn`.
   adamw_all_reduce_fn mesh_all_reduce;
   // Passed to `mesh_all_reduce` as `user_data`; never dereferenced by the library.
@@ -263,7 +272,10 @@ typedef struct adamw_variable {
   // 1 to hold only a shard of the variable (needs `mesh_all_reduce` in the config): flat
   // elements `shard_offset .. shard_offset + shard_len` of the row-major variable of `shape`.
   // Its `data`, dense gradients and slots then have `shard_len` elements; sparse gradients
-  // still name whole rows of the variable, and each shard applies its part of them.
+  // are the whole IndexedSlices on every rank (whole rows of the variable), and each shard
+  // applies its part of them. The ranks' shards must hold every element exactly once (the
+  // first step that clips by norm checks it: INVALID_ARGUMENT). An unsharded variable under a
+  // mesh is replicated: every rank holds it whole, with the same gradient.
   uint8_t sharded;
   // With `sharded`: the flat (row-major) element index where the shard starts; else ignored.
   size_t shard_offset;

@@ -150,6 +150,33 @@ macro_rules! each_float {
 }
 pub(crate) use each_float;
 
+/// Evaluates `$body` with the type `$t` standing for the element type of a float `$dtype`, or
+/// `$other` for int64.
+macro_rules! with_float {
+    ($dtype:expr, $t:ident => $body:expr, _ => $other:expr) => {
+        match $dtype {
+            $crate::dtype::DType::F32 => {
+                type $t = f32;
+                $body
+            }
+            $crate::dtype::DType::F64 => {
+                type $t = f64;
+                $body
+            }
+            $crate::dtype::DType::BF16 => {
+                type $t = half::bf16;
+                $body
+            }
+            $crate::dtype::DType::F16 => {
+                type $t = half::f16;
+                $body
+            }
+            $crate::dtype::DType::I64 => $other,
+        }
+    };
+}
+pub(crate) use with_float;
+
 /// Evaluates `$body` with the type `$t` standing for the element type of `$dtype`.
 macro_rules! with_element {
     ($dtype:expr, $t:ident => $body:expr) => {

@@ -1,4 +1,5 @@
-//! The AdamW math, written once, one line per line of Keras (docs/numerics.md §2–§5).
+//! The AdamW math, written once, one line per line of Keras (docs/numerics.md §2–§5); the sums
+//! the clips need are in [`crate::reduction`].
 //!
 //! Everything here is a pure function of its arguments: the step scalars and clips, computed once
 //! per call on the host, and the element functions an engine runs over every element (the CPU
@@ -6,9 +7,6 @@
 //! count changes a bit. Numbers are [`Ftz`]: TF's flush-to-zero environment, no fused operations.
 
 use crate::float::{Arith, Ftz, Real};
-
-/// Above this many elements the two halves of Eigen's tree are summed on two threads (same bits).
-const PARALLEL_SUM_THRESHOLD: usize = 1 << 18;
 
 /// The scalars of one step for one dtype, computed once per `apply_gradients` call.
 #[derive(Debug, Clone, Copy)]
@@ -283,152 +281,10 @@ pub fn sparse_element<F: Arith, const AMSGRAD: bool, const EMA: bool, const HW: 
     *var = finish_element::<F, AMSGRAD, EMA, HW>(s, ops, x, mt, vt, vhat, average).get();
 }
 
-/// `tf.reduce_sum` over `n` values `x(first)..x(first + n - 1)` (docs/numerics.md §8, §17):
-/// Eigen's sum of the dtype ([`sum_eigen_in`]), or for bfloat16, whose sum TF casts, Eigen's
-/// float32 sum of the values rounded once.
-pub fn reduce_sum_in<F: Real>(parallel: bool, x: &(impl Fn(usize) -> Ftz<F> + Sync), first: usize, n: usize) -> Ftz<F> {
-    if F::REDUCE_SUM_IN_F32 {
-        let wide = sum_eigen_in(parallel, &|i| Ftz::new(x(i).get().to_f32()), first, n);
-        return Ftz::new(F::from_f32(wide.get()));
-    }
-    sum_eigen_in(parallel, x, first, n)
-}
-
-/// Eigen's sum (`SumReducer`) of `n` values `x(first)..x(first + n - 1)` in the exact order of
-/// its full reducer on the x86-64 wheels (docs/numerics.md §8): a tree of halves split on packet
-/// boundaries down to leaves of `PACKET * LEAF` elements, each summed with four interleaved packet
-/// accumulators, then one packet, then a scalar tail. (The lane loops index like Eigen's packets.)
-/// With `parallel` the two halves of large trees are summed on two threads (same bits).
-#[allow(clippy::needless_range_loop)]
-pub fn sum_eigen_in<F: Real>(parallel: bool, x: &(impl Fn(usize) -> Ftz<F> + Sync), first: usize, n: usize) -> Ftz<F> {
-    let p = F::PACKET;
-    if n > p * F::LEAF {
-        let split = p * (first + n.div_ceil(2)).div_ceil(p);
-        let n_left = (split - first).min(n);
-        let right = |_: ()| if n_left < n { Some(sum_eigen_in(parallel, x, split, n - n_left)) } else { None };
-        let (left, right) = if parallel && n > PARALLEL_SUM_THRESHOLD {
-            rayon::join(|| sum_eigen_in(parallel, x, first, n_left), || right(()))
-        } else {
-            (sum_eigen_in(parallel, x, first, n_left), right(()))
-        };
-        let mut acc = Ftz::ZERO + left;
-        if let Some(r) = right {
-            acc = acc + r;
-        }
-        return acc;
-    }
-    let mut packets = [[Ftz::<F>::ZERO; 8]; 4];
-    let mut start = 0;
-    if n >= 4 * p {
-        let unrolled = n / (4 * p) * (4 * p);
-        for j in (0..unrolled).step_by(4 * p) {
-            for (k, packet) in packets.iter_mut().enumerate() {
-                for (lane, acc) in packet[..p].iter_mut().enumerate() {
-                    *acc = *acc + x(first + j + k * p + lane);
-                }
-            }
-        }
-        for k in 1..4 {
-            for lane in 0..p {
-                packets[0][lane] = packets[0][lane] + packets[k][lane];
-            }
-        }
-        start = unrolled;
-    }
-    if start + p <= n {
-        let vectorized = n / p * p;
-        for j in (start..vectorized).step_by(p) {
-            for lane in 0..p {
-                packets[0][lane] = packets[0][lane] + x(first + j + lane);
-            }
-        }
-        start = vectorized;
-    }
-    let mut acc = Ftz::ZERO;
-    for j in start..n {
-        acc = acc + x(first + j);
-    }
-    acc + horizontal_sum(&packets[0][..p])
-}
-
-/// Eigen's `predux`: halves of the packet added pairwise until one lane remains (for the
-/// 16-bit packets in float32, rounded once at the end).
-fn horizontal_sum<F: Real>(lanes: &[Ftz<F>]) -> Ftz<F> {
-    if F::PREDUX_IN_F32 {
-        let mut wide = [Ftz::<f32>::ZERO; 8];
-        for (w, lane) in wide.iter_mut().zip(lanes) {
-            *w = Ftz::new(lane.get().to_f32());
-        }
-        return Ftz::new(F::from_f32(horizontal_sum(&wide[..lanes.len()]).get()));
-    }
-    match lanes.len() {
-        8 => {
-            let s: [Ftz<F>; 4] = std::array::from_fn(|i| lanes[i] + lanes[i + 4]);
-            (s[0] + s[2]) + (s[1] + s[3])
-        }
-        4 => {
-            let s: [Ftz<F>; 2] = std::array::from_fn(|i| lanes[i] + lanes[i + 2]);
-            s[0] + s[1]
-        }
-        _ => unreachable!("Eigen packets here have 4 or 8 lanes"),
-    }
-}
-
-/// The sum of `g * g` over a gradient's values (`tf.reduce_sum(tf.square(g))`), or with
-/// `halve` of `(g * g) * 0.5` (`tf.nn.l2_loss`, whose kernel sums with Eigen's sum of the dtype
-/// even for bfloat16), in Eigen's order. Values at positions `keep`
-/// rejects count as +0.0 (a shard's part of a sparse gradient), which leaves the order intact.
-#[cfg(test)]
-pub fn squares_sum<F: Real>(
-    parallel: bool,
-    values: &[F],
-    halve: bool,
-    keep: &(impl Fn(usize) -> bool + Sync),
-) -> Ftz<F> {
-    squares_sum_of(parallel, values.len(), &|i| values[i], halve, keep)
-}
-
-/// `squares_sum` over `len` values given by `value` (a gradient widened on the fly).
-pub fn squares_sum_of<F: Real>(
-    parallel: bool,
-    len: usize,
-    value: &(impl Fn(usize) -> F + Sync),
-    halve: bool,
-    keep: &(impl Fn(usize) -> bool + Sync),
-) -> Ftz<F> {
-    let half = Ftz::new(F::from_f64(0.5));
-    let term = |i: usize| {
-        if !keep(i) {
-            return Ftz::ZERO;
-        }
-        let g = Ftz::new(value(i));
-        if halve { (g * g) * half } else { g * g }
-    };
-    if halve { sum_eigen_in(parallel, &term, 0, len) } else { reduce_sum_in(parallel, &term, 0, len) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn eigen_sum_of_small_inputs_follows_lane_order() {
-        let x: Vec<f32> = (1..=40).map(|i| i as f32 * 0.1).collect();
-        let got = sum_eigen_in(false, &|i| Ftz::<_>::new(x[i]), 0, x.len()).get();
-        // 40 = one unrolled block of 32 + one packet of 8; exact in this order:
-        let mut p = [[0f32; 8]; 4];
-        for k in 0..4 {
-            for l in 0..8 {
-                p[k][l] += x[k * 8 + l];
-            }
-        }
-        let mut q: [f32; 8] = std::array::from_fn(|l| ((p[0][l] + p[1][l]) + p[2][l]) + p[3][l]);
-        for l in 0..8 {
-            q[l] += x[32 + l];
-        }
-        let s: [f32; 4] = std::array::from_fn(|i| q[i] + q[i + 4]);
-        assert_eq!(got.to_bits(), (0.0f32 + ((s[0] + s[2]) + (s[1] + s[3]))).to_bits());
-    }
+    use crate::reduction::{squares_sum, sum_eigen_in};
 
     #[test]
     fn global_norm_of_zero_gradients_keeps_them() {
@@ -450,14 +306,14 @@ mod tests {
     fn keras_clip_goldens() {
         let g = [100.0f32, 100.0];
         // clipnorm=1: [2**0.5 / 2] * 2
-        let clip = Clip::<f32>::by_norm(squares_sum(false, &g, false, &|_| true), 1.0);
+        let clip = Clip::<f32>::by_norm(squares_sum(false, &g, false), 1.0);
         let clipped: Vec<u32> = g.iter().map(|&x| clip.apply(Ftz::<_>::new(x)).get().to_bits()).collect();
         assert_eq!(clipped, [0x3f3504f3, 0x3f3504f3]);
         // clipvalue=1: [1.0, 1.0]
         let clip = Clip::<f32>::by_value(1.0);
         assert!(g.iter().all(|&x| clip.apply(Ftz::<_>::new(x)).get() == 1.0));
         // global_clipnorm=1 over two [100, 100] tensors: [0.5, 0.5] each
-        let halves = [squares_sum(false, &g, true, &|_| true).get(), squares_sum(false, &g, true, &|_| true).get()];
+        let halves = [squares_sum(false, &g, true).get(), squares_sum(false, &g, true).get()];
         let clip = Clip::<f32>::by_global_norm(sum_eigen_in(false, &|i| Ftz::<_>::new(halves[i]), 0, 2), 1.0);
         assert!(g.iter().all(|&x| clip.apply(Ftz::<_>::new(x)).get() == 0.5));
     }

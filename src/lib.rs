@@ -42,6 +42,7 @@ mod json_number;
 mod kernels;
 mod kwargs;
 mod optimizer;
+mod reduction;
 mod schedule;
 mod tensor;
 

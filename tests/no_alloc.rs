@@ -289,3 +289,70 @@ fn mixed_precision_steps_allocate_nothing() {
         assert_eq!(count, 0, "{name}: 30 steps allocated {count} times");
     }
 }
+
+/// Sharded steps with every clip norm allocate nothing either: two ranks on two threads with an
+/// all-reduce into buffers made beforehand, shards cut inside Eigen's leaves (so the split
+/// leaves' terms travel too); each rank counts its own thread's allocations.
+#[test]
+fn sharded_steps_allocate_nothing() {
+    use std::sync::{Arc, Barrier, Mutex};
+
+    struct Collective {
+        barrier: Barrier,
+        slots: Mutex<[Vec<f64>; 2]>,
+    }
+    impl Collective {
+        fn all_reduce(&self, rank: usize, values: &mut [f64]) {
+            {
+                let mut slots = self.slots.lock().unwrap();
+                slots[rank].clear();
+                slots[rank].extend_from_slice(values); // within the capacity made below
+            }
+            self.barrier.wait();
+            {
+                let slots = self.slots.lock().unwrap();
+                for (i, v) in values.iter_mut().enumerate() {
+                    *v = slots[0][i] + slots[1][i];
+                }
+            }
+            self.barrier.wait();
+        }
+    }
+    for clipping in [
+        Config { clipnorm: Some(0.5), ..Config::default() },
+        Config { global_clipnorm: Some(1.0), ..Config::default() },
+    ] {
+        let collective = Arc::new(Collective {
+            barrier: Barrier::new(2),
+            slots: Mutex::new([Vec::with_capacity(1 << 16), Vec::with_capacity(1 << 16)]),
+        });
+        std::thread::scope(|scope| {
+            for rank in 0..2 {
+                let (collective, clipping) = (collective.clone(), clipping.clone());
+                scope.spawn(move || {
+                    let mesh = adamw::Mesh::new(move |v: &mut [f64]| {
+                        collective.all_reduce(rank, v);
+                        Ok(())
+                    });
+                    let mut opt = Optimizer::new(Config { mesh: Some(mesh), threads: 1, ..clipping }).unwrap();
+                    let (n, cut) = (50_000usize, 20_001usize);
+                    let (offset, len) = if rank == 0 { (0, cut) } else { (cut, n - cut) };
+                    opt.build(&[VariableSpec::new("w", DType::F32, &[n]).sharded(offset, len)], &[]).unwrap();
+                    let mut w = vec![1.0f32; len];
+                    let g = vec![0.25f32; len];
+                    let mut step = || {
+                        let mut updates = [GradientEntry {
+                            variable: 0,
+                            values: TensorMut::F32(&mut w),
+                            gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
+                        }];
+                        opt.apply_gradients(&mut updates[..]).unwrap();
+                    };
+                    step(); // warm-up: the ranks' census of the leaves
+                    let count = allocations_during(|| (0..50).for_each(|_| step()));
+                    assert_eq!(count, 0, "rank {rank}: 50 sharded steps allocated {count} times");
+                });
+            }
+        });
+    }
+}

@@ -1,8 +1,8 @@
 //! Sharded state (Keras' `mesh`): optimizers that each hold a shard of every variable, with a
-//! caller-supplied all-reduce for clip norms. Element-wise work is identical to the unsharded
-//! optimizer, so without norm clipping the shards together are the same bits; with norm
-//! clipping, the norm is each shard's Eigen-order partial summed by the all-reduce (a different
-//! order from one whole-tensor sum), and one rank holding whole variables is exact again.
+//! caller-supplied all-reduce, ranks simulated as threads (the C test under mpirun has real
+//! ones). Element-wise work is identical to the unsharded optimizer, and the clip norms are
+//! combined from the shards in Eigen's order over the whole tensor (docs/numerics.md §14), so
+//! the shards together are the unsharded bits in every mode, for any shard boundaries.
 
 mod common;
 use common::noise;
@@ -105,14 +105,13 @@ fn whole() -> [(usize, usize); 3] {
     std::array::from_fn(|v| (0, SHAPES[v].iter().product()))
 }
 
-/// Two ranks on two threads; returns (rank 0's output, rank 1's output).
-fn two_ranks(config: &Config) -> (Vec<f32>, Vec<f32>) {
-    let collective = Collective::new(2);
-    let ranges = |rank: usize| -> [(usize, usize); 3] {
-        std::array::from_fn(|v| if rank == 0 { (0, CUTS[v]) } else { (CUTS[v], SHAPES[v].iter().product()) })
-    };
+/// Ranks on threads, rank r holding elements `cuts[r][v]..cuts[r + 1][v]` of variable v;
+/// returns each rank's output.
+fn ranks(config: &Config, cuts: &[[usize; 3]]) -> Vec<Vec<f32>> {
+    let n = cuts.len() - 1;
+    let collective = Collective::new(n);
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..2)
+        let handles: Vec<_> = (0..n)
             .map(|rank| {
                 let c = collective.clone();
                 let mut config = config.clone();
@@ -120,18 +119,24 @@ fn two_ranks(config: &Config) -> (Vec<f32>, Vec<f32>) {
                     c.all_reduce(rank, v);
                     Ok(())
                 }));
-                let r = ranges(rank);
+                let r: [(usize, usize); 3] = std::array::from_fn(|v| (cuts[rank][v], cuts[rank + 1][v]));
                 s.spawn(move || run(config, r))
             })
             .collect();
-        let mut results = handles.into_iter().map(|h| h.join().unwrap());
-        (results.next().unwrap(), results.next().unwrap())
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
 }
 
+/// Two ranks, cut mid-row and inside Eigen's leaves.
+fn two_ranks(config: &Config) -> (Vec<f32>, Vec<f32>) {
+    let sizes: [usize; 3] = std::array::from_fn(|v| SHAPES[v].iter().product());
+    let mut out = ranks(config, &[[0; 3], CUTS, sizes]).into_iter();
+    (out.next().unwrap(), out.next().unwrap())
+}
+
 /// Splits an unsharded run's output (values, then the slots in Keras' order: averages, m and v
-/// interleaved per variable, vhat) into what rank 0 and rank 1 hold.
-fn split_reference(reference: &[f32], config: &Config) -> (Vec<f32>, Vec<f32>) {
+/// interleaved per variable, vhat) into what each rank holds under `cuts`.
+fn split_reference_at(reference: &[f32], config: &Config, cuts: &[[usize; 3]]) -> Vec<Vec<f32>> {
     let sizes: Vec<usize> = SHAPES.iter().map(|s| s.iter().product()).collect();
     let mut order: Vec<usize> = vec![0, 1, 2];
     if config.use_ema {
@@ -141,15 +146,23 @@ fn split_reference(reference: &[f32], config: &Config) -> (Vec<f32>, Vec<f32>) {
     if config.amsgrad {
         order.extend([0, 1, 2]);
     }
-    let (mut r0, mut r1, mut at) = (Vec::new(), Vec::new(), 0);
+    let mut out = vec![Vec::new(); cuts.len() - 1];
+    let mut at = 0;
     for v in order {
         let part = &reference[at..at + sizes[v]];
-        r0.extend_from_slice(&part[..CUTS[v]]);
-        r1.extend_from_slice(&part[CUTS[v]..]);
+        for (rank, held) in out.iter_mut().enumerate() {
+            held.extend_from_slice(&part[cuts[rank][v]..cuts[rank + 1][v]]);
+        }
         at += sizes[v];
     }
     assert_eq!(at, reference.len());
-    (r0, r1)
+    out
+}
+
+fn split_reference(reference: &[f32], config: &Config) -> (Vec<f32>, Vec<f32>) {
+    let sizes: [usize; 3] = std::array::from_fn(|v| SHAPES[v].iter().product());
+    let mut out = split_reference_at(reference, config, &[[0; 3], CUTS, sizes]).into_iter();
+    (out.next().unwrap(), out.next().unwrap())
 }
 
 fn bits(x: &[f32]) -> Vec<u32> {
@@ -185,21 +198,164 @@ fn shards_without_norm_clipping_together_give_the_unsharded_bits() {
     assert!(bits(&r1) == bits(&e1), "rank 1 differs from the unsharded run");
 }
 
+/// Every mode, two ranks and three (uneven shards: one empty, one of a single element, a
+/// boundary on a leaf and others inside leaves and rows): after the steps each rank holds
+/// exactly its part of one unsharded optimizer's bits.
 #[test]
-fn shards_with_norm_clipping_agree_with_each_other_and_closely_with_unsharded() {
+fn shards_in_every_mode_together_give_the_unsharded_bits() {
+    let sizes: [usize; 3] = std::array::from_fn(|v| SHAPES[v].iter().product());
+    let three = [[0, 0, 0], [1, 8192 * 5, 77_777], [1, 200_003, 77_778], sizes];
+    let scale = adamw::LossScale { dynamic: true, initial_scale: 256.0, dynamic_growth_steps: 2 };
     for config in [
         Config { clipnorm: Some(0.5), ..Config::default() },
         Config { global_clipnorm: Some(2.0), ..Config::default() },
+        Config {
+            clipnorm: Some(0.05),
+            amsgrad: true,
+            use_ema: true,
+            ema_overwrite_frequency: Some(2),
+            ..Config::default()
+        },
+        Config { global_clipnorm: Some(0.5), loss_scale: Some(scale), ..Config::default() },
+        Config { clipnorm: Some(0.2), clipvalue: Some(0.1), reject_non_finite_gradients: true, ..Config::default() },
     ] {
-        let (r0, r1) = two_ranks(&config);
-        let (again0, again1) = two_ranks(&config);
-        assert!(bits(&r0) == bits(&again0) && bits(&r1) == bits(&again1), "not deterministic: {config:?}");
-        // The norm differs from the whole-tensor Eigen sum only in rounding order.
-        let (e0, e1) = split_reference(&run(config.clone(), whole()), &config);
-        for (got, want) in r0.iter().chain(&r1).zip(e0.iter().chain(&e1)) {
-            assert!((got - want).abs() <= 1e-5 * want.abs().max(1e-3), "{got} vs {want} ({config:?})");
+        let reference = run(config.clone(), whole());
+        for cuts in [&[[0; 3], CUTS, sizes][..], &three[..]] {
+            let got = ranks(&config, cuts);
+            let want = split_reference_at(&reference, &config, cuts);
+            for (rank, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    bits(g) == bits(w),
+                    "rank {rank} of {} differs from the unsharded run: {config:?}",
+                    cuts.len() - 1
+                );
+            }
         }
     }
+}
+
+/// Shards that leave an element to nobody, or give one to two ranks, are an error on every
+/// rank at the first step that clips, and nothing changes.
+#[test]
+fn shards_that_do_not_partition_a_variable_are_rejected() {
+    let collective = Collective::new(2);
+    let errors: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|rank| {
+                let c = collective.clone();
+                scope.spawn(move || {
+                    let mesh = Mesh::new(move |v: &mut [f64]| {
+                        c.all_reduce(rank, v);
+                        Ok(())
+                    });
+                    let mut opt =
+                        Optimizer::new(Config { clipnorm: Some(1.0), mesh: Some(mesh), ..Config::default() }).unwrap();
+                    let (offset, len) = if rank == 0 { (0, 6) } else { (5, 5) }; // element 5 twice, 10 and 11 never
+                    opt.build(&[VariableSpec::new("w", DType::F32, &[12]).sharded(offset, len)], &[]).unwrap();
+                    let mut w = vec![1.0f32; len];
+                    let g = vec![0.5f32; len];
+                    let before = opt.save_own_variables().unwrap();
+                    let err = opt
+                        .apply_gradients(
+                            &mut [GradientEntry {
+                                variable: 0,
+                                values: TensorMut::F32(&mut w),
+                                gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
+                            }][..],
+                        )
+                        .unwrap_err();
+                    assert!(matches!(err, Error::InvalidArgument(_)));
+                    assert!(w.iter().all(|&x| x == 1.0) && before == opt.save_own_variables().unwrap());
+                    err.to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(errors.iter().all(|e| e.contains("do not partition")), "{errors:?}");
+}
+
+/// Ranks that list different variables are told so, together, before anything changes.
+#[test]
+fn ranks_making_different_calls_fail_together() {
+    let collective = Collective::new(2);
+    std::thread::scope(|scope| {
+        for rank in 0..2 {
+            let c = collective.clone();
+            scope.spawn(move || {
+                let mesh = Mesh::new(move |v: &mut [f64]| {
+                    c.all_reduce(rank, v);
+                    Ok(())
+                });
+                let mut opt =
+                    Optimizer::new(Config { global_clipnorm: Some(1.0), mesh: Some(mesh), ..Config::default() })
+                        .unwrap();
+                let specs = [
+                    VariableSpec::new("a", DType::F32, &[4]).sharded(2 * rank, 2),
+                    VariableSpec::new("b", DType::F32, &[3]),
+                ];
+                opt.build(&specs, &[]).unwrap();
+                let (mut a, mut b) = (vec![1.0f32; 2], vec![1.0f32; 3]);
+                let (ga, gb) = (vec![0.5f32; 2], vec![0.5f32; 3]);
+                let mut entries = vec![GradientEntry {
+                    variable: 0,
+                    values: TensorMut::F32(&mut a),
+                    gradient: Some(Gradient::Dense(TensorRef::F32(&ga))),
+                }];
+                if rank == 1 {
+                    entries.push(GradientEntry {
+                        variable: 1,
+                        values: TensorMut::F32(&mut b),
+                        gradient: Some(Gradient::Dense(TensorRef::F32(&gb))),
+                    });
+                }
+                let err = opt.apply_gradients(&mut entries[..]).unwrap_err();
+                assert!(err.to_string().contains("made different calls"), "{err}");
+                drop(entries);
+                assert_eq!((a, b, opt.iterations()), (vec![1.0; 2], vec![1.0; 3], 0));
+            });
+        }
+    });
+}
+
+/// reject_non_finite_gradients: a NaN on one rank rejects the call on every rank.
+#[test]
+fn a_non_finite_gradient_on_one_rank_is_rejected_by_every_rank() {
+    let collective = Collective::new(2);
+    let errors: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|rank| {
+                let c = collective.clone();
+                scope.spawn(move || {
+                    let mesh = Mesh::new(move |v: &mut [f64]| {
+                        c.all_reduce(rank, v);
+                        Ok(())
+                    });
+                    let config = Config { reject_non_finite_gradients: true, mesh: Some(mesh), ..Config::default() };
+                    let mut opt = Optimizer::new(config).unwrap();
+                    opt.build(&[VariableSpec::new("w", DType::F32, &[8]).sharded(4 * rank, 4)], &[]).unwrap();
+                    let mut w = vec![1.0f32; 4];
+                    let mut g = vec![0.5f32; 4];
+                    if rank == 0 {
+                        g[1] = f32::NAN;
+                    }
+                    let err = opt
+                        .apply_gradients(
+                            &mut [GradientEntry {
+                                variable: 0,
+                                values: TensorMut::F32(&mut w),
+                                gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
+                            }][..],
+                        )
+                        .unwrap_err();
+                    assert!(matches!(err, Error::NonFiniteGradient(_)) && w == [1.0; 4] && opt.iterations() == 0);
+                    err.to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(errors[0].contains("element 1") && errors[1].contains("another rank"), "{errors:?}");
 }
 
 #[test]

@@ -36,6 +36,8 @@ pub(crate) struct VariableLayout {
     pub row_len: usize,
     /// The flat index in the whole variable of the first element held (a shard's offset, else 0).
     pub offset: usize,
+    /// Elements of the whole variable (`len` unless sharded).
+    pub full_len: usize,
     /// Whether only a shard is held (sparse rows then count only their elements in the shard).
     pub sharded: bool,
 }
@@ -170,18 +172,36 @@ pub(crate) trait Engine: Send {
     /// `loss_scale`, in the gradients unscaled by it (`kernels::unscale_factor`).
     fn find_non_finite(&mut self, entries: &mut dyn GradientEntries, loss_scale: Option<f32>) -> Option<NonFinite>;
 
-    /// Pushes onto `out`, per entry with a gradient in list order, the sum of its squares
-    /// (`halve`: of `(g * g) * 0.5`, Keras' `l2_loss`) over the elements held here, in Eigen's
-    /// order and in the state's dtype (a widened gradient for a master copy), as float64. `out`
-    /// has room for every built variable.
-    /// With `loss_scale`, of the gradients unscaled by it.
+    /// Appends, for every sharded variable in order, this rank's census of the leaves of its
+    /// clip-norm sum (`reduction::leaf_census`; `halve`: of `l2_loss` terms), for the all-reduce
+    /// that tells which leaves the ranks' shard boundaries split.
+    fn leaf_census(&self, halve: bool, out: &mut Vec<f64>);
+
+    /// Takes the all-reduced census of [`Engine::leaf_census`]; an error (and no change) if the
+    /// ranks' shards do not hold every element of a variable exactly once. Returns how many
+    /// slots the largest call's [`Engine::norm_partials`] may append to `shared`.
+    fn set_split_leaves(&mut self, halve: bool, census: &[f64]) -> Result<usize>;
+
+    /// Pushes onto `sums`, per entry with a gradient in list order, the sum of its squares
+    /// (`halve`: of `(g * g) * 0.5`, Keras' `l2_loss`) in Eigen's order and in the state's dtype
+    /// (a widened gradient for a master copy), as float64; with `loss_scale`, of the gradients
+    /// unscaled by it. For a sharded variable with a dense gradient it pushes 0 instead and
+    /// appends this rank's part of the sum to `shared` (`reduction::contribute`, after
+    /// `set_split_leaves`), which [`Engine::finish_norms`] completes after the all-reduce. A
+    /// sparse gradient is whole on every rank, and its sum is taken whole. `sums` has room for
+    /// every built variable.
     fn norm_partials(
         &mut self,
         entries: &mut dyn GradientEntries,
         halve: bool,
         loss_scale: Option<f32>,
-        out: &mut Vec<f64>,
+        sums: &mut Vec<f64>,
+        shared: &mut Vec<f64>,
     );
+
+    /// After the all-reduce of `shared`: the sum of every sharded entry's `norm_partials` left
+    /// to it, in `sums` (`reduction::combine`), the bits one process gets.
+    fn finish_norms(&self, entries: &mut dyn GradientEntries, halve: bool, shared: &[f64], sums: &mut [f64]);
 
     /// Runs the step of `plan` over every entry with a gradient: decay, clip, moments, update
     /// and EMA, element by element, writing the caller's values and the state. A variable with a

@@ -20,8 +20,16 @@ pub type adamw_scalar_fn = Option<unsafe extern "C" fn(step: i64, user_data: *mu
 /// Sharded state's collective (Keras' `mesh`): sum each of the `count` doubles at `values`
 /// across all ranks, in place, with the same result on every rank (an all-reduce with SUM, as
 /// MPI_Allreduce, ncclAllReduce or Gloo provide), and return 0; anything else fails the call
-/// (nothing changes, ADAMW_STATUS_CALLBACK_FAILED). Called once per step that clips by norm,
-/// on the calling thread, with the optimizer locked. It must not unwind.
+/// (nothing changes, ADAMW_STATUS_CALLBACK_FAILED). Called on the calling thread, with the
+/// optimizer locked, from `apply_gradients`/`minimize` only, which are then collective: every
+/// rank makes the same calls. A step that clips by norm, rejects non-finite gradients or has a
+/// dynamic loss scale calls it with 3 doubles (the ranks check that they make the same call and
+/// agree on a non-finite gradient); one that clips by norm then calls it again with the sharded
+/// norms' parts: per sharded variable with a dense gradient, one double per leaf of Eigen's sum
+/// (8,192 float32 elements; docs/numerics.md §14) plus one per element of the leaves that a
+/// shard boundary cuts (shards cut at multiples of 8,192 elements cut none).
+/// Any sum order gives the same result: every slot is non-zero on one rank at most. The first
+/// step that clips also sends a census (two doubles per leaf) once. It must not unwind.
 pub type adamw_all_reduce_fn =
     Option<unsafe extern "C" fn(values: *mut f64, count: usize, user_data: *mut c_void) -> i32>;
 
@@ -137,7 +145,8 @@ pub struct adamw_config {
     /// The optimizer's name (NUL-terminated UTF-8, copied), or NULL for "AdamW".
     pub name: *const c_char,
     /// Sharded state (Keras' `mesh`), or NULL (default): with it, variables may be built as
-    /// shards (see `adamw_variable`), and clip norms are summed across ranks by this callback.
+    /// shards (see `adamw_variable`), and clip norms and non-finite checks are combined across
+    /// ranks by this callback, so that the shards take exactly the steps of one process.
     /// Kept with `mesh_user_data`, called as documented on `adamw_all_reduce_fn`.
     pub mesh_all_reduce: adamw_all_reduce_fn,
     /// Passed to `mesh_all_reduce` as `user_data`; never dereferenced by the library.

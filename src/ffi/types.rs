@@ -55,7 +55,10 @@ pub struct adamw_variable {
     /// 1 to hold only a shard of the variable (needs `mesh_all_reduce` in the config): flat
     /// elements `shard_offset .. shard_offset + shard_len` of the row-major variable of `shape`.
     /// Its `data`, dense gradients and slots then have `shard_len` elements; sparse gradients
-    /// still name whole rows of the variable, and each shard applies its part of them.
+    /// are the whole IndexedSlices on every rank (whole rows of the variable), and each shard
+    /// applies its part of them. The ranks' shards must hold every element exactly once (the
+    /// first step that clips by norm checks it: INVALID_ARGUMENT). An unsharded variable under a
+    /// mesh is replicated: every rank holds it whole, with the same gradient.
     pub sharded: u8,
     /// With `sharded`: the flat (row-major) element index where the shard starts; else ignored.
     pub shard_offset: usize,

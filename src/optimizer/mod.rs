@@ -196,7 +196,15 @@ impl Optimizer {
         let layouts: Vec<_> = variables.iter().map(|v| v.layout).collect();
         let slots = Slots { amsgrad: s.config.amsgrad, ema: s.config.use_ema };
         s.engine.build(&layouts, slots, initial_values)?;
-        s.built = Some(Built { variables, decay, last_listed, call_number: 0, norm_partials });
+        s.built = Some(Built {
+            variables,
+            decay,
+            last_listed,
+            call_number: 0,
+            norm_partials,
+            norm_shared: Vec::new(),
+            leaves_known: false,
+        });
         Ok(())
     }
 

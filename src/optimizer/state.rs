@@ -84,8 +84,14 @@ pub(crate) struct Built {
     pub last_listed: Vec<u64>,
     pub call_number: u64,
     /// Per gradient of a step, in list order: its sum of squares (clipnorm) or `l2_loss`
-    /// (global_clipnorm), summed across ranks when sharded. Room for every variable.
+    /// (global_clipnorm), combined across ranks when sharded. Room for every variable.
     pub norm_partials: Vec<f64>,
+    /// With a mesh: this rank's part of the sharded clip norms, all-reduced each step (room for
+    /// the largest call once `leaves_known`).
+    pub norm_shared: Vec<f64>,
+    /// With a mesh: whether the engine knows which leaves of the sharded norms the ranks'
+    /// shard boundaries split (learnt from one all-reduced census at the first step that clips).
+    pub leaves_known: bool,
 }
 
 /// Everything an optimizer owns.

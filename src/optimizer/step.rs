@@ -7,9 +7,10 @@ use crate::engine::{DTypePlan, StepPlan};
 use crate::error::{Error, Result};
 use crate::float::{Ftz, Real};
 use crate::kernels::{self, Clip, StepHyper, StepScalars};
-use crate::tensor::GradientEntries;
+use crate::reduction;
+use crate::tensor::{Gradient, GradientEntries};
 
-use super::state::State;
+use super::state::{Built, State};
 use super::validate::{check_entries, not_built};
 
 /// The learning rate and betas of the step at `step` (pre-increment iterations).
@@ -40,12 +41,36 @@ fn dtype_plan<F: Real>(
     let global_clip = match clipping {
         // The sum over the gradients' l2_loss values, in Eigen's order like TF's stacked sum.
         Clipping::GlobalNorm(clip) => Clip::by_global_norm(
-            kernels::reduce_sum_in(false, &|i| Ftz::new(F::from_f64(partials[i])), 0, partials.len()),
+            reduction::reduce_sum_in(false, &|i| Ftz::new(F::from_f64(partials[i])), 0, partials.len()),
             clip,
         ),
         _ => Clip::None,
     };
     DTypePlan { scalars: StepScalars::new(hyper), global_clip, unscale: loss_scale.map(kernels::unscale_factor) }
+}
+
+/// What every rank of a mesh must agree on for a call, hashed to 32 bits (so that the sum over
+/// up to 2^20 ranks is exact in a double): every built variable's dtype, size and shard flag,
+/// and each entry's variable and kind of gradient.
+fn call_signature(built: &Built, entries: &mut dyn GradientEntries) -> u32 {
+    const FNV_PRIME: u64 = 0x0100_0000_01b3;
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut mix = |x: u64| hash = (hash ^ x).wrapping_mul(FNV_PRIME);
+    for v in &built.variables {
+        mix(v.layout.values_dtype as u64);
+        mix(v.layout.full_len as u64);
+        mix(v.layout.sharded as u64);
+    }
+    for i in 0..entries.len() {
+        let entry = entries.get(i);
+        mix(entry.variable as u64);
+        mix(match entry.gradient {
+            None => 0,
+            Some(Gradient::Dense(_)) => 1,
+            Some(Gradient::Sparse { indices, .. }) => 2 + indices.len() as u64,
+        });
+    }
+    (hash ^ (hash >> 32)) as u32
 }
 
 /// The loss scaler's update (Keras' `_DynamicLossScaleState.update`): the scale and counter
@@ -79,25 +104,43 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut dyn GradientEntri
     let clipping = config.clipping();
     let dtypes = check_entries(built, entries, clipping)?;
     let loss_scale = config.loss_scale.map(|_| state.loss_scale);
-    if config.reject_non_finite_gradients {
-        if let Some(bad) = state.engine.find_non_finite(entries, loss_scale) {
-            let variable = entries.get(bad.entry).variable;
-            return Err(Error::NonFiniteGradient(format!(
-                "the gradient of variable {variable} (`{}`) holds {} at element {}; the call was rejected and nothing changed (reject_non_finite_gradients is on)",
-                built.variables[variable].spec.name, bad.value, bad.element
+    let dynamic_scale = config.loss_scale.filter(|l| l.dynamic);
+    let checks_finite = config.reject_non_finite_gradients || dynamic_scale.is_some();
+    let local_bad = if checks_finite { state.engine.find_non_finite(entries, loss_scale) } else { None };
+    let mut any_bad = local_bad.is_some();
+    // Under a mesh the ranks first agree, in one all-reduce of three numbers: that they make the
+    // same call, and whether any rank has a non-finite gradient (then every rank rejects or
+    // skips, together).
+    let norm_clipping = matches!(clipping, Clipping::Norm(_) | Clipping::GlobalNorm(_));
+    if let Some(mesh) = config.mesh.as_ref().filter(|_| checks_finite || norm_clipping) {
+        let own = call_signature(built, entries) as f64;
+        let mut header = [1.0, own, if any_bad { 1.0 } else { 0.0 }];
+        mesh.all_reduce(&mut header)?;
+        if header[1] != header[0] * own {
+            return Err(Error::InvalidArgument(format!(
+                "the {} ranks of the mesh made different calls: under a mesh apply_gradients is collective, and every rank must build the same variables (sharded alike) and list the same ones with the same kind of gradient",
+                header[0]
             )));
         }
+        any_bad = header[2] > 0.0;
+    }
+    if config.reject_non_finite_gradients && any_bad {
+        return Err(Error::NonFiniteGradient(match local_bad {
+            Some(bad) => format!(
+                "the gradient of variable {} (`{}`) holds {} at element {}; the call was rejected and nothing changed (reject_non_finite_gradients is on)",
+                entries.get(bad.entry).variable,
+                built.variables[entries.get(bad.entry).variable].spec.name,
+                bad.value,
+                bad.element
+            ),
+            None => "a gradient on another rank of the mesh holds NaN or infinity; the call was rejected on every rank and nothing changed (reject_non_finite_gradients is on)".into(),
+        }));
     }
     // Keras updates a dynamic scale before the step; the new scale only unscales later steps, so
     // it is kept here and stored once the step has succeeded (a failed call changes nothing).
     let mut next_scale = None;
-    if let Some(ls) = config.loss_scale.filter(|l| l.dynamic) {
-        let mut non_finite = [if state.engine.find_non_finite(entries, loss_scale).is_some() { 1.0 } else { 0.0 }];
-        // Every rank takes the same decision: a non-finite gradient anywhere skips everywhere.
-        if let Some(mesh) = &config.mesh {
-            mesh.all_reduce(&mut non_finite)?;
-        }
-        let finite = non_finite[0] == 0.0;
+    if let Some(ls) = dynamic_scale {
+        let finite = !any_bad;
         let next = next_loss_scale(state.loss_scale, state.loss_scale_counter, finite, ls.dynamic_growth_steps);
         if !finite {
             // Keras skips the inner step and only advances the counter (the learning rate it
@@ -116,11 +159,27 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut dyn GradientEntri
     // until every rank arrives, so it runs here, on the calling thread, never on a pool thread
     // (ranks as threads of one process sharing a pool could starve each other).
     built.norm_partials.clear();
-    if let Clipping::Norm(_) | Clipping::GlobalNorm(_) = clipping {
+    built.norm_shared.clear();
+    if norm_clipping {
         let halve = matches!(clipping, Clipping::GlobalNorm(_));
-        state.engine.norm_partials(entries, halve, loss_scale, &mut built.norm_partials);
         if let Some(mesh) = &config.mesh {
-            mesh.all_reduce(&mut built.norm_partials)?;
+            if !built.leaves_known {
+                // Once: which leaves of the sharded sums the ranks' shard boundaries split.
+                let mut census = Vec::new();
+                state.engine.leaf_census(halve, &mut census);
+                mesh.all_reduce(&mut census)?;
+                let room = state.engine.set_split_leaves(halve, &census)?;
+                built
+                    .norm_shared
+                    .try_reserve_exact(room)
+                    .map_err(|_| Error::OutOfMemory("the sharded clip norms".into()))?;
+                built.leaves_known = true;
+            }
+        }
+        state.engine.norm_partials(entries, halve, loss_scale, &mut built.norm_partials, &mut built.norm_shared);
+        if let Some(mesh) = &config.mesh {
+            mesh.all_reduce(&mut built.norm_shared)?;
+            state.engine.finish_norms(entries, halve, &built.norm_shared, &mut built.norm_partials);
         }
     }
     let step_hyper = StepHyper {

@@ -119,6 +119,7 @@ pub(crate) fn build_variables(
                 len,
                 row_len: spec.shape.iter().skip(1).product(),
                 offset,
+                full_len,
                 sharded: spec.shard.is_some(),
             },
             slot_shape: if spec.shard.is_some() { vec![len] } else { spec.shape.clone() },

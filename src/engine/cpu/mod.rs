@@ -14,10 +14,11 @@ use std::sync::{Arc, OnceLock};
 use loops::{SlotSlices, SparseRows};
 
 use super::{Engine, NonFinite, Slot, Slots, StepPlan, VariableLayout};
-use crate::dtype::{DType, Element, TensorBuf, TensorMut, TensorRef, each_float};
-use crate::error::{Error, Result};
+use crate::dtype::{DType, Element, TensorBuf, TensorMut, TensorRef, each_float, with_float};
+use crate::error::{Error, Result, invalid};
 use crate::float::{Ftz, Real, widen};
 use crate::kernels;
+use crate::reduction;
 use crate::tensor::{Gradient, GradientEntries};
 
 /// One variable's state in host memory; a slot that is off is empty.
@@ -29,6 +30,9 @@ struct VariableSlots {
     vhat: TensorBuf,
     average: TensorBuf,
     master: TensorBuf,
+    /// A sharded variable's leaves of its clip-norm sum that shard boundaries split
+    /// (`reduction::split_leaves`); empty until the ranks' census.
+    split_leaves: Vec<bool>,
 }
 
 impl VariableSlots {
@@ -173,6 +177,7 @@ impl Engine for CpuEngine {
                 vhat: optional(slots.amsgrad)?,
                 average: copy(slots.ema)?,
                 master: copy(layout.has_master())?,
+                split_leaves: Vec::new(),
             });
         }
         self.master_row_len =
@@ -213,23 +218,84 @@ impl Engine for CpuEngine {
         })
     }
 
+    fn leaf_census(&self, halve: bool, out: &mut Vec<f64>) {
+        for v in self.variables.iter().filter(|v| v.layout.sharded) {
+            let l = v.layout;
+            let held = l.offset..l.offset + l.len;
+            with_float!(tree_dtype(&l, halve), T => reduction::leaf_census::<T>(l.full_len, held, out), _ => {})
+        }
+    }
+
+    fn set_split_leaves(&mut self, halve: bool, census: &[f64]) -> Result<usize> {
+        // Every variable is checked before any is changed.
+        let (mut splits, mut at, mut shared) = (Vec::new(), 0, 0);
+        for (i, v) in self.variables.iter().enumerate().filter(|(_, v)| v.layout.sharded) {
+            let l = v.layout;
+            let mut split = Vec::new();
+            shared += with_float!(tree_dtype(&l, halve), T => {
+                let count = reduction::leaf_count::<T>(l.full_len);
+                let part = census.get(at..at + 2 * count).ok_or_else(|| Error::Internal("a short leaf census".into()))?;
+                at += 2 * count;
+                split.try_reserve_exact(count).map_err(|_| Error::OutOfMemory("the shards' leaf census".into()))?;
+                reduction::split_leaves::<T>(l.full_len, part, &mut split)
+                    .map_err(|e| invalid!("variable {i}: {e}: the ranks' shards do not partition it"))?;
+                reduction::shared_len::<T>(l.full_len, &split)
+            }, _ => 0);
+            splits.push((i, split));
+        }
+        for (i, split) in splits {
+            self.variables[i].split_leaves = split;
+        }
+        Ok(shared)
+    }
+
     fn norm_partials(
         &mut self,
         entries: &mut dyn GradientEntries,
         halve: bool,
         loss_scale: Option<f32>,
-        out: &mut Vec<f64>,
+        sums: &mut Vec<f64>,
+        shared: &mut Vec<f64>,
     ) {
         let (variables, parallel) = (&self.variables, self.parallel);
         in_pool(self.pool_for(entries), || {
             for i in 0..entries.len() {
                 let entry = entries.get(i);
                 let Some(gradient) = entry.gradient else { continue };
-                let layout = &variables[entry.variable].layout;
-                let partial = each_float!(gradient.values(), g => squares_sum(layout, gradient, g, halve, loss_scale, parallel), _ => 0.0);
-                out.push(partial);
+                let state = &variables[entry.variable];
+                let part = match gradient {
+                    Gradient::Dense(_) if state.layout.sharded => Some(&mut *shared),
+                    _ => None,
+                };
+                let sum = each_float!(gradient.values(), g => squares_sum(state, g, halve, loss_scale, parallel, part), _ => 0.0);
+                sums.push(sum);
             }
         })
+    }
+
+    fn finish_norms(&self, entries: &mut dyn GradientEntries, halve: bool, shared: &[f64], sums: &mut [f64]) {
+        let (mut at, mut k) = (0, 0);
+        for i in 0..entries.len() {
+            let entry = entries.get(i);
+            let Some(gradient) = entry.gradient else { continue };
+            let state = &self.variables[entry.variable];
+            if matches!(gradient, Gradient::Dense(_)) && state.layout.sharded {
+                let (l, split) = (state.layout, &state.split_leaves);
+                let total = with_float!(tree_dtype(&l, halve), T => {
+                    let len = reduction::shared_len::<T>(l.full_len, split);
+                    let part = shared.get(at..at + len).unwrap_or_default();
+                    at += len;
+                    reduction::combine::<T>(l.full_len, split, part).get().to_f64()
+                }, _ => 0.0);
+                sums[k] = if tree_dtype(&l, halve) == terms_dtype(&l) {
+                    total
+                } else {
+                    // bfloat16's reduce_sum: the float32 total rounded once.
+                    with_float!(terms_dtype(&l), G => G::from_f32(total as f32).to_f64(), _ => total)
+                };
+            }
+            k += 1;
+        }
     }
 
     fn step(&mut self, plan: &StepPlan<'_>, entries: &mut dyn GradientEntries) {
@@ -284,53 +350,66 @@ fn first_non_finite<F: Real>(x: &[F]) -> Option<(usize, f64)> {
     x.iter().position(|v| !(*v - *v == F::ZERO)).map(|k| (k, x[k].to_f64()))
 }
 
-/// A gradient's sum of squares (or `l2_loss`) over the elements this engine holds, in the
-/// state's dtype (widened to float32 for a variable with a master copy), unscaled by
-/// `loss_scale` if given, as float64.
+/// The dtype of a variable's clip-norm terms: the gradient's, or a master's float32.
+fn terms_dtype(layout: &VariableLayout) -> DType {
+    if layout.has_master() { DType::F32 } else { layout.values_dtype }
+}
+
+/// The dtype of the tree a variable's clip-norm sum runs in: its terms', or float32 for
+/// bfloat16's `tf.reduce_sum` (`reduction::sums_in_f32`).
+fn tree_dtype(layout: &VariableLayout, halve: bool) -> DType {
+    let terms = terms_dtype(layout);
+    with_float!(terms, G => if reduction::sums_in_f32::<G>(halve) { DType::F32 } else { terms }, _ => terms)
+}
+
+/// A gradient's sum of squares (or `l2_loss`) in the state's dtype (widened to float32 for a
+/// variable with a master copy), unscaled by `loss_scale` if given, as float64; or with
+/// `shared`, this rank's part of a sharded dense gradient's sum appended there (and 0).
 fn squares_sum<F: Real>(
-    layout: &VariableLayout,
-    gradient: Gradient<'_>,
+    state: &VariableSlots,
     values: &[F],
     halve: bool,
     loss_scale: Option<f32>,
     parallel: bool,
+    shared: Option<&mut Vec<f64>>,
 ) -> f64 {
-    fn sum<G: Real>(
-        layout: &VariableLayout,
-        gradient: Gradient<'_>,
-        len: usize,
-        value: &(impl Fn(usize) -> G + Sync),
-        halve: bool,
-        parallel: bool,
-    ) -> f64 {
-        match gradient {
-            Gradient::Sparse { indices, .. } if layout.sharded => {
-                // Rows are whole rows of the variable; a shard counts only its own elements.
-                let row_len = layout.row_len.max(1);
-                let (first, end) = (layout.offset, layout.offset + layout.len);
-                let held = |j: usize| {
-                    let element = indices[j / row_len] as usize * row_len + j % row_len;
-                    first <= element && element < end
-                };
-                kernels::squares_sum_of(parallel, len, value, halve, &held).get().to_f64()
-            }
-            _ => kernels::squares_sum_of(parallel, len, value, halve, &|_| true).get().to_f64(),
-        }
-    }
     let n = values.len();
-    let widened = layout.dtype == DType::F32 && F::DTYPE != DType::F32;
+    let widened = state.has_master();
     match loss_scale {
-        None if widened => sum(layout, gradient, n, &|i| widen(values[i]), halve, parallel),
-        None => sum(layout, gradient, n, &|i| values[i], halve, parallel),
+        None if widened => sum_of(state, n, &|i| widen(values[i]), halve, parallel, shared),
+        None => sum_of(state, n, &|i| values[i], halve, parallel, shared),
         Some(scale) if widened => {
             let r = kernels::unscale_factor::<f32>(scale);
-            sum(layout, gradient, n, &|i| (Ftz::new(widen(values[i])) * r).get(), halve, parallel)
+            sum_of(state, n, &|i| (Ftz::new(widen(values[i])) * r).get(), halve, parallel, shared)
         }
         Some(scale) => {
             let r = kernels::unscale_factor::<F>(scale);
-            sum(layout, gradient, n, &|i| (Ftz::new(values[i]) * r).get(), halve, parallel)
+            sum_of(state, n, &|i| (Ftz::new(values[i]) * r).get(), halve, parallel, shared)
         }
     }
+}
+
+/// [`squares_sum`] of the `n` terms that `value` gives (indexed from the shard's start).
+fn sum_of<G: Real>(
+    state: &VariableSlots,
+    n: usize,
+    value: &(impl Fn(usize) -> G + Sync),
+    halve: bool,
+    parallel: bool,
+    shared: Option<&mut Vec<f64>>,
+) -> f64 {
+    let Some(shared) = shared else {
+        return reduction::squares_sum_of(parallel, n, value, halve).get().to_f64();
+    };
+    let (l, split) = (&state.layout, &state.split_leaves[..]);
+    let held = l.offset..l.offset + l.len;
+    let term = |i: usize| reduction::square_term(value(i - l.offset), halve);
+    if reduction::sums_in_f32::<G>(halve) {
+        reduction::contribute::<f32>(l.full_len, held, split, &|i| Ftz::new(term(i).get().to_f32()), shared);
+    } else {
+        reduction::contribute::<G>(l.full_len, held, split, &term, shared);
+    }
+    0.0
 }
 
 /// A copy of `values` in `dtype`: the same, or widened to a master's float32.
