@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: the Rust unit and integration tests (Keras conformance at 0 ulp, header sync),
-# the C API test program and the C++ wrapper's tests under AddressSanitizer + UBSan, the Go
-# package's tests under the strict cgo pointer checker, and the examples.
+# the C API test program and the C++ wrapper's tests under AddressSanitizer + UBSan, sharded
+# state under mpirun, the Go package's tests under the strict cgo pointer checker, and the
+# examples.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/ensure-toolchain.sh
@@ -18,6 +19,8 @@ echo "== benchmarks compile (measured separately: cargo bench, tools/bench_peers
 cargo bench --locked --no-run
 echo "== C API tests (ASan + UBSan)"
 bash tools/test-c.sh
+echo "== sharded state on MPI ranks (mpirun -np 2, -np 3)"
+bash tools/test-mpi.sh
 echo "== valgrind (C tests and examples) and the C examples under ASan + UBSan"
 bash tools/test-memcheck.sh
 echo "== fuzzing, 30 s per target (cargo-fuzz, AddressSanitizer)"
