@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds and runs every example: the main C example, the game-loop example (whose checksum must
-# not change across runs or thread counts), the C++ network and the Go service.
+# not change across runs or thread counts), the float16 loss-scale example, the ZeRO-1 example
+# under mpirun, the C++ network and the Go service.
 # Expects `cargo build --release` to have run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,12 @@ echo "-- C: float16_loss_scale"
 cc -std=c11 -O2 -Wall -Wextra -Wpedantic -Werror -Iinclude examples/c/float16_loss_scale.c "${libs[@]}" \
     -o "$out/float16_loss_scale"
 "$out/float16_loss_scale" | tail -n 4
+
+echo "-- MPI: zero1 (2 and 3 ranks)"
+mpicc -std=c11 -O2 -Wall -Wextra -Wpedantic -Werror -Iinclude examples/mpi/zero1.c "${libs[@]}" -o "$out/zero1"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 # containers and CI run as root
+timeout 120 mpirun -np 2 "$out/zero1" | tail -n 2
+timeout 120 mpirun -np 3 --oversubscribe "$out/zero1" | tail -n 2
 
 echo "-- C++: two_layer"
 c++ -std=c++17 -O2 -Wall -Wextra -Werror -Iinclude -Ibindings/cpp/include examples/cpp/two_layer.cpp "${libs[@]}" \
