@@ -6,7 +6,10 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <condition_variable>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "adamw/adamw.hpp"
 
@@ -413,6 +416,84 @@ static void sixteen_bit() {
     CHECK(sw[0] == 0.4699443578720093f && scaled.loss_scale().first == 4096.0f);
 }
 
+// Two ranks on threads with an in-process all-reduce (a lambda: any callable serves as the
+// mesh), cut inside a leaf of Eigen's sum: with clipnorm the shards hold exactly one process's
+// bits. A mesh that throws fails the step with its message and changes nothing.
+struct TwoRankSum {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::vector<double> sum;
+    int arrived = 0, generation = 0, taken = 0;
+
+    void all_reduce(double* values, std::size_t count) {
+        std::unique_lock<std::mutex> lock(mutex);
+        if (arrived == 0) sum.assign(values, values + count);
+        else for (std::size_t i = 0; i < count; i++) sum[i] += values[i];
+        int gen = generation;
+        if (++arrived == 2) {
+            arrived = 0;
+            ++generation;
+            cv.notify_all();
+        } else {
+            cv.wait(lock, [&] { return generation != gen; });
+        }
+        std::copy(sum.begin(), sum.begin() + static_cast<std::ptrdiff_t>(count), values);
+        // The second reader lets the next call overwrite the sum.
+        if (++taken == 2) {
+            taken = 0;
+            cv.notify_all();
+        } else {
+            cv.wait(lock, [&] { return taken == 0; });
+        }
+    }
+};
+
+static void sharded_mesh() {
+    const std::size_t n = 20000, cut = 9001;
+    auto grad = [](int step, std::size_t i) { return static_cast<float>((i * 7 + step * 13) % 101) * 1e-3f - 0.05f; };
+    std::vector<float> whole(n, 0.5f);
+    adamw::Optimizer reference{adamw::Config().learning_rate(0.01).clipnorm(0.5)};
+    reference.build({adamw::Variable::of<float>("w", {n})});
+    for (int step = 0; step < 3; step++) {
+        std::vector<float> g(n);
+        for (std::size_t i = 0; i < n; i++) g[i] = grad(step, i);
+        reference.apply_gradients({adamw::Gradient::dense<float>(0, whole, g)});
+    }
+    TwoRankSum collective;
+    std::vector<float> held[2];
+    std::thread ranks[2];
+    for (int rank = 0; rank < 2; rank++) {
+        ranks[rank] = std::thread([&, rank] {
+            std::size_t offset = rank == 0 ? 0 : cut, len = rank == 0 ? cut : n - cut;
+            adamw::Optimizer opt{adamw::Config().learning_rate(0.01).clipnorm(0.5).mesh(
+                [&](double* values, std::size_t count) { collective.all_reduce(values, count); })};
+            opt.build({adamw::Variable::of<float>("w", {n}).shard(offset, len)});
+            held[rank].assign(len, 0.5f);
+            for (int step = 0; step < 3; step++) {
+                std::vector<float> g(len);
+                for (std::size_t i = 0; i < len; i++) g[i] = grad(step, offset + i);
+                opt.apply_gradients({adamw::Gradient::dense<float>(0, held[rank], g)});
+            }
+        });
+    }
+    for (auto& t : ranks) t.join();
+    std::vector<float> gathered = held[0];
+    gathered.insert(gathered.end(), held[1].begin(), held[1].end());
+    CHECK(gathered.size() == n && std::memcmp(gathered.data(), whole.data(), n * sizeof(float)) == 0);
+
+    adamw::Optimizer broken{adamw::Config().clipnorm(0.5).mesh([](double*, std::size_t) { throw std::runtime_error("rank 1 is gone"); })};
+    broken.build({adamw::Variable::of<float>("w", {4}).shard(0, 4)});
+    std::vector<float> w(4, 1.0f), g(4, 0.5f);
+    try {
+        broken.apply_gradients({adamw::Gradient::dense<float>(0, w, g)});
+        CHECK(false);
+    } catch (const adamw::Error& e) {
+        CHECK(e.status() == ADAMW_STATUS_CALLBACK_FAILED);
+        CHECK(std::string(e.what()).find("rank 1 is gone") != std::string::npos);
+    }
+    CHECK(w == std::vector<float>(4, 1.0f) && broken.iterations() == 0);
+}
+
 int main(int argc, char** argv) {
     if (argc != 2) {
         std::fprintf(stderr, "usage: %s SMOKE.txt\n", argv[0]);
@@ -427,6 +508,7 @@ int main(int argc, char** argv) {
     move_semantics();
     smoke_trajectories(argv[1]);
     sixteen_bit();
+    sharded_mesh();
     std::printf("%d passed, %d failed\n", checks - failures, failures);
     return failures == 0 ? 0 : 1;
 }

@@ -22,6 +22,7 @@ package adamw
 #include "adamw.h"
 
 extern int32_t goAdamwScalar(int64_t step, void *user_data, double *out_value);
+extern int32_t goAdamwAllReduce(double *values, size_t count, void *user_data);
 */
 import "C"
 
@@ -199,6 +200,12 @@ type Config struct {
 	// loss times Optimizer.LossScale(); each step unscales them, and a dynamic scale skips a
 	// step with an overflowed gradient and adapts itself.
 	LossScale *LossScale
+	// Mesh, when set, is sharded state's all-reduce (Keras' mesh): it must sum values across
+	// the ranks in place, the same on every rank (MPI, NCCL, or channels between goroutines).
+	// Variables may then be shards (Variable.Sharded), and ApplyGradients is collective: every
+	// rank makes the same calls. An error it returns fails the step (ErrCallbackFailed) and
+	// changes nothing. See adamw_all_reduce_fn in adamw.h for what it sums.
+	Mesh func(values []float64) error
 }
 
 // DefaultConfig returns Keras' defaults: learning rate 0.001, weight decay 0.004, betas 0.9 and
@@ -215,6 +222,7 @@ func DefaultConfig() Config {
 // callbacks are the Go functions an optimizer's C callbacks reach through a cgo.Handle.
 type callbacks struct {
 	learningRate, beta1, beta2 func(int64) float64
+	allReduce                  func([]float64) error
 	panicked                   string
 }
 
@@ -236,6 +244,23 @@ func goAdamwScalar(step C.int64_t, userData unsafe.Pointer, out *C.double) (rc C
 	}()
 	f := [...]func(int64) float64{slot.cb.learningRate, slot.cb.beta1, slot.cb.beta2}[slot.kind]
 	*out = C.double(f(int64(step)))
+	return 0
+}
+
+//export goAdamwAllReduce
+func goAdamwAllReduce(values *C.double, count C.size_t, userData unsafe.Pointer) (rc C.int32_t) {
+	cb := cgo.Handle(*(*C.uintptr_t)(userData)).Value().(*callbacks)
+	defer func() {
+		if r := recover(); r != nil {
+			cb.panicked = fmt.Sprint("the mesh all-reduce panicked: ", r)
+			rc = 1
+		}
+	}()
+	// C memory: the Go function may read and write it during the call.
+	if err := cb.allReduce(unsafe.Slice((*float64)(unsafe.Pointer(values)), int(count))); err != nil {
+		cb.panicked = "the mesh all-reduce failed: " + err.Error()
+		return 1
+	}
 	return 0
 }
 
@@ -283,7 +308,8 @@ func cBool(b bool) C.uint8_t {
 func New(cfg Config) (*Optimizer, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	o := &Optimizer{cb: &callbacks{learningRate: cfg.LearningRateFunc, beta1: cfg.Beta1Func, beta2: cfg.Beta2Func}}
+	o := &Optimizer{cb: &callbacks{learningRate: cfg.LearningRateFunc, beta1: cfg.Beta1Func, beta2: cfg.Beta2Func,
+		allReduce: cfg.Mesh}}
 	raw := C.adamw_config_default()
 	raw.learning_rate = C.double(cfg.LearningRate)
 	raw.weight_decay = C.double(cfg.WeightDecay)
@@ -357,13 +383,17 @@ func New(cfg Config) (*Optimizer, error) {
 		raw.learning_rate_schedule = cs
 	}
 	// Each callback's user_data is C memory holding a cgo.Handle: no Go pointer reaches C.
-	userData := func(kind int) unsafe.Pointer {
-		h := cgo.NewHandle(&scalarSlot{cb: o.cb, kind: kind})
+	handleInC := func(value interface{}) unsafe.Pointer {
+		h := cgo.NewHandle(value)
 		o.handles = append(o.handles, h)
 		p := C.malloc(C.sizeof_uintptr_t)
 		*(*C.uintptr_t)(p) = C.uintptr_t(h)
 		o.cMem = append(o.cMem, p)
 		return p
+	}
+	userData := func(kind int) unsafe.Pointer { return handleInC(&scalarSlot{cb: o.cb, kind: kind}) }
+	if cfg.Mesh != nil {
+		raw.mesh_all_reduce, raw.mesh_user_data = C.adamw_all_reduce_fn(C.goAdamwAllReduce), handleInC(o.cb)
 	}
 	trampoline := C.adamw_scalar_fn(C.goAdamwScalar)
 	if cfg.LearningRateFunc != nil {
@@ -559,11 +589,17 @@ func (o *Optimizer) ExcludeFromWeightDecay(variables []int, patterns []string) e
 // Variable describes a variable for Build: its name, shape and dtype; Init (a []float32,
 // []float64, []BF16 or []F16 of its current values) is needed with UseEMA, whose averages
 // start as copies.
+//
+// With a Mesh, Sharded makes the optimizer hold only the flat (row-major) elements ShardOffset
+// .. ShardOffset+ShardLen: Init, values, dense gradients and slots then have ShardLen elements,
+// while a sparse gradient is the whole IndexedSlices on every rank.
 type Variable struct {
-	Name  string
-	Shape []int
-	DType DType
-	Init  interface{}
+	Name                  string
+	Shape                 []int
+	DType                 DType
+	Init                  interface{}
+	Sharded               bool
+	ShardOffset, ShardLen int
 }
 
 // Build creates the optimizer's state over the variables; afterwards a variable is named by its
@@ -603,6 +639,10 @@ func (o *Optimizer) Build(variables []Variable) error {
 			if p, _ := copyToC(v.Init); p != nil {
 				frees = append(frees, p)
 				ds[i].data = p
+			}
+			if v.Sharded {
+				ds[i].sharded, ds[i].shard_offset, ds[i].shard_len = 1, C.size_t(v.ShardOffset), C.size_t(v.ShardLen)
+				count = v.ShardLen
 			}
 			shapes[i] = variableShape{dtype: v.DType, len: count, rowLen: rowLen}
 		}

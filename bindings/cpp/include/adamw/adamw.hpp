@@ -199,6 +199,7 @@ struct dtype_of<float16_t> {
 /// Callables owned by an optimizer, at a stable address for the C callbacks' user_data.
 struct Callbacks {
     std::function<double(int64_t)> learning_rate, beta_1, beta_2;
+    std::function<void(double*, std::size_t)> all_reduce;
     std::string exception;  // what() of the last exception a callable threw
 
     static int32_t call(std::function<double(int64_t)>* f, Callbacks* self, int64_t step, double* out) noexcept {
@@ -223,6 +224,18 @@ struct Callbacks {
     static int32_t beta_2_trampoline(int64_t step, void* user_data, double* out) noexcept {
         auto* self = static_cast<Callbacks*>(user_data);
         return call(&self->beta_2, self, step, out);
+    }
+    static int32_t all_reduce_trampoline(double* values, std::size_t count, void* user_data) noexcept {
+        auto* self = static_cast<Callbacks*>(user_data);
+        try {
+            self->all_reduce(values, count);
+            return 0;
+        } catch (const std::exception& e) {
+            self->exception = std::string("the mesh all-reduce threw: ") + e.what();
+        } catch (...) {
+            self->exception = "the mesh all-reduce threw a non-standard exception";
+        }
+        return 1;
     }
     /// Takes the recorded exception text (empty if none).
     std::string take() { return std::exchange(exception, std::string()); }
@@ -383,6 +396,14 @@ class Config {
         name_ = std::move(n);
         return *this;
     }
+    /// Sharded state (Keras' mesh): `all_reduce(values, count)` must sum the doubles across the
+    /// ranks in place, the same on every rank (MPI_Allreduce with MPI_SUM, NCCL, ...); it may
+    /// be any callable, and an exception it throws fails the step (CALLBACK_FAILED, nothing
+    /// changes). apply_gradients is then collective; see adamw_all_reduce_fn for what it sums.
+    Config& mesh(std::function<void(double*, std::size_t)> all_reduce) {
+        all_reduce_ = std::move(all_reduce);
+        return *this;
+    }
 
    private:
     friend class Optimizer;
@@ -398,6 +419,7 @@ class Config {
     int64_t dynamic_growth_steps_ = 2000;
     std::shared_ptr<Schedule> schedule_;
     std::function<double(int64_t)> learning_rate_fn_, beta_1_fn_, beta_2_fn_;
+    std::function<void(double*, std::size_t)> all_reduce_;
     std::string name_;
 };
 
@@ -407,6 +429,19 @@ struct Variable {
     uint32_t dtype = ADAMW_DTYPE_FLOAT32;
     std::vector<std::size_t> shape;
     const void* data = nullptr;
+    /// With a mesh: hold only the flat elements `shard_offset .. shard_offset + shard_len`.
+    bool sharded = false;
+    std::size_t shard_offset = 0, shard_len = 0;
+
+    /// This variable as a shard of `len` elements from flat element `offset` (needs a mesh);
+    /// `data`, gradients and slots then have `len` elements.
+    Variable shard(std::size_t offset, std::size_t len) const {
+        Variable v = *this;
+        v.sharded = true;
+        v.shard_offset = offset;
+        v.shard_len = len;
+        return v;
+    }
 
     /// A variable of element type T (float, double, bfloat16_t or float16_t); `values` may be
     /// empty without EMA and master weights.
@@ -523,6 +558,11 @@ class Optimizer {
             raw.beta_2_fn = &detail::Callbacks::beta_2_trampoline;
             raw.beta_2_user_data = callbacks_.get();
         }
+        if (config.all_reduce_) {
+            callbacks_->all_reduce = config.all_reduce_;
+            raw.mesh_all_reduce = &detail::Callbacks::all_reduce_trampoline;
+            raw.mesh_user_data = callbacks_.get();
+        }
         adamw_optimizer* h = nullptr;
         adamw_status status = adamw_optimizer_new(&raw, &h);
         check(status);
@@ -601,6 +641,9 @@ class Optimizer {
             r.ndim = v.shape.size();
             r.shape = v.shape.data();
             r.data = v.data;
+            r.sharded = v.sharded ? 1 : 0;
+            r.shard_offset = v.shard_offset;
+            r.shard_len = v.shard_len;
             raw.push_back(r);
         }
         check(adamw_optimizer_build(h(), raw.data(), raw.size()));
