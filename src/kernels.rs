@@ -109,7 +109,8 @@ pub enum Clip<F> {
 }
 
 impl<F: Arith> Clip<F> {
-    #[inline(always)]
+    /// The clip of one element; the loops run it as [`GradientOp::fused`].
+    #[cfg(test)]
     pub fn apply<const HW: bool>(self, g: Ftz<F, HW>) -> Ftz<F, HW> {
         match self {
             Clip::None => g,
@@ -177,13 +178,50 @@ impl<F: Arith> GradientOp<F> {
         self.unscale.is_none() && matches!(self.clip, Clip::None)
     }
 
-    #[inline(always)]
+    /// The op on one element; the loops run it as [`GradientOp::fused`].
+    #[cfg(test)]
     pub fn apply<const HW: bool>(self, g: Ftz<F, HW>) -> Ftz<F, HW> {
         let g = match self.unscale {
             Some(reciprocal) => g * reciprocal.mode(),
             None => g,
         };
         self.clip.apply(g)
+    }
+}
+
+impl<F: Arith> GradientOp<F> {
+    /// The same op in one branch-free form, for loops that run it on every element.
+    pub fn fused(self) -> FusedGradientOp<F> {
+        let (one, inf) = (Ftz::ONE, Ftz::INFINITY);
+        let r = self.unscale.unwrap_or(one);
+        let (a, d, hi, lo) = match self.clip {
+            Clip::None => (one, one, inf, -inf),
+            Clip::ByNorm { clipnorm, divisor } => (clipnorm, divisor, inf, -inf),
+            Clip::ByGlobalNorm { scale } => (scale, one, inf, -inf),
+            Clip::ByValue { high, low } => (one, one, high, low),
+        };
+        FusedGradientOp { r, a, d, hi, lo }
+    }
+}
+
+/// A [`GradientOp`] as `max(min(((g * r) * a) / d, hi), lo)`, with the factors and bounds that
+/// do nothing set to 1 and to ±infinity. Multiplying or dividing by 1 and taking the minimum
+/// with +infinity or the maximum with -infinity give their operand exactly (a NaN stays NaN; a
+/// subnormal operand is read as zero by the step's next operation either way), so these are the
+/// bits of [`GradientOp::apply`], without a branch per element (tested against it).
+#[derive(Debug, Clone, Copy)]
+pub struct FusedGradientOp<F> {
+    r: Ftz<F>,
+    a: Ftz<F>,
+    d: Ftz<F>,
+    hi: Ftz<F>,
+    lo: Ftz<F>,
+}
+
+impl<F: Arith> FusedGradientOp<F> {
+    #[inline(always)]
+    pub fn apply<const HW: bool>(self, g: Ftz<F, HW>) -> Ftz<F, HW> {
+        (((g * self.r.mode()) * self.a.mode()) / self.d.mode()).min_nan(self.hi.mode()).max_nan(self.lo.mode())
     }
 }
 
@@ -285,6 +323,32 @@ pub fn sparse_element<F: Arith, const AMSGRAD: bool, const EMA: bool, const HW: 
 mod tests {
     use super::*;
     use crate::reduction::{squares_sum, sum_eigen_in};
+
+    /// The fused form gives `apply`'s bits for every op, on ordinary values, zeros of both
+    /// signs, infinities, NaN and values that clip (in the explicit-flush form).
+    #[test]
+    fn fused_gradient_ops_are_the_ops() {
+        let clips = [
+            Clip::None,
+            Clip::<f32>::by_norm(Ftz::new(9.0), 0.5),
+            Clip::<f32>::by_norm(Ftz::new(0.01), 0.5),
+            Clip::<f32>::by_global_norm(Ftz::new(3.0), 1.0),
+            Clip::<f32>::by_value(0.25),
+        ];
+        let values = [0.1f32, -0.3, 0.0, -0.0, 7.5, -7.5, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e-39, 3.0e38];
+        for clip in clips {
+            for unscale in [None, Some(unscale_factor::<f32>(1024.0)), Some(unscale_factor::<f32>(3.0))] {
+                let op = GradientOp { unscale, clip };
+                for &g in &values {
+                    let (want, got) = (op.apply(Ftz::<f32>::new(g)).get(), op.fused().apply(Ftz::<f32>::new(g)).get());
+                    assert!(
+                        want.to_bits() == got.to_bits() || (want.is_nan() && got.is_nan()),
+                        "{op:?} on {g}: {want} vs {got}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn global_norm_of_zero_gradients_keeps_them() {

@@ -26,6 +26,7 @@ pub trait Arith:
 {
     const ZERO: Self;
     const ONE: Self;
+    const INFINITY: Self;
     /// The smallest positive normal number: anything smaller in magnitude is flushed.
     const MIN_NORMAL: Self;
 
@@ -78,6 +79,7 @@ macro_rules! arith_ieee {
         impl Arith for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
+            const INFINITY: Self = <$t>::INFINITY;
             const MIN_NORMAL: Self = <$t>::MIN_POSITIVE;
 
             #[inline(always)]
@@ -140,6 +142,7 @@ impl<F: Arith> Ftz<F> {
 impl<F: Arith, const HW: bool> Ftz<F, HW> {
     pub const ZERO: Self = Ftz(F::ZERO);
     pub const ONE: Self = Ftz(F::ONE);
+    pub const INFINITY: Self = Ftz(F::INFINITY);
 
     /// Reads a value as TF would (denormals-are-zero).
     #[inline(always)]

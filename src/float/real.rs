@@ -159,6 +159,7 @@ macro_rules! real_16_bit {
         impl Arith for $t {
             const ZERO: Self = <$t>::ZERO;
             const ONE: Self = <$t>::ONE;
+            const INFINITY: Self = <$t>::INFINITY;
             const MIN_NORMAL: Self = $min_normal;
 
             #[inline(always)]

@@ -179,6 +179,7 @@ macro_rules! in_float32 {
         impl Arith for $name {
             const ZERO: Self = $name(0.0);
             const ONE: Self = $name(1.0);
+            const INFINITY: Self = $name(f32::INFINITY);
             const MIN_NORMAL: Self = $name($min_normal);
 
             #[inline(always)]

@@ -807,15 +807,31 @@ static void test_sharded(void) {
     adamw_gradient e = dense_entry(0, whole, 12, whole_grad); /* the whole variable, not the shard */
     EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, &e, 1, NULL), ADAMW_STATUS_SHAPE_MISMATCH);
     e = dense_entry(0, shard, 5, grad);
-    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, &e, 1, NULL), ADAMW_STATUS_OK);
-    EXPECT(calls == 1);
-    /* sparse rows name whole rows: row 1 (elements 3..5) and row 2 (6..8) meet the shard 4..8 inclusive */
+    /* Alone on its mesh, the shard leaves elements 0..3 and 9..11 to nobody: the first step that
+       clips finds it (after the header and the census), and changes nothing. */
+    EXPECT_REJECTED(opt, adamw_optimizer_apply_gradients(opt, &e, 1, NULL), ADAMW_STATUS_INVALID_ARGUMENT);
+    EXPECT(calls == 2);
+    adamw_optimizer_free(opt);
+
+    /* One rank whose shard is the whole variable: the header, the census once, the norms. */
+    calls = 0;
+    float all[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, all_grad[12] = {0.5f};
+    adamw_variable whole_shard = v;
+    whole_shard.data = all;
+    whole_shard.shard_offset = 0;
+    whole_shard.shard_len = 12;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &opt), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_build(opt, &whole_shard, 1), ADAMW_STATUS_OK);
+    adamw_gradient all_entry = dense_entry(0, all, 12, all_grad);
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, &all_entry, 1, NULL), ADAMW_STATUS_OK);
+    EXPECT(calls == 3);
+    /* A sparse gradient is whole on every rank: its norm is taken there, only the header travels. */
     int64_t rows_idx[2] = {2, 1};
     float rows[6] = {1, 1, 1, 1, 1, 1};
-    adamw_gradient sp = {.variable = 0, .dtype = ADAMW_DTYPE_FLOAT32, .data = shard, .len = 5,
+    adamw_gradient sp = {.variable = 0, .dtype = ADAMW_DTYPE_FLOAT32, .data = all, .len = 12,
                          .indices = rows_idx, .num_indices = 2, .values = rows, .num_values = 6};
     EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, &sp, 1, NULL), ADAMW_STATUS_OK);
-    EXPECT(calls == 2);
+    EXPECT(calls == 5);
     adamw_optimizer_free(opt);
 
     cfg.mesh_all_reduce = failing_all_reduce;

@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::float::{Arith, FlushToZero, Ftz, HARDWARE_FLUSH as HW, Lane, Real};
-use crate::kernels::{GradientOp, StepScalars, VariableOps, dense_element, sparse_element};
+use crate::kernels::{FusedGradientOp, GradientOp, StepScalars, VariableOps, dense_element, sparse_element};
 
 /// Variables up to twice this many elements are updated by one thread; larger ones are split
 /// in halves down to chunks of about this size. Measured with `cargo bench --bench quick`
@@ -187,7 +187,7 @@ trait ClipOp<F: Arith>: Copy + Send + Sync {
 #[derive(Clone, Copy)]
 struct NoClip;
 #[derive(Clone, Copy)]
-struct Fixed<F>(GradientOp<F>);
+struct Fixed<F>(FusedGradientOp<F>);
 
 impl<F: Arith> ClipOp<F> for NoClip {
     #[inline(always)]
@@ -237,7 +237,7 @@ macro_rules! with_modes {
             };
         }
         let op = $op;
-        if op.is_identity() { modes!(NoClip) } else { modes!(Fixed(op)) }
+        if op.is_identity() { modes!(NoClip) } else { modes!(Fixed(op.fused())) }
     }};
 }
 
