@@ -390,6 +390,24 @@ enum adamw_status adamw_optimizer_load_own_variables(struct adamw_optimizer *opt
                                                      const uint8_t *buf,
                                                      size_t len);
 
+// Loads the checkpoints that every rank of another sharding saved (`count` of them, in any
+// order; a single unsharded checkpoint counts as one rank) into this optimizer's own shards:
+// afterwards it holds exactly what a run with its sharding holds (docs/numerics.md §13). Each
+// rank of the new sharding calls it with all the checkpoints; an unsharded optimizer takes the
+// whole state. `checkpoints[i]` points at `lens[i]` bytes of
+// `adamw_optimizer_save_own_variables`.
+// Ownership: every buffer is read during the call. NULL: `optimizer`; `checkpoints` and `lens`
+// may be NULL only when `count` is 0 (which is CHECKPOINT_MISMATCH: no shard).
+// Threads: serialized.
+// Errors: NULL_ARGUMENT, NOT_BUILT, INVALID_CHECKPOINT (a checkpoint that is not intact),
+// CHECKPOINT_MISMATCH (a missing, duplicated or overlapping shard, checkpoints of different
+// optimizers or steps, other shapes or dtypes than this optimizer's, a checkpoint written
+// before libadamw recorded layouts), OUT_OF_MEMORY, BUSY. On error nothing changes.
+enum adamw_status adamw_optimizer_load_shards(struct adamw_optimizer *optimizer,
+                                              const uint8_t *const *checkpoints,
+                                              const size_t *lens,
+                                              size_t count);
+
 // Saves every optimizer variable to the file `path` (the format of
 // `adamw_optimizer_save_own_variables`), atomically: a temporary file in the same directory is
 // written, flushed to disk and renamed over `path`, so a crash or a write error (a full or

@@ -4,10 +4,14 @@
 //! as safetensors requires.
 //!
 //! The metadata holds one key, `"libadamw"`, whose value names the format version, the library
-//! version that wrote it and a CRC-32 of every tensor's bytes in key order, e.g.
-//! `"v2 version=0.1.0 crc32=1c291ca3"`. (One key, because safetensors keeps metadata in a hash
-//! map whose order would make two saves of the same state differ.) A load recomputes the CRC, so
-//! a flipped byte anywhere is caught; safetensors' own parser catches truncation.
+//! version that wrote it, a CRC-32 of every tensor's bytes in key order and of the layout, and
+//! the layout: `"v2 version=0.1.0 crc32=1c291ca3 layout={...}"`. (One key, because safetensors
+//! keeps metadata in a hash map whose order would make two saves of the same state differ.) A
+//! load recomputes the CRC, so a flipped byte anywhere is caught; safetensors' own parser catches
+//! truncation. The layout ([`Layout`]: the writer's config fingerprint, every variable's full
+//! shape and the range its shard holds, and which variable each tensor belongs to) lets the
+//! checkpoints of N ranks be resharded for M ([`reshard`]); a checkpoint without one (written
+//! before it was recorded) still loads, but does not reshard.
 //!
 //! Files are written atomically: a temporary file in the same directory, flushed to disk, then
 //! renamed over the target, so a crash or a write error leaves the previous checkpoint intact.
@@ -20,6 +24,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use safetensors::tensor::{Dtype, SafeTensors, View};
+use serde::{Deserialize, Serialize};
 
 use crate::dtype::{DType, TensorBuf, TensorRef};
 use crate::error::{Error, Result};
@@ -67,7 +72,11 @@ fn dtype_of(dtype: Dtype) -> Option<DType> {
 /// keys "0".."N-1", and `named` tensors under their names (state that is not an optimizer
 /// variable, such as the loss scale). The CRC covers the numbered tensors in order, then the
 /// named ones in the order of their names.
-pub fn encode(tensors: &[(&[usize], TensorRef<'_>)], named: &[(&str, TensorRef<'_>)]) -> Result<Vec<u8>> {
+pub fn encode(
+    tensors: &[(&[usize], TensorRef<'_>)],
+    named: &[(&str, TensorRef<'_>)],
+    layout: &Layout,
+) -> Result<Vec<u8>> {
     let entry = |shape: &[usize], values: TensorRef<'_>| Entry {
         dtype: safetensors_dtype(values.dtype()),
         shape: shape.to_vec(),
@@ -78,11 +87,14 @@ pub fn encode(tensors: &[(&[usize], TensorRef<'_>)], named: &[(&str, TensorRef<'
     let mut named: Vec<&(&str, TensorRef<'_>)> = named.iter().collect();
     named.sort_by_key(|(name, _)| *name);
     entries.extend(named.iter().map(|&&(name, values)| (name.to_string(), entry(&[], values))));
+    let layout = serde_json::to_string(layout).map_err(|e| Error::Internal(format!("the checkpoint layout: {e}")))?;
     let mut crc = crc32fast::Hasher::new();
     for (_, e) in &entries {
         crc.update(&e.bytes);
     }
-    let stamp = format!("{FORMAT_VERSION} version={} crc32={:08x}", env!("CARGO_PKG_VERSION"), crc.finalize());
+    crc.update(layout.as_bytes());
+    let stamp =
+        format!("{FORMAT_VERSION} version={} crc32={:08x} layout={layout}", env!("CARGO_PKG_VERSION"), crc.finalize());
     let metadata = HashMap::from([(METADATA_KEY.to_string(), stamp)]);
     safetensors::serialize(entries.iter().map(|(k, e)| (k.as_str(), e)), Some(metadata))
         .map_err(|e| Error::OutOfMemory(format!("cannot serialize the optimizer variables: {e}")))
@@ -94,17 +106,43 @@ pub struct Checkpoint {
     pub tensors: Vec<(Vec<usize>, TensorBuf)>,
     /// The named scalars, in the order of their names.
     pub named: Vec<(String, TensorBuf)>,
+    /// The writer's layout (absent from checkpoints written before it was recorded).
+    pub layout: Option<Layout>,
 }
 
-/// The fields of the metadata stamp: (library version, CRC-32).
-fn parse_stamp(stamp: &str) -> Option<(&str, u32)> {
-    let mut fields = stamp.split_whitespace();
+/// What a checkpoint records about the optimizer that wrote it, for resharding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    /// A fingerprint of the writer's `get_config()`: the shards of one optimizer share it.
+    pub optimizer: String,
+    /// Per built variable: its full shape and the flat range held.
+    pub variables: Vec<Held>,
+    /// Per numbered tensor: the variable it is a slot of (none: the iteration counter).
+    pub keys: Vec<Option<usize>>,
+}
+
+/// The part of a variable a checkpoint holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    pub shape: Vec<usize>,
+    pub sharded: bool,
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// The fields of the metadata stamp: (library version, CRC-32, layout JSON if any).
+fn parse_stamp(stamp: &str) -> Option<(&str, u32, Option<&str>)> {
+    let (head, layout) = match stamp.split_once(" layout=") {
+        Some((head, layout)) => (head, Some(layout)),
+        None => (stamp, None),
+    };
+    let mut fields = head.split_whitespace();
     if fields.next()? != FORMAT_VERSION {
         return None;
     }
     let version = fields.next()?.strip_prefix("version=")?;
     let crc = u32::from_str_radix(fields.next()?.strip_prefix("crc32=")?, 16).ok()?;
-    Some((version, crc))
+    Some((version, crc, layout))
 }
 
 /// Parses checkpoint bytes; anything that is not a well-formed, intact checkpoint of this format
@@ -114,7 +152,7 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint> {
     let (_, metadata) =
         SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))?;
     let stamp = metadata.metadata().as_ref().and_then(|m| m.get(METADATA_KEY)).cloned();
-    let Some((writer, expected_crc)) = stamp.as_deref().and_then(parse_stamp) else {
+    let Some((writer, expected_crc, layout)) = stamp.as_deref().and_then(parse_stamp) else {
         return Err(bad(format!(
             "not a libadamw checkpoint of format {FORMAT_VERSION}: the metadata \"{METADATA_KEY}\" is {stamp:?}"
         )));
@@ -150,6 +188,9 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint> {
         }
         named.push((name, values));
     }
+    if let Some(layout) = layout {
+        crc.update(layout.as_bytes());
+    }
     let actual_crc = crc.finalize();
     if actual_crc != expected_crc {
         return Err(bad(format!(
@@ -159,7 +200,209 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint> {
     if tensors.first().is_some_and(|(shape, v)| !shape.is_empty() || v.dtype() != DType::I64) {
         return Err(bad("tensor \"0\" must be the int64 scalar iteration counter".into()));
     }
-    Ok(Checkpoint { tensors, named })
+    let layout = match layout {
+        None => None,
+        Some(json) => {
+            let layout: Layout =
+                serde_json::from_str(json).map_err(|e| bad(format!("the checkpoint's layout is not readable: {e}")))?;
+            let fits = layout.keys.len() == tensors.len()
+                && layout.keys.iter().zip(&tensors).all(|(key, (shape, _))| match key {
+                    None => shape.is_empty(),
+                    Some(v) => layout.variables.get(*v).is_some_and(|h| shape.iter().product::<usize>() == h.len),
+                });
+            if !fits {
+                return Err(bad("the checkpoint's layout does not describe its tensors".into()));
+            }
+            Some(layout)
+        }
+    };
+    Ok(Checkpoint { tensors, named, layout })
+}
+
+/// One rank's checkpoint under another sharding, from the checkpoints of every rank of the old
+/// one: `target[v]` is the flat range of variable v the new rank holds (`None`: the whole
+/// variable, unsharded). The inputs must come from one optimizer (the same config fingerprint,
+/// variables and tensors) at one step (the same counter and loss scale), and hold every element
+/// of each sharded variable exactly once; a variable unsharded everywhere is taken from the
+/// first. Returns the tensors, the named scalars and the new layout; nothing is half-done.
+#[allow(clippy::type_complexity)]
+pub fn reshard(
+    inputs: &[Checkpoint],
+    target: &[Option<(usize, usize)>],
+) -> Result<(Vec<(Vec<usize>, TensorBuf)>, Vec<(String, TensorBuf)>, Layout)> {
+    let mismatch = |msg: String| Error::CheckpointMismatch(msg);
+    let first = inputs.first().ok_or_else(|| mismatch("no shard checkpoints were given".into()))?;
+    let layouts: Vec<&Layout> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            c.layout.as_ref().ok_or_else(|| {
+                mismatch(format!(
+                    "checkpoint {i} records no layout (written by an older libadamw): it cannot be resharded"
+                ))
+            })
+        })
+        .collect::<Result<_>>()?;
+    let base = layouts[0];
+    for (i, (c, l)) in inputs.iter().zip(&layouts).enumerate().skip(1) {
+        let same_vars = l.variables.len() == base.variables.len()
+            && l.variables.iter().zip(&base.variables).all(|(a, b)| a.shape == b.shape && a.sharded == b.sharded);
+        if l.optimizer != base.optimizer || l.keys != base.keys || !same_vars {
+            return Err(mismatch(format!(
+                "checkpoint {i} comes from another optimizer than checkpoint 0 (its config, variables or slots differ)"
+            )));
+        }
+        let same_dtypes = c.tensors.iter().zip(&first.tensors).all(|((_, a), (_, b))| a.dtype() == b.dtype());
+        if !same_dtypes {
+            return Err(mismatch(format!("checkpoint {i} holds other dtypes than checkpoint 0")));
+        }
+        let counter = |c: &Checkpoint| c.tensors.first().map(|(_, t)| t.as_ref().to_le_bytes());
+        if counter(c) != counter(first)
+            || c.named
+                .iter()
+                .map(|(n, t)| (n, t.as_ref().to_le_bytes()))
+                .ne(first.named.iter().map(|(n, t)| (n, t.as_ref().to_le_bytes())))
+        {
+            return Err(mismatch(format!(
+                "checkpoint {i} was saved at another step than checkpoint 0 (its iteration counter or loss scale differs)"
+            )));
+        }
+    }
+    if target.len() != base.variables.len() {
+        return Err(mismatch(format!(
+            "the checkpoints hold {} variables, the optimizer {}",
+            base.variables.len(),
+            target.len()
+        )));
+    }
+    // Per sharded variable: the inputs' ranges must partition it.
+    for (v, held) in base.variables.iter().enumerate() {
+        let full: usize = held.shape.iter().product();
+        if let Some((offset, len)) = target[v] {
+            if offset.checked_add(len).is_none_or(|end| end > full) {
+                return Err(mismatch(format!(
+                    "the range {offset}..{} lies outside variable {v}'s {full} elements",
+                    offset + len
+                )));
+            }
+        }
+        if !held.sharded {
+            continue;
+        }
+        let mut ranges: Vec<(usize, usize, usize)> = layouts
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.variables[v].offset, l.variables[v].len, i))
+            .filter(|r| r.1 > 0)
+            .collect();
+        ranges.sort_unstable();
+        let mut at = 0;
+        for &(offset, len, i) in &ranges {
+            if offset < at {
+                return Err(mismatch(format!(
+                    "checkpoint {i} holds elements {offset}..{} of variable {v}, which another shard holds too (a duplicated or overlapping shard)",
+                    offset + len
+                )));
+            }
+            if offset > at {
+                return Err(mismatch(format!(
+                    "no checkpoint holds elements {at}..{offset} of variable {v} (a missing shard)"
+                )));
+            }
+            at = offset + len;
+        }
+        if at != full {
+            return Err(mismatch(format!(
+                "no checkpoint holds elements {at}..{full} of variable {v} (a missing shard)"
+            )));
+        }
+    }
+    let mut tensors = Vec::with_capacity(first.tensors.len());
+    for (k, key) in base.keys.iter().enumerate() {
+        let Some(v) = *key else {
+            let (shape, counter) = &first.tensors[k];
+            tensors.push((shape.clone(), TensorBuf::copy_of(counter.as_ref())?));
+            continue;
+        };
+        let held = &base.variables[v];
+        let full: usize = held.shape.iter().product();
+        let (offset, len) = target[v].unwrap_or((0, full));
+        let dtype = first.tensors[k].1.dtype();
+        let size = dtype.size();
+        let mut bytes = Vec::new();
+        bytes.try_reserve_exact(len * size).map_err(|_| Error::OutOfMemory("a resharded slot".into()))?;
+        if held.sharded {
+            // The pieces of offset..offset + len, from the inputs in element order.
+            let mut pieces: Vec<(usize, usize)> =
+                (0..inputs.len()).map(|i| (layouts[i].variables[v].offset, i)).collect();
+            pieces.sort_unstable();
+            for (start, i) in pieces {
+                let have = layouts[i].variables[v].len;
+                let (lo, hi) = (offset.max(start), (offset + len).min(start + have));
+                if lo < hi {
+                    let source = inputs[i].tensors[k].1.as_ref().to_le_bytes();
+                    bytes.extend_from_slice(&source[(lo - start) * size..(hi - start) * size]);
+                }
+            }
+        } else {
+            let source = first.tensors[k].1.as_ref().to_le_bytes();
+            bytes.extend_from_slice(&source[offset * size..(offset + len) * size]);
+        }
+        let shape = if target[v].is_some() { vec![len] } else { held.shape.clone() };
+        tensors.push((shape, TensorBuf::from_le_bytes(dtype, &bytes)));
+    }
+    let variables = base
+        .variables
+        .iter()
+        .zip(target)
+        .map(|(h, t)| {
+            let full = h.shape.iter().product();
+            let (offset, len) = t.unwrap_or((0, full));
+            Held { shape: h.shape.clone(), sharded: t.is_some(), offset, len }
+        })
+        .collect();
+    let layout = Layout { optimizer: base.optimizer.clone(), variables, keys: base.keys.clone() };
+    let named = first
+        .named
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), TensorBuf::copy_of(t.as_ref())?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((tensors, named, layout))
+}
+
+/// The checkpoints of every rank of one sharding (any order; one unsharded checkpoint is one
+/// rank) as the checkpoints of `ranks` ranks that split each sharded variable evenly (rank r
+/// holds elements `n * r / ranks .. n * (r + 1) / ranks`), or with `ranks` 1 as one unsharded
+/// checkpoint; variables unsharded in the inputs stay whole. `CheckpointMismatch` for a set of
+/// checkpoints that is not every shard of one optimizer at one step (docs/numerics.md §13),
+/// `InvalidCheckpoint` for one that is not intact.
+pub fn reshard_checkpoints(inputs: &[&[u8]], ranks: usize) -> Result<Vec<Vec<u8>>> {
+    if ranks == 0 {
+        return Err(Error::InvalidArgument("resharding needs at least one rank".into()));
+    }
+    let inputs = inputs.iter().map(|b| decode(b)).collect::<Result<Vec<_>>>()?;
+    let Some(layout) = inputs.first().and_then(|c| c.layout.clone()) else {
+        return reshard(&inputs, &[]).map(|_| Vec::new()); // the error for no input or no layout
+    };
+    let sharded: Vec<bool> = layout.variables.iter().map(|h| h.sharded).collect();
+    let mut outputs = Vec::with_capacity(ranks);
+    for r in 0..ranks {
+        let target: Vec<Option<(usize, usize)>> = layout
+            .variables
+            .iter()
+            .zip(&sharded)
+            .map(|(h, &was_sharded)| {
+                let n: usize = h.shape.iter().product();
+                (ranks > 1 && (was_sharded || inputs.len() == 1))
+                    .then(|| (n * r / ranks, n * (r + 1) / ranks - n * r / ranks))
+            })
+            .collect();
+        let (tensors, named, layout) = reshard(&inputs, &target)?;
+        let views: Vec<(&[usize], TensorRef<'_>)> = tensors.iter().map(|(s, t)| (s.as_slice(), t.as_ref())).collect();
+        let names: Vec<(&str, TensorRef<'_>)> = named.iter().map(|(n, t)| (n.as_str(), t.as_ref())).collect();
+        outputs.push(encode(&views, &names, &layout)?);
+    }
+    Ok(outputs)
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, flushed to disk, renamed over

@@ -5,36 +5,10 @@
 //! the shards together are the unsharded bits in every mode, for any shard boundaries.
 
 mod common;
-use common::noise;
-
-use std::sync::{Arc, Barrier, Mutex};
+use common::{Collective, noise};
 
 use adamw::Mesh;
 use adamw::{Config, DType, Error, Gradient, GradientEntry, Optimizer, TensorMut, TensorRef, VariableSpec};
-
-/// An in-process all-reduce between threads: every rank gets the sum in rank order.
-struct Collective {
-    barrier: Barrier,
-    slots: Mutex<Vec<Vec<f64>>>,
-}
-
-impl Collective {
-    fn new(ranks: usize) -> Arc<Self> {
-        Arc::new(Collective { barrier: Barrier::new(ranks), slots: Mutex::new(vec![Vec::new(); ranks]) })
-    }
-
-    fn all_reduce(&self, rank: usize, values: &mut [f64]) {
-        self.slots.lock().unwrap()[rank] = values.to_vec();
-        self.barrier.wait();
-        {
-            let slots = self.slots.lock().unwrap();
-            for (i, v) in values.iter_mut().enumerate() {
-                *v = slots.iter().map(|s| s[i]).fold(0.0, |a, b| a + b);
-            }
-        }
-        self.barrier.wait();
-    }
-}
 
 /// The model: a small embedding (sparse), a large dense vector and a large embedding (sparse),
 /// big enough for the parallel paths. `cuts[v]` is where rank 0's shard of variable v ends.

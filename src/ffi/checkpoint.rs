@@ -45,6 +45,43 @@ pub unsafe extern "C" fn adamw_optimizer_load_own_variables(
     }
 }
 
+/// Loads the checkpoints that every rank of another sharding saved (`count` of them, in any
+/// order; a single unsharded checkpoint counts as one rank) into this optimizer's own shards:
+/// afterwards it holds exactly what a run with its sharding holds (docs/numerics.md §13). Each
+/// rank of the new sharding calls it with all the checkpoints; an unsharded optimizer takes the
+/// whole state. `checkpoints[i]` points at `lens[i]` bytes of
+/// `adamw_optimizer_save_own_variables`.
+/// Ownership: every buffer is read during the call. NULL: `optimizer`; `checkpoints` and `lens`
+/// may be NULL only when `count` is 0 (which is CHECKPOINT_MISMATCH: no shard).
+/// Threads: serialized.
+/// Errors: NULL_ARGUMENT, NOT_BUILT, INVALID_CHECKPOINT (a checkpoint that is not intact),
+/// CHECKPOINT_MISMATCH (a missing, duplicated or overlapping shard, checkpoints of different
+/// optimizers or steps, other shapes or dtypes than this optimizer's, a checkpoint written
+/// before libadamw recorded layouts), OUT_OF_MEMORY, BUSY. On error nothing changes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_load_shards(
+    optimizer: *mut adamw_optimizer,
+    checkpoints: *const *const u8,
+    lens: *const usize,
+    count: usize,
+) -> adamw_status {
+    // SAFETY: the caller passes a live handle and `count` buffers of the stated lengths.
+    unsafe {
+        with_optimizer(optimizer, |s| {
+            let pointers = slice(checkpoints, count, "checkpoints")?;
+            let lens = slice(lens, count, "lens")?;
+            let mut buffers = Vec::new();
+            buffers
+                .try_reserve_exact(count)
+                .map_err(|_| FfiError::from(crate::error::Error::OutOfMemory("the shard list".into())))?;
+            for (i, (&p, &n)) in pointers.iter().zip(lens).enumerate() {
+                buffers.push(slice(p, n, &format!("checkpoints[{i}]"))?);
+            }
+            Ok(s.optimizer.load_shards(&buffers)?)
+        })
+    }
+}
+
 /// Saves every optimizer variable to the file `path` (the format of
 /// `adamw_optimizer_save_own_variables`), atomically: a temporary file in the same directory is
 /// written, flushed to disk and renamed over `path`, so a crash or a write error (a full or

@@ -362,7 +362,57 @@ impl Optimizer {
             Some(_) => vec![(LOSS_SCALE, TensorRef::F32(&scale)), (LOSS_SCALE_COUNTER, TensorRef::I64(&counter))],
             None => Vec::new(),
         };
-        crate::checkpoint::encode(&views, &named)
+        crate::checkpoint::encode(&views, &named, &self.checkpoint_layout())
+    }
+
+    /// What a checkpoint records for resharding: the config's fingerprint, every variable's full
+    /// shape and the range held, and the variable of each optimizer variable.
+    fn checkpoint_layout(&self) -> crate::checkpoint::Layout {
+        let config = self.get_config().to_string();
+        let mut fingerprint = 0xcbf2_9ce4_8422_2325u64; // FNV-1a over the config JSON
+        for byte in config.bytes() {
+            fingerprint = (fingerprint ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        let variables = self.state.built.as_ref().map_or_else(Vec::new, |b| {
+            b.variables
+                .iter()
+                .map(|v| crate::checkpoint::Held {
+                    shape: v.spec.shape.clone(),
+                    sharded: v.layout.sharded,
+                    offset: v.layout.offset,
+                    len: v.layout.len,
+                })
+                .collect()
+        });
+        let keys = (0..self.num_variables())
+            .map(|i| match self.state.kind(i) {
+                Some(StateKind::Slot(_, v)) => Some(v),
+                _ => None,
+            })
+            .collect();
+        crate::checkpoint::Layout { optimizer: format!("{fingerprint:016x}"), variables, keys }
+    }
+
+    /// Loads the checkpoints that the ranks of another sharding saved (every rank's, in any
+    /// order; one unsharded checkpoint counts as one rank) into this optimizer's own shards
+    /// (docs/numerics.md §13): the state a run with this optimizer's sharding holds. They must
+    /// come from one optimizer at one step and hold every element once; nothing changes on error.
+    pub fn load_shards(&mut self, checkpoints: &[&[u8]]) -> Result<()> {
+        let built = self.state.built.as_ref().ok_or_else(|| validate::not_built("load_shards"))?;
+        let target: Vec<Option<(usize, usize)>> =
+            built.variables.iter().map(|v| v.layout.sharded.then_some((v.layout.offset, v.layout.len))).collect();
+        let inputs = checkpoints.iter().map(|b| crate::checkpoint::decode(b)).collect::<Result<Vec<_>>>()?;
+        let (tensors, named, _) = crate::checkpoint::reshard(&inputs, &target)?;
+        let weights: Vec<Weight<'_>> =
+            tensors.iter().map(|(shape, values)| Weight { shape, values: values.as_ref() }).collect();
+        validate::check_weights(&self.state, &weights, true)?;
+        let loss_scale = self.checkpoint_loss_scale(&named)?;
+        self.assign_weights(&weights)?;
+        if let Some((scale, counter)) = loss_scale {
+            self.state.loss_scale = scale;
+            self.state.loss_scale_counter = counter;
+        }
+        Ok(())
     }
 
     /// `load_own_variables(store)`: replaces every optimizer variable from a checkpoint made by

@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests.
+#![allow(dead_code)] // each integration test uses its part
 
 /// A deterministic pseudo-random sequence in [-1, 1) (a 64-bit LCG), so tests need no RNG crate.
 pub fn noise(seed: u64, n: usize) -> Vec<f32> {
@@ -9,4 +10,39 @@ pub fn noise(seed: u64, n: usize) -> Vec<f32> {
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
+}
+
+use std::sync::{Arc, Barrier, Mutex};
+
+/// An in-process all-reduce between ranks on threads: every rank gets the sum in rank order.
+pub struct Collective {
+    barrier: Barrier,
+    slots: Mutex<Vec<Vec<f64>>>,
+}
+
+impl Collective {
+    pub fn new(ranks: usize) -> Arc<Self> {
+        Arc::new(Collective { barrier: Barrier::new(ranks), slots: Mutex::new(vec![Vec::new(); ranks]) })
+    }
+
+    pub fn all_reduce(&self, rank: usize, values: &mut [f64]) {
+        self.slots.lock().unwrap()[rank] = values.to_vec();
+        self.barrier.wait();
+        {
+            let slots = self.slots.lock().unwrap();
+            for (i, v) in values.iter_mut().enumerate() {
+                *v = slots.iter().map(|s| s[i]).fold(0.0, |a, b| a + b);
+            }
+        }
+        self.barrier.wait();
+    }
+
+    /// The mesh of `rank`.
+    pub fn mesh(self: &Arc<Self>, rank: usize) -> adamw::Mesh {
+        let c = self.clone();
+        adamw::Mesh::new(move |v: &mut [f64]| {
+            c.all_reduce(rank, v);
+            Ok(())
+        })
+    }
 }

@@ -82,6 +82,7 @@ typedef struct mode {
     int master;          /* float32 master weights for the bfloat16 variable */
     int loss_scale;      /* a dynamic loss scale, and an overflow on the last rank at step 2 */
     int nan_on_rank0;    /* reject_non_finite_gradients, and a NaN held by rank 0 at step 2 */
+    int reshard;         /* at the end, the ranks' checkpoints loaded into one unsharded optimizer */
 } mode;
 
 typedef struct side {
@@ -201,6 +202,57 @@ static void run(const mode *m) {
         if (m->nan_on_rank0 && k == 2) EXPECT(a == ADAMW_STATUS_NON_FINITE_GRADIENT, "%s: the NaN was not rejected", m->name);
         compare(&shard, &whole, m, k);
     }
+    /* Resharding R ranks into one: every rank gathers all the shards' checkpoints and loads
+       them into an unsharded optimizer, which then saves exactly the one-process bytes. */
+    if (m->reshard) {
+        size_t mine = 0, whole_len = 0;
+        adamw_optimizer_save_own_variables(shard.opt, NULL, 0, &mine);
+        adamw_optimizer_save_own_variables(whole.opt, NULL, 0, &whole_len);
+        uint8_t *own = malloc(mine + 1), *expected = malloc(whole_len + 1);
+        adamw_optimizer_save_own_variables(shard.opt, own, mine, &mine);
+        adamw_optimizer_save_own_variables(whole.opt, expected, whole_len, &whole_len);
+        int len = (int)mine, *lens = malloc(sizeof(int) * (size_t)ranks), *displs = malloc(sizeof(int) * (size_t)ranks);
+        MPI_Allgather(&len, 1, MPI_INT, lens, 1, MPI_INT, MPI_COMM_WORLD);
+        int total = 0;
+        for (int r = 0; r < ranks; r++) {
+            displs[r] = total;
+            total += lens[r];
+        }
+        uint8_t *all = malloc((size_t)total + 1);
+        MPI_Allgatherv(own, len, MPI_BYTE, all, lens, displs, MPI_BYTE, MPI_COMM_WORLD);
+        const uint8_t **bufs = malloc(sizeof(uint8_t *) * (size_t)ranks);
+        size_t *sizes = malloc(sizeof(size_t) * (size_t)ranks);
+        for (int r = 0; r < ranks; r++) {
+            bufs[r] = all + displs[r];
+            sizes[r] = (size_t)lens[r];
+        }
+        side fresh;
+        build(&fresh, m, 0);
+        if (ranks > 1)
+            EXPECT(adamw_optimizer_load_shards(fresh.opt, bufs, sizes, (size_t)ranks - 1) == ADAMW_STATUS_CHECKPOINT_MISMATCH,
+                   "%s: a missing shard was not refused", m->name);
+        EXPECT(adamw_optimizer_load_shards(fresh.opt, bufs, sizes, (size_t)ranks) == ADAMW_STATUS_OK, "%s: load_shards",
+               m->name);
+        size_t got_len = 0;
+        adamw_optimizer_save_own_variables(fresh.opt, NULL, 0, &got_len);
+        uint8_t *got = malloc(got_len + 1);
+        adamw_optimizer_save_own_variables(fresh.opt, got, got_len, &got_len);
+        EXPECT(got_len == whole_len && memcmp(got, expected, got_len) == 0,
+               "%s: the resharded state differs from the one-process state", m->name);
+        for (int v = 0; v < NVARS; v++) {
+            free(fresh.values[v]);
+            free(fresh.grads[v]);
+        }
+        adamw_optimizer_free(fresh.opt);
+        free(got);
+        free(bufs);
+        free(sizes);
+        free(all);
+        free(lens);
+        free(displs);
+        free(own);
+        free(expected);
+    }
     if (m->loss_scale) {
         float sa = 0, sb = 0;
         int64_t ca = 0, cb = 0;
@@ -228,14 +280,14 @@ int main(int argc, char **argv) {
     base.beta_2 = 0.99; /* bfloat16 tells it from 1 */
     base.threads = 1;
     mode modes[] = {
-        {"plain", base, 0, 0, 0},
-        {"clipvalue", base, 0, 0, 0},
-        {"clipnorm", base, 0, 0, 0},
-        {"global_clipnorm", base, 0, 0, 0},
-        {"amsgrad and EMA with overwrite", base, 0, 0, 0},
-        {"clipnorm with float32 master weights", base, 1, 0, 0},
-        {"global_clipnorm with a dynamic loss scale", base, 0, 1, 0},
-        {"clipnorm with the non-finite guard", base, 0, 0, 1},
+        {"plain", base, 0, 0, 0, 0},
+        {"clipvalue", base, 0, 0, 0, 0},
+        {"clipnorm", base, 0, 0, 0, 0},
+        {"global_clipnorm", base, 0, 0, 0, 0},
+        {"amsgrad and EMA with overwrite", base, 0, 0, 0, 1},
+        {"clipnorm with float32 master weights", base, 1, 0, 0, 1},
+        {"global_clipnorm with a dynamic loss scale", base, 0, 1, 0, 1},
+        {"clipnorm with the non-finite guard", base, 0, 0, 1, 0},
     };
     modes[1].cfg.clipvalue = 0.01;
     modes[2].cfg.clipnorm = 0.5;
