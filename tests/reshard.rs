@@ -4,7 +4,7 @@
 //! sets of shards are refused without changing anything.
 
 mod common;
-use common::{Collective, noise};
+use common::{noise, on_ranks};
 
 use adamw::{Config, DType, Error, Gradient, GradientEntry, Optimizer, TensorMut, TensorRef, VariableSpec};
 
@@ -83,19 +83,10 @@ fn checkpoints(ranks: usize) -> Vec<Vec<u8>> {
         train(&mut opt, &mut held, 0, 0, 0, STEPS);
         return vec![opt.save_own_variables().unwrap()];
     }
-    let collective = Collective::new(ranks);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..ranks)
-            .map(|rank| {
-                let mesh = collective.mesh(rank);
-                s.spawn(move || {
-                    let (mut opt, mut held) = optimizer(Config { mesh: Some(mesh), ..config() }, rank, ranks);
-                    train(&mut opt, &mut held, rank, ranks, 0, STEPS);
-                    opt.save_own_variables().unwrap()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    on_ranks(ranks, |rank, mesh| {
+        let (mut opt, mut held) = optimizer(Config { mesh: Some(mesh), ..config() }, rank, ranks);
+        train(&mut opt, &mut held, rank, ranks, 0, STEPS);
+        opt.save_own_variables().unwrap()
     })
 }
 
@@ -134,16 +125,10 @@ fn load_shards_gives_the_state_of_the_new_sharding_and_training_goes_on_exactly(
     assert_eq!(held, reference_held);
     // Two ranks take the three shards: each holds what a two-rank run's rank holds.
     let two = checkpoints(2);
-    let collective = Collective::new(2);
-    std::thread::scope(|s| {
-        for rank in 0..2 {
-            let (mesh, three, two) = (collective.mesh(rank), &three, &two);
-            s.spawn(move || {
-                let (mut opt, _) = optimizer(Config { mesh: Some(mesh), ..config() }, rank, 2);
-                opt.load_shards(&views(three)).unwrap();
-                assert_eq!(opt.save_own_variables().unwrap(), two[rank], "rank {rank}");
-            });
-        }
+    on_ranks(2, |rank, mesh| {
+        let (mut opt, _) = optimizer(Config { mesh: Some(mesh), ..config() }, rank, 2);
+        opt.load_shards(&views(&three)).unwrap();
+        assert_eq!(opt.save_own_variables().unwrap(), two[rank], "rank {rank}");
     });
 }
 
@@ -162,19 +147,10 @@ fn bad_sets_of_shards_are_refused_and_change_nothing() {
     refused(&mut opt, vec![&three[0], &three[1], &three[1], &three[2]], "duplicated or overlapping");
     refused(&mut opt, vec![], "no shard checkpoints");
     // A shard of an earlier step.
-    let collective = Collective::new(3);
-    let early: Vec<Vec<u8>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..3)
-            .map(|rank| {
-                let mesh = collective.mesh(rank);
-                s.spawn(move || {
-                    let (mut o, mut held) = optimizer(Config { mesh: Some(mesh), ..config() }, rank, 3);
-                    train(&mut o, &mut held, rank, 3, 0, STEPS - 1);
-                    o.save_own_variables().unwrap()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    let early = on_ranks(3, |rank, mesh| {
+        let (mut o, mut held) = optimizer(Config { mesh: Some(mesh), ..config() }, rank, 3);
+        train(&mut o, &mut held, rank, 3, 0, STEPS - 1);
+        o.save_own_variables().unwrap()
     });
     refused(&mut opt, vec![&three[0], &early[1], &three[2]], "another step");
     // A shard of another optimizer (another learning rate).

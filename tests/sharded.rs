@@ -5,7 +5,7 @@
 //! the shards together are the unsharded bits in every mode, for any shard boundaries.
 
 mod common;
-use common::{Collective, noise};
+use common::{Collective, noise, on_ranks};
 
 use adamw::Mesh;
 use adamw::{Config, DType, Error, Gradient, GradientEntry, Optimizer, TensorMut, TensorRef, VariableSpec};
@@ -82,22 +82,9 @@ fn whole() -> [(usize, usize); 3] {
 /// Ranks on threads, rank r holding elements `cuts[r][v]..cuts[r + 1][v]` of variable v;
 /// returns each rank's output.
 fn ranks(config: &Config, cuts: &[[usize; 3]]) -> Vec<Vec<f32>> {
-    let n = cuts.len() - 1;
-    let collective = Collective::new(n);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..n)
-            .map(|rank| {
-                let c = collective.clone();
-                let mut config = config.clone();
-                config.mesh = Some(Mesh::new(move |v: &mut [f64]| {
-                    c.all_reduce(rank, v);
-                    Ok(())
-                }));
-                let r: [(usize, usize); 3] = std::array::from_fn(|v| (cuts[rank][v], cuts[rank + 1][v]));
-                s.spawn(move || run(config, r))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    on_ranks(cuts.len() - 1, |rank, mesh| {
+        let r: [(usize, usize); 3] = std::array::from_fn(|v| (cuts[rank][v], cuts[rank + 1][v]));
+        run(Config { mesh: Some(mesh), ..config.clone() }, r)
     })
 }
 
@@ -212,39 +199,25 @@ fn shards_in_every_mode_together_give_the_unsharded_bits() {
 /// rank at the first step that clips, and nothing changes.
 #[test]
 fn shards_that_do_not_partition_a_variable_are_rejected() {
-    let collective = Collective::new(2);
-    let errors: Vec<String> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..2)
-            .map(|rank| {
-                let c = collective.clone();
-                scope.spawn(move || {
-                    let mesh = Mesh::new(move |v: &mut [f64]| {
-                        c.all_reduce(rank, v);
-                        Ok(())
-                    });
-                    let mut opt =
-                        Optimizer::new(Config { clipnorm: Some(1.0), mesh: Some(mesh), ..Config::default() }).unwrap();
-                    let (offset, len) = if rank == 0 { (0, 6) } else { (5, 5) }; // element 5 twice, 10 and 11 never
-                    opt.build(&[VariableSpec::new("w", DType::F32, &[12]).sharded(offset, len)], &[]).unwrap();
-                    let mut w = vec![1.0f32; len];
-                    let g = vec![0.5f32; len];
-                    let before = opt.save_own_variables().unwrap();
-                    let err = opt
-                        .apply_gradients(
-                            &mut [GradientEntry {
-                                variable: 0,
-                                values: TensorMut::F32(&mut w),
-                                gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
-                            }][..],
-                        )
-                        .unwrap_err();
-                    assert!(matches!(err, Error::InvalidArgument(_)));
-                    assert!(w.iter().all(|&x| x == 1.0) && before == opt.save_own_variables().unwrap());
-                    err.to_string()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    let errors: Vec<String> = on_ranks(2, |rank, mesh| {
+        let mut opt = Optimizer::new(Config { clipnorm: Some(1.0), mesh: Some(mesh), ..Config::default() }).unwrap();
+        let (offset, len) = if rank == 0 { (0, 6) } else { (5, 5) }; // element 5 twice, 10 and 11 never
+        opt.build(&[VariableSpec::new("w", DType::F32, &[12]).sharded(offset, len)], &[]).unwrap();
+        let mut w = vec![1.0f32; len];
+        let g = vec![0.5f32; len];
+        let before = opt.save_own_variables().unwrap();
+        let err = opt
+            .apply_gradients(
+                &mut [GradientEntry {
+                    variable: 0,
+                    values: TensorMut::F32(&mut w),
+                    gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
+                }][..],
+            )
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)));
+        assert!(w.iter().all(|&x| x == 1.0) && before == opt.save_own_variables().unwrap());
+        err.to_string()
     });
     assert!(errors.iter().all(|e| e.contains("do not partition")), "{errors:?}");
 }
@@ -252,82 +225,56 @@ fn shards_that_do_not_partition_a_variable_are_rejected() {
 /// Ranks that list different variables are told so, together, before anything changes.
 #[test]
 fn ranks_making_different_calls_fail_together() {
-    let collective = Collective::new(2);
-    std::thread::scope(|scope| {
-        for rank in 0..2 {
-            let c = collective.clone();
-            scope.spawn(move || {
-                let mesh = Mesh::new(move |v: &mut [f64]| {
-                    c.all_reduce(rank, v);
-                    Ok(())
-                });
-                let mut opt =
-                    Optimizer::new(Config { global_clipnorm: Some(1.0), mesh: Some(mesh), ..Config::default() })
-                        .unwrap();
-                let specs = [
-                    VariableSpec::new("a", DType::F32, &[4]).sharded(2 * rank, 2),
-                    VariableSpec::new("b", DType::F32, &[3]),
-                ];
-                opt.build(&specs, &[]).unwrap();
-                let (mut a, mut b) = (vec![1.0f32; 2], vec![1.0f32; 3]);
-                let (ga, gb) = (vec![0.5f32; 2], vec![0.5f32; 3]);
-                let mut entries = vec![GradientEntry {
-                    variable: 0,
-                    values: TensorMut::F32(&mut a),
-                    gradient: Some(Gradient::Dense(TensorRef::F32(&ga))),
-                }];
-                if rank == 1 {
-                    entries.push(GradientEntry {
-                        variable: 1,
-                        values: TensorMut::F32(&mut b),
-                        gradient: Some(Gradient::Dense(TensorRef::F32(&gb))),
-                    });
-                }
-                let err = opt.apply_gradients(&mut entries[..]).unwrap_err();
-                assert!(err.to_string().contains("made different calls"), "{err}");
-                drop(entries);
-                assert_eq!((a, b, opt.iterations()), (vec![1.0; 2], vec![1.0; 3], 0));
+    on_ranks(2, |rank, mesh| {
+        let mut opt =
+            Optimizer::new(Config { global_clipnorm: Some(1.0), mesh: Some(mesh), ..Config::default() }).unwrap();
+        let specs =
+            [VariableSpec::new("a", DType::F32, &[4]).sharded(2 * rank, 2), VariableSpec::new("b", DType::F32, &[3])];
+        opt.build(&specs, &[]).unwrap();
+        let (mut a, mut b) = (vec![1.0f32; 2], vec![1.0f32; 3]);
+        let (ga, gb) = (vec![0.5f32; 2], vec![0.5f32; 3]);
+        let mut entries = vec![GradientEntry {
+            variable: 0,
+            values: TensorMut::F32(&mut a),
+            gradient: Some(Gradient::Dense(TensorRef::F32(&ga))),
+        }];
+        if rank == 1 {
+            entries.push(GradientEntry {
+                variable: 1,
+                values: TensorMut::F32(&mut b),
+                gradient: Some(Gradient::Dense(TensorRef::F32(&gb))),
             });
         }
+        let err = opt.apply_gradients(&mut entries[..]).unwrap_err();
+        assert!(err.to_string().contains("made different calls"), "{err}");
+        drop(entries);
+        assert_eq!((a, b, opt.iterations()), (vec![1.0; 2], vec![1.0; 3], 0));
     });
 }
 
 /// reject_non_finite_gradients: a NaN on one rank rejects the call on every rank.
 #[test]
 fn a_non_finite_gradient_on_one_rank_is_rejected_by_every_rank() {
-    let collective = Collective::new(2);
-    let errors: Vec<String> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..2)
-            .map(|rank| {
-                let c = collective.clone();
-                scope.spawn(move || {
-                    let mesh = Mesh::new(move |v: &mut [f64]| {
-                        c.all_reduce(rank, v);
-                        Ok(())
-                    });
-                    let config = Config { reject_non_finite_gradients: true, mesh: Some(mesh), ..Config::default() };
-                    let mut opt = Optimizer::new(config).unwrap();
-                    opt.build(&[VariableSpec::new("w", DType::F32, &[8]).sharded(4 * rank, 4)], &[]).unwrap();
-                    let mut w = vec![1.0f32; 4];
-                    let mut g = vec![0.5f32; 4];
-                    if rank == 0 {
-                        g[1] = f32::NAN;
-                    }
-                    let err = opt
-                        .apply_gradients(
-                            &mut [GradientEntry {
-                                variable: 0,
-                                values: TensorMut::F32(&mut w),
-                                gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
-                            }][..],
-                        )
-                        .unwrap_err();
-                    assert!(matches!(err, Error::NonFiniteGradient(_)) && w == [1.0; 4] && opt.iterations() == 0);
-                    err.to_string()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    let errors: Vec<String> = on_ranks(2, |rank, mesh| {
+        let config = Config { reject_non_finite_gradients: true, mesh: Some(mesh), ..Config::default() };
+        let mut opt = Optimizer::new(config).unwrap();
+        opt.build(&[VariableSpec::new("w", DType::F32, &[8]).sharded(4 * rank, 4)], &[]).unwrap();
+        let mut w = vec![1.0f32; 4];
+        let mut g = vec![0.5f32; 4];
+        if rank == 0 {
+            g[1] = f32::NAN;
+        }
+        let err = opt
+            .apply_gradients(
+                &mut [GradientEntry {
+                    variable: 0,
+                    values: TensorMut::F32(&mut w),
+                    gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
+                }][..],
+            )
+            .unwrap_err();
+        assert!(matches!(err, Error::NonFiniteGradient(_)) && w == [1.0; 4] && opt.iterations() == 0);
+        err.to_string()
     });
     assert!(errors[0].contains("element 1") && errors[1].contains("another rank"), "{errors:?}");
 }

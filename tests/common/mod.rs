@@ -46,3 +46,18 @@ impl Collective {
         })
     }
 }
+
+/// Runs `f(rank, mesh)` for each of `ranks` ranks, each on a thread of its own with its mesh of
+/// one in-process collective, and returns their results in rank order.
+pub fn on_ranks<T: Send>(ranks: usize, f: impl Fn(usize, adamw::Mesh) -> T + Sync) -> Vec<T> {
+    let collective = Collective::new(ranks);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..ranks)
+            .map(|rank| {
+                let (mesh, f) = (collective.mesh(rank), &f);
+                scope.spawn(move || f(rank, mesh))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
