@@ -12,7 +12,7 @@ const PARALLEL_SUM_THRESHOLD: usize = 1 << 18;
 /// Eigen's sum of the dtype ([`sum_eigen_in`]), or for bfloat16, whose sum TF casts, Eigen's
 /// float32 sum of the values rounded once.
 pub fn reduce_sum_in<F: Real>(parallel: bool, x: &(impl Fn(usize) -> Ftz<F> + Sync), first: usize, n: usize) -> Ftz<F> {
-    if F::REDUCE_SUM_IN_F32 {
+    if sums_in_f32::<F>(false) {
         let wide = sum_eigen_in(parallel, &|i| Ftz::new(x(i).get().to_f32()), first, n);
         return Ftz::new(F::from_f32(wide.get()));
     }

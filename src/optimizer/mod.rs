@@ -403,16 +403,7 @@ impl Optimizer {
             built.variables.iter().map(|v| v.layout.sharded.then_some((v.layout.offset, v.layout.len))).collect();
         let inputs = checkpoints.iter().map(|b| crate::checkpoint::decode(b)).collect::<Result<Vec<_>>>()?;
         let (tensors, named, _) = crate::checkpoint::reshard(&inputs, &target)?;
-        let weights: Vec<Weight<'_>> =
-            tensors.iter().map(|(shape, values)| Weight { shape, values: values.as_ref() }).collect();
-        validate::check_weights(&self.state, &weights, true)?;
-        let loss_scale = self.checkpoint_loss_scale(&named)?;
-        self.assign_weights(&weights)?;
-        if let Some((scale, counter)) = loss_scale {
-            self.state.loss_scale = scale;
-            self.state.loss_scale_counter = counter;
-        }
-        Ok(())
+        self.load_checkpoint_tensors(&tensors, &named)
     }
 
     /// `load_own_variables(store)`: replaces every optimizer variable from a checkpoint made by
@@ -420,10 +411,20 @@ impl Optimizer {
     /// a checkpoint that does not match is an error; either way nothing changes.
     pub fn load_own_variables(&mut self, bytes: &[u8]) -> Result<()> {
         let checkpoint = crate::checkpoint::decode(bytes)?;
+        self.load_checkpoint_tensors(&checkpoint.tensors, &checkpoint.named)
+    }
+
+    /// Checks a checkpoint's optimizer variables and named scalars against this optimizer, then
+    /// assigns them; nothing changes on error.
+    fn load_checkpoint_tensors(
+        &mut self,
+        tensors: &[(Vec<usize>, TensorBuf)],
+        named: &[(String, TensorBuf)],
+    ) -> Result<()> {
         let weights: Vec<Weight<'_>> =
-            checkpoint.tensors.iter().map(|(shape, values)| Weight { shape, values: values.as_ref() }).collect();
+            tensors.iter().map(|(shape, values)| Weight { shape, values: values.as_ref() }).collect();
         validate::check_weights(&self.state, &weights, true)?;
-        let loss_scale = self.checkpoint_loss_scale(&checkpoint.named)?;
+        let loss_scale = self.checkpoint_loss_scale(named)?;
         self.assign_weights(&weights)?;
         if let Some((scale, counter)) = loss_scale {
             self.state.loss_scale = scale;

@@ -32,7 +32,7 @@ pub fn set_simd_enabled(enabled: bool) {
 }
 
 /// Whether the SIMD code paths are on (see [`set_simd_enabled`]).
-fn simd_enabled() -> bool {
+pub(crate) fn simd_enabled() -> bool {
     SIMD_ENABLED.load(Ordering::Relaxed)
 }
 

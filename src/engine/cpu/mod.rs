@@ -419,7 +419,7 @@ fn widened(values: TensorRef<'_>, dtype: DType) -> Result<TensorBuf> {
     }
     let mut out = TensorBuf::zeros(DType::F32, values.len())?;
     if let Some(dst) = f32::unwrap(out.as_mut()) {
-        each_float!(values, src => dst.iter_mut().zip(src.iter()).for_each(|(d, &s)| *d = widen(s)), _ => {})
+        each_float!(values, src => Real::widen_slice(src, dst, loops::simd_enabled()), _ => {})
     }
     Ok(out)
 }
@@ -509,7 +509,8 @@ fn step_master<H: Real>(
         Gradient::Sparse { indices, values: rows } => {
             let widened = scratch.widened_rows;
             widened.clear();
-            each_float!(rows, r => widened.extend(r.iter().map(|&x| widen(x))), _ => {});
+            widened.resize(rows.len(), 0.0); // within the room reserve_sparse made
+            each_float!(rows, r => Real::widen_slice(r, widened, loops::simd_enabled()), _ => {});
             let rows = sorted_rows(scratch.sparse_rows, indices, widened, row_len);
             loops::sparse_step(s, ops, op, rows, offset, slots, parallel);
             // Every element decays: every element of the caller's variable takes its rounding.
