@@ -844,6 +844,73 @@ static void test_sharded(void) {
     adamw_optimizer_free(opt);
 }
 
+/* adamw_optimizer_load_shards: the checkpoints of two shards (steps without clipping need no
+   all-reduce) load into an unsharded optimizer, which then saves exactly what an unsharded
+   optimizer given the whole gradients saves; bad sets of shards are refused and change nothing. */
+static uint8_t *saved(const adamw_optimizer *opt, size_t *len) {
+    adamw_optimizer_save_own_variables(opt, NULL, 0, len);
+    uint8_t *bytes = malloc(*len);
+    EXPECT_STATUS(adamw_optimizer_save_own_variables(opt, bytes, *len, len), ADAMW_STATUS_OK);
+    return bytes;
+}
+
+static void test_load_shards(void) {
+    const size_t shape[1] = {6};
+    float whole[6] = {1, 2, 3, 4, 5, 6}, grad[6] = {0.5f, -0.25f, 0.125f, 1, -1, 2};
+    float part[2][3] = {{1, 2, 3}, {4, 5, 6}};
+    adamw_config cfg = adamw_config_default();
+    adamw_optimizer *reference = NULL, *ranks[2] = {NULL, NULL}, *target = NULL;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &reference), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &target), ADAMW_STATUS_OK);
+    adamw_variable v = {"w", ADAMW_DTYPE_FLOAT32, 1, shape, NULL, 0, 0, 0};
+    const uint8_t *none[1] = {NULL};
+    size_t zero[1] = {0};
+    EXPECT_STATUS(adamw_optimizer_load_shards(target, none, zero, 1), ADAMW_STATUS_NOT_BUILT);
+    EXPECT_STATUS(adamw_optimizer_build(reference, &v, 1), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_build(target, &v, 1), ADAMW_STATUS_OK);
+    adamw_gradient e = dense_entry(0, whole, 6, grad);
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(reference, &e, 1, NULL), ADAMW_STATUS_OK);
+    int calls = 0;
+    cfg.mesh_all_reduce = identity_all_reduce;
+    cfg.mesh_user_data = &calls;
+    uint8_t *shard_bytes[2];
+    size_t shard_lens[2];
+    for (int r = 0; r < 2; r++) {
+        EXPECT_STATUS(adamw_optimizer_new(&cfg, &ranks[r]), ADAMW_STATUS_OK);
+        adamw_variable shard = {"w", ADAMW_DTYPE_FLOAT32, 1, shape, NULL, 1, (size_t)(3 * r), 3};
+        EXPECT_STATUS(adamw_optimizer_build(ranks[r], &shard, 1), ADAMW_STATUS_OK);
+        adamw_gradient g = dense_entry(0, part[r], 3, grad + 3 * r);
+        EXPECT_STATUS(adamw_optimizer_apply_gradients(ranks[r], &g, 1, NULL), ADAMW_STATUS_OK);
+        shard_bytes[r] = saved(ranks[r], &shard_lens[r]);
+    }
+    EXPECT(calls == 0);
+    const uint8_t *both[2] = {shard_bytes[1], shard_bytes[0]}; /* any order */
+    size_t both_lens[2] = {shard_lens[1], shard_lens[0]};
+    EXPECT_STATUS(adamw_optimizer_load_shards(NULL, both, both_lens, 2), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_REJECTED(target, adamw_optimizer_load_shards(target, NULL, both_lens, 2), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_REJECTED(target, adamw_optimizer_load_shards(target, both, NULL, 2), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_REJECTED(target, adamw_optimizer_load_shards(target, NULL, NULL, 0), ADAMW_STATUS_CHECKPOINT_MISMATCH);
+    EXPECT_REJECTED(target, adamw_optimizer_load_shards(target, both, both_lens, 1), ADAMW_STATUS_CHECKPOINT_MISMATCH);
+    const uint8_t *twice[3] = {shard_bytes[0], shard_bytes[1], shard_bytes[1]};
+    size_t twice_lens[3] = {shard_lens[0], shard_lens[1], shard_lens[1]};
+    EXPECT_REJECTED(target, adamw_optimizer_load_shards(target, twice, twice_lens, 3), ADAMW_STATUS_CHECKPOINT_MISMATCH);
+    shard_bytes[0][shard_lens[0] - 1] ^= 1;
+    EXPECT_REJECTED(target, adamw_optimizer_load_shards(target, both, both_lens, 2), ADAMW_STATUS_INVALID_CHECKPOINT);
+    shard_bytes[0][shard_lens[0] - 1] ^= 1;
+    EXPECT_STATUS(adamw_optimizer_load_shards(target, both, both_lens, 2), ADAMW_STATUS_OK);
+    size_t got_len = 0, want_len = 0;
+    uint8_t *got = saved(target, &got_len), *want = saved(reference, &want_len);
+    EXPECT(got_len == want_len && memcmp(got, want, got_len) == 0);
+    free(got);
+    free(want);
+    for (int r = 0; r < 2; r++) {
+        free(shard_bytes[r]);
+        adamw_optimizer_free(ranks[r]);
+    }
+    adamw_optimizer_free(target);
+    adamw_optimizer_free(reference);
+}
+
 /* bfloat16 and float16 variables, passed as their bits: Keras' own 16-bit semantics (slots in the
    variable's dtype, every operation rounded to it). The expected bits are tf-keras 2.15.1's for
    AdamW(learning_rate=0.01) on [0.5, -1.5, 2.0] with the gradient [0.1, -0.2, 0.3]. */
@@ -1163,6 +1230,7 @@ int main(void) {
     test_variables_and_weights();
     test_checkpoints();
     test_sharded();
+    test_load_shards();
     test_16_bit();
     test_master_weights();
     test_master_float32_gradients();
