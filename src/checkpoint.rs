@@ -4,11 +4,12 @@
 //! as safetensors requires.
 //!
 //! The metadata holds one key, `"libadamw"`, whose value names the format version, the library
-//! version that wrote it, a CRC-32 of every tensor's bytes in key order and of the layout, and
-//! the layout: `"v2 version=0.1.0 crc32=1c291ca3 layout={...}"`. (One key, because safetensors
-//! keeps metadata in a hash map whose order would make two saves of the same state differ.) A
-//! load recomputes the CRC, so a flipped byte anywhere is caught; safetensors' own parser catches
-//! truncation. The layout ([`Layout`]: the writer's config fingerprint, every variable's full
+//! version that wrote it, a CRC-32 of every tensor's bytes in key order, a CRC-32 of the layout,
+//! and the layout: `"v2 version=0.1.0 crc32=1c291ca3 layout_crc32=0badf00d layout={...}"`. (One
+//! key, because safetensors keeps metadata in a hash map whose order would make two saves of the
+//! same state differ.) The layout has a CRC of its own so that a library from before it, which
+//! reads the first three fields only, still loads the checkpoint. A load recomputes both CRCs,
+//! so a flipped byte anywhere is caught; safetensors' own parser catches truncation. The layout ([`Layout`]: the writer's config fingerprint, every variable's full
 //! shape and the range its shard holds, and which variable each tensor belongs to) lets the
 //! checkpoints of N ranks be resharded for M ([`reshard`]); a checkpoint without one (written
 //! before it was recorded) still loads, but does not reshard.
@@ -92,9 +93,12 @@ pub fn encode(
     for (_, e) in &entries {
         crc.update(&e.bytes);
     }
-    crc.update(layout.as_bytes());
-    let stamp =
-        format!("{FORMAT_VERSION} version={} crc32={:08x} layout={layout}", env!("CARGO_PKG_VERSION"), crc.finalize());
+    let stamp = format!(
+        "{FORMAT_VERSION} version={} crc32={:08x} layout_crc32={:08x} layout={layout}",
+        env!("CARGO_PKG_VERSION"),
+        crc.finalize(),
+        crc32fast::hash(layout.as_bytes())
+    );
     let metadata = HashMap::from([(METADATA_KEY.to_string(), stamp)]);
     safetensors::serialize(entries.iter().map(|(k, e)| (k.as_str(), e)), Some(metadata))
         .map_err(|e| Error::OutOfMemory(format!("cannot serialize the optimizer variables: {e}")))
@@ -130,8 +134,17 @@ pub struct Held {
     pub len: usize,
 }
 
-/// The fields of the metadata stamp: (library version, CRC-32, layout JSON if any).
-fn parse_stamp(stamp: &str) -> Option<(&str, u32, Option<&str>)> {
+/// The fields of the metadata stamp.
+struct Stamp<'a> {
+    /// The library version that wrote it.
+    writer: &'a str,
+    /// The tensors' CRC-32.
+    crc: u32,
+    /// The layout's JSON and its CRC-32, if it has one.
+    layout: Option<(&'a str, u32)>,
+}
+
+fn parse_stamp(stamp: &str) -> Option<Stamp<'_>> {
     let (head, layout) = match stamp.split_once(" layout=") {
         Some((head, layout)) => (head, Some(layout)),
         None => (stamp, None),
@@ -140,9 +153,14 @@ fn parse_stamp(stamp: &str) -> Option<(&str, u32, Option<&str>)> {
     if fields.next()? != FORMAT_VERSION {
         return None;
     }
+    let hex = |field: Option<&str>, name: &str| u32::from_str_radix(field?.strip_prefix(name)?, 16).ok();
     let version = fields.next()?.strip_prefix("version=")?;
-    let crc = u32::from_str_radix(fields.next()?.strip_prefix("crc32=")?, 16).ok()?;
-    Some((version, crc, layout))
+    let crc = hex(fields.next(), "crc32=")?;
+    let layout = match layout {
+        Some(json) => Some((json, hex(fields.next(), "layout_crc32=")?)),
+        None => None,
+    };
+    Some(Stamp { writer: version, crc, layout })
 }
 
 /// Parses checkpoint bytes; anything that is not a well-formed, intact checkpoint of this format
@@ -152,7 +170,7 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint> {
     let (_, metadata) =
         SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))?;
     let stamp = metadata.metadata().as_ref().and_then(|m| m.get(METADATA_KEY)).cloned();
-    let Some((writer, expected_crc, layout)) = stamp.as_deref().and_then(parse_stamp) else {
+    let Some(Stamp { writer, crc: expected_crc, layout }) = stamp.as_deref().and_then(parse_stamp) else {
         return Err(bad(format!(
             "not a libadamw checkpoint of format {FORMAT_VERSION}: the metadata \"{METADATA_KEY}\" is {stamp:?}"
         )));
@@ -188,21 +206,26 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint> {
         }
         named.push((name, values));
     }
-    if let Some(layout) = layout {
-        crc.update(layout.as_bytes());
-    }
     let actual_crc = crc.finalize();
     if actual_crc != expected_crc {
         return Err(bad(format!(
             "the checkpoint is corrupted: its data has CRC-32 {actual_crc:08x}, but libadamw {writer} recorded {expected_crc:08x}"
         )));
     }
+    if let Some((json, expected)) = layout {
+        let actual = crc32fast::hash(json.as_bytes());
+        if actual != expected {
+            return Err(bad(format!(
+                "the checkpoint is corrupted: its layout has CRC-32 {actual:08x}, but libadamw {writer} recorded {expected:08x}"
+            )));
+        }
+    }
     if tensors.first().is_some_and(|(shape, v)| !shape.is_empty() || v.dtype() != DType::I64) {
         return Err(bad("tensor \"0\" must be the int64 scalar iteration counter".into()));
     }
     let layout = match layout {
         None => None,
-        Some(json) => {
+        Some((json, _)) => {
             let layout: Layout =
                 serde_json::from_str(json).map_err(|e| bad(format!("the checkpoint's layout is not readable: {e}")))?;
             let fits = layout.keys.len() == tensors.len()
@@ -448,4 +471,47 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Reads a whole checkpoint file.
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| Error::Io(format!("cannot read the checkpoint {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader from before the layout takes the first three fields of the stamp and checks
+    /// `crc32` against the tensors alone: it still loads what this version writes. The layout's
+    /// own CRC catches a changed layout.
+    #[test]
+    fn the_stamp_keeps_the_tensors_crc_of_readers_before_the_layout() {
+        let counter = [7i64];
+        let m = [0.5f32, -1.0, 2.0];
+        let layout = Layout {
+            optimizer: "0123456789abcdef".into(),
+            variables: vec![Held { shape: vec![3], sharded: false, offset: 0, len: 3 }],
+            keys: vec![None, Some(0)],
+        };
+        let bytes = encode(&[(&[], TensorRef::I64(&counter)), (&[3], TensorRef::F32(&m))], &[], &layout).unwrap();
+        let (_, metadata) = SafeTensors::read_metadata(&bytes).unwrap();
+        let stamp = metadata.metadata().as_ref().unwrap()[METADATA_KEY].clone();
+        let mut fields = stamp.split_whitespace();
+        assert_eq!(fields.next(), Some(FORMAT_VERSION));
+        assert!(fields.next().unwrap().starts_with("version="));
+        let old_crc = u32::from_str_radix(fields.next().unwrap().strip_prefix("crc32=").unwrap(), 16).unwrap();
+        let mut tensors_only = crc32fast::Hasher::new();
+        tensors_only.update(&TensorRef::I64(&counter).to_le_bytes());
+        tensors_only.update(&TensorRef::F32(&m).to_le_bytes());
+        assert_eq!(old_crc, tensors_only.finalize());
+        assert_eq!(decode(&bytes).unwrap().layout, Some(layout.clone()));
+        // The same tensors with a changed layout under the first layout's CRC are refused.
+        let changed = stamp.replace("\"shape\":[3]", "\"shape\":[4]");
+        assert_ne!(changed, stamp);
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let tensors: Vec<(String, safetensors::tensor::TensorView<'_>)> = st.tensors();
+        let forged =
+            safetensors::serialize(tensors, Some(HashMap::from([(METADATA_KEY.to_string(), changed)]))).unwrap();
+        let err = decode(&forged).err().unwrap();
+        assert!(
+            matches!(err, Error::InvalidCheckpoint(_)) && err.to_string().contains("its layout has CRC-32"),
+            "{err}"
+        );
+    }
 }
