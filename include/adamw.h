@@ -88,6 +88,9 @@ typedef enum adamw_status {
   ADAMW_STATUS_NON_FINITE_GRADIENT = 18,
   // A file could not be read or written (the message has the system's reason).
   ADAMW_STATUS_IO = 19,
+  // The device engine is unavailable (no CUDA driver, no NVRTC, no such GPU, a library built
+  // without it) or a device operation failed; the message says which.
+  ADAMW_STATUS_DEVICE = 20,
 } adamw_status;
 
 // Element types. Values start at 1 so that zeroed memory is invalid.
@@ -119,6 +122,20 @@ typedef enum adamw_schedule_kind {
   // Cosine decay with warm restarts (SGDR).
   ADAMW_SCHEDULE_KIND_COSINE_DECAY_RESTARTS = 6,
 } adamw_schedule_kind;
+
+// Where an optimizer's state lives and its step runs (`adamw_optimizer_set_device`).
+typedef enum adamw_device_kind {
+  // Host memory and the CPU (the default).
+  ADAMW_DEVICE_KIND_CPU = 0,
+  // A CUDA GPU, by ordinal: the state in its memory, each pass one kernel launch (with
+  // `jit_compile` 1; with 0 the CPU, as in Keras). Needs the CUDA driver and NVRTC
+  // (libnvrtc.so.12) at run time. The caller's variables and gradients stay host memory:
+  // each step copies them to the GPU and the variables back, and returns when they are back.
+  ADAMW_DEVICE_KIND_CUDA = 1,
+  // The device kernels compiled for the host, run one simulated thread at a time, for testing
+  // them without a GPU (only in a library built with the `host-kernels` feature).
+  ADAMW_DEVICE_KIND_HOST_KERNELS = 2,
+} adamw_device_kind;
 
 // An optimizer. Opaque: create it with `adamw_optimizer_new` or
 // `adamw_optimizer_from_config_json`, free it with `adamw_optimizer_free`.
@@ -364,6 +381,8 @@ typedef struct adamw_weight {
 
 
 
+
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -533,6 +552,19 @@ enum adamw_status adamw_optimizer_build(struct adamw_optimizer *optimizer,
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT (not a handle), OUT_OF_MEMORY (threads could not be
 // started; the setting is unchanged), BUSY.
 enum adamw_status adamw_optimizer_set_threads(struct adamw_optimizer *optimizer, uint32_t threads);
+
+// Moves the optimizer to a device: `kind` an `adamw_device_kind`, `ordinal` the GPU for
+// ADAMW_DEVICE_KIND_CUDA (ignored otherwise). The optimizer state will live there and every step
+// run there, with the same bits as on the CPU (with `jit_compile` 0 it stays on the CPU, as in
+// Keras); get_config then reports "jit_compile": true. The kernels are compiled here, for the
+// GPU's architecture. Before build only.
+// NULL: `optimizer`. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (an unknown kind, not a handle), ALREADY_BUILT,
+// DEVICE (no CUDA driver, no NVRTC, no GPU `ordinal`, a library built without the device: the
+// message says which; nothing changed), BUSY.
+enum adamw_status adamw_optimizer_set_device(struct adamw_optimizer *optimizer,
+                                             uint32_t kind,
+                                             uint32_t ordinal);
 
 // Gives every bfloat16 and float16 variable a float32 master copy and float32 slots (the
 // extension `master_weights`, off by default; the Keras-style config JSON spells it

@@ -97,6 +97,21 @@ pub enum Beta {
     Callback(Callback),
 }
 
+/// Where an optimizer's state lives and its step runs ([`Config::device`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// Host memory, the CPU engine.
+    #[default]
+    Cpu,
+    /// The CUDA GPU of this ordinal (the `cuda` feature): the state in its memory, each pass one
+    /// kernel launch. Needs the CUDA driver and NVRTC at run time; without them the optimizer is
+    /// not created (`Error::Device`). The caller's values and gradients stay host memory here.
+    Cuda(u32),
+    /// The device kernels compiled for the host, run one simulated thread at a time (the
+    /// `host-kernels` feature): for testing the kernels without a GPU.
+    HostKernels,
+}
+
 /// Every `tf.keras.optimizers.AdamW` constructor argument. Floats are binary64, like Python's;
 /// the optimizer rounds them where Keras does.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,9 +144,13 @@ pub struct Config {
     pub ema_momentum: f64,
     /// `None` or 0: never overwrite the variables with their averages.
     pub ema_overwrite_frequency: Option<i64>,
-    /// Requests the device backend. Like Keras without a GPU, it is reported as `false` while
-    /// no device backend is in use.
+    /// Requests the device backend (default `true`, as in Keras): the step runs on `device` when
+    /// that is one. `get_config` reports the effective value, `false` on the CPU, as Keras does
+    /// without a GPU.
     pub jit_compile: bool,
+    /// Where the optimizer state lives and the step runs (not a Keras argument, not in
+    /// `get_config`): the CPU (default), or with `jit_compile` a device (docs/numerics.md §20).
+    pub device: Device,
     /// Sharded state (Keras' `mesh`): with a mesh, variables may be built over a shard of their
     /// elements, and norms for clipping are summed across ranks by its all-reduce. Not part of
     /// `get_config`, as in Keras.
@@ -172,6 +191,7 @@ impl Default for Config {
             ema_momentum: 0.99,
             ema_overwrite_frequency: None,
             jit_compile: true,
+            device: Device::Cpu,
             mesh: None,
             threads: 0,
             reject_non_finite_gradients: false,
@@ -263,7 +283,7 @@ impl Config {
     }
 
     /// `get_config()`: Keras' keys in Keras' order.
-    fn adamw_json(&self, current: CurrentValues) -> Value {
+    fn adamw_json(&self, current: CurrentValues, on_device: bool) -> Value {
         let opt_float = |x: Option<f64>| x.map_or(Value::Null, float_to_json);
         let beta = |b: &Beta, value: f64| match b {
             Beta::Value(x) => float_to_json(*x),
@@ -282,8 +302,8 @@ impl Config {
         m.insert("use_ema".into(), Value::Bool(self.use_ema));
         m.insert("ema_momentum".into(), float_to_json(self.ema_momentum));
         m.insert("ema_overwrite_frequency".into(), self.ema_overwrite_frequency.map_or(Value::Null, Value::from));
-        // The effective value: no device backend runs the step, as in Keras without a GPU.
-        m.insert("jit_compile".into(), Value::Bool(false));
+        // The effective value: whether a device runs the step, as in Keras.
+        m.insert("jit_compile".into(), Value::Bool(self.jit_compile && on_device));
         m.insert("is_legacy_optimizer".into(), Value::Bool(false));
         m.insert("learning_rate".into(), learning_rate);
         m.insert("beta_1".into(), beta(&self.beta_1, current.beta_1));
@@ -301,8 +321,8 @@ impl Config {
 
     /// `get_config()` as Keras writes it: AdamW's, or with a loss scale the LossScaleOptimizer's,
     /// which holds AdamW's serialized under `inner_optimizer`.
-    pub fn to_json(&self, current: CurrentValues) -> Value {
-        let adamw = self.adamw_json(current);
+    pub fn to_json(&self, current: CurrentValues, on_device: bool) -> Value {
+        let adamw = self.adamw_json(current, on_device);
         let Some(ls) = self.loss_scale else { return adamw };
         let mut inner = Map::new();
         inner.insert("module".into(), Value::from("keras.optimizers"));
@@ -516,7 +536,7 @@ mod tests {
     #[test]
     fn default_config_is_kerass() {
         let current = CurrentValues { learning_rate: 0.001, beta_1: 0.9, beta_2: 0.999 };
-        let v = Config::default().to_json(current);
+        let v = Config::default().to_json(current, false);
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             keys,

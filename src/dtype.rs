@@ -122,6 +122,9 @@ macro_rules! each_dtype {
     };
 }
 
+#[cfg(any(feature = "cuda", feature = "host-kernels"))]
+pub(crate) use each_dtype;
+
 /// Builds a tensor of the same dtype as `$tensor` from `$body`, with `$x` bound to its container.
 macro_rules! map_dtype {
     ($tensor:expr, $x:ident => $body:expr) => {

@@ -53,6 +53,10 @@ pub enum Error {
     /// A file could not be read or written.
     #[error("{0}")]
     Io(String),
+    /// The device engine is unavailable (no driver, no NVRTC, no such GPU, a build without the
+    /// feature) or a device operation failed; the message says which.
+    #[error("{0}")]
+    Device(String),
     /// A bug in libadamw: an invariant the code relies on did not hold.
     #[error("internal error (please report): {0}")]
     Internal(String),

@@ -219,6 +219,12 @@ pub struct FusedGradientOp<F> {
 }
 
 impl<F: Arith> FusedGradientOp<F> {
+    #[cfg(any(feature = "cuda", feature = "host-kernels"))]
+    /// `[r, a, d, hi, lo]`, for engines that run the op elsewhere (the device kernels).
+    pub fn parts(&self) -> [Ftz<F>; 5] {
+        [self.r, self.a, self.d, self.hi, self.lo]
+    }
+
     #[inline(always)]
     pub fn apply<const HW: bool>(self, g: Ftz<F, HW>) -> Ftz<F, HW> {
         (((g * self.r.mode()) * self.a.mode()) / self.d.mode()).min_nan(self.hi.mode()).max_nan(self.lo.mode())

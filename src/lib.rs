@@ -47,7 +47,7 @@ mod schedule;
 mod tensor;
 
 pub use checkpoint::reshard_checkpoints;
-pub use config::{AllReduce, Beta, Callback, Clipping, Config, LearningRate, LossScale, Mesh};
+pub use config::{AllReduce, Beta, Callback, Clipping, Config, Device, LearningRate, LossScale, Mesh};
 pub use dtype::{DType, Element, Exclusive, Owned, Shared, Storage, Tensor, TensorBuf, TensorMut, TensorRef};
 pub use engine::cpu::loops::{set_simd_enabled, simd_level};
 pub use error::{Error, Result};

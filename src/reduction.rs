@@ -159,7 +159,7 @@ pub fn sums_in_f32<F: Real>(halve: bool) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 /// Calls `f(first, len)` for every leaf of Eigen's tree over `first..first + n`, in order.
-fn for_each_leaf<F: Real>(first: usize, n: usize, f: &mut impl FnMut(usize, usize)) {
+pub(crate) fn for_each_leaf<F: Real>(first: usize, n: usize, f: &mut impl FnMut(usize, usize)) {
     match halves::<F>(first, n) {
         None => f(first, n),
         Some((n_left, split)) => {
@@ -172,7 +172,7 @@ fn for_each_leaf<F: Real>(first: usize, n: usize, f: &mut impl FnMut(usize, usiz
 }
 
 /// Eigen's tree over `first..first + n` with the leaves' sums given by `leaf`, called in order.
-fn tree_sum<F: Real>(first: usize, n: usize, leaf: &mut impl FnMut(usize, usize) -> Ftz<F>) -> Ftz<F> {
+pub(crate) fn tree_sum<F: Real>(first: usize, n: usize, leaf: &mut impl FnMut(usize, usize) -> Ftz<F>) -> Ftz<F> {
     match halves::<F>(first, n) {
         None => leaf(first, n),
         Some((n_left, split)) => {

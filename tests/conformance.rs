@@ -38,6 +38,47 @@ fn check_against(cases: PathBuf, expected: PathBuf) {
     for flags in [&[][..], &["--threads", "1"][..], &["--threads", "3", "--no-simd"][..]] {
         check_with(&cases, &expected, flags);
     }
+    #[cfg(feature = "host-kernels")]
+    check_on_device(&cases, &expected);
+}
+
+/// The device engine with the CUDA kernels compiled for the host: the same numbers, with
+/// get_config reporting jit_compile true wherever the case's config asks for it (Keras on a CPU
+/// reports false), which is set back to false before the comparison.
+#[cfg(feature = "host-kernels")]
+fn check_on_device(cases: &Path, expected: &Path) {
+    fn on_device_to_cpu(v: &mut serde_json::Value, seen: &mut usize) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (key, value) in m.iter_mut() {
+                    if key == "jit_compile" && *value == serde_json::Value::Bool(true) {
+                        *value = serde_json::Value::Bool(false);
+                        *seen += 1;
+                    } else {
+                        on_device_to_cpu(value, seen);
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| on_device_to_cpu(x, seen)),
+            _ => {}
+        }
+    }
+    let replay = run(env!("CARGO_BIN_EXE_adamw-replay"), &["--device", "host-kernels"], &[cases]);
+    assert!(replay.status.success(), "adamw-replay --device failed: {}", String::from_utf8_lossy(&replay.stderr));
+    let mut results: serde_json::Value = serde_json::from_slice(&replay.stdout).expect("results JSON");
+    let mut seen = 0;
+    on_device_to_cpu(&mut results, &mut seen);
+    assert!(seen > 0, "no case reported jit_compile true on the device");
+    let stem = cases.file_stem().unwrap().to_string_lossy();
+    let actual = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{stem}.results.device.json"));
+    std::fs::write(&actual, results.to_string()).expect("write the results");
+    let compare = run(env!("CARGO_BIN_EXE_adamw-compare"), &["--quiet"], &[expected, &actual]);
+    assert!(
+        compare.status.success(),
+        "results on the device kernels differ from Keras:\n{}{}",
+        String::from_utf8_lossy(&compare.stdout),
+        String::from_utf8_lossy(&compare.stderr)
+    );
 }
 
 #[test]

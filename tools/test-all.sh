@@ -6,17 +6,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/ensure-toolchain.sh
+echo "== NVRTC and ptxas (PyPI wheels: the CUDA kernels are compiled and assembled without a GPU)"
+source tools/ensure-cuda-tools.sh
+# The tests build the library with the CUDA engine (a default feature) and with its kernels
+# compiled for the host too (`host-kernels`), so that the device engine runs here.
+features=(--features host-kernels)
 echo "== build (release)"
-cargo build --release --locked
-echo "== format and lints"
+cargo build --release --locked "${features[@]}"
+echo "== format and lints (also without the CUDA engine)"
 cargo fmt --check
-cargo clippy --release --locked --all-targets -- -D warnings
+cargo clippy --release --locked --all-targets "${features[@]}" -- -D warnings
+cargo clippy --release --locked --lib --no-default-features -- -D warnings
 echo "== API documentation (cargo doc, warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked
-echo "== Rust tests"
-cargo test --release --locked
+echo "== Rust tests (the kernels through NVRTC and ptxas; on the host against the CPU engine)"
+cargo test --release --locked "${features[@]}"
 echo "== benchmarks compile (measured separately: cargo bench, tools/bench_peers.py)"
-cargo bench --locked --no-run
+cargo bench --locked --no-run "${features[@]}"
 echo "== C API tests (ASan + UBSan)"
 bash tools/test-c.sh
 echo "== sharded state on MPI ranks (mpirun -np 2, -np 3)"

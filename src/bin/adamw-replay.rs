@@ -1,9 +1,10 @@
 //! adamw-replay: runs conformance cases (docs/trajectory_format.md) through the public
 //! C ABI and writes the results in the same format, for comparison with Keras' results.
 //!
-//! usage: adamw-replay [--threads N] [--no-simd] [CASES.json] > RESULTS.json
+//! usage: adamw-replay [--threads N] [--no-simd] [--device cuda[:N]|host-kernels] [CASES.json] > RESULTS.json
 //!   (reads standard input without a file; --threads sets every optimizer's thread setting,
-//!   --no-simd runs the portable loops: the results must not change)
+//!   --no-simd runs the portable loops, --device runs every case on a device: the results must
+//!   not change, except that get_config reports jit_compile as in force)
 
 use std::ffi::{CStr, c_char, c_void};
 use std::io::Read;
@@ -131,7 +132,14 @@ impl Drop for Optimizer {
     }
 }
 
-fn run_case(case: &Value, threads: Option<u32>) -> Result<Value, String> {
+/// What every case's optimizer is set to besides its config.
+struct Settings {
+    threads: Option<u32>,
+    /// An `adamw_device_kind` and a GPU ordinal.
+    device: Option<(u32, u32)>,
+}
+
+fn run_case(case: &Value, settings: &Settings) -> Result<Value, String> {
     let id = case["id"].clone();
     let error = |at: Value, f: Failure| json!({"type": status_name(f.status), "message": f.message, "at": at});
     let adamw_config = case.get("config").cloned().unwrap_or_else(|| json!({}));
@@ -157,9 +165,13 @@ fn run_case(case: &Value, threads: Option<u32>) -> Result<Value, String> {
         return Ok(json!({"id": id, "error": error(json!("config"), f)}));
     }
     let opt = Optimizer(raw);
-    if let Some(n) = threads {
+    if let Some(n) = settings.threads {
         // SAFETY: live handle.
         check(unsafe { adamw_optimizer_set_threads(opt.0, n) }).map_err(|f| f.message)?;
+    }
+    if let Some((kind, ordinal)) = settings.device {
+        // SAFETY: live handle.
+        check(unsafe { adamw_optimizer_set_device(opt.0, kind, ordinal) }).map_err(|f| f.message)?;
     }
 
     let vars = case["variables"].as_array().ok_or("case without variables")?;
@@ -385,6 +397,23 @@ fn main() -> ExitCode {
         args.remove(i);
         threads = Some(if i < args.len() { args.remove(i).parse::<u32>().unwrap_or(0) } else { 0 });
     }
+    let mut device = None;
+    if let Some(i) = args.iter().position(|a| a == "--device") {
+        args.remove(i);
+        let name = if i < args.len() { args.remove(i) } else { String::new() };
+        device = match name.as_str() {
+            "host-kernels" => Some((adamw_device_kind::HostKernels as u32, 0)),
+            "cuda" => Some((adamw_device_kind::Cuda as u32, 0)),
+            _ => match name.strip_prefix("cuda:").and_then(|n| n.parse::<u32>().ok()) {
+                Some(ordinal) => Some((adamw_device_kind::Cuda as u32, ordinal)),
+                None => {
+                    eprintln!("adamw-replay: --device takes cuda, cuda:N or host-kernels, not {name:?}");
+                    return ExitCode::from(2);
+                }
+            },
+        };
+    }
+    let settings = Settings { threads, device };
     let mut input = String::new();
     let read = match args.first() {
         Some(path) => std::fs::read_to_string(path).map(|s| input = s),
@@ -403,7 +432,7 @@ fn main() -> ExitCode {
     };
     let mut results = Vec::with_capacity(cases.len());
     for case in &cases {
-        match run_case(case, threads) {
+        match run_case(case, &settings) {
             Ok(r) => results.push(r),
             Err(e) => {
                 eprintln!("adamw-replay: case {}: malformed case: {e}", case["id"]);

@@ -9,17 +9,21 @@
 //! `set_weights`, checkpoints, `finalize_variable_values`, the averages at build) goes through
 //! those copies, so it works unchanged when the state lives on a device.
 //!
-//! The CPU engine ([`cpu`]) runs the element functions of `kernels` with rayon and SIMD.
+//! The CPU engine ([`cpu`]) runs the element functions of `kernels` with rayon and SIMD; the
+//! device engine ([`device`]) runs the same arithmetic as kernels on a GPU.
 
 pub(crate) mod cpu;
+#[cfg(any(feature = "cuda", feature = "host-kernels"))]
+pub(crate) mod device;
 
 use std::any::Any;
 
 use crate::config::Clipping;
-use crate::dtype::{DType, TensorMut, TensorRef};
+use crate::dtype::{DType, TensorMut, TensorRef, with_float};
 use crate::error::Result;
 use crate::float::{Ftz, Real};
 use crate::kernels::{Clip, GradientOp, StepScalars, VariableOps};
+use crate::reduction;
 use crate::tensor::GradientEntries;
 
 /// Where one model variable's state sits, fixed at build.
@@ -46,6 +50,18 @@ impl VariableLayout {
     /// Whether the variable has a float32 master copy (its state's dtype is not its own).
     pub fn has_master(&self) -> bool {
         self.dtype != self.values_dtype
+    }
+
+    /// The dtype of the variable's clip-norm terms: the gradient's, or a master's float32.
+    pub fn terms_dtype(&self) -> DType {
+        if self.has_master() { DType::F32 } else { self.values_dtype }
+    }
+
+    /// The dtype of the tree the variable's clip-norm sum runs in: its terms', or float32 for
+    /// bfloat16's `tf.reduce_sum` (`reduction::sums_in_f32`).
+    pub fn tree_dtype(&self, halve: bool) -> DType {
+        let terms = self.terms_dtype();
+        with_float!(terms, G => if reduction::sums_in_f32::<G>(halve) { DType::F32 } else { terms }, _ => terms)
     }
 }
 
@@ -170,7 +186,11 @@ pub(crate) trait Engine: Send {
 
     /// The first NaN or infinity in the gradients of the call, in entry order; with
     /// `loss_scale`, in the gradients unscaled by it (`kernels::unscale_factor`).
-    fn find_non_finite(&mut self, entries: &mut dyn GradientEntries, loss_scale: Option<f32>) -> Option<NonFinite>;
+    fn find_non_finite(
+        &mut self,
+        entries: &mut dyn GradientEntries,
+        loss_scale: Option<f32>,
+    ) -> Result<Option<NonFinite>>;
 
     /// Appends, for every sharded variable in order, this rank's census of the leaves of its
     /// clip-norm sum (`reduction::leaf_census`; `halve`: of `l2_loss` terms), for the all-reduce
@@ -197,7 +217,7 @@ pub(crate) trait Engine: Send {
         loss_scale: Option<f32>,
         sums: &mut Vec<f64>,
         shared: &mut Vec<f64>,
-    );
+    ) -> Result<()>;
 
     /// After the all-reduce of `shared`: the sum of every sharded entry's `norm_partials` left
     /// to it, in `sums` (`reduction::combine`), the bits one process gets.
@@ -207,7 +227,13 @@ pub(crate) trait Engine: Send {
     /// and EMA, element by element, writing the caller's values and the state. A variable with a
     /// master copy is stepped in float32 on the master (its gradient widened exactly) and the
     /// caller's values receive the master rounded to nearest even.
-    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut dyn GradientEntries);
+    /// Fails only when a device does (the CPU engine never fails here).
+    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut dyn GradientEntries) -> Result<()>;
+
+    /// Whether the state lives on a device (what `get_config` reports as `jit_compile`).
+    fn on_device(&self) -> bool {
+        false
+    }
 
     /// Copies a slot of built variable `variable` into `out` (its dtype and length).
     fn read_slot(&self, variable: usize, slot: Slot, out: TensorMut<'_>) -> Result<()>;

@@ -395,6 +395,8 @@ pub(crate) unsafe fn to_config(c: &adamw_config) -> Result<Config, FfiError> {
         ema_momentum: c.ema_momentum,
         ema_overwrite_frequency: (c.ema_overwrite_frequency != 0).then_some(c.ema_overwrite_frequency),
         jit_compile: flag(c.jit_compile, "jit_compile")?,
+        // Not in this struct, whose layout is frozen: see adamw_optimizer_set_device.
+        device: crate::config::Device::Cpu,
         mesh: mesh(c.mesh_all_reduce, c.mesh_user_data),
         threads: c.threads as usize,
         reject_non_finite_gradients: flag(c.reject_non_finite_gradients, "reject_non_finite_gradients")?,

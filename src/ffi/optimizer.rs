@@ -8,7 +8,8 @@ use super::guard::guard;
 use super::handle::{self, Handle, adamw_optimizer, with_optimizer};
 use super::slice::{shape_of, slice, tensor_ref, utf8, write, write_out};
 use super::status::{FfiError, adamw_status};
-use super::types::{adamw_variable, variable_dtype};
+use super::types::{adamw_device_kind, adamw_variable, variable_dtype};
+use crate::config::Device;
 use crate::optimizer::{Optimizer, VariableSpec};
 
 /// Creates an optimizer from a config.
@@ -255,6 +256,39 @@ pub unsafe extern "C" fn adamw_optimizer_build(
 pub unsafe extern "C" fn adamw_optimizer_set_threads(optimizer: *mut adamw_optimizer, threads: u32) -> adamw_status {
     // SAFETY: the caller passes a live handle.
     unsafe { with_optimizer(optimizer, |s| Ok(s.optimizer.set_threads(threads as usize)?)) }
+}
+
+/// Moves the optimizer to a device: `kind` an `adamw_device_kind`, `ordinal` the GPU for
+/// ADAMW_DEVICE_KIND_CUDA (ignored otherwise). The optimizer state will live there and every step
+/// run there, with the same bits as on the CPU (with `jit_compile` 0 it stays on the CPU, as in
+/// Keras); get_config then reports "jit_compile": true. The kernels are compiled here, for the
+/// GPU's architecture. Before build only.
+/// NULL: `optimizer`. Threads: serialized.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (an unknown kind, not a handle), ALREADY_BUILT,
+/// DEVICE (no CUDA driver, no NVRTC, no GPU `ordinal`, a library built without the device: the
+/// message says which; nothing changed), BUSY.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_set_device(
+    optimizer: *mut adamw_optimizer,
+    kind: u32,
+    ordinal: u32,
+) -> adamw_status {
+    // SAFETY: the caller passes a live handle.
+    unsafe {
+        with_optimizer(optimizer, |s| {
+            let device = match kind {
+                k if k == adamw_device_kind::Cpu as u32 => Device::Cpu,
+                k if k == adamw_device_kind::Cuda as u32 => Device::Cuda(ordinal),
+                k if k == adamw_device_kind::HostKernels as u32 => Device::HostKernels,
+                other => {
+                    return Err(FfiError::invalid(format!(
+                        "`kind` must be an adamw_device_kind (0, 1 or 2), got {other}"
+                    )));
+                }
+            };
+            Ok(s.optimizer.set_device(device)?)
+        })
+    }
 }
 
 /// Gives every bfloat16 and float16 variable a float32 master copy and float32 slots (the

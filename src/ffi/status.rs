@@ -58,6 +58,9 @@ pub enum adamw_status {
     NonFiniteGradient = 18,
     /// A file could not be read or written (the message has the system's reason).
     Io = 19,
+    /// The device engine is unavailable (no CUDA driver, no NVRTC, no such GPU, a library built
+    /// without it) or a device operation failed; the message says which.
+    Device = 20,
 }
 
 /// A failure on its way to the caller: a status and its message.
@@ -110,6 +113,7 @@ impl From<Error> for FfiError {
             Error::OutOfMemory(_) => adamw_status::OutOfMemory,
             Error::NonFiniteGradient(_) => adamw_status::NonFiniteGradient,
             Error::Io(_) => adamw_status::Io,
+            Error::Device(_) => adamw_status::Device,
             Error::Internal(_) => adamw_status::Internal,
         };
         FfiError::new(status, e.to_string())

@@ -11,3 +11,5 @@ mod sixteen;
 pub use arith::{Arith, FlushToZero, Ftz, HARDWARE_FLUSH, Lane};
 pub use real::{Real, libm_cosf, libm_logf};
 pub(crate) use real::{round_into, widen};
+#[cfg(any(feature = "cuda", feature = "host-kernels"))]
+pub(crate) use sixteen::{Bf16Math, F16Math};

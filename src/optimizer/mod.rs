@@ -10,10 +10,10 @@ mod validate;
 use regex::Regex;
 use serde_json::Value;
 
-use crate::config::{Config, LearningRate};
+use crate::config::{Config, Device, LearningRate};
 use crate::dtype::{DType, Element, TensorBuf, TensorMut, TensorRef};
 use crate::engine::cpu::CpuEngine;
-use crate::engine::{Slot, Slots};
+use crate::engine::{Engine, Slot, Slots};
 use crate::error::{Error, Result, invalid};
 use crate::tensor::{GradientEntries, GradientEntry};
 
@@ -47,7 +47,7 @@ impl Optimizer {
     pub fn new(config: Config) -> Result<Self> {
         config.validate()?;
         let current = step::hyper_at(&config, 0)?;
-        let engine = Box::new(CpuEngine::new(config.threads)?);
+        let engine = engine_for(&config)?;
         let loss_scale = initial_loss_scale(config.loss_scale);
         let state = State {
             config,
@@ -77,7 +77,7 @@ impl Optimizer {
 
     /// `get_config()`, as Keras writes it.
     pub fn get_config(&self) -> Value {
-        self.state.config.to_json(self.state.current)
+        self.state.config.to_json(self.state.current, self.state.engine.on_device())
     }
 
     /// How many variables the optimizer was built with (0 before build).
@@ -286,6 +286,20 @@ impl Optimizer {
         Ok(())
     }
 
+    /// Moves the optimizer to `device` ([`Config::device`]): its state will live there and its
+    /// steps run there (with `jit_compile`; without it, on the CPU, as in Keras). Before build
+    /// only. An unavailable device is an [`Error::Device`] and changes nothing.
+    pub fn set_device(&mut self, device: Device) -> Result<()> {
+        if self.is_built() {
+            return Err(Error::AlreadyBuilt("the device can only be set before the optimizer is built".into()));
+        }
+        let config = Config { device, ..self.state.config.clone() };
+        let engine = engine_for(&config)?;
+        self.state.config.device = device;
+        self.state.engine = engine;
+        Ok(())
+    }
+
     /// How many optimizer variables there are (1 before build: the counter).
     pub fn num_variables(&self) -> usize {
         self.state.num_state_tensors()
@@ -368,7 +382,9 @@ impl Optimizer {
     /// What a checkpoint records for resharding: the config's fingerprint, every variable's full
     /// shape and the range held, and the variable of each optimizer variable.
     fn checkpoint_layout(&self) -> crate::checkpoint::Layout {
-        let config = self.get_config().to_string();
+        // The config as the CPU engine reports it: where the state lived does not change a byte
+        // of a checkpoint (get_config's jit_compile says whether a device ran the steps).
+        let config = self.state.config.to_json(self.state.current, false).to_string();
         let mut fingerprint = 0xcbf2_9ce4_8422_2325u64; // FNV-1a over the config JSON
         for byte in config.bytes() {
             fingerprint = (fingerprint ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
@@ -479,6 +495,28 @@ impl Optimizer {
 /// Keras' `current_loss_scale` at construction: the initial scale as float32 (0 without one).
 fn initial_loss_scale(loss_scale: Option<crate::config::LossScale>) -> f32 {
     loss_scale.map_or(0.0, |l| l.initial_scale as f32)
+}
+
+/// The engine a config asks for: the CPU's, or with `jit_compile` its device's.
+fn engine_for(config: &Config) -> Result<Box<dyn Engine>> {
+    match config.device {
+        Device::Cpu => Ok(Box::new(CpuEngine::new(config.threads)?)),
+        // Without jit_compile the device path is off, as in Keras.
+        _ if !config.jit_compile => Ok(Box::new(CpuEngine::new(config.threads)?)),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(ordinal) => {
+            let backend = crate::engine::device::cuda::CudaBackend::new(ordinal)?;
+            Ok(Box::new(crate::engine::device::DeviceEngine::new(backend)))
+        }
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => Err(Error::Device("this libadamw was built without the `cuda` feature".into())),
+        #[cfg(feature = "host-kernels")]
+        Device::HostKernels => {
+            Ok(Box::new(crate::engine::device::DeviceEngine::new(crate::engine::device::host::HostBackend)))
+        }
+        #[cfg(not(feature = "host-kernels"))]
+        Device::HostKernels => Err(Error::Device("this libadamw was built without the `host-kernels` feature".into())),
+    }
 }
 
 /// Lets the engine take any `GradientEntries`, sized or not, as a trait object.

@@ -106,7 +106,7 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut dyn GradientEntri
     let loss_scale = config.loss_scale.map(|_| state.loss_scale);
     let dynamic_scale = config.loss_scale.filter(|l| l.dynamic);
     let checks_finite = config.reject_non_finite_gradients || dynamic_scale.is_some();
-    let local_bad = if checks_finite { state.engine.find_non_finite(entries, loss_scale) } else { None };
+    let local_bad = if checks_finite { state.engine.find_non_finite(entries, loss_scale)? } else { None };
     let mut any_bad = local_bad.is_some();
     // Under a mesh the ranks first agree, in one all-reduce of three numbers: that they make the
     // same call, and whether any rank has a non-finite gradient (then every rank rejects or
@@ -176,7 +176,7 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut dyn GradientEntri
                 built.leaves_known = true;
             }
         }
-        state.engine.norm_partials(entries, halve, loss_scale, &mut built.norm_partials, &mut built.norm_shared);
+        state.engine.norm_partials(entries, halve, loss_scale, &mut built.norm_partials, &mut built.norm_shared)?;
         if let Some(mesh) = &config.mesh {
             mesh.all_reduce(&mut built.norm_shared)?;
             state.engine.finish_norms(entries, halve, &built.norm_shared, &mut built.norm_partials);
@@ -203,7 +203,7 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut dyn GradientEntri
         overwrite_with_average: config.use_ema
             && config.ema_overwrite_frequency.is_some_and(|f| f > 0 && step.wrapping_add(1) % f == 0),
     };
-    state.engine.step(&plan, entries);
+    state.engine.step(&plan, entries)?;
     state.iterations += 1;
     state.current = hyper;
     if let Some(next) = next_scale {

@@ -1218,6 +1218,59 @@ static void test_loss_scale(void) {
     adamw_optimizer_free(opt);
 }
 
+/* The device entry point: the kernels run on the host (ADAMW_DEVICE_KIND_HOST_KERNELS, in the test
+ * build) give the CPU's bits; bad arguments and an unavailable device change nothing. */
+static void test_device(void) {
+    adamw_config cfg = adamw_config_default();
+    cfg.learning_rate = 0.01;
+    cfg.clipnorm = 0.5;
+    cfg.amsgrad = 1;
+    adamw_optimizer *cpu = NULL, *dev = NULL;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &cpu), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &dev), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_set_device(NULL, ADAMW_DEVICE_KIND_CPU, 0), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_REJECTED(dev, adamw_optimizer_set_device(dev, 7, 0), ADAMW_STATUS_INVALID_ARGUMENT);
+    /* GPU 4096 exists nowhere: without a driver or with one, a DEVICE status and no change. */
+    EXPECT_REJECTED(dev, adamw_optimizer_set_device(dev, ADAMW_DEVICE_KIND_CUDA, 4096), ADAMW_STATUS_DEVICE);
+    adamw_status on_host = adamw_optimizer_set_device(dev, ADAMW_DEVICE_KIND_HOST_KERNELS, 0);
+    EXPECT(on_host == ADAMW_STATUS_OK || on_host == ADAMW_STATUS_DEVICE);
+    if (on_host != ADAMW_STATUS_OK) {
+        fprintf(stderr, "note: this libadamw has no host kernels (built without `host-kernels`)\n");
+        adamw_optimizer_free(cpu);
+        adamw_optimizer_free(dev);
+        return;
+    }
+    enum { N = 3000 };
+    static float w_cpu[N], w_dev[N], g[N];
+    for (int i = 0; i < N; i++) {
+        w_cpu[i] = w_dev[i] = 0.001f * (float)(i % 97) - 0.04f;
+        g[i] = 0.01f * (float)((i * 7) % 13) - 0.06f;
+    }
+    const size_t shape[1] = {N};
+    adamw_variable v_cpu = {"w", ADAMW_DTYPE_FLOAT32, 1, shape, w_cpu, 0, 0, 0};
+    adamw_variable v_dev = {"w", ADAMW_DTYPE_FLOAT32, 1, shape, w_dev, 0, 0, 0};
+    EXPECT_STATUS(adamw_optimizer_build(cpu, &v_cpu, 1), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_build(dev, &v_dev, 1), ADAMW_STATUS_OK);
+    EXPECT_REJECTED(dev, adamw_optimizer_set_device(dev, ADAMW_DEVICE_KIND_CPU, 0), ADAMW_STATUS_ALREADY_BUILT);
+    int64_t it = 0;
+    for (int step = 0; step < 3; step++) {
+        adamw_gradient a = dense_entry(0, w_cpu, N, g), b = dense_entry(0, w_dev, N, g);
+        EXPECT_STATUS(adamw_optimizer_apply_gradients(cpu, &a, 1, &it), ADAMW_STATUS_OK);
+        EXPECT_STATUS(adamw_optimizer_apply_gradients(dev, &b, 1, &it), ADAMW_STATUS_OK);
+    }
+    EXPECT(memcmp(w_cpu, w_dev, sizeof w_cpu) == 0);
+    /* A rejected call on the device changes nothing either. */
+    adamw_gradient wrong = dense_entry(0, w_dev, N - 1, g);
+    EXPECT_REJECTED(dev, adamw_optimizer_apply_gradients(dev, &wrong, 1, &it), ADAMW_STATUS_SHAPE_MISMATCH);
+    snapshot a = take(cpu), b = take(dev);
+    EXPECT(a.len == b.len && memcmp(a.bytes, b.bytes, a.len) == 0); /* the same checkpoint bytes */
+    EXPECT(strstr(b.config, "\"jit_compile\":true") != NULL && strstr(a.config, "\"jit_compile\":false") != NULL);
+    release(a);
+    release(b);
+    adamw_optimizer_free(cpu);
+    adamw_optimizer_free(dev);
+}
+
 int main(void) {
     test_versions_and_errors();
     test_create();
@@ -1235,6 +1288,7 @@ int main(void) {
     test_master_weights();
     test_master_float32_gradients();
     test_loss_scale();
+    test_device();
     printf("%d passed, %d failed\n", checks - failures, failures);
     return failures == 0 ? 0 : 1;
 }

@@ -199,9 +199,13 @@ impl Engine for CpuEngine {
         self.widened_rows.try_reserve(values.saturating_sub(self.widened_rows.len())).map_err(oom)
     }
 
-    fn find_non_finite(&mut self, entries: &mut dyn GradientEntries, loss_scale: Option<f32>) -> Option<NonFinite> {
+    fn find_non_finite(
+        &mut self,
+        entries: &mut dyn GradientEntries,
+        loss_scale: Option<f32>,
+    ) -> Result<Option<NonFinite>> {
         let variables = &self.variables;
-        (0..entries.len()).find_map(|entry| {
+        Ok((0..entries.len()).find_map(|entry| {
             let e = entries.get(entry);
             let gradient = e.gradient?;
             let found = match loss_scale {
@@ -215,14 +219,14 @@ impl Engine for CpuEngine {
             };
             let (element, value) = found?;
             Some(NonFinite { entry, element, value })
-        })
+        }))
     }
 
     fn leaf_census(&self, halve: bool, out: &mut Vec<f64>) {
         for v in self.variables.iter().filter(|v| v.layout.sharded) {
             let l = v.layout;
             let held = l.offset..l.offset + l.len;
-            with_float!(tree_dtype(&l, halve), T => reduction::leaf_census::<T>(l.full_len, held, out), _ => {})
+            with_float!(l.tree_dtype(halve), T => reduction::leaf_census::<T>(l.full_len, held, out), _ => {})
         }
     }
 
@@ -232,7 +236,7 @@ impl Engine for CpuEngine {
         for (i, v) in self.variables.iter().enumerate().filter(|(_, v)| v.layout.sharded) {
             let l = v.layout;
             let mut split = Vec::new();
-            shared += with_float!(tree_dtype(&l, halve), T => {
+            shared += with_float!(l.tree_dtype(halve), T => {
                 let count = reduction::leaf_count::<T>(l.full_len);
                 let part = census.get(at..at + 2 * count).ok_or_else(|| Error::Internal("a short leaf census".into()))?;
                 at += 2 * count;
@@ -256,7 +260,7 @@ impl Engine for CpuEngine {
         loss_scale: Option<f32>,
         sums: &mut Vec<f64>,
         shared: &mut Vec<f64>,
-    ) {
+    ) -> Result<()> {
         let (variables, parallel) = (&self.variables, self.parallel);
         in_pool(self.pool_for(entries), || {
             for i in 0..entries.len() {
@@ -270,7 +274,8 @@ impl Engine for CpuEngine {
                 let sum = each_float!(gradient.values(), g => squares_sum(state, g, halve, loss_scale, parallel, part), _ => 0.0);
                 sums.push(sum);
             }
-        })
+        });
+        Ok(())
     }
 
     fn finish_norms(&self, entries: &mut dyn GradientEntries, halve: bool, shared: &[f64], sums: &mut [f64]) {
@@ -281,24 +286,24 @@ impl Engine for CpuEngine {
             let state = &self.variables[entry.variable];
             if matches!(gradient, Gradient::Dense(_)) && state.layout.sharded {
                 let (l, split) = (state.layout, &state.split_leaves);
-                let total = with_float!(tree_dtype(&l, halve), T => {
+                let total = with_float!(l.tree_dtype(halve), T => {
                     let len = reduction::shared_len::<T>(l.full_len, split);
                     let part = shared.get(at..at + len).unwrap_or_default();
                     at += len;
                     reduction::combine::<T>(l.full_len, split, part).get().to_f64()
                 }, _ => 0.0);
-                sums[k] = if tree_dtype(&l, halve) == terms_dtype(&l) {
+                sums[k] = if l.tree_dtype(halve) == l.terms_dtype() {
                     total
                 } else {
                     // bfloat16's reduce_sum: the float32 total rounded once.
-                    with_float!(terms_dtype(&l), G => G::from_f32(total as f32).to_f64(), _ => total)
+                    with_float!(l.terms_dtype(), G => G::from_f32(total as f32).to_f64(), _ => total)
                 };
             }
             k += 1;
         }
     }
 
-    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut dyn GradientEntries) {
+    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut dyn GradientEntries) -> Result<()> {
         let pool = self.pool_for(entries);
         let CpuEngine { variables, sparse_rows, widened_rows, parallel, .. } = self;
         in_pool(pool, || {
@@ -313,7 +318,8 @@ impl Engine for CpuEngine {
                 let scratch = Scratch { sparse_rows: &mut *sparse_rows, widened_rows: &mut *widened_rows };
                 each_float!(entry.values, values => step_variable(state, values, gradient, plan, k, ops, scratch, *parallel), _ => {})
             }
-        })
+        });
+        Ok(())
     }
 
     fn read_slot(&self, variable: usize, slot: Slot, mut out: TensorMut<'_>) -> Result<()> {
@@ -348,18 +354,6 @@ fn first_non_finite<F: Real>(x: &[F]) -> Option<(usize, f64)> {
         return None;
     }
     x.iter().position(|v| !(*v - *v == F::ZERO)).map(|k| (k, x[k].to_f64()))
-}
-
-/// The dtype of a variable's clip-norm terms: the gradient's, or a master's float32.
-fn terms_dtype(layout: &VariableLayout) -> DType {
-    if layout.has_master() { DType::F32 } else { layout.values_dtype }
-}
-
-/// The dtype of the tree a variable's clip-norm sum runs in: its terms', or float32 for
-/// bfloat16's `tf.reduce_sum` (`reduction::sums_in_f32`).
-fn tree_dtype(layout: &VariableLayout, halve: bool) -> DType {
-    let terms = terms_dtype(layout);
-    with_float!(terms, G => if reduction::sums_in_f32::<G>(halve) { DType::F32 } else { terms }, _ => terms)
 }
 
 /// A gradient's sum of squares (or `l2_loss`) in the state's dtype (widened to float32 for a
@@ -413,7 +407,7 @@ fn sum_of<G: Real>(
 }
 
 /// A copy of `values` in `dtype`: the same, or widened to a master's float32.
-fn widened(values: TensorRef<'_>, dtype: DType) -> Result<TensorBuf> {
+pub(crate) fn widened(values: TensorRef<'_>, dtype: DType) -> Result<TensorBuf> {
     if values.dtype() == dtype {
         return TensorBuf::copy_of(values);
     }

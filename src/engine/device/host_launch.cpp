@@ -1,0 +1,32 @@
+// kernels.cu compiled for the host: each launch runs every block and thread of its grid in
+// turn on the calling thread. Entry points for engine::device::host.
+#include "host_shim.h"
+
+#include "kernels.cu"
+
+template <class Params>
+static void launch(void (*kernel)(Params), const void* params, unsigned grid, unsigned block) {
+    Params p;
+    memcpy(&p, params, sizeof p);
+    gridDim = {grid, 1, 1};
+    blockDim = {block, 1, 1};
+    for (unsigned b = 0; b < grid; b++) {
+        for (unsigned t = 0; t < block; t++) {
+            blockIdx = {b, 0, 0};
+            threadIdx = {t, 0, 0};
+            kernel(p);
+        }
+    }
+}
+
+extern "C" void adamw_host_step(const void* params, unsigned grid, unsigned block) {
+    launch(adamw_step, params, grid, block);
+}
+
+extern "C" void adamw_host_leaf_sums(const void* params, unsigned grid, unsigned block) {
+    launch(adamw_leaf_sums, params, grid, block);
+}
+
+extern "C" void adamw_host_first_non_finite(const void* params, unsigned grid, unsigned block) {
+    launch(adamw_first_non_finite, params, grid, block);
+}

@@ -1,0 +1,273 @@
+//! The device engine against the CPU engine, bit for bit: the CUDA kernels compiled for the host
+//! (`Device::HostKernels`, the `host-kernels` feature) run the whole engine as a GPU would, with
+//! tensors large enough for many blocks and many leaves of Eigen's tree. The conformance cases
+//! run on it too (tests/conformance.rs). On a GPU, tools/gpu-check.sh runs the same on CUDA.
+#![cfg(feature = "host-kernels")]
+
+mod common;
+
+use adamw::{
+    Config, DType, Device, Error, Gradient, GradientEntry, LossScale, Optimizer, TensorMut, TensorRef, VariableSpec,
+};
+use common::noise;
+use half::{bf16, f16};
+
+/// The variables of the model: every dtype, large ones (many blocks, many leaves of the
+/// clip-norm tree: 8192 float32 elements per leaf, 4096 float64, 1024 bfloat16, 1600 float16),
+/// and one with rows for sparse gradients.
+const SHAPES: [&[usize]; 5] = [&[70_001], &[3, 4_099], &[9_000], &[5_003], &[40, 33]];
+/// Every dtype, one per variable.
+const MIXED: [DType; 5] = [DType::F32, DType::F64, DType::BF16, DType::F16, DType::F32];
+/// global_clipnorm needs the gradients' norms in one dtype, as in Keras.
+const FLOAT32: [DType; 5] = [DType::F32; 5];
+/// With master weights the 16-bit variables' norms are float32 ones.
+const SIXTEEN: [DType; 5] = [DType::BF16, DType::F16, DType::BF16, DType::F16, DType::F32];
+
+/// One variable's values in its dtype.
+#[derive(Clone, Debug, PartialEq)]
+enum Values {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    BF16(Vec<bf16>),
+    F16(Vec<f16>),
+}
+
+impl Values {
+    fn new(dtype: DType, x: &[f32]) -> Self {
+        match dtype {
+            DType::F64 => Values::F64(x.iter().map(|&v| v as f64 * 1.000_000_1).collect()),
+            DType::BF16 => Values::BF16(x.iter().map(|&v| bf16::from_f32(v)).collect()),
+            DType::F16 => Values::F16(x.iter().map(|&v| f16::from_f32(v)).collect()),
+            _ => Values::F32(x.to_vec()),
+        }
+    }
+
+    fn as_ref(&self) -> TensorRef<'_> {
+        match self {
+            Values::F32(x) => TensorRef::F32(x),
+            Values::F64(x) => TensorRef::F64(x),
+            Values::BF16(x) => TensorRef::BF16(x),
+            Values::F16(x) => TensorRef::F16(x),
+        }
+    }
+
+    fn as_mut(&mut self) -> TensorMut<'_> {
+        match self {
+            Values::F32(x) => TensorMut::F32(x),
+            Values::F64(x) => TensorMut::F64(x),
+            Values::BF16(x) => TensorMut::BF16(x),
+            Values::F16(x) => TensorMut::F16(x),
+        }
+    }
+
+    /// The bits of every element, for comparisons that see NaN payloads and signed zeros.
+    fn bits(&self) -> Vec<u64> {
+        match self {
+            Values::F32(x) => x.iter().map(|v| v.to_bits() as u64).collect(),
+            Values::F64(x) => x.iter().map(|v| v.to_bits()).collect(),
+            Values::BF16(x) => x.iter().map(|v| v.to_bits() as u64).collect(),
+            Values::F16(x) => x.iter().map(|v| v.to_bits() as u64).collect(),
+        }
+    }
+}
+
+fn len(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+fn specs(dtypes: &[DType; 5]) -> Vec<VariableSpec> {
+    (0..SHAPES.len()).map(|i| VariableSpec::new(format!("layer/v{i}"), dtypes[i], SHAPES[i])).collect()
+}
+
+fn initial_values(dtypes: &[DType; 5]) -> Vec<Values> {
+    (0..SHAPES.len()).map(|i| Values::new(dtypes[i], &noise(100 + i as u64, len(SHAPES[i])))).collect()
+}
+
+/// The gradients of step `t`: dense for the first four variables (scaled so that clipping
+/// bites), sparse rows with duplicates for the last; variable 1 has none every third step.
+fn gradients(dtypes: &[DType; 5], t: u64, scale: f32) -> (Vec<Option<Values>>, Vec<i64>, Values) {
+    let dense = (0..4)
+        .map(|i| {
+            let g: Vec<f32> = noise(1000 * t + i as u64, len(SHAPES[i])).iter().map(|x| x * scale).collect();
+            (i != 1 || t % 3 != 0).then(|| Values::new(dtypes[i], &g))
+        })
+        .collect();
+    let indices = vec![3, 17, 3, 39, 0, 17, 3];
+    let rows: Vec<f32> = noise(7 + t, indices.len() * 33).iter().map(|x| x * scale).collect();
+    let rows = Values::new(dtypes[4], &rows);
+    (dense, indices, rows)
+}
+
+/// Runs `steps` steps of `config` on `device` and returns the optimizer and the variables.
+fn train(
+    config: &Config,
+    dtypes: &[DType; 5],
+    device: Device,
+    master_weights: bool,
+    steps: u64,
+) -> (Optimizer, Vec<Values>) {
+    let mut opt = Optimizer::new(config.clone()).unwrap();
+    opt.set_master_weights(master_weights).unwrap();
+    opt.set_device(device).unwrap();
+    let mut values = initial_values(dtypes);
+    let initial: Vec<TensorRef<'_>> = values.iter().map(Values::as_ref).collect();
+    opt.build(&specs(dtypes), &initial).unwrap();
+    let scale = config.loss_scale.map_or(1.0, |l| l.initial_scale as f32);
+    for t in 0..steps {
+        let (dense, indices, rows) = gradients(dtypes, t, 3.0 * scale);
+        let (sparse_values, dense_values) = values.split_last_mut().unwrap();
+        let mut entries: Vec<GradientEntry<'_>> = dense_values
+            .iter_mut()
+            .zip(&dense)
+            .enumerate()
+            .map(|(i, (v, g))| GradientEntry {
+                variable: i,
+                values: v.as_mut(),
+                gradient: g.as_ref().map(|g| Gradient::Dense(g.as_ref())),
+            })
+            .collect();
+        entries.push(GradientEntry {
+            variable: 4,
+            values: sparse_values.as_mut(),
+            gradient: Some(Gradient::Sparse { indices: &indices, values: rows.as_ref() }),
+        });
+        opt.apply_gradients(&mut entries[..]).unwrap();
+    }
+    (opt, values)
+}
+
+/// Every optimizer variable's bytes, in Keras' order.
+fn state_of(opt: &Optimizer) -> Vec<Vec<u8>> {
+    (0..opt.num_variables()).map(|i| opt.variable(i).unwrap().values.as_ref().to_le_bytes()).collect()
+}
+
+fn assert_same(config: &Config, dtypes: &[DType; 5], master_weights: bool, what: &str) {
+    let (cpu, cpu_values) = train(config, dtypes, Device::Cpu, master_weights, 5);
+    let (dev, dev_values) = train(config, dtypes, Device::HostKernels, master_weights, 5);
+    for (i, (c, d)) in cpu_values.iter().zip(&dev_values).enumerate() {
+        assert!(c.bits() == d.bits(), "{what}: variable {i} differs from the CPU engine");
+    }
+    assert!(state_of(&cpu) == state_of(&dev), "{what}: the optimizer variables differ from the CPU engine");
+    assert_eq!(cpu.save_own_variables().unwrap(), dev.save_own_variables().unwrap(), "{what}: checkpoints differ");
+    assert_eq!(jit_compile(&dev.get_config()), Some(true), "{what}");
+    assert_eq!(jit_compile(&cpu.get_config()), Some(false), "{what}");
+}
+
+/// The `jit_compile` that get_config reports (the inner optimizer's, under a loss scaler).
+fn jit_compile(config: &serde_json::Value) -> Option<bool> {
+    match config {
+        serde_json::Value::Object(m) => {
+            m.get("jit_compile").and_then(|v| v.as_bool()).or_else(|| m.values().find_map(jit_compile))
+        }
+        _ => None,
+    }
+}
+
+#[test]
+fn every_mode_matches_the_cpu_engine_bit_for_bit() {
+    let base = Config { learning_rate: adamw::LearningRate::Constant(0.01), ..Config::default() };
+    let modes: Vec<(&str, Config, [DType; 5], bool)> = vec![
+        ("plain", base.clone(), MIXED, false),
+        (
+            "amsgrad + EMA overwrite",
+            Config { amsgrad: true, use_ema: true, ema_overwrite_frequency: Some(2), ..base.clone() },
+            MIXED,
+            false,
+        ),
+        ("clipnorm", Config { clipnorm: Some(0.5), ..base.clone() }, MIXED, false),
+        ("global_clipnorm", Config { global_clipnorm: Some(1.0), ..base.clone() }, FLOAT32, false),
+        ("clipvalue", Config { clipvalue: Some(0.1), ..base.clone() }, MIXED, false),
+        ("master weights + clipnorm", Config { clipnorm: Some(0.5), ..base.clone() }, MIXED, true),
+        (
+            "loss scale + global_clipnorm + master weights",
+            Config { global_clipnorm: Some(1.0), loss_scale: Some(LossScale::default()), ..base.clone() },
+            SIXTEEN,
+            true,
+        ),
+        (
+            "loss scale + clipnorm",
+            Config { clipnorm: Some(2.0), loss_scale: Some(LossScale::default()), ..base.clone() },
+            MIXED,
+            false,
+        ),
+        (
+            "global_clipnorm, bfloat16 and float16",
+            Config { global_clipnorm: Some(1.0), ..base.clone() },
+            [DType::BF16; 5],
+            false,
+        ),
+    ];
+    for (what, config, dtypes, master) in modes {
+        assert_same(&config, &dtypes, master, what);
+    }
+}
+
+/// An optimizer built over the model's initial values.
+fn built(config: &Config, device: Device) -> Optimizer {
+    let mut opt = Optimizer::new(config.clone()).unwrap();
+    opt.set_device(device).unwrap();
+    let values = initial_values(&MIXED);
+    let initial: Vec<TensorRef<'_>> = values.iter().map(Values::as_ref).collect();
+    opt.build(&specs(&MIXED), &initial).unwrap();
+    opt
+}
+
+/// `finalize_variable_values` over the model's initial values: the averages, written back.
+fn finalized(opt: &mut Optimizer) -> Vec<Values> {
+    let mut values = initial_values(&MIXED);
+    let mut entries: Vec<GradientEntry<'_>> = values
+        .iter_mut()
+        .enumerate()
+        .map(|(i, v)| GradientEntry { variable: i, values: v.as_mut(), gradient: None })
+        .collect();
+    opt.finalize_variable_values(&mut entries[..]).unwrap();
+    values
+}
+
+/// A checkpoint written on the CPU loads on the device with every byte, and the averages reach
+/// the caller's variables the same way (finalize_variable_values).
+#[test]
+fn checkpoints_and_finalize_cross_between_engines() {
+    let config = Config { use_ema: true, amsgrad: true, clipnorm: Some(1.0), ..Config::default() };
+    let (mut cpu, _) = train(&config, &MIXED, Device::Cpu, false, 3);
+    let checkpoint = cpu.save_own_variables().unwrap();
+    let mut dev = built(&config, Device::HostKernels);
+    dev.load_own_variables(&checkpoint).unwrap();
+    assert_eq!(state_of(&cpu), state_of(&dev));
+    assert_eq!(dev.save_own_variables().unwrap(), checkpoint);
+    let (from_cpu, from_dev) = (finalized(&mut cpu), finalized(&mut dev));
+    for (i, (c, d)) in from_cpu.iter().zip(&from_dev).enumerate() {
+        assert!(c.bits() == d.bits(), "finalize: variable {i} differs");
+    }
+    // The averages moved the variables (the test would pass vacuously otherwise).
+    assert!(from_cpu[0] != initial_values(&MIXED)[0]);
+}
+
+#[test]
+fn the_device_is_chosen_before_build_and_a_missing_one_changes_nothing() {
+    let mut opt = Optimizer::new(Config::default()).unwrap();
+    // This machine's CUDA driver decides whether CUDA opens; without one it is a clear error.
+    if let Err(e) = opt.set_device(Device::Cuda(0)) {
+        assert!(matches!(e, Error::Device(_)), "{e:?}");
+        assert_eq!(opt.config().device, Device::Cpu);
+        assert_eq!(opt.get_config()["jit_compile"], false);
+    }
+    let mut opt = built(&Config::default(), Device::HostKernels);
+    assert!(matches!(opt.set_device(Device::Cpu), Err(Error::AlreadyBuilt(_))));
+    assert_eq!(opt.config().device, Device::HostKernels);
+    // Without jit_compile the device path is off, as in Keras: the CPU engine runs the step.
+    let mut off = Optimizer::new(Config { jit_compile: false, ..Config::default() }).unwrap();
+    off.set_device(Device::HostKernels).unwrap();
+    assert_eq!(off.get_config()["jit_compile"], false);
+}
+
+#[test]
+fn the_device_engine_refuses_shards() {
+    let config = Config { mesh: Some(adamw::Mesh::new(|_: &mut [f64]| Ok(()))), ..Config::default() };
+    let mut opt = Optimizer::new(config).unwrap();
+    opt.set_device(Device::HostKernels).unwrap();
+    let spec = VariableSpec::new("v", DType::F32, &[10]).sharded(0, 5);
+    let err = opt.build(&[spec], &[TensorRef::F32(&[0.0; 5])]).unwrap_err();
+    assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("shard")), "{err:?}");
+    assert!(!opt.is_built());
+}
