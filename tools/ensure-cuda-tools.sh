@@ -6,7 +6,7 @@
 set -euo pipefail
 tools_dir="${ADAMW_CUDA_TOOLS:-$(pwd)/target/cuda-tools}"
 wheels=(nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-nvcc-cu12==12.9.86)
-find_nvidia() { ls -d "$tools_dir"/lib/python3*/site-packages/nvidia 2>/dev/null | head -n 1; }
+find_nvidia() { ls -d "$tools_dir"/lib/python3*/site-packages/nvidia 2>/dev/null | head -n 1 || true; }
 nvidia="$(find_nvidia)"
 if [ -z "$nvidia" ] || [ ! -e "$nvidia/cuda_nvrtc/lib/libnvrtc.so.12" ] || [ ! -x "$nvidia/cuda_nvcc/bin/ptxas" ]; then
     if ! python3 -m venv --help >/dev/null 2>&1; then
