@@ -127,13 +127,13 @@ typedef enum adamw_schedule_kind {
 typedef enum adamw_device_kind {
   // Host memory and the CPU (the default).
   ADAMW_DEVICE_KIND_CPU = 0,
-  // A CUDA GPU, by ordinal: the state in its memory, each pass one kernel launch (with
-  // `jit_compile` 1; with 0 the CPU, as in Keras). Needs the CUDA driver and NVRTC
-  // (libnvrtc.so.12) at run time. The caller's variables and gradients stay host memory:
-  // each step copies them to the GPU and the variables back, and returns when they are back.
+  // A CUDA GPU, by ordinal: the state in its memory, the caller's variables and gradients
+  // device pointers, each step one kernel launch. Needs the CUDA driver and NVRTC
+  // (libnvrtc.so.12) at run time.
   ADAMW_DEVICE_KIND_CUDA = 1,
   // The device kernels compiled for the host, run one simulated thread at a time, for testing
-  // them without a GPU (only in a library built with the `host-kernels` feature).
+  // them without a GPU (only in a library built with the `host-kernels` feature). Its
+  // "device memory" is host memory.
   ADAMW_DEVICE_KIND_HOST_KERNELS = 2,
 } adamw_device_kind;
 
@@ -554,17 +554,37 @@ enum adamw_status adamw_optimizer_build(struct adamw_optimizer *optimizer,
 enum adamw_status adamw_optimizer_set_threads(struct adamw_optimizer *optimizer, uint32_t threads);
 
 // Moves the optimizer to a device: `kind` an `adamw_device_kind`, `ordinal` the GPU for
-// ADAMW_DEVICE_KIND_CUDA (ignored otherwise). The optimizer state will live there and every step
-// run there, with the same bits as on the CPU (with `jit_compile` 0 it stays on the CPU, as in
-// Keras); get_config then reports "jit_compile": true. The kernels are compiled here, for the
-// GPU's architecture. Before build only.
+// ADAMW_DEVICE_KIND_CUDA (ignored otherwise). The optimizer state then lives there and every
+// step runs there, with the CPU's bits; get_config reports "jit_compile": true. The kernels are
+// compiled here, for the GPU's architecture. Before build only; needs `jit_compile` 1 (Keras'
+// device path).
+// From then on the `data`, `dense` and `values` buffers of `adamw_gradient` (apply_gradients,
+// minimize) and the `data` of `adamw_variable_data` (finalize_variable_values) are device
+// memory (CUDA device pointers, in this optimizer's context); sparse `indices` stay host
+// memory, and so do build's initial `data` and every optimizer-variable buffer (get_variable,
+// set_weights, checkpoints), which are copies through the host. Every argument check runs on
+// the host before anything is enqueued. See `adamw_optimizer_set_stream` for what a step waits for.
 // NULL: `optimizer`. Threads: serialized.
-// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (an unknown kind, not a handle), ALREADY_BUILT,
-// DEVICE (no CUDA driver, no NVRTC, no GPU `ordinal`, a library built without the device: the
-// message says which; nothing changed), BUSY.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (an unknown kind, jit_compile 0, not a handle),
+// ALREADY_BUILT, DEVICE (no CUDA driver, no NVRTC, no GPU `ordinal`, a library built without
+// the device: the message says which; nothing changed), BUSY.
 enum adamw_status adamw_optimizer_set_device(struct adamw_optimizer *optimizer,
                                              uint32_t kind,
                                              uint32_t ordinal);
+
+// For an optimizer on a CUDA device: enqueues its steps, copies and finalize_variable_values
+// on `stream` (a `cudaStream_t` / `CUstream` of the optimizer's context; NULL: the default
+// stream) from now on. Any time between calls.
+// A step returns once its work is enqueued, without waiting for the device, except that: it
+// waits for the results it needs on the host when it clips by norm (one number per leaf of
+// 8,192 float32 elements) or checks for non-finite gradients (the guard, a dynamic loss scale:
+// one number per gradient); uploading its table of variables (only when the call's buffers
+// or clips differ from the previous call's) and sparse indices waits for the stream's earlier
+// work. The caller must keep every buffer of the call alive and unchanged until the stream
+// has run the step, and synchronize the stream before reading the variables on the host.
+// NULL: `optimizer`. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (not on a device, not a handle), BUSY.
+enum adamw_status adamw_optimizer_set_stream(struct adamw_optimizer *optimizer, void *stream);
 
 // Gives every bfloat16 and float16 variable a float32 master copy and float32 slots (the
 // extension `master_weights`, off by default; the Keras-style config JSON spells it

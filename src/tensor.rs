@@ -3,7 +3,7 @@
 
 use ndarray::{ArrayView, ArrayViewMut, Dimension};
 
-use crate::dtype::{Element, TensorMut, TensorRef};
+use crate::dtype::{DType, Element, TensorMut, TensorRef};
 use crate::error::{Error, Result};
 
 /// One variable's gradient for one step.
@@ -137,5 +137,127 @@ impl GradientEntries for [GradientEntry<'_>] {
     }
     fn get(&mut self, i: usize) -> GradientEntry<'_> {
         self[i].reborrow()
+    }
+}
+
+/// Elements in a device's memory (the optimizer's device, `Config::device`): an address and a
+/// count, never read on the host by the optimizer itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceTensor {
+    /// The elements' dtype.
+    pub dtype: DType,
+    /// The device address of the first element (for the host-kernels device, a host address).
+    pub address: u64,
+    /// The number of elements.
+    pub len: usize,
+}
+
+/// One variable's gradient in device memory.
+#[derive(Debug, Clone, Copy)]
+pub enum DeviceGradient<'a> {
+    /// A gradient of the variable's shape.
+    Dense(DeviceTensor),
+    /// Rows of the variable (`tf.IndexedSlices`), the row indices in host memory.
+    Sparse {
+        /// Row indices into the variable's first dimension (host memory).
+        indices: &'a [i64],
+        /// `indices.len()` rows, row-major (device memory).
+        values: DeviceTensor,
+    },
+}
+
+impl DeviceGradient<'_> {
+    /// The gradient's numbers: the dense tensor, or the sparse rows.
+    pub fn values(&self) -> DeviceTensor {
+        match *self {
+            DeviceGradient::Dense(g) => g,
+            DeviceGradient::Sparse { values, .. } => values,
+        }
+    }
+}
+
+/// One entry of an `apply_gradients` call whose values and gradient are device memory.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceEntry<'a> {
+    /// The variable's index in the list given to `build`.
+    pub variable: usize,
+    /// The variable's values, updated in place by the step.
+    pub values: DeviceTensor,
+    /// The gradient, if any.
+    pub gradient: Option<DeviceGradient<'a>>,
+}
+
+/// What validation reads of an entry: its variable, dtypes and sizes, and sparse indices (host
+/// memory for both kinds of entries).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EntryShape<'a> {
+    pub variable: usize,
+    pub values_dtype: DType,
+    pub values_len: usize,
+    pub gradient: Option<GradientShape<'a>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GradientShape<'a> {
+    pub dtype: DType,
+    pub len: usize,
+    /// `None` for a dense gradient.
+    pub indices: Option<&'a [i64]>,
+}
+
+impl<'a> EntryShape<'a> {
+    pub fn of(e: &'a GradientEntry<'_>) -> Self {
+        EntryShape {
+            variable: e.variable,
+            values_dtype: e.values.dtype(),
+            values_len: e.values.len(),
+            gradient: e.gradient.map(|g| GradientShape {
+                dtype: g.values().dtype(),
+                len: g.values().len(),
+                indices: match g {
+                    Gradient::Dense(_) => None,
+                    Gradient::Sparse { indices, .. } => Some(indices),
+                },
+            }),
+        }
+    }
+
+    pub fn of_device(e: &DeviceEntry<'a>) -> Self {
+        EntryShape {
+            variable: e.variable,
+            values_dtype: e.values.dtype,
+            values_len: e.values.len,
+            gradient: e.gradient.map(|g| GradientShape {
+                dtype: g.values().dtype,
+                len: g.values().len,
+                indices: match g {
+                    DeviceGradient::Dense(_) => None,
+                    DeviceGradient::Sparse { indices, .. } => Some(indices),
+                },
+            }),
+        }
+    }
+}
+
+/// The entries of one call: host slices, or device memory.
+pub(crate) enum CallEntries<'s, 'a> {
+    Host(&'s mut dyn GradientEntries),
+    Device(&'s [DeviceEntry<'a>]),
+}
+
+impl CallEntries<'_, '_> {
+    pub fn len(&self) -> usize {
+        match self {
+            CallEntries::Host(e) => e.len(),
+            CallEntries::Device(e) => e.len(),
+        }
+    }
+
+    /// `f` of entry `i`'s shape.
+    pub fn with_shape<R>(&mut self, i: usize, f: impl FnOnce(EntryShape<'_>) -> R) -> R {
+        match self {
+            CallEntries::Host(e) => f(EntryShape::of(&e.get(i))),
+            CallEntries::Device(e) => f(EntryShape::of_device(&e[i])),
+        }
     }
 }

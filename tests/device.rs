@@ -7,7 +7,8 @@
 mod common;
 
 use adamw::{
-    Config, DType, Device, Error, Gradient, GradientEntry, LossScale, Optimizer, TensorMut, TensorRef, VariableSpec,
+    Config, DType, Device, DeviceEntry, DeviceGradient, DeviceTensor, Error, Gradient, GradientEntry, LossScale,
+    Optimizer, TensorMut, TensorRef, VariableSpec,
 };
 use common::noise;
 use half::{bf16, f16};
@@ -60,6 +61,17 @@ impl Values {
         }
     }
 
+    /// The values as device memory: for the host-kernels device, host memory is device memory.
+    fn on_device(&self) -> DeviceTensor {
+        let (dtype, address) = match self {
+            Values::F32(x) => (DType::F32, x.as_ptr() as u64),
+            Values::F64(x) => (DType::F64, x.as_ptr() as u64),
+            Values::BF16(x) => (DType::BF16, x.as_ptr() as u64),
+            Values::F16(x) => (DType::F16, x.as_ptr() as u64),
+        };
+        DeviceTensor { dtype, address, len: self.bits().len() }
+    }
+
     /// The bits of every element, for comparisons that see NaN payloads and signed zeros.
     fn bits(&self) -> Vec<u64> {
         match self {
@@ -106,6 +118,19 @@ fn train(
     master_weights: bool,
     steps: u64,
 ) -> (Optimizer, Vec<Values>) {
+    train_with(config, dtypes, device, master_weights, steps, false)
+}
+
+/// [`train`], with `device_memory` passing the entries as device memory
+/// (`apply_gradients_on_device`).
+fn train_with(
+    config: &Config,
+    dtypes: &[DType; 5],
+    device: Device,
+    master_weights: bool,
+    steps: u64,
+    device_memory: bool,
+) -> (Optimizer, Vec<Values>) {
     let mut opt = Optimizer::new(config.clone()).unwrap();
     opt.set_master_weights(master_weights).unwrap();
     opt.set_device(device).unwrap();
@@ -115,6 +140,24 @@ fn train(
     let scale = config.loss_scale.map_or(1.0, |l| l.initial_scale as f32);
     for t in 0..steps {
         let (dense, indices, rows) = gradients(dtypes, t, 3.0 * scale);
+        if device_memory {
+            let mut entries: Vec<DeviceEntry<'_>> = (0..4)
+                .map(|i| DeviceEntry {
+                    variable: i,
+                    values: values[i].on_device(),
+                    gradient: dense[i].as_ref().map(|g| DeviceGradient::Dense(g.on_device())),
+                })
+                .collect();
+            entries.push(DeviceEntry {
+                variable: 4,
+                values: values[4].on_device(),
+                gradient: Some(DeviceGradient::Sparse { indices: &indices, values: rows.on_device() }),
+            });
+            // SAFETY: the host-kernels device's memory is host memory: every address is a live
+            // vector of the stated dtype and length, and the values overlap nothing else.
+            unsafe { opt.apply_gradients_on_device(&entries) }.unwrap();
+            continue;
+        }
         let (sparse_values, dense_values) = values.split_last_mut().unwrap();
         let mut entries: Vec<GradientEntry<'_>> = dense_values
             .iter_mut()
@@ -202,6 +245,35 @@ fn every_mode_matches_the_cpu_engine_bit_for_bit() {
     }
 }
 
+/// Entries in device memory (the C ABI's path for an optimizer on a device) step exactly as host
+/// slices do, and finalize the same way; an optimizer on the CPU refuses them.
+#[test]
+fn device_memory_entries_match_the_cpu_engine() {
+    let config = Config { clipnorm: Some(0.5), use_ema: true, ..Config::default() };
+    let (mut cpu, cpu_values) = train(&config, &MIXED, Device::Cpu, true, 4);
+    let (mut dev, dev_values) = train_with(&config, &MIXED, Device::HostKernels, true, 4, true);
+    for (i, (c, d)) in cpu_values.iter().zip(&dev_values).enumerate() {
+        assert!(c.bits() == d.bits(), "variable {i} differs from the CPU engine");
+    }
+    assert!(state_of(&cpu) == state_of(&dev));
+    let mut on_device = initial_values(&MIXED);
+    let entries: Vec<DeviceEntry<'_>> = on_device
+        .iter()
+        .enumerate()
+        .map(|(i, v)| DeviceEntry { variable: i, values: v.on_device(), gradient: None })
+        .collect();
+    // SAFETY: as in `train_with`.
+    unsafe { dev.finalize_variable_values_on_device(&entries) }.unwrap();
+    let from_cpu = finalized(&mut cpu);
+    for (i, (c, d)) in from_cpu.iter().zip(&mut on_device).enumerate() {
+        assert!(c.bits() == d.bits(), "finalize: variable {i} differs");
+    }
+    let wrong = [DeviceEntry { variable: 0, values: on_device[1].on_device(), gradient: None }];
+    // SAFETY: rejected before any memory is touched.
+    let err = unsafe { cpu.apply_gradients_on_device(&wrong) }.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+}
+
 /// An optimizer built over the model's initial values.
 fn built(config: &Config, device: Device) -> Optimizer {
     let mut opt = Optimizer::new(config.clone()).unwrap();
@@ -255,10 +327,10 @@ fn the_device_is_chosen_before_build_and_a_missing_one_changes_nothing() {
     let mut opt = built(&Config::default(), Device::HostKernels);
     assert!(matches!(opt.set_device(Device::Cpu), Err(Error::AlreadyBuilt(_))));
     assert_eq!(opt.config().device, Device::HostKernels);
-    // Without jit_compile the device path is off, as in Keras: the CPU engine runs the step.
+    // Without jit_compile (Keras' device path) no device can be set: nothing changes.
     let mut off = Optimizer::new(Config { jit_compile: false, ..Config::default() }).unwrap();
-    off.set_device(Device::HostKernels).unwrap();
-    assert_eq!(off.get_config()["jit_compile"], false);
+    assert!(matches!(off.set_device(Device::HostKernels), Err(Error::InvalidArgument(_))));
+    assert_eq!(off.config().device, Device::Cpu);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! adamw-replay: runs conformance cases (docs/trajectory_format.md) through the public
 //! C ABI and writes the results in the same format, for comparison with Keras' results.
 //!
-//! usage: adamw-replay [--threads N] [--no-simd] [--device cuda[:N]|host-kernels] [CASES.json] > RESULTS.json
+//! usage: adamw-replay [--threads N] [--no-simd] [--device cuda|cuda:N|host-kernels] [CASES.json] > RESULTS.json
 //!   (reads standard input without a file; --threads sets every optimizer's thread setting,
 //!   --no-simd runs the portable loops, --device runs every case on a device: the results must
 //!   not change, except that get_config reports jit_compile as in force)

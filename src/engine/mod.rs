@@ -24,7 +24,7 @@ use crate::error::Result;
 use crate::float::{Ftz, Real};
 use crate::kernels::{Clip, GradientOp, StepScalars, VariableOps};
 use crate::reduction;
-use crate::tensor::GradientEntries;
+use crate::tensor::{CallEntries, DeviceTensor};
 
 /// Where one model variable's state sits, fixed at build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,7 +167,9 @@ impl StepPlan<'_> {
     }
 }
 
-/// Holds the optimizer state and runs the passes over it. Every method receives entries the
+/// Holds the optimizer state and runs the passes over it. Entries are host memory, or device
+/// memory for an engine on a device (the optimizer passes device memory to no other engine).
+/// Every method receives entries the
 /// optimizer has validated against the layouts given to `build` (indices known, dtypes equal,
 /// lengths matching, sparse indices in range), and none of them allocates unless it says so.
 pub(crate) trait Engine: Send {
@@ -188,7 +190,7 @@ pub(crate) trait Engine: Send {
     /// `loss_scale`, in the gradients unscaled by it (`kernels::unscale_factor`).
     fn find_non_finite(
         &mut self,
-        entries: &mut dyn GradientEntries,
+        entries: &mut CallEntries<'_, '_>,
         loss_scale: Option<f32>,
     ) -> Result<Option<NonFinite>>;
 
@@ -212,7 +214,7 @@ pub(crate) trait Engine: Send {
     /// every built variable.
     fn norm_partials(
         &mut self,
-        entries: &mut dyn GradientEntries,
+        entries: &mut CallEntries<'_, '_>,
         halve: bool,
         loss_scale: Option<f32>,
         sums: &mut Vec<f64>,
@@ -221,18 +223,31 @@ pub(crate) trait Engine: Send {
 
     /// After the all-reduce of `shared`: the sum of every sharded entry's `norm_partials` left
     /// to it, in `sums` (`reduction::combine`), the bits one process gets.
-    fn finish_norms(&self, entries: &mut dyn GradientEntries, halve: bool, shared: &[f64], sums: &mut [f64]);
+    fn finish_norms(&self, entries: &mut CallEntries<'_, '_>, halve: bool, shared: &[f64], sums: &mut [f64]);
 
     /// Runs the step of `plan` over every entry with a gradient: decay, clip, moments, update
     /// and EMA, element by element, writing the caller's values and the state. A variable with a
     /// master copy is stepped in float32 on the master (its gradient widened exactly) and the
     /// caller's values receive the master rounded to nearest even.
     /// Fails only when a device does (the CPU engine never fails here).
-    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut dyn GradientEntries) -> Result<()>;
+    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_, '_>) -> Result<()>;
 
     /// Whether the state lives on a device (what `get_config` reports as `jit_compile`).
     fn on_device(&self) -> bool {
         false
+    }
+
+    /// Where a device engine enqueues its work: a `CUstream` (0: the default stream).
+    fn set_stream(&mut self, _stream: u64) -> Result<()> {
+        Err(crate::error::Error::InvalidArgument(
+            "only an optimizer on a device has a stream: call set_device first".into(),
+        ))
+    }
+
+    /// `finalize_variable_values` for a variable in the device's memory: its values take its
+    /// average (a master copy takes it, and the values its rounding).
+    fn finalize_on_device(&mut self, _variable: usize, _values: DeviceTensor) -> Result<()> {
+        Err(crate::error::Error::Internal("device memory given to an engine on the host".into()))
     }
 
     /// Copies a slot of built variable `variable` into `out` (its dtype and length).

@@ -9,7 +9,7 @@ use super::status::{FfiError, adamw_status};
 use super::types::{adamw_gradient, adamw_gradient_fn, adamw_variable_data, entry_dtypes, variable_dtype};
 use crate::dtype::DType;
 use crate::optimizer::Optimizer;
-use crate::tensor::{Gradient, GradientEntries, GradientEntry};
+use crate::tensor::{DeviceEntry, DeviceGradient, DeviceTensor, Gradient, GradientEntries, GradientEntry};
 
 /// The entries of a C `apply_gradients` call: the handle's own copy of the caller's array
 /// (so that a write to a variable cannot change an entry after it was checked), structurally
@@ -54,6 +54,32 @@ impl Entries<'_> {
             }
         }
         check_disjoint(ranges)
+    }
+}
+
+impl Entries<'_> {
+    /// The entries as device memory, for an optimizer on a device: the same checked pointers,
+    /// never read here (sparse indices are host memory and are read).
+    fn on_device(&self) -> Vec<DeviceEntry<'_>> {
+        self.entries
+            .iter()
+            .map(|e| {
+                // `Entries::check` decoded every dtype; the fallback is never taken.
+                let (dtype, gradient_dtype) = entry_dtypes(e.dtype, String::new).unwrap_or((DType::F32, DType::F32));
+                let tensor = |dtype, ptr: *const c_void, len| DeviceTensor { dtype, address: ptr as u64, len };
+                let gradient = if !e.dense.is_null() {
+                    Some(DeviceGradient::Dense(tensor(gradient_dtype, e.dense, e.len)))
+                } else if !e.values.is_null() || !e.indices.is_null() {
+                    // SAFETY: `Entries::check` verified the pointer; the caller guarantees that
+                    // it points at `num_indices` host int64s for the call.
+                    let indices = unsafe { slice(e.indices, e.num_indices, "indices") }.unwrap_or(&[]);
+                    Some(DeviceGradient::Sparse { indices, values: tensor(gradient_dtype, e.values, e.num_values) })
+                } else {
+                    None
+                };
+                DeviceEntry { variable: e.variable, values: tensor(dtype, e.data, e.len), gradient }
+            })
+            .collect()
     }
 }
 
@@ -133,7 +159,13 @@ unsafe fn apply_entries(
     // SAFETY: forwarded contract.
     unsafe {
         with_entries(state, entries, num_entries, |opt, source| {
-            let iterations = opt.apply_gradients(source)?;
+            let iterations = if opt.on_device() {
+                // For an optimizer on a device the entries' buffers are the device's memory (the
+                // header's contract), checked for NULL, alignment and overlaps.
+                opt.apply_gradients_on_device(&source.on_device())?
+            } else {
+                opt.apply_gradients(source)?
+            };
             if !out_iterations.is_null() {
                 *out_iterations = iterations;
             }
@@ -231,10 +263,23 @@ pub unsafe extern "C" fn adamw_optimizer_finalize_variable_values(
                     s.optimizer.check_variable_dtype(v.variable, dtype)?;
                 }
                 // Checks pointer, alignment and size before any slice exists.
-                tensor_ref(dtype, v.data, v.len, &format!("variables[{i}].data"))?;
+                check_parts(v.data, v.len, dtype.size(), dtype.size(), || format!("variables[{i}].data"))?;
                 ranges.push(ByteRange::of(v.data.cast::<u8>(), v.len * dtype.size(), true));
             }
             check_disjoint(&mut ranges)?;
+            if s.optimizer.on_device() {
+                let on_device: Vec<DeviceEntry<'_>> = vars
+                    .iter()
+                    .map(|v| {
+                        let dtype = variable_dtype(v.dtype, String::new).unwrap_or(DType::F32);
+                        let values = DeviceTensor { dtype, address: v.data as u64, len: v.len };
+                        DeviceEntry { variable: v.variable, values, gradient: None }
+                    })
+                    .collect();
+                // For an optimizer on a device the variables are the device's memory (the
+                // header's contract), checked for NULL, alignment and overlaps.
+                return Ok(s.optimizer.finalize_variable_values_on_device(&on_device)?);
+            }
             for (i, v) in vars.iter().enumerate() {
                 let dtype = variable_dtype(v.dtype, || format!("variables[{i}].dtype"))?;
                 let values = tensor_mut(dtype, v.data, v.len, &format!("variables[{i}].data"))?;

@@ -41,13 +41,13 @@ pub enum adamw_dtype {
 pub enum adamw_device_kind {
     /// Host memory and the CPU (the default).
     Cpu = 0,
-    /// A CUDA GPU, by ordinal: the state in its memory, each pass one kernel launch (with
-    /// `jit_compile` 1; with 0 the CPU, as in Keras). Needs the CUDA driver and NVRTC
-    /// (libnvrtc.so.12) at run time. The caller's variables and gradients stay host memory:
-    /// each step copies them to the GPU and the variables back, and returns when they are back.
+    /// A CUDA GPU, by ordinal: the state in its memory, the caller's variables and gradients
+    /// device pointers, each step one kernel launch. Needs the CUDA driver and NVRTC
+    /// (libnvrtc.so.12) at run time.
     Cuda = 1,
     /// The device kernels compiled for the host, run one simulated thread at a time, for testing
-    /// them without a GPU (only in a library built with the `host-kernels` feature).
+    /// them without a GPU (only in a library built with the `host-kernels` feature). Its
+    /// "device memory" is host memory.
     HostKernels = 2,
 }
 

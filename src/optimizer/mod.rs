@@ -15,7 +15,7 @@ use crate::dtype::{DType, Element, TensorBuf, TensorMut, TensorRef};
 use crate::engine::cpu::CpuEngine;
 use crate::engine::{Engine, Slot, Slots};
 use crate::error::{Error, Result, invalid};
-use crate::tensor::{GradientEntries, GradientEntry};
+use crate::tensor::{CallEntries, DeviceEntry, EntryShape, GradientEntries, GradientEntry};
 
 pub use state::{Shard, StateInfo, StateTensor, VariableSpec};
 pub use validate::Weight;
@@ -218,7 +218,50 @@ impl Optimizer {
     /// §2.1). Validates everything first: on error nothing has changed. Returns the new iteration
     /// count. An empty list is a no-op that only re-reads the learning rate, as in Keras.
     pub fn apply_gradients<S: GradientEntries + ?Sized>(&mut self, entries: &mut S) -> Result<i64> {
-        step::apply_gradients(&mut self.state, &mut DynEntries(entries))
+        step::apply_gradients(&mut self.state, &mut CallEntries::Host(&mut DynEntries(entries)))
+    }
+
+    /// [`Optimizer::apply_gradients`] over values and gradients in the memory of the optimizer's
+    /// device ([`Optimizer::set_device`]), which the step reads and writes there: nothing is
+    /// copied through the host but the call's table (and, when clipping by norm or checking for
+    /// non-finite gradients, one number per leaf or per gradient back). Every check runs on the
+    /// host before anything is enqueued, and a rejected call changes nothing.
+    ///
+    /// # Safety
+    /// Every address must be memory of the optimizer's device holding the stated number of
+    /// elements of the stated dtype, valid for the whole step, and the values written must not
+    /// overlap any other buffer of the call.
+    pub unsafe fn apply_gradients_on_device(&mut self, entries: &[DeviceEntry<'_>]) -> Result<i64> {
+        if !entries.is_empty() && !self.state.engine.on_device() {
+            return Err(Error::InvalidArgument(
+                "device memory needs an optimizer on a device: call set_device before build".into(),
+            ));
+        }
+        step::apply_gradients(&mut self.state, &mut CallEntries::Device(entries))
+    }
+
+    /// [`Optimizer::finalize_variable_values`] over variables in the device's memory.
+    ///
+    /// # Safety
+    /// As for [`Optimizer::apply_gradients_on_device`].
+    pub unsafe fn finalize_variable_values_on_device(&mut self, entries: &[DeviceEntry<'_>]) -> Result<()> {
+        let built = self.state.built.as_ref().ok_or_else(|| validate::not_built("finalize_variable_values"))?;
+        for entry in entries {
+            let shape = EntryShape { gradient: None, ..EntryShape::of_device(entry) };
+            validate::check_entry(built, &shape)?;
+        }
+        if !entries.is_empty() && !self.state.engine.on_device() {
+            return Err(Error::InvalidArgument(
+                "device memory needs an optimizer on a device: call set_device before build".into(),
+            ));
+        }
+        if !self.state.config.use_ema {
+            return Ok(());
+        }
+        for entry in entries {
+            self.state.engine.finalize_on_device(entry.variable, entry.values)?;
+        }
+        Ok(())
     }
 
     /// `finalize_variable_values(var_list)`: with EMA, each listed variable takes its average's
@@ -226,9 +269,9 @@ impl Optimizer {
     pub fn finalize_variable_values<S: GradientEntries + ?Sized>(&mut self, entries: &mut S) -> Result<()> {
         let built = self.state.built.as_ref().ok_or_else(|| validate::not_built("finalize_variable_values"))?;
         for i in 0..entries.len() {
-            let mut entry = entries.get(i);
-            entry.gradient = None;
-            validate::check_entry(built, &entry)?;
+            let entry = entries.get(i);
+            let shape = EntryShape { gradient: None, ..EntryShape::of(&entry) };
+            validate::check_entry(built, &shape)?;
         }
         if !self.state.config.use_ema {
             return Ok(());
@@ -293,11 +336,28 @@ impl Optimizer {
         if self.is_built() {
             return Err(Error::AlreadyBuilt("the device can only be set before the optimizer is built".into()));
         }
+        if device != Device::Cpu && !self.state.config.jit_compile {
+            return Err(Error::InvalidArgument(format!(
+                "{device:?} needs jit_compile (Keras' device path); with jit_compile false the optimizer runs on the CPU"
+            )));
+        }
         let config = Config { device, ..self.state.config.clone() };
         let engine = engine_for(&config)?;
         self.state.config.device = device;
         self.state.engine = engine;
         Ok(())
+    }
+
+    /// For an optimizer on a CUDA device: the `CUstream` (as an integer; 0 the default stream)
+    /// that steps, copies and `finalize_variable_values` are enqueued on from now on.
+    pub fn set_stream(&mut self, stream: u64) -> Result<()> {
+        self.state.engine.set_stream(stream)
+    }
+
+    /// Whether the state lives on a device and the steps run there ([`Optimizer::set_device`]):
+    /// then `apply_gradients_on_device` takes device memory.
+    pub fn on_device(&self) -> bool {
+        self.state.engine.on_device()
     }
 
     /// How many optimizer variables there are (1 before build: the counter).
@@ -501,8 +561,7 @@ fn initial_loss_scale(loss_scale: Option<crate::config::LossScale>) -> f32 {
 fn engine_for(config: &Config) -> Result<Box<dyn Engine>> {
     match config.device {
         Device::Cpu => Ok(Box::new(CpuEngine::new(config.threads)?)),
-        // Without jit_compile the device path is off, as in Keras.
-        _ if !config.jit_compile => Ok(Box::new(CpuEngine::new(config.threads)?)),
+        _ if !config.jit_compile => Err(Error::InvalidArgument("a device needs jit_compile".into())),
         #[cfg(feature = "cuda")]
         Device::Cuda(ordinal) => {
             let backend = crate::engine::device::cuda::CudaBackend::new(ordinal)?;

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::float::{Ftz, Real};
 use crate::kernels::{self, Clip, StepHyper, StepScalars};
 use crate::reduction;
-use crate::tensor::{Gradient, GradientEntries};
+use crate::tensor::CallEntries;
 
 use super::state::{Built, State};
 use super::validate::{check_entries, not_built};
@@ -52,7 +52,7 @@ fn dtype_plan<F: Real>(
 /// What every rank of a mesh must agree on for a call, hashed to 32 bits (so that the sum over
 /// up to 2^20 ranks is exact in a double): every built variable's dtype, size and shard flag,
 /// and each entry's variable and kind of gradient.
-fn call_signature(built: &Built, entries: &mut dyn GradientEntries) -> u32 {
+fn call_signature(built: &Built, entries: &mut CallEntries<'_, '_>) -> u32 {
     const FNV_PRIME: u64 = 0x0100_0000_01b3;
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
     let mut mix = |x: u64| hash = (hash ^ x).wrapping_mul(FNV_PRIME);
@@ -62,13 +62,16 @@ fn call_signature(built: &Built, entries: &mut dyn GradientEntries) -> u32 {
         mix(v.layout.sharded as u64);
     }
     for i in 0..entries.len() {
-        let entry = entries.get(i);
-        mix(entry.variable as u64);
-        mix(match entry.gradient {
-            None => 0,
-            Some(Gradient::Dense(_)) => 1,
-            Some(Gradient::Sparse { indices, .. }) => 2 + indices.len() as u64,
+        let (variable, kind) = entries.with_shape(i, |entry| {
+            let kind = match entry.gradient.map(|g| g.indices) {
+                None => 0,
+                Some(None) => 1,
+                Some(Some(indices)) => 2 + indices.len() as u64,
+            };
+            (entry.variable, kind)
         });
+        mix(variable as u64);
+        mix(kind);
     }
     (hash ^ (hash >> 32)) as u32
 }
@@ -92,9 +95,9 @@ fn next_loss_scale(scale: f32, counter: i64, finite: bool, growth_steps: i64) ->
 /// changed. Returns the new iteration count. With a loss scale the gradients are the scaled
 /// ones: they are unscaled on the way (Keras' `get_unscaled_gradients`), and a dynamic scale
 /// skips a step with a non-finite gradient (the counter still advances) and adapts itself.
-pub(crate) fn apply_gradients(state: &mut State, entries: &mut dyn GradientEntries) -> Result<i64> {
+pub(crate) fn apply_gradients(state: &mut State, entries: &mut CallEntries<'_, '_>) -> Result<i64> {
     let step = state.iterations;
-    if entries.is_empty() {
+    if entries.len() == 0 {
         // Keras re-reads the learning rate even for an empty list, and does nothing else.
         state.current = hyper_at(&state.config, step)?;
         return Ok(step);
@@ -126,13 +129,13 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut dyn GradientEntri
     }
     if config.reject_non_finite_gradients && any_bad {
         return Err(Error::NonFiniteGradient(match local_bad {
-            Some(bad) => format!(
-                "the gradient of variable {} (`{}`) holds {} at element {}; the call was rejected and nothing changed (reject_non_finite_gradients is on)",
-                entries.get(bad.entry).variable,
-                built.variables[entries.get(bad.entry).variable].spec.name,
-                bad.value,
-                bad.element
-            ),
+            Some(bad) => {
+                let variable = entries.with_shape(bad.entry, |e| e.variable);
+                format!(
+                    "the gradient of variable {variable} (`{}`) holds {} at element {}; the call was rejected and nothing changed (reject_non_finite_gradients is on)",
+                    built.variables[variable].spec.name, bad.value, bad.element
+                )
+            }
             None => "a gradient on another rank of the mesh holds NaN or infinity; the call was rejected on every rank and nothing changed (reject_non_finite_gradients is on)".into(),
         }));
     }

@@ -5,7 +5,7 @@ use crate::config::Clipping;
 use crate::dtype::{DType, TensorRef};
 use crate::engine::VariableLayout;
 use crate::error::{Error, Result, invalid};
-use crate::tensor::{Gradient, GradientEntries, GradientEntry};
+use crate::tensor::{CallEntries, EntryShape};
 
 use super::state::{Built, Shard, State, StateInfo, VariableSpec, VariableState};
 
@@ -155,41 +155,38 @@ pub(crate) fn check_variable_dtype(built: &Built, variable: usize, dtype: DType)
 }
 
 /// Checks one entry against the built variable it names.
-pub(crate) fn check_entry(built: &Built, u: &GradientEntry<'_>) -> Result<()> {
-    let var = check_variable_dtype(built, u.variable, u.values.dtype())?;
+pub(crate) fn check_entry(built: &Built, u: &EntryShape<'_>) -> Result<()> {
+    let var = check_variable_dtype(built, u.variable, u.values_dtype)?;
     let (name, dtype, len) = (&var.spec.name, var.spec.dtype, var.layout.len);
-    if u.values.len() != len {
+    if u.values_len != len {
         return Err(Error::ShapeMismatch(format!(
             "variable {} (`{name}`) of shape {:?} has {len} elements, got {}",
-            u.variable,
-            var.spec.shape,
-            u.values.len()
+            u.variable, var.spec.shape, u.values_len
         )));
     }
     let Some(gradient) = u.gradient else { return Ok(()) };
     // A variable with a float32 master also takes float32 gradients (accumulated in float32).
-    let gradient_dtype = gradient.values().dtype();
+    let gradient_dtype = gradient.dtype;
     if gradient_dtype != dtype && !(var.layout.dtype == DType::F32 && gradient_dtype == DType::F32) {
-        let what = if matches!(gradient, Gradient::Dense(_)) { "gradient" } else { "sparse gradient values" };
+        let what = if gradient.indices.is_none() { "gradient" } else { "sparse gradient values" };
         return Err(Error::DtypeMismatch(format!(
             "variable {} (`{name}`) is {} but its {what} {} {}",
             u.variable,
             dtype.name(),
             if what == "gradient" { "is" } else { "are" },
-            gradient.values().dtype().name()
+            gradient_dtype.name()
         )));
     }
-    match gradient {
-        Gradient::Dense(g) => {
-            if g.len() != len {
+    match gradient.indices {
+        None => {
+            if gradient.len != len {
                 return Err(Error::ShapeMismatch(format!(
                     "the gradient of variable {} (`{name}`, {len} elements) has {} elements",
-                    u.variable,
-                    g.len()
+                    u.variable, gradient.len
                 )));
             }
         }
-        Gradient::Sparse { indices, values } => {
+        Some(indices) => {
             if var.spec.shape.is_empty() {
                 return Err(invalid!(
                     "variable {} (`{name}`) is a scalar and cannot take a sparse gradient",
@@ -197,12 +194,12 @@ pub(crate) fn check_entry(built: &Built, u: &GradientEntry<'_>) -> Result<()> {
                 ));
             }
             let row_len = var.layout.row_len;
-            if indices.len().checked_mul(row_len) != Some(values.len()) {
+            if indices.len().checked_mul(row_len) != Some(gradient.len) {
                 return Err(Error::ShapeMismatch(format!(
                     "the sparse gradient of variable {} (`{name}`) has {} indices and {} values; rows of {row_len} elements need {}",
                     u.variable,
                     indices.len(),
-                    values.len(),
+                    gradient.len,
                     indices.len().saturating_mul(row_len)
                 )));
             }
@@ -248,28 +245,28 @@ impl CallDTypes {
 /// returns the dtypes of the state the call updates.
 pub(crate) fn check_entries(
     built: &mut Built,
-    entries: &mut dyn GradientEntries,
+    entries: &mut CallEntries<'_, '_>,
     clipping: Clipping,
 ) -> Result<CallDTypes> {
     built.call_number += 1;
     let mut any_gradient = false;
     let mut present = CallDTypes::default();
     for i in 0..entries.len() {
-        let u = entries.get(i);
-        check_entry(built, &u)?;
-        if built.last_listed[u.variable] == built.call_number {
-            return Err(invalid!("variable {} is listed twice in one apply_gradients call", u.variable));
+        let (variable, has_gradient) =
+            entries.with_shape(i, |u| check_entry(built, &u).map(|()| (u.variable, u.gradient.is_some())))?;
+        if built.last_listed[variable] == built.call_number {
+            return Err(invalid!("variable {variable} is listed twice in one apply_gradients call"));
         }
-        built.last_listed[u.variable] = built.call_number;
-        if u.gradient.is_some() {
+        built.last_listed[variable] = built.call_number;
+        if has_gradient {
             any_gradient = true;
             // The dtype the gradient's norm is summed in: the state's.
-            present.add(built.variables[u.variable].layout.dtype);
+            present.add(built.variables[variable].layout.dtype);
         }
     }
     if !any_gradient {
         let names: Vec<String> = (0..entries.len())
-            .map(|i| format!("'{}'", built.variables[entries.get(i).variable].spec.keras_name()))
+            .map(|i| entries.with_shape(i, |u| format!("'{}'", built.variables[u.variable].spec.keras_name())))
             .collect();
         return Err(Error::NoGradients(format!("No gradients provided for any variable: ([{}],).", names.join(", "))));
     }

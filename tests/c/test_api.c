@@ -1226,6 +1226,11 @@ static void test_device(void) {
     cfg.clipnorm = 0.5;
     cfg.amsgrad = 1;
     adamw_optimizer *cpu = NULL, *dev = NULL;
+    cfg.jit_compile = 0; /* no device path without jit_compile */
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &cpu), ADAMW_STATUS_OK);
+    EXPECT_REJECTED(cpu, adamw_optimizer_set_device(cpu, ADAMW_DEVICE_KIND_HOST_KERNELS, 0), ADAMW_STATUS_INVALID_ARGUMENT);
+    adamw_optimizer_free(cpu);
+    cfg.jit_compile = 1;
     EXPECT_STATUS(adamw_optimizer_new(&cfg, &cpu), ADAMW_STATUS_OK);
     EXPECT_STATUS(adamw_optimizer_new(&cfg, &dev), ADAMW_STATUS_OK);
     EXPECT_STATUS(adamw_optimizer_set_device(NULL, ADAMW_DEVICE_KIND_CPU, 0), ADAMW_STATUS_NULL_ARGUMENT);
@@ -1252,6 +1257,9 @@ static void test_device(void) {
     EXPECT_STATUS(adamw_optimizer_build(cpu, &v_cpu, 1), ADAMW_STATUS_OK);
     EXPECT_STATUS(adamw_optimizer_build(dev, &v_dev, 1), ADAMW_STATUS_OK);
     EXPECT_REJECTED(dev, adamw_optimizer_set_device(dev, ADAMW_DEVICE_KIND_CPU, 0), ADAMW_STATUS_ALREADY_BUILT);
+    EXPECT_REJECTED(cpu, adamw_optimizer_set_stream(cpu, NULL), ADAMW_STATUS_INVALID_ARGUMENT); /* not on a device */
+    EXPECT_STATUS(adamw_optimizer_set_stream(NULL, NULL), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_set_stream(dev, NULL), ADAMW_STATUS_OK);
     int64_t it = 0;
     for (int step = 0; step < 3; step++) {
         adamw_gradient a = dense_entry(0, w_cpu, N, g), b = dense_entry(0, w_dev, N, g);

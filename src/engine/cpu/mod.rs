@@ -19,7 +19,7 @@ use crate::error::{Error, Result, invalid};
 use crate::float::{Ftz, Real, widen};
 use crate::kernels;
 use crate::reduction;
-use crate::tensor::{Gradient, GradientEntries};
+use crate::tensor::{CallEntries, Gradient, GradientEntries};
 
 /// One variable's state in host memory; a slot that is off is empty.
 #[derive(Debug)]
@@ -201,9 +201,10 @@ impl Engine for CpuEngine {
 
     fn find_non_finite(
         &mut self,
-        entries: &mut dyn GradientEntries,
+        entries: &mut CallEntries<'_, '_>,
         loss_scale: Option<f32>,
     ) -> Result<Option<NonFinite>> {
+        let entries = host(entries)?;
         let variables = &self.variables;
         Ok((0..entries.len()).find_map(|entry| {
             let e = entries.get(entry);
@@ -255,12 +256,13 @@ impl Engine for CpuEngine {
 
     fn norm_partials(
         &mut self,
-        entries: &mut dyn GradientEntries,
+        entries: &mut CallEntries<'_, '_>,
         halve: bool,
         loss_scale: Option<f32>,
         sums: &mut Vec<f64>,
         shared: &mut Vec<f64>,
     ) -> Result<()> {
+        let entries = host(entries)?;
         let (variables, parallel) = (&self.variables, self.parallel);
         in_pool(self.pool_for(entries), || {
             for i in 0..entries.len() {
@@ -278,7 +280,8 @@ impl Engine for CpuEngine {
         Ok(())
     }
 
-    fn finish_norms(&self, entries: &mut dyn GradientEntries, halve: bool, shared: &[f64], sums: &mut [f64]) {
+    fn finish_norms(&self, entries: &mut CallEntries<'_, '_>, halve: bool, shared: &[f64], sums: &mut [f64]) {
+        let CallEntries::Host(entries) = entries else { return };
         let (mut at, mut k) = (0, 0);
         for i in 0..entries.len() {
             let entry = entries.get(i);
@@ -303,7 +306,8 @@ impl Engine for CpuEngine {
         }
     }
 
-    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut dyn GradientEntries) -> Result<()> {
+    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_, '_>) -> Result<()> {
+        let entries = host(entries)?;
         let pool = self.pool_for(entries);
         let CpuEngine { variables, sparse_rows, widened_rows, parallel, .. } = self;
         in_pool(pool, || {
@@ -331,6 +335,15 @@ impl Engine for CpuEngine {
         let state =
             self.variables.get_mut(variable).ok_or_else(|| Error::Internal(format!("no variable {variable}")))?;
         state.slot_mut(slot).as_mut().copy_from(values)
+    }
+}
+
+/// The host entries of a call: the CPU engine is given no others (the optimizer passes device
+/// memory only to an engine on a device).
+fn host<'e>(entries: &'e mut CallEntries<'_, '_>) -> Result<&'e mut dyn GradientEntries> {
+    match entries {
+        CallEntries::Host(entries) => Ok(&mut **entries),
+        CallEntries::Device(_) => Err(Error::Internal("device memory given to the CPU engine".into())),
     }
 }
 

@@ -32,7 +32,7 @@ pub(crate) const BLOCK_ELEMENTS: u64 = 256 * 4;
 
 /// One variable of a step (`adamw_entry`).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct StepEntry {
     pub values: u64,
     pub gradient: u64,

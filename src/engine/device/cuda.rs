@@ -53,6 +53,9 @@ pub(crate) fn compile_ptx(arch: &str) -> Result<String> {
 /// A CUDA GPU: its primary context, the kernels loaded into it.
 pub(crate) struct CudaBackend {
     ctx: Arc<CudaContext>,
+    /// The caller's `CUstream` (0: the legacy default stream), as an integer: the backend only
+    /// passes it to the driver.
+    stream: u64,
     _module: Arc<CudaModule>,
     functions: Vec<CudaFunction>,
 }
@@ -60,7 +63,6 @@ pub(crate) struct CudaBackend {
 /// An allocation in the GPU's memory, freed on drop.
 pub(crate) struct CudaBuffer {
     ptr: sys::CUdeviceptr,
-    bytes: usize,
     ctx: Arc<CudaContext>,
 }
 
@@ -100,18 +102,15 @@ impl CudaBackend {
             .iter()
             .map(|k| module.load_function(k.name()).map_err(|e| device_error(k.name(), e)))
             .collect::<Result<Vec<_>>>()?;
-        Ok(CudaBackend { ctx, _module: module, functions })
+        Ok(CudaBackend { ctx, stream: 0, _module: module, functions })
     }
 
     fn bind(&self) -> Result<()> {
         self.ctx.bind_to_thread().map_err(|e| device_error("cuCtxSetCurrent", e))
     }
-}
 
-fn check_range(buffer: &CudaBuffer, offset: usize, len: usize) -> Result<()> {
-    match offset.checked_add(len) {
-        Some(end) if end <= buffer.bytes => Ok(()),
-        _ => Err(Error::Internal(format!("{len} bytes at {offset} of a {}-byte device buffer", buffer.bytes))),
+    fn cu_stream(&self) -> sys::CUstream {
+        self.stream as sys::CUstream
     }
 }
 
@@ -123,7 +122,7 @@ impl Backend for CudaBackend {
         let bytes = bytes.max(1);
         // SAFETY: the context is current on this thread.
         let ptr = unsafe { result::malloc_sync(bytes) }.map_err(|e| device_error("cuMemAlloc", e))?;
-        let buffer = CudaBuffer { ptr, bytes, ctx: self.ctx.clone() };
+        let buffer = CudaBuffer { ptr, ctx: self.ctx.clone() };
         // SAFETY: `ptr` holds `bytes` bytes.
         unsafe { result::memset_d8_sync(ptr, 0, bytes) }.map_err(|e| device_error("cuMemsetD8", e))?;
         Ok(buffer)
@@ -133,30 +132,40 @@ impl Backend for CudaBackend {
         buffer.ptr
     }
 
-    fn upload(&self, buffer: &mut CudaBuffer, offset: usize, data: &[u8]) -> Result<()> {
-        check_range(buffer, offset, data.len())?;
+    unsafe fn upload(&self, address: u64, data: &[u8]) -> Result<()> {
         self.bind()?;
-        // SAFETY: the range lies within the allocation (checked); the copy is synchronous.
-        unsafe { result::memcpy_htod_sync(buffer.ptr + offset as u64, data) }
-            .map_err(|e| device_error("cuMemcpyHtoD", e))
+        // SAFETY: the caller guarantees the range is this context's memory. From pageable
+        // memory the copy waits for the stream's earlier work and returns once `data` is read.
+        unsafe { result::memcpy_htod_async(address, data, self.cu_stream()) }
+            .map_err(|e| device_error("cuMemcpyHtoDAsync", e))
     }
 
-    fn download(&self, buffer: &CudaBuffer, offset: usize, out: &mut [u8]) -> Result<()> {
-        check_range(buffer, offset, out.len())?;
+    unsafe fn download(&self, address: u64, out: &mut [u8]) -> Result<()> {
         self.bind()?;
-        // SAFETY: as in `upload`; a synchronous copy on the null stream waits for every launch.
-        unsafe { result::memcpy_dtoh_sync(out, buffer.ptr + offset as u64) }
-            .map_err(|e| device_error("cuMemcpyDtoH", e))
+        // SAFETY: as in `upload`; to pageable memory the copy returns once it is done.
+        unsafe { result::memcpy_dtoh_async(out, address, self.cu_stream()) }
+            .map_err(|e| device_error("cuMemcpyDtoHAsync", e))?;
+        // SAFETY: the stream is the caller's live stream (or the default one).
+        unsafe { result::stream::synchronize(self.cu_stream()) }.map_err(|e| device_error("cuStreamSynchronize", e))
     }
 
-    fn launch(&self, kernel: Kernel, grid: u32, block: u32, params: &[u8]) -> Result<()> {
+    unsafe fn copy(&self, to: u64, from: u64, bytes: usize) -> Result<()> {
+        self.bind()?;
+        // SAFETY: the caller guarantees both ranges.
+        unsafe { result::memcpy_dtod_async(to, from, bytes, self.cu_stream()) }
+            .map_err(|e| device_error("cuMemcpyDtoDAsync", e))
+    }
+
+    fn set_stream(&mut self, stream: u64) {
+        self.stream = stream;
+    }
+
+    unsafe fn launch(&self, kernel: Kernel, grid: u32, block: u32, params: &[u8]) -> Result<()> {
         self.bind()?;
         let function = &self.functions[Kernel::ALL.iter().position(|k| *k == kernel).unwrap_or(0)];
         let mut args = [params.as_ptr() as *mut std::ffi::c_void];
-        // SAFETY: the function takes one parameter, the struct whose bytes `params` holds (the
-        // engine passes the matching abi struct); the driver copies it at the launch. The
-        // addresses in it are allocations of this context that outlive the launch (the engine
-        // downloads, which waits for it, before it frees or reuses any).
+        // SAFETY: the function takes one parameter, the struct whose bytes `params` holds, which
+        // the driver copies at the launch; the caller guarantees the memory it points at.
         unsafe {
             result::launch_kernel(
                 function.cu_function(),

@@ -15,20 +15,18 @@ unsafe extern "C" {
 /// Host memory standing in for a device's.
 pub(crate) struct HostBackend;
 
-/// A host allocation, 16-byte aligned like a device allocation's start (and more: every kernel
-/// access is at most 8 bytes wide).
-pub(crate) struct HostBuffer(Vec<u128>);
+/// A host allocation, 16-byte aligned (every kernel access is at most 8 bytes wide), reached
+/// only through its raw pointer (as a device's memory is, through its address), freed on drop.
+pub(crate) struct HostBuffer(*mut [u128]);
 
-impl HostBuffer {
-    fn len(&self) -> usize {
-        self.0.len() * 16
+// SAFETY: the buffer owns its memory; nothing else holds a reference to it.
+unsafe impl Send for HostBuffer {}
+
+impl Drop for HostBuffer {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from Box::into_raw in `alloc` and is freed once, here.
+        drop(unsafe { Box::from_raw(self.0) });
     }
-}
-
-fn range(buffer: &HostBuffer, offset: usize, len: usize) -> Result<std::ops::Range<usize>> {
-    let end = offset.checked_add(len).filter(|&end| end <= buffer.len());
-    end.map(|end| offset..end)
-        .ok_or_else(|| Error::Internal(format!("{len} bytes at {offset} of a {}-byte device buffer", buffer.len())))
 }
 
 impl Backend for HostBackend {
@@ -39,38 +37,42 @@ impl Backend for HostBackend {
         let mut v = Vec::new();
         v.try_reserve_exact(words).map_err(|_| Error::OutOfMemory(format!("{bytes} bytes of device memory")))?;
         v.resize(words, 0);
-        Ok(HostBuffer(v))
+        Ok(HostBuffer(Box::into_raw(v.into_boxed_slice())))
     }
 
     fn address(&self, buffer: &HostBuffer) -> u64 {
-        buffer.0.as_ptr() as u64
+        buffer.0.cast::<u128>() as u64
     }
 
-    fn upload(&self, buffer: &mut HostBuffer, offset: usize, data: &[u8]) -> Result<()> {
-        let r = range(buffer, offset, data.len())?;
-        // SAFETY: `r` lies within the buffer's bytes (checked), which are initialized u128s.
-        let dst = unsafe { std::slice::from_raw_parts_mut(buffer.0.as_mut_ptr().cast::<u8>(), buffer.len()) };
-        dst[r].copy_from_slice(data);
+    unsafe fn upload(&self, address: u64, data: &[u8]) -> Result<()> {
+        // SAFETY: the caller guarantees `address` starts `data.len()` bytes of this device's
+        // memory, which is host memory; a buffer of ours or a caller's never overlaps `data`.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), address as *mut u8, data.len()) };
         Ok(())
     }
 
-    fn download(&self, buffer: &HostBuffer, offset: usize, out: &mut [u8]) -> Result<()> {
-        let r = range(buffer, offset, out.len())?;
+    unsafe fn download(&self, address: u64, out: &mut [u8]) -> Result<()> {
         // SAFETY: as in `upload`.
-        let src = unsafe { std::slice::from_raw_parts(buffer.0.as_ptr().cast::<u8>(), buffer.len()) };
-        out.copy_from_slice(&src[r]);
+        unsafe { std::ptr::copy_nonoverlapping(address as *const u8, out.as_mut_ptr(), out.len()) };
         Ok(())
     }
 
-    fn launch(&self, kernel: Kernel, grid: u32, block: u32, params: &[u8]) -> Result<()> {
+    unsafe fn copy(&self, to: u64, from: u64, bytes: usize) -> Result<()> {
+        // SAFETY: the caller guarantees both ranges, which do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, bytes) };
+        Ok(())
+    }
+
+    fn set_stream(&mut self, _stream: u64) {} // every call runs to its end before it returns
+
+    unsafe fn launch(&self, kernel: Kernel, grid: u32, block: u32, params: &[u8]) -> Result<()> {
         let launch = match kernel {
             Kernel::Step => adamw_host_step,
             Kernel::LeafSums => adamw_host_leaf_sums,
             Kernel::FirstNonFinite => adamw_host_first_non_finite,
         };
-        // SAFETY: `params` holds the bytes of the kernel's parameter struct (the engine passes
-        // the matching abi struct), whose addresses point into buffers of this device that the
-        // engine keeps alive for the call; the launcher copies the struct before using it.
+        // SAFETY: the caller guarantees `params` and the memory it points at; the launcher copies
+        // the struct before using it, and runs the whole grid before it returns.
         unsafe { launch(params.as_ptr(), grid, block) };
         Ok(())
     }

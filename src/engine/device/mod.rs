@@ -8,8 +8,10 @@
 //! scalars (the host's, computed by the optimizer as for the CPU engine), the clip norms (a leaf
 //! of Eigen's tree per device thread, then the CPU engine's tree over the leaves' sums).
 //!
-//! The caller's values and gradients are host memory here: each pass uploads what it reads into
-//! a staging buffer on the device and a step downloads the values it wrote.
+//! The caller's values and gradients are device memory (`Optimizer::apply_gradients_on_device`,
+//! the C ABI's entries for an optimizer on a device), used where they are; or host memory (the
+//! Rust API's slices), which each pass uploads into a staging buffer on the device and a step
+//! downloads back.
 
 pub(crate) mod abi;
 #[cfg(feature = "cuda")]
@@ -21,12 +23,12 @@ use abi::{CheckEntry, CheckParams, Leaf, LeafParams, NormEntry, Plain, StepEntry
 
 use super::cpu::widened;
 use super::{Engine, NonFinite, Slot, Slots, StepPlan, VariableLayout};
-use crate::dtype::{DType, Tensor, TensorMut, TensorRef, each_dtype, with_float};
+use crate::dtype::{DType, TensorMut, TensorRef, each_dtype, with_float};
 use crate::error::{Error, Result};
 use crate::float::{Bf16Math, F16Math, Ftz, Real};
 use crate::kernels::{self, StepScalars};
 use crate::reduction;
-use crate::tensor::{Gradient, GradientEntries};
+use crate::tensor::{CallEntries, DeviceGradient, DeviceTensor, Gradient};
 
 /// The kernel source, compiled by NVRTC for a GPU and by the host compiler for the tests.
 pub(crate) const KERNEL_SOURCE: &str = include_str!("kernels.cu");
@@ -55,20 +57,38 @@ impl Kernel {
 /// Memory and kernels of one device, in the order the calls are made: a download sees every
 /// upload and launch before it.
 pub(crate) trait Backend: Send {
-    /// An allocation in the device's memory.
+    /// An allocation in the device's memory, freed on drop.
     type Buffer: Send;
 
     /// `bytes` zeroed bytes (at least one, so that every buffer has an address).
     fn alloc(&self, bytes: usize) -> Result<Self::Buffer>;
     /// The device address of a buffer's first byte.
     fn address(&self, buffer: &Self::Buffer) -> u64;
-    /// Copies `data` to `buffer` at `offset` (within its size).
-    fn upload(&self, buffer: &mut Self::Buffer, offset: usize, data: &[u8]) -> Result<()>;
-    /// Copies `out.len()` bytes of `buffer` at `offset` into `out`, once every earlier call is done.
-    fn download(&self, buffer: &Self::Buffer, offset: usize, out: &mut [u8]) -> Result<()>;
+    /// Copies `data` to device memory at `address`.
+    ///
+    /// # Safety
+    /// `address .. address + data.len()` must be memory of this device.
+    unsafe fn upload(&self, address: u64, data: &[u8]) -> Result<()>;
+    /// Copies `out.len()` bytes of device memory at `address` into `out`, once every earlier
+    /// call is done.
+    ///
+    /// # Safety
+    /// As for `upload`.
+    unsafe fn download(&self, address: u64, out: &mut [u8]) -> Result<()>;
+    /// Copies `bytes` bytes within the device's memory.
+    ///
+    /// # Safety
+    /// Both ranges must be memory of this device, and must not overlap.
+    unsafe fn copy(&self, to: u64, from: u64, bytes: usize) -> Result<()>;
     /// Launches `kernel` on a grid of `grid` blocks of `block` threads, with `params` (the bytes
     /// of its one parameter struct).
-    fn launch(&self, kernel: Kernel, grid: u32, block: u32, params: &[u8]) -> Result<()>;
+    ///
+    /// # Safety
+    /// `params` must be the kernel's parameter struct, and every address in it memory of this
+    /// device holding what the struct says, valid until the launch has run.
+    unsafe fn launch(&self, kernel: Kernel, grid: u32, block: u32, params: &[u8]) -> Result<()>;
+    /// Where later copies and launches are enqueued: a `CUstream` (0: the default stream).
+    fn set_stream(&mut self, stream: u64);
 }
 
 /// A device buffer that grows to what a call needs and is kept for the next one.
@@ -82,19 +102,29 @@ impl<T> Staging<T> {
         Staging { buffer: None, capacity: 0 }
     }
 
-    fn at_least<B: Backend<Buffer = T>>(&mut self, device: &B, bytes: usize) -> Result<&mut T> {
+    /// The buffer's address, the buffer at least `bytes` long.
+    fn at_least<B: Backend<Buffer = T>>(&mut self, device: &B, bytes: usize) -> Result<u64> {
         if self.buffer.is_none() || self.capacity < bytes {
             let capacity = bytes.max(self.capacity.saturating_mul(2)).max(256);
             self.buffer = None; // the old one is freed before the new one is allocated
             self.buffer = Some(device.alloc(capacity)?);
             self.capacity = capacity;
         }
-        self.buffer.as_mut().ok_or_else(|| Error::Internal("a staging buffer".into()))
+        self.buffer.as_ref().map(|b| device.address(b)).ok_or_else(|| Error::Internal("a staging buffer".into()))
+    }
+
+    /// Uploads `table` into the buffer (grown to fit); its address.
+    fn upload<B: Backend<Buffer = T>, P: Plain>(&mut self, device: &B, table: &[P]) -> Result<u64> {
+        let data = bytes(table);
+        let at = self.at_least(device, data.len())?;
+        // SAFETY: the buffer holds at least `data.len()` bytes.
+        unsafe { device.upload(at, data) }?;
+        Ok(at)
     }
 }
 
-/// Where data staged for a pass sits in the staging buffer: offsets rounded up to 256 bytes, so
-/// that every tensor starts aligned for any vector load.
+/// Where the data staged for a pass sits in the staging buffer: offsets rounded up to 256
+/// bytes, so that every tensor starts aligned for any vector load.
 #[derive(Default)]
 struct StagingPlan {
     len: usize,
@@ -116,6 +146,34 @@ struct DeviceVariable<T> {
     vhat: Option<T>,
     average: Option<T>,
     master: Option<T>,
+}
+
+/// An entry of the call with its memory on the device: the caller's own (device entries) or
+/// the staging buffer's (host entries, uploaded). Offsets into the staging buffer are resolved
+/// to addresses once it has its size.
+#[derive(Debug, Clone, Copy)]
+struct Placed {
+    variable: usize,
+    values: Where,
+    values_dtype: DType,
+    gradient: Option<PlacedGradient>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PlacedGradient {
+    at: Where,
+    dtype: DType,
+    len: usize,
+    /// A sparse gradient: its sorted (row, position) pairs (always staged) and their number.
+    pairs: Option<(Where, usize)>,
+}
+
+/// A device address, or an offset into the staging buffer.
+#[derive(Debug, Clone, Copy)]
+enum Where {
+    Address(u64),
+    Staged(usize),
+    Nowhere,
 }
 
 /// The bits a kernel reads for a value of a math type.
@@ -195,14 +253,17 @@ pub(crate) struct DeviceEngine<B: Backend> {
     device: B,
     variables: Vec<DeviceVariable<B::Buffer>>,
     slots: Slots,
-    /// The caller's values and gradients (and sorted sparse indices) of the current pass.
+    /// The call's staged data: host values and gradients, sorted sparse pairs.
     data: Staging<B::Buffer>,
-    /// The pass's table.
+    /// The step's table, kept between calls: a call whose table is the last one's uploads none.
+    step_table: Staging<B::Buffer>,
+    last_step_table: Vec<StepEntry>,
+    /// The other passes' tables and results.
     table: Staging<B::Buffer>,
-    /// A second table (the leaves of the norms) and the passes' results.
     aux: Staging<B::Buffer>,
     results: Staging<B::Buffer>,
     /// Host copies reused from call to call.
+    placed: Vec<Placed>,
     step_entries: Vec<StepEntry>,
     norm_entries: Vec<NormEntry>,
     leaves: Vec<Leaf>,
@@ -210,10 +271,6 @@ pub(crate) struct DeviceEngine<B: Backend> {
     check_entries: Vec<CheckEntry>,
     first_bad: Vec<u64>,
     pairs: Vec<[u64; 2]>,
-    /// Per entry of the call: where its gradient (and values, for a step) were staged.
-    gradient_at: Vec<Option<usize>>,
-    values_at: Vec<Option<usize>>,
-    pairs_at: Vec<Option<(usize, usize)>>,
 }
 
 impl<B: Backend> DeviceEngine<B> {
@@ -223,9 +280,12 @@ impl<B: Backend> DeviceEngine<B> {
             variables: Vec::new(),
             slots: Slots { amsgrad: false, ema: false },
             data: Staging::new(),
+            step_table: Staging::new(),
+            last_step_table: Vec::new(),
             table: Staging::new(),
             aux: Staging::new(),
             results: Staging::new(),
+            placed: Vec::new(),
             step_entries: Vec::new(),
             norm_entries: Vec::new(),
             leaves: Vec::new(),
@@ -233,9 +293,6 @@ impl<B: Backend> DeviceEngine<B> {
             check_entries: Vec::new(),
             first_bad: Vec::new(),
             pairs: Vec::new(),
-            gradient_at: Vec::new(),
-            values_at: Vec::new(),
-            pairs_at: Vec::new(),
         }
     }
 
@@ -243,80 +300,109 @@ impl<B: Backend> DeviceEngine<B> {
         self.variables.get(i).ok_or_else(|| Error::Internal(format!("no variable {i}")))
     }
 
-    /// Stages every gradient of the call (and with `values` the caller's values and the sorted
-    /// rows of sparse gradients) into `data`, recording where each went.
-    fn stage(&mut self, entries: &mut dyn GradientEntries, values: bool) -> Result<()> {
+    fn address_of(&self, at: Where) -> u64 {
+        match (at, &self.data.buffer) {
+            (Where::Address(a), _) => a,
+            (Where::Staged(offset), Some(buffer)) => self.device.address(buffer) + offset as u64,
+            _ => 0,
+        }
+    }
+
+    /// Puts every entry of the call on the device: host entries' gradients (and with `step`
+    /// their values) uploaded into the staging buffer, device entries as they are; with `step`
+    /// the sorted rows of sparse gradients staged too.
+    fn place(&mut self, entries: &mut CallEntries<'_, '_>, step: bool) -> Result<()> {
         let mut plan = StagingPlan::default();
-        self.gradient_at.clear();
-        self.values_at.clear();
-        self.pairs_at.clear();
+        self.placed.clear();
         self.pairs.clear();
+        // Sorted (row, position) pairs, so that duplicates of a row are adjacent and in order.
+        let stage_pairs = |pairs: &mut Vec<[u64; 2]>, plan: &mut StagingPlan, indices: &[i64]| {
+            let start = pairs.len();
+            pairs.extend(indices.iter().enumerate().map(|(pos, &row)| [row as u64, pos as u64]));
+            pairs[start..].sort_unstable();
+            (Where::Staged(plan.place(indices.len() * 16)), indices.len())
+        };
         for i in 0..entries.len() {
-            let entry = entries.get(i);
-            let (mut g, mut x, mut p) = (None, None, None);
-            if let Some(gradient) = entry.gradient {
-                g = Some(plan.place(tensor_bytes(gradient.values()).len()));
-                if values {
-                    x = Some(plan.place(entry.values.len() * entry.values.dtype().size()));
-                    if let Gradient::Sparse { indices, .. } = gradient {
-                        let start = self.pairs.len();
-                        self.pairs.extend(indices.iter().enumerate().map(|(pos, &row)| [row as u64, pos as u64]));
-                        self.pairs[start..].sort_unstable();
-                        p = Some((plan.place(indices.len() * 16), start));
+            let placed = match entries {
+                CallEntries::Host(host) => {
+                    let e = host.get(i);
+                    let gradient = e.gradient.map(|g| {
+                        let values = g.values();
+                        let at = Where::Staged(plan.place(tensor_bytes(values).len()));
+                        let pairs = match g {
+                            Gradient::Sparse { indices, .. } if step => {
+                                Some(stage_pairs(&mut self.pairs, &mut plan, indices))
+                            }
+                            _ => None,
+                        };
+                        PlacedGradient { at, dtype: values.dtype(), len: values.len(), pairs }
+                    });
+                    let values = if step && gradient.is_some() {
+                        Where::Staged(plan.place(e.values.len() * e.values.dtype().size()))
+                    } else {
+                        Where::Nowhere
+                    };
+                    Placed { variable: e.variable, values, values_dtype: e.values.dtype(), gradient }
+                }
+                CallEntries::Device(device) => {
+                    let e = device[i];
+                    let gradient = e.gradient.map(|g| {
+                        let values = g.values();
+                        let pairs = match g {
+                            DeviceGradient::Sparse { indices, .. } if step => {
+                                Some(stage_pairs(&mut self.pairs, &mut plan, indices))
+                            }
+                            _ => None,
+                        };
+                        PlacedGradient {
+                            at: Where::Address(values.address),
+                            dtype: values.dtype,
+                            len: values.len,
+                            pairs,
+                        }
+                    });
+                    Placed {
+                        variable: e.variable,
+                        values: Where::Address(e.values.address),
+                        values_dtype: e.values.dtype,
+                        gradient,
                     }
                 }
-            }
-            self.gradient_at.push(g);
-            self.values_at.push(x);
-            self.pairs_at.push(p);
+            };
+            self.placed.push(placed);
         }
-        let data = self.data.at_least(&self.device, plan.len)?;
-        for i in 0..entries.len() {
-            let entry = entries.get(i);
-            let Some(gradient) = entry.gradient else { continue };
-            if let Some(at) = self.gradient_at[i] {
-                self.device.upload(data, at, tensor_bytes(gradient.values()))?;
+        if plan.len == 0 {
+            return Ok(());
+        }
+        let base = self.data.at_least(&self.device, plan.len)?;
+        let mut next_pairs = 0;
+        for (i, p) in self.placed.iter().enumerate() {
+            if let Some((Where::Staged(at), count)) = p.gradient.and_then(|g| g.pairs) {
+                // SAFETY: the plan placed `count` pairs at `at`, within the buffer's size.
+                unsafe { self.device.upload(base + at as u64, bytes(&self.pairs[next_pairs..next_pairs + count])) }?;
+                next_pairs += count;
             }
-            if let Some(at) = self.values_at[i] {
-                self.device.upload(data, at, tensor_bytes(entry.values.as_ref()))?;
+            let CallEntries::Host(host) = entries else { continue };
+            let e = host.get(i);
+            if let (Some(PlacedGradient { at: Where::Staged(at), .. }), Some(g)) = (p.gradient, e.gradient) {
+                // SAFETY: as above, for the gradient's bytes.
+                unsafe { self.device.upload(base + at as u64, tensor_bytes(g.values())) }?;
             }
-            if let (Some((at, start)), Gradient::Sparse { indices, .. }) = (self.pairs_at[i], gradient) {
-                self.device.upload(data, at, bytes(&self.pairs[start..start + indices.len()]))?;
+            if let Where::Staged(at) = p.values {
+                // SAFETY: as above, for the values' bytes.
+                unsafe { self.device.upload(base + at as u64, tensor_bytes(e.values.as_ref())) }?;
             }
         }
         Ok(())
     }
 
-    fn data_address(&self, offset: Option<usize>) -> u64 {
-        match (offset, &self.data.buffer) {
-            (Some(at), Some(buffer)) => self.device.address(buffer) + at as u64,
-            _ => 0,
-        }
-    }
-
-    /// Uploads `table` into `staging` and returns its address.
-    fn upload_table<T: Plain>(device: &B, staging: &mut Staging<B::Buffer>, table: &[T]) -> Result<u64> {
-        let data = bytes(table);
-        let buffer = staging.at_least(device, data.len())?;
-        device.upload(buffer, 0, data)?;
-        Ok(device.address(buffer))
-    }
-
-    fn try_norm_partials(
-        &mut self,
-        entries: &mut dyn GradientEntries,
-        halve: bool,
-        loss_scale: Option<f32>,
-        sums: &mut Vec<f64>,
-    ) -> Result<()> {
-        self.stage(entries, false)?;
+    fn try_norm_partials(&mut self, halve: bool, loss_scale: Option<f32>, sums: &mut Vec<f64>) -> Result<()> {
         self.norm_entries.clear();
         self.leaves.clear();
         let mut with_gradient = Vec::new();
-        for i in 0..entries.len() {
-            let entry = entries.get(i);
-            let Some(gradient) = entry.gradient else { continue };
-            let layout = self.variable(entry.variable)?.layout;
+        for p in &self.placed {
+            let Some(g) = p.gradient else { continue };
+            let layout = self.variable(p.variable)?.layout;
             let (terms, tree) = (layout.terms_dtype(), layout.tree_dtype(halve));
             let index = self.norm_entries.len() as u64;
             let mut flags = if halve { abi::flags::HALVE } else { 0 };
@@ -324,39 +410,36 @@ impl<B: Backend> DeviceEngine<B> {
                 flags |= abi::flags::UNSCALE;
             }
             self.norm_entries.push(NormEntry {
-                gradient: self.data_address(self.gradient_at[i]),
+                gradient: self.address_of(g.at),
                 unscale: loss_scale.map_or(0, |scale| unscale_bits(terms, scale)),
-                gradient_dtype: abi::dtype_code(gradient.values().dtype()),
+                gradient_dtype: abi::dtype_code(g.dtype),
                 terms_dtype: abi::dtype_code(terms),
                 tree_dtype: abi::dtype_code(tree),
                 flags,
             });
-            let n = gradient.values().len();
             let leaves = &mut self.leaves;
-            with_float!(tree, T => reduction::for_each_leaf::<T>(0, n, &mut |first, len| {
+            with_float!(tree, T => reduction::for_each_leaf::<T>(0, g.len, &mut |first, len| {
                 leaves.push(Leaf { entry: index, first: first as u64, len: len as u64 })
             }), _ => {});
-            with_gradient.push((n, terms, tree));
+            with_gradient.push((g.len, terms, tree));
         }
         if self.leaves.is_empty() {
-            sums.extend(with_gradient.iter().map(|_| 0.0));
             return Ok(());
         }
         let count = self.leaves.len();
-        let entries_at = Self::upload_table(&self.device, &mut self.table, &self.norm_entries)?;
-        let leaves_at = Self::upload_table(&self.device, &mut self.aux, &self.leaves)?;
-        let results = self.results.at_least(&self.device, count * 8)?;
-        let params = LeafParams {
-            entries: entries_at,
-            leaves: leaves_at,
-            sums: self.device.address(results),
-            count: count as u64,
-        };
+        let entries_at = self.table.upload(&self.device, &self.norm_entries)?;
+        let leaves_at = self.aux.upload(&self.device, &self.leaves)?;
+        let sums_at = self.results.at_least(&self.device, count * 8)?;
+        let params = LeafParams { entries: entries_at, leaves: leaves_at, sums: sums_at, count: count as u64 };
         let grid = as_u32((count as u64).div_ceil(abi::BLOCK as u64), "clip-norm leaves")?;
-        self.device.launch(Kernel::LeafSums, grid, abi::BLOCK, bytes(std::slice::from_ref(&params)))?;
         self.leaf_sums.clear();
         self.leaf_sums.resize(count, 0.0);
-        self.device.download(results, 0, bytes_mut(&mut self.leaf_sums))?;
+        // SAFETY: the tables were uploaded above and describe the placed gradients, which stay
+        // where they are for the call; `sums_at` holds `count` doubles.
+        unsafe {
+            self.device.launch(Kernel::LeafSums, grid, abi::BLOCK, bytes(std::slice::from_ref(&params)))?;
+            self.device.download(sums_at, bytes_mut(&mut self.leaf_sums))?;
+        }
         // The CPU engine's tree over each gradient's leaves, in order.
         let mut next = self.leaf_sums.iter();
         for (n, terms, tree) in with_gradient {
@@ -376,109 +459,95 @@ impl<B: Backend> DeviceEngine<B> {
         Ok(())
     }
 
-    fn try_find_non_finite(
-        &mut self,
-        entries: &mut dyn GradientEntries,
-        loss_scale: Option<f32>,
-    ) -> Result<Option<NonFinite>> {
-        self.stage(entries, false)?;
+    fn try_find_non_finite(&mut self, loss_scale: Option<f32>) -> Result<Option<NonFinite>> {
         self.check_entries.clear();
         let mut blocks = 0u64;
         let mut checked = Vec::new();
-        for i in 0..entries.len() {
-            let entry = entries.get(i);
-            let Some(gradient) = entry.gradient else { continue };
-            let layout = self.variable(entry.variable)?.layout;
-            let values = gradient.values();
+        for (i, p) in self.placed.iter().enumerate() {
+            let Some(g) = p.gradient else { continue };
+            let layout = self.variable(p.variable)?.layout;
             // The unscaled gradient, in the dtype it is unscaled in (a master's float32).
-            let check = if loss_scale.is_some() && layout.has_master() { DType::F32 } else { values.dtype() };
-            let len = values.len() as u64;
+            let check = if loss_scale.is_some() && layout.has_master() { DType::F32 } else { g.dtype };
             self.check_entries.push(CheckEntry {
-                gradient: self.data_address(self.gradient_at[i]),
-                len,
+                gradient: self.address_of(g.at),
+                len: g.len as u64,
                 first_block: blocks,
                 unscale: loss_scale.map_or(0, |scale| unscale_bits(check, scale)),
-                gradient_dtype: abi::dtype_code(values.dtype()),
+                gradient_dtype: abi::dtype_code(g.dtype),
                 check_dtype: abi::dtype_code(check),
                 flags: if loss_scale.is_some() { abi::flags::UNSCALE } else { 0 },
                 pad: 0,
             });
-            blocks += blocks_for(len);
-            checked.push(i);
+            blocks += blocks_for(g.len as u64);
+            checked.push((i, g));
         }
         if blocks == 0 {
             return Ok(None);
         }
         let count = self.check_entries.len();
-        let entries_at = Self::upload_table(&self.device, &mut self.table, &self.check_entries)?;
         self.first_bad.clear();
         self.first_bad.resize(count, u64::MAX);
-        let results = self.results.at_least(&self.device, count * 8)?;
-        self.device.upload(results, 0, bytes(&self.first_bad))?;
         let params = CheckParams {
-            entries: entries_at,
-            first_bad: self.device.address(results),
+            entries: self.table.upload(&self.device, &self.check_entries)?,
+            first_bad: self.results.upload(&self.device, &self.first_bad)?,
             count: as_u32(count as u64, "gradients")?,
             total_blocks: as_u32(blocks, "blocks")?,
         };
-        self.device.launch(
-            Kernel::FirstNonFinite,
-            params.total_blocks,
-            abi::BLOCK,
-            bytes(std::slice::from_ref(&params)),
-        )?;
-        self.device.download(results, 0, bytes_mut(&mut self.first_bad))?;
+        // SAFETY: the table describes the placed gradients; `first_bad` holds `count` integers.
+        unsafe {
+            self.device.launch(
+                Kernel::FirstNonFinite,
+                params.total_blocks,
+                abi::BLOCK,
+                bytes(std::slice::from_ref(&params)),
+            )?;
+            self.device.download(params.first_bad, bytes_mut(&mut self.first_bad))?;
+        }
         let Some((k, &element)) = self.first_bad.iter().enumerate().find(|(_, at)| **at != u64::MAX) else {
             return Ok(None);
         };
-        let entry = checked[k];
-        let gradient = entries.get(entry).gradient.map(|g| g.values());
-        let value = gradient.and_then(|g| element_f64(g, element as usize)).unwrap_or(f64::NAN);
+        let (entry, g) = checked[k];
+        // The bad value itself, for the message.
+        let size = g.dtype.size();
+        let mut raw = [0u8; 8];
+        // SAFETY: `element` < the gradient's length, so its bytes lie within the gradient.
+        unsafe { self.device.download(self.address_of(g.at) + element * size as u64, &mut raw[..size]) }?;
+        let value = with_float!(g.dtype, F => {
+            use crate::dtype::Element;
+            F::read_le(&raw).to_f64()
+        }, _ => f64::NAN);
         Ok(Some(NonFinite { entry, element: element as usize, value }))
     }
 
-    fn try_step(&mut self, plan: &StepPlan<'_>, entries: &mut dyn GradientEntries) -> Result<()> {
-        self.stage(entries, true)?;
+    fn try_step(&mut self, plan: &StepPlan<'_>) -> Result<()> {
         self.step_entries.clear();
         let mut blocks = 0u64;
-        let mut with_gradient = 0;
-        for i in 0..entries.len() {
-            let entry = entries.get(i);
-            let Some(gradient) = entry.gradient else { continue };
-            let k = with_gradient;
-            with_gradient += 1;
-            let state = self.variable(entry.variable)?;
+        for (k, p) in self.placed.iter().filter(|p| p.gradient.is_some()).enumerate() {
+            let Some(g) = p.gradient else { continue };
+            let state = self.variable(p.variable)?;
             let layout = state.layout;
+            let ops = plan.ops(p.variable);
             let mut flags = 0;
-            let ops = plan.ops(entry.variable);
-            if ops.decay {
-                flags |= abi::flags::DECAY;
-            }
-            if ops.overwrite_with_average {
-                flags |= abi::flags::OVERWRITE;
-            }
-            if self.slots.amsgrad {
-                flags |= abi::flags::AMSGRAD;
-            }
-            if self.slots.ema {
-                flags |= abi::flags::EMA;
-            }
-            if layout.has_master() {
-                flags |= abi::flags::MASTER;
-            }
-            let (pairs, pair_count) = match (self.pairs_at[i], gradient) {
-                (Some((at, _)), Gradient::Sparse { indices, .. }) => {
-                    flags |= abi::flags::SPARSE;
-                    (self.data_address(Some(at)), indices.len() as u64)
+            for (on, flag) in [
+                (ops.decay, abi::flags::DECAY),
+                (ops.overwrite_with_average, abi::flags::OVERWRITE),
+                (self.slots.amsgrad, abi::flags::AMSGRAD),
+                (self.slots.ema, abi::flags::EMA),
+                (layout.has_master(), abi::flags::MASTER),
+                (g.pairs.is_some(), abi::flags::SPARSE),
+            ] {
+                if on {
+                    flags |= flag;
                 }
-                _ => (0, 0),
-            };
+            }
+            let (pairs, pair_count) = g.pairs.map_or((0, 0), |(at, n)| (self.address_of(at), n as u64));
             // A master steps in float32; otherwise the state's dtype.
-            let op = with_float!(if layout.has_master() { DType::F32 } else { layout.dtype }, F => op_bits::<F>(plan, k), _ => [0; 5]);
+            let math = if layout.has_master() { DType::F32 } else { layout.dtype };
+            let op = with_float!(math, F => op_bits::<F>(plan, k), _ => [0; 5]);
             let address = |b: &Option<B::Buffer>| b.as_ref().map_or(0, |b| self.device.address(b));
             self.step_entries.push(StepEntry {
-                values: self.data_address(self.values_at[i]),
-                gradient: self.data_address(self.gradient_at[i]),
+                values: self.address_of(p.values),
+                gradient: self.address_of(g.at),
                 m: self.device.address(&state.m),
                 v: self.device.address(&state.v),
                 vhat: address(&state.vhat),
@@ -492,39 +561,58 @@ impl<B: Backend> DeviceEngine<B> {
                 first_block: blocks,
                 op,
                 state_dtype: abi::dtype_code(layout.dtype),
-                values_dtype: abi::dtype_code(layout.values_dtype),
-                gradient_dtype: abi::dtype_code(gradient.values().dtype()),
+                values_dtype: abi::dtype_code(p.values_dtype),
+                gradient_dtype: abi::dtype_code(g.dtype),
                 flags,
             });
             blocks += blocks_for(layout.len as u64);
         }
-        if blocks > 0 {
-            let mut params = StepParams {
-                entries: Self::upload_table(&self.device, &mut self.table, &self.step_entries)?,
-                count: as_u32(self.step_entries.len() as u64, "variables")?,
-                total_blocks: as_u32(blocks, "blocks")?,
-                ..Default::default()
-            };
-            if let Some(p) = &plan.f32 {
-                params.scalars[0] = scalar_bits(&p.scalars);
-            }
-            if let Some(p) = &plan.f64 {
-                params.scalars[1] = scalar_bits(&p.scalars);
-            }
-            if let Some(p) = &plan.bf16 {
-                params.scalars[2] = scalar_bits(&p.scalars);
-            }
-            if let Some(p) = &plan.f16 {
-                params.scalars[3] = scalar_bits(&p.scalars);
-            }
-            self.device.launch(Kernel::Step, params.total_blocks, abi::BLOCK, bytes(std::slice::from_ref(&params)))?;
+        if blocks == 0 {
+            return Ok(());
         }
-        // The caller's values back.
-        let data = self.data.buffer.as_ref();
-        for i in 0..entries.len() {
-            let entry = entries.get(i);
-            if let (Some(at), Some(data)) = (self.values_at[i], data) {
-                self.device.download(data, at, tensor_bytes_mut(entry.values))?;
+        // The last table stays on the device: a loop over the same buffers uploads it once.
+        let entries = match (&self.step_table.buffer, self.step_entries == self.last_step_table) {
+            (Some(buffer), true) => self.device.address(buffer),
+            _ => {
+                let at = self.step_table.upload(&self.device, &self.step_entries)?;
+                self.last_step_table.clone_from(&self.step_entries);
+                at
+            }
+        };
+        let mut params = StepParams {
+            entries,
+            count: as_u32(self.step_entries.len() as u64, "variables")?,
+            total_blocks: as_u32(blocks, "blocks")?,
+            ..Default::default()
+        };
+        if let Some(p) = &plan.f32 {
+            params.scalars[0] = scalar_bits(&p.scalars);
+        }
+        if let Some(p) = &plan.f64 {
+            params.scalars[1] = scalar_bits(&p.scalars);
+        }
+        if let Some(p) = &plan.bf16 {
+            params.scalars[2] = scalar_bits(&p.scalars);
+        }
+        if let Some(p) = &plan.f16 {
+            params.scalars[3] = scalar_bits(&p.scalars);
+        }
+        // SAFETY: the table describes the state's buffers and the placed values and gradients,
+        // which stay where they are until the step has run (the caller's for the call, by its
+        // contract; the staging buffer's until the next pass, which waits for this one).
+        unsafe {
+            self.device.launch(Kernel::Step, params.total_blocks, abi::BLOCK, bytes(std::slice::from_ref(&params)))
+        }
+    }
+
+    /// Host entries' values back from the staging buffer, after a step.
+    fn download_values(&mut self, entries: &mut CallEntries<'_, '_>) -> Result<()> {
+        let CallEntries::Host(host) = entries else { return Ok(()) };
+        for (i, p) in self.placed.iter().enumerate() {
+            if let Where::Staged(_) = p.values {
+                let at = self.address_of(p.values);
+                // SAFETY: the values were staged at `at`, with the entry's length and dtype.
+                unsafe { self.device.download(at, tensor_bytes_mut(host.get(i).values)) }?;
             }
         }
         Ok(())
@@ -544,23 +632,13 @@ impl<B: Backend> DeviceEngine<B> {
     }
 }
 
-/// Element `i` of a tensor as float64, if it has one.
-fn element_f64(t: TensorRef<'_>, i: usize) -> Option<f64> {
-    match t {
-        Tensor::F32(x) => x.get(i).map(|&v| v as f64),
-        Tensor::F64(x) => x.get(i).copied(),
-        Tensor::BF16(x) => x.get(i).map(|v| v.to_f64()),
-        Tensor::F16(x) => x.get(i).map(|v| v.to_f64()),
-        Tensor::I64(_) => None,
-    }
-}
-
 /// A device buffer holding `values` (zeros of `dtype` when `None`), `len` elements.
 fn device_tensor<B: Backend>(device: &B, dtype: DType, len: usize, values: Option<TensorRef<'_>>) -> Result<B::Buffer> {
-    let mut buffer = device.alloc(len * dtype.size())?;
+    let buffer = device.alloc(len * dtype.size())?;
     if let Some(values) = values {
         let copy = widened(values, dtype)?;
-        device.upload(&mut buffer, 0, tensor_bytes(copy.as_ref()))?;
+        // SAFETY: the buffer holds `len` elements of `dtype`, as many as `copy`.
+        unsafe { device.upload(device.address(&buffer), tensor_bytes(copy.as_ref())) }?;
     }
     Ok(buffer)
 }
@@ -595,6 +673,7 @@ impl<B: Backend> Engine for DeviceEngine<B> {
         }
         self.variables = variables;
         self.slots = slots;
+        self.last_step_table.clear();
         Ok(())
     }
 
@@ -606,6 +685,11 @@ impl<B: Backend> Engine for DeviceEngine<B> {
         Ok(()) // the device's threads are its own
     }
 
+    fn set_stream(&mut self, stream: u64) -> Result<()> {
+        self.device.set_stream(stream);
+        Ok(())
+    }
+
     fn reserve_sparse(&mut self, indices: usize) -> Result<()> {
         let oom = |_| Error::OutOfMemory(format!("cannot reserve room for {indices} sparse indices"));
         self.pairs.try_reserve(indices.saturating_sub(self.pairs.len())).map_err(oom)
@@ -613,10 +697,11 @@ impl<B: Backend> Engine for DeviceEngine<B> {
 
     fn find_non_finite(
         &mut self,
-        entries: &mut dyn GradientEntries,
+        entries: &mut CallEntries<'_, '_>,
         loss_scale: Option<f32>,
     ) -> Result<Option<NonFinite>> {
-        self.try_find_non_finite(entries, loss_scale)
+        self.place(entries, false)?;
+        self.try_find_non_finite(loss_scale)
     }
 
     fn leaf_census(&self, _halve: bool, _out: &mut Vec<f64>) {}
@@ -627,19 +712,22 @@ impl<B: Backend> Engine for DeviceEngine<B> {
 
     fn norm_partials(
         &mut self,
-        entries: &mut dyn GradientEntries,
+        entries: &mut CallEntries<'_, '_>,
         halve: bool,
         loss_scale: Option<f32>,
         sums: &mut Vec<f64>,
         _shared: &mut Vec<f64>,
     ) -> Result<()> {
-        self.try_norm_partials(entries, halve, loss_scale, sums)
+        self.place(entries, false)?;
+        self.try_norm_partials(halve, loss_scale, sums)
     }
 
-    fn finish_norms(&self, _entries: &mut dyn GradientEntries, _halve: bool, _shared: &[f64], _sums: &mut [f64]) {}
+    fn finish_norms(&self, _entries: &mut CallEntries<'_, '_>, _halve: bool, _shared: &[f64], _sums: &mut [f64]) {}
 
-    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut dyn GradientEntries) -> Result<()> {
-        self.try_step(plan, entries)
+    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_, '_>) -> Result<()> {
+        self.place(entries, true)?;
+        self.try_step(plan)?;
+        self.download_values(entries)
     }
 
     fn read_slot(&self, variable: usize, slot: Slot, out: TensorMut<'_>) -> Result<()> {
@@ -647,24 +735,37 @@ impl<B: Backend> Engine for DeviceEngine<B> {
         if out.dtype() != dtype || out.len() != len {
             return Err(Error::Internal(format!("a read of variable {variable}'s {slot:?} into the wrong tensor")));
         }
-        self.device.download(buffer, 0, tensor_bytes_mut(out))
+        // SAFETY: the slot holds `len` elements of `dtype`, as `out` does.
+        unsafe { self.device.download(self.device.address(buffer), tensor_bytes_mut(out)) }
     }
 
     fn write_slot(&mut self, variable: usize, slot: Slot, values: TensorRef<'_>) -> Result<()> {
-        let (_, dtype, len) = self.slot_buffer(variable, slot)?;
+        let (buffer, dtype, len) = self.slot_buffer(variable, slot)?;
         if values.dtype() != dtype || values.len() != len {
             return Err(Error::Internal(format!("a write of variable {variable}'s {slot:?} from the wrong tensor")));
         }
-        let state =
-            self.variables.get_mut(variable).ok_or_else(|| Error::Internal(format!("no variable {variable}")))?;
-        let buffer = match slot {
-            Slot::M => Some(&mut state.m),
-            Slot::V => Some(&mut state.v),
-            Slot::Vhat => state.vhat.as_mut(),
-            Slot::Average => state.average.as_mut(),
-            Slot::Master => state.master.as_mut(),
+        // SAFETY: as in `read_slot`.
+        unsafe { self.device.upload(self.device.address(buffer), tensor_bytes(values)) }
+    }
+
+    fn finalize_on_device(&mut self, variable: usize, values: DeviceTensor) -> Result<()> {
+        let (average, dtype, len) = self.slot_buffer(variable, Slot::Average)?;
+        let average = self.device.address(average);
+        let state = self.variable(variable)?;
+        let Some(master) = state.master.as_ref().map(|m| self.device.address(m)) else {
+            // SAFETY: the average and the caller's values (checked against the layout) both hold
+            // `len` elements of `dtype`; the caller's are its own memory.
+            return unsafe { self.device.copy(values.address, average, len * dtype.size()) };
         };
-        let buffer = buffer.ok_or_else(|| Error::Internal(format!("variable {variable} has no {slot:?} slot")))?;
-        self.device.upload(buffer, 0, tensor_bytes(values))
+        // A master copy takes the average, the caller's variable its rounding (on the host).
+        let mut widened = vec![0f32; len];
+        let mut rounded = crate::dtype::TensorBuf::zeros(values.dtype, len)?;
+        // SAFETY: as above; the master holds `len` float32s, `rounded` `len` of the values' dtype.
+        unsafe {
+            self.device.copy(master, average, len * 4)?;
+            self.device.download(average, bytes_mut(&mut widened))?;
+            crate::float::round_into(rounded.as_mut(), &widened);
+            self.device.upload(values.address, tensor_bytes(rounded.as_ref()))
+        }
     }
 }
