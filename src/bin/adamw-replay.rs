@@ -132,6 +132,69 @@ impl Drop for Optimizer {
     }
 }
 
+/// Runs `call` on entries whose buffers are copies in the GPU's memory (an optimizer on a CUDA
+/// device takes device pointers), then copies the variables back. Every buffer of the entries
+/// is distinct and live; sparse indices stay host memory.
+#[cfg(feature = "cuda")]
+fn on_gpu(
+    ordinal: u32,
+    entries: &[adamw_gradient],
+    call: impl FnOnce(&[adamw_gradient]) -> adamw_status,
+) -> Result<adamw_status, String> {
+    use cudarc::driver::{CudaContext, result};
+    let ctx = CudaContext::new(ordinal as usize).map_err(|e| format!("GPU {ordinal}: {e:?}"))?;
+    ctx.bind_to_thread().map_err(|e| format!("{e:?}"))?;
+    let size = |dtype: u32| {
+        if dtype & 0xffff == adamw_dtype::Float64 as u32 {
+            8
+        } else if dtype & 0xffff == adamw_dtype::Float32 as u32 {
+            4
+        } else {
+            2
+        }
+    };
+    let gradient_size = |dtype: u32| match dtype >> ADAMW_GRADIENT_DTYPE_SHIFT {
+        0 => size(dtype),
+        g => size(g),
+    };
+    let mut allocations = Vec::new();
+    let mut copy_in = |ptr: *const c_void, bytes: usize| -> Result<*const c_void, String> {
+        if ptr.is_null() || bytes == 0 {
+            return Ok(ptr);
+        }
+        // SAFETY: `ptr` holds `bytes` bytes (the entry's own buffer); the copy goes to a fresh
+        // allocation of that size.
+        unsafe {
+            let d = result::malloc_sync(bytes).map_err(|e| format!("cuMemAlloc: {e:?}"))?;
+            allocations.push(d);
+            result::memcpy_htod_sync(d, std::slice::from_raw_parts(ptr.cast::<u8>(), bytes))
+                .map_err(|e| format!("{e:?}"))?;
+            Ok(d as *const c_void)
+        }
+    };
+    let mut on_device = entries.to_vec();
+    for e in &mut on_device {
+        e.data = copy_in(e.data, e.len * size(e.dtype))?.cast_mut();
+        e.dense = copy_in(e.dense, e.len * gradient_size(e.dtype))?;
+        e.values = copy_in(e.values, e.num_values * gradient_size(e.dtype))?;
+    }
+    let status = call(&on_device);
+    for (host, device) in entries.iter().zip(&on_device) {
+        if host.len > 0 && !host.data.is_null() {
+            // SAFETY: `device.data` is the copy of `host.data`, of the same size.
+            unsafe {
+                let out = std::slice::from_raw_parts_mut(host.data.cast::<u8>(), host.len * size(host.dtype));
+                result::memcpy_dtoh_sync(out, device.data as u64).map_err(|e| format!("{e:?}"))?;
+            }
+        }
+    }
+    for d in allocations {
+        // SAFETY: allocated above, freed once.
+        unsafe { result::free_sync(d) }.ok();
+    }
+    Ok(status)
+}
+
 /// What every case's optimizer is set to besides its config.
 struct Settings {
     threads: Option<u32>,
@@ -248,9 +311,43 @@ fn run_case(case: &Value, settings: &Settings) -> Result<Value, String> {
                 .map(|(i, v)| adamw_variable_data { variable: i, dtype: v.dtype(), len: v.len(), data: v.ptr_mut() })
                 .collect();
             // SAFETY: each entry points at its own live buffer.
-            if let Err(f) =
-                check(unsafe { adamw_optimizer_finalize_variable_values(opt.0, entries.as_ptr(), entries.len()) })
-            {
+            let finalize = |entries: &[adamw_variable_data]| unsafe {
+                adamw_optimizer_finalize_variable_values(opt.0, entries.as_ptr(), entries.len())
+            };
+            let status = match settings.device {
+                #[cfg(feature = "cuda")]
+                Some((kind, ordinal)) if kind == adamw_device_kind::Cuda as u32 => {
+                    // The variables as entries without gradients, copied to the GPU and back.
+                    let as_entries: Vec<adamw_gradient> = entries
+                        .iter()
+                        .map(|v| adamw_gradient {
+                            variable: v.variable,
+                            dtype: v.dtype,
+                            data: v.data,
+                            len: v.len,
+                            dense: std::ptr::null(),
+                            indices: std::ptr::null(),
+                            num_indices: 0,
+                            values: std::ptr::null(),
+                            num_values: 0,
+                        })
+                        .collect();
+                    on_gpu(ordinal, &as_entries, |d| {
+                        let on_device: Vec<adamw_variable_data> = d
+                            .iter()
+                            .map(|e| adamw_variable_data {
+                                variable: e.variable,
+                                dtype: e.dtype,
+                                len: e.len,
+                                data: e.data,
+                            })
+                            .collect();
+                        finalize(&on_device)
+                    })?
+                }
+                _ => finalize(&entries),
+            };
+            if let Err(f) = check(status) {
                 return Ok(json!({"id": id, "steps": results, "error": error(json!(n), f)}));
             }
             results
@@ -306,9 +403,15 @@ fn run_case(case: &Value, settings: &Settings) -> Result<Value, String> {
             .collect();
         let mut iterations = 0i64;
         // SAFETY: every entry points at live, distinct buffers of the stated lengths.
-        if let Err(f) =
-            check(unsafe { adamw_optimizer_apply_gradients(opt.0, entries.as_ptr(), entries.len(), &mut iterations) })
-        {
+        let mut apply = |entries: &[adamw_gradient]| unsafe {
+            adamw_optimizer_apply_gradients(opt.0, entries.as_ptr(), entries.len(), &mut iterations)
+        };
+        let status = match settings.device {
+            #[cfg(feature = "cuda")]
+            Some((kind, ordinal)) if kind == adamw_device_kind::Cuda as u32 => on_gpu(ordinal, &entries, apply)?,
+            _ => apply(&entries),
+        };
+        if let Err(f) = check(status) {
             return Ok(json!({"id": id, "steps": results, "error": error(json!(n), f)}));
         }
         let mut lr = 0f32;

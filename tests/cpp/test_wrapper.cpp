@@ -494,6 +494,57 @@ static void sharded_mesh() {
     CHECK(w == std::vector<float>(4, 1.0f) && broken.iterations() == 0);
 }
 
+// An optimizer on a device takes device_span buffers: on the host-kernels device (the test
+// build's), host memory is device memory, and the steps give the CPU's bits.
+static void device_path() {
+    adamw::Config config;
+    config.learning_rate(0.01).clipnorm(0.5).use_ema(true);
+    adamw::Optimizer cpu(config), dev(config);
+    try {
+        dev.set_device(ADAMW_DEVICE_KIND_HOST_KERNELS);
+    } catch (const adamw::Error& e) {
+        CHECK(e.status() == ADAMW_STATUS_DEVICE);
+        std::fprintf(stderr, "note: this libadamw has no host kernels (built without `host-kernels`)\n");
+        return;
+    }
+    bool threw = false;
+    try {
+        cpu.set_stream(nullptr);  // not on a device
+    } catch (const adamw::Error& e) {
+        threw = e.status() == ADAMW_STATUS_INVALID_ARGUMENT;
+    }
+    CHECK(threw);
+    std::vector<float> w_cpu(5000), w_dev(5000), g(5000), rows(6);
+    for (std::size_t i = 0; i < g.size(); i++) {
+        w_cpu[i] = w_dev[i] = 0.001f * static_cast<float>(i % 89) - 0.04f;
+        g[i] = 0.01f * static_cast<float>((i * 5) % 11) - 0.05f;
+    }
+    std::vector<float> e_cpu(6, 0.5f), e_dev(6, 0.5f);
+    for (std::size_t i = 0; i < rows.size(); i++) rows[i] = 0.1f * static_cast<float>(i) - 0.2f;
+    const std::vector<int64_t> indices = {2, 0, 2};
+    for (adamw::Optimizer* o : {&cpu, &dev}) {
+        std::vector<float>& w = o == &cpu ? w_cpu : w_dev;
+        std::vector<float>& e = o == &cpu ? e_cpu : e_dev;
+        o->build({adamw::Variable::of<float>("w", {5000}, w), adamw::Variable::of<float>("e", {3, 2}, e)});
+    }
+    dev.set_stream(nullptr);
+    for (int step = 0; step < 3; step++) {
+        cpu.apply_gradients({adamw::Gradient::dense<float>(0, w_cpu, g),
+                             adamw::Gradient::sparse<float>(1, e_cpu, indices, rows)});
+        dev.apply_gradients({adamw::Gradient::dense<float>(0, adamw::device_span<float>(w_dev.data(), w_dev.size()),
+                                                           adamw::device_span<const float>(g.data(), g.size())),
+                             adamw::Gradient::sparse<float>(1, adamw::device_span<float>(e_dev.data(), e_dev.size()),
+                                                            indices,
+                                                            adamw::device_span<const float>(rows.data(), rows.size()))});
+    }
+    CHECK(w_cpu == w_dev);
+    CHECK(e_cpu == e_dev);
+    CHECK(cpu.save() == dev.save());
+    cpu.finalize_variable_values<float>({{0, adamw::span<float>(w_cpu)}});
+    dev.finalize_variable_values_on_device<float>({{0, adamw::device_span<float>(w_dev.data(), w_dev.size())}});
+    CHECK(w_cpu == w_dev);
+}
+
 int main(int argc, char** argv) {
     if (argc != 2) {
         std::fprintf(stderr, "usage: %s SMOKE.txt\n", argv[0]);
@@ -509,6 +560,7 @@ int main(int argc, char** argv) {
     smoke_trajectories(argv[1]);
     sixteen_bit();
     sharded_mesh();
+    device_path();
     std::printf("%d passed, %d failed\n", checks - failures, failures);
     return failures == 0 ? 0 : 1;
 }

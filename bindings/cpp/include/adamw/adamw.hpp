@@ -33,6 +33,24 @@
 
 namespace adamw {
 
+/// Elements in a device's memory (a CUDA device pointer and a count), for an optimizer on a
+/// device (Optimizer::set_device): never read on the host. Made only explicitly, so that host
+/// memory and device memory are never mixed up.
+template <class T>
+class device_span {
+   public:
+    constexpr device_span() noexcept = default;
+    constexpr device_span(T* data, std::size_t size) noexcept : data_(data), size_(size) {}
+    /// A view of the same elements as const.
+    constexpr operator device_span<const T>() const noexcept { return device_span<const T>(data_, size_); }
+    constexpr T* data() const noexcept { return data_; }
+    constexpr std::size_t size() const noexcept { return size_; }
+
+   private:
+    T* data_ = nullptr;
+    std::size_t size_ = 0;
+};
+
 #if __cplusplus >= 202002L
 template <class T>
 using span = std::span<T>;
@@ -500,6 +518,37 @@ struct Gradient {
         g.raw.num_values = rows.size();
         return g;
     }
+    /// A dense gradient in device memory, for an optimizer on a device.
+    template <class T>
+    static Gradient dense(std::size_t variable, device_span<T> values, device_span<const T> gradient) {
+        if (gradient.size() != values.size())
+            throw Error(ADAMW_STATUS_SHAPE_MISMATCH, "the gradient's length differs from the variable's");
+        Gradient g = on_device(variable, values);
+        g.raw.dense = gradient.data();
+        return g;
+    }
+    /// Rows in device memory with their indices in host memory, for an optimizer on a device.
+    template <class T>
+    static Gradient sparse(std::size_t variable, device_span<T> values, span<const int64_t> indices,
+                           device_span<const T> rows) {
+        Gradient g = on_device(variable, values);
+        g.raw.indices = indices.data();
+        g.raw.num_indices = indices.size();
+        g.raw.values = rows.data();
+        g.raw.num_values = rows.size();
+        return g;
+    }
+    /// A variable in device memory listed without a gradient.
+    template <class T>
+    static Gradient on_device(std::size_t variable, device_span<T> values) {
+        Gradient g;
+        g.raw.variable = variable;
+        g.raw.dtype = detail::dtype_of<T>::value;
+        g.raw.data = values.data();
+        g.raw.len = values.size();
+        return g;
+    }
+
     /// The variable is listed without a gradient (Keras' None): left alone.
     template <class T>
     static Gradient none(std::size_t variable, span<T> values) {
@@ -649,6 +698,15 @@ class Optimizer {
         check(adamw_optimizer_build(h(), raw.data(), raw.size()));
     }
 
+    /// Moves the optimizer to a device before build (adamw_optimizer_set_device): its state lives
+    /// there, its steps run there with the CPU's bits, and gradients take device_span buffers.
+    void set_device(adamw_device_kind kind, uint32_t ordinal = 0) {
+        check(adamw_optimizer_set_device(h(), static_cast<uint32_t>(kind), ordinal));
+    }
+
+    /// The CUDA stream (a cudaStream_t) that steps are enqueued on (adamw_optimizer_set_stream).
+    void set_stream(void* stream) { check(adamw_optimizer_set_stream(h(), stream)); }
+
     /// Changes the thread setting (see Config::threads).
     void set_threads(uint32_t threads) { check(adamw_optimizer_set_threads(h(), threads)); }
 
@@ -695,6 +753,15 @@ class Optimizer {
     /// With EMA, each listed variable takes its moving average's value (Keras' name).
     template <class T>
     void finalize_variable_values(const std::vector<std::pair<std::size_t, span<T>>>& variables) {
+        std::vector<adamw_variable_data> raw;
+        for (const auto& v : variables)
+            raw.push_back(adamw_variable_data{v.first, detail::dtype_of<T>::value, v.second.data(), v.second.size()});
+        check(adamw_optimizer_finalize_variable_values(h(), raw.data(), raw.size()));
+    }
+
+    /// finalize_variable_values over variables in device memory (an optimizer on a device).
+    template <class T>
+    void finalize_variable_values_on_device(const std::vector<std::pair<std::size_t, device_span<T>>>& variables) {
         std::vector<adamw_variable_data> raw;
         for (const auto& v : variables)
             raw.push_back(adamw_variable_data{v.first, detail::dtype_of<T>::value, v.second.data(), v.second.size()});
