@@ -70,7 +70,20 @@ impl Values {
         }
     }
 
-    /// The values as device memory: for the host-kernels device, host memory is device memory.
+    /// The values as device memory for writing: for the host-kernels device, host memory is
+    /// device memory.
+    fn on_device_mut(&mut self) -> DeviceTensor {
+        let len = self.bits().len();
+        let (dtype, address) = match self {
+            Values::F32(x) => (DType::F32, x.as_mut_ptr() as u64),
+            Values::F64(x) => (DType::F64, x.as_mut_ptr() as u64),
+            Values::BF16(x) => (DType::BF16, x.as_mut_ptr() as u64),
+            Values::F16(x) => (DType::F16, x.as_mut_ptr() as u64),
+        };
+        DeviceTensor { dtype, address, len }
+    }
+
+    /// The values as device memory, for reading.
     fn on_device(&self) -> DeviceTensor {
         let (dtype, address) = match self {
             Values::F32(x) => (DType::F32, x.as_ptr() as u64),
@@ -153,13 +166,13 @@ fn train_with(
             let mut entries: Vec<DeviceEntry<'_>> = (0..4)
                 .map(|i| DeviceEntry {
                     variable: i,
-                    values: values[i].on_device(),
+                    values: values[i].on_device_mut(),
                     gradient: dense[i].as_ref().map(|g| DeviceGradient::Dense(g.on_device())),
                 })
                 .collect();
             entries.push(DeviceEntry {
                 variable: 4,
-                values: values[4].on_device(),
+                values: values[4].on_device_mut(),
                 gradient: Some(DeviceGradient::Sparse { indices: &indices, values: rows.on_device() }),
             });
             // SAFETY: the host-kernels device's memory is host memory: every address is a live
@@ -271,9 +284,9 @@ fn device_memory_entries_match_the_cpu_engine() {
     assert!(state_of(&cpu) == state_of(&dev));
     let mut on_device = initial_values(&MIXED);
     let entries: Vec<DeviceEntry<'_>> = on_device
-        .iter()
+        .iter_mut()
         .enumerate()
-        .map(|(i, v)| DeviceEntry { variable: i, values: v.on_device(), gradient: None })
+        .map(|(i, v)| DeviceEntry { variable: i, values: v.on_device_mut(), gradient: None })
         .collect();
     // SAFETY: as in `train_with`.
     unsafe { dev.finalize_variable_values_on_device(&entries) }.unwrap();

@@ -9,7 +9,8 @@ wheels=(nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-nvcc-cu12==12.9.86)
 find_nvidia() { ls -d "$tools_dir"/lib/python3*/site-packages/nvidia 2>/dev/null | head -n 1 || true; }
 nvidia="$(find_nvidia)"
 if [ -z "$nvidia" ] || [ ! -e "$nvidia/cuda_nvrtc/lib/libnvrtc.so.12" ] || [ ! -x "$nvidia/cuda_nvcc/bin/ptxas" ]; then
-    if ! python3 -m venv --help >/dev/null 2>&1; then
+    # Debian's python3 runs `-m venv` without python3-venv but cannot make one: ensurepip is missing.
+    if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
         if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
             apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
         else
@@ -18,6 +19,7 @@ if [ -z "$nvidia" ] || [ ! -e "$nvidia/cuda_nvrtc/lib/libnvrtc.so.12" ] || [ ! -
         fi
     fi
     echo "installing NVRTC and ptxas from PyPI into $tools_dir"
+    rm -rf "$tools_dir" # a half-made environment from an interrupted run
     python3 -m venv "$tools_dir"
     "$tools_dir/bin/pip" install -q --disable-pip-version-check "${wheels[@]}"
     nvidia="$(find_nvidia)"

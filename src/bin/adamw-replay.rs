@@ -157,7 +157,17 @@ fn on_gpu(
         0 => size(dtype),
         g => size(g),
     };
-    let mut allocations = Vec::new();
+    /// The copies, freed however the function returns.
+    struct Allocations(Vec<u64>);
+    impl Drop for Allocations {
+        fn drop(&mut self) {
+            for &d in &self.0 {
+                // SAFETY: allocated below, freed once.
+                unsafe { result::free_sync(d) }.ok();
+            }
+        }
+    }
+    let mut allocations = Allocations(Vec::new());
     let mut copy_in = |ptr: *const c_void, bytes: usize| -> Result<*const c_void, String> {
         if ptr.is_null() || bytes == 0 {
             return Ok(ptr);
@@ -166,7 +176,7 @@ fn on_gpu(
         // allocation of that size.
         unsafe {
             let d = result::malloc_sync(bytes).map_err(|e| format!("cuMemAlloc: {e:?}"))?;
-            allocations.push(d);
+            allocations.0.push(d);
             result::memcpy_htod_sync(d, std::slice::from_raw_parts(ptr.cast::<u8>(), bytes))
                 .map_err(|e| format!("{e:?}"))?;
             Ok(d as *const c_void)
@@ -187,10 +197,6 @@ fn on_gpu(
                 result::memcpy_dtoh_sync(out, device.data as u64).map_err(|e| format!("{e:?}"))?;
             }
         }
-    }
-    for d in allocations {
-        // SAFETY: allocated above, freed once.
-        unsafe { result::free_sync(d) }.ok();
     }
     Ok(status)
 }

@@ -61,6 +61,7 @@ const (
 	StatusInternal           Status = 17
 	StatusNonFiniteGradient  Status = 18
 	StatusIO                 Status = 19
+	StatusDevice             Status = 20
 )
 
 // String is the C name of the status, e.g. "ADAMW_STATUS_SHAPE_MISMATCH".
@@ -102,6 +103,8 @@ var (
 	ErrInternal           = &Error{Status: StatusInternal}
 	ErrNonFiniteGradient  = &Error{Status: StatusNonFiniteGradient}
 	ErrIO                 = &Error{Status: StatusIO}
+	// ErrDevice: the device engine is unavailable or a device operation failed.
+	ErrDevice = &Error{Status: StatusDevice}
 	// ErrClosed is returned by every method of a closed Optimizer.
 	ErrClosed = &Error{Status: StatusNullArgument, Message: "the optimizer is closed"}
 )

@@ -2,8 +2,8 @@
 //! kernels compiled by NVRTC when an optimizer is created, for the GPU's own architecture.
 //!
 //! Nothing here panics for a missing driver or NVRTC: both are looked for first, and a missing
-//! one is an [`Error::Device`] saying so. Every call goes to the context's default (null)
-//! stream, so each one is ordered after the ones before it.
+//! one is an [`Error::Device`] saying so. Every copy and launch goes to one stream (the caller's,
+//! or the default one), so each is ordered after the ones before it.
 
 use std::sync::Arc;
 
@@ -160,6 +160,12 @@ impl Backend for CudaBackend {
         self.stream = stream;
     }
 
+    fn synchronize(&self) -> Result<()> {
+        self.bind()?;
+        // SAFETY: the stream is the caller's live stream (or the default one).
+        unsafe { result::stream::synchronize(self.cu_stream()) }.map_err(|e| device_error("cuStreamSynchronize", e))
+    }
+
     unsafe fn launch(&self, kernel: Kernel, grid: u32, block: u32, params: &[u8]) -> Result<()> {
         self.bind()?;
         let function = &self.functions[Kernel::ALL.iter().position(|k| *k == kernel).unwrap_or(0)];
@@ -172,7 +178,7 @@ impl Backend for CudaBackend {
                 (grid.max(1), 1, 1),
                 (block, 1, 1),
                 0,
-                std::ptr::null_mut(),
+                self.cu_stream(),
                 &mut args,
             )
         }

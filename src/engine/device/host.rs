@@ -65,6 +65,10 @@ impl Backend for HostBackend {
 
     fn set_stream(&mut self, _stream: u64) {} // every call runs to its end before it returns
 
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
     unsafe fn launch(&self, kernel: Kernel, grid: u32, block: u32, params: &[u8]) -> Result<()> {
         let launch = match kernel {
             Kernel::Step => adamw_host_step,

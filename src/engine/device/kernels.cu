@@ -89,7 +89,7 @@ struct adamw_leaf {
 struct adamw_leaf_params {
     u64 entries;  // adamw_norm_entry[]
     u64 leaves;   // adamw_leaf[count]
-    u64 sums;     // double[count]: each leaf's sum (a value of the tree dtype)
+    u64 sums;     // u64[count]: each leaf's sum, the bits of the tree's math type
     u64 count;
 };
 static_assert(sizeof(struct adamw_leaf_params) == 32, "adamw_leaf_params is mirrored in abi.rs");
@@ -142,7 +142,26 @@ ADAMW_FN u16 f32_to_bf16(float x) {
     return (u16)((b & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
 }
 
-// A bfloat16 operation's float32 result rounded to bfloat16 (its NaN results round to themselves).
+// The NaN of an x86 SSE operation, which the CPU engine computes with: a NaN operand's, quieted
+// (the first one's), or for an invalid operation the default NaN, sign set. A GPU gives one
+// canonical NaN (0x7fffffff) instead; with these the NaNs of a step have the CPU's bits, and a
+// NaN's low bits stay zero, as the 16-bit roundings below rely on.
+ADAMW_FN float x86_nan(float r, float a, float b) {
+    if (r == r) return r;
+    if (a != a) return bits_f32(f32_bits(a) | 0x00400000u);
+    if (b != b) return bits_f32(f32_bits(b) | 0x00400000u);
+    return bits_f32(0xffc00000u);
+}
+
+ADAMW_FN double x86_nan(double r, double a, double b) {
+    if (r == r) return r;
+    if (a != a) return bits_f64(f64_bits(a) | 0x0008000000000000ull);
+    if (b != b) return bits_f64(f64_bits(b) | 0x0008000000000000ull);
+    return bits_f64(0xfff8000000000000ull);
+}
+
+// A bfloat16 operation's float32 result rounded to bfloat16 (its NaN results, whose low bits
+// are zero, round to themselves).
 ADAMW_FN float round_bf16_result(float x) {
     u32 b = f32_bits(x);
     return bits_f32((b + 0x7fffu + ((b >> 16) & 1u)) & 0xffff0000u);
@@ -180,6 +199,7 @@ ADAMW_FN u16 f32_to_f16(float x) {
 // A float16 operation's float32 result rounded to float16: adding and subtracting a power of two
 // whose ulp is float16's quantum at the value's exponent rounds to nearest even.
 ADAMW_FN float round_f16_result(float x) {
+    if (x != x) return x;  // a quiet NaN result: what the float32 arithmetic below gives it on x86
     u32 b = f32_bits(x);
     u32 a = b & 0x7fffffffu;
     u32 exponent = a & 0x7f800000u;
@@ -225,14 +245,14 @@ struct MathF32 {
     ADAMW_FN void store(u64 base, u64 i, u32 dtype, T x) { store_f(base, i, dtype, x); }
     enum { PACKET = 8, PREDUX_IN_F32 = 0 };
     ADAMW_FN T in(T x) { return flush32(x); }
-    ADAMW_FN T add(T a, T b) { return flush32(a + b); }
-    ADAMW_FN T sub(T a, T b) { return flush32(a - b); }
-    ADAMW_FN T mul(T a, T b) { return flush32(a * b); }
-    ADAMW_FN T div(T a, T b) { return flush32(a / b); }
-    ADAMW_FN T root(T a) { return flush32(sqrtf(a)); }
+    ADAMW_FN T add(T a, T b) { return flush32(x86_nan(a + b, a, b)); }
+    ADAMW_FN T sub(T a, T b) { return flush32(x86_nan(a - b, a, b)); }
+    ADAMW_FN T mul(T a, T b) { return flush32(x86_nan(a * b, a, b)); }
+    ADAMW_FN T div(T a, T b) { return flush32(x86_nan(a / b, a, b)); }
+    ADAMW_FN T root(T a) { return flush32(x86_nan(sqrtf(a), a, a)); }
     ADAMW_FN T scalar(u64 bits) { return bits_f32((u32)bits); }
     ADAMW_FN T from_f32(float x) { return flush32(x); }
-    ADAMW_FN double to_f64(T x) { return (double)x; }
+    ADAMW_FN u64 bits(T x) { return f32_bits(x); }
 };
 
 struct MathF64 {
@@ -241,13 +261,13 @@ struct MathF64 {
     ADAMW_FN void store(u64 base, u64 i, u32, T x) { ((double*)base)[i] = x; }
     enum { PACKET = 4, PREDUX_IN_F32 = 0 };
     ADAMW_FN T in(T x) { return flush64(x); }
-    ADAMW_FN T add(T a, T b) { return flush64(a + b); }
-    ADAMW_FN T sub(T a, T b) { return flush64(a - b); }
-    ADAMW_FN T mul(T a, T b) { return flush64(a * b); }
-    ADAMW_FN T div(T a, T b) { return flush64(a / b); }
-    ADAMW_FN T root(T a) { return flush64(sqrt(a)); }
+    ADAMW_FN T add(T a, T b) { return flush64(x86_nan(a + b, a, b)); }
+    ADAMW_FN T sub(T a, T b) { return flush64(x86_nan(a - b, a, b)); }
+    ADAMW_FN T mul(T a, T b) { return flush64(x86_nan(a * b, a, b)); }
+    ADAMW_FN T div(T a, T b) { return flush64(x86_nan(a / b, a, b)); }
+    ADAMW_FN T root(T a) { return flush64(x86_nan(sqrt(a), a, a)); }
     ADAMW_FN T scalar(u64 bits) { return bits_f64(bits); }
-    ADAMW_FN double to_f64(T x) { return x; }
+    ADAMW_FN u64 bits(T x) { return f64_bits(x); }
 };
 
 struct MathBf16 {
@@ -256,14 +276,14 @@ struct MathBf16 {
     ADAMW_FN void store(u64 base, u64 i, u32 dtype, T x) { store_f(base, i, dtype, x); }
     enum { PACKET = 8, PREDUX_IN_F32 = 1 };
     ADAMW_FN T in(T x) { return flush32(x); }
-    ADAMW_FN T add(T a, T b) { return round_bf16_result(flush32(a + b)); }
-    ADAMW_FN T sub(T a, T b) { return round_bf16_result(flush32(a - b)); }
-    ADAMW_FN T mul(T a, T b) { return round_bf16_result(flush32(a * b)); }
-    ADAMW_FN T div(T a, T b) { return round_bf16_result(flush32(a / b)); }
-    ADAMW_FN T root(T a) { return round_bf16_result(flush32(sqrtf(a))); }
+    ADAMW_FN T add(T a, T b) { return round_bf16_result(flush32(x86_nan(a + b, a, b))); }
+    ADAMW_FN T sub(T a, T b) { return round_bf16_result(flush32(x86_nan(a - b, a, b))); }
+    ADAMW_FN T mul(T a, T b) { return round_bf16_result(flush32(x86_nan(a * b, a, b))); }
+    ADAMW_FN T div(T a, T b) { return round_bf16_result(flush32(x86_nan(a / b, a, b))); }
+    ADAMW_FN T root(T a) { return round_bf16_result(flush32(x86_nan(sqrtf(a), a, a))); }
     ADAMW_FN T scalar(u64 bits) { return bits_f32((u32)bits); }
     ADAMW_FN T from_f32(float x) { return flush32(round_bf16(x)); }
-    ADAMW_FN double to_f64(T x) { return (double)x; }
+    ADAMW_FN u64 bits(T x) { return f32_bits(x); }
 };
 
 // float16's values are normal float32 numbers, and so are the results of operations on them:
@@ -274,14 +294,14 @@ struct MathF16 {
     ADAMW_FN void store(u64 base, u64 i, u32 dtype, T x) { store_f(base, i, dtype, x); }
     enum { PACKET = 8, PREDUX_IN_F32 = 1 };
     ADAMW_FN T in(T x) { return x; }
-    ADAMW_FN T add(T a, T b) { return round_f16_result(a + b); }
-    ADAMW_FN T sub(T a, T b) { return round_f16_result(a - b); }
-    ADAMW_FN T mul(T a, T b) { return round_f16_result(a * b); }
-    ADAMW_FN T div(T a, T b) { return round_f16_result(a / b); }
-    ADAMW_FN T root(T a) { return round_f16_result(sqrtf(a)); }
+    ADAMW_FN T add(T a, T b) { return round_f16_result(x86_nan(a + b, a, b)); }
+    ADAMW_FN T sub(T a, T b) { return round_f16_result(x86_nan(a - b, a, b)); }
+    ADAMW_FN T mul(T a, T b) { return round_f16_result(x86_nan(a * b, a, b)); }
+    ADAMW_FN T div(T a, T b) { return round_f16_result(x86_nan(a / b, a, b)); }
+    ADAMW_FN T root(T a) { return round_f16_result(x86_nan(sqrtf(a), a, a)); }
     ADAMW_FN T scalar(u64 bits) { return bits_f32((u32)bits); }
     ADAMW_FN T from_f32(float x) { return round_f16(x); }
-    ADAMW_FN double to_f64(T x) { return (double)x; }
+    ADAMW_FN u64 bits(T x) { return f32_bits(x); }
 };
 
 // tf.maximum / tf.minimum: a NaN operand gives NaN (the first NaN operand).
@@ -558,16 +578,17 @@ ADAMW_FN typename M::T leaf_sum(const adamw_norm_entry& e, u64 first, u64 n) {
 ADAMW_KERNEL void adamw_leaf_sums(struct adamw_leaf_params p) {
     const adamw_norm_entry* entries = (const adamw_norm_entry*)p.entries;
     const adamw_leaf* leaves = (const adamw_leaf*)p.leaves;
-    double* sums = (double*)p.sums;
+    u64* sums = (u64*)p.sums;
     for (u64 k = (u64)blockIdx.x * blockDim.x + threadIdx.x; k < p.count; k += (u64)gridDim.x * blockDim.x) {
         const adamw_leaf& leaf = leaves[k];
         const adamw_norm_entry& e = entries[leaf.entry];
-        double sum;
+        // As bits: a GPU's conversion to double would not keep a NaN's payload.
+        u64 sum;
         switch (e.tree_dtype) {
-        case ADAMW_F64: sum = MathF64::to_f64(leaf_sum<MathF64>(e, leaf.first, leaf.len)); break;
-        case ADAMW_BF16: sum = MathBf16::to_f64(leaf_sum<MathBf16>(e, leaf.first, leaf.len)); break;
-        case ADAMW_F16: sum = MathF16::to_f64(leaf_sum<MathF16>(e, leaf.first, leaf.len)); break;
-        default: sum = MathF32::to_f64(leaf_sum<MathF32>(e, leaf.first, leaf.len)); break;
+        case ADAMW_F64: sum = MathF64::bits(leaf_sum<MathF64>(e, leaf.first, leaf.len)); break;
+        case ADAMW_BF16: sum = MathBf16::bits(leaf_sum<MathBf16>(e, leaf.first, leaf.len)); break;
+        case ADAMW_F16: sum = MathF16::bits(leaf_sum<MathF16>(e, leaf.first, leaf.len)); break;
+        default: sum = MathF32::bits(leaf_sum<MathF32>(e, leaf.first, leaf.len)); break;
         }
         sums[k] = sum;
     }

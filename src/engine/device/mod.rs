@@ -89,6 +89,8 @@ pub(crate) trait Backend: Send {
     unsafe fn launch(&self, kernel: Kernel, grid: u32, block: u32, params: &[u8]) -> Result<()>;
     /// Where later copies and launches are enqueued: a `CUstream` (0: the default stream).
     fn set_stream(&mut self, stream: u64);
+    /// Waits until everything enqueued so far has run.
+    fn synchronize(&self) -> Result<()>;
 }
 
 /// A device buffer that grows to what a call needs and is kept for the next one.
@@ -106,6 +108,9 @@ impl<T> Staging<T> {
     fn at_least<B: Backend<Buffer = T>>(&mut self, device: &B, bytes: usize) -> Result<u64> {
         if self.buffer.is_none() || self.capacity < bytes {
             let capacity = bytes.max(self.capacity.saturating_mul(2)).max(256);
+            if self.buffer.is_some() {
+                device.synchronize()?; // an enqueued launch may still read the old one
+            }
             self.buffer = None; // the old one is freed before the new one is allocated
             self.buffer = Some(device.alloc(capacity)?);
             self.capacity = capacity;
@@ -267,7 +272,8 @@ pub(crate) struct DeviceEngine<B: Backend> {
     step_entries: Vec<StepEntry>,
     norm_entries: Vec<NormEntry>,
     leaves: Vec<Leaf>,
-    leaf_sums: Vec<f64>,
+    /// Each leaf's sum as the bits of its tree's math type.
+    leaf_sums: Vec<u64>,
     check_entries: Vec<CheckEntry>,
     first_bad: Vec<u64>,
     pairs: Vec<[u64; 2]>,
@@ -433,7 +439,7 @@ impl<B: Backend> DeviceEngine<B> {
         let params = LeafParams { entries: entries_at, leaves: leaves_at, sums: sums_at, count: count as u64 };
         let grid = as_u32((count as u64).div_ceil(abi::BLOCK as u64), "clip-norm leaves")?;
         self.leaf_sums.clear();
-        self.leaf_sums.resize(count, 0.0);
+        self.leaf_sums.resize(count, 0);
         // SAFETY: the tables were uploaded above and describe the placed gradients, which stay
         // where they are for the call; `sums_at` holds `count` doubles.
         unsafe {
@@ -445,7 +451,7 @@ impl<B: Backend> DeviceEngine<B> {
         for (n, terms, tree) in with_gradient {
             let total = with_float!(tree, T => {
                 let sum = reduction::tree_sum::<T>(0, n, &mut |_, _| {
-                    Ftz::new(T::from_f64(next.next().copied().unwrap_or(0.0)))
+                    Ftz::new(leaf_value::<T>(next.next().copied().unwrap_or(0)))
                 });
                 sum.get().to_f64()
             }, _ => 0.0);
@@ -632,6 +638,12 @@ impl<B: Backend> DeviceEngine<B> {
     }
 }
 
+/// A leaf's sum from the bits the kernel wrote: float64 bits, or the float32 bits of a value of
+/// the tree's dtype (exact).
+fn leaf_value<T: Real>(bits: u64) -> T {
+    if T::DTYPE == DType::F64 { T::from_f64(f64::from_bits(bits)) } else { T::from_f32(f32::from_bits(bits as u32)) }
+}
+
 /// A device buffer holding `values` (zeros of `dtype` when `None`), `len` elements.
 fn device_tensor<B: Backend>(device: &B, dtype: DType, len: usize, values: Option<TensorRef<'_>>) -> Result<B::Buffer> {
     let buffer = device.alloc(len * dtype.size())?;
@@ -671,6 +683,7 @@ impl<B: Backend> Engine for DeviceEngine<B> {
                 },
             });
         }
+        self.device.synchronize()?; // the initial values were read from the caller's memory
         self.variables = variables;
         self.slots = slots;
         self.last_step_table.clear();
@@ -686,6 +699,8 @@ impl<B: Backend> Engine for DeviceEngine<B> {
     }
 
     fn set_stream(&mut self, stream: u64) -> Result<()> {
+        // Work on the old stream may still read the tables and the staging buffer.
+        self.device.synchronize()?;
         self.device.set_stream(stream);
         Ok(())
     }
@@ -727,7 +742,11 @@ impl<B: Backend> Engine for DeviceEngine<B> {
     fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_, '_>) -> Result<()> {
         self.place(entries, true)?;
         self.try_step(plan)?;
-        self.download_values(entries)
+        self.download_values(entries).map_err(|e| {
+            Error::Device(format!(
+                "{e}; this happened after the step ran on the device, so the state and the variables are those after the step while the iteration counter is not: load a checkpoint before going on"
+            ))
+        })
     }
 
     fn read_slot(&self, variable: usize, slot: Slot, out: TensorMut<'_>) -> Result<()> {
@@ -745,7 +764,9 @@ impl<B: Backend> Engine for DeviceEngine<B> {
             return Err(Error::Internal(format!("a write of variable {variable}'s {slot:?} from the wrong tensor")));
         }
         // SAFETY: as in `read_slot`.
-        unsafe { self.device.upload(self.device.address(buffer), tensor_bytes(values)) }
+        unsafe { self.device.upload(self.device.address(buffer), tensor_bytes(values)) }?;
+        // From pinned memory the copy could still be reading the caller's values.
+        self.device.synchronize()
     }
 
     fn finalize_on_device(&mut self, variable: usize, values: DeviceTensor) -> Result<()> {
