@@ -24,6 +24,8 @@ fn host_kernels() {
         .flag("-fno-fast-math")
         .flag("-fno-exceptions")
         .flag("-fno-rtti")
+        // The kernels read float arrays as float4, as CUDA code does.
+        .flag("-fno-strict-aliasing")
         // Nothing of the C++ library is used: C programs link libadamw.a as before.
         .cpp_link_stdlib(None)
         .warnings(true)

@@ -24,6 +24,7 @@ pub(crate) mod flags {
     pub const MASTER: u32 = 32;
     pub const UNSCALE: u32 = 64;
     pub const HALVE: u32 = 128;
+    pub const VEC4: u32 = 256;
 }
 
 /// Threads per block of the step and the non-finite check, and elements per block.

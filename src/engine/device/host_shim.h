@@ -41,6 +41,12 @@ ADAMW_FN u64 f64_bits(double x) {
     memcpy(&b, &x, sizeof b);
     return b;
 }
+// CUDA's vector type: four floats, 16-byte aligned.
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+ADAMW_FN float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+
 // The simulated threads run one at a time.
 ADAMW_FN void atomic_min_u64(u64* at, u64 x) {
     if (x < *at) *at = x;

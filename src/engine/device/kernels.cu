@@ -40,6 +40,7 @@ enum {
     ADAMW_MASTER = 32u,
     ADAMW_UNSCALE = 64u,
     ADAMW_HALVE = 128u,
+    ADAMW_VEC4 = 256u,
 };
 
 // Threads per block, and elements per thread, of the step and the non-finite check.
@@ -480,15 +481,59 @@ ADAMW_FN u32 entry_of_block(const u64* first_block, u64 stride_words, u32 count,
     return lo;
 }
 
+// Elements i..i+3 of a dense float32 entry whose arrays all start 16-byte aligned (the host
+// sets ADAMW_VEC4), with one 16-byte load and store per array: the element function of
+// step_element, so the same bits.
+ADAMW_FN void step_four_f32(const Scalars<MathF32>& s, const adamw_entry& e, u64 i) {
+    typedef MathF32 M;
+    const bool amsgrad = (e.flags & ADAMW_AMSGRAD) != 0, ema = (e.flags & ADAMW_EMA) != 0;
+    const u64 q = i / 4;
+    const float4 g4 = ((const float4*)e.gradient)[q];
+    const float4 x4 = ((const float4*)e.values)[q], m4 = ((const float4*)e.m)[q], v4 = ((const float4*)e.v)[q];
+    const float4 h4 = amsgrad ? ((const float4*)e.vhat)[q] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    const float4 a4 = ema ? ((const float4*)e.average)[q] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    float g[4] = {g4.x, g4.y, g4.z, g4.w}, x[4] = {x4.x, x4.y, x4.z, x4.w}, m[4] = {m4.x, m4.y, m4.z, m4.w};
+    float v[4] = {v4.x, v4.y, v4.z, v4.w}, h[4] = {h4.x, h4.y, h4.z, h4.w}, a[4] = {a4.x, a4.y, a4.z, a4.w};
+    for (int k = 0; k < 4; k++) {
+        Element<M> el;
+        el.var = M::in(x[k]);
+        el.m = M::in(m[k]);
+        el.v = M::in(v[k]);
+        el.vhat = amsgrad ? M::in(h[k]) : 0.0f;
+        el.average = ema ? M::in(a[k]) : 0.0f;
+        dense_element<M>(s, e.flags, gradient_op<M>(e, M::in(g[k])), el);
+        x[k] = el.var;
+        m[k] = el.m;
+        v[k] = el.v;
+        h[k] = el.vhat;
+        a[k] = el.average;
+    }
+    ((float4*)e.values)[q] = make_float4(x[0], x[1], x[2], x[3]);
+    ((float4*)e.m)[q] = make_float4(m[0], m[1], m[2], m[3]);
+    ((float4*)e.v)[q] = make_float4(v[0], v[1], v[2], v[3]);
+    if (amsgrad) ((float4*)e.vhat)[q] = make_float4(h[0], h[1], h[2], h[3]);
+    if (ema) ((float4*)e.average)[q] = make_float4(a[0], a[1], a[2], a[3]);
+}
+
 // The whole step: every element of every variable of the call, in one launch. Block b works on
-// ADAMW_BLOCK_ELEMENTS consecutive elements of one variable; a grid smaller than the table's
-// blocks strides over them.
+// ADAMW_BLOCK_ELEMENTS consecutive elements of one variable (thread t on elements t, t + 256, ...,
+// or with ADAMW_VEC4 on elements 4t..4t+3), so that a warp's accesses are contiguous; a grid
+// smaller than the table's blocks strides over them.
 ADAMW_KERNEL void adamw_step(struct adamw_step_params p) {
     const adamw_entry* table = (const adamw_entry*)p.entries;
     const u64 stride = sizeof(adamw_entry) / sizeof(u64);
     for (u64 block = blockIdx.x; block < p.total_blocks; block += gridDim.x) {
         const adamw_entry& e = table[entry_of_block(&table[0].first_block, stride, p.count, block)];
         u64 base = (block - e.first_block) * ADAMW_BLOCK_ELEMENTS;
+        if (e.flags & ADAMW_VEC4) {
+            u64 i = base + 4 * (u64)threadIdx.x;
+            if (i + 4 <= e.len) {
+                step_four_f32(scalars_of<MathF32>(p.scalars[ADAMW_F32]), e, i);
+            } else {
+                for (; i < e.len; i++) step_any(p, e, i);  // the variable's last 1 to 3 elements
+            }
+            continue;
+        }
         for (u32 k = 0; k < ADAMW_PER_THREAD; k++) {
             u64 i = base + (u64)k * ADAMW_BLOCK + threadIdx.x;
             if (i < e.len) step_any(p, e, i);

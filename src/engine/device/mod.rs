@@ -551,13 +551,25 @@ impl<B: Backend> DeviceEngine<B> {
             let math = if layout.has_master() { DType::F32 } else { layout.dtype };
             let op = with_float!(math, F => op_bits::<F>(plan, k), _ => [0; 5]);
             let address = |b: &Option<B::Buffer>| b.as_ref().map_or(0, |b| self.device.address(b));
+            let (values, gradient) = (self.address_of(p.values), self.address_of(g.at));
+            let (m, v, vhat, average) = (
+                self.device.address(&state.m),
+                self.device.address(&state.v),
+                address(&state.vhat),
+                address(&state.average),
+            );
+            // Dense float32 with every array 16-byte aligned: 16-byte loads and stores.
+            let float32 = [layout.dtype, p.values_dtype, g.dtype].iter().all(|&d| d == DType::F32);
+            if float32 && g.pairs.is_none() && [values, gradient, m, v, vhat, average].iter().all(|a| a % 16 == 0) {
+                flags |= abi::flags::VEC4;
+            }
             self.step_entries.push(StepEntry {
-                values: self.address_of(p.values),
-                gradient: self.address_of(g.at),
-                m: self.device.address(&state.m),
-                v: self.device.address(&state.v),
-                vhat: address(&state.vhat),
-                average: address(&state.average),
+                values,
+                gradient,
+                m,
+                v,
+                vhat,
+                average,
                 master: address(&state.master),
                 pairs,
                 len: layout.len as u64,
