@@ -43,6 +43,11 @@
 // is accepted (else DTYPE_MISMATCH); 0 in the high bits means the variable's dtype.
 #define ADAMW_GRADIENT_DTYPE_SHIFT 16
 
+// Set in `adamw_gradient.dtype` (with the dtypes) when a sparse gradient's `indices` are device
+// memory, for an optimizer on a device: they are copied to the host and checked there before
+// anything is enqueued (INVALID_ARGUMENT for an optimizer on the CPU).
+#define ADAMW_INDICES_ON_DEVICE 2147483648
+
 // The result of every fallible call. `ADAMW_STATUS_OK` is 0; any other value is a failure whose
 // message `adamw_last_error` returns on the same thread. A failed call changes nothing.
 typedef enum adamw_status {
@@ -560,9 +565,10 @@ enum adamw_status adamw_optimizer_set_threads(struct adamw_optimizer *optimizer,
 // device path).
 // From then on the `data`, `dense` and `values` buffers of `adamw_gradient` (apply_gradients,
 // minimize) and the `data` of `adamw_variable_data` (finalize_variable_values) are device
-// memory (CUDA device pointers, in this optimizer's context); sparse `indices` stay host
-// memory, and so do build's initial `data` and every optimizer-variable buffer (get_variable,
-// set_weights, checkpoints), which are copies through the host. Every argument check runs on
+// memory (CUDA device pointers, in this optimizer's context); sparse `indices` are host memory,
+// or device memory when the entry's dtype has ADAMW_INDICES_ON_DEVICE (they are then copied to
+// the host, a wait, and checked there); build's initial `data` and every optimizer-variable
+// buffer (get_variable, set_weights, checkpoints) are host memory, copies through the host. Every argument check runs on
 // the host before anything is enqueued. See `adamw_optimizer_set_stream` for what a step waits for.
 // NULL: `optimizer`. Threads: serialized.
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT (an unknown kind, jit_compile 0, not a handle),

@@ -157,13 +157,39 @@ pub struct DeviceTensor {
 pub enum DeviceGradient<'a> {
     /// A gradient of the variable's shape.
     Dense(DeviceTensor),
-    /// Rows of the variable (`tf.IndexedSlices`), the row indices in host memory.
+    /// Rows of the variable (`tf.IndexedSlices`).
     Sparse {
-        /// Row indices into the variable's first dimension (host memory).
-        indices: &'a [i64],
+        /// Row indices into the variable's first dimension.
+        indices: DeviceIndices<'a>,
         /// `indices.len()` rows, row-major (device memory).
         values: DeviceTensor,
     },
+}
+
+/// A sparse gradient's row indices (int64): in host memory, or in the device's (then copied to
+/// the host to be checked before anything is enqueued).
+#[derive(Debug, Clone, Copy)]
+pub enum DeviceIndices<'a> {
+    /// Indices in host memory.
+    Host(&'a [i64]),
+    /// Indices in the device's memory.
+    Device {
+        /// The device address of the first index.
+        address: u64,
+        /// The number of indices.
+        len: usize,
+    },
+}
+
+impl<'a> DeviceIndices<'a> {
+    /// The indices in host memory; empty for device indices, which the optimizer copies to the
+    /// host before any other use.
+    pub(crate) fn host(&self) -> &'a [i64] {
+        match *self {
+            DeviceIndices::Host(indices) => indices,
+            DeviceIndices::Device { .. } => &[],
+        }
+    }
 }
 
 impl DeviceGradient<'_> {
@@ -232,7 +258,7 @@ impl<'a> EntryShape<'a> {
                 len: g.values().len,
                 indices: match g {
                     DeviceGradient::Dense(_) => None,
-                    DeviceGradient::Sparse { indices, .. } => Some(indices),
+                    DeviceGradient::Sparse { indices, .. } => Some(indices.host()),
                 },
             }),
         }

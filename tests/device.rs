@@ -7,8 +7,8 @@
 mod common;
 
 use adamw::{
-    Config, DType, Device, DeviceEntry, DeviceGradient, DeviceTensor, Error, Gradient, GradientEntry, LossScale,
-    Optimizer, TensorMut, TensorRef, VariableSpec,
+    Config, DType, Device, DeviceEntry, DeviceGradient, DeviceIndices, DeviceTensor, Error, Gradient, GradientEntry,
+    LossScale, Optimizer, TensorMut, TensorRef, VariableSpec,
 };
 use common::noise;
 
@@ -173,7 +173,15 @@ fn train_with(
             entries.push(DeviceEntry {
                 variable: 4,
                 values: values[4].on_device_mut(),
-                gradient: Some(DeviceGradient::Sparse { indices: &indices, values: rows.on_device() }),
+                // Every other step the indices are device memory too (copied to the host first).
+                gradient: Some(DeviceGradient::Sparse {
+                    indices: if t % 2 == 0 {
+                        DeviceIndices::Host(&indices)
+                    } else {
+                        DeviceIndices::Device { address: indices.as_ptr() as u64, len: indices.len() }
+                    },
+                    values: rows.on_device(),
+                }),
             });
             // SAFETY: the host-kernels device's memory is host memory: every address is a live
             // vector of the stated dtype and length, and the values overlap nothing else.

@@ -244,6 +244,11 @@ pub(crate) trait Engine: Send {
         ))
     }
 
+    /// Copies sparse indices from the device's memory to the host (to be checked there).
+    fn download_indices(&self, _address: u64, _out: &mut [i64]) -> Result<()> {
+        Err(crate::error::Error::Internal("device memory given to an engine on the host".into()))
+    }
+
     /// `finalize_variable_values` for a variable in the device's memory: its values take its
     /// average (a master copy takes it, and the values its rounding).
     fn finalize_on_device(&mut self, _variable: usize, _values: DeviceTensor) -> Result<()> {

@@ -265,9 +265,10 @@ pub unsafe extern "C" fn adamw_optimizer_set_threads(optimizer: *mut adamw_optim
 /// device path).
 /// From then on the `data`, `dense` and `values` buffers of `adamw_gradient` (apply_gradients,
 /// minimize) and the `data` of `adamw_variable_data` (finalize_variable_values) are device
-/// memory (CUDA device pointers, in this optimizer's context); sparse `indices` stay host
-/// memory, and so do build's initial `data` and every optimizer-variable buffer (get_variable,
-/// set_weights, checkpoints), which are copies through the host. Every argument check runs on
+/// memory (CUDA device pointers, in this optimizer's context); sparse `indices` are host memory,
+/// or device memory when the entry's dtype has ADAMW_INDICES_ON_DEVICE (they are then copied to
+/// the host, a wait, and checked there); build's initial `data` and every optimizer-variable
+/// buffer (get_variable, set_weights, checkpoints) are host memory, copies through the host. Every argument check runs on
 /// the host before anything is enqueued. See `adamw_optimizer_set_stream` for what a step waits for.
 /// NULL: `optimizer`. Threads: serialized.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (an unknown kind, jit_compile 0, not a handle),

@@ -6,10 +6,14 @@ use std::ffi::c_void;
 use super::handle::{self, adamw_optimizer, with_optimizer};
 use super::slice::{ByteRange, check_disjoint, check_parts, empty_mut, empty_ref, slice, tensor_mut, tensor_ref};
 use super::status::{FfiError, adamw_status};
-use super::types::{adamw_gradient, adamw_gradient_fn, adamw_variable_data, entry_dtypes, variable_dtype};
+use super::types::{
+    ADAMW_INDICES_ON_DEVICE, adamw_gradient, adamw_gradient_fn, adamw_variable_data, entry_dtypes, variable_dtype,
+};
 use crate::dtype::DType;
 use crate::optimizer::Optimizer;
-use crate::tensor::{DeviceEntry, DeviceGradient, DeviceTensor, Gradient, GradientEntries, GradientEntry};
+use crate::tensor::{
+    DeviceEntry, DeviceGradient, DeviceIndices, DeviceTensor, Gradient, GradientEntries, GradientEntry,
+};
 
 /// The entries of a C `apply_gradients` call: the handle's own copy of the caller's array
 /// (so that a write to a variable cannot change an entry after it was checked), structurally
@@ -35,6 +39,11 @@ impl Entries<'_> {
             };
             check(e.data, e.len, size, "data")?;
             let sparse = !e.values.is_null() || !e.indices.is_null();
+            if e.dtype & ADAMW_INDICES_ON_DEVICE != 0 && !optimizer.on_device() {
+                return Err(FfiError::invalid(format!(
+                    "entries[{i}].dtype says its indices are device memory, but the optimizer is not on a device"
+                )));
+            }
             if !e.dense.is_null() && sparse {
                 return Err(FfiError::invalid(format!("entries[{i}] has both a dense and a sparse gradient")));
             }
@@ -70,9 +79,13 @@ impl Entries<'_> {
                 let gradient = if !e.dense.is_null() {
                     Some(DeviceGradient::Dense(tensor(gradient_dtype, e.dense, e.len)))
                 } else if !e.values.is_null() || !e.indices.is_null() {
-                    // SAFETY: `Entries::check` verified the pointer; the caller guarantees that
-                    // it points at `num_indices` host int64s for the call.
-                    let indices = unsafe { slice(e.indices, e.num_indices, "indices") }.unwrap_or(&[]);
+                    let indices = if e.dtype & ADAMW_INDICES_ON_DEVICE != 0 {
+                        DeviceIndices::Device { address: e.indices as u64, len: e.num_indices }
+                    } else {
+                        // SAFETY: `Entries::check` verified the pointer; the caller guarantees
+                        // that it points at `num_indices` host int64s for the call.
+                        DeviceIndices::Host(unsafe { slice(e.indices, e.num_indices, "indices") }.unwrap_or(&[]))
+                    };
                     Some(DeviceGradient::Sparse { indices, values: tensor(gradient_dtype, e.values, e.num_values) })
                 } else {
                     None

@@ -19,6 +19,11 @@ pub const ADAMW_MAX_NDIM: usize = 32;
 /// is accepted (else DTYPE_MISMATCH); 0 in the high bits means the variable's dtype.
 pub const ADAMW_GRADIENT_DTYPE_SHIFT: u32 = 16;
 
+/// Set in `adamw_gradient.dtype` (with the dtypes) when a sparse gradient's `indices` are device
+/// memory, for an optimizer on a device: they are copied to the host and checked there before
+/// anything is enqueued (INVALID_ARGUMENT for an optimizer on the CPU).
+pub const ADAMW_INDICES_ON_DEVICE: u32 = 0x8000_0000;
+
 /// Element types. Values start at 1 so that zeroed memory is invalid.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +196,7 @@ pub(crate) fn variable_dtype(value: u32, what: impl Fn() -> String) -> Result<DT
 /// The dtypes of an `adamw_gradient`: its variable's (the low 16 bits) and its gradient's (the
 /// bits from ADAMW_GRADIENT_DTYPE_SHIFT up, or the variable's when they are 0).
 pub(crate) fn entry_dtypes(value: u32, what: impl Fn() -> String) -> Result<(DType, DType), FfiError> {
+    let value = value & !ADAMW_INDICES_ON_DEVICE;
     let variable = variable_dtype(value & 0xffff, &what)?;
     let gradient = match value >> ADAMW_GRADIENT_DTYPE_SHIFT {
         0 => variable,

@@ -15,7 +15,9 @@ use crate::dtype::{DType, Element, TensorBuf, TensorMut, TensorRef};
 use crate::engine::cpu::CpuEngine;
 use crate::engine::{Engine, Slot, Slots};
 use crate::error::{Error, Result, invalid};
-use crate::tensor::{CallEntries, DeviceEntry, EntryShape, GradientEntries, GradientEntry};
+use crate::tensor::{
+    CallEntries, DeviceEntry, DeviceGradient, DeviceIndices, EntryShape, GradientEntries, GradientEntry,
+};
 
 pub use state::{Shard, StateInfo, StateTensor, VariableSpec};
 pub use validate::Weight;
@@ -237,7 +239,36 @@ impl Optimizer {
                 "device memory needs an optimizer on a device: call set_device before build".into(),
             ));
         }
-        step::apply_gradients(&mut self.state, &mut CallEntries::Device(entries))
+        // Sparse indices in device memory come to the host first: they are checked there.
+        let on_device = |e: &DeviceEntry<'_>| match e.gradient {
+            Some(DeviceGradient::Sparse { indices: DeviceIndices::Device { address, len }, .. }) => {
+                Some((address, len))
+            }
+            _ => None,
+        };
+        if !entries.iter().any(|e| on_device(e).is_some()) {
+            return step::apply_gradients(&mut self.state, &mut CallEntries::Device(entries));
+        }
+        let mut copies = Vec::new();
+        for (address, len) in entries.iter().filter_map(on_device) {
+            let mut host = Vec::new();
+            host.try_reserve_exact(len).map_err(|_| Error::OutOfMemory(format!("{len} sparse indices")))?;
+            host.resize(len, 0);
+            self.state.engine.download_indices(address, &mut host)?;
+            copies.push(host);
+        }
+        let mut next = copies.iter();
+        let resolved: Vec<DeviceEntry<'_>> = entries
+            .iter()
+            .map(|e| match (on_device(e), e.gradient) {
+                (Some(_), Some(DeviceGradient::Sparse { values, .. })) => {
+                    let indices = DeviceIndices::Host(next.next().map_or(&[][..], |v| &v[..]));
+                    DeviceEntry { gradient: Some(DeviceGradient::Sparse { indices, values }), ..*e }
+                }
+                _ => *e,
+            })
+            .collect();
+        step::apply_gradients(&mut self.state, &mut CallEntries::Device(&resolved))
     }
 
     /// [`Optimizer::finalize_variable_values`] over variables in the device's memory.

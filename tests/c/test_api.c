@@ -1267,6 +1267,25 @@ static void test_device(void) {
         EXPECT_STATUS(adamw_optimizer_apply_gradients(dev, &b, 1, &it), ADAMW_STATUS_OK);
     }
     EXPECT(memcmp(w_cpu, w_dev, sizeof w_cpu) == 0);
+    /* Sparse rows, the indices in host memory or (flagged) in device memory: the same step. */
+    const int64_t rows_at[3] = {7, 2, 7};
+    const float rows[3] = {0.5f, -0.25f, 0.125f};
+    adamw_gradient sa = dense_entry(0, w_cpu, N, NULL), sb = dense_entry(0, w_dev, N, NULL);
+    sa.dense = sb.dense = NULL;
+    sa.indices = sb.indices = rows_at;
+    sa.num_indices = sb.num_indices = 3;
+    sa.values = sb.values = rows;
+    sa.num_values = sb.num_values = 3;
+    sb.dtype |= ADAMW_INDICES_ON_DEVICE;
+    EXPECT_REJECTED(cpu, adamw_optimizer_apply_gradients(cpu, &sb, 1, &it), ADAMW_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(cpu, &sa, 1, &it), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(dev, &sb, 1, &it), ADAMW_STATUS_OK);
+    EXPECT(memcmp(w_cpu, w_dev, sizeof w_cpu) == 0);
+    const int64_t outside[1] = {N};
+    sb.indices = outside;
+    sb.num_indices = 1;
+    sb.num_values = 1;
+    EXPECT_REJECTED(dev, adamw_optimizer_apply_gradients(dev, &sb, 1, &it), ADAMW_STATUS_INDEX_OUT_OF_RANGE);
     /* A rejected call on the device changes nothing either. */
     adamw_gradient wrong = dense_entry(0, w_dev, N - 1, g);
     EXPECT_REJECTED(dev, adamw_optimizer_apply_gradients(dev, &wrong, 1, &it), ADAMW_STATUS_SHAPE_MISMATCH);

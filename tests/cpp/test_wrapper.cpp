@@ -539,6 +539,12 @@ static void device_path() {
     }
     CHECK(w_cpu == w_dev);
     CHECK(e_cpu == e_dev);
+    // The indices in device memory too.
+    cpu.apply_gradients({adamw::Gradient::sparse<float>(1, e_cpu, indices, rows)});
+    dev.apply_gradients({adamw::Gradient::sparse<float>(1, adamw::device_span<float>(e_dev.data(), e_dev.size()),
+                                                        adamw::device_span<const int64_t>(indices.data(), indices.size()),
+                                                        adamw::device_span<const float>(rows.data(), rows.size()))});
+    CHECK(e_cpu == e_dev);
     CHECK(cpu.save() == dev.save());
     cpu.finalize_variable_values<float>({{0, adamw::span<float>(w_cpu)}});
     dev.finalize_variable_values_on_device<float>({{0, adamw::device_span<float>(w_dev.data(), w_dev.size())}});

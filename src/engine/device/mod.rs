@@ -356,7 +356,7 @@ impl<B: Backend> DeviceEngine<B> {
                         let values = g.values();
                         let pairs = match g {
                             DeviceGradient::Sparse { indices, .. } if step => {
-                                Some(stage_pairs(&mut self.pairs, &mut plan, indices))
+                                Some(stage_pairs(&mut self.pairs, &mut plan, indices.host()))
                             }
                             _ => None,
                         };
@@ -779,6 +779,12 @@ impl<B: Backend> Engine for DeviceEngine<B> {
         unsafe { self.device.upload(self.device.address(buffer), tensor_bytes(values)) }?;
         // From pinned memory the copy could still be reading the caller's values.
         self.device.synchronize()
+    }
+
+    fn download_indices(&self, address: u64, out: &mut [i64]) -> Result<()> {
+        // SAFETY: the caller of apply_gradients_on_device guarantees that `address` holds the
+        // stated number of int64 indices in this device's memory.
+        unsafe { self.device.download(address, bytes_mut(out)) }
     }
 
     fn finalize_on_device(&mut self, variable: usize, values: DeviceTensor) -> Result<()> {

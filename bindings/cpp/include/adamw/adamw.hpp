@@ -538,6 +538,19 @@ struct Gradient {
         g.raw.num_values = rows.size();
         return g;
     }
+    /// Rows and their indices both in device memory (ADAMW_INDICES_ON_DEVICE: the indices are
+    /// copied to the host and checked there before the step is enqueued).
+    template <class T>
+    static Gradient sparse(std::size_t variable, device_span<T> values, device_span<const int64_t> indices,
+                           device_span<const T> rows) {
+        Gradient g = on_device(variable, values);
+        g.raw.dtype |= ADAMW_INDICES_ON_DEVICE;
+        g.raw.indices = indices.data();
+        g.raw.num_indices = indices.size();
+        g.raw.values = rows.data();
+        g.raw.num_values = rows.size();
+        return g;
+    }
     /// A variable in device memory listed without a gradient.
     template <class T>
     static Gradient on_device(std::size_t variable, device_span<T> values) {
