@@ -63,6 +63,16 @@ impl VariableLayout {
         let terms = self.terms_dtype();
         with_float!(terms, G => if reduction::sums_in_f32::<G>(halve) { DType::F32 } else { terms }, _ => terms)
     }
+
+    /// The clip-norm sum, as float64, from the total of its tree ([`VariableLayout::tree_dtype`]):
+    /// the same, or for bfloat16's `reduce_sum` the float32 total rounded once.
+    pub fn norm_sum(&self, halve: bool, tree_total: f64) -> f64 {
+        let terms = self.terms_dtype();
+        if self.tree_dtype(halve) == terms {
+            return tree_total;
+        }
+        with_float!(terms, G => G::from_f32(tree_total as f32).to_f64(), _ => tree_total)
+    }
 }
 
 /// One of the state tensors an engine holds per variable.

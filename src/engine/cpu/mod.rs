@@ -295,12 +295,7 @@ impl Engine for CpuEngine {
                     at += len;
                     reduction::combine::<T>(l.full_len, split, part).get().to_f64()
                 }, _ => 0.0);
-                sums[k] = if l.tree_dtype(halve) == l.terms_dtype() {
-                    total
-                } else {
-                    // bfloat16's reduce_sum: the float32 total rounded once.
-                    with_float!(l.terms_dtype(), G => G::from_f32(total as f32).to_f64(), _ => total)
-                };
+                sums[k] = l.norm_sum(halve, total);
             }
             k += 1;
         }

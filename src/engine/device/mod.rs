@@ -405,7 +405,6 @@ impl<B: Backend> DeviceEngine<B> {
     fn try_norm_partials(&mut self, halve: bool, loss_scale: Option<f32>, sums: &mut Vec<f64>) -> Result<()> {
         self.norm_entries.clear();
         self.leaves.clear();
-        let mut with_gradient = Vec::new();
         for p in &self.placed {
             let Some(g) = p.gradient else { continue };
             let layout = self.variable(p.variable)?.layout;
@@ -427,7 +426,6 @@ impl<B: Backend> DeviceEngine<B> {
             with_float!(tree, T => reduction::for_each_leaf::<T>(0, g.len, &mut |first, len| {
                 leaves.push(Leaf { entry: index, first: first as u64, len: len as u64 })
             }), _ => {});
-            with_gradient.push((g.len, terms, tree));
         }
         if self.leaves.is_empty() {
             return Ok(());
@@ -441,26 +439,23 @@ impl<B: Backend> DeviceEngine<B> {
         self.leaf_sums.clear();
         self.leaf_sums.resize(count, 0);
         // SAFETY: the tables were uploaded above and describe the placed gradients, which stay
-        // where they are for the call; `sums_at` holds `count` doubles.
+        // where they are for the call; `sums_at` holds `count` u64s.
         unsafe {
             self.device.launch(Kernel::LeafSums, grid, abi::BLOCK, bytes(std::slice::from_ref(&params)))?;
             self.device.download(sums_at, bytes_mut(&mut self.leaf_sums))?;
         }
         // The CPU engine's tree over each gradient's leaves, in order.
         let mut next = self.leaf_sums.iter();
-        for (n, terms, tree) in with_gradient {
-            let total = with_float!(tree, T => {
-                let sum = reduction::tree_sum::<T>(0, n, &mut |_, _| {
+        for p in &self.placed {
+            let Some(g) = p.gradient else { continue };
+            let layout = self.variable(p.variable)?.layout;
+            let total = with_float!(layout.tree_dtype(halve), T => {
+                let sum = reduction::tree_sum::<T>(0, g.len, &mut |_, _| {
                     Ftz::new(leaf_value::<T>(next.next().copied().unwrap_or(0)))
                 });
                 sum.get().to_f64()
             }, _ => 0.0);
-            sums.push(if tree == terms {
-                total
-            } else {
-                // bfloat16's reduce_sum: the float32 total rounded once.
-                with_float!(terms, G => G::from_f32(total as f32).to_f64(), _ => total)
-            });
+            sums.push(layout.norm_sum(halve, total));
         }
         Ok(())
     }
