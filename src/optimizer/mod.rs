@@ -234,11 +234,7 @@ impl Optimizer {
     /// elements of the stated dtype, valid for the whole step, and the values written must not
     /// overlap any other buffer of the call.
     pub unsafe fn apply_gradients_on_device(&mut self, entries: &[DeviceEntry<'_>]) -> Result<i64> {
-        if !entries.is_empty() && !self.state.engine.on_device() {
-            return Err(Error::InvalidArgument(
-                "device memory needs an optimizer on a device: call set_device before build".into(),
-            ));
-        }
+        self.check_on_device(entries)?;
         // Sparse indices in device memory come to the host first: they are checked there.
         let on_device = |e: &DeviceEntry<'_>| match e.gradient {
             Some(DeviceGradient::Sparse { indices: DeviceIndices::Device { address, len }, .. }) => {
@@ -281,11 +277,7 @@ impl Optimizer {
             let shape = EntryShape { gradient: None, ..EntryShape::of_device(entry) };
             validate::check_entry(built, &shape)?;
         }
-        if !entries.is_empty() && !self.state.engine.on_device() {
-            return Err(Error::InvalidArgument(
-                "device memory needs an optimizer on a device: call set_device before build".into(),
-            ));
-        }
+        self.check_on_device(entries)?;
         if !self.state.config.use_ema {
             return Ok(());
         }
@@ -367,11 +359,6 @@ impl Optimizer {
         if self.is_built() {
             return Err(Error::AlreadyBuilt("the device can only be set before the optimizer is built".into()));
         }
-        if device != Device::Cpu && !self.state.config.jit_compile {
-            return Err(Error::InvalidArgument(format!(
-                "{device:?} needs jit_compile (Keras' device path); with jit_compile false the optimizer runs on the CPU"
-            )));
-        }
         let config = Config { device, ..self.state.config.clone() };
         let engine = engine_for(&config)?;
         self.state.config.device = device;
@@ -383,6 +370,16 @@ impl Optimizer {
     /// that steps, copies and `finalize_variable_values` are enqueued on from now on.
     pub fn set_stream(&mut self, stream: u64) -> Result<()> {
         self.state.engine.set_stream(stream)
+    }
+
+    /// Entries in device memory need an optimizer on a device.
+    fn check_on_device(&self, entries: &[DeviceEntry<'_>]) -> Result<()> {
+        if !entries.is_empty() && !self.state.engine.on_device() {
+            return Err(Error::InvalidArgument(
+                "device memory needs an optimizer on a device: call set_device before build".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Whether the state lives on a device and the steps run there ([`Optimizer::set_device`]):
@@ -592,7 +589,9 @@ fn initial_loss_scale(loss_scale: Option<crate::config::LossScale>) -> f32 {
 fn engine_for(config: &Config) -> Result<Box<dyn Engine>> {
     match config.device {
         Device::Cpu => Ok(Box::new(CpuEngine::new(config.threads)?)),
-        _ if !config.jit_compile => Err(Error::InvalidArgument("a device needs jit_compile".into())),
+        device if !config.jit_compile => Err(Error::InvalidArgument(format!(
+            "{device:?} needs jit_compile (Keras' device path); with jit_compile false the optimizer runs on the CPU"
+        ))),
         #[cfg(feature = "cuda")]
         Device::Cuda(ordinal) => {
             let backend = crate::engine::device::cuda::CudaBackend::new(ordinal)?;

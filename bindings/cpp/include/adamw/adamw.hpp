@@ -475,21 +475,12 @@ struct Gradient {
 
     template <class T>
     static Gradient dense(std::size_t variable, span<T> values, span<const T> gradient) {
-        Gradient g = none(variable, values);
-        g.raw.dense = gradient.data();
-        if (gradient.size() != values.size())
-            throw Error(ADAMW_STATUS_SHAPE_MISMATCH, "the gradient's length differs from the variable's");
-        return g;
+        return none(variable, values).with_dense(gradient.data(), gradient.size());
     }
     /// Rows of the variable (Keras' IndexedSlices): one row of `rows` per index; repeats add up.
     template <class T>
     static Gradient sparse(std::size_t variable, span<T> values, span<const int64_t> indices, span<const T> rows) {
-        Gradient g = none(variable, values);
-        g.raw.indices = indices.data();
-        g.raw.num_indices = indices.size();
-        g.raw.values = rows.data();
-        g.raw.num_values = rows.size();
-        return g;
+        return none(variable, values).with_rows(indices.data(), indices.size(), rows.data(), rows.size());
     }
     /// A float32 gradient (accumulated in float32) for a bfloat16 or float16 variable with
     /// master weights (see ADAMW_GRADIENT_DTYPE_SHIFT); DTYPE_MISMATCH for one without.
@@ -497,12 +488,7 @@ struct Gradient {
     static Gradient dense_float32(std::size_t variable, span<T> values, span<const float> gradient) {
         static_assert(detail::dtype_of<T>::value == ADAMW_DTYPE_BFLOAT16 || detail::dtype_of<T>::value == ADAMW_DTYPE_FLOAT16,
                       "float32 gradients are for bfloat16 and float16 variables");
-        Gradient g = none(variable, values);
-        g.raw.dtype |= uint32_t{ADAMW_DTYPE_FLOAT32} << ADAMW_GRADIENT_DTYPE_SHIFT;
-        g.raw.dense = gradient.data();
-        if (gradient.size() != values.size())
-            throw Error(ADAMW_STATUS_SHAPE_MISMATCH, "the gradient's length differs from the variable's");
-        return g;
+        return float32_gradient(none(variable, values)).with_dense(gradient.data(), gradient.size());
     }
     /// Float32 rows (accumulated in float32) for a bfloat16 or float16 variable with master weights.
     template <class T>
@@ -510,66 +496,70 @@ struct Gradient {
                                    span<const float> rows) {
         static_assert(detail::dtype_of<T>::value == ADAMW_DTYPE_BFLOAT16 || detail::dtype_of<T>::value == ADAMW_DTYPE_FLOAT16,
                       "float32 gradients are for bfloat16 and float16 variables");
-        Gradient g = none(variable, values);
-        g.raw.dtype |= uint32_t{ADAMW_DTYPE_FLOAT32} << ADAMW_GRADIENT_DTYPE_SHIFT;
-        g.raw.indices = indices.data();
-        g.raw.num_indices = indices.size();
-        g.raw.values = rows.data();
-        g.raw.num_values = rows.size();
-        return g;
+        return float32_gradient(none(variable, values)).with_rows(indices.data(), indices.size(), rows.data(), rows.size());
     }
     /// A dense gradient in device memory, for an optimizer on a device.
     template <class T>
     static Gradient dense(std::size_t variable, device_span<T> values, device_span<const T> gradient) {
-        if (gradient.size() != values.size())
-            throw Error(ADAMW_STATUS_SHAPE_MISMATCH, "the gradient's length differs from the variable's");
-        Gradient g = on_device(variable, values);
-        g.raw.dense = gradient.data();
-        return g;
+        return on_device(variable, values).with_dense(gradient.data(), gradient.size());
     }
     /// Rows in device memory with their indices in host memory, for an optimizer on a device.
     template <class T>
     static Gradient sparse(std::size_t variable, device_span<T> values, span<const int64_t> indices,
                            device_span<const T> rows) {
-        Gradient g = on_device(variable, values);
-        g.raw.indices = indices.data();
-        g.raw.num_indices = indices.size();
-        g.raw.values = rows.data();
-        g.raw.num_values = rows.size();
-        return g;
+        return on_device(variable, values).with_rows(indices.data(), indices.size(), rows.data(), rows.size());
     }
     /// Rows and their indices both in device memory (ADAMW_INDICES_ON_DEVICE: the indices are
     /// copied to the host and checked there before the step is enqueued).
     template <class T>
     static Gradient sparse(std::size_t variable, device_span<T> values, device_span<const int64_t> indices,
                            device_span<const T> rows) {
-        Gradient g = on_device(variable, values);
+        Gradient g = on_device(variable, values).with_rows(indices.data(), indices.size(), rows.data(), rows.size());
         g.raw.dtype |= ADAMW_INDICES_ON_DEVICE;
-        g.raw.indices = indices.data();
-        g.raw.num_indices = indices.size();
-        g.raw.values = rows.data();
-        g.raw.num_values = rows.size();
         return g;
     }
     /// A variable in device memory listed without a gradient.
     template <class T>
     static Gradient on_device(std::size_t variable, device_span<T> values) {
-        Gradient g;
-        g.raw.variable = variable;
-        g.raw.dtype = detail::dtype_of<T>::value;
-        g.raw.data = values.data();
-        g.raw.len = values.size();
-        return g;
+        return listed<T>(variable, values.data(), values.size());
     }
 
     /// The variable is listed without a gradient (Keras' None): left alone.
     template <class T>
     static Gradient none(std::size_t variable, span<T> values) {
+        return listed<T>(variable, values.data(), values.size());
+    }
+
+   private:
+    /// An entry for the `len` values of type T at `data` (host or device memory), no gradient yet.
+    template <class T>
+    static Gradient listed(std::size_t variable, T* data, std::size_t len) {
         Gradient g;
         g.raw.variable = variable;
         g.raw.dtype = detail::dtype_of<T>::value;
-        g.raw.data = values.data();
-        g.raw.len = values.size();
+        g.raw.data = data;
+        g.raw.len = len;
+        return g;
+    }
+    /// The same entry with its gradient's dtype float32, for a 16-bit variable with master weights.
+    static Gradient float32_gradient(Gradient g) {
+        g.raw.dtype |= uint32_t{ADAMW_DTYPE_FLOAT32} << ADAMW_GRADIENT_DTYPE_SHIFT;
+        return g;
+    }
+    /// The same entry with a dense gradient of `len` elements at `gradient`.
+    Gradient with_dense(const void* gradient, std::size_t len) const {
+        if (len != raw.len) throw Error(ADAMW_STATUS_SHAPE_MISMATCH, "the gradient's length differs from the variable's");
+        Gradient g = *this;
+        g.raw.dense = gradient;
+        return g;
+    }
+    /// The same entry with a sparse gradient: `num_indices` row indices and their rows.
+    Gradient with_rows(const int64_t* indices, std::size_t num_indices, const void* rows, std::size_t num_rows) const {
+        Gradient g = *this;
+        g.raw.indices = indices;
+        g.raw.num_indices = num_indices;
+        g.raw.values = rows;
+        g.raw.num_values = num_rows;
         return g;
     }
 };
