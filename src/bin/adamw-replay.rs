@@ -201,6 +201,21 @@ fn on_gpu(
     Ok(status)
 }
 
+/// An entry for variable `variable`'s `len` values at `data`, without a gradient yet.
+fn without_gradient(variable: usize, dtype: u32, data: *mut c_void, len: usize) -> adamw_gradient {
+    adamw_gradient {
+        variable,
+        dtype,
+        data,
+        len,
+        dense: std::ptr::null(),
+        indices: std::ptr::null(),
+        num_indices: 0,
+        values: std::ptr::null(),
+        num_values: 0,
+    }
+}
+
 /// What every case's optimizer is set to besides its config.
 struct Settings {
     threads: Option<u32>,
@@ -324,20 +339,8 @@ fn run_case(case: &Value, settings: &Settings) -> Result<Value, String> {
                 #[cfg(feature = "cuda")]
                 Some((kind, ordinal)) if kind == adamw_device_kind::Cuda as u32 => {
                     // The variables as entries without gradients, copied to the GPU and back.
-                    let as_entries: Vec<adamw_gradient> = entries
-                        .iter()
-                        .map(|v| adamw_gradient {
-                            variable: v.variable,
-                            dtype: v.dtype,
-                            data: v.data,
-                            len: v.len,
-                            dense: std::ptr::null(),
-                            indices: std::ptr::null(),
-                            num_indices: 0,
-                            values: std::ptr::null(),
-                            num_values: 0,
-                        })
-                        .collect();
+                    let as_entries: Vec<adamw_gradient> =
+                        entries.iter().map(|v| without_gradient(v.variable, v.dtype, v.data, v.len)).collect();
                     on_gpu(ordinal, &as_entries, |d| {
                         let on_device: Vec<adamw_variable_data> = d
                             .iter()
@@ -385,17 +388,7 @@ fn run_case(case: &Value, settings: &Settings) -> Result<Value, String> {
             .iter_mut()
             .enumerate()
             .map(|(i, v)| {
-                let mut e = adamw_gradient {
-                    variable: i,
-                    dtype: v.dtype(),
-                    data: v.ptr_mut(),
-                    len: v.len(),
-                    dense: std::ptr::null(),
-                    indices: std::ptr::null(),
-                    num_indices: 0,
-                    values: std::ptr::null(),
-                    num_values: 0,
-                };
+                let mut e = without_gradient(i, v.dtype(), v.ptr_mut(), v.len());
                 if let Some(Some(d)) = dense.get(i) {
                     e.dense = d.ptr();
                 } else if let Some(Some((idx, vals))) = sparse.get(i) {
