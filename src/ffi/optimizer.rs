@@ -308,7 +308,10 @@ pub unsafe extern "C" fn adamw_optimizer_set_device(
 /// or clips differ from the previous call's) and sparse indices waits for the stream's earlier
 /// work. The caller must keep every buffer of the call alive and unchanged until the stream
 /// has run the step, and synchronize the stream before reading the variables on the host.
-/// NULL: `optimizer`. Threads: serialized.
+/// Ownership: the stream is borrowed, never created or destroyed here; it must stay valid while
+/// the optimizer uses it (until the next set_stream, or adamw_optimizer_free, which first waits
+/// for the work enqueued on it).
+/// NULL: `optimizer`; `stream` NULL is the default stream. Threads: serialized.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (not on a device, not a handle), BUSY.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_optimizer_set_stream(

@@ -645,6 +645,13 @@ impl<B: Backend> DeviceEngine<B> {
     }
 }
 
+impl<B: Backend> Drop for DeviceEngine<B> {
+    /// The state's buffers are freed once the work enqueued on them has run.
+    fn drop(&mut self) {
+        let _ = self.device.synchronize(); // a failed device has nothing left to wait for
+    }
+}
+
 /// A leaf's sum from the bits the kernel wrote: float64 bits, or the float32 bits of a value of
 /// the tree's dtype (exact).
 fn leaf_value<T: Real>(bits: u64) -> T {
