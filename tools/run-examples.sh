@@ -37,4 +37,5 @@ c++ -std=c++17 -O2 -Wall -Wextra -Werror -Iinclude -Ibindings/cpp/include exampl
 "$out/two_layer" | tail -n 3
 
 echo "-- Go: service"
-(cd examples/go/service && go vet . && GODEBUG=cgocheck=2 go run .) | tail -n 3
+source tools/go-env.sh
+(cd examples/go/service && go vet . && GOEXPERIMENT=cgocheck2 go run .) | tail -n 3

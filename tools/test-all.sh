@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test: the Rust unit and integration tests (Keras conformance at 0 ulp, header sync),
 # the C API test program and the C++ wrapper's tests under AddressSanitizer + UBSan, sharded
-# state under mpirun, the Go package's tests under the strict cgo pointer checker, and the
+# state under mpirun, the Go package's tests under the strict cgo pointer checker (GOEXPERIMENT=cgocheck2), and the
 # examples.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/ensure-toolchain.sh
+source tools/go-env.sh # a Go with runtime.Pinner (1.21+), installed by ensure-toolchain.sh
 echo "== NVRTC and ptxas (PyPI wheels: the CUDA kernels are compiled and assembled without a GPU)"
 source tools/ensure-cuda-tools.sh
 export ADAMW_REQUIRE_NVRTC=1 # the kernels' NVRTC test fails rather than skips
@@ -34,8 +35,10 @@ echo "== fuzzing, 30 s per target (cargo-fuzz, AddressSanitizer)"
 bash tools/test-fuzz.sh 30
 echo "== C++ wrapper tests (C++17 and C++20, ASan + UBSan)"
 bash tools/test-cpp.sh
-echo "== Go package tests (GODEBUG=cgocheck=2)"
-(cd bindings/go && go vet ./... && GODEBUG=cgocheck=2 go test -count=1 ./...)
+echo "== Go package tests (the strict pointer checker, GOEXPERIMENT=cgocheck2; examples; 0 allocations a step)"
+test -z "$(gofmt -l bindings/go examples/go)" || { gofmt -l bindings/go examples/go; echo "error: gofmt" >&2; exit 1; }
+(cd bindings/go && go vet ./... && GOEXPERIMENT=cgocheck2 ADAMW_REQUIRE_CGOCHECK2=1 go test -count=1 ./... &&
+    go test -count=1 -run '^$' -bench . -benchtime 3x ./adamw | grep -E 'allocs/op|^ok')
 echo "== packaging (install, CMake and pkg-config consumers, exported symbols)"
 bash tools/test-packaging.sh
 echo "== examples"

@@ -4,14 +4,17 @@
 // with `cargo build --release` first). The module path is libadamw/go; add it to your module with
 // `require libadamw/go v0.0.0` and `replace libadamw/go => <checkout>/bindings/go`.
 //
-// The caller owns variables and gradients ([]float32 or []float64); an Optimizer owns its state.
-// An Optimizer is safe for concurrent use by several goroutines: calls are serialized. Call
-// Close when done (a finalizer frees a forgotten one).
+// The caller owns variables and gradients ([]float32, []float64, []BF16 or []F16; BF16Bits and
+// F16Bits view a []uint16 as either); an Optimizer owns its state. An Optimizer is safe for
+// concurrent use by several goroutines: calls are serialized. While a call runs, no other
+// goroutine may touch the slices it was given. Call Close when done (a finalizer frees a
+// forgotten one).
 //
-// cgo's pointer rules forbid handing C memory that holds Go pointers, so each step copies the
-// variables and gradients of the call into the optimizer's own C memory (grown only when a call
-// needs more than any before it), runs the step there, and copies the new values back. No Go
-// pointer is ever kept by C.
+// A step reads and writes the caller's slices where they are: it pins them with runtime.Pinner
+// for the duration of the call (cgo's rules let C memory hold a Go pointer only while it is
+// pinned), passes their addresses to the library, and unpins them when the call returns. No Go
+// pointer is kept by C after a call, nothing is copied, and once an optimizer has made a call as
+// large, a step allocates nothing. The package needs Go 1.21 or newer (runtime.Pinner).
 package adamw
 
 /*
@@ -269,22 +272,14 @@ func goAdamwAllReduce(values *C.double, count C.size_t, userData unsafe.Pointer)
 
 // Optimizer is tf.keras.optimizers.AdamW. Safe for concurrent use; Close frees it.
 type Optimizer struct {
-	mu       sync.Mutex
-	h        *C.adamw_optimizer
-	cb       *callbacks
-	handles  []cgo.Handle
-	cMem     []unsafe.Pointer // C allocations owned by the optimizer (callback user data)
-	arena    unsafe.Pointer   // staging memory for steps (C memory)
-	arenaCap uintptr
-	built    []variableShape
+	mu      sync.Mutex
+	h       *C.adamw_optimizer
+	cb      *callbacks
+	handles []cgo.Handle
+	cMem    []unsafe.Pointer // C allocations owned by the optimizer (callback user data)
+	mem     callMemory       // what a call needs besides the caller's slices
 	// goFailure is an error found on the Go side of a call, reported instead of a status.
 	goFailure *Error
-}
-
-type variableShape struct {
-	dtype  DType
-	len    int
-	rowLen int
 }
 
 // DType is an element type.
@@ -307,12 +302,17 @@ func cBool(b bool) C.uint8_t {
 	return 0
 }
 
+// newOptimizer is an optimizer without its handle yet, with the C word its calls return through.
+func newOptimizer(cb *callbacks) *Optimizer {
+	return &Optimizer{cb: cb, mem: callMemory{word: C.calloc(1, 8)}}
+}
+
 // New creates an optimizer. Callback functions are called once here, with step 0.
 func New(cfg Config) (*Optimizer, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	o := &Optimizer{cb: &callbacks{learningRate: cfg.LearningRateFunc, beta1: cfg.Beta1Func, beta2: cfg.Beta2Func,
-		allReduce: cfg.Mesh}}
+	o := newOptimizer(&callbacks{learningRate: cfg.LearningRateFunc, beta1: cfg.Beta1Func, beta2: cfg.Beta2Func,
+		allReduce: cfg.Mesh})
 	raw := C.adamw_config_default()
 	raw.learning_rate = C.double(cfg.LearningRate)
 	raw.weight_decay = C.double(cfg.WeightDecay)
@@ -470,7 +470,8 @@ func FromConfig(json string) (*Optimizer, error) {
 	if err := check(C.adamw_optimizer_from_config_json(cs, C.size_t(len(json)), &h), ""); err != nil {
 		return nil, err
 	}
-	o := &Optimizer{h: h, cb: &callbacks{}}
+	o := newOptimizer(&callbacks{})
+	o.h = h
 	runtime.SetFinalizer(o, (*Optimizer).Close)
 	return o, nil
 }
@@ -482,10 +483,8 @@ func (o *Optimizer) release() {
 	for _, p := range o.cMem {
 		C.free(p)
 	}
-	if o.arena != nil {
-		C.free(o.arena)
-	}
-	o.handles, o.cMem, o.arena, o.arenaCap = nil, nil, nil, 0
+	o.mem.free()
+	o.handles, o.cMem = nil, nil
 }
 
 // Close frees the optimizer; further calls return ErrClosed. Closing twice is a no-op.
@@ -518,6 +517,13 @@ func (o *Optimizer) call(f func(h *C.adamw_optimizer) C.enum_adamw_status) error
 		return e
 	}
 	return check(status, o.cb.takePanic())
+}
+
+// fail records a message for a check made on the Go side, so that it reads like the library's.
+func (o *Optimizer) fail(status Status, message string) C.enum_adamw_status {
+	o.cb.panicked = ""
+	o.goFailure = &Error{Status: status, Message: message}
+	return C.enum_adamw_status(status)
 }
 
 // GetConfig returns Keras' get_config() as JSON.
@@ -615,11 +621,12 @@ func (o *Optimizer) Build(variables []Variable) error {
 		ds := unsafe.Slice(descs, n+1)
 		var frees []unsafe.Pointer
 		defer func() {
+			C.memset(unsafe.Pointer(descs), 0, C.size_t(n+1)*C.sizeof_adamw_variable) // no Go pointer stays in C memory
+			o.mem.release(0, 0)
 			for _, p := range frees {
 				C.free(p)
 			}
 		}()
-		shapes := make([]variableShape, n)
 		for i, v := range variables {
 			ds[i].name = C.CString(v.Name)
 			frees = append(frees, unsafe.Pointer(ds[i].name))
@@ -627,68 +634,62 @@ func (o *Optimizer) Build(variables []Variable) error {
 			ds[i].ndim = C.size_t(len(v.Shape))
 			shape := C.calloc(C.size_t(len(v.Shape)+1), C.sizeof_size_t)
 			frees = append(frees, shape)
-			count, rowLen := 1, 1
+			count, fits := 1, true // the number of elements, unless it overflows an int
 			for k, d := range v.Shape {
 				if d < 0 {
 					d = math.MaxInt
 				}
 				unsafe.Slice((*C.size_t)(shape), len(v.Shape))[k] = C.size_t(d)
-				count *= d
-				if k > 0 {
-					rowLen *= d
+				if d != 0 && count > math.MaxInt/d {
+					fits = false
 				}
+				count *= d
 			}
 			ds[i].shape = (*C.size_t)(shape)
-			if p, _ := copyToC(v.Init); p != nil {
-				frees = append(frees, p)
-				ds[i].data = p
-			}
 			if v.Sharded {
 				ds[i].sharded, ds[i].shard_offset, ds[i].shard_len = 1, C.size_t(v.ShardOffset), C.size_t(v.ShardLen)
-				count = v.ShardLen
+				count, fits = v.ShardLen, v.ShardLen >= 0
 			}
-			shapes[i] = variableShape{dtype: v.DType, len: count, rowLen: rowLen}
+			if v.Init != nil && fits {
+				// C reads as many elements as the variable holds: Init must have them all.
+				data, dtype, length := typedValues(v.Init)
+				switch {
+				case dtype == 0:
+					return o.fail(StatusInvalidArgument, fmt.Sprintf("variable %d (%s): Init must be a []float32, []float64, []BF16 or []F16, got %T", i, v.Name, v.Init))
+				case dtype != v.DType:
+					return o.fail(StatusDtypeMismatch, fmt.Sprintf("variable %d (%s): Init holds dtype %d, the variable %d", i, v.Name, dtype, v.DType))
+				case length != count:
+					return o.fail(StatusShapeMismatch, fmt.Sprintf("variable %d (%s): Init has %d elements, the variable holds %d", i, v.Name, length, count))
+				}
+				ds[i].data = o.mem.pin(data)
+			}
 		}
 		s := C.adamw_optimizer_build(h, descs, C.size_t(n))
-		if s == C.ADAMW_STATUS_OK {
-			o.built = shapes
-		}
 		return s
 	})
 }
 
-// copyToC copies a []float32 / []float64 / []int64 into new C memory (nil for other values).
-func copyToC(values interface{}) (unsafe.Pointer, int) {
-	var src unsafe.Pointer
-	var bytes int
+// valuesOf is the address of the first element of a []float32, []float64, []int64, []BF16 or
+// []F16 with its dtype and length; nil for an empty slice or another value.
+func valuesOf(values interface{}) unsafe.Pointer {
+	p, _, _ := typedValues(values)
+	return p
+}
+
+func typedValues(values interface{}) (unsafe.Pointer, DType, int) {
 	switch v := values.(type) {
-	case []float32:
-		if len(v) > 0 {
-			src, bytes = unsafe.Pointer(&v[0]), 4*len(v)
-		}
-	case []float64:
-		if len(v) > 0 {
-			src, bytes = unsafe.Pointer(&v[0]), 8*len(v)
-		}
 	case []int64:
-		if len(v) > 0 {
-			src, bytes = unsafe.Pointer(&v[0]), 8*len(v)
-		}
+		return dataOf(v), Int64, len(v)
+	case []float32:
+		return dataOf(v), Float32, len(v)
+	case []float64:
+		return dataOf(v), Float64, len(v)
 	case []BF16:
-		if len(v) > 0 {
-			src, bytes = unsafe.Pointer(&v[0]), 2*len(v)
-		}
+		return dataOf(v), BFloat16, len(v)
 	case []F16:
-		if len(v) > 0 {
-			src, bytes = unsafe.Pointer(&v[0]), 2*len(v)
-		}
+		return dataOf(v), Float16, len(v)
 	}
-	if src == nil {
-		return nil, 0
-	}
-	p := C.malloc(C.size_t(bytes))
-	C.memcpy(p, src, C.size_t(bytes))
-	return p, bytes
+	return nil, 0, 0
 }
 
 // SetThreads changes the thread setting (see Config.Threads).
@@ -709,232 +710,6 @@ func (o *Optimizer) ReserveSparse(maxIndices int) error {
 	}
 	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
 		return C.adamw_optimizer_reserve_sparse(h, C.size_t(maxIndices))
-	})
-}
-
-// Float is the element type of variables: float32, float64, BF16 or F16.
-type Float interface {
-	~float32 | ~float64 | BF16 | F16
-}
-
-// Gradient is one variable's entry in ApplyGradients: its values (updated in place) and its
-// gradient. Make one with Dense, Sparse or NoGradient.
-type Gradient struct {
-	variable int
-	dtype    DType
-	gradType DType          // a float32 gradient's dtype for a 16-bit variable; 0: the variable's
-	value    unsafe.Pointer // the caller's slice data (Go memory; only copied, never given to C)
-	len      int
-	dense    unsafe.Pointer
-	indices  []int64
-	rows     unsafe.Pointer
-	numRows  int // number of values in rows
-	keep     []interface{}
-}
-
-func dtypeOf[T Float]() DType {
-	var zero T
-	switch any(zero).(type) {
-	case BF16:
-		return BFloat16
-	case F16:
-		return Float16
-	}
-	if unsafe.Sizeof(zero) == 8 {
-		return Float64
-	}
-	return Float32
-}
-
-func dataOf[T Float](s []T) unsafe.Pointer {
-	if len(s) == 0 {
-		return nil
-	}
-	return unsafe.Pointer(&s[0])
-}
-
-// Dense is a dense gradient for variable (len(grad) == len(value)).
-func Dense[T Float](variable int, value, grad []T) Gradient {
-	return Gradient{variable: variable, dtype: dtypeOf[T](), value: dataOf(value), len: len(value),
-		dense: dataOf(grad), numRows: len(grad), keep: []interface{}{value, grad}}
-}
-
-// Sparse is a gradient of whole rows of variable (Keras' IndexedSlices): rows holds one row of
-// the variable's trailing shape per index; repeated indices add up.
-func Sparse[T Float](variable int, value []T, indices []int64, rows []T) Gradient {
-	return Gradient{variable: variable, dtype: dtypeOf[T](), value: dataOf(value), len: len(value),
-		indices: indices, rows: dataOf(rows), numRows: len(rows), keep: []interface{}{value, rows}}
-}
-
-// Half is the element type of 16-bit variables: BF16 or F16.
-type Half interface {
-	BF16 | F16
-}
-
-// DenseFloat32 is a float32 dense gradient (accumulated in float32) for a bfloat16 or float16
-// variable with master weights (Config.MasterWeights); without them the step fails with
-// ErrDtypeMismatch.
-func DenseFloat32[T Half](variable int, value []T, grad []float32) Gradient {
-	return Gradient{variable: variable, dtype: dtypeOf[T](), gradType: Float32, value: dataOf(value), len: len(value),
-		dense: dataOf(grad), numRows: len(grad), keep: []interface{}{value, grad}}
-}
-
-// SparseFloat32 is Sparse with float32 rows (accumulated in float32) for a bfloat16 or float16
-// variable with master weights.
-func SparseFloat32[T Half](variable int, value []T, indices []int64, rows []float32) Gradient {
-	return Gradient{variable: variable, dtype: dtypeOf[T](), gradType: Float32, value: dataOf(value), len: len(value),
-		indices: indices, rows: dataOf(rows), numRows: len(rows), keep: []interface{}{value, rows}}
-}
-
-// gradientDType is the dtype of g's gradient.
-func (g Gradient) gradientDType() DType {
-	if g.gradType != 0 {
-		return g.gradType
-	}
-	return g.dtype
-}
-
-// NoGradient lists variable without a gradient (Keras' None): it is left alone.
-func NoGradient[T Float](variable int, value []T) Gradient {
-	return Gradient{variable: variable, dtype: dtypeOf[T](), value: dataOf(value), len: len(value), keep: []interface{}{value}}
-}
-
-func align8(n uintptr) uintptr { return (n + 7) &^ 7 }
-
-// stage copies the call's entries, values and gradients into the arena and returns the C entries.
-func (o *Optimizer) stage(grads []Gradient) *C.adamw_gradient {
-	size := align8(uintptr(len(grads)) * C.sizeof_adamw_gradient)
-	for _, g := range grads {
-		es, gs := uintptr(g.dtype.size()), uintptr(g.gradientDType().size())
-		size += align8(uintptr(g.len)*es) + align8(uintptr(g.numRows)*gs) + align8(uintptr(len(g.indices))*8)
-	}
-	if size > o.arenaCap {
-		if o.arena != nil {
-			C.free(o.arena)
-		}
-		o.arena = C.malloc(C.size_t(size))
-		o.arenaCap = size
-	}
-	entries := unsafe.Slice((*C.adamw_gradient)(o.arena), len(grads))
-	at := align8(uintptr(len(grads)) * C.sizeof_adamw_gradient) // offset into the arena
-	put := func(src unsafe.Pointer, bytes uintptr) unsafe.Pointer {
-		if src == nil || bytes == 0 {
-			return nil
-		}
-		dst := unsafe.Add(o.arena, at)
-		C.memcpy(dst, src, C.size_t(bytes))
-		at += align8(bytes)
-		return dst
-	}
-	for i, g := range grads {
-		es, gs := uintptr(g.dtype.size()), uintptr(g.gradientDType().size())
-		e := &entries[i]
-		*e = C.adamw_gradient{}
-		e.variable = C.size_t(g.variable)
-		e.dtype = C.uint32_t(g.dtype) | C.uint32_t(g.gradType)<<C.ADAMW_GRADIENT_DTYPE_SHIFT
-		e.len = C.size_t(g.len)
-		e.data = put(g.value, uintptr(g.len)*es)
-		if g.dense != nil {
-			e.dense = put(g.dense, uintptr(g.numRows)*gs)
-			if g.numRows != g.len { // report the caller's length, not ours
-				e.len = C.size_t(g.numRows)
-			}
-		} else if g.indices != nil || g.rows != nil {
-			e.indices = (*C.int64_t)(put(dataOf64(g.indices), uintptr(len(g.indices))*8))
-			e.num_indices = C.size_t(len(g.indices))
-			e.values = put(g.rows, uintptr(g.numRows)*gs)
-			e.num_values = C.size_t(g.numRows)
-			if e.values == nil && e.indices == nil {
-				e.indices = (*C.int64_t)(o.arena) // an empty sparse gradient is still a gradient
-			}
-		}
-	}
-	return (*C.adamw_gradient)(o.arena)
-}
-
-func dataOf64(s []int64) unsafe.Pointer {
-	if len(s) == 0 {
-		return nil
-	}
-	return unsafe.Pointer(&s[0])
-}
-
-func (d DType) size() int {
-	switch d {
-	case Float32:
-		return 4
-	case BFloat16, Float16:
-		return 2
-	}
-	return 8
-}
-
-// ApplyGradients runs one optimizer step over the listed variables (Keras' apply_gradients) and
-// returns the new iteration count. On error nothing has changed, the caller's slices included.
-func (o *Optimizer) ApplyGradients(grads []Gradient) (int64, error) {
-	var it C.int64_t
-	err := o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
-		for _, g := range grads {
-			if g.dense != nil && g.numRows != g.len {
-				return o.fail(StatusShapeMismatch, fmt.Sprintf("the gradient of variable %d has %d elements; its values have %d", g.variable, g.numRows, g.len))
-			}
-		}
-		entries := o.stage(grads)
-		s := C.adamw_optimizer_apply_gradients(h, entries, C.size_t(len(grads)), &it)
-		if s == C.ADAMW_STATUS_OK {
-			staged := unsafe.Slice(entries, len(grads))
-			for i, g := range grads {
-				if g.value != nil {
-					C.memcpy(g.value, staged[i].data, C.size_t(g.len*g.dtype.size()))
-				}
-			}
-		}
-		for _, g := range grads {
-			runtime.KeepAlive(g.keep)
-		}
-		return s
-	})
-	return int64(it), err
-}
-
-// fail records a message for a check made on the Go side, so that it reads like the library's.
-func (o *Optimizer) fail(status Status, message string) C.enum_adamw_status {
-	o.cb.panicked = ""
-	o.goFailure = &Error{Status: status, Message: message}
-	return C.enum_adamw_status(status)
-}
-
-// Minimize is Keras' minimize: compute fills the gradient slices of grads from the current
-// values, then the step runs. An error from compute is returned and nothing changes.
-func (o *Optimizer) Minimize(grads []Gradient, compute func() error) (int64, error) {
-	if err := compute(); err != nil {
-		return 0, &Error{Status: StatusCallbackFailed, Message: "the gradient function failed: " + err.Error()}
-	}
-	return o.ApplyGradients(grads)
-}
-
-// FinalizeVariableValues gives each listed variable (index → values) its moving average's value
-// when UseEMA is on (Keras' finalize_variable_values); without EMA nothing changes.
-func (o *Optimizer) FinalizeVariableValues(variables []Gradient) error {
-	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
-		entries := o.stage(variables)
-		n := len(variables)
-		descs := (*C.adamw_variable_data)(C.calloc(C.size_t(n+1), C.sizeof_adamw_variable_data))
-		defer C.free(unsafe.Pointer(descs))
-		ds := unsafe.Slice(descs, n+1)
-		staged := unsafe.Slice(entries, n)
-		for i := range variables {
-			ds[i] = C.adamw_variable_data{variable: staged[i].variable, dtype: C.uint32_t(variables[i].dtype), data: staged[i].data, len: staged[i].len}
-		}
-		s := C.adamw_optimizer_finalize_variable_values(h, descs, C.size_t(n))
-		if s == C.ADAMW_STATUS_OK {
-			for i, g := range variables {
-				if g.value != nil {
-					C.memcpy(g.value, staged[i].data, C.size_t(g.len*g.dtype.size()))
-				}
-			}
-		}
-		return s
 	})
 }
 
@@ -980,40 +755,24 @@ func (o *Optimizer) Variable(index int) (VariableInfo, error) {
 }
 
 // Values copies optimizer variable index into out, which must have its dtype and length:
-// []int64 for the counter, []float32 or []float64 for the slots.
+// []int64 for the counter, []float32, []float64, []BF16 or []F16 for the slots. The library
+// writes into out directly.
 func (o *Optimizer) Values(index int, out interface{}) error {
 	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
-		var dtype DType
-		var n int
-		var dst unsafe.Pointer
-		switch v := out.(type) {
-		case []int64:
-			dtype, n, dst = Int64, len(v), dataOf64(v)
-		case []float32:
-			dtype, n, dst = Float32, len(v), dataOf(v)
-		case []float64:
-			dtype, n, dst = Float64, len(v), dataOf(v)
-		case []BF16:
-			dtype, n, dst = BFloat16, len(v), dataOf(v)
-		case []F16:
-			dtype, n, dst = Float16, len(v), dataOf(v)
-		default:
+		dst, dtype, n := typedValues(out)
+		if dtype == 0 {
 			return o.fail(StatusInvalidArgument, fmt.Sprintf("Values needs a []int64, []float32, []float64, []BF16 or []F16, got %T", out))
 		}
 		if index < 0 {
 			index = math.MaxInt
 		}
-		tmp := C.malloc(C.size_t(n*8 + 8))
-		defer C.free(tmp)
-		s := C.adamw_optimizer_get_variable(h, C.size_t(index), C.uint32_t(dtype), tmp, C.size_t(n))
-		if s == C.ADAMW_STATUS_OK && n > 0 {
-			C.memcpy(dst, tmp, C.size_t(n*dtype.size()))
-		}
-		return s
+		// A Go pointer to memory without Go pointers may be a call's argument.
+		return C.adamw_optimizer_get_variable(h, C.size_t(index), C.uint32_t(dtype), dst, C.size_t(n))
 	})
 }
 
-// Weight is a value for SetWeights: a shape and a []int64 (the counter), []float32 or []float64.
+// Weight is a value for SetWeights: a shape and a []int64 (the counter), []float32, []float64,
+// []BF16 or []F16.
 type Weight struct {
 	Shape  []int
 	Values interface{}
@@ -1027,29 +786,21 @@ func (o *Optimizer) SetWeights(weights []Weight) error {
 		raw := (*C.adamw_weight)(C.calloc(C.size_t(n+1), C.sizeof_adamw_weight))
 		defer C.free(unsafe.Pointer(raw))
 		ws := unsafe.Slice(raw, n+1)
-		var frees []unsafe.Pointer
+		var shapes []unsafe.Pointer
 		defer func() {
-			for _, p := range frees {
+			C.memset(unsafe.Pointer(raw), 0, C.size_t(n+1)*C.sizeof_adamw_weight) // no Go pointer stays in C memory
+			o.mem.release(0, 0)
+			for _, p := range shapes {
 				C.free(p)
 			}
 		}()
 		for i, w := range weights {
-			switch w.Values.(type) {
-			case []int64:
-				ws[i].dtype = C.ADAMW_DTYPE_INT64
-			case []float32:
-				ws[i].dtype = C.ADAMW_DTYPE_FLOAT32
-			case []float64:
-				ws[i].dtype = C.ADAMW_DTYPE_FLOAT64
-			case []BF16:
-				ws[i].dtype = C.ADAMW_DTYPE_BFLOAT16
-			case []F16:
-				ws[i].dtype = C.ADAMW_DTYPE_FLOAT16
-			default:
+			data, dtype, length := typedValues(w.Values)
+			if dtype == 0 {
 				return o.fail(StatusInvalidArgument, fmt.Sprintf("weights[%d]: values must be []int64, []float32, []float64, []BF16 or []F16, got %T", i, w.Values))
 			}
 			shape := C.calloc(C.size_t(len(w.Shape)+1), C.sizeof_size_t)
-			frees = append(frees, shape)
+			shapes = append(shapes, shape)
 			count := 1
 			for k, d := range w.Shape {
 				if d < 0 {
@@ -1058,16 +809,13 @@ func (o *Optimizer) SetWeights(weights []Weight) error {
 				unsafe.Slice((*C.size_t)(shape), len(w.Shape))[k] = C.size_t(d)
 				count *= d
 			}
-			p, bytes := copyToC(w.Values)
-			if bytes != count*DType(ws[i].dtype).size() {
-				return o.fail(StatusShapeMismatch, fmt.Sprintf("weights[%d]: shape %v needs %d values", i, w.Shape, count))
+			if length != count {
+				return o.fail(StatusShapeMismatch, fmt.Sprintf("weights[%d]: shape %v needs %d values, got %d", i, w.Shape, count, length))
 			}
-			if p != nil {
-				frees = append(frees, p)
-			}
+			ws[i].dtype = C.uint32_t(dtype)
 			ws[i].ndim = C.size_t(len(w.Shape))
 			ws[i].shape = (*C.size_t)(shape)
-			ws[i].data = p
+			ws[i].data = o.mem.pin(data)
 		}
 		return C.adamw_optimizer_set_weights(h, raw, C.size_t(n))
 	})
@@ -1081,24 +829,26 @@ func (o *Optimizer) Save() ([]byte, error) {
 		if s := C.adamw_optimizer_save_own_variables(h, nil, 0, &n); s != C.ADAMW_STATUS_OK {
 			return s
 		}
-		buf := C.malloc(n + 1)
-		defer C.free(buf)
-		s := C.adamw_optimizer_save_own_variables(h, (*C.uint8_t)(buf), n, &n)
-		out = C.GoBytes(buf, C.int(n))
+		out = make([]byte, int(n)+1) // never empty, so that its address is never NULL
+		s := C.adamw_optimizer_save_own_variables(h, (*C.uint8_t)(unsafe.Pointer(&out[0])), n, &n)
+		out = out[:n]
 		return s
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // Load is Keras' load_own_variables from Save's bytes; a mismatch changes nothing.
 func (o *Optimizer) Load(checkpoint []byte) error {
 	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
-		buf := C.malloc(C.size_t(len(checkpoint) + 1))
-		defer C.free(buf)
+		var empty [1]byte
+		data := unsafe.Pointer(&empty[0])
 		if len(checkpoint) > 0 {
-			C.memcpy(buf, unsafe.Pointer(&checkpoint[0]), C.size_t(len(checkpoint)))
+			data = unsafe.Pointer(&checkpoint[0])
 		}
-		return C.adamw_optimizer_load_own_variables(h, (*C.uint8_t)(buf), C.size_t(len(checkpoint)))
+		return C.adamw_optimizer_load_own_variables(h, (*C.uint8_t)(data), C.size_t(len(checkpoint)))
 	})
 }
 

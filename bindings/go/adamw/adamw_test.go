@@ -486,26 +486,3 @@ func to32(x []float64) []float32 {
 	}
 	return out
 }
-
-func benchmarkStep(b *testing.B, n int) {
-	o := newBuilt(b, DefaultConfig(), Variable{Name: "w", Shape: []int{n}, DType: Float32})
-	defer o.Close()
-	w := make([]float32, n)
-	g := make([]float32, n)
-	for i := range g {
-		g[i] = float32(i%7) * 0.1
-	}
-	grads := []Gradient{Dense(0, w, g)}
-	o.ApplyGradients(grads) // grow the staging memory once
-	b.SetBytes(int64(n) * 4)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := o.ApplyGradients(grads); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-func BenchmarkStep1K(b *testing.B) { benchmarkStep(b, 1<<10) }
-func BenchmarkStep1M(b *testing.B) { benchmarkStep(b, 1<<20) }

@@ -1,6 +1,9 @@
 package adamw
 
-import "math"
+import (
+	"math"
+	"unsafe"
+)
 
 // BF16 is a bfloat16 value held as its bits (the top half of a float32): the element type of
 // BFloat16 variables, gradients and slots.
@@ -77,4 +80,21 @@ func F16s(fs []float32) []F16 {
 		out[i] = F16FromFloat32(f)
 	}
 	return out
+}
+
+// BF16Bits views a slice of bfloat16 bits held as []uint16 (from a file, a network buffer or a
+// C array) as []BF16, without copying: a step on the view updates bits.
+func BF16Bits(bits []uint16) []BF16 {
+	if len(bits) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*BF16)(unsafe.Pointer(&bits[0])), len(bits))
+}
+
+// F16Bits views a slice of IEEE binary16 bits held as []uint16 as []F16, without copying.
+func F16Bits(bits []uint16) []F16 {
+	if len(bits) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*F16)(unsafe.Pointer(&bits[0])), len(bits))
 }

@@ -185,3 +185,25 @@ func TestLossScale(t *testing.T) {
 		t.Errorf("no loss scale: %v", err)
 	}
 }
+
+// A step on a view of []uint16 updates the uint16 slice itself.
+func TestSixteenBitViews(t *testing.T) {
+	o := newBuilt(t, DefaultConfig(), Variable{Name: "b", Shape: []int{2}, DType: BFloat16}, Variable{Name: "h", Shape: []int{2}, DType: Float16})
+	defer o.Close()
+	b, h := []uint16{0x3f80, 0xbf80}, []uint16{0x3c00, 0xbc00} // 1, -1 in each
+	grads := []Gradient{
+		Dense(0, BF16Bits(b), BF16Bits([]uint16{0x3f80, 0x3f80})),
+		Dense(1, F16Bits(h), F16Bits([]uint16{0x3c00, 0x3c00})),
+	}
+	if _, err := o.ApplyGradients(grads); err != nil {
+		t.Fatal(err)
+	}
+	// Keras' 16-bit step of 0.001 rounds: bfloat16 1 - 0.001 is 1 again, -1 - 0.001 is -1;
+	// float16 has the resolution to move (0.999 and -1.001 round to 0x3bfe and 0xbc01).
+	if b[0] != 0x3f80 || b[1] != 0xbf80 || h[0] != 0x3bfe || h[1] != 0xbc01 {
+		t.Errorf("bfloat16 %#04x, float16 %#04x", b, h)
+	}
+	if BF16Bits(nil) != nil || F16Bits([]uint16{}) != nil {
+		t.Error("an empty view is not nil")
+	}
+}

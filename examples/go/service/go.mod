@@ -1,6 +1,6 @@
 module libadamw/examples/service
 
-go 1.19
+go 1.21
 
 require libadamw/go v0.0.0
 
