@@ -23,12 +23,17 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # The Go package needs Go 1.21 or newer (runtime.Pinner); Debian bookworm's own is 1.19, so Go
 # comes from bookworm-backports (golang-1.23-go, in /usr/lib/go-1.23/bin; tools/go-env.sh finds it).
-if ! (source tools/go-env.sh) 2>/dev/null; then
-    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+go_env="$(dirname "$0")/go-env.sh"
+if ! (source "$go_env") 2>/dev/null; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && grep -qx 'VERSION_CODENAME=bookworm' /etc/os-release; then
         echo "installing: golang-1.23-go (bookworm-backports)"
-        codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
-        echo "deb http://deb.debian.org/debian ${codename}-backports main" >/etc/apt/sources.list.d/adamw-backports.list
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t "${codename}-backports" golang-1.23-go
+        list=/etc/apt/sources.list.d/adamw-bookworm-backports.list
+        echo "deb http://deb.debian.org/debian bookworm-backports main" >"$list"
+        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t bookworm-backports golang-1.23-go; }; then
+            rm -f "$list"
+            echo "error: could not install golang-1.23-go from bookworm-backports" >&2
+            exit 1
+        fi
     fi
-    (source tools/go-env.sh) || { echo "error: install Go 1.21 or newer and retry" >&2; exit 1; }
+    (source "$go_env") || { echo "error: install Go 1.21 or newer and retry" >&2; exit 1; }
 fi

@@ -13,8 +13,9 @@
 // A step reads and writes the caller's slices where they are: it pins them with runtime.Pinner
 // for the duration of the call (cgo's rules let C memory hold a Go pointer only while it is
 // pinned), passes their addresses to the library, and unpins them when the call returns. No Go
-// pointer is kept by C after a call, nothing is copied, and once an optimizer has made a call as
-// large, a step allocates nothing. The package needs Go 1.21 or newer (runtime.Pinner).
+// pointer is kept by C after a call and nothing is copied. Once an optimizer has made a call as
+// large, a step allocates nothing, but for one 64-byte object after a garbage collection. The
+// package needs Go 1.21 or newer (runtime.Pinner).
 package adamw
 
 /*
@@ -840,11 +841,13 @@ func (o *Optimizer) Save() ([]byte, error) {
 	return out, nil
 }
 
+// emptyCheckpoint is the address Load passes for an empty checkpoint (never NULL).
+var emptyCheckpoint [1]byte
+
 // Load is Keras' load_own_variables from Save's bytes; a mismatch changes nothing.
 func (o *Optimizer) Load(checkpoint []byte) error {
 	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
-		var empty [1]byte
-		data := unsafe.Pointer(&empty[0])
+		data := unsafe.Pointer(&emptyCheckpoint[0])
 		if len(checkpoint) > 0 {
 			data = unsafe.Pointer(&checkpoint[0])
 		}

@@ -35,6 +35,7 @@ type Gradient struct {
 	value    unsafe.Pointer // the first element of the caller's values, or nil when empty
 	len      int
 	dense    unsafe.Pointer
+	isDense  bool // Dense or DenseFloat32: a dense gradient, even an empty one
 	sparse   bool
 	indices  unsafe.Pointer
 	numIdx   int
@@ -64,14 +65,17 @@ func dataOf[T any](s []T) unsafe.Pointer {
 	return unsafe.Pointer(&s[0])
 }
 
-// Dense is a dense gradient for variable (len(grad) == len(value)).
+// Dense is a dense gradient for variable (len(grad) == len(value)). The step reads grad and
+// writes value in place, so the two must not share memory, nor share it with another entry of
+// the call (ErrInvalidArgument).
 func Dense[T Float](variable int, value, grad []T) Gradient {
 	return Gradient{variable: variable, dtype: dtypeOf[T](), value: dataOf(value), len: len(value),
-		dense: dataOf(grad), numRows: len(grad)}
+		dense: dataOf(grad), isDense: true, numRows: len(grad)}
 }
 
 // Sparse is a gradient of whole rows of variable (Keras' IndexedSlices): rows holds one row of
-// the variable's trailing shape per index; repeated indices add up.
+// the variable's trailing shape per index; repeated indices add up. No indices (and no rows) is
+// a gradient of zeros, as in Keras: every row still decays and its moments move.
 func Sparse[T Float](variable int, value []T, indices []int64, rows []T) Gradient {
 	return Gradient{variable: variable, dtype: dtypeOf[T](), value: dataOf(value), len: len(value),
 		sparse: true, indices: dataOf(indices), numIdx: len(indices), rows: dataOf(rows), numRows: len(rows)}
@@ -158,7 +162,7 @@ func (m *callMemory) pin(p unsafe.Pointer) unsafe.Pointer {
 // release ends a call: it clears the table's first n entries of size bytes (C memory keeps no
 // Go pointer after the call) and unpins everything the call pinned.
 func (m *callMemory) release(n int, size uintptr) {
-	if n > 0 {
+	if n > 0 && m.table != nil {
 		clear(unsafe.Slice((*byte)(m.table), uintptr(n)*size))
 	}
 	for k := 0; k*pinsPerPinner < m.pinned; k++ {
@@ -169,6 +173,7 @@ func (m *callMemory) release(n int, size uintptr) {
 
 // free releases the C memory; the optimizer is closing.
 func (m *callMemory) free() {
+	m.release(0, 0)
 	C.free(m.table)
 	C.free(m.word)
 	*m = callMemory{}
@@ -202,8 +207,11 @@ func (o *Optimizer) gradientTable(grads []Gradient) *C.adamw_gradient {
 			if e.indices == nil && e.values == nil {
 				e.indices = (*C.int64_t)(table) // zero indices: still a gradient (of zeros)
 			}
-		case g.dense != nil:
+		case g.isDense:
 			e.dense = m.pin(g.dense)
+			if e.dense == nil {
+				e.dense = table // an empty gradient of an empty variable: still a gradient
+			}
 		}
 	}
 	return (*C.adamw_gradient)(table)
@@ -213,7 +221,7 @@ func (o *Optimizer) gradientTable(grads []Gradient) *C.adamw_gradient {
 // variable's length, so a shorter gradient must not reach it.
 func checkDenseLengths(grads []Gradient) error {
 	for i := range grads {
-		if g := &grads[i]; !g.sparse && g.dense != nil && g.numRows != g.len {
+		if g := &grads[i]; g.isDense && g.numRows != g.len {
 			return &Error{Status: StatusShapeMismatch, Message: fmt.Sprintf(
 				"the gradient of variable %d has %d elements; its values have %d", g.variable, g.numRows, g.len)}
 		}
@@ -224,7 +232,9 @@ func checkDenseLengths(grads []Gradient) error {
 // ApplyGradients runs one optimizer step over the listed variables (Keras' apply_gradients) and
 // returns the new iteration count. The library reads the gradients and writes the new values
 // into the caller's slices directly, with no copy. On error nothing has changed, the caller's
-// slices included. Once the optimizer has made a call as large, a step allocates nothing.
+// slices included. Once the optimizer has made a call as large, a step allocates nothing, but
+// for one 64-byte object after a garbage collection (the runtime's pinner cache is emptied by
+// each collection).
 func (o *Optimizer) ApplyGradients(grads []Gradient) (int64, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -236,9 +246,9 @@ func (o *Optimizer) ApplyGradients(grads []Gradient) (int64, error) {
 	}
 	runtime.LockOSThread() // the library's message is per thread
 	defer runtime.UnlockOSThread()
+	defer o.mem.release(len(grads), C.sizeof_adamw_gradient) // also if pinning panics
 	entries := o.gradientTable(grads)
 	status := C.adamw_optimizer_apply_gradients(o.h, entries, C.size_t(len(grads)), (*C.int64_t)(o.mem.word))
-	o.mem.release(len(grads), C.sizeof_adamw_gradient)
 	if err := check(status, o.cb.takePanic()); err != nil {
 		return 0, err
 	}
@@ -266,6 +276,7 @@ func (o *Optimizer) FinalizeVariableValues(variables []Gradient) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	m := &o.mem
+	defer m.release(len(variables), C.sizeof_adamw_variable_data)
 	table := m.entries(len(variables), C.sizeof_adamw_variable_data)
 	entries := unsafe.Slice((*C.adamw_variable_data)(table), len(variables))
 	for i := range variables {
@@ -274,6 +285,5 @@ func (o *Optimizer) FinalizeVariableValues(variables []Gradient) error {
 		e.data = m.pin(v.value)
 	}
 	status := C.adamw_optimizer_finalize_variable_values(o.h, (*C.adamw_variable_data)(table), C.size_t(len(variables)))
-	m.release(len(variables), C.sizeof_adamw_variable_data)
 	return check(status, "")
 }

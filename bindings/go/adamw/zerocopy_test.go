@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -268,5 +269,42 @@ func TestBuildChecksInit(t *testing.T) {
 			t.Errorf("case %d: a build after the refused one: %v", i, err)
 		}
 		o.Close()
+	}
+}
+
+// After a garbage collection a step allocates one pinner at most (the runtime's cache of them is
+// emptied by each collection); without one, nothing (TestStepsAllocateNothing).
+func TestStepAfterACollection(t *testing.T) {
+	o := newBuilt(t, DefaultConfig(), Variable{Name: "w", Shape: []int{64}, DType: Float32})
+	defer o.Close()
+	grads := []Gradient{Dense(0, make([]float32, 64), gradientOf(64))}
+	if _, err := o.ApplyGradients(grads); err != nil { // the optimizer's first call of this size
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	const steps = 20
+	var mallocs uint64
+	for i := 0; i < steps; i++ {
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		if _, err := o.ApplyGradients(grads); err != nil {
+			t.Fatal(err)
+		}
+		runtime.ReadMemStats(&after)
+		mallocs += after.Mallocs - before.Mallocs
+	}
+	if mallocs > steps {
+		t.Errorf("%d allocations in %d steps each after a collection, want at most one a step", mallocs, steps)
+	}
+}
+
+// A dense gradient is a dense gradient even when it is empty: a missing one is a shape mismatch,
+// not a variable silently left alone.
+func TestEmptyDenseGradientIsRefused(t *testing.T) {
+	o := newBuilt(t, DefaultConfig(), Variable{Name: "w", Shape: []int{3}, DType: Float32})
+	defer o.Close()
+	w := []float32{1, 2, 3}
+	if _, err := o.ApplyGradients([]Gradient{Dense(0, w, nil)}); !errors.Is(err, ErrShapeMismatch) {
+		t.Errorf("Dense with no gradient: %v, want ErrShapeMismatch", err)
 	}
 }
