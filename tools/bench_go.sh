@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Go package's step against the same step in C, side by side: for each case, ROUNDS rounds
-# (default 7), each running the C loop (tools/bench/go_peer.c) and the Go benchmark
-# (bindings/go/adamw/bench_test.go) in processes of their own, taking turns, with the same
+# (default 9), each running the C loop (tools/bench/go_peer.c) and the Go benchmark
+# (bindings/go/adamw/bench_test.go) in processes of their own, taking turns (who goes first
+# alternates from round to round), with the same
 # iteration count. Prints a Markdown table of the medians and the ratio Go / C. It measures; it
 # asserts nothing.
 #
@@ -9,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/go-env.sh
-rounds=${1:-7}
+rounds=${1:-9}
 cargo build --release --locked
 out=target/bench-go
 mkdir -p "$out"
@@ -20,7 +21,7 @@ cc -std=c11 -O2 -Wall -Iinclude tools/bench/go_peer.c target/release/libadamw.a 
 cases=(
     "1K dense|^BenchmarkDense\$/^1K\$|1024|1|0|20000"
     "64K dense|^BenchmarkDense\$/^64K\$|65536|1|0|2000"
-    "1M dense|^BenchmarkDense\$/^1M\$|1048576|1|0|200"
+    "1M dense|^BenchmarkDense\$/^1M\$|1048576|1|0|500"
     "16M dense|^BenchmarkDense\$/^16M\$|16777216|1|0|10"
     "100 x 1K, global clipnorm|^BenchmarkManyVariables\$|1024|100|1|2000"
 )
@@ -33,10 +34,13 @@ for c in "${cases[@]}"; do
     IFS='|' read -r name bench n count clip iterations <<<"$c"
     : >"$out/c.txt"
     : >"$out/go.txt"
-    for ((r = 0; r < rounds; r++)); do
-        "$out/go_peer" "$n" "$count" "$clip" "$iterations" >>"$out/c.txt"
+    run_c() { "$out/go_peer" "$n" "$count" "$clip" "$iterations" >>"$out/c.txt"; }
+    run_go() {
         "$out/adamw.test" -test.run '^$' -test.bench "$bench" -test.benchtime "${iterations}x" |
             awk '/ns\/op/ {for (i = 1; i < NF; i++) if ($(i + 1) == "ns/op") print $i}' >>"$out/go.txt"
+    }
+    for ((r = 0; r < rounds; r++)); do
+        if ((r % 2 == 0)); then run_c && run_go; else run_go && run_c; fi # who goes first alternates
     done
     c_ns=$(median <"$out/c.txt")
     go_ns=$(median <"$out/go.txt")
