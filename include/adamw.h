@@ -461,6 +461,67 @@ struct adamw_config adamw_config_default(void);
 // Errors: NULL_ARGUMENT; INVALID_ARGUMENT for an unknown kind (`*out` is then not written).
 enum adamw_status adamw_schedule_init(uint32_t kind, struct adamw_schedule *out);
 
+// Loads the optimizer state of a Keras file into a built optimizer (Keras'
+// `load_own_variables`): a `.keras` archive (`model.save`) or a `.weights.h5` file
+// (`model.save_weights`) written by tf-keras 2.15, told apart by their contents. Its datasets
+// `optimizer/vars/0..N-1` are matched to this optimizer's variables in Keras' order
+// (`adamw_optimizer_variable_info`): the count, every shape and every dtype must agree. Build the
+// optimizer over the model's trainable variables in Keras' order, from the archive's config
+// (`adamw_keras_file_optimizer_config`, `adamw_optimizer_from_config_json`) or the same
+// arguments. The model's own weights stay in the file (`layers/...`) for the caller to read.
+// Ownership: `path` is read during the call. NULL: `optimizer`, `path` must not be NULL.
+// Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, NOT_BUILT, IO (missing or unreadable file),
+// INVALID_CHECKPOINT (not a Keras file, truncated or damaged, no optimizer state, a dataset of
+// a type libadamw does not read), INVALID_CONFIG (an archive whose optimizer is not AdamW),
+// CHECKPOINT_MISMATCH (another count, shape or dtype; an optimizer with a loss scale), BUSY.
+// On error nothing changes. An HDF5 file as h5py writes it carries no checksums: damage to its
+// structure is caught, a flipped bit inside a value cannot be (an archive's CRC-32s catch it).
+enum adamw_status adamw_optimizer_load_keras_file(struct adamw_optimizer *optimizer,
+                                                  const char *path);
+
+// Writes this optimizer's state into a copy of a Keras file (Keras' `save_own_variables`):
+// `out_path` becomes `template_path` (a `.keras` archive or a `.weights.h5` file of the same
+// model and optimizer) with its datasets `optimizer/vars/0..N-1` replaced; the model's weights,
+// the archive's config and metadata are copied as they are. tf-keras then loads it
+// (`load_model`, `model.load_weights`) and continues from this optimizer's state. Written
+// atomically (a temporary file beside `out_path`, renamed over it); `out_path` may be
+// `template_path`.
+// Ownership: both paths are read during the call. NULL: none may be NULL. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (master weights or a loss scale, which Keras' AdamW
+// does not hold; bfloat16 state, which h5py cannot store), IO, INVALID_CHECKPOINT (the template
+// is not a readable Keras file), CHECKPOINT_MISMATCH (the template's optimizer has another
+// count, shape or dtype), BUSY. On error `out_path` is as it was.
+enum adamw_status adamw_optimizer_save_keras_file(const struct adamw_optimizer *optimizer,
+                                                  const char *template_path,
+                                                  const char *out_path);
+
+// The compiled optimizer's config in a `.keras` archive (the `config` of
+// `compile_config.optimizer` in its `config.json`, Keras' `get_config()`), as JSON for
+// `adamw_optimizer_from_config_json`, with the size-query convention: `buf` NULL and `cap` 0
+// give the size in `*out_len`; otherwise `cap` must hold the JSON and a NUL.
+// Ownership: `path` is read during the call. NULL: `path`, `out_len`.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, IO, INVALID_CHECKPOINT (not an archive, damaged, no
+// compiled optimizer; a `.weights.h5` file, which holds no config), INVALID_CONFIG (the
+// optimizer is not AdamW), BUFFER_TOO_SMALL.
+enum adamw_status adamw_keras_file_optimizer_config(const char *path,
+                                                    char *buf,
+                                                    size_t cap,
+                                                    size_t *out_len);
+
+// Loads a plain safetensors store into a built optimizer: Keras' `save_own_variables` layout
+// (keys "0".."N-1" in Keras' order, "0" the int64 counter) with no libadamw metadata, as a
+// Python user writes it with `safetensors.numpy.save_file`; checked as
+// `adamw_optimizer_load_keras_file` checks a Keras file. (`adamw_optimizer_load_own_variables`
+// keeps refusing files without libadamw's checksum.)
+// Ownership: `buf` is read during the call. NULL: `optimizer`; `buf` only when `len` is 0.
+// Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, NOT_BUILT, INVALID_CHECKPOINT (not safetensors,
+// another key), CHECKPOINT_MISMATCH, BUSY. On error nothing changes.
+enum adamw_status adamw_optimizer_load_keras_store(struct adamw_optimizer *optimizer,
+                                                   const uint8_t *buf,
+                                                   size_t len);
+
 // Creates an optimizer from a config.
 // Ownership: `config` and what it points at are read during the call (callbacks and their
 // user_data are kept); on OK the caller owns `*out` and frees it with `adamw_optimizer_free`.

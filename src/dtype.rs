@@ -354,7 +354,7 @@ impl TensorMut<'_> {
 
 impl TensorBuf {
     /// `len` zeros of `dtype`, or `OutOfMemory` when they cannot be allocated.
-    pub(crate) fn zeros(dtype: DType, len: usize) -> Result<Self> {
+    pub fn zeros(dtype: DType, len: usize) -> Result<Self> {
         fn alloc<T: Element>(len: usize) -> Result<Tensor<Owned>> {
             let mut v = Vec::new();
             v.try_reserve_exact(len)

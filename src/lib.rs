@@ -39,6 +39,8 @@ mod error;
 pub mod ffi;
 mod float;
 mod json_number;
+#[cfg(feature = "keras-files")]
+pub mod keras_files;
 mod kernels;
 mod kwargs;
 mod optimizer;

@@ -117,7 +117,7 @@ pub unsafe extern "C" fn adamw_optimizer_load_file(
 ///
 /// # Safety
 /// `path` must be NULL or a NUL-terminated string.
-unsafe fn file_path(path: *const c_char) -> Result<std::path::PathBuf, FfiError> {
+pub(super) unsafe fn file_path(path: *const c_char) -> Result<std::path::PathBuf, FfiError> {
     if path.is_null() {
         return Err(FfiError::null("path"));
     }

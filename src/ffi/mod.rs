@@ -7,7 +7,7 @@
 //! checks live only in `slice` and `handle`. One file per C object or concept: `config`
 //! (`adamw_config`, schedules), `optimizer` (the handle's life and settings), `step`
 //! (`apply_gradients`, `minimize`, `finalize_variable_values`), `variables` (Keras'
-//! `optimizer.variables`, `set_weights`), `checkpoint` (save and load), `version`, `status`;
+//! `optimizer.variables`, `set_weights`), `checkpoint` (save and load), `keras` (Keras' own files), `version`, `status`;
 //! `types` holds the C structs. `#[unsafe(no_mangle)]` appears only under this module.
 //!
 //! Rust programs can call these functions too (the conformance tool does); they are re-exported
@@ -18,6 +18,7 @@ mod checkpoint;
 mod config;
 mod guard;
 mod handle;
+mod keras;
 mod optimizer;
 mod slice;
 mod status;
@@ -29,6 +30,7 @@ mod version;
 pub use checkpoint::*;
 pub use config::*;
 pub use handle::adamw_optimizer;
+pub use keras::*;
 pub use optimizer::*;
 pub use status::{adamw_last_error, adamw_status, adamw_status_name};
 pub use step::*;

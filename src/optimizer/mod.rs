@@ -557,6 +557,42 @@ impl Optimizer {
         }
     }
 
+    /// Keras' `load_own_variables` from Keras' own store (the keys "0".."N-1" in Keras' order and
+    /// nothing of libadamw's: what `keras_files` reads from `.keras`, `.weights.h5` and plain
+    /// safetensors stores). The count, every shape and every dtype must be this optimizer's
+    /// (`CheckpointMismatch`); nothing changes on error. An optimizer with a loss scale needs
+    /// libadamw's own checkpoint, which holds the scale.
+    pub fn load_keras_variables(&mut self, tensors: &[(Vec<usize>, TensorBuf)]) -> Result<()> {
+        if !self.is_built() {
+            return Err(validate::not_built("loading Keras' optimizer variables"));
+        }
+        self.load_checkpoint_tensors(tensors, &[])
+    }
+
+    /// The optimizer variables as Keras' store holds them ([`Optimizer::variable`] for each
+    /// index). Keras' AdamW has no variable for libadamw's master weights or loss scale, so an
+    /// optimizer with either is refused (`InvalidArgument`).
+    pub fn keras_variables(&self) -> Result<Vec<StateTensor>> {
+        let extension = if self.state.config.loss_scale.is_some() {
+            Some("a loss scale")
+        } else if self.state.layout().any(|k| matches!(k, StateKind::Slot(Slot::Master, _))) {
+            Some("master weights")
+        } else {
+            None
+        };
+        if let Some(what) = extension {
+            return Err(invalid!(
+                "an optimizer with {what} has state Keras' AdamW does not hold; save it with save_own_variables"
+            ));
+        }
+        (0..self.num_variables())
+            .map(|index| {
+                self.variable(index)
+                    .ok_or_else(|| Error::OutOfMemory(format!("cannot copy optimizer variable {index}")))
+            })
+            .collect()
+    }
+
     /// `save_own_variables` to a file, written atomically (docs/numerics.md §13): a crash or
     /// a write error leaves whatever was at `path` intact.
     pub fn save_own_variables_to_file(&self, path: &std::path::Path) -> Result<()> {

@@ -1,0 +1,156 @@
+//! Keras' own files from C: the optimizer state of `.keras` archives and `.weights.h5` files,
+//! the config an archive holds, and plain safetensors stores (`keras_files` in the core). In a
+//! library built without the `keras-files` feature each function fails with INVALID_ARGUMENT,
+//! saying so.
+
+use std::ffi::c_char;
+
+use super::checkpoint::file_path;
+use super::guard::guard;
+use super::handle::{adamw_optimizer, with_optimizer};
+use super::slice::{slice, write_out};
+use super::status::{FfiError, adamw_status};
+
+#[cfg(not(feature = "keras-files"))]
+fn unavailable<T>() -> Result<T, FfiError> {
+    Err(FfiError::invalid("this libadamw was built without Keras files (the `keras-files` cargo feature)"))
+}
+
+/// Loads the optimizer state of a Keras file into a built optimizer (Keras'
+/// `load_own_variables`): a `.keras` archive (`model.save`) or a `.weights.h5` file
+/// (`model.save_weights`) written by tf-keras 2.15, told apart by their contents. Its datasets
+/// `optimizer/vars/0..N-1` are matched to this optimizer's variables in Keras' order
+/// (`adamw_optimizer_variable_info`): the count, every shape and every dtype must agree. Build the
+/// optimizer over the model's trainable variables in Keras' order, from the archive's config
+/// (`adamw_keras_file_optimizer_config`, `adamw_optimizer_from_config_json`) or the same
+/// arguments. The model's own weights stay in the file (`layers/...`) for the caller to read.
+/// Ownership: `path` is read during the call. NULL: `optimizer`, `path` must not be NULL.
+/// Threads: serialized.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, NOT_BUILT, IO (missing or unreadable file),
+/// INVALID_CHECKPOINT (not a Keras file, truncated or damaged, no optimizer state, a dataset of
+/// a type libadamw does not read), INVALID_CONFIG (an archive whose optimizer is not AdamW),
+/// CHECKPOINT_MISMATCH (another count, shape or dtype; an optimizer with a loss scale), BUSY.
+/// On error nothing changes. An HDF5 file as h5py writes it carries no checksums: damage to its
+/// structure is caught, a flipped bit inside a value cannot be (an archive's CRC-32s catch it).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_load_keras_file(
+    optimizer: *mut adamw_optimizer,
+    path: *const c_char,
+) -> adamw_status {
+    // SAFETY: the caller passes a live handle and a NUL-terminated path.
+    unsafe {
+        with_optimizer(optimizer, |s| {
+            let path = file_path(path)?;
+            #[cfg(feature = "keras-files")]
+            return Ok(crate::keras_files::read(&path)?.store.load_into(&mut s.optimizer)?);
+            #[cfg(not(feature = "keras-files"))]
+            {
+                let _ = (path, s);
+                unavailable()
+            }
+        })
+    }
+}
+
+/// Writes this optimizer's state into a copy of a Keras file (Keras' `save_own_variables`):
+/// `out_path` becomes `template_path` (a `.keras` archive or a `.weights.h5` file of the same
+/// model and optimizer) with its datasets `optimizer/vars/0..N-1` replaced; the model's weights,
+/// the archive's config and metadata are copied as they are. tf-keras then loads it
+/// (`load_model`, `model.load_weights`) and continues from this optimizer's state. Written
+/// atomically (a temporary file beside `out_path`, renamed over it); `out_path` may be
+/// `template_path`.
+/// Ownership: both paths are read during the call. NULL: none may be NULL. Threads: serialized.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (master weights or a loss scale, which Keras' AdamW
+/// does not hold; bfloat16 state, which h5py cannot store), IO, INVALID_CHECKPOINT (the template
+/// is not a readable Keras file), CHECKPOINT_MISMATCH (the template's optimizer has another
+/// count, shape or dtype), BUSY. On error `out_path` is as it was.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_save_keras_file(
+    optimizer: *const adamw_optimizer,
+    template_path: *const c_char,
+    out_path: *const c_char,
+) -> adamw_status {
+    // SAFETY: the caller passes a live handle and NUL-terminated paths.
+    unsafe {
+        with_optimizer(optimizer, |s| {
+            let (template, out) = (file_path(template_path)?, file_path(out_path)?);
+            #[cfg(feature = "keras-files")]
+            {
+                let store = crate::keras_files::KerasStore::of(&s.optimizer)?;
+                return Ok(crate::keras_files::write(&template, &store, &out)?);
+            }
+            #[cfg(not(feature = "keras-files"))]
+            {
+                let _ = (template, out, s);
+                unavailable()
+            }
+        })
+    }
+}
+
+/// The compiled optimizer's config in a `.keras` archive (the `config` of
+/// `compile_config.optimizer` in its `config.json`, Keras' `get_config()`), as JSON for
+/// `adamw_optimizer_from_config_json`, with the size-query convention: `buf` NULL and `cap` 0
+/// give the size in `*out_len`; otherwise `cap` must hold the JSON and a NUL.
+/// Ownership: `path` is read during the call. NULL: `path`, `out_len`.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, IO, INVALID_CHECKPOINT (not an archive, damaged, no
+/// compiled optimizer; a `.weights.h5` file, which holds no config), INVALID_CONFIG (the
+/// optimizer is not AdamW), BUFFER_TOO_SMALL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_keras_file_optimizer_config(
+    path: *const c_char,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> adamw_status {
+    guard(|| {
+        // SAFETY: a NUL-terminated path by the caller's contract.
+        let path = unsafe { file_path(path)? };
+        #[cfg(feature = "keras-files")]
+        {
+            let file = crate::keras_files::read(&path)?;
+            let config = file.optimizer_config.ok_or_else(|| {
+                FfiError::from(crate::error::Error::InvalidCheckpoint(
+                    "a .weights.h5 file holds no optimizer config (a .keras archive does)".into(),
+                ))
+            })?;
+            // SAFETY: `cap` writable bytes at `buf` and a writable `out_len` (caller's contract).
+            return unsafe { write_out(config.as_bytes(), buf.cast(), cap, out_len, true) };
+        }
+        #[cfg(not(feature = "keras-files"))]
+        {
+            let _ = (path, buf, cap, out_len);
+            unavailable()
+        }
+    })
+}
+
+/// Loads a plain safetensors store into a built optimizer: Keras' `save_own_variables` layout
+/// (keys "0".."N-1" in Keras' order, "0" the int64 counter) with no libadamw metadata, as a
+/// Python user writes it with `safetensors.numpy.save_file`; checked as
+/// `adamw_optimizer_load_keras_file` checks a Keras file. (`adamw_optimizer_load_own_variables`
+/// keeps refusing files without libadamw's checksum.)
+/// Ownership: `buf` is read during the call. NULL: `optimizer`; `buf` only when `len` is 0.
+/// Threads: serialized.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, NOT_BUILT, INVALID_CHECKPOINT (not safetensors,
+/// another key), CHECKPOINT_MISMATCH, BUSY. On error nothing changes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_load_keras_store(
+    optimizer: *mut adamw_optimizer,
+    buf: *const u8,
+    len: usize,
+) -> adamw_status {
+    // SAFETY: the caller passes a live handle and `len` readable bytes.
+    unsafe {
+        with_optimizer(optimizer, |s| {
+            let bytes = slice(buf, len, "buf")?;
+            #[cfg(feature = "keras-files")]
+            return Ok(crate::keras_files::read_plain_store(bytes)?.load_into(&mut s.optimizer)?);
+            #[cfg(not(feature = "keras-files"))]
+            {
+                let _ = (bytes, s);
+                unavailable()
+            }
+        })
+    }
+}

@@ -1,0 +1,188 @@
+//! Keras' own files: the optimizer state that tf-keras 2.15 writes into a `.keras` archive
+//! (`model.save`) or a `.weights.h5` file (`model.save_weights`), and the plain safetensors
+//! store a Python user writes with `safetensors.numpy.save_file`, read into an optimizer and
+//! written back.
+//!
+//! All three hold Keras' `save_own_variables` store: the optimizer variables under the keys
+//! "0".."N-1" in `optimizer.variables` order ("0" is the int64 iteration counter), with nothing
+//! of libadamw's. In the HDF5 file (the archive's `model.weights.h5`, or the `.weights.h5` file
+//! itself) they are the datasets `optimizer/vars/0..N-1`, beside the model's own weights
+//! (`layers/<name>/vars/<i>`); the archive's `config.json` holds the compiled optimizer's config
+//! under `compile_config.optimizer`. docs/numerics.md §21 describes the layout and what is
+//! checked.
+//!
+//! Reading checks the structure (a foreign, truncated or damaged file is `InvalidCheckpoint`);
+//! loading into an optimizer checks the count, every shape and every dtype against Keras' order
+//! of its variables (`CheckpointMismatch`) before anything is assigned. Writing takes a Keras
+//! file as its template and replaces only the optimizer's datasets: the model's weights, the
+//! archive's config and metadata are copied as they are.
+
+mod archive;
+mod hdf5;
+
+use std::path::Path;
+
+use crate::config::Config;
+use crate::dtype::TensorBuf;
+use crate::error::{Error, Result};
+use crate::optimizer::{Optimizer, VariableSpec};
+
+/// Keras' `save_own_variables` store of an optimizer: each variable's shape and values, in
+/// Keras' order (the key of `tensors[i]` is `"i"`).
+#[derive(Debug)]
+pub struct KerasStore {
+    /// The optimizer variables: "0" is the int64 counter (shape `[]`), then the slots.
+    pub tensors: Vec<(Vec<usize>, TensorBuf)>,
+}
+
+/// Which of Keras' files a file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KerasFileKind {
+    /// A `.keras` archive (`model.save`): a zip of `metadata.json`, `config.json` and
+    /// `model.weights.h5`.
+    Archive,
+    /// A `.weights.h5` file (`model.save_weights`): HDF5.
+    Weights,
+}
+
+/// What a Keras file holds for an optimizer.
+#[derive(Debug)]
+pub struct KerasFile {
+    /// An archive or a weights file.
+    pub kind: KerasFileKind,
+    /// The optimizer's state.
+    pub store: KerasStore,
+    /// The compiled optimizer's config (Keras' `get_config()`, the `config` of
+    /// `compile_config.optimizer` in the archive's `config.json`) as JSON, for
+    /// `Optimizer::from_config_json`; `None` for a weights file, which holds no config.
+    pub optimizer_config: Option<String>,
+}
+
+const HDF5_SIGNATURE: &[u8] = b"\x89HDF\r\n\x1a\n";
+const ZIP_SIGNATURE: &[u8] = b"PK\x03\x04";
+
+/// Reads a Keras file's optimizer state (and, from an archive, its config).
+pub fn read(path: &Path) -> Result<KerasFile> {
+    read_bytes(crate::checkpoint::read_file(path)?)
+}
+
+/// [`read`] from the file's bytes.
+pub fn read_bytes(bytes: Vec<u8>) -> Result<KerasFile> {
+    if bytes.starts_with(ZIP_SIGNATURE) {
+        let (weights, optimizer_config) = archive::read(&bytes)?;
+        let store = hdf5::read_store(weights)?;
+        Ok(KerasFile { kind: KerasFileKind::Archive, store, optimizer_config: Some(optimizer_config) })
+    } else if bytes.starts_with(HDF5_SIGNATURE) {
+        Ok(KerasFile { kind: KerasFileKind::Weights, store: hdf5::read_store(bytes)?, optimizer_config: None })
+    } else {
+        Err(Error::InvalidCheckpoint(
+            "not a Keras file: neither a .keras archive (zip) nor a .weights.h5 file (HDF5)".into(),
+        ))
+    }
+}
+
+/// Writes `template` (a Keras file of the same model) to `out` with its optimizer state replaced
+/// by `store`, which must have the template's count, shapes and dtypes: Keras loads the result
+/// (`tf_keras.models.load_model`, `model.load_weights`) and continues from `store`. Written
+/// atomically; `out` may be `template`.
+pub fn write(template: &Path, store: &KerasStore, out: &Path) -> Result<()> {
+    let bytes = write_bytes(crate::checkpoint::read_file(template)?, store)?;
+    crate::checkpoint::write_atomically(out, &bytes)
+}
+
+/// [`write`] on bytes: the template's bytes in, the new file's out.
+pub fn write_bytes(template: Vec<u8>, store: &KerasStore) -> Result<Vec<u8>> {
+    if template.starts_with(ZIP_SIGNATURE) {
+        let (weights, _) = archive::read(&template)?;
+        let weights = hdf5::write_store(weights, store)?;
+        archive::replace_weights(&template, &weights)
+    } else if template.starts_with(HDF5_SIGNATURE) {
+        hdf5::write_store(template, store)
+    } else {
+        Err(Error::InvalidCheckpoint(
+            "the template is not a Keras file: neither a .keras archive (zip) nor a .weights.h5 file (HDF5)".into(),
+        ))
+    }
+}
+
+/// Reads a plain safetensors store: Keras' keys "0".."N-1" and nothing else required (metadata,
+/// libadamw's included, is ignored), as `safetensors.numpy.save_file` writes it.
+pub fn read_plain_store(bytes: &[u8]) -> Result<KerasStore> {
+    Ok(KerasStore { tensors: crate::checkpoint::decode_plain(bytes)? })
+}
+
+/// The store of a libadamw checkpoint (`save_own_variables`): its optimizer variables in Keras'
+/// order. A checkpoint holding a loss scale is refused (`InvalidArgument`): Keras' AdamW has no
+/// variable for it.
+pub fn store_of_checkpoint(bytes: &[u8]) -> Result<KerasStore> {
+    let checkpoint = crate::checkpoint::decode(bytes)?;
+    if let Some((name, _)) = checkpoint.named.first() {
+        return Err(Error::InvalidArgument(format!(
+            "the checkpoint holds \"{name}\" (a loss scale), which Keras' AdamW does not hold"
+        )));
+    }
+    Ok(KerasStore { tensors: checkpoint.tensors })
+}
+
+/// The variables an AdamW with `config` was built over, as a store of its state shows them:
+/// Keras' order is the counter, then (EMA) one average per variable, then m and v interleaved
+/// per variable, then (amsgrad) one vhat per variable, so the store of V variables holds
+/// 1 + V (2 + use_ema + amsgrad) tensors, and each m has its variable's shape and dtype. The
+/// names are `variable_<i>` (a store does not hold them; they do not change the state).
+pub fn variables_of(store: &KerasStore, config: &Config) -> Result<Vec<VariableSpec>> {
+    store.check_counter("the store")?;
+    let per_variable = 2 + usize::from(config.use_ema) + usize::from(config.amsgrad);
+    let slots = store.tensors.len() - 1;
+    if slots % per_variable != 0 {
+        return Err(Error::CheckpointMismatch(format!(
+            "the store holds {slots} slots, which is not {per_variable} per variable (use_ema {}, amsgrad {})",
+            config.use_ema, config.amsgrad
+        )));
+    }
+    let count = slots / per_variable;
+    let first_m = 1 + if config.use_ema { count } else { 0 };
+    (0..count)
+        .map(|i| {
+            let (shape, m) = &store.tensors[first_m + 2 * i];
+            let others = (config.use_ema.then_some(1 + i).into_iter())
+                .chain([first_m + 2 * i + 1])
+                .chain(config.amsgrad.then_some(first_m + 2 * count + i));
+            for k in others {
+                let (other_shape, other) = &store.tensors[k];
+                if other_shape != shape || other.dtype() != m.dtype() {
+                    return Err(Error::CheckpointMismatch(format!(
+                        "tensor {k} is {} {other_shape:?}, but variable {i}'s m is {} {shape:?}",
+                        other.dtype().name(),
+                        m.dtype().name()
+                    )));
+                }
+            }
+            Ok(VariableSpec::new(format!("variable_{i}"), m.dtype(), shape))
+        })
+        .collect()
+}
+
+impl KerasStore {
+    /// The store of an optimizer's state, as Keras' `save_own_variables` writes it.
+    pub fn of(optimizer: &Optimizer) -> Result<Self> {
+        let tensors = optimizer.keras_variables()?;
+        Ok(KerasStore { tensors: tensors.into_iter().map(|t| (t.info.shape, t.values)).collect() })
+    }
+
+    /// Keras' `load_own_variables`: assigns the store to a built optimizer, after checking its
+    /// count, shapes and dtypes against the optimizer's variables; nothing changes on error.
+    pub fn load_into(&self, optimizer: &mut Optimizer) -> Result<()> {
+        optimizer.load_keras_variables(&self.tensors)
+    }
+
+    /// Checks that the store is the iteration counter and then slots: `"0"` an int64 scalar.
+    fn check_counter(&self, what: &str) -> Result<()> {
+        match self.tensors.first() {
+            Some((shape, values)) if shape.is_empty() && values.dtype() == crate::dtype::DType::I64 => Ok(()),
+            Some(_) => Err(Error::InvalidCheckpoint(format!(
+                "{what}: variable \"0\" is not the int64 scalar iteration counter of an optimizer"
+            ))),
+            None => Err(Error::InvalidCheckpoint(format!("{what} holds no optimizer variable"))),
+        }
+    }
+}
