@@ -1,0 +1,239 @@
+"""Generates tests/data/keras_files/: Keras' own files with an optimizer's state, and Keras'
+continuations, for tests/keras_files.rs.
+
+For each case a small model is trained with tf-keras 2.15's AdamW for a few steps of fixed
+gradients (optimizer.apply_gradients: dense, and IndexedSlices for an Embedding), then saved
+three ways: `model.save(CASE.keras)`, `model.save_weights(CASE.weights.h5)`, and a plain
+safetensors store of `optimizer.variables` (`safetensors.numpy.save_file`, keys "0".."N-1").
+Keras then continues for a few more steps: the expected values of libadamw's continuation.
+
+The other direction: libadamw (the release library, through its C ABI with ctypes) loads
+CASE.keras, takes the same continuation steps, and writes its state into copies of both files
+(CASE.libadamw.keras, CASE.libadamw.weights.h5). Keras loads each (`load_model`,
+`model.load_weights`), takes the model's weights from libadamw and continues for more steps;
+those values are the expected values of libadamw continuing from its own state. The script fails
+if libadamw's continuation differs from Keras' by a bit, or the two files continue differently.
+
+    python3 -m venv /tmp/keras && /tmp/keras/bin/pip install tensorflow-cpu==2.15.1 tf-keras==2.15.1 safetensors
+    cargo build --release
+    /tmp/keras/bin/python tools/keras_files.py
+
+Values are stored as their bits (uint32 for float32, uint16 for float16, uint64 for float64 and
+int64), so that the JSON carries them exactly.
+"""
+import ctypes
+import json
+import os
+import shutil
+import sys
+import zipfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import numpy as np  # noqa: E402
+import safetensors.numpy  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "tests", "data", "keras_files")
+BITS = {"float32": np.uint32, "float16": np.uint16, "float64": np.uint64, "int64": np.uint64}
+DTYPE_CODE = {"float32": 1, "float64": 2, "float16": 5}
+
+
+def bits(array):
+    array = np.asarray(array)
+    return array.reshape(-1).view(BITS[array.dtype.name]).tolist()
+
+
+# ---------------------------------------------------------------- the cases
+def dense_amsgrad():
+    model = keras.Sequential([keras.layers.Dense(3, activation="relu", name="hidden"),
+                              keras.layers.Dense(2, name="out")])
+    model.build((None, 4))
+    return model, keras.optimizers.AdamW(learning_rate=0.01, weight_decay=0.01, amsgrad=True), set()
+
+
+def embedding_ema():
+    model = keras.Sequential([keras.layers.Embedding(16, 4, input_length=3, name="embedding"), keras.layers.Flatten(),
+                              keras.layers.Dense(2, name="head")])
+    model.build((None, 3))
+    optimizer = keras.optimizers.AdamW(learning_rate=0.02, use_ema=True, ema_momentum=0.9)
+    return model, optimizer, {0}  # the embedding's gradients are IndexedSlices
+
+
+def float64_clipnorm():
+    model = keras.Sequential([keras.layers.Dense(3, dtype="float64", name="wide")])
+    model.build((None, 5))
+    return model, keras.optimizers.AdamW(learning_rate=0.005, clipnorm=0.5, weight_decay=0.02), set()
+
+
+def float16_global_clipnorm():
+    model = keras.Sequential([keras.layers.Dense(4, dtype="float16", name="half")])
+    model.build((None, 3))
+    return model, keras.optimizers.AdamW(learning_rate=0.01, global_clipnorm=1.0), set()
+
+
+CASES = [dense_amsgrad, embedding_ema, float64_clipnorm, float16_global_clipnorm]
+SAVED_AFTER, CONTINUED, ROUND_TRIP = 3, 2, 2
+
+
+def gradients(model, sparse, rng):
+    """One step's gradients: a dict per trainable variable (dense bits, or indices and rows)."""
+    out = []
+    for i, v in enumerate(model.trainable_variables):
+        dtype = v.dtype.name
+        if i in sparse:
+            indices = rng.integers(0, v.shape[0], size=5).astype(np.int64)
+            indices[3] = indices[1]  # a repeated row
+            rows = (rng.standard_normal((5,) + tuple(v.shape[1:])) * 0.1).astype(dtype)
+            out.append({"indices": indices.tolist(), "rows": rows})
+        else:
+            out.append({"dense": (rng.standard_normal(tuple(v.shape)) * 0.1).astype(dtype)})
+    return out
+
+
+def keras_step(model, grads):
+    pairs = []
+    for g, v in zip(grads, model.trainable_variables):
+        if "dense" in g:
+            pairs.append((tf.constant(g["dense"]), v))
+        else:
+            pairs.append((tf.IndexedSlices(tf.constant(g["rows"]), tf.constant(g["indices"], tf.int64),
+                                           tf.constant(v.shape, tf.int64)), v))
+    model.optimizer.apply_gradients(pairs)
+
+
+def to_json(grads):
+    return [{"dense": bits(g["dense"])} if "dense" in g else {"indices": g["indices"], "rows": bits(g["rows"])}
+            for g in grads]
+
+
+def state(model):
+    return {"variables": [bits(v.numpy()) for v in model.trainable_variables],
+            "optimizer": [bits(v.numpy()) for v in model.optimizer.variables]}
+
+
+# ---------------------------------------------------------------- libadamw through the C ABI
+class Variable(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("dtype", ctypes.c_uint32), ("ndim", ctypes.c_size_t),
+                ("shape", ctypes.POINTER(ctypes.c_size_t)), ("data", ctypes.c_void_p), ("sharded", ctypes.c_uint8),
+                ("shard_offset", ctypes.c_size_t), ("shard_len", ctypes.c_size_t)]
+
+
+class Gradient(ctypes.Structure):
+    _fields_ = [("variable", ctypes.c_size_t), ("dtype", ctypes.c_uint32), ("data", ctypes.c_void_p),
+                ("len", ctypes.c_size_t), ("dense", ctypes.c_void_p), ("indices", ctypes.c_void_p),
+                ("num_indices", ctypes.c_size_t), ("values", ctypes.c_void_p), ("num_values", ctypes.c_size_t)]
+
+
+def check(lib, status):
+    if status != 0:
+        n = ctypes.c_size_t()
+        lib.adamw_last_error(None, 0, ctypes.byref(n))
+        buf = ctypes.create_string_buffer(n.value + 1)
+        lib.adamw_last_error(buf, n.value + 1, ctypes.byref(n))
+        sys.exit(f"libadamw: status {status}: {buf.value.decode()}")
+
+
+def libadamw_continuation(lib, archive, names, values, steps, outputs):
+    """libadamw loads `archive`, applies `steps` to copies of `values`, writes its state into
+    `outputs` (template -> out) and returns the new values."""
+    config_len = ctypes.c_size_t()
+    check(lib, lib.adamw_keras_file_optimizer_config(archive.encode(), None, 0, ctypes.byref(config_len)))
+    config = ctypes.create_string_buffer(config_len.value + 1)
+    check(lib, lib.adamw_keras_file_optimizer_config(archive.encode(), config, len(config), ctypes.byref(config_len)))
+    h = ctypes.c_void_p()
+    check(lib, lib.adamw_optimizer_from_config_json(config.value, config_len.value, ctypes.byref(h)))
+    values = [np.array(v) for v in values]
+    shapes = [(ctypes.c_size_t * max(1, v.ndim))(*v.shape) for v in values]
+    specs = (Variable * len(values))(*[
+        Variable(n.encode(), DTYPE_CODE[v.dtype.name], v.ndim, s, v.ctypes.data, 0, 0, 0)
+        for n, v, s in zip(names, values, shapes)])
+    check(lib, lib.adamw_optimizer_build(h, specs, len(values)))
+    check(lib, lib.adamw_optimizer_load_keras_file(h, archive.encode()))
+    for grads in steps:
+        keep = []
+        entries = (Gradient * len(values))()
+        for i, (g, v) in enumerate(zip(grads, values)):
+            e = entries[i]
+            e.variable, e.dtype, e.data, e.len = i, DTYPE_CODE[v.dtype.name], v.ctypes.data, v.size
+            if "dense" in g:
+                e.dense = g["dense"].ctypes.data
+            else:
+                idx = np.array(g["indices"], np.int64)
+                keep.append(idx)
+                e.indices, e.num_indices = idx.ctypes.data, idx.size
+                e.values, e.num_values = g["rows"].ctypes.data, g["rows"].size
+        check(lib, lib.adamw_optimizer_apply_gradients(h, entries, len(values), None))
+    for template, out in outputs:
+        check(lib, lib.adamw_optimizer_save_keras_file(h, template.encode(), out.encode()))
+    lib.adamw_optimizer_free(h)
+    return values
+
+
+def continue_in_keras(model, values, steps):
+    for v, value in zip(model.trainable_variables, values):
+        v.assign(value)
+    for grads in steps:
+        keras_step(model, grads)
+    return state(model)
+
+
+def main():
+    lib = ctypes.CDLL(os.path.join(ROOT, "target", "release", "libadamw.so"))
+    shutil.rmtree(OUT, ignore_errors=True)
+    os.makedirs(OUT)
+    for make in CASES:
+        name = make.__name__
+        rng = np.random.default_rng(sum(map(ord, name)))
+        model, optimizer, sparse = make()
+        model.compile(optimizer=optimizer, loss="mse")
+        for _ in range(SAVED_AFTER):
+            keras_step(model, gradients(model, sparse, rng))
+        path = lambda suffix: os.path.join(OUT, name + suffix)  # noqa: E731
+        model.save(path(".keras"))
+        model.save_weights(path(".weights.h5"))
+        safetensors.numpy.save_file({str(i): np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)},
+                                    path(".store.safetensors"))
+        with zipfile.ZipFile(path(".keras")) as archive:  # the config as Keras saved it
+            config = json.load(archive.open("config.json"))["compile_config"]["optimizer"]["config"]
+        names = [v.name.removesuffix(":0") for v in model.trainable_variables]
+        saved = [v.numpy() for v in model.trainable_variables]
+        case = {
+            "name": name,
+            "config": config,
+            "variables": [{"name": n, "shape": list(v.shape), "dtype": v.dtype.name} for n, v in zip(names, saved)],
+            "saved_after": SAVED_AFTER,
+            "saved": {"variables": [bits(v) for v in saved], "optimizer": [bits(v.numpy()) for v in optimizer.variables]},
+        }
+        steps = [gradients(model, sparse, rng) for _ in range(CONTINUED)]
+        for grads in steps:
+            keras_step(model, grads)
+        case["continuation"] = {"gradients": [to_json(g) for g in steps], **state(model)}
+
+        # libadamw continues from the archive and writes its state back into both files.
+        written = [(path(".keras"), path(".libadamw.keras")), (path(".weights.h5"), path(".libadamw.weights.h5"))]
+        ours = libadamw_continuation(lib, path(".keras"), names, saved, steps, written)
+        if [bits(v) for v in ours] != case["continuation"]["variables"]:
+            sys.exit(f"{name}: libadamw's continuation differs from Keras'")
+        round_trip = [gradients(model, sparse, rng) for _ in range(ROUND_TRIP)]
+        from_archive = keras.models.load_model(path(".libadamw.keras"))
+        expected = continue_in_keras(from_archive, ours, round_trip)
+        weights_model, _, _ = make()
+        weights_model.compile(optimizer=keras.optimizers.AdamW.from_config(config), loss="mse")
+        weights_model.optimizer.build(weights_model.trainable_variables)
+        weights_model.load_weights(path(".libadamw.weights.h5"))
+        if continue_in_keras(weights_model, ours, round_trip) != expected:
+            sys.exit(f"{name}: Keras continues differently from the two files libadamw wrote")
+        case["round_trip"] = {"gradients": [to_json(g) for g in round_trip], **expected}
+        with open(path(".json"), "w") as f:
+            json.dump(case, f, separators=(",", ":"))
+            f.write("\n")
+        print(f"{name}: saved after {SAVED_AFTER} steps, {len(optimizer.variables)} optimizer variables; "
+              f"libadamw's continuation is Keras' bit for bit; Keras continues from libadamw's files")
+
+
+if __name__ == "__main__":
+    main()
