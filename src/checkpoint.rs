@@ -245,10 +245,13 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint> {
 /// Parses a plain safetensors store: Keras' keys "0".."N-1" and no other, in any dtype libadamw
 /// has, with no libadamw metadata required (any metadata is ignored). Anything else is
 /// `InvalidCheckpoint`.
+#[cfg(feature = "keras-files")]
 pub fn decode_plain(bytes: &[u8]) -> Result<Vec<(Vec<usize>, TensorBuf)>> {
     let bad = |msg: String| Error::InvalidCheckpoint(msg);
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-    if let Some(key) = st.names().into_iter().find(|k| k.parse::<usize>().map_or(true, |i| i >= st.len() || *k != i.to_string())) {
+    if let Some(key) =
+        st.names().into_iter().find(|k| k.parse::<usize>().map_or(true, |i| i >= st.len() || *k != i.to_string()))
+    {
         return Err(bad(format!(
             "not a Keras store: the key \"{key}\" is not one of \"0\"..\"{}\" (a store of {} optimizer variables)",
             st.len().saturating_sub(1),

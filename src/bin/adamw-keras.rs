@@ -86,11 +86,12 @@ fn main() -> ExitCode {
             export(checkpoint, template, out).map(|()| String::new())
         }
         (Some("config"), [keras_file]) if config.is_none() => keras_files::read(keras_file).and_then(|f| {
-            f.optimizer_config.ok_or_else(|| {
-                adamw::Error::InvalidCheckpoint("a .weights.h5 file holds no optimizer config".into())
-            })
+            f.optimizer_config
+                .ok_or_else(|| adamw::Error::InvalidCheckpoint("a .weights.h5 file holds no optimizer config".into()))
         }),
-        (Some("-h" | "--help"), _) | (None, _) => return usage("converts optimizer state between Keras files and libadamw checkpoints"),
+        (Some("-h" | "--help"), _) | (None, _) => {
+            return usage("converts optimizer state between Keras files and libadamw checkpoints");
+        }
         _ => return usage("wrong arguments"),
     };
     match result {

@@ -9,11 +9,65 @@ use super::checkpoint::file_path;
 use super::guard::guard;
 use super::handle::{adamw_optimizer, with_optimizer};
 use super::slice::{slice, write_out};
-use super::status::{FfiError, adamw_status};
+use super::status::adamw_status;
 
+/// The work of each entry point, in the core's terms.
+#[cfg(feature = "keras-files")]
+mod files {
+    use std::path::Path;
+
+    use crate::error::{Error, Result};
+    use crate::keras_files::{self, KerasStore};
+    use crate::optimizer::Optimizer;
+
+    pub fn load(optimizer: &mut Optimizer, path: &Path) -> Result<()> {
+        keras_files::read(path)?.store.load_into(optimizer)
+    }
+
+    pub fn save(optimizer: &Optimizer, template: &Path, out: &Path) -> Result<()> {
+        keras_files::write(template, &KerasStore::of(optimizer)?, out)
+    }
+
+    pub fn config(path: &Path) -> Result<String> {
+        keras_files::read(path)?.optimizer_config.ok_or_else(|| {
+            Error::InvalidCheckpoint("a .weights.h5 file holds no optimizer config (a .keras archive does)".into())
+        })
+    }
+
+    pub fn load_store(optimizer: &mut Optimizer, bytes: &[u8]) -> Result<()> {
+        keras_files::read_plain_store(bytes)?.load_into(optimizer)
+    }
+}
+
+/// Without the feature, every entry point says so.
 #[cfg(not(feature = "keras-files"))]
-fn unavailable<T>() -> Result<T, FfiError> {
-    Err(FfiError::invalid("this libadamw was built without Keras files (the `keras-files` cargo feature)"))
+mod files {
+    use std::path::Path;
+
+    use crate::error::{Error, Result};
+    use crate::optimizer::Optimizer;
+
+    fn unavailable<T>() -> Result<T> {
+        Err(Error::InvalidArgument(
+            "this libadamw was built without Keras files (the `keras-files` cargo feature)".into(),
+        ))
+    }
+
+    pub fn load(_: &mut Optimizer, _: &Path) -> Result<()> {
+        unavailable()
+    }
+
+    pub fn save(_: &Optimizer, _: &Path, _: &Path) -> Result<()> {
+        unavailable()
+    }
+
+    pub fn config(_: &Path) -> Result<String> {
+        unavailable()
+    }
+
+    pub fn load_store(_: &mut Optimizer, _: &[u8]) -> Result<()> {
+        unavailable()
+    }
 }
 
 /// Loads the optimizer state of a Keras file into a built optimizer (Keras'
@@ -38,18 +92,7 @@ pub unsafe extern "C" fn adamw_optimizer_load_keras_file(
     path: *const c_char,
 ) -> adamw_status {
     // SAFETY: the caller passes a live handle and a NUL-terminated path.
-    unsafe {
-        with_optimizer(optimizer, |s| {
-            let path = file_path(path)?;
-            #[cfg(feature = "keras-files")]
-            return Ok(crate::keras_files::read(&path)?.store.load_into(&mut s.optimizer)?);
-            #[cfg(not(feature = "keras-files"))]
-            {
-                let _ = (path, s);
-                unavailable()
-            }
-        })
-    }
+    unsafe { with_optimizer(optimizer, |s| Ok(files::load(&mut s.optimizer, &file_path(path)?)?)) }
 }
 
 /// Writes this optimizer's state into a copy of a Keras file (Keras' `save_own_variables`):
@@ -72,19 +115,7 @@ pub unsafe extern "C" fn adamw_optimizer_save_keras_file(
 ) -> adamw_status {
     // SAFETY: the caller passes a live handle and NUL-terminated paths.
     unsafe {
-        with_optimizer(optimizer, |s| {
-            let (template, out) = (file_path(template_path)?, file_path(out_path)?);
-            #[cfg(feature = "keras-files")]
-            {
-                let store = crate::keras_files::KerasStore::of(&s.optimizer)?;
-                return Ok(crate::keras_files::write(&template, &store, &out)?);
-            }
-            #[cfg(not(feature = "keras-files"))]
-            {
-                let _ = (template, out, s);
-                unavailable()
-            }
-        })
+        with_optimizer(optimizer, |s| Ok(files::save(&s.optimizer, &file_path(template_path)?, &file_path(out_path)?)?))
     }
 }
 
@@ -105,23 +136,9 @@ pub unsafe extern "C" fn adamw_keras_file_optimizer_config(
 ) -> adamw_status {
     guard(|| {
         // SAFETY: a NUL-terminated path by the caller's contract.
-        let path = unsafe { file_path(path)? };
-        #[cfg(feature = "keras-files")]
-        {
-            let file = crate::keras_files::read(&path)?;
-            let config = file.optimizer_config.ok_or_else(|| {
-                FfiError::from(crate::error::Error::InvalidCheckpoint(
-                    "a .weights.h5 file holds no optimizer config (a .keras archive does)".into(),
-                ))
-            })?;
-            // SAFETY: `cap` writable bytes at `buf` and a writable `out_len` (caller's contract).
-            return unsafe { write_out(config.as_bytes(), buf.cast(), cap, out_len, true) };
-        }
-        #[cfg(not(feature = "keras-files"))]
-        {
-            let _ = (path, buf, cap, out_len);
-            unavailable()
-        }
+        let config = files::config(&unsafe { file_path(path)? })?;
+        // SAFETY: `cap` writable bytes at `buf` and a writable `out_len` (caller's contract).
+        unsafe { write_out(config.as_bytes(), buf.cast(), cap, out_len, true) }
     })
 }
 
@@ -141,16 +158,5 @@ pub unsafe extern "C" fn adamw_optimizer_load_keras_store(
     len: usize,
 ) -> adamw_status {
     // SAFETY: the caller passes a live handle and `len` readable bytes.
-    unsafe {
-        with_optimizer(optimizer, |s| {
-            let bytes = slice(buf, len, "buf")?;
-            #[cfg(feature = "keras-files")]
-            return Ok(crate::keras_files::read_plain_store(bytes)?.load_into(&mut s.optimizer)?);
-            #[cfg(not(feature = "keras-files"))]
-            {
-                let _ = (bytes, s);
-                unavailable()
-            }
-        })
-    }
+    unsafe { with_optimizer(optimizer, |s| Ok(files::load_store(&mut s.optimizer, slice(buf, len, "buf")?)?)) }
 }

@@ -32,7 +32,8 @@ fn entry(archive: &mut ZipArchive<Cursor<&[u8]>>, name: &str) -> Result<Vec<u8>>
 pub(super) fn read(bytes: &[u8]) -> Result<(Vec<u8>, String)> {
     let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(bad)?;
     let weights = entry(&mut archive, WEIGHTS)?;
-    let config: Value = serde_json::from_slice(&entry(&mut archive, CONFIG)?).map_err(|e| bad(format!("{CONFIG}: {e}")))?;
+    let config: Value =
+        serde_json::from_slice(&entry(&mut archive, CONFIG)?).map_err(|e| bad(format!("{CONFIG}: {e}")))?;
     let optimizer = config.pointer("/compile_config/optimizer").filter(|o| !o.is_null()).ok_or_else(|| {
         Error::InvalidCheckpoint(
             "the .keras archive holds no compiled optimizer (config.json has no compile_config.optimizer)".into(),

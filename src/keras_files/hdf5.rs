@@ -9,7 +9,7 @@
 use hdf5_pure::{
     AttrValue, Dataset, DatatypeByteOrder, FileBuilder, FinishedGroup, FloatingPointLayout, Group, GroupBuilder,
 };
-use hdf5_pure::{Datatype, DatasetBuilder};
+use hdf5_pure::{DatasetBuilder, Datatype};
 
 use super::KerasStore;
 use crate::dtype::{DType, TensorBuf};
@@ -25,7 +25,8 @@ fn bad(msg: impl std::fmt::Display) -> Error {
 
 /// The optimizer's store in an HDF5 file of Keras' layout.
 pub(super) fn read_store(bytes: Vec<u8>) -> Result<KerasStore> {
-    let file = hdf5_pure::File::from_bytes(bytes).map_err(bad)?;
+    let len = bytes.len();
+    let file = open(bytes)?;
     let group = file.group(&format!("{OPTIMIZER}/{VARS}")).map_err(|_| {
         Error::InvalidCheckpoint(
             "the Keras file holds no optimizer state (no group optimizer/vars: a model saved without a compiled optimizer, or not a Keras file)".into(),
@@ -39,15 +40,29 @@ pub(super) fn read_store(bytes: Vec<u8>) -> Result<KerasStore> {
     let mut tensors = Vec::with_capacity(count);
     for i in 0..count {
         let dataset = group.dataset(&i.to_string()).map_err(bad)?;
-        tensors.push(read_dataset(&dataset, i)?);
+        tensors.push(read_dataset(&dataset, i, len)?);
     }
     let store = KerasStore { tensors };
     store.check_counter("the Keras file's optimizer/vars")?;
     Ok(store)
 }
 
-/// One dataset's shape and values, in a dtype libadamw has.
-fn read_dataset(dataset: &Dataset, index: usize) -> Result<(Vec<usize>, TensorBuf)> {
+/// Opens an HDF5 file that is all there: the superblock records where the file ends, as the
+/// HDF5 library checks (a truncated file may otherwise still parse, short of data it no longer
+/// reads).
+fn open(bytes: Vec<u8>) -> Result<hdf5_pure::File> {
+    let len = bytes.len() as u64;
+    let file = hdf5_pure::File::from_bytes(bytes).map_err(bad)?;
+    let end = file.superblock().eof_address;
+    if end > len {
+        return Err(bad(format!("the file is truncated: it has {len} bytes, its superblock says {end}")));
+    }
+    Ok(file)
+}
+
+/// One dataset's shape and values, in a dtype libadamw has; `file_len` bounds what it may hold
+/// (Keras' datasets are stored uncompressed), so a damaged shape cannot ask for a huge read.
+fn read_dataset(dataset: &Dataset, index: usize, file_len: usize) -> Result<(Vec<usize>, TensorBuf)> {
     let what = format!("optimizer/vars/{index}");
     let datatype = dataset.datatype().map_err(bad)?;
     let dtype = dtype_of(&datatype).ok_or_else(|| {
@@ -56,8 +71,13 @@ fn read_dataset(dataset: &Dataset, index: usize) -> Result<(Vec<usize>, TensorBu
         ))
     })?;
     let shape = dataset.shape().map_err(bad)?;
-    let shape: Vec<usize> = shape.iter().map(|&d| usize::try_from(d)).collect::<std::result::Result<_, _>>().map_err(bad)?;
-    let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(|| bad(format!("{what} is too large")))?;
+    let shape: Vec<usize> =
+        shape.iter().map(|&d| usize::try_from(d)).collect::<std::result::Result<_, _>>().map_err(bad)?;
+    let count =
+        shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(|| bad(format!("{what} is too large")))?;
+    if count.checked_mul(dtype.size()).is_none_or(|bytes| bytes > file_len) {
+        return Err(bad(format!("{what} claims {count} elements of {}, more than the file holds", dtype.name())));
+    }
     let raw = dataset.read_raw().map_err(bad)?;
     if count.checked_mul(dtype.size()) != Some(raw.len()) {
         return Err(bad(format!("{what} holds {} bytes for {count} elements of {}", raw.len(), dtype.name())));
@@ -111,9 +131,9 @@ fn datatype_of(dtype: DType) -> Result<Datatype> {
                 exponent_bias: 15,
             },
         }),
-        DType::BF16 => Err(Error::InvalidArgument(
-            "Keras files hold no bfloat16 datasets (h5py has no bfloat16 type)".into(),
-        )),
+        DType::BF16 => {
+            Err(Error::InvalidArgument("Keras files hold no bfloat16 datasets (h5py has no bfloat16 type)".into()))
+        }
     }
 }
 
@@ -123,7 +143,7 @@ pub(super) fn write_store(template: Vec<u8>, store: &KerasStore) -> Result<Vec<u
     let old = read_store(template.clone())
         .map_err(|e| Error::CheckpointMismatch(format!("the template cannot take an optimizer's state: {e}")))?;
     check_same_layout(&old, store)?;
-    let file = hdf5_pure::File::from_bytes(template).map_err(bad)?;
+    let file = open(template)?;
     let mut builder = FileBuilder::new();
     copy_group(&file.root(), &mut builder, "", store)?;
     builder.finish().map_err(|e| Error::Internal(format!("writing the Keras weights file: {e}")))
@@ -212,7 +232,9 @@ fn copy_group(src: &Group, dst: &mut impl Container, path: &str, store: &KerasSt
         let shape = dataset.shape().map_err(bad)?;
         let count = shape.iter().product::<u64>();
         let builder = dst.dataset(&name);
-        builder.with_raw_data(dataset.datatype().map_err(bad)?, dataset.read_raw().map_err(bad)?, count).with_shape(&shape);
+        builder
+            .with_raw_data(dataset.datatype().map_err(bad)?, dataset.read_raw().map_err(bad)?, count)
+            .with_shape(&shape);
         for (attr, value) in sorted(dataset.attrs().map_err(bad)?) {
             builder.set_attr(&attr, value);
         }
