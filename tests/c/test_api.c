@@ -1298,6 +1298,90 @@ static void test_device(void) {
     adamw_optimizer_free(dev);
 }
 
+/* ---- Keras' own files (tests/data/keras_files, written by tf-keras 2.15) ---- */
+#define KERAS_DIR "tests/data/keras_files/"
+
+static adamw_optimizer *from_keras_archive(const char *path) {
+    size_t len = 0;
+    adamw_optimizer *opt = NULL;
+    EXPECT_STATUS(adamw_keras_file_optimizer_config(path, NULL, 0, &len), ADAMW_STATUS_OK);
+    char *json = malloc(len + 1);
+    size_t small = 0;
+    EXPECT_STATUS(adamw_keras_file_optimizer_config(path, json, len, &small), ADAMW_STATUS_BUFFER_TOO_SMALL);
+    EXPECT_STATUS(adamw_keras_file_optimizer_config(path, json, len + 1, &len), ADAMW_STATUS_OK);
+    EXPECT(strstr(json, "\"clipnorm\":0.5") != NULL);
+    EXPECT_STATUS(adamw_optimizer_from_config_json(json, len, &opt), ADAMW_STATUS_OK);
+    free(json);
+    static const size_t kernel[2] = {5, 3}, bias[1] = {3};
+    adamw_variable vars[2] = {
+        {.name = "wide/kernel", .dtype = ADAMW_DTYPE_FLOAT64, .ndim = 2, .shape = kernel},
+        {.name = "wide/bias", .dtype = ADAMW_DTYPE_FLOAT64, .ndim = 1, .shape = bias},
+    };
+    EXPECT_STATUS(adamw_optimizer_build(opt, vars, 2), ADAMW_STATUS_OK);
+    return opt;
+}
+
+static uint8_t *read_whole(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    EXPECT(f != NULL);
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *bytes = malloc(*len ? *len : 1);
+    EXPECT(fread(bytes, 1, *len, f) == *len);
+    fclose(f);
+    return bytes;
+}
+
+static void test_keras_files(void) {
+    const char *archive = KERAS_DIR "float64_clipnorm.keras", *weights = KERAS_DIR "float64_clipnorm.weights.h5";
+    adamw_optimizer *opt = from_keras_archive(archive);
+    EXPECT_STATUS(adamw_optimizer_load_keras_file(opt, archive), ADAMW_STATUS_OK);
+    int64_t iterations = 0;
+    EXPECT_STATUS(adamw_optimizer_iterations(opt, &iterations), ADAMW_STATUS_OK);
+    EXPECT(iterations == 3); /* Keras saved after three steps */
+    snapshot from_archive = take(opt);
+    EXPECT_STATUS(adamw_optimizer_load_keras_file(opt, weights), ADAMW_STATUS_OK);
+    snapshot from_weights = take(opt);
+    EXPECT(same(from_archive, from_weights));
+
+    /* refusals change nothing */
+    size_t len = 0;
+    EXPECT_STATUS(adamw_keras_file_optimizer_config(weights, NULL, 0, &len), ADAMW_STATUS_INVALID_CHECKPOINT);
+    EXPECT_STATUS(adamw_keras_file_optimizer_config(NULL, NULL, 0, &len), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_REJECTED(opt, adamw_optimizer_load_keras_file(opt, KERAS_DIR "missing.keras"), ADAMW_STATUS_IO);
+    EXPECT_REJECTED(opt, adamw_optimizer_load_keras_file(opt, KERAS_DIR "dense_amsgrad.keras"), ADAMW_STATUS_CHECKPOINT_MISMATCH);
+    EXPECT_REJECTED(opt, adamw_optimizer_load_keras_file(opt, KERAS_DIR "float64_clipnorm.json"), ADAMW_STATUS_INVALID_CHECKPOINT);
+    EXPECT_REJECTED(opt, adamw_optimizer_load_keras_file(opt, NULL), ADAMW_STATUS_NULL_ARGUMENT);
+
+    /* the plain store Keras' variables make, through its own call only */
+    uint8_t *store = read_whole(KERAS_DIR "float64_clipnorm.store.safetensors", &len);
+    EXPECT_REJECTED(opt, adamw_optimizer_load_own_variables(opt, store, len), ADAMW_STATUS_INVALID_CHECKPOINT);
+    EXPECT_REJECTED(opt, adamw_optimizer_load_keras_store(opt, store, len / 2), ADAMW_STATUS_INVALID_CHECKPOINT);
+    EXPECT_STATUS(adamw_optimizer_load_keras_store(opt, store, len), ADAMW_STATUS_OK);
+    snapshot from_store = take(opt);
+    EXPECT(same(from_archive, from_store));
+    free(store);
+
+    /* written back into a copy of the archive, the state reads back whole */
+    const char *out = "target/c-tests/float64_clipnorm.out.keras";
+    EXPECT_STATUS(adamw_optimizer_save_keras_file(opt, archive, out), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_save_keras_file(opt, KERAS_DIR "dense_amsgrad.keras", "target/c-tests/refused.keras"),
+                  ADAMW_STATUS_CHECKPOINT_MISMATCH);
+    EXPECT(fopen("target/c-tests/refused.keras", "rb") == NULL);
+    adamw_optimizer *again = from_keras_archive(out);
+    EXPECT_STATUS(adamw_optimizer_load_keras_file(again, out), ADAMW_STATUS_OK);
+    snapshot reread = take(again);
+    EXPECT(same(from_archive, reread));
+    release(from_archive);
+    release(from_weights);
+    release(from_store);
+    release(reread);
+    adamw_optimizer_free(again);
+    adamw_optimizer_free(opt);
+}
+
 int main(void) {
     test_versions_and_errors();
     test_create();
@@ -1316,6 +1400,7 @@ int main(void) {
     test_master_float32_gradients();
     test_loss_scale();
     test_device();
+    test_keras_files();
     printf("%d passed, %d failed\n", checks - failures, failures);
     return failures == 0 ? 0 : 1;
 }
