@@ -6,6 +6,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <condition_variable>
 #include <mutex>
 #include <sstream>
@@ -551,6 +552,41 @@ static void device_path() {
     CHECK(w_cpu == w_dev);
 }
 
+// Keras' own files: an archive's config and state, the same state from the weights file and the
+// plain store, refusals, and a copy written back.
+static void keras_files() {
+    const std::string dir = "tests/data/keras_files/";
+    std::string json = adamw::Optimizer::keras_file_optimizer_config(dir + "float64_clipnorm.keras");
+    CHECK(json.find("\"clipnorm\":0.5") != std::string::npos);
+    auto make = [&] {
+        adamw::Optimizer opt = adamw::Optimizer::from_config(json);
+        opt.build({adamw::Variable::of<double>("wide/kernel", {5, 3}), adamw::Variable::of<double>("wide/bias", {3})});
+        return opt;
+    };
+    adamw::Optimizer opt = make();
+    opt.load_keras_file(dir + "float64_clipnorm.keras");
+    CHECK(opt.iterations() == 3);
+    std::vector<std::byte> state = opt.save();
+    adamw::Optimizer other = make();
+    other.load_keras_file(dir + "float64_clipnorm.weights.h5");
+    CHECK(other.save() == state);
+    std::ifstream in(dir + "float64_clipnorm.store.safetensors", std::ios::binary);
+    std::vector<char> chars((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<std::byte> store(chars.size());
+    std::memcpy(store.data(), chars.data(), chars.size());
+    adamw::Optimizer from_store = make();
+    from_store.load_keras_store(store);
+    CHECK(from_store.save() == state);
+    EXPECT_ERROR(ADAMW_STATUS_INVALID_CHECKPOINT, adamw::Optimizer::keras_file_optimizer_config(dir + "float64_clipnorm.weights.h5"));
+    EXPECT_ERROR(ADAMW_STATUS_CHECKPOINT_MISMATCH, opt.load_keras_file(dir + "dense_amsgrad.keras"));
+    EXPECT_ERROR(ADAMW_STATUS_IO, opt.load_keras_file(dir + "missing.keras"));
+    CHECK(opt.save() == state);
+    opt.save_keras_file(dir + "float64_clipnorm.keras", "target/cpp-tests/float64_clipnorm.keras");
+    adamw::Optimizer reread = make();
+    reread.load_keras_file("target/cpp-tests/float64_clipnorm.keras");
+    CHECK(reread.save() == state);
+}
+
 int main(int argc, char** argv) {
     if (argc != 2) {
         std::fprintf(stderr, "usage: %s SMOKE.txt\n", argv[0]);
@@ -567,6 +603,7 @@ int main(int argc, char** argv) {
     sixteen_bit();
     sharded_mesh();
     device_path();
+    keras_files();
     std::printf("%d passed, %d failed\n", checks - failures, failures);
     return failures == 0 ? 0 : 1;
 }

@@ -873,3 +873,60 @@ func (o *Optimizer) LoadFile(path string) error {
 		return C.adamw_optimizer_load_file(h, p)
 	})
 }
+
+// LoadKerasFile loads the optimizer state of a Keras file written by tf-keras (a .keras archive
+// from model.save or a .weights.h5 file from model.save_weights) into the built optimizer:
+// Keras' order of its variables, with every count, shape and dtype checked first
+// (ErrCheckpointMismatch); a foreign, truncated or damaged file is ErrInvalidCheckpoint. Build
+// the optimizer over the model's trainable variables in Keras' order, from the archive's config
+// (KerasFileOptimizerConfig, FromConfig) or the same arguments. A refused load changes nothing.
+func (o *Optimizer) LoadKerasFile(path string) error {
+	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		p := C.CString(path)
+		defer C.free(unsafe.Pointer(p))
+		return C.adamw_optimizer_load_keras_file(h, p)
+	})
+}
+
+// SaveKerasFile writes out: the Keras file template (of the same model and optimizer) with its
+// optimizer state replaced by this optimizer's, for tf-keras to load and continue from. Written
+// atomically.
+func (o *Optimizer) SaveKerasFile(template, out string) error {
+	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		t, p := C.CString(template), C.CString(out)
+		defer C.free(unsafe.Pointer(t))
+		defer C.free(unsafe.Pointer(p))
+		return C.adamw_optimizer_save_keras_file(h, t, p)
+	})
+}
+
+// LoadKerasStore loads a plain safetensors store of Keras' optimizer variables (keys "0".."N-1",
+// no libadamw metadata, as safetensors.numpy.save_file writes it); checked as LoadKerasFile.
+func (o *Optimizer) LoadKerasStore(store []byte) error {
+	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		data := unsafe.Pointer(&emptyCheckpoint[0])
+		if len(store) > 0 {
+			data = unsafe.Pointer(&store[0])
+		}
+		return C.adamw_optimizer_load_keras_store(h, (*C.uint8_t)(data), C.size_t(len(store)))
+	})
+}
+
+// KerasFileOptimizerConfig is the compiled optimizer's config in a .keras archive (Keras'
+// get_config() JSON, for FromConfig); a .weights.h5 file holds none (ErrInvalidCheckpoint).
+func KerasFileOptimizerConfig(path string) (string, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	p := C.CString(path)
+	defer C.free(unsafe.Pointer(p))
+	var n C.size_t
+	if err := check(C.adamw_keras_file_optimizer_config(p, nil, 0, &n), ""); err != nil {
+		return "", err
+	}
+	buf := C.malloc(n + 1)
+	defer C.free(buf)
+	if err := check(C.adamw_keras_file_optimizer_config(p, (*C.char)(buf), n+1, &n), ""); err != nil {
+		return "", err
+	}
+	return C.GoStringN((*C.char)(buf), C.int(n)), nil
+}

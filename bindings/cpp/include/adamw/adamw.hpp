@@ -635,6 +635,16 @@ class Optimizer {
         return {scale, counter};
     }
 
+    /// The compiled optimizer's config in a `.keras` archive, as JSON for from_config().
+    static std::string keras_file_optimizer_config(const std::string& path) {
+        std::size_t len = 0;
+        detail::check(adamw_keras_file_optimizer_config(path.c_str(), nullptr, 0, &len));
+        std::string json(len + 1, '\0');
+        detail::check(adamw_keras_file_optimizer_config(path.c_str(), &json[0], json.size(), &len));
+        json.resize(len);
+        return json;
+    }
+
     /// Keras' from_config(): an optimizer from get_config() JSON.
     static Optimizer from_config(const std::string& json) {
         adamw_optimizer* h = nullptr;
@@ -817,6 +827,19 @@ class Optimizer {
     void save_file(const std::string& path) const { check(adamw_optimizer_save_file(h(), path.c_str())); }
     /// Loads a file written by save_file (ADAMW_STATUS_IO if it cannot be read).
     void load_file(const std::string& path) { check(adamw_optimizer_load_file(h(), path.c_str())); }
+
+    /// Keras' own files (README, "Keras' own files"): loads the optimizer state of a `.keras`
+    /// archive or a `.weights.h5` file written by tf-keras into this built optimizer; every
+    /// count, shape and dtype is checked first (ADAMW_STATUS_CHECKPOINT_MISMATCH).
+    void load_keras_file(const std::string& path) { check(adamw_optimizer_load_keras_file(h(), path.c_str())); }
+    /// Writes out_path: the Keras file template_path with its optimizer state replaced by this one's.
+    void save_keras_file(const std::string& template_path, const std::string& out_path) const {
+        check(adamw_optimizer_save_keras_file(h(), template_path.c_str(), out_path.c_str()));
+    }
+    /// Loads a plain safetensors store (Keras' keys "0".."N-1", no libadamw metadata).
+    void load_keras_store(span<const std::byte> bytes) {
+        check(adamw_optimizer_load_keras_store(h(), reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+    }
 
    private:
     explicit Optimizer(adamw_optimizer* h) : handle_(h), callbacks_(new detail::Callbacks) {}
