@@ -66,7 +66,7 @@ pub fn read(path: &Path) -> Result<KerasFile> {
     read_bytes(crate::checkpoint::read_file(path)?)
 }
 
-/// [`read`] from the file's bytes.
+/// [`read()`] from the file's bytes.
 pub fn read_bytes(bytes: Vec<u8>) -> Result<KerasFile> {
     if bytes.starts_with(ZIP_SIGNATURE) {
         let (weights, optimizer_config) = archive::read(&bytes)?;
@@ -90,7 +90,7 @@ pub fn write(template: &Path, store: &KerasStore, out: &Path) -> Result<()> {
     crate::checkpoint::write_atomically(out, &bytes)
 }
 
-/// [`write`] on bytes: the template's bytes in, the new file's out.
+/// [`write()`] on bytes: the template's bytes in, the new file's out.
 pub fn write_bytes(template: Vec<u8>, store: &KerasStore) -> Result<Vec<u8>> {
     if template.starts_with(ZIP_SIGNATURE) {
         let (weights, _) = archive::read(&template)?;
