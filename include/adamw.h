@@ -488,10 +488,13 @@ enum adamw_status adamw_optimizer_load_keras_file(struct adamw_optimizer *optimi
 // atomically (a temporary file beside `out_path`, renamed over it); `out_path` may be
 // `template_path`.
 // Ownership: both paths are read during the call. NULL: none may be NULL. Threads: serialized.
+// The model's weights in `out_path` are the template's: a caller whose weights moved on writes
+// them too (with Keras, or into the datasets `layers/<name>/vars/<i>`).
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT (master weights or a loss scale, which Keras' AdamW
 // does not hold; bfloat16 state, which h5py cannot store), IO, INVALID_CHECKPOINT (the template
-// is not a readable Keras file), CHECKPOINT_MISMATCH (the template's optimizer has another
-// count, shape or dtype), BUSY. On error `out_path` is as it was.
+// is not a readable Keras file, or holds no optimizer state), INVALID_CONFIG (an archive whose
+// optimizer is not AdamW), CHECKPOINT_MISMATCH (the template's optimizer has another count,
+// shape or dtype), BUSY. On error `out_path` is as it was.
 enum adamw_status adamw_optimizer_save_keras_file(const struct adamw_optimizer *optimizer,
                                                   const char *template_path,
                                                   const char *out_path);

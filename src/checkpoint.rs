@@ -65,7 +65,7 @@ fn safetensors_dtype(dtype: DType) -> Dtype {
     }
 }
 
-fn dtype_of(dtype: Dtype) -> Option<DType> {
+pub(crate) fn dtype_of(dtype: Dtype) -> Option<DType> {
     DType::all().into_iter().find(|&d| safetensors_dtype(d) == dtype)
 }
 
@@ -240,33 +240,6 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint> {
         }
     };
     Ok(Checkpoint { tensors, named, layout })
-}
-
-/// Parses a plain safetensors store: Keras' keys "0".."N-1" and no other, in any dtype libadamw
-/// has, with no libadamw metadata required (any metadata is ignored). Anything else is
-/// `InvalidCheckpoint`.
-#[cfg(feature = "keras-files")]
-pub fn decode_plain(bytes: &[u8]) -> Result<Vec<(Vec<usize>, TensorBuf)>> {
-    let bad = |msg: String| Error::InvalidCheckpoint(msg);
-    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-    if let Some(key) =
-        st.names().into_iter().find(|k| k.parse::<usize>().map_or(true, |i| i >= st.len() || *k != i.to_string()))
-    {
-        return Err(bad(format!(
-            "not a Keras store: the key \"{key}\" is not one of \"0\"..\"{}\" (a store of {} optimizer variables)",
-            st.len().saturating_sub(1),
-            st.len()
-        )));
-    }
-    (0..st.len())
-        .map(|i| {
-            let view = st.tensor(&i.to_string()).map_err(|e| bad(format!("tensor \"{i}\": {e}")))?;
-            let dtype = dtype_of(view.dtype()).ok_or_else(|| {
-                bad(format!("tensor \"{i}\" has dtype {:?}; expected I64, F32, F64, BF16 or F16", view.dtype()))
-            })?;
-            Ok((view.shape().to_vec(), TensorBuf::from_le_bytes(dtype, view.data())))
-        })
-        .collect()
 }
 
 /// One rank's checkpoint under another sharding, from the checkpoints of every rank of the old

@@ -322,8 +322,8 @@ fn adamw_keras_tool_converts_both_ways() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Damage anywhere in a weights file or an archive is an error or a readable file, never a
-/// panic: every byte of the HDF5 metadata and a sample of the rest, flipped in turn.
+/// Damage anywhere in a weights file or an archive is an error or a readable file (which can be
+/// written back into itself), never a panic: every byte of the HDF5 metadata and a sample of the rest, flipped in turn.
 #[test]
 fn damaged_bytes_never_panic() {
     for bytes in [std::fs::read(data("embedding_ema.weights.h5")).unwrap(), archive_bytes("float64_clipnorm")] {
@@ -332,10 +332,96 @@ fn damaged_bytes_never_panic() {
             for flip in [0x01u8, 0x80, 0xff] {
                 let mut damaged = bytes.clone();
                 damaged[at] ^= flip;
-                let result =
-                    std::panic::catch_unwind(|| keras_files::read_bytes(damaged).map(|f| f.store.tensors.len()));
+                let result = std::panic::catch_unwind(|| match keras_files::read_bytes(damaged.clone()) {
+                    Ok(file) => keras_files::write_bytes(damaged, &file.store).map(|b| b.len()),
+                    Err(e) => Err(e),
+                });
                 assert!(result.is_ok(), "flipping byte {at} by {flip:#x} panicked");
             }
         }
     }
+}
+
+/// A store of the same count but another shape or dtype is a mismatch; a plain store with a key
+/// Keras does not write is refused; a save that is refused leaves an existing file as it was;
+/// state Keras' AdamW cannot hold is refused on saving.
+#[test]
+fn mismatches_and_refusals_change_nothing() {
+    let f64_case = case("float64_clipnorm");
+    let config = serde_json::to_string(&f64_case["config"]).unwrap();
+    let store = keras_files::read(&data("float64_clipnorm.keras")).unwrap().store;
+    let mut model = saved_model(&f64_case);
+    model.specs[0] = VariableSpec::new("wide/kernel", DType::F64, &[3, 5]); // transposed
+    let mut transposed = built(&config, &model);
+    let before = transposed.save_own_variables().unwrap();
+    assert!(matches!(store.load_into(&mut transposed), Err(Error::CheckpointMismatch(m)) if m.contains("shape")));
+    assert_eq!(transposed.save_own_variables().unwrap(), before);
+    let narrow = Model {
+        specs: vec![
+            VariableSpec::new("wide/kernel", DType::F32, &[5, 3]),
+            VariableSpec::new("wide/bias", DType::F64, &[3]),
+        ],
+        values: Vec::new(),
+    };
+    let mut narrow = built(&config, &narrow);
+    assert!(matches!(store.load_into(&mut narrow), Err(Error::CheckpointMismatch(_))));
+
+    let plain = std::fs::read(data("float64_clipnorm.store.safetensors")).unwrap();
+    let mut renamed = plain.clone();
+    let at = plain.windows(3).position(|w| w == b"\"2\"").unwrap(); // in the JSON header
+    renamed[at + 1] = b'x';
+    assert!(matches!(keras_files::read_plain_store(&renamed), Err(Error::InvalidCheckpoint(m)) if m.contains("\"x\"")));
+
+    // A refused save leaves what was at the output path.
+    let out = std::env::temp_dir().join(format!("adamw-keras-kept-{}.keras", std::process::id()));
+    std::fs::write(&out, b"the previous file").unwrap();
+    let mut other = saved_model(&case("dense_amsgrad"));
+    let mut dense = built(&serde_json::to_string(&case("dense_amsgrad")["config"]).unwrap(), &other);
+    steps(&mut dense, &mut other, &case("dense_amsgrad"), "continuation");
+    let dense_store = KerasStore::of(&dense).unwrap();
+    assert!(keras_files::write(&data("float64_clipnorm.keras"), &dense_store, &out).is_err());
+    assert_eq!(std::fs::read(&out).unwrap(), b"the previous file");
+    std::fs::remove_file(&out).unwrap();
+
+    // Master weights and bfloat16 have no place in Keras' files.
+    let bf16 = Model { specs: vec![VariableSpec::new("w", DType::BF16, &[2])], values: Vec::new() };
+    let plain_bf16 = built(r#"{"learning_rate": 0.01}"#, &bf16);
+    assert!(matches!(KerasStore::of(&plain_bf16), Err(Error::InvalidArgument(m)) if m.contains("bfloat16")));
+    let mut masters = Optimizer::from_config_json(r#"{"learning_rate": 0.01}"#).unwrap();
+    masters.set_master_weights(true).unwrap();
+    masters.build(&bf16.specs, &[TensorRef::BF16(&[half::bf16::ONE; 2])]).unwrap();
+    assert!(matches!(KerasStore::of(&masters), Err(Error::InvalidArgument(m)) if m.contains("master")));
+}
+
+/// The tool's config subcommand, import with --config, and usage errors.
+#[test]
+fn adamw_keras_tool_config_and_usage() {
+    let tool = env!("CARGO_BIN_EXE_adamw-keras");
+    let run = |args: &[&std::ffi::OsStr]| std::process::Command::new(tool).args(args).output().unwrap();
+    let archive = data("dense_amsgrad.keras");
+    let output = run(&[std::ffi::OsStr::new("config"), archive.as_os_str()]);
+    assert!(output.status.success());
+    assert_eq!(serde_json::from_slice::<Value>(&output.stdout).unwrap(), case("dense_amsgrad")["config"]);
+    let dir = std::env::temp_dir().join(format!("adamw-keras-usage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.json");
+    std::fs::write(&config, serde_json::to_string(&case("dense_amsgrad")["config"]).unwrap()).unwrap();
+    let checkpoint = dir.join("state.safetensors");
+    let weights = data("dense_amsgrad.weights.h5");
+    let output = run(&[
+        std::ffi::OsStr::new("import"),
+        weights.as_os_str(),
+        checkpoint.as_os_str(),
+        std::ffi::OsStr::new("--config"),
+        config.as_os_str(),
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let case = case("dense_amsgrad");
+    let model = saved_model(&case);
+    let mut optimizer = built(&serde_json::to_string(&case["config"]).unwrap(), &model);
+    optimizer.load_own_variables_from_file(&checkpoint).unwrap();
+    assert_state(&optimizer, &model, &case, "saved", "imported from the weights file");
+    assert_eq!(run(&[std::ffi::OsStr::new("export")]).status.code(), Some(2));
+    assert_eq!(run(&[std::ffi::OsStr::new("unknown"), archive.as_os_str()]).status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

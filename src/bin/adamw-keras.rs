@@ -85,10 +85,7 @@ fn main() -> ExitCode {
         (Some("export"), [checkpoint, template, out]) if config.is_none() => {
             export(checkpoint, template, out).map(|()| String::new())
         }
-        (Some("config"), [keras_file]) if config.is_none() => keras_files::read(keras_file).and_then(|f| {
-            f.optimizer_config
-                .ok_or_else(|| adamw::Error::InvalidCheckpoint("a .weights.h5 file holds no optimizer config".into()))
-        }),
+        (Some("config"), [keras_file]) if config.is_none() => keras_files::read_optimizer_config(keras_file),
         (Some("-h" | "--help"), _) | (None, _) => {
             return usage("converts optimizer state between Keras files and libadamw checkpoints");
         }

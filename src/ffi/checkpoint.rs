@@ -118,13 +118,22 @@ pub unsafe extern "C" fn adamw_optimizer_load_file(
 /// # Safety
 /// `path` must be NULL or a NUL-terminated string.
 pub(super) unsafe fn file_path(path: *const c_char) -> Result<std::path::PathBuf, FfiError> {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { named_file_path(path, "path") }
+}
+
+/// [`file_path`] for a parameter called `name`, which the errors name.
+///
+/// # Safety
+/// `path` must be NULL or a NUL-terminated string.
+pub(super) unsafe fn named_file_path(path: *const c_char, name: &str) -> Result<std::path::PathBuf, FfiError> {
     if path.is_null() {
-        return Err(FfiError::null("path"));
+        return Err(FfiError::null(name));
     }
     // SAFETY: non-NULL and NUL-terminated by the caller's contract.
     let bytes = unsafe { std::ffi::CStr::from_ptr(path) }.to_bytes();
     if bytes.is_empty() {
-        return Err(FfiError::invalid("`path` is empty"));
+        return Err(FfiError::invalid(format!("`{name}` is empty")));
     }
     #[cfg(unix)]
     {
@@ -135,6 +144,6 @@ pub(super) unsafe fn file_path(path: *const c_char) -> Result<std::path::PathBuf
     {
         std::str::from_utf8(bytes)
             .map(std::path::PathBuf::from)
-            .map_err(|_| FfiError::invalid("`path` is not valid UTF-8"))
+            .map_err(|_| FfiError::invalid(format!("`{name}` is not valid UTF-8")))
     }
 }

@@ -5,18 +5,18 @@
 
 use std::ffi::c_char;
 
-use super::checkpoint::file_path;
+use super::checkpoint::{file_path, named_file_path};
 use super::guard::guard;
 use super::handle::{adamw_optimizer, with_optimizer};
 use super::slice::{slice, write_out};
-use super::status::adamw_status;
+use super::status::{FfiError, adamw_status};
 
 /// The work of each entry point, in the core's terms.
 #[cfg(feature = "keras-files")]
 mod files {
     use std::path::Path;
 
-    use crate::error::{Error, Result};
+    use crate::error::Result;
     use crate::keras_files::{self, KerasStore};
     use crate::optimizer::Optimizer;
 
@@ -29,9 +29,7 @@ mod files {
     }
 
     pub fn config(path: &Path) -> Result<String> {
-        keras_files::read(path)?.optimizer_config.ok_or_else(|| {
-            Error::InvalidCheckpoint("a .weights.h5 file holds no optimizer config (a .keras archive does)".into())
-        })
+        keras_files::read_optimizer_config(path)
     }
 
     pub fn load_store(optimizer: &mut Optimizer, bytes: &[u8]) -> Result<()> {
@@ -103,10 +101,13 @@ pub unsafe extern "C" fn adamw_optimizer_load_keras_file(
 /// atomically (a temporary file beside `out_path`, renamed over it); `out_path` may be
 /// `template_path`.
 /// Ownership: both paths are read during the call. NULL: none may be NULL. Threads: serialized.
+/// The model's weights in `out_path` are the template's: a caller whose weights moved on writes
+/// them too (with Keras, or into the datasets `layers/<name>/vars/<i>`).
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (master weights or a loss scale, which Keras' AdamW
 /// does not hold; bfloat16 state, which h5py cannot store), IO, INVALID_CHECKPOINT (the template
-/// is not a readable Keras file), CHECKPOINT_MISMATCH (the template's optimizer has another
-/// count, shape or dtype), BUSY. On error `out_path` is as it was.
+/// is not a readable Keras file, or holds no optimizer state), INVALID_CONFIG (an archive whose
+/// optimizer is not AdamW), CHECKPOINT_MISMATCH (the template's optimizer has another count,
+/// shape or dtype), BUSY. On error `out_path` is as it was.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_optimizer_save_keras_file(
     optimizer: *const adamw_optimizer,
@@ -115,7 +116,10 @@ pub unsafe extern "C" fn adamw_optimizer_save_keras_file(
 ) -> adamw_status {
     // SAFETY: the caller passes a live handle and NUL-terminated paths.
     unsafe {
-        with_optimizer(optimizer, |s| Ok(files::save(&s.optimizer, &file_path(template_path)?, &file_path(out_path)?)?))
+        with_optimizer(optimizer, |s| {
+            let template = named_file_path(template_path, "template_path")?;
+            Ok(files::save(&s.optimizer, &template, &named_file_path(out_path, "out_path")?)?)
+        })
     }
 }
 
@@ -135,6 +139,9 @@ pub unsafe extern "C" fn adamw_keras_file_optimizer_config(
     out_len: *mut usize,
 ) -> adamw_status {
     guard(|| {
+        if out_len.is_null() {
+            return Err(FfiError::null("out_len"));
+        }
         // SAFETY: a NUL-terminated path by the caller's contract.
         let config = files::config(&unsafe { file_path(path)? })?;
         // SAFETY: `cap` writable bytes at `buf` and a writable `out_len` (caller's contract).

@@ -20,26 +20,53 @@ fn bad(msg: impl std::fmt::Display) -> Error {
     Error::InvalidCheckpoint(format!("not a readable .keras archive: {msg}"))
 }
 
-fn entry(archive: &mut ZipArchive<Cursor<&[u8]>>, name: &str) -> Result<Vec<u8>> {
-    let mut file = archive.by_name(name).map_err(|e| bad(format!("{name}: {e}")))?;
+/// How much larger than its compressed bytes an entry may be: Keras stores its entries (a ratio
+/// of 1); deflate at its best reaches about 1032, so anything more is a zip bomb.
+const MAX_EXPANSION: u64 = 1032;
+
+/// An entry's bytes, read only if its declared size is plausible (the zip crate then checks
+/// that size and the entry's CRC-32 as it reads).
+fn entry_at(archive: &mut ZipArchive<Cursor<&[u8]>>, index: usize) -> Result<(String, Vec<u8>)> {
+    let mut file = archive.by_index(index).map_err(bad)?;
+    let name = file.name().map_err(bad)?.to_string();
+    if file.size() > file.compressed_size().saturating_mul(MAX_EXPANSION).saturating_add(1 << 16) {
+        return Err(bad(format!("{name} claims {} bytes from {} compressed", file.size(), file.compressed_size())));
+    }
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(|e| bad(format!("{name}: {e}")))?;
-    Ok(bytes)
+    Ok((name, bytes))
+}
+
+fn entry(archive: &mut ZipArchive<Cursor<&[u8]>>, name: &str) -> Result<Vec<u8>> {
+    let index = archive.index_for_name(name).ok_or_else(|| bad(format!("it has no {name}")))?;
+    Ok(entry_at(archive, index)?.1)
 }
 
 /// The archive's weights file and its optimizer's config (the `config` of
 /// `compile_config.optimizer`, as JSON), which must be an AdamW's.
 pub(super) fn read(bytes: &[u8]) -> Result<(Vec<u8>, String)> {
     let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(bad)?;
-    let weights = entry(&mut archive, WEIGHTS)?;
-    let config: Value =
-        serde_json::from_slice(&entry(&mut archive, CONFIG)?).map_err(|e| bad(format!("{CONFIG}: {e}")))?;
+    let config = optimizer_config(&mut archive)?;
+    Ok((entry(&mut archive, WEIGHTS)?, config))
+}
+
+/// The archive's optimizer config alone (its weights are not read).
+pub(super) fn read_optimizer_config(bytes: &[u8]) -> Result<String> {
+    optimizer_config(&mut ZipArchive::new(Cursor::new(bytes)).map_err(bad)?)
+}
+
+fn optimizer_config(archive: &mut ZipArchive<Cursor<&[u8]>>) -> Result<String> {
+    let config: Value = serde_json::from_slice(&entry(archive, CONFIG)?).map_err(|e| bad(format!("{CONFIG}: {e}")))?;
     let optimizer = config.pointer("/compile_config/optimizer").filter(|o| !o.is_null()).ok_or_else(|| {
         Error::InvalidCheckpoint(
             "the .keras archive holds no compiled optimizer (config.json has no compile_config.optimizer)".into(),
         )
     })?;
-    let class = optimizer.get("class_name").and_then(Value::as_str).unwrap_or("");
+    let Some(class) = optimizer.get("class_name").and_then(Value::as_str) else {
+        return Err(Error::InvalidConfig(format!(
+            "the .keras archive's optimizer is {optimizer}, not a serialized AdamW (compile with an AdamW object, not a name)"
+        )));
+    };
     if class != "AdamW" {
         return Err(Error::InvalidConfig(format!(
             "the .keras archive's optimizer is {class:?}, not AdamW (compile_config.optimizer.class_name)"
@@ -49,7 +76,7 @@ pub(super) fn read(bytes: &[u8]) -> Result<(Vec<u8>, String)> {
         .get("config")
         .filter(|c| c.is_object())
         .ok_or_else(|| bad("compile_config.optimizer has no config"))?;
-    Ok((weights, optimizer_config.to_string()))
+    Ok(optimizer_config.to_string())
 }
 
 /// A copy of the archive, entry by entry in its order, with `weights` as its
@@ -57,13 +84,15 @@ pub(super) fn read(bytes: &[u8]) -> Result<(Vec<u8>, String)> {
 pub(super) fn replace_weights(bytes: &[u8], weights: &[u8]) -> Result<Vec<u8>> {
     let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(bad)?;
     let mut out = ZipWriter::new(Cursor::new(Vec::new()));
-    let options = SimpleFileOptions::default().compression_method(CompressionMethod::Stored);
     let write_error = |e: &dyn std::fmt::Display| Error::Internal(format!("writing the .keras archive: {e}"));
     for index in 0..archive.len() {
-        let name = archive.by_index(index).map_err(bad)?.name().map_err(bad)?.to_string();
-        let contents = if name == WEIGHTS { weights.to_vec() } else { entry(&mut archive, &name)? };
+        let (name, old) = entry_at(&mut archive, index)?;
+        let contents = if name == WEIGHTS { weights } else { &old[..] };
+        let options = SimpleFileOptions::default()
+            .compression_method(CompressionMethod::Stored)
+            .large_file(contents.len() as u64 >= u32::MAX as u64);
         out.start_file(name.as_str(), options).map_err(|e| write_error(&e))?;
-        out.write_all(&contents).map_err(|e| write_error(&e))?;
+        out.write_all(contents).map_err(|e| write_error(&e))?;
     }
     Ok(out.finish().map_err(|e| write_error(&e))?.into_inner())
 }

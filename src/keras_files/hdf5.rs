@@ -11,13 +11,28 @@ use hdf5_pure::{
 };
 use hdf5_pure::{DatasetBuilder, Datatype};
 
-use super::KerasStore;
+use super::{KerasStore, check_keys};
 use crate::dtype::{DType, TensorBuf};
 use crate::error::{Error, Result};
 
 /// Where Keras keeps a compiled model's optimizer state in the file.
 const OPTIMIZER: &str = "optimizer";
 const VARS: &str = "vars";
+
+/// How deep a template's groups may nest: Keras nests a few levels, and a file whose groups
+/// link in a cycle would otherwise be walked without end.
+const MAX_DEPTH: usize = 32;
+
+/// IEEE binary16 as HDF5 describes it (h5py's `<f2`).
+const IEEE754_BINARY16: FloatingPointLayout = FloatingPointLayout {
+    bit_offset: 0,
+    bit_precision: 16,
+    exponent_location: 10,
+    exponent_size: 5,
+    mantissa_location: 0,
+    mantissa_size: 10,
+    exponent_bias: 15,
+};
 
 fn bad(msg: impl std::fmt::Display) -> Error {
     Error::InvalidCheckpoint(format!("not a readable Keras weights file: {msg}"))
@@ -32,16 +47,13 @@ pub(super) fn read_store(bytes: Vec<u8>) -> Result<KerasStore> {
             "the Keras file holds no optimizer state (no group optimizer/vars: a model saved without a compiled optimizer, or not a Keras file)".into(),
         )
     })?;
-    let names = group.datasets().map_err(bad)?;
-    let count = names.len();
-    if let Some(name) = names.iter().find(|n| n.parse::<usize>().map_or(true, |i| i >= count || **n != i.to_string())) {
-        return Err(bad(format!("optimizer/vars holds \"{name}\", not one of \"0\"..\"{}\"", count.saturating_sub(1))));
-    }
-    let mut tensors = Vec::with_capacity(count);
-    for i in 0..count {
-        let dataset = group.dataset(&i.to_string()).map_err(bad)?;
-        tensors.push(read_dataset(&dataset, i, len)?);
-    }
+    let mut datasets: Vec<(String, Dataset)> = group.iter_datasets().map_err(bad)?.collect();
+    check_keys(datasets.iter().map(|(name, _)| name.as_str()), datasets.len(), "optimizer/vars")?;
+    datasets.sort_by_key(|(name, _)| name.parse::<usize>().unwrap_or(usize::MAX));
+    let tensors = datasets
+        .iter()
+        .map(|(name, dataset)| read_dataset(dataset, &format!("optimizer/vars/{name}"), len))
+        .collect::<Result<_>>()?;
     let store = KerasStore { tensors };
     store.check_counter("the Keras file's optimizer/vars")?;
     Ok(store)
@@ -60,77 +72,68 @@ fn open(bytes: Vec<u8>) -> Result<hdf5_pure::File> {
     Ok(file)
 }
 
-/// One dataset's shape and values, in a dtype libadamw has; `file_len` bounds what it may hold
-/// (Keras' datasets are stored uncompressed), so a damaged shape cannot ask for a huge read.
-fn read_dataset(dataset: &Dataset, index: usize, file_len: usize) -> Result<(Vec<usize>, TensorBuf)> {
-    let what = format!("optimizer/vars/{index}");
+/// A dataset's shape and raw bytes, read only when its shape and element size fit in the file
+/// (Keras stores its datasets uncompressed), so a damaged or hostile header cannot ask for a
+/// huge read.
+fn read_bounded(dataset: &Dataset, what: &str, file_len: usize) -> Result<(Vec<u64>, Vec<u8>)> {
+    let shape = dataset.shape().map_err(bad)?;
+    let size = dataset.element_size().map_err(bad)?;
+    let bytes = shape.iter().try_fold(size, |n, &d| n.checked_mul(d));
+    if bytes.is_none_or(|bytes| bytes > file_len as u64) {
+        return Err(bad(format!(
+            "{what} claims more data than the file holds (shape {shape:?}, {size}-byte elements)"
+        )));
+    }
+    let raw = dataset.read_raw().map_err(bad)?;
+    if Some(raw.len() as u64) != bytes {
+        return Err(bad(format!(
+            "{what} holds {} bytes, not the {} of its shape {shape:?}",
+            raw.len(),
+            bytes.unwrap_or(0)
+        )));
+    }
+    Ok((shape, raw))
+}
+
+/// One optimizer dataset's shape and values, in a dtype libadamw has.
+fn read_dataset(dataset: &Dataset, what: &str, file_len: usize) -> Result<(Vec<usize>, TensorBuf)> {
     let datatype = dataset.datatype().map_err(bad)?;
     let dtype = dtype_of(&datatype).ok_or_else(|| {
         Error::InvalidCheckpoint(format!(
             "{what} has the HDF5 datatype {datatype:?}; libadamw reads little-endian int64, float32, float64 and float16"
         ))
     })?;
-    let shape = dataset.shape().map_err(bad)?;
-    let shape: Vec<usize> =
-        shape.iter().map(|&d| usize::try_from(d)).collect::<std::result::Result<_, _>>().map_err(bad)?;
-    let count =
-        shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(|| bad(format!("{what} is too large")))?;
-    if count.checked_mul(dtype.size()).is_none_or(|bytes| bytes > file_len) {
-        return Err(bad(format!("{what} claims {count} elements of {}, more than the file holds", dtype.name())));
-    }
-    let raw = dataset.read_raw().map_err(bad)?;
-    if count.checked_mul(dtype.size()) != Some(raw.len()) {
-        return Err(bad(format!("{what} holds {} bytes for {count} elements of {}", raw.len(), dtype.name())));
-    }
+    let (shape, raw) = read_bounded(dataset, what, file_len)?;
+    let shape = shape.iter().map(|&d| usize::try_from(d)).collect::<std::result::Result<_, _>>().map_err(bad)?;
     Ok((shape, TensorBuf::from_le_bytes(dtype, &raw)))
 }
 
 /// The dtype of an HDF5 datatype Keras writes, if it is one.
 fn dtype_of(datatype: &Datatype) -> Option<DType> {
     match datatype {
-        Datatype::FixedPoint { size: 8, byte_order: DatatypeByteOrder::LittleEndian, layout } if layout.signed => {
+        Datatype::FixedPoint { size: 8, byte_order: DatatypeByteOrder::LittleEndian, layout }
+            if layout.signed && layout.bit_offset == 0 && layout.bit_precision == 64 =>
+        {
             Some(DType::I64)
         }
-        Datatype::FloatingPoint { size, byte_order: DatatypeByteOrder::LittleEndian, layout } => {
-            let ieee = |bits: u16, exponent: u8, mantissa: u8, bias: u32| {
-                layout.bit_offset == 0
-                    && layout.bit_precision == bits
-                    && layout.exponent_location == mantissa
-                    && layout.exponent_size == exponent
-                    && layout.mantissa_location == 0
-                    && layout.mantissa_size == mantissa
-                    && layout.exponent_bias == bias
-            };
-            match size {
-                2 if ieee(16, 5, 10, 15) => Some(DType::F16),
-                4 if ieee(32, 8, 23, 127) => Some(DType::F32),
-                8 if ieee(64, 11, 52, 1023) => Some(DType::F64),
-                _ => None,
-            }
-        }
+        Datatype::FloatingPoint { size, byte_order: DatatypeByteOrder::LittleEndian, layout } => match size {
+            2 if *layout == IEEE754_BINARY16 => Some(DType::F16),
+            4 if *layout == FloatingPointLayout::IEEE754_BINARY32 => Some(DType::F32),
+            8 if *layout == FloatingPointLayout::IEEE754_BINARY64 => Some(DType::F64),
+            _ => None,
+        },
         _ => None,
     }
 }
 
-/// The HDF5 datatype h5py writes for a dtype.
+/// The HDF5 datatype h5py writes for a dtype (bfloat16 is refused before: `KerasStore::of`).
 fn datatype_of(dtype: DType) -> Result<Datatype> {
+    let float = |size, layout| Datatype::FloatingPoint { size, byte_order: DatatypeByteOrder::LittleEndian, layout };
     match dtype {
-        DType::F32 => Ok(hdf5_pure::make_f32_type()),
-        DType::F64 => Ok(hdf5_pure::make_f64_type()),
+        DType::F16 => Ok(float(2, IEEE754_BINARY16)),
+        DType::F32 => Ok(float(4, FloatingPointLayout::IEEE754_BINARY32)),
+        DType::F64 => Ok(float(8, FloatingPointLayout::IEEE754_BINARY64)),
         DType::I64 => Ok(hdf5_pure::make_i64_type()),
-        DType::F16 => Ok(Datatype::FloatingPoint {
-            size: 2,
-            byte_order: DatatypeByteOrder::LittleEndian,
-            layout: FloatingPointLayout {
-                bit_offset: 0,
-                bit_precision: 16,
-                exponent_location: 10,
-                exponent_size: 5,
-                mantissa_location: 0,
-                mantissa_size: 10,
-                exponent_bias: 15,
-            },
-        }),
         DType::BF16 => {
             Err(Error::InvalidArgument("Keras files hold no bfloat16 datasets (h5py has no bfloat16 type)".into()))
         }
@@ -140,12 +143,11 @@ fn datatype_of(dtype: DType) -> Result<Datatype> {
 /// The template file rebuilt with `store` as its optimizer state: every other group, dataset
 /// and attribute copied as it is.
 pub(super) fn write_store(template: Vec<u8>, store: &KerasStore) -> Result<Vec<u8>> {
-    let old = read_store(template.clone())
-        .map_err(|e| Error::CheckpointMismatch(format!("the template cannot take an optimizer's state: {e}")))?;
-    check_same_layout(&old, store)?;
+    let len = template.len();
+    check_same_layout(&read_store(template.clone())?, store)?;
     let file = open(template)?;
     let mut builder = FileBuilder::new();
-    copy_group(&file.root(), &mut builder, "", store)?;
+    copy_group(&file.root(), &mut builder, "", store, len)?;
     builder.finish().map_err(|e| Error::Internal(format!("writing the Keras weights file: {e}")))
 }
 
@@ -209,8 +211,12 @@ impl Container for GroupBuilder {
 }
 
 /// Copies `src` (at `path`) into `dst`, member by member in name order, with the optimizer's
-/// datasets taken from `store`.
-fn copy_group(src: &Group, dst: &mut impl Container, path: &str, store: &KerasStore) -> Result<()> {
+/// datasets taken from `store`. Only numeric datasets are copied (all Keras writes): another
+/// datatype may refer into the old file (variable-length data) and is refused.
+fn copy_group(src: &Group, dst: &mut impl Container, path: &str, store: &KerasStore, file_len: usize) -> Result<()> {
+    if path.split('/').count() > MAX_DEPTH {
+        return Err(bad(format!("its groups nest deeper than {MAX_DEPTH} levels ({path})")));
+    }
     for (name, value) in sorted(src.attrs().map_err(bad)?) {
         dst.attr(&name, value);
     }
@@ -218,33 +224,33 @@ fn copy_group(src: &Group, dst: &mut impl Container, path: &str, store: &KerasSt
     if path == format!("{OPTIMIZER}/{VARS}") {
         for (i, (shape, values)) in store.tensors.iter().enumerate() {
             let dims: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-            let datatype = datatype_of(values.dtype())?;
             dst.dataset(&i.to_string())
-                .with_raw_data(datatype, values.as_ref().to_le_bytes(), values.len() as u64)
+                .with_raw_data(datatype_of(values.dtype())?, values.as_ref().to_le_bytes(), values.len() as u64)
                 .with_shape(&dims);
         }
         return Ok(());
     }
-    let mut datasets = src.datasets().map_err(bad)?;
-    datasets.sort();
-    for name in datasets {
-        let dataset = src.dataset(&name).map_err(bad)?;
-        let shape = dataset.shape().map_err(bad)?;
-        let count = shape.iter().product::<u64>();
+    let mut datasets: Vec<(String, Dataset)> = src.iter_datasets().map_err(bad)?.collect();
+    datasets.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, dataset) in datasets {
+        let datatype = dataset.datatype().map_err(bad)?;
+        if !matches!(datatype, Datatype::FixedPoint { .. } | Datatype::FloatingPoint { .. }) {
+            return Err(bad(format!("{} has the datatype {datatype:?}, which libadamw does not copy", here(&name))));
+        }
+        let (shape, raw) = read_bounded(&dataset, &here(&name), file_len)?;
+        let count = shape.iter().product::<u64>(); // within the file's length: read_bounded
+        let attrs = sorted(dataset.attrs().map_err(bad)?);
         let builder = dst.dataset(&name);
-        builder
-            .with_raw_data(dataset.datatype().map_err(bad)?, dataset.read_raw().map_err(bad)?, count)
-            .with_shape(&shape);
-        for (attr, value) in sorted(dataset.attrs().map_err(bad)?) {
+        builder.with_raw_data(datatype, raw, count).with_shape(&shape);
+        for (attr, value) in attrs {
             builder.set_attr(&attr, value);
         }
     }
-    let mut groups = src.groups().map_err(bad)?;
-    groups.sort();
-    for name in groups {
-        let child = src.group(&name).map_err(bad)?;
+    let mut groups: Vec<(String, Group)> = src.iter_groups().map_err(bad)?.collect();
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, child) in groups {
         let mut builder = dst.group(&name);
-        copy_group(&child, &mut builder, &here(&name), store)?;
+        copy_group(&child, &mut builder, &here(&name), store, file_len)?;
         dst.add(builder.finish());
     }
     Ok(())

@@ -83,8 +83,10 @@ pub fn read_bytes(bytes: Vec<u8>) -> Result<KerasFile> {
 
 /// Writes `template` (a Keras file of the same model) to `out` with its optimizer state replaced
 /// by `store`, which must have the template's count, shapes and dtypes: Keras loads the result
-/// (`tf_keras.models.load_model`, `model.load_weights`) and continues from `store`. Written
-/// atomically; `out` may be `template`.
+/// (`tf_keras.models.load_model`, `model.load_weights`) with the optimizer at `store`. Only the
+/// optimizer's part changes: the model's weights in `out` are the template's, so a caller whose
+/// weights moved on writes them too (with Keras, or h5py into `layers/<name>/vars/<i>`).
+/// Written atomically; `out` may be `template`.
 pub fn write(template: &Path, store: &KerasStore, out: &Path) -> Result<()> {
     let bytes = write_bytes(crate::checkpoint::read_file(template)?, store)?;
     crate::checkpoint::write_atomically(out, &bytes)
@@ -108,7 +110,47 @@ pub fn write_bytes(template: Vec<u8>, store: &KerasStore) -> Result<Vec<u8>> {
 /// Reads a plain safetensors store: Keras' keys "0".."N-1" and nothing else required (metadata,
 /// libadamw's included, is ignored), as `safetensors.numpy.save_file` writes it.
 pub fn read_plain_store(bytes: &[u8]) -> Result<KerasStore> {
-    Ok(KerasStore { tensors: crate::checkpoint::decode_plain(bytes)? })
+    use safetensors::tensor::SafeTensors;
+    let bad = |msg: String| Error::InvalidCheckpoint(msg);
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    check_keys(st.names(), st.len(), "the store")?;
+    let tensors = (0..st.len())
+        .map(|i| {
+            let view = st.tensor(&i.to_string()).map_err(|e| bad(format!("tensor \"{i}\": {e}")))?;
+            let dtype = crate::checkpoint::dtype_of(view.dtype()).ok_or_else(|| {
+                bad(format!("tensor \"{i}\" has dtype {:?}; expected I64, F32, F64, BF16 or F16", view.dtype()))
+            })?;
+            Ok((view.shape().to_vec(), TensorBuf::from_le_bytes(dtype, view.data())))
+        })
+        .collect::<Result<_>>()?;
+    let store = KerasStore { tensors };
+    store.check_counter("the store")?;
+    Ok(store)
+}
+
+/// Keras' store keys: the `count` names are exactly "0".."count-1" (in any order).
+fn check_keys<'a>(names: impl IntoIterator<Item = &'a str>, count: usize, what: &str) -> Result<()> {
+    match names.into_iter().find(|n| n.parse::<usize>().map_or(true, |i| i >= count || *n != i.to_string())) {
+        Some(name) => Err(Error::InvalidCheckpoint(format!(
+            "{what} holds \"{name}\", which is not one of Keras' keys \"0\"..\"{}\"",
+            count.saturating_sub(1)
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The optimizer config of a `.keras` archive (only its `config.json` is read).
+pub fn read_optimizer_config(path: &Path) -> Result<String> {
+    let bytes = crate::checkpoint::read_file(path)?;
+    if bytes.starts_with(HDF5_SIGNATURE) {
+        return Err(Error::InvalidCheckpoint(
+            "a .weights.h5 file holds no optimizer config (a .keras archive does)".into(),
+        ));
+    }
+    if !bytes.starts_with(ZIP_SIGNATURE) {
+        return Err(Error::InvalidCheckpoint("not a .keras archive (zip)".into()));
+    }
+    archive::read_optimizer_config(&bytes)
 }
 
 /// The store of a libadamw checkpoint (`save_own_variables`): its optimizer variables in Keras'
@@ -163,9 +205,16 @@ pub fn variables_of(store: &KerasStore, config: &Config) -> Result<Vec<VariableS
 }
 
 impl KerasStore {
-    /// The store of an optimizer's state, as Keras' `save_own_variables` writes it.
+    /// The store of an optimizer's state, as Keras' `save_own_variables` writes it. bfloat16
+    /// state is refused (`InvalidArgument`): h5py, and so Keras' files, have no bfloat16.
     pub fn of(optimizer: &Optimizer) -> Result<Self> {
         let tensors = optimizer.keras_variables()?;
+        if let Some(t) = tensors.iter().find(|t| t.values.dtype() == crate::dtype::DType::BF16) {
+            return Err(Error::InvalidArgument(format!(
+                "{} is bfloat16, which Keras' files cannot hold (h5py has no bfloat16 type)",
+                t.info.name
+            )));
+        }
         Ok(KerasStore { tensors: tensors.into_iter().map(|t| (t.info.shape, t.values)).collect() })
     }
 
