@@ -86,7 +86,10 @@ pub(super) fn replace_weights(bytes: &[u8], weights: &[u8]) -> Result<Vec<u8>> {
     let mut out = ZipWriter::new(Cursor::new(Vec::new()));
     let write_error = |e: &dyn std::fmt::Display| Error::Internal(format!("writing the .keras archive: {e}"));
     for index in 0..archive.len() {
-        let (name, old) = entry_at(&mut archive, index)?;
+        let name = archive.name_for_index(index).ok_or_else(|| bad(format!("no entry {index}")))?.map_err(bad)?;
+        // The old weights file is not read again: `weights` replaces it.
+        let (name, old) =
+            if name == WEIGHTS { (name.into_owned(), Vec::new()) } else { entry_at(&mut archive, index)? };
         let contents = if name == WEIGHTS { weights } else { &old[..] };
         let options = SimpleFileOptions::default()
             .compression_method(CompressionMethod::Stored)

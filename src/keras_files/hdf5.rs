@@ -41,7 +41,11 @@ fn bad(msg: impl std::fmt::Display) -> Error {
 /// The optimizer's store in an HDF5 file of Keras' layout.
 pub(super) fn read_store(bytes: Vec<u8>) -> Result<KerasStore> {
     let len = bytes.len();
-    let file = open(bytes)?;
+    store_of(&open(bytes)?, len)
+}
+
+/// The optimizer's store in an opened file of `len` bytes.
+fn store_of(file: &hdf5_pure::File, len: usize) -> Result<KerasStore> {
     let group = file.group(&format!("{OPTIMIZER}/{VARS}")).map_err(|_| {
         Error::InvalidCheckpoint(
             "the Keras file holds no optimizer state (no group optimizer/vars: a model saved without a compiled optimizer, or not a Keras file)".into(),
@@ -144,8 +148,8 @@ fn datatype_of(dtype: DType) -> Result<Datatype> {
 /// and attribute copied as it is.
 pub(super) fn write_store(template: Vec<u8>, store: &KerasStore) -> Result<Vec<u8>> {
     let len = template.len();
-    check_same_layout(&read_store(template.clone())?, store)?;
     let file = open(template)?;
+    check_same_layout(&store_of(&file, len)?, store)?;
     let mut builder = FileBuilder::new();
     copy_group(&file.root(), &mut builder, "", store, len)?;
     builder.finish().map_err(|e| Error::Internal(format!("writing the Keras weights file: {e}")))
@@ -180,35 +184,27 @@ trait Container {
     fn attr(&mut self, name: &str, value: AttrValue);
 }
 
-impl Container for FileBuilder {
-    fn dataset(&mut self, name: &str) -> &mut DatasetBuilder {
-        self.create_dataset(name)
-    }
-    fn group(&mut self, name: &str) -> GroupBuilder {
-        self.create_group(name)
-    }
-    fn add(&mut self, group: FinishedGroup) {
-        self.add_group(group)
-    }
-    fn attr(&mut self, name: &str, value: AttrValue) {
-        self.set_attr(name, value);
-    }
+/// The two builders have the same methods under the same names, without a trait of their own.
+macro_rules! container {
+    ($builder:ty) => {
+        impl Container for $builder {
+            fn dataset(&mut self, name: &str) -> &mut DatasetBuilder {
+                self.create_dataset(name)
+            }
+            fn group(&mut self, name: &str) -> GroupBuilder {
+                self.create_group(name)
+            }
+            fn add(&mut self, group: FinishedGroup) {
+                self.add_group(group)
+            }
+            fn attr(&mut self, name: &str, value: AttrValue) {
+                self.set_attr(name, value);
+            }
+        }
+    };
 }
-
-impl Container for GroupBuilder {
-    fn dataset(&mut self, name: &str) -> &mut DatasetBuilder {
-        self.create_dataset(name)
-    }
-    fn group(&mut self, name: &str) -> GroupBuilder {
-        self.create_group(name)
-    }
-    fn add(&mut self, group: FinishedGroup) {
-        self.add_group(group)
-    }
-    fn attr(&mut self, name: &str, value: AttrValue) {
-        self.set_attr(name, value)
-    }
-}
+container!(FileBuilder);
+container!(GroupBuilder);
 
 /// Copies `src` (at `path`) into `dst`, member by member in name order, with the optimizer's
 /// datasets taken from `store`. Only numeric datasets are copied (all Keras writes): another
