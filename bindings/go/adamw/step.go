@@ -219,14 +219,14 @@ func (o *Optimizer) gradientTable(grads []Gradient) *C.adamw_gradient {
 
 // checkDenseLengths is the one check made on the Go side: C reads a dense gradient with its
 // variable's length, so a shorter gradient must not reach it.
-func checkDenseLengths(grads []Gradient) error {
+func (o *Optimizer) checkDenseLengths(grads []Gradient) C.enum_adamw_status {
 	for i := range grads {
 		if g := &grads[i]; g.isDense && g.numRows != g.len {
-			return &Error{Status: StatusShapeMismatch, Message: fmt.Sprintf(
-				"the gradient of variable %d has %d elements; its values have %d", g.variable, g.numRows, g.len)}
+			return o.fail(StatusShapeMismatch, fmt.Sprintf(
+				"the gradient of variable %d has %d elements; its values have %d", g.variable, g.numRows, g.len))
 		}
 	}
-	return nil
+	return C.ADAMW_STATUS_OK
 }
 
 // ApplyGradients runs one optimizer step over the listed variables (Keras' apply_gradients) and
@@ -236,20 +236,15 @@ func checkDenseLengths(grads []Gradient) error {
 // for one 64-byte object after a garbage collection (the runtime's pinner cache is emptied by
 // each collection).
 func (o *Optimizer) ApplyGradients(grads []Gradient) (int64, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.h == nil {
-		return 0, ErrClosed
-	}
-	if err := checkDenseLengths(grads); err != nil {
-		return 0, err
-	}
-	runtime.LockOSThread() // the library's message is per thread
-	defer runtime.UnlockOSThread()
-	defer o.mem.release(len(grads), C.sizeof_adamw_gradient) // also if pinning panics
-	entries := o.gradientTable(grads)
-	status := C.adamw_optimizer_apply_gradients(o.h, entries, C.size_t(len(grads)), (*C.int64_t)(o.mem.word))
-	if err := check(status, o.cb.takePanic()); err != nil {
+	err := o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		if s := o.checkDenseLengths(grads); s != C.ADAMW_STATUS_OK {
+			return s
+		}
+		defer o.mem.release(len(grads), C.sizeof_adamw_gradient) // also if pinning panics
+		entries := o.gradientTable(grads)
+		return C.adamw_optimizer_apply_gradients(h, entries, C.size_t(len(grads)), (*C.int64_t)(o.mem.word))
+	})
+	if err != nil {
 		return 0, err
 	}
 	return int64(*(*C.int64_t)(o.mem.word)), nil
@@ -268,22 +263,16 @@ func (o *Optimizer) Minimize(grads []Gradient, compute func() error) (int64, err
 // on (Keras' finalize_variable_values), written into the caller's slices; without EMA nothing
 // changes. Only the variable and values of each entry count (NoGradient makes one).
 func (o *Optimizer) FinalizeVariableValues(variables []Gradient) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.h == nil {
-		return ErrClosed
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	m := &o.mem
-	defer m.release(len(variables), C.sizeof_adamw_variable_data)
-	table := m.entries(len(variables), C.sizeof_adamw_variable_data)
-	entries := unsafe.Slice((*C.adamw_variable_data)(table), len(variables))
-	for i := range variables {
-		v, e := &variables[i], &entries[i]
-		e.variable, e.dtype, e.len = C.size_t(v.variable), C.uint32_t(v.dtype), C.size_t(v.len)
-		e.data = m.pin(v.value)
-	}
-	status := C.adamw_optimizer_finalize_variable_values(o.h, (*C.adamw_variable_data)(table), C.size_t(len(variables)))
-	return check(status, "")
+	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		m := &o.mem
+		defer m.release(len(variables), C.sizeof_adamw_variable_data)
+		table := m.entries(len(variables), C.sizeof_adamw_variable_data)
+		entries := unsafe.Slice((*C.adamw_variable_data)(table), len(variables))
+		for i := range variables {
+			v, e := &variables[i], &entries[i]
+			e.variable, e.dtype, e.len = C.size_t(v.variable), C.uint32_t(v.dtype), C.size_t(v.len)
+			e.data = m.pin(v.value)
+		}
+		return C.adamw_optimizer_finalize_variable_values(h, (*C.adamw_variable_data)(table), C.size_t(len(variables)))
+	})
 }
