@@ -26,6 +26,8 @@ import subprocess
 import sys
 import time
 
+from libadamw_ctypes import Gradient, Variable  # noqa: F401 (bench_peers_16bit uses them too)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -50,18 +52,6 @@ def cpu_flags():
 
 
 # ---------------------------------------------------------------- libadamw through the C ABI
-class Variable(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_char_p), ("dtype", ctypes.c_uint32), ("ndim", ctypes.c_size_t),
-                ("shape", ctypes.POINTER(ctypes.c_size_t)), ("data", ctypes.c_void_p), ("sharded", ctypes.c_uint8),
-                ("shard_offset", ctypes.c_size_t), ("shard_len", ctypes.c_size_t)]
-
-
-class Gradient(ctypes.Structure):
-    _fields_ = [("variable", ctypes.c_size_t), ("dtype", ctypes.c_uint32), ("data", ctypes.c_void_p),
-                ("len", ctypes.c_size_t), ("dense", ctypes.c_void_p), ("indices", ctypes.c_void_p),
-                ("num_indices", ctypes.c_size_t), ("values", ctypes.c_void_p), ("num_values", ctypes.c_size_t)]
-
-
 class LibAdamW:
     name = "libadamw"
 

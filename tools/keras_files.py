@@ -28,6 +28,8 @@ import shutil
 import sys
 import zipfile
 
+from libadamw_ctypes import Gradient, Variable
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
@@ -116,18 +118,6 @@ def state(model):
 
 
 # ---------------------------------------------------------------- libadamw through the C ABI
-class Variable(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_char_p), ("dtype", ctypes.c_uint32), ("ndim", ctypes.c_size_t),
-                ("shape", ctypes.POINTER(ctypes.c_size_t)), ("data", ctypes.c_void_p), ("sharded", ctypes.c_uint8),
-                ("shard_offset", ctypes.c_size_t), ("shard_len", ctypes.c_size_t)]
-
-
-class Gradient(ctypes.Structure):
-    _fields_ = [("variable", ctypes.c_size_t), ("dtype", ctypes.c_uint32), ("data", ctypes.c_void_p),
-                ("len", ctypes.c_size_t), ("dense", ctypes.c_void_p), ("indices", ctypes.c_void_p),
-                ("num_indices", ctypes.c_size_t), ("values", ctypes.c_void_p), ("num_values", ctypes.c_size_t)]
-
-
 def check(lib, status):
     if status != 0:
         n = ctypes.c_size_t()
