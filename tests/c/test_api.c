@@ -1350,6 +1350,13 @@ static void test_keras_files(void) {
     size_t len = 0;
     EXPECT_STATUS(adamw_keras_file_optimizer_config(weights, NULL, 0, &len), ADAMW_STATUS_INVALID_CHECKPOINT);
     EXPECT_STATUS(adamw_keras_file_optimizer_config(NULL, NULL, 0, &len), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_keras_file_optimizer_config(archive, NULL, 0, NULL), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_keras_file_optimizer_config(archive, NULL, 16, &len), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_REJECTED(opt, adamw_optimizer_load_keras_store(opt, NULL, 4), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_save_keras_file(opt, NULL, "target/c-tests/x.keras"), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_save_keras_file(opt, archive, NULL), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_save_keras_file(NULL, archive, "target/c-tests/x.keras"), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_load_keras_file(NULL, archive), ADAMW_STATUS_NULL_ARGUMENT);
     EXPECT_REJECTED(opt, adamw_optimizer_load_keras_file(opt, KERAS_DIR "missing.keras"), ADAMW_STATUS_IO);
     EXPECT_REJECTED(opt, adamw_optimizer_load_keras_file(opt, KERAS_DIR "dense_amsgrad.keras"), ADAMW_STATUS_CHECKPOINT_MISMATCH);
     EXPECT_REJECTED(opt, adamw_optimizer_load_keras_file(opt, KERAS_DIR "float64_clipnorm.json"), ADAMW_STATUS_INVALID_CHECKPOINT);
