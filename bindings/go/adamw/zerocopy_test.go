@@ -272,9 +272,13 @@ func TestBuildChecksInit(t *testing.T) {
 	}
 }
 
-// After a garbage collection a step allocates one pinner at most (the runtime's cache of them is
-// emptied by each collection); without one, nothing (TestStepsAllocateNothing).
+// After a garbage collection a step allocates one pinner at most (each collection empties the
+// runtime's per-P cache of them); without one, nothing (TestStepsAllocateNothing). MemStats counts
+// the whole process, so the test runs on one P, as testing.AllocsPerRun does: with more, the
+// scheduler may start a thread (several allocations) inside the measured window while the step's
+// cgo call blocks, which is the runtime's, not the step's.
 func TestStepAfterACollection(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	o := newBuilt(t, DefaultConfig(), Variable{Name: "w", Shape: []int{64}, DType: Float32})
 	defer o.Close()
 	grads := []Gradient{Dense(0, make([]float32, 64), gradientOf(64))}
@@ -282,19 +286,16 @@ func TestStepAfterACollection(t *testing.T) {
 		t.Fatal(err)
 	}
 	var before, after runtime.MemStats
-	const steps = 20
-	var mallocs uint64
-	for i := 0; i < steps; i++ {
+	for i := 0; i < 20; i++ {
 		runtime.GC()
 		runtime.ReadMemStats(&before)
 		if _, err := o.ApplyGradients(grads); err != nil {
 			t.Fatal(err)
 		}
 		runtime.ReadMemStats(&after)
-		mallocs += after.Mallocs - before.Mallocs
-	}
-	if mallocs > steps {
-		t.Errorf("%d allocations in %d steps each after a collection, want at most one a step", mallocs, steps)
+		if mallocs := after.Mallocs - before.Mallocs; mallocs > 1 {
+			t.Errorf("step %d after a collection: %d allocations, want at most one", i, mallocs)
+		}
 	}
 }
 
