@@ -732,9 +732,10 @@ const char *adamw_status_name(uint32_t status);
 // A callback that hands work to another thread which calls this optimizer deadlocks (BUSY is
 // detected on the calling thread only); calling from a rayon worker thread that may run other
 // jobs on the same optimizer while it waits can return BUSY.
-// Allocation (on the CPU; a device optimizer allocates small host tables per call): libadamw
-// allocates nothing once built, except that a sparse gradient with more
-// indices than any before grows a buffer (see `adamw_optimizer_reserve_sparse`). With a pool
+// Allocation: libadamw allocates nothing once built (on a device too: its tables and the host
+// copies of device indices are kept from call to call), except that a call larger than any
+// before grows a buffer, such as a sparse gradient with more indices (see
+// `adamw_optimizer_reserve_sparse`). With a pool
 // (`threads` 0 or N > 1), a step with a variable of 64K elements or more is handed to the pool
 // through its job queue, which allocates a 1.5 KB block about every 63 such steps; with
 // `threads` = 1 nothing at all is allocated.

@@ -56,4 +56,6 @@ pub use error::{Error, Result};
 pub use kwargs::Num;
 pub use optimizer::{Optimizer, Shard, StateInfo, StateTensor, VariableSpec, Weight};
 pub use schedule::Schedule;
-pub use tensor::{DeviceEntry, DeviceGradient, DeviceIndices, DeviceTensor, Gradient, GradientEntries, GradientEntry};
+pub use tensor::{
+    DeviceEntries, DeviceEntry, DeviceGradient, DeviceIndices, DeviceTensor, Gradient, GradientEntries, GradientEntry,
+};

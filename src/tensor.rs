@@ -181,13 +181,41 @@ pub enum DeviceIndices<'a> {
     },
 }
 
-impl<'a> DeviceIndices<'a> {
-    /// The indices in host memory; empty for device indices, which the optimizer copies to the
-    /// host before any other use.
-    pub(crate) fn host(&self) -> &'a [i64] {
-        match *self {
+/// The host copies of a call's sparse indices that were given in device memory, one run per
+/// such entry, so that validation and staging read them as host indices. The optimizer keeps one
+/// and reuses it, so that a step with device indices allocates nothing once it has grown.
+#[derive(Debug, Default)]
+pub(crate) struct IndexCopies {
+    indices: Vec<i64>,
+    /// Per entry of the call: where its run starts in `indices` (unused for host indices).
+    starts: Vec<usize>,
+}
+
+impl IndexCopies {
+    /// Empties the copies for a call of `entries` entries.
+    pub fn clear(&mut self, entries: usize) {
+        self.indices.clear();
+        self.starts.clear();
+        self.starts.resize(entries, 0);
+    }
+
+    /// Room for entry `entry`'s `len` indices, to be filled from the device.
+    pub fn add(&mut self, entry: usize, len: usize) -> Result<&mut [i64]> {
+        let start = self.indices.len();
+        self.indices.try_reserve(len).map_err(|_| Error::OutOfMemory(format!("{len} sparse indices")))?;
+        self.indices.resize(start + len, 0);
+        self.starts[entry] = start;
+        Ok(&mut self.indices[start..])
+    }
+
+    /// Entry `entry`'s indices in host memory: the caller's, or the copy of the device's.
+    pub fn host<'s>(&'s self, entry: usize, indices: &DeviceIndices<'s>) -> &'s [i64] {
+        match *indices {
             DeviceIndices::Host(indices) => indices,
-            DeviceIndices::Device { .. } => &[],
+            DeviceIndices::Device { len, .. } => {
+                let start = self.starts.get(entry).copied().unwrap_or(0);
+                self.indices.get(start..start + len).unwrap_or(&[])
+            }
         }
     }
 }
@@ -211,6 +239,47 @@ pub struct DeviceEntry<'a> {
     pub values: DeviceTensor,
     /// The gradient, if any.
     pub gradient: Option<DeviceGradient<'a>>,
+}
+
+/// The entries of one call over device memory, read one at a time, as [`GradientEntries`] are
+/// for host slices: a plain slice, array or `Vec` of [`DeviceEntry`] is one; the C ABI has its
+/// own, which makes each entry from the caller's table on demand so that a step allocates nothing.
+pub trait DeviceEntries {
+    /// The number of entries.
+    fn len(&self) -> usize;
+    /// Whether there are no entries.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Entry `i` (< `len()`); the same entry each time.
+    fn get(&self, i: usize) -> DeviceEntry<'_>;
+}
+
+impl DeviceEntries for [DeviceEntry<'_>] {
+    fn len(&self) -> usize {
+        <[DeviceEntry<'_>]>::len(self)
+    }
+    fn get(&self, i: usize) -> DeviceEntry<'_> {
+        self[i]
+    }
+}
+
+impl<const N: usize> DeviceEntries for [DeviceEntry<'_>; N] {
+    fn len(&self) -> usize {
+        N
+    }
+    fn get(&self, i: usize) -> DeviceEntry<'_> {
+        self[i]
+    }
+}
+
+impl DeviceEntries for Vec<DeviceEntry<'_>> {
+    fn len(&self) -> usize {
+        <[DeviceEntry<'_>]>::len(self)
+    }
+    fn get(&self, i: usize) -> DeviceEntry<'_> {
+        self[i]
+    }
 }
 
 /// What validation reads of an entry: its variable, dtypes and sizes, and sparse indices (host
@@ -248,7 +317,8 @@ impl<'a> EntryShape<'a> {
         }
     }
 
-    pub fn of_device(e: &DeviceEntry<'a>) -> Self {
+    /// `indices`: the host copy of a sparse gradient's indices ([`IndexCopies::host`]).
+    pub fn of_device(e: &DeviceEntry<'_>, indices: &'a [i64]) -> Self {
         EntryShape {
             variable: e.variable,
             values_dtype: e.values.dtype,
@@ -258,24 +328,25 @@ impl<'a> EntryShape<'a> {
                 len: g.values().len,
                 indices: match g {
                     DeviceGradient::Dense(_) => None,
-                    DeviceGradient::Sparse { indices, .. } => Some(indices.host()),
+                    DeviceGradient::Sparse { .. } => Some(indices),
                 },
             }),
         }
     }
 }
 
-/// The entries of one call: host slices, or device memory.
-pub(crate) enum CallEntries<'s, 'a> {
+/// The entries of one call: host slices, or device memory (with the host copies of any indices
+/// given in device memory).
+pub(crate) enum CallEntries<'s> {
     Host(&'s mut dyn GradientEntries),
-    Device(&'s [DeviceEntry<'a>]),
+    Device(&'s dyn DeviceEntries, &'s IndexCopies),
 }
 
-impl CallEntries<'_, '_> {
+impl CallEntries<'_> {
     pub fn len(&self) -> usize {
         match self {
             CallEntries::Host(e) => e.len(),
-            CallEntries::Device(e) => e.len(),
+            CallEntries::Device(e, _) => e.len(),
         }
     }
 
@@ -283,7 +354,18 @@ impl CallEntries<'_, '_> {
     pub fn with_shape<R>(&mut self, i: usize, f: impl FnOnce(EntryShape<'_>) -> R) -> R {
         match self {
             CallEntries::Host(e) => f(EntryShape::of(&e.get(i))),
-            CallEntries::Device(e) => f(EntryShape::of_device(&e[i])),
+            CallEntries::Device(e, copies) => {
+                let e = e.get(i);
+                f(EntryShape::of_device(&e, device_indices(copies, i, &e)))
+            }
         }
+    }
+}
+
+/// Entry `i`'s sparse indices in host memory (empty for a dense gradient or none).
+pub(crate) fn device_indices<'s>(copies: &'s IndexCopies, i: usize, e: &DeviceEntry<'s>) -> &'s [i64] {
+    match &e.gradient {
+        Some(DeviceGradient::Sparse { indices, .. }) => copies.host(i, indices),
+        _ => &[],
     }
 }

@@ -356,3 +356,132 @@ fn sharded_steps_allocate_nothing() {
         });
     }
 }
+
+/// On a device (here the CUDA kernels compiled for the host, whose memory is host memory) a step
+/// allocates nothing either: over device memory in every mode that brings numbers back to the host
+/// (clip norms, the non-finite check, the loss scale and its skipped steps), with sparse indices
+/// in host or in device memory, and over host slices, which the engine stages.
+#[cfg(feature = "host-kernels")]
+#[test]
+fn device_steps_allocate_nothing() {
+    use adamw::{Device, DeviceEntry, DeviceGradient, DeviceIndices, DeviceTensor, LossScale};
+    let loss_scale = Some(LossScale { dynamic: true, initial_scale: 64.0, dynamic_growth_steps: 3 });
+    let modes = [
+        ("plain", Config::default()),
+        (
+            "amsgrad + ema",
+            Config { amsgrad: true, use_ema: true, ema_overwrite_frequency: Some(2), ..Config::default() },
+        ),
+        ("clipnorm", Config { clipnorm: Some(0.5), ..Config::default() }),
+        ("global_clipnorm", Config { global_clipnorm: Some(0.5), ..Config::default() }),
+        ("reject non-finite", Config { reject_non_finite_gradients: true, ..Config::default() }),
+        ("loss scale", Config { loss_scale, clipnorm: Some(1.0), ..Config::default() }),
+    ];
+    let (rows, cols) = (300, 33);
+    let n = rows * cols;
+    let tensor = |x: *const f32, len: usize| DeviceTensor { dtype: DType::F32, address: x as u64, len };
+    for (name, config) in modes {
+        let skips = config.loss_scale.is_some();
+        let mut opt = Optimizer::new(config).unwrap();
+        opt.set_device(Device::HostKernels).unwrap();
+        let specs = [VariableSpec::new("a", DType::F32, &[rows, cols]), VariableSpec::new("b", DType::F32, &[n])];
+        let (mut a, mut b) = (vec![0.5f32; n], vec![0.25f32; n]);
+        opt.build(&specs, &[TensorRef::F32(&a), TensorRef::F32(&b)]).unwrap();
+        opt.reserve_sparse(64).unwrap();
+        let (finite, mut non_finite) = (vec![0.1f32; n], vec![0.1f32; n]);
+        non_finite[n / 2] = f32::INFINITY;
+        let indices: Vec<i64> = (0..64).map(|i| (i * 7 % rows) as i64).collect();
+        let sparse_rows = vec![0.3f32; 64 * cols];
+        let mut on_device = |k: usize| {
+            let indices = if k % 2 == 0 {
+                DeviceIndices::Host(&indices)
+            } else {
+                DeviceIndices::Device { address: indices.as_ptr() as u64, len: indices.len() }
+            };
+            let dense = if skips && k % 3 == 2 { &non_finite } else { &finite };
+            let entries = [
+                DeviceEntry {
+                    variable: 0,
+                    values: tensor(a.as_mut_ptr(), n),
+                    gradient: Some(DeviceGradient::Sparse { indices, values: tensor(sparse_rows.as_ptr(), 64 * cols) }),
+                },
+                DeviceEntry {
+                    variable: 1,
+                    values: tensor(b.as_mut_ptr(), n),
+                    gradient: Some(DeviceGradient::Dense(tensor(dense.as_ptr(), n))),
+                },
+            ];
+            // SAFETY: the host-kernels device's memory is host memory: every address is a live
+            // vector of its stated length, and the values overlap nothing else of the call.
+            unsafe { opt.apply_gradients_on_device(&entries) }.unwrap();
+        };
+        (0..3).for_each(&mut on_device); // warm-up: the device's buffers reach their sizes
+        let count = allocations_during(|| (0..30).for_each(&mut on_device));
+        assert_eq!(count, 0, "{name}, device memory: 30 steps allocated {count} times");
+        let mut from_host = |_| {
+            let mut entries = [
+                GradientEntry {
+                    variable: 0,
+                    values: TensorMut::F32(&mut a),
+                    gradient: Some(Gradient::Sparse { indices: &indices, values: TensorRef::F32(&sparse_rows) }),
+                },
+                GradientEntry {
+                    variable: 1,
+                    values: TensorMut::F32(&mut b),
+                    gradient: Some(Gradient::Dense(TensorRef::F32(&finite))),
+                },
+            ];
+            opt.apply_gradients(&mut entries[..]).unwrap();
+        };
+        from_host(0);
+        let count = allocations_during(|| (0..10).for_each(&mut from_host));
+        assert_eq!(count, 0, "{name}, host slices on the device: 10 steps allocated {count} times");
+    }
+    a_device_step_through_the_c_abi_allocates_nothing();
+}
+
+/// Called from `device_steps_allocate_nothing`: the C ABI's device path (its entries made on
+/// demand from the caller's table), with clipnorm and sparse indices in device memory.
+#[cfg(feature = "host-kernels")]
+fn a_device_step_through_the_c_abi_allocates_nothing() {
+    let mut config = adamw_config_default();
+    config.clipnorm = 1.0;
+    let mut opt = std::ptr::null_mut();
+    let shape = [8usize, 4];
+    let var = adamw_variable {
+        name: c"a".as_ptr(),
+        dtype: adamw_dtype::Float32 as u32,
+        ndim: 2,
+        shape: shape.as_ptr(),
+        data: std::ptr::null(),
+        sharded: 0,
+        shard_offset: 0,
+        shard_len: 0,
+    };
+    let mut a = vec![0.5f32; 32];
+    let (indices, values) = ([1i64, 5, 1], [0.3f32; 12]);
+    // SAFETY: valid config, descriptor and out-pointers; the host-kernels device's memory is host
+    // memory, and the entry points at live, distinct buffers.
+    unsafe {
+        assert_eq!(adamw_optimizer_new(&config, &mut opt), adamw_status::Ok);
+        assert_eq!(adamw_optimizer_set_device(opt, adamw_device_kind::HostKernels as u32, 0), adamw_status::Ok);
+        assert_eq!(adamw_optimizer_build(opt, &var, 1), adamw_status::Ok);
+        assert_eq!(adamw_optimizer_reserve_sparse(opt, 3), adamw_status::Ok);
+        let entry = adamw_gradient {
+            variable: 0,
+            dtype: adamw_dtype::Float32 as u32 | ADAMW_INDICES_ON_DEVICE,
+            data: a.as_mut_ptr().cast(),
+            len: 32,
+            dense: std::ptr::null(),
+            indices: indices.as_ptr(),
+            num_indices: 3,
+            values: values.as_ptr().cast(),
+            num_values: 12,
+        };
+        let step =
+            || assert_eq!(adamw_optimizer_apply_gradients(opt, &entry, 1, std::ptr::null_mut()), adamw_status::Ok);
+        step();
+        assert_eq!(allocations_during(|| (0..100).for_each(|_| step())), 0, "a C ABI device step allocated");
+        adamw_optimizer_free(opt);
+    }
+}

@@ -198,11 +198,7 @@ pub(crate) trait Engine: Send {
 
     /// The first NaN or infinity in the gradients of the call, in entry order; with
     /// `loss_scale`, in the gradients unscaled by it (`kernels::unscale_factor`).
-    fn find_non_finite(
-        &mut self,
-        entries: &mut CallEntries<'_, '_>,
-        loss_scale: Option<f32>,
-    ) -> Result<Option<NonFinite>>;
+    fn find_non_finite(&mut self, entries: &mut CallEntries<'_>, loss_scale: Option<f32>) -> Result<Option<NonFinite>>;
 
     /// Appends, for every sharded variable in order, this rank's census of the leaves of its
     /// clip-norm sum (`reduction::leaf_census`; `halve`: of `l2_loss` terms), for the all-reduce
@@ -224,7 +220,7 @@ pub(crate) trait Engine: Send {
     /// every built variable.
     fn norm_partials(
         &mut self,
-        entries: &mut CallEntries<'_, '_>,
+        entries: &mut CallEntries<'_>,
         halve: bool,
         loss_scale: Option<f32>,
         sums: &mut Vec<f64>,
@@ -233,14 +229,14 @@ pub(crate) trait Engine: Send {
 
     /// After the all-reduce of `shared`: the sum of every sharded entry's `norm_partials` left
     /// to it, in `sums` (`reduction::combine`), the bits one process gets.
-    fn finish_norms(&self, entries: &mut CallEntries<'_, '_>, halve: bool, shared: &[f64], sums: &mut [f64]);
+    fn finish_norms(&self, entries: &mut CallEntries<'_>, halve: bool, shared: &[f64], sums: &mut [f64]);
 
     /// Runs the step of `plan` over every entry with a gradient: decay, clip, moments, update
     /// and EMA, element by element, writing the caller's values and the state. A variable with a
     /// master copy is stepped in float32 on the master (its gradient widened exactly) and the
     /// caller's values receive the master rounded to nearest even.
     /// Fails only when a device does (the CPU engine never fails here).
-    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_, '_>) -> Result<()>;
+    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_>) -> Result<()>;
 
     /// Whether the state lives on a device (what `get_config` reports as `jit_compile`).
     fn on_device(&self) -> bool {

@@ -12,7 +12,7 @@ use super::types::{
 use crate::dtype::DType;
 use crate::optimizer::Optimizer;
 use crate::tensor::{
-    DeviceEntry, DeviceGradient, DeviceIndices, DeviceTensor, Gradient, GradientEntries, GradientEntry,
+    DeviceEntries, DeviceEntry, DeviceGradient, DeviceIndices, DeviceTensor, Gradient, GradientEntries, GradientEntry,
 };
 
 /// The entries of a C `apply_gradients` call: the handle's own copy of the caller's array
@@ -66,33 +66,35 @@ impl Entries<'_> {
     }
 }
 
-impl Entries<'_> {
-    /// The entries as device memory, for an optimizer on a device: the same checked pointers,
-    /// never read here (sparse indices are host memory and are read).
-    fn on_device(&self) -> Vec<DeviceEntry<'_>> {
-        self.entries
-            .iter()
-            .map(|e| {
-                // `Entries::check` decoded every dtype; the fallback is never taken.
-                let (dtype, gradient_dtype) = entry_dtypes(e.dtype, String::new).unwrap_or((DType::F32, DType::F32));
-                let tensor = |dtype, ptr: *const c_void, len| DeviceTensor { dtype, address: ptr as u64, len };
-                let gradient = if !e.dense.is_null() {
-                    Some(DeviceGradient::Dense(tensor(gradient_dtype, e.dense, e.len)))
-                } else if !e.values.is_null() || !e.indices.is_null() {
-                    let indices = if e.dtype & ADAMW_INDICES_ON_DEVICE != 0 {
-                        DeviceIndices::Device { address: e.indices as u64, len: e.num_indices }
-                    } else {
-                        // SAFETY: `Entries::check` verified the pointer; the caller guarantees
-                        // that it points at `num_indices` host int64s for the call.
-                        DeviceIndices::Host(unsafe { slice(e.indices, e.num_indices, "indices") }.unwrap_or(&[]))
-                    };
-                    Some(DeviceGradient::Sparse { indices, values: tensor(gradient_dtype, e.values, e.num_values) })
-                } else {
-                    None
-                };
-                DeviceEntry { variable: e.variable, values: tensor(dtype, e.data, e.len), gradient }
-            })
-            .collect()
+/// The checked entries as device memory, for an optimizer on a device: the same pointers, never
+/// read here (sparse indices are read when they are host memory), each entry made on demand.
+struct OnDevice<'a>(&'a [adamw_gradient]);
+
+impl DeviceEntries for OnDevice<'_> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn get(&self, i: usize) -> DeviceEntry<'_> {
+        let e = &self.0[i];
+        // `Entries::check` decoded every dtype; the fallback is never taken.
+        let (dtype, gradient_dtype) = entry_dtypes(e.dtype, String::new).unwrap_or((DType::F32, DType::F32));
+        let tensor = |dtype, ptr: *const c_void, len| DeviceTensor { dtype, address: ptr as u64, len };
+        let gradient = if !e.dense.is_null() {
+            Some(DeviceGradient::Dense(tensor(gradient_dtype, e.dense, e.len)))
+        } else if !e.values.is_null() || !e.indices.is_null() {
+            let indices = if e.dtype & ADAMW_INDICES_ON_DEVICE != 0 {
+                DeviceIndices::Device { address: e.indices as u64, len: e.num_indices }
+            } else {
+                // SAFETY: `Entries::check` verified the pointer; the caller guarantees that it
+                // points at `num_indices` host int64s for the call.
+                DeviceIndices::Host(unsafe { slice(e.indices, e.num_indices, "indices") }.unwrap_or(&[]))
+            };
+            Some(DeviceGradient::Sparse { indices, values: tensor(gradient_dtype, e.values, e.num_values) })
+        } else {
+            None
+        };
+        DeviceEntry { variable: e.variable, values: tensor(dtype, e.data, e.len), gradient }
     }
 }
 
@@ -175,7 +177,7 @@ unsafe fn apply_entries(
             let iterations = if opt.on_device() {
                 // For an optimizer on a device the entries' buffers are the device's memory (the
                 // header's contract), checked for NULL, alignment and overlaps.
-                opt.apply_gradients_on_device(&source.on_device())?
+                opt.apply_gradients_on_device(&OnDevice(source.entries))?
             } else {
                 opt.apply_gradients(source)?
             };
@@ -198,9 +200,10 @@ unsafe fn apply_entries(
 /// A callback that hands work to another thread which calls this optimizer deadlocks (BUSY is
 /// detected on the calling thread only); calling from a rayon worker thread that may run other
 /// jobs on the same optimizer while it waits can return BUSY.
-/// Allocation (on the CPU; a device optimizer allocates small host tables per call): libadamw
-/// allocates nothing once built, except that a sparse gradient with more
-/// indices than any before grows a buffer (see `adamw_optimizer_reserve_sparse`). With a pool
+/// Allocation: libadamw allocates nothing once built (on a device too: its tables and the host
+/// copies of device indices are kept from call to call), except that a call larger than any
+/// before grows a buffer, such as a sparse gradient with more indices (see
+/// `adamw_optimizer_reserve_sparse`). With a pool
 /// (`threads` 0 or N > 1), a step with a variable of 64K elements or more is handed to the pool
 /// through its job queue, which allocates a 1.5 KB block about every 63 such steps; with
 /// `threads` = 1 nothing at all is allocated.

@@ -16,7 +16,8 @@ use crate::engine::cpu::CpuEngine;
 use crate::engine::{Engine, Slot, Slots};
 use crate::error::{Error, Result, invalid};
 use crate::tensor::{
-    CallEntries, DeviceEntry, DeviceGradient, DeviceIndices, EntryShape, GradientEntries, GradientEntry,
+    CallEntries, DeviceEntries, DeviceEntry, DeviceGradient, DeviceIndices, EntryShape, GradientEntries, GradientEntry,
+    IndexCopies,
 };
 
 pub use state::{Shard, StateInfo, StateTensor, VariableSpec};
@@ -31,6 +32,9 @@ const LOSS_SCALE_COUNTER: &str = "loss_scale_counter";
 /// `tf.keras.optimizers.AdamW`.
 pub struct Optimizer {
     state: State,
+    /// Sparse indices a device call gave in device memory, copied to the host; reused by every
+    /// call so that such a step allocates nothing once it has grown.
+    index_copies: IndexCopies,
 }
 
 impl std::fmt::Debug for Optimizer {
@@ -62,7 +66,7 @@ impl Optimizer {
             loss_scale,
             loss_scale_counter: 0,
         };
-        Ok(Optimizer { state })
+        Ok(Optimizer { state, index_copies: IndexCopies::default() })
     }
 
     /// `AdamW.from_config(json)`.
@@ -227,44 +231,26 @@ impl Optimizer {
     /// device ([`Optimizer::set_device`]), which the step reads and writes there: nothing is
     /// copied through the host but the call's table (and, when clipping by norm or checking for
     /// non-finite gradients, one number per leaf or per gradient back). Every check runs on the
-    /// host before anything is enqueued, and a rejected call changes nothing.
+    /// host before anything is enqueued, and a rejected call changes nothing. `entries` is a
+    /// slice, array or `Vec` of [`DeviceEntry`], or any [`DeviceEntries`]; once a call as large
+    /// has been made, a step allocates nothing.
     ///
     /// # Safety
     /// Every address must be memory of the optimizer's device holding the stated number of
     /// elements of the stated dtype, valid for the whole step, and the values written must not
     /// overlap any other buffer of the call.
-    pub unsafe fn apply_gradients_on_device(&mut self, entries: &[DeviceEntry<'_>]) -> Result<i64> {
-        self.check_on_device(entries)?;
+    pub unsafe fn apply_gradients_on_device<S: DeviceEntries + ?Sized>(&mut self, entries: &S) -> Result<i64> {
+        self.check_on_device(entries.len())?;
         // Sparse indices in device memory come to the host first: they are checked there.
-        let on_device = |e: &DeviceEntry<'_>| match e.gradient {
-            Some(DeviceGradient::Sparse { indices: DeviceIndices::Device { address, len }, .. }) => {
-                Some((address, len))
+        self.index_copies.clear(entries.len());
+        for i in 0..entries.len() {
+            if let Some(DeviceGradient::Sparse { indices: DeviceIndices::Device { address, len }, .. }) =
+                entries.get(i).gradient
+            {
+                self.state.engine.download_indices(address, self.index_copies.add(i, len)?)?;
             }
-            _ => None,
-        };
-        if !entries.iter().any(|e| on_device(e).is_some()) {
-            return step::apply_gradients(&mut self.state, &mut CallEntries::Device(entries));
         }
-        let mut copies = Vec::new();
-        for (address, len) in entries.iter().filter_map(on_device) {
-            let mut host = Vec::new();
-            host.try_reserve_exact(len).map_err(|_| Error::OutOfMemory(format!("{len} sparse indices")))?;
-            host.resize(len, 0);
-            self.state.engine.download_indices(address, &mut host)?;
-            copies.push(host);
-        }
-        let mut next = copies.iter();
-        let resolved: Vec<DeviceEntry<'_>> = entries
-            .iter()
-            .map(|e| match (on_device(e), e.gradient) {
-                (Some(_), Some(DeviceGradient::Sparse { values, .. })) => {
-                    let indices = DeviceIndices::Host(next.next().map_or(&[][..], |v| &v[..]));
-                    DeviceEntry { gradient: Some(DeviceGradient::Sparse { indices, values }), ..*e }
-                }
-                _ => *e,
-            })
-            .collect();
-        step::apply_gradients(&mut self.state, &mut CallEntries::Device(&resolved))
+        step::apply_gradients(&mut self.state, &mut CallEntries::Device(&DynDeviceEntries(entries), &self.index_copies))
     }
 
     /// [`Optimizer::finalize_variable_values`] over variables in the device's memory.
@@ -274,10 +260,10 @@ impl Optimizer {
     pub unsafe fn finalize_variable_values_on_device(&mut self, entries: &[DeviceEntry<'_>]) -> Result<()> {
         let built = self.state.built.as_ref().ok_or_else(|| validate::not_built("finalize_variable_values"))?;
         for entry in entries {
-            let shape = EntryShape { gradient: None, ..EntryShape::of_device(entry) };
+            let shape = EntryShape { gradient: None, ..EntryShape::of_device(entry, &[]) };
             validate::check_entry(built, &shape)?;
         }
-        self.check_on_device(entries)?;
+        self.check_on_device(entries.len())?;
         if !self.state.config.use_ema {
             return Ok(());
         }
@@ -372,9 +358,9 @@ impl Optimizer {
         self.state.engine.set_stream(stream)
     }
 
-    /// Entries in device memory need an optimizer on a device.
-    fn check_on_device(&self, entries: &[DeviceEntry<'_>]) -> Result<()> {
-        if !entries.is_empty() && !self.state.engine.on_device() {
+    /// Entries in device memory (`entries` of them) need an optimizer on a device.
+    fn check_on_device(&self, entries: usize) -> Result<()> {
+        if entries > 0 && !self.state.engine.on_device() {
             return Err(Error::InvalidArgument(
                 "device memory needs an optimizer on a device: call set_device before build".into(),
             ));
@@ -641,6 +627,18 @@ fn engine_for(config: &Config) -> Result<Box<dyn Engine>> {
         }
         #[cfg(not(feature = "host-kernels"))]
         Device::HostKernels => Err(Error::Device("this libadamw was built without the `host-kernels` feature".into())),
+    }
+}
+
+/// Lets the engine take any `DeviceEntries`, sized or not, as a trait object.
+struct DynDeviceEntries<'a, S: ?Sized>(&'a S);
+
+impl<S: DeviceEntries + ?Sized> DeviceEntries for DynDeviceEntries<'_, S> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn get(&self, i: usize) -> DeviceEntry<'_> {
+        self.0.get(i)
     }
 }
 

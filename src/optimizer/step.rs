@@ -52,7 +52,7 @@ fn dtype_plan<F: Real>(
 /// What every rank of a mesh must agree on for a call, hashed to 32 bits (so that the sum over
 /// up to 2^20 ranks is exact in a double): every built variable's dtype, size and shard flag,
 /// and each entry's variable and kind of gradient.
-fn call_signature(built: &Built, entries: &mut CallEntries<'_, '_>) -> u32 {
+fn call_signature(built: &Built, entries: &mut CallEntries<'_>) -> u32 {
     const FNV_PRIME: u64 = 0x0100_0000_01b3;
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
     let mut mix = |x: u64| hash = (hash ^ x).wrapping_mul(FNV_PRIME);
@@ -95,7 +95,7 @@ fn next_loss_scale(scale: f32, counter: i64, finite: bool, growth_steps: i64) ->
 /// changed. Returns the new iteration count. With a loss scale the gradients are the scaled
 /// ones: they are unscaled on the way (Keras' `get_unscaled_gradients`), and a dynamic scale
 /// skips a step with a non-finite gradient (the counter still advances) and adapts itself.
-pub(crate) fn apply_gradients(state: &mut State, entries: &mut CallEntries<'_, '_>) -> Result<i64> {
+pub(crate) fn apply_gradients(state: &mut State, entries: &mut CallEntries<'_>) -> Result<i64> {
     let step = state.iterations;
     if entries.len() == 0 {
         // Keras re-reads the learning rate even for an empty list, and does nothing else.

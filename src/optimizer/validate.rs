@@ -245,7 +245,7 @@ impl CallDTypes {
 /// returns the dtypes of the state the call updates.
 pub(crate) fn check_entries(
     built: &mut Built,
-    entries: &mut CallEntries<'_, '_>,
+    entries: &mut CallEntries<'_>,
     clipping: Clipping,
 ) -> Result<CallDTypes> {
     built.call_number += 1;

@@ -199,11 +199,7 @@ impl Engine for CpuEngine {
         self.widened_rows.try_reserve(values.saturating_sub(self.widened_rows.len())).map_err(oom)
     }
 
-    fn find_non_finite(
-        &mut self,
-        entries: &mut CallEntries<'_, '_>,
-        loss_scale: Option<f32>,
-    ) -> Result<Option<NonFinite>> {
+    fn find_non_finite(&mut self, entries: &mut CallEntries<'_>, loss_scale: Option<f32>) -> Result<Option<NonFinite>> {
         let entries = host(entries)?;
         let variables = &self.variables;
         Ok((0..entries.len()).find_map(|entry| {
@@ -256,7 +252,7 @@ impl Engine for CpuEngine {
 
     fn norm_partials(
         &mut self,
-        entries: &mut CallEntries<'_, '_>,
+        entries: &mut CallEntries<'_>,
         halve: bool,
         loss_scale: Option<f32>,
         sums: &mut Vec<f64>,
@@ -280,7 +276,7 @@ impl Engine for CpuEngine {
         Ok(())
     }
 
-    fn finish_norms(&self, entries: &mut CallEntries<'_, '_>, halve: bool, shared: &[f64], sums: &mut [f64]) {
+    fn finish_norms(&self, entries: &mut CallEntries<'_>, halve: bool, shared: &[f64], sums: &mut [f64]) {
         let CallEntries::Host(entries) = entries else { return };
         let (mut at, mut k) = (0, 0);
         for i in 0..entries.len() {
@@ -301,7 +297,7 @@ impl Engine for CpuEngine {
         }
     }
 
-    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_, '_>) -> Result<()> {
+    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_>) -> Result<()> {
         let entries = host(entries)?;
         let pool = self.pool_for(entries);
         let CpuEngine { variables, sparse_rows, widened_rows, parallel, .. } = self;
@@ -335,10 +331,10 @@ impl Engine for CpuEngine {
 
 /// The host entries of a call: the CPU engine is given no others (the optimizer passes device
 /// memory only to an engine on a device).
-fn host<'e>(entries: &'e mut CallEntries<'_, '_>) -> Result<&'e mut dyn GradientEntries> {
+fn host<'e>(entries: &'e mut CallEntries<'_>) -> Result<&'e mut dyn GradientEntries> {
     match entries {
         CallEntries::Host(entries) => Ok(&mut **entries),
-        CallEntries::Device(_) => Err(Error::Internal("device memory given to the CPU engine".into())),
+        CallEntries::Device(..) => Err(Error::Internal("device memory given to the CPU engine".into())),
     }
 }
 

@@ -317,7 +317,7 @@ impl<B: Backend> DeviceEngine<B> {
     /// Puts every entry of the call on the device: host entries' gradients (and with `step`
     /// their values) uploaded into the staging buffer, device entries as they are; with `step`
     /// the sorted rows of sparse gradients staged too.
-    fn place(&mut self, entries: &mut CallEntries<'_, '_>, step: bool) -> Result<()> {
+    fn place(&mut self, entries: &mut CallEntries<'_>, step: bool) -> Result<()> {
         let mut plan = StagingPlan::default();
         self.placed.clear();
         self.pairs.clear();
@@ -350,13 +350,14 @@ impl<B: Backend> DeviceEngine<B> {
                     };
                     Placed { variable: e.variable, values, values_dtype: e.values.dtype(), gradient }
                 }
-                CallEntries::Device(device) => {
-                    let e = device[i];
+                CallEntries::Device(device, copies) => {
+                    let e = device.get(i);
+                    let indices = crate::tensor::device_indices(copies, i, &e);
                     let gradient = e.gradient.map(|g| {
                         let values = g.values();
                         let pairs = match g {
-                            DeviceGradient::Sparse { indices, .. } if step => {
-                                Some(stage_pairs(&mut self.pairs, &mut plan, indices.host()))
+                            DeviceGradient::Sparse { .. } if step => {
+                                Some(stage_pairs(&mut self.pairs, &mut plan, indices))
                             }
                             _ => None,
                         };
@@ -463,8 +464,7 @@ impl<B: Backend> DeviceEngine<B> {
     fn try_find_non_finite(&mut self, loss_scale: Option<f32>) -> Result<Option<NonFinite>> {
         self.check_entries.clear();
         let mut blocks = 0u64;
-        let mut checked = Vec::new();
-        for (i, p) in self.placed.iter().enumerate() {
+        for p in &self.placed {
             let Some(g) = p.gradient else { continue };
             let layout = self.variable(p.variable)?.layout;
             // The unscaled gradient, in the dtype it is unscaled in (a master's float32).
@@ -480,7 +480,6 @@ impl<B: Backend> DeviceEngine<B> {
                 pad: 0,
             });
             blocks += blocks_for(g.len as u64);
-            checked.push((i, g));
         }
         if blocks == 0 {
             return Ok(None);
@@ -507,7 +506,11 @@ impl<B: Backend> DeviceEngine<B> {
         let Some((k, &element)) = self.first_bad.iter().enumerate().find(|(_, at)| **at != u64::MAX) else {
             return Ok(None);
         };
-        let (entry, g) = checked[k];
+        // Check entry k is the k-th placed entry with a gradient.
+        let mut checked = self.placed.iter().enumerate().filter_map(|(i, p)| Some((i, p.gradient?)));
+        let Some((entry, g)) = checked.nth(k) else {
+            return Err(Error::Internal(format!("no gradient for check entry {k}")));
+        };
         // The bad value itself, for the message.
         let size = g.dtype.size();
         let mut raw = [0u8; 8];
@@ -619,7 +622,7 @@ impl<B: Backend> DeviceEngine<B> {
     }
 
     /// Host entries' values back from the staging buffer, after a step.
-    fn download_values(&mut self, entries: &mut CallEntries<'_, '_>) -> Result<()> {
+    fn download_values(&mut self, entries: &mut CallEntries<'_>) -> Result<()> {
         let CallEntries::Host(host) = entries else { return Ok(()) };
         for (i, p) in self.placed.iter().enumerate() {
             if let Where::Staged(_) = p.values {
@@ -724,11 +727,7 @@ impl<B: Backend> Engine for DeviceEngine<B> {
         self.pairs.try_reserve(indices.saturating_sub(self.pairs.len())).map_err(oom)
     }
 
-    fn find_non_finite(
-        &mut self,
-        entries: &mut CallEntries<'_, '_>,
-        loss_scale: Option<f32>,
-    ) -> Result<Option<NonFinite>> {
+    fn find_non_finite(&mut self, entries: &mut CallEntries<'_>, loss_scale: Option<f32>) -> Result<Option<NonFinite>> {
         self.place(entries, false)?;
         self.try_find_non_finite(loss_scale)
     }
@@ -741,7 +740,7 @@ impl<B: Backend> Engine for DeviceEngine<B> {
 
     fn norm_partials(
         &mut self,
-        entries: &mut CallEntries<'_, '_>,
+        entries: &mut CallEntries<'_>,
         halve: bool,
         loss_scale: Option<f32>,
         sums: &mut Vec<f64>,
@@ -751,9 +750,9 @@ impl<B: Backend> Engine for DeviceEngine<B> {
         self.try_norm_partials(halve, loss_scale, sums)
     }
 
-    fn finish_norms(&self, _entries: &mut CallEntries<'_, '_>, _halve: bool, _shared: &[f64], _sums: &mut [f64]) {}
+    fn finish_norms(&self, _entries: &mut CallEntries<'_>, _halve: bool, _shared: &[f64], _sums: &mut [f64]) {}
 
-    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_, '_>) -> Result<()> {
+    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_>) -> Result<()> {
         self.place(entries, true)?;
         self.try_step(plan)?;
         self.download_values(entries).map_err(|e| {
