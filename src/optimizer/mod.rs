@@ -238,7 +238,8 @@ impl Optimizer {
     /// # Safety
     /// Every address must be memory of the optimizer's device holding the stated number of
     /// elements of the stated dtype, valid for the whole step, and the values written must not
-    /// overlap any other buffer of the call.
+    /// overlap any other buffer of the call. `entries` must give the same entry each time it is
+    /// asked for one: the checks and the kernels read the entries separately.
     pub unsafe fn apply_gradients_on_device<S: DeviceEntries + ?Sized>(&mut self, entries: &S) -> Result<i64> {
         self.check_on_device(entries.len())?;
         // Sparse indices in device memory come to the host first: they are checked there.
