@@ -192,6 +192,14 @@ pub(crate) struct IndexCopies {
 }
 
 impl IndexCopies {
+    /// Room for calls of up to `entries` entries and `indices` device indices in all, so that
+    /// no later call allocates (`Optimizer::build`, `Optimizer::reserve_sparse`).
+    pub fn reserve(&mut self, entries: usize, indices: usize) -> Result<()> {
+        let oom = |_| Error::OutOfMemory(format!("cannot reserve room for {indices} sparse indices"));
+        self.starts.try_reserve(entries.saturating_sub(self.starts.len())).map_err(oom)?;
+        self.indices.try_reserve(indices.saturating_sub(self.indices.len())).map_err(oom)
+    }
+
     /// Empties the copies for a call of `entries` entries.
     pub fn clear(&mut self, entries: usize) {
         self.indices.clear();
@@ -244,6 +252,8 @@ pub struct DeviceEntry<'a> {
 /// The entries of one call over device memory, read one at a time, as [`GradientEntries`] are
 /// for host slices: a plain slice, array or `Vec` of [`DeviceEntry`] is one; the C ABI has its
 /// own, which makes each entry from the caller's table on demand so that a step allocates nothing.
+/// The optimizer reads the length and each entry more than once (to check, to place, to step): an
+/// implementation must give the same length and the same entries each time.
 pub trait DeviceEntries {
     /// The number of entries.
     fn len(&self) -> usize;
@@ -253,6 +263,15 @@ pub trait DeviceEntries {
     }
     /// Entry `i` (< `len()`); the same entry each time.
     fn get(&self, i: usize) -> DeviceEntry<'_>;
+}
+
+impl<T: DeviceEntries + ?Sized> DeviceEntries for &T {
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    fn get(&self, i: usize) -> DeviceEntry<'_> {
+        (**self).get(i)
+    }
 }
 
 impl DeviceEntries for [DeviceEntry<'_>] {

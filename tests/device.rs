@@ -377,3 +377,49 @@ fn the_device_engine_refuses_shards() {
     assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("shard")), "{err:?}");
     assert!(!opt.is_built());
 }
+
+/// With the non-finite guard on, a bad gradient is reported against its own variable and element
+/// even after an entry without a gradient, in device memory and in host slices, and the rejected
+/// call changes nothing.
+#[test]
+fn a_non_finite_gradient_is_reported_against_its_variable() {
+    if device() != Device::HostKernels {
+        eprintln!("SKIPPED on {:?}: this test's device memory is host memory", device());
+        return;
+    }
+    let config = Config { reject_non_finite_gradients: true, ..Config::default() };
+    let mut opt = Optimizer::new(config).unwrap();
+    opt.set_device(Device::HostKernels).unwrap();
+    let specs = [VariableSpec::new("first", DType::F32, &[3]), VariableSpec::new("second", DType::F32, &[5_000])];
+    let (mut a, mut b) = (vec![1.0f32; 3], vec![1.0f32; 5_000]);
+    opt.build(&specs, &[TensorRef::F32(&a), TensorRef::F32(&b)]).unwrap();
+    let mut bad = vec![0.5f32; 5_000];
+    bad[4_321] = f32::NEG_INFINITY;
+    let before = opt.save_own_variables().unwrap();
+    let tensor = |x: *const f32, len: usize| DeviceTensor { dtype: DType::F32, address: x as u64, len };
+    let entries = [
+        DeviceEntry { variable: 0, values: tensor(a.as_mut_ptr(), 3), gradient: None },
+        DeviceEntry {
+            variable: 1,
+            values: tensor(b.as_mut_ptr(), 5_000),
+            gradient: Some(DeviceGradient::Dense(tensor(bad.as_ptr(), 5_000))),
+        },
+    ];
+    // SAFETY: the host-kernels device's memory is host memory: live, distinct vectors.
+    let err = unsafe { opt.apply_gradients_on_device(&entries) }.unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, Error::NonFiniteGradient(_)), "{err:?}");
+    assert!(message.contains("variable 1 (`second`)") && message.contains("-inf at element 4321"), "{message}");
+    let mut host = [
+        GradientEntry { variable: 0, values: TensorMut::F32(&mut a), gradient: None },
+        GradientEntry {
+            variable: 1,
+            values: TensorMut::F32(&mut b),
+            gradient: Some(Gradient::Dense(TensorRef::F32(&bad))),
+        },
+    ];
+    let err = opt.apply_gradients(&mut host[..]).unwrap_err();
+    assert_eq!(err.to_string(), message);
+    assert!(opt.save_own_variables().unwrap() == before && a == [1.0; 3] && b == vec![1.0; 5_000]);
+    assert_eq!(opt.iterations(), 0);
+}

@@ -201,6 +201,11 @@ impl Optimizer {
         last_listed.resize(specs.len(), 0);
         let layouts: Vec<_> = variables.iter().map(|v| v.layout).collect();
         let slots = Slots { amsgrad: s.config.amsgrad, ema: s.config.use_ema };
+        if s.engine.on_device() {
+            // A device call's index copies hold a start per entry, at most one per variable
+            // (reserved first: room left over by a failed build is unobservable).
+            self.index_copies.reserve(specs.len(), 0)?;
+        }
         s.engine.build(&layouts, slots, initial_values)?;
         s.built = Some(Built {
             variables,
@@ -217,6 +222,10 @@ impl Optimizer {
     /// Reserves room for sparse gradients of up to `indices` indices, so that no later sparse
     /// step allocates (without it, the first step with more indices than any before grows a buffer).
     pub fn reserve_sparse(&mut self, indices: usize) -> Result<()> {
+        // On a device, also the host copies of indices given in device memory.
+        if self.state.engine.on_device() {
+            self.index_copies.reserve(0, indices)?;
+        }
         self.state.engine.reserve_sparse(indices)
     }
 
@@ -229,8 +238,9 @@ impl Optimizer {
 
     /// [`Optimizer::apply_gradients`] over values and gradients in the memory of the optimizer's
     /// device ([`Optimizer::set_device`]), which the step reads and writes there: nothing is
-    /// copied through the host but the call's table (and, when clipping by norm or checking for
-    /// non-finite gradients, one number per leaf or per gradient back). Every check runs on the
+    /// copied through the host but the call's table, sparse indices given in device memory (to be
+    /// checked on the host) and, when clipping by norm or checking for non-finite gradients, one
+    /// number per leaf or per gradient back. Every check runs on the
     /// host before anything is enqueued, and a rejected call changes nothing. `entries` is a
     /// slice, array or `Vec` of [`DeviceEntry`], or any [`DeviceEntries`]; once a call as large
     /// has been made, a step allocates nothing.
@@ -238,8 +248,8 @@ impl Optimizer {
     /// # Safety
     /// Every address must be memory of the optimizer's device holding the stated number of
     /// elements of the stated dtype, valid for the whole step, and the values written must not
-    /// overlap any other buffer of the call. `entries` must give the same entry each time it is
-    /// asked for one: the checks and the kernels read the entries separately.
+    /// overlap any other buffer of the call. `entries` must give the same length and the same
+    /// entries each time it is asked: the checks and the kernels read them separately.
     pub unsafe fn apply_gradients_on_device<S: DeviceEntries + ?Sized>(&mut self, entries: &S) -> Result<i64> {
         self.check_on_device(entries.len())?;
         // Sparse indices in device memory come to the host first: they are checked there.
