@@ -11,7 +11,8 @@ use adamw::{DType, Error, Gradient, GradientEntry, Optimizer, Tensor, TensorBuf,
 use half::f16;
 use serde_json::Value;
 
-const CASES: [&str; 4] = ["dense_amsgrad", "embedding_ema", "float64_clipnorm", "float16_global_clipnorm"];
+const CASES: [&str; 5] =
+    ["dense_amsgrad", "embedding_ema", "float64_clipnorm", "float16_global_clipnorm", "loss_scale_dense"];
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/keras_files").join(name)
@@ -56,9 +57,14 @@ struct Model {
 
 /// The model's trainable variables as Keras saved them.
 fn saved_model(case: &Value) -> Model {
+    model_at(case, "saved")
+}
+
+/// The model's trainable variables after `part` of the case.
+fn model_at(case: &Value, part: &str) -> Model {
     let mut specs = Vec::new();
     let mut values = Vec::new();
-    for (v, bits) in case["variables"].as_array().unwrap().iter().zip(case["saved"]["variables"].as_array().unwrap()) {
+    for (v, bits) in case["variables"].as_array().unwrap().iter().zip(case[part]["variables"].as_array().unwrap()) {
         let shape: Vec<usize> = u64s(&v["shape"]).into_iter().map(|d| d as usize).collect();
         let dtype = dtype(v["dtype"].as_str().unwrap());
         specs.push(VariableSpec::new(v["name"].as_str().unwrap(), dtype, &shape));
@@ -118,6 +124,12 @@ fn assert_state(optimizer: &Optimizer, model: &Model, case: &Value, part: &str, 
             "{what}: variable {i}"
         );
     }
+    // Keras' LossScaleOptimizer: the scale and its count (which Keras' files do not hold).
+    if let Some(loss_scale) = case[part].get("loss_scale") {
+        let (scale, counter) = optimizer.loss_scale().expect("a loss scale");
+        assert_eq!(scale.to_bits() as u64, loss_scale["scale"].as_u64().unwrap(), "{what}: the loss scale");
+        assert_eq!(counter, loss_scale["counter"].as_i64().unwrap(), "{what}: the loss scale's count");
+    }
     let expected = case[part]["optimizer"].as_array().unwrap();
     assert_eq!(optimizer.num_variables(), expected.len(), "{what}");
     for (i, bits) in expected.iter().enumerate() {
@@ -168,8 +180,9 @@ fn keras_files_continue_in_libadamw() {
 }
 
 /// libadamw's state written into Keras' files is what Keras loaded and continued from (the
-/// committed files the generator wrote with libadamw), and libadamw continuing from its own state
-/// takes Keras' steps bit for bit.
+/// committed files the generator wrote with libadamw), and libadamw continuing from those files
+/// takes Keras' steps bit for bit (and, without a loss scale, which the files do not hold, so
+/// does libadamw continuing from its own state in memory).
 #[test]
 fn libadamw_state_written_back_continues_in_keras() {
     let dir = std::env::temp_dir().join(format!("adamw-keras-files-{}", std::process::id()));
@@ -200,8 +213,17 @@ fn libadamw_state_written_back_continues_in_keras() {
                 );
             }
         }
-        steps(&mut optimizer, &mut model, &case, "round_trip");
-        assert_state(&optimizer, &model, &case, "round_trip", &format!("{name}: libadamw after its own state"));
+        for suffix in [".keras", ".weights.h5"] {
+            let mut from_file = built(&config, &model);
+            keras_files::read(&dir.join(format!("{name}{suffix}"))).unwrap().store.load_into(&mut from_file).unwrap();
+            let mut values = model_at(&case, "continuation");
+            steps(&mut from_file, &mut values, &case, "round_trip");
+            assert_state(&from_file, &values, &case, "round_trip", &format!("{name}: libadamw from its {suffix} file"));
+        }
+        if case["config"].get("inner_optimizer").is_none() {
+            steps(&mut optimizer, &mut model, &case, "round_trip");
+            assert_state(&optimizer, &model, &case, "round_trip", &format!("{name}: libadamw after its own state"));
+        }
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -256,6 +278,16 @@ fn bad_keras_files_are_refused() {
     // An archive whose optimizer is not AdamW.
     let adam = rewrite_config(&archive, "\"class_name\": \"AdamW\"", "\"class_name\": \"Adam\"");
     assert!(matches!(keras_files::read_bytes(adam), Err(Error::InvalidConfig(_))));
+    // Around a LossScaleOptimizer the two copies of its AdamW's state must agree.
+    let scaled = std::fs::read(data("loss_scale_dense.weights.h5")).unwrap();
+    let m = le_bytes(keras_files::read_bytes(scaled.clone()).unwrap().store.tensors[1].1.as_ref());
+    let copies: Vec<usize> =
+        scaled.windows(m.len()).enumerate().filter(|(_, w)| *w == &m[..]).map(|(i, _)| i).collect();
+    assert_eq!(copies.len(), 2, "optimizer/vars/1 and optimizer/inner_optimizer/vars/1");
+    let mut differ = scaled.clone();
+    differ[copies[1]] ^= 1;
+    let msg = invalid(differ, "a LossScaleOptimizer's two copies differ");
+    assert!(msg.contains("inner_optimizer/vars differ"), "{msg}");
 }
 
 /// The weights file with its optimizer group renamed (the bytes of "optimizer" in its name).
@@ -319,6 +351,16 @@ fn adamw_keras_tool_converts_both_ways() {
     let output = run(&[std::ffi::OsStr::new("import"), template.as_os_str(), checkpoint.as_os_str()]);
     assert_eq!(output.status.code(), Some(1), "a weights file without --config");
     assert!(String::from_utf8_lossy(&output.stderr).contains("--config"));
+    // A LossScaleOptimizer's archive: the checkpoint holds the scale, the Keras file written back not.
+    let scaled = data("loss_scale_dense.keras");
+    let output = run(&[std::ffi::OsStr::new("import"), scaled.as_os_str(), checkpoint.as_os_str()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!((printed["dynamic"].clone(), printed["initial_scale"].as_f64()), (Value::Bool(true), Some(64.0)));
+    let out = dir.join("back.keras");
+    let output = run(&[std::ffi::OsStr::new("export"), checkpoint.as_os_str(), scaled.as_os_str(), out.as_os_str()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_same_store(&keras_files::read(&out).unwrap().store, &keras_files::read(&scaled).unwrap().store, "exported");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -5,7 +5,10 @@ For each case a small model is trained with tf-keras 2.15's AdamW for a few step
 gradients (optimizer.apply_gradients: dense, and IndexedSlices for an Embedding), then saved
 three ways: `model.save(CASE.keras)`, `model.save_weights(CASE.weights.h5)`, and a plain
 safetensors store of `optimizer.variables` (`safetensors.numpy.save_file`, keys "0".."N-1").
-Keras then continues for a few more steps: the expected values of libadamw's continuation.
+Keras then continues for a few more steps from the archive (load_model) and from the weights file
+(a new model, load_weights), which must agree: the expected values of libadamw's continuation.
+One case is a LossScaleOptimizer around AdamW, whose files hold no loss scale: Keras continues
+from them with the initial scale.
 
 The other direction: libadamw (the release library, through its C ABI with ctypes) loads
 CASE.keras, takes the same continuation steps, and writes its state into copies of both files
@@ -77,12 +80,31 @@ def float16_global_clipnorm():
     return model, keras.optimizers.AdamW(learning_rate=0.01, global_clipnorm=1.0), set()
 
 
-CASES = [dense_amsgrad, embedding_ema, float64_clipnorm, float16_global_clipnorm]
+def loss_scale_dense():
+    # Keras' LossScaleOptimizer around AdamW: the gradients are scaled ones, unscaled by
+    # get_unscaled_gradients; one step before the save overflows (skipped, the scale halves) and
+    # the scale grows every two finite steps. Keras' files hold the inner AdamW's variables, twice
+    # (optimizer/vars and optimizer/inner_optimizer/vars), and not the scale: Keras continues
+    # from a file with the initial scale.
+    model = keras.Sequential([keras.layers.Dense(3, name="hidden"), keras.layers.Dense(2, name="out")])
+    model.build((None, 4))
+    inner = keras.optimizers.AdamW(learning_rate=0.01, weight_decay=0.01)
+    return model, keras.mixed_precision.LossScaleOptimizer(inner, initial_scale=64.0, dynamic_growth_steps=2), set()
+
+
+CASES = [dense_amsgrad, embedding_ema, float64_clipnorm, float16_global_clipnorm, loss_scale_dense]
+# Keras 2.15.1's load_model cannot deserialize the AdamW inside a LossScaleOptimizer by itself.
+CUSTOM_OBJECTS = {"AdamW": keras.optimizers.AdamW}
+
+
+def is_loss_scaled(optimizer):
+    return isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
 SAVED_AFTER, CONTINUED, ROUND_TRIP = 3, 2, 2
 
 
-def gradients(model, sparse, rng):
-    """One step's gradients: a dict per trainable variable (dense bits, or indices and rows)."""
+def gradients(model, sparse, rng, overflow=False):
+    """One step's gradients: a dict per trainable variable (dense bits, or indices and rows);
+    `overflow` puts an infinity into the first."""
     out = []
     for i, v in enumerate(model.trainable_variables):
         dtype = v.dtype.name
@@ -93,6 +115,8 @@ def gradients(model, sparse, rng):
             out.append({"indices": indices.tolist(), "rows": rows})
         else:
             out.append({"dense": (rng.standard_normal(tuple(v.shape)) * 0.1).astype(dtype)})
+    if overflow:
+        out[0]["dense"].reshape(-1)[1] = np.inf
     return out
 
 
@@ -104,7 +128,11 @@ def keras_step(model, grads):
         else:
             pairs.append((tf.IndexedSlices(tf.constant(g["rows"]), tf.constant(g["indices"], tf.int64),
                                            tf.constant(v.shape, tf.int64)), v))
-    model.optimizer.apply_gradients(pairs)
+    optimizer = model.optimizer
+    if is_loss_scaled(optimizer):  # the given gradients are scaled ones
+        unscaled = optimizer.get_unscaled_gradients([g for g, _ in pairs])
+        pairs = list(zip(unscaled, [v for _, v in pairs]))
+    optimizer.apply_gradients(pairs)
 
 
 def to_json(grads):
@@ -113,8 +141,12 @@ def to_json(grads):
 
 
 def state(model):
-    return {"variables": [bits(v.numpy()) for v in model.trainable_variables],
-            "optimizer": [bits(v.numpy()) for v in model.optimizer.variables]}
+    out = {"variables": [bits(v.numpy()) for v in model.trainable_variables],
+           "optimizer": [bits(v.numpy()) for v in model.optimizer.variables]}
+    if is_loss_scaled(model.optimizer):
+        out["loss_scale"] = {"scale": bits(np.float32(model.optimizer.loss_scale.numpy()))[0],
+                             "counter": int(model.optimizer.dynamic_counter.numpy())}
+    return out
 
 
 # ---------------------------------------------------------------- libadamw through the C ABI
@@ -171,6 +203,20 @@ def continue_in_keras(model, values, steps):
     return state(model)
 
 
+def continue_from_files(make, archive, weights, values, steps):
+    """Keras continues from `archive` (load_model) and from `weights` (a new model and optimizer,
+    load_weights): both must take the same steps to the same bits, which are returned."""
+    from_archive = keras.models.load_model(archive, custom_objects=CUSTOM_OBJECTS)
+    expected = continue_in_keras(from_archive, values, steps)
+    weights_model, optimizer, _ = make()
+    weights_model.compile(optimizer=optimizer, loss="mse")
+    weights_model.optimizer.build(weights_model.trainable_variables)
+    weights_model.load_weights(weights)
+    if continue_in_keras(weights_model, values, steps) != expected:
+        sys.exit(f"Keras continues differently from {archive} and {weights}")
+    return expected
+
+
 def main():
     lib = ctypes.CDLL(os.path.join(ROOT, "target", "release", "libadamw.so"))
     shutil.rmtree(OUT, ignore_errors=True)
@@ -180,8 +226,8 @@ def main():
         rng = np.random.default_rng(sum(map(ord, name)))
         model, optimizer, sparse = make()
         model.compile(optimizer=optimizer, loss="mse")
-        for _ in range(SAVED_AFTER):
-            keras_step(model, gradients(model, sparse, rng))
+        for k in range(SAVED_AFTER):
+            keras_step(model, gradients(model, sparse, rng, overflow=is_loss_scaled(optimizer) and k == 1))
         path = lambda suffix: os.path.join(OUT, name + suffix)  # noqa: E731
         model.save(path(".keras"))
         model.save_weights(path(".weights.h5"))
@@ -198,10 +244,14 @@ def main():
             "saved_after": SAVED_AFTER,
             "saved": {"variables": [bits(v) for v in saved], "optimizer": [bits(v.numpy()) for v in optimizer.variables]},
         }
+        # Keras continues from its files. Without a loss scale that is also the continuation of
+        # the model in memory; with one, the files hold no scale and Keras starts again from the
+        # initial scale.
         steps = [gradients(model, sparse, rng) for _ in range(CONTINUED)]
-        for grads in steps:
-            keras_step(model, grads)
-        case["continuation"] = {"gradients": [to_json(g) for g in steps], **state(model)}
+        from_files = continue_from_files(make, path(".keras"), path(".weights.h5"), saved, steps)
+        if not is_loss_scaled(optimizer) and continue_in_keras(model, saved, steps) != from_files:
+            sys.exit(f"{name}: Keras continues differently in memory and from its files")
+        case["continuation"] = {"gradients": [to_json(g) for g in steps], **from_files}
 
         # libadamw continues from the archive and writes its state back into both files.
         written = [(path(".keras"), path(".libadamw.keras")), (path(".weights.h5"), path(".libadamw.weights.h5"))]
@@ -209,14 +259,7 @@ def main():
         if [bits(v) for v in ours] != case["continuation"]["variables"]:
             sys.exit(f"{name}: libadamw's continuation differs from Keras'")
         round_trip = [gradients(model, sparse, rng) for _ in range(ROUND_TRIP)]
-        from_archive = keras.models.load_model(path(".libadamw.keras"))
-        expected = continue_in_keras(from_archive, ours, round_trip)
-        weights_model, _, _ = make()
-        weights_model.compile(optimizer=keras.optimizers.AdamW.from_config(config), loss="mse")
-        weights_model.optimizer.build(weights_model.trainable_variables)
-        weights_model.load_weights(path(".libadamw.weights.h5"))
-        if continue_in_keras(weights_model, ours, round_trip) != expected:
-            sys.exit(f"{name}: Keras continues differently from the two files libadamw wrote")
+        expected = continue_from_files(make, path(".libadamw.keras"), path(".libadamw.weights.h5"), ours, round_trip)
         case["round_trip"] = {"gradients": [to_json(g) for g in round_trip], **expected}
         with open(path(".json"), "w") as f:
             json.dump(case, f, separators=(",", ":"))

@@ -72,7 +72,13 @@ mod files {
 /// `load_own_variables`): a `.keras` archive (`model.save`) or a `.weights.h5` file
 /// (`model.save_weights`) written by tf-keras 2.15, told apart by their contents. Its datasets
 /// `optimizer/vars/0..N-1` are matched to this optimizer's variables in Keras' order
-/// (`adamw_optimizer_variable_info`): the count, every shape and every dtype must agree. Build the
+/// (`adamw_optimizer_variable_info`): the count, every shape and every dtype must agree. Around a
+/// LossScaleOptimizer Keras writes its AdamW's variables twice (also under
+/// `optimizer/inner_optimizer/vars`, which must agree); the loss scale is not in Keras' files, so
+/// an optimizer with one keeps its scale (a new one starts from `initial_scale`, as Keras does
+/// when it loads the file). A model trained under Keras' `mixed_float16` policy has a
+/// LossScaleOptimizer with Keras' defaults that its config does not show: add it with
+/// `adamw_optimizer_set_loss_scale` before build. Build the
 /// optimizer over the model's trainable variables in Keras' order, from the archive's config
 /// (`adamw_keras_file_optimizer_config`, `adamw_optimizer_from_config_json`) or the same
 /// arguments. The model's own weights stay in the file (`layers/...`) for the caller to read.
@@ -80,8 +86,9 @@ mod files {
 /// Threads: serialized.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, NOT_BUILT, IO (missing or unreadable file),
 /// INVALID_CHECKPOINT (not a Keras file, truncated or damaged, no optimizer state, a dataset of
-/// a type libadamw does not read), INVALID_CONFIG (an archive whose optimizer is not AdamW),
-/// CHECKPOINT_MISMATCH (another count, shape or dtype; an optimizer with a loss scale), BUSY.
+/// a type libadamw does not read, the two copies of a LossScaleOptimizer's state differ),
+/// INVALID_CONFIG (an archive whose optimizer is not AdamW or a LossScaleOptimizer around one),
+/// CHECKPOINT_MISMATCH (another count, shape or dtype), BUSY.
 /// On error nothing changes. An HDF5 file as h5py writes it carries no checksums: damage to its
 /// structure is caught, a flipped bit inside a value cannot be (an archive's CRC-32s catch it).
 #[unsafe(no_mangle)]
@@ -95,7 +102,9 @@ pub unsafe extern "C" fn adamw_optimizer_load_keras_file(
 
 /// Writes this optimizer's state into a copy of a Keras file (Keras' `save_own_variables`):
 /// `out_path` becomes `template_path` (a `.keras` archive or a `.weights.h5` file of the same
-/// model and optimizer) with its datasets `optimizer/vars/0..N-1` replaced; the model's weights,
+/// model and optimizer) with its datasets `optimizer/vars/0..N-1` replaced (and, around a
+/// LossScaleOptimizer, their copies under `optimizer/inner_optimizer/vars`; the loss scale is not
+/// written, as Keras writes none); the model's weights,
 /// the archive's config and metadata are copied as they are. tf-keras then loads it
 /// (`load_model`, `model.load_weights`) and continues from this optimizer's state. Written
 /// atomically (a temporary file beside `out_path`, renamed over it); `out_path` may be
@@ -103,11 +112,11 @@ pub unsafe extern "C" fn adamw_optimizer_load_keras_file(
 /// Ownership: both paths are read during the call. NULL: none may be NULL. Threads: serialized.
 /// The model's weights in `out_path` are the template's: a caller whose weights moved on writes
 /// them too (with Keras, or into the datasets `layers/<name>/vars/<i>`).
-/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (master weights or a loss scale, which Keras' AdamW
-/// does not hold; bfloat16 state, which h5py cannot store), IO, INVALID_CHECKPOINT (the template
-/// is not a readable Keras file, or holds no optimizer state), INVALID_CONFIG (an archive whose
-/// optimizer is not AdamW), CHECKPOINT_MISMATCH (the template's optimizer has another count,
-/// shape or dtype), BUSY. On error `out_path` is as it was.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (master weights, which Keras' AdamW does not hold;
+/// bfloat16 state, which h5py cannot store), IO, INVALID_CHECKPOINT (the template is not a
+/// readable Keras file, or holds no optimizer state), INVALID_CONFIG (an archive whose optimizer
+/// is not AdamW or a LossScaleOptimizer around one), CHECKPOINT_MISMATCH (the template's
+/// optimizer has another count, shape or dtype), BUSY. On error `out_path` is as it was.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_optimizer_save_keras_file(
     optimizer: *const adamw_optimizer,
@@ -124,13 +133,14 @@ pub unsafe extern "C" fn adamw_optimizer_save_keras_file(
 }
 
 /// The compiled optimizer's config in a `.keras` archive (the `config` of
-/// `compile_config.optimizer` in its `config.json`, Keras' `get_config()`), as JSON for
+/// `compile_config.optimizer` in its `config.json`, Keras' `get_config()`: AdamW's, or a
+/// LossScaleOptimizer's with its AdamW under `inner_optimizer`), as JSON for
 /// `adamw_optimizer_from_config_json`, with the size-query convention: `buf` NULL and `cap` 0
 /// give the size in `*out_len`; otherwise `cap` must hold the JSON and a NUL.
 /// Ownership: `path` is read during the call. NULL: `path`, `out_len`.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, IO, INVALID_CHECKPOINT (not an archive, damaged, no
 /// compiled optimizer; a `.weights.h5` file, which holds no config), INVALID_CONFIG (the
-/// optimizer is not AdamW), BUFFER_TOO_SMALL.
+/// optimizer is not AdamW or a LossScaleOptimizer around one), BUFFER_TOO_SMALL.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_keras_file_optimizer_config(
     path: *const c_char,

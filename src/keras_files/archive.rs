@@ -42,8 +42,11 @@ fn entry(archive: &mut ZipArchive<Cursor<&[u8]>>, name: &str) -> Result<Vec<u8>>
     Ok(entry_at(archive, index)?.1)
 }
 
+/// Keras' class name for `tf_keras.mixed_precision.LossScaleOptimizer` around a new optimizer.
+const LOSS_SCALE_OPTIMIZER: &str = "LossScaleOptimizerV3";
+
 /// The archive's weights file and its optimizer's config (the `config` of
-/// `compile_config.optimizer`, as JSON), which must be an AdamW's.
+/// `compile_config.optimizer`, as JSON), which must be an AdamW's or a LossScaleOptimizer's.
 pub(super) fn read(bytes: &[u8]) -> Result<(Vec<u8>, String)> {
     let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(bad)?;
     let config = optimizer_config(&mut archive)?;
@@ -67,9 +70,11 @@ fn optimizer_config(archive: &mut ZipArchive<Cursor<&[u8]>>) -> Result<String> {
             "the .keras archive's optimizer is {optimizer}, not a serialized AdamW (compile with an AdamW object, not a name)"
         )));
     };
-    if class != "AdamW" {
+    // A LossScaleOptimizer's config holds its AdamW's under inner_optimizer, which
+    // Config::from_json reads (and refuses if it is not an AdamW).
+    if class != "AdamW" && class != LOSS_SCALE_OPTIMIZER {
         return Err(Error::InvalidConfig(format!(
-            "the .keras archive's optimizer is {class:?}, not AdamW (compile_config.optimizer.class_name)"
+            "the .keras archive's optimizer is {class:?}, not AdamW or a LossScaleOptimizer around one (compile_config.optimizer.class_name)"
         )));
     }
     let optimizer_config = optimizer

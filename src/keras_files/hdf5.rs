@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 /// Where Keras keeps a compiled model's optimizer state in the file.
 const OPTIMIZER: &str = "optimizer";
 const VARS: &str = "vars";
+/// A LossScaleOptimizer's inner AdamW, a child of `optimizer`.
+const INNER: &str = "inner_optimizer";
 
 /// How deep a template's groups may nest: Keras nests a few levels, and a file whose groups
 /// link in a cycle would otherwise be walked without end.
@@ -44,22 +46,48 @@ pub(super) fn read_store(bytes: Vec<u8>) -> Result<KerasStore> {
     store_of(&open(bytes)?, len)
 }
 
-/// The optimizer's store in an opened file of `len` bytes.
+/// The optimizer's store in an opened file of `len` bytes. Around a LossScaleOptimizer Keras
+/// writes the inner AdamW's variables twice, under `optimizer/vars` and
+/// `optimizer/inner_optimizer/vars`, and loads the inner group last: its values are the ones
+/// Keras ends with, so they are read, and the outer group must hold the same.
 fn store_of(file: &hdf5_pure::File, len: usize) -> Result<KerasStore> {
-    let group = file.group(&format!("{OPTIMIZER}/{VARS}")).map_err(|_| {
+    let outer = file.group(&format!("{OPTIMIZER}/{VARS}")).map_err(|_| {
         Error::InvalidCheckpoint(
             "the Keras file holds no optimizer state (no group optimizer/vars: a model saved without a compiled optimizer, or not a Keras file)".into(),
         )
     })?;
+    let store = group_store(&outer, &format!("{OPTIMIZER}/{VARS}"), len)?;
+    let Ok(inner) = file.group(&format!("{OPTIMIZER}/{INNER}/{VARS}")) else {
+        return Ok(store);
+    };
+    let inner_store = group_store(&inner, &format!("{OPTIMIZER}/{INNER}/{VARS}"), len)?;
+    let same = |(a, b): (&Stored, &Stored)| {
+        a.0 == b.0 && a.1.dtype() == b.1.dtype() && a.1.as_ref().to_le_bytes() == b.1.as_ref().to_le_bytes()
+    };
+    let agree =
+        store.tensors.len() == inner_store.tensors.len() && store.tensors.iter().zip(&inner_store.tensors).all(same);
+    if !agree {
+        return Err(bad(format!(
+            "{OPTIMIZER}/{VARS} and {OPTIMIZER}/{INNER}/{VARS} differ (Keras writes a LossScaleOptimizer's inner AdamW into both)"
+        )));
+    }
+    Ok(inner_store)
+}
+
+/// One dataset of a store: its shape and values.
+type Stored = (Vec<usize>, TensorBuf);
+
+/// The numbered datasets of a `vars` group at `path`.
+fn group_store(group: &Group, path: &str, len: usize) -> Result<KerasStore> {
     let mut datasets: Vec<(String, Dataset)> = group.iter_datasets().map_err(bad)?.collect();
-    check_keys(datasets.iter().map(|(name, _)| name.as_str()), datasets.len(), "optimizer/vars")?;
+    check_keys(datasets.iter().map(|(name, _)| name.as_str()), datasets.len(), path)?;
     datasets.sort_by_key(|(name, _)| name.parse::<usize>().unwrap_or(usize::MAX));
     let tensors = datasets
         .iter()
-        .map(|(name, dataset)| read_dataset(dataset, &format!("optimizer/vars/{name}"), len))
+        .map(|(name, dataset)| read_dataset(dataset, &format!("{path}/{name}"), len))
         .collect::<Result<_>>()?;
     let store = KerasStore { tensors };
-    store.check_counter("the Keras file's optimizer/vars")?;
+    store.check_counter(&format!("the Keras file's {path}"))?;
     Ok(store)
 }
 
@@ -217,7 +245,7 @@ fn copy_group(src: &Group, dst: &mut impl Container, path: &str, store: &KerasSt
         dst.attr(&name, value);
     }
     let here = |name: &str| if path.is_empty() { name.to_string() } else { format!("{path}/{name}") };
-    if path == format!("{OPTIMIZER}/{VARS}") {
+    if path == format!("{OPTIMIZER}/{VARS}") || path == format!("{OPTIMIZER}/{INNER}/{VARS}") {
         for (i, (shape, values)) in store.tensors.iter().enumerate() {
             let dims: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
             dst.dataset(&i.to_string())

@@ -8,7 +8,9 @@
 //! of libadamw's. In the HDF5 file (the archive's `model.weights.h5`, or the `.weights.h5` file
 //! itself) they are the datasets `optimizer/vars/0..N-1`, beside the model's own weights
 //! (`layers/<name>/vars/<i>`); the archive's `config.json` holds the compiled optimizer's config
-//! under `compile_config.optimizer`. docs/numerics.md §21 describes the layout and what is
+//! under `compile_config.optimizer`. A LossScaleOptimizer around AdamW is read and written too:
+//! its store is its AdamW's, which Keras also writes under `optimizer/inner_optimizer/vars`, and
+//! Keras' files hold no loss scale. docs/numerics.md §21 describes the layout and what is
 //! checked.
 //!
 //! Reading checks the structure (a foreign, truncated or damaged file is `InvalidCheckpoint`);
@@ -154,16 +156,10 @@ pub fn read_optimizer_config(path: &Path) -> Result<String> {
 }
 
 /// The store of a libadamw checkpoint (`save_own_variables`): its optimizer variables in Keras'
-/// order. A checkpoint holding a loss scale is refused (`InvalidArgument`): Keras' AdamW has no
-/// variable for it.
+/// order. A loss scale the checkpoint holds is left out: Keras' files have no place for it (a
+/// LossScaleOptimizer loaded from one starts from its initial scale).
 pub fn store_of_checkpoint(bytes: &[u8]) -> Result<KerasStore> {
-    let checkpoint = crate::checkpoint::decode(bytes)?;
-    if let Some((name, _)) = checkpoint.named.first() {
-        return Err(Error::InvalidArgument(format!(
-            "the checkpoint holds \"{name}\" (a loss scale), which Keras' AdamW does not hold"
-        )));
-    }
-    Ok(KerasStore { tensors: checkpoint.tensors })
+    Ok(KerasStore { tensors: crate::checkpoint::decode(bytes)?.tensors })
 }
 
 /// The variables an AdamW with `config` was built over, as a store of its state shows them:

@@ -557,29 +557,28 @@ impl Optimizer {
     /// Keras' `load_own_variables` from Keras' own store (the keys "0".."N-1" in Keras' order and
     /// nothing of libadamw's: what `keras_files` reads from `.keras`, `.weights.h5` and plain
     /// safetensors stores). The count, every shape and every dtype must be this optimizer's
-    /// (`CheckpointMismatch`); nothing changes on error. An optimizer with a loss scale needs
-    /// libadamw's own checkpoint, which holds the scale.
+    /// (`CheckpointMismatch`); nothing changes on error. A loss scale is left as it is: Keras'
+    /// files do not hold it, and Keras' own load leaves a LossScaleOptimizer's scale alone (a
+    /// new one starts from its initial scale).
     pub fn load_keras_variables(&mut self, tensors: &[(Vec<usize>, TensorBuf)]) -> Result<()> {
         if !self.is_built() {
             return Err(validate::not_built("loading Keras' optimizer variables"));
         }
-        self.load_checkpoint_tensors(tensors, &[])
+        let weights: Vec<Weight<'_>> =
+            tensors.iter().map(|(shape, values)| Weight { shape, values: values.as_ref() }).collect();
+        validate::check_weights(&self.state, &weights, true)?;
+        self.assign_weights(&weights)
     }
 
     /// The optimizer variables as Keras' store holds them ([`Optimizer::variable`] for each
-    /// index). Keras' AdamW has no variable for libadamw's master weights or loss scale, so an
-    /// optimizer with either is refused (`InvalidArgument`).
+    /// index). Keras' AdamW has no variable for libadamw's master weights, so an optimizer with
+    /// them is refused (`InvalidArgument`). With a loss scale the store is the inner AdamW's, as
+    /// Keras saves a LossScaleOptimizer: the scale and its count are not in it (Keras' files do not
+    /// hold them; a LossScaleOptimizer loaded from one starts from its initial scale).
     pub fn keras_variables(&self) -> Result<Vec<StateTensor>> {
-        let extension = if self.state.config.loss_scale.is_some() {
-            Some("a loss scale")
-        } else if self.state.layout().any(|k| matches!(k, StateKind::Slot(Slot::Master, _))) {
-            Some("master weights")
-        } else {
-            None
-        };
-        if let Some(what) = extension {
+        if self.state.layout().any(|k| matches!(k, StateKind::Slot(Slot::Master, _))) {
             return Err(invalid!(
-                "an optimizer with {what} has state Keras' AdamW does not hold; save it with save_own_variables"
+                "an optimizer with master weights has state Keras' AdamW does not hold; save it with save_own_variables"
             ));
         }
         (0..self.num_variables())
