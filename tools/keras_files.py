@@ -7,8 +7,10 @@ three ways: `model.save(CASE.keras)`, `model.save_weights(CASE.weights.h5)`, and
 safetensors store of `optimizer.variables` (`safetensors.numpy.save_file`, keys "0".."N-1").
 Keras then continues for a few more steps from the archive (load_model) and from the weights file
 (a new model, load_weights), which must agree: the expected values of libadamw's continuation.
-One case is a LossScaleOptimizer around AdamW, whose files hold no loss scale: Keras continues
-from them with the initial scale.
+Two cases have a LossScaleOptimizer around AdamW, one explicit and one that the mixed_float16
+policy adds at compile (its config is the AdamW's, so libadamw is given Keras' default loss scale);
+their files hold no loss scale, and Keras continues from them with the initial scale. The initial
+weights come from a seed per case, so that a new run writes the same JSON.
 
 The other direction: libadamw (the release library, through its C ABI with ctypes) loads
 CASE.keras, takes the same continuation steps, and writes its state into copies of both files
@@ -92,7 +94,19 @@ def loss_scale_dense():
     return model, keras.mixed_precision.LossScaleOptimizer(inner, initial_scale=64.0, dynamic_growth_steps=2), set()
 
 
-CASES = [dense_amsgrad, embedding_ema, float64_clipnorm, float16_global_clipnorm, loss_scale_dense]
+def mixed_float16_policy():
+    # Under Keras' mixed_float16 policy (float32 variables, float16 computation) model.compile
+    # puts its AdamW inside a LossScaleOptimizer with Keras' defaults, which the saved config does
+    # not show (Keras wraps it again when it loads under the policy): libadamw is told with
+    # set_loss_scale. The policy is Keras' global one, in force from here to the case's end.
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    model = keras.Sequential([keras.layers.Dense(3, name="hidden"), keras.layers.Dense(2, name="out")])
+    model.build((None, 4))
+    return model, keras.optimizers.AdamW(learning_rate=0.01, clipnorm=1.0), set()
+
+
+CASES = [dense_amsgrad, embedding_ema, float64_clipnorm, float16_global_clipnorm, loss_scale_dense,
+         mixed_float16_policy]
 # Keras 2.15.1's load_model cannot deserialize the AdamW inside a LossScaleOptimizer by itself.
 CUSTOM_OBJECTS = {"AdamW": keras.optimizers.AdamW}
 
@@ -159,15 +173,19 @@ def check(lib, status):
         sys.exit(f"libadamw: status {status}: {buf.value.decode()}")
 
 
-def libadamw_continuation(lib, archive, names, values, steps, outputs):
-    """libadamw loads `archive`, applies `steps` to copies of `values`, writes its state into
-    `outputs` (template -> out) and returns the new values."""
+def libadamw_continuation(lib, archive, names, values, steps, outputs, policy_loss_scale):
+    """libadamw loads `archive` (with Keras' default loss scale when `policy_loss_scale`),
+    applies `steps` to copies of `values`, writes its state into `outputs` (template -> out) and
+    returns the new values."""
     config_len = ctypes.c_size_t()
     check(lib, lib.adamw_keras_file_optimizer_config(archive.encode(), None, 0, ctypes.byref(config_len)))
     config = ctypes.create_string_buffer(config_len.value + 1)
     check(lib, lib.adamw_keras_file_optimizer_config(archive.encode(), config, len(config), ctypes.byref(config_len)))
     h = ctypes.c_void_p()
     check(lib, lib.adamw_optimizer_from_config_json(config.value, config_len.value, ctypes.byref(h)))
+    if policy_loss_scale:  # Keras' defaults, which the AdamW's config does not show
+        lib.adamw_optimizer_set_loss_scale.argtypes = [ctypes.c_void_p, ctypes.c_uint8, ctypes.c_double, ctypes.c_int64]
+        check(lib, lib.adamw_optimizer_set_loss_scale(h, 1, 32768.0, 2000))
     values = [np.array(v) for v in values]
     shapes = [(ctypes.c_size_t * max(1, v.ndim))(*v.shape) for v in values]
     specs = (Variable * len(values))(*[
@@ -224,10 +242,11 @@ def main():
     for make in CASES:
         name = make.__name__
         rng = np.random.default_rng(sum(map(ord, name)))
+        keras.utils.set_random_seed(sum(map(ord, name)))  # the initial weights, the same every run
         model, optimizer, sparse = make()
         model.compile(optimizer=optimizer, loss="mse")
         for k in range(SAVED_AFTER):
-            keras_step(model, gradients(model, sparse, rng, overflow=is_loss_scaled(optimizer) and k == 1))
+            keras_step(model, gradients(model, sparse, rng, overflow=is_loss_scaled(model.optimizer) and k == 1))
         path = lambda suffix: os.path.join(OUT, name + suffix)  # noqa: E731
         model.save(path(".keras"))
         model.save_weights(path(".weights.h5"))
@@ -237,9 +256,12 @@ def main():
             config = json.load(archive.open("config.json"))["compile_config"]["optimizer"]["config"]
         names = [v.name.removesuffix(":0") for v in model.trainable_variables]
         saved = [v.numpy() for v in model.trainable_variables]
+        # Under mixed_float16 the optimizer is a LossScaleOptimizer whose config is the AdamW's.
+        policy_loss_scale = is_loss_scaled(optimizer) is False and is_loss_scaled(model.optimizer)
         case = {
             "name": name,
             "config": config,
+            "policy": keras.mixed_precision.global_policy().name,
             "variables": [{"name": n, "shape": list(v.shape), "dtype": v.dtype.name} for n, v in zip(names, saved)],
             "saved_after": SAVED_AFTER,
             "saved": {"variables": [bits(v) for v in saved], "optimizer": [bits(v.numpy()) for v in optimizer.variables]},
@@ -249,13 +271,13 @@ def main():
         # initial scale.
         steps = [gradients(model, sparse, rng) for _ in range(CONTINUED)]
         from_files = continue_from_files(make, path(".keras"), path(".weights.h5"), saved, steps)
-        if not is_loss_scaled(optimizer) and continue_in_keras(model, saved, steps) != from_files:
+        if not is_loss_scaled(model.optimizer) and continue_in_keras(model, saved, steps) != from_files:
             sys.exit(f"{name}: Keras continues differently in memory and from its files")
         case["continuation"] = {"gradients": [to_json(g) for g in steps], **from_files}
 
         # libadamw continues from the archive and writes its state back into both files.
         written = [(path(".keras"), path(".libadamw.keras")), (path(".weights.h5"), path(".libadamw.weights.h5"))]
-        ours = libadamw_continuation(lib, path(".keras"), names, saved, steps, written)
+        ours = libadamw_continuation(lib, path(".keras"), names, saved, steps, written, policy_loss_scale)
         if [bits(v) for v in ours] != case["continuation"]["variables"]:
             sys.exit(f"{name}: libadamw's continuation differs from Keras'")
         round_trip = [gradients(model, sparse, rng) for _ in range(ROUND_TRIP)]
@@ -266,6 +288,7 @@ def main():
             f.write("\n")
         print(f"{name}: saved after {SAVED_AFTER} steps, {len(optimizer.variables)} optimizer variables; "
               f"libadamw's continuation is Keras' bit for bit; Keras continues from libadamw's files")
+        keras.mixed_precision.set_global_policy("float32")
 
 
 if __name__ == "__main__":
