@@ -210,11 +210,22 @@ fn libadamw_state_written_back_continues_in_keras() {
         keras_files::read(&data(&format!("{name}.keras"))).unwrap().store.load_into(&mut optimizer).unwrap();
         steps(&mut optimizer, &mut model, &case, "continuation");
         let ours = KerasStore::of(&optimizer).unwrap();
+        // A load leaves the loss scale as it is (Keras' files do not hold it): here the one the
+        // continuation reached, not the initial one.
+        if let Some(scale) = optimizer.loss_scale() {
+            ours.load_into(&mut optimizer).unwrap();
+            assert_eq!(optimizer.loss_scale(), Some(scale), "{name}: the scale after a load");
+        }
         for suffix in [".keras", ".weights.h5"] {
             let out = dir.join(format!("{name}{suffix}"));
             keras_files::write(&data(&format!("{name}{suffix}")), &ours, &out).unwrap();
             let written = keras_files::read(&out).unwrap();
             assert_same_store(&written.store, &ours, &format!("{name}{suffix}: read back"));
+            if optimizer.loss_scale().is_some() && suffix == ".weights.h5" {
+                // Both of Keras' copies of the state are the new one (m of the first variable).
+                let m = le_bytes(ours.tensors[1].1.as_ref());
+                assert_eq!(copies_of(&std::fs::read(&out).unwrap(), &m).len(), 2, "{name}: the two groups");
+            }
             let loaded_by_keras = keras_files::read(&data(&format!("{name}.libadamw{suffix}"))).unwrap();
             assert_same_store(
                 &written.store,
@@ -293,16 +304,27 @@ fn bad_keras_files_are_refused() {
     // An archive whose optimizer is not AdamW.
     let adam = rewrite_config(&archive, "\"class_name\": \"AdamW\"", "\"class_name\": \"Adam\"");
     assert!(matches!(keras_files::read_bytes(adam), Err(Error::InvalidConfig(_))));
-    // Around a LossScaleOptimizer the two copies of its AdamW's state must agree.
+    // Around a LossScaleOptimizer the two copies of its AdamW's state must agree, and the inner
+    // optimizer must be an AdamW.
     let scaled = std::fs::read(data("loss_scale_dense.weights.h5")).unwrap();
     let m = le_bytes(keras_files::read_bytes(scaled.clone()).unwrap().store.tensors[1].1.as_ref());
-    let copies: Vec<usize> =
-        scaled.windows(m.len()).enumerate().filter(|(_, w)| *w == &m[..]).map(|(i, _)| i).collect();
+    let copies = copies_of(&scaled, &m);
     assert_eq!(copies.len(), 2, "optimizer/vars/1 and optimizer/inner_optimizer/vars/1");
     let mut differ = scaled.clone();
     differ[copies[1]] ^= 1;
     let msg = invalid(differ, "a LossScaleOptimizer's two copies differ");
     assert!(msg.contains("inner_optimizer/vars differ"), "{msg}");
+    let around_adam =
+        rewrite_config(&archive_bytes("loss_scale_dense"), "\"class_name\": \"AdamW\"", "\"class_name\": \"Adam\"");
+    match keras_files::read_bytes(around_adam) {
+        Err(Error::InvalidConfig(msg)) => assert!(msg.contains("LossScaleOptimizer around \"Adam\""), "{msg}"),
+        other => panic!("a LossScaleOptimizer around Adam: {other:?}"),
+    }
+}
+
+/// Where `bytes` hold `tensor`'s bytes.
+fn copies_of(bytes: &[u8], tensor: &[u8]) -> Vec<usize> {
+    bytes.windows(tensor.len()).enumerate().filter(|(_, w)| *w == tensor).map(|(i, _)| i).collect()
 }
 
 /// The weights file with its optimizer group renamed (the bytes of "optimizer" in its name).

@@ -16,7 +16,8 @@ The other direction: libadamw (the release library, through its C ABI with ctype
 CASE.keras, takes the same continuation steps, and writes its state into copies of both files
 (CASE.libadamw.keras, CASE.libadamw.weights.h5). Keras loads each (`load_model`,
 `model.load_weights`), takes the model's weights from libadamw and continues for more steps;
-those values are the expected values of libadamw continuing from its own state. The script fails
+those values are the expected values of libadamw continuing from the files it wrote (and, without
+a loss scale, from its own state in memory). The script fails
 if libadamw's continuation differs from Keras' by a bit, or the two files continue differently.
 
     python3 -m venv /tmp/keras && /tmp/keras/bin/pip install tensorflow-cpu==2.15.1 tf-keras==2.15.1 safetensors

@@ -70,9 +70,15 @@ fn optimizer_config(archive: &mut ZipArchive<Cursor<&[u8]>>) -> Result<String> {
             "the .keras archive's optimizer is {optimizer}, not a serialized AdamW (compile with an AdamW object, not a name)"
         )));
     };
-    // A LossScaleOptimizer's config holds its AdamW's under inner_optimizer, which
-    // Config::from_json reads (and refuses if it is not an AdamW).
-    if class != "AdamW" && class != LOSS_SCALE_OPTIMIZER {
+    // A LossScaleOptimizer's config holds its optimizer's under inner_optimizer.
+    let inner = (class == LOSS_SCALE_OPTIMIZER)
+        .then(|| optimizer.pointer("/config/inner_optimizer/class_name").and_then(Value::as_str).unwrap_or("nothing"));
+    if let Some(inner) = inner.filter(|inner| *inner != "AdamW") {
+        return Err(Error::InvalidConfig(format!(
+            "the .keras archive's optimizer is a LossScaleOptimizer around {inner:?}, not around AdamW (compile_config.optimizer.config.inner_optimizer.class_name)"
+        )));
+    }
+    if class != "AdamW" && inner.is_none() {
         return Err(Error::InvalidConfig(format!(
             "the .keras archive's optimizer is {class:?}, not AdamW or a LossScaleOptimizer around one (compile_config.optimizer.class_name)"
         )));

@@ -156,7 +156,8 @@ pub fn read_optimizer_config(path: &Path) -> Result<String> {
 }
 
 /// The store of a libadamw checkpoint (`save_own_variables`): its optimizer variables in Keras'
-/// order. A loss scale the checkpoint holds is left out: Keras' files have no place for it (a
+/// order. The named scalars a checkpoint holds beside them (the loss scale and its count, the only
+/// ones libadamw writes) are left out: Keras' files have no place for them (a new
 /// LossScaleOptimizer loaded from one starts from its initial scale).
 pub fn store_of_checkpoint(bytes: &[u8]) -> Result<KerasStore> {
     Ok(KerasStore { tensors: crate::checkpoint::decode(bytes)?.tensors })
