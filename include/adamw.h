@@ -469,9 +469,7 @@ enum adamw_status adamw_schedule_init(uint32_t kind, struct adamw_schedule *out)
 // LossScaleOptimizer Keras writes its AdamW's variables twice (also under
 // `optimizer/inner_optimizer/vars`, which must agree); the loss scale is not in Keras' files, so
 // an optimizer with one keeps its scale (a new one starts from `initial_scale`, as Keras does
-// when it loads the file). A model trained under Keras' `mixed_float16` policy has a
-// LossScaleOptimizer with Keras' defaults that its config does not show: add it with
-// `adamw_optimizer_set_loss_scale` before build. Build the
+// when it loads the file). Build the
 // optimizer over the model's trainable variables in Keras' order, from the archive's config
 // (`adamw_keras_file_optimizer_config`, `adamw_optimizer_from_config_json`) or the same
 // arguments. The model's own weights stay in the file (`layers/...`) for the caller to read.
@@ -511,7 +509,10 @@ enum adamw_status adamw_optimizer_save_keras_file(const struct adamw_optimizer *
 // The compiled optimizer's config in a `.keras` archive (the `config` of
 // `compile_config.optimizer` in its `config.json`, Keras' `get_config()`: AdamW's, or a
 // LossScaleOptimizer's with its AdamW under `inner_optimizer`), as JSON for
-// `adamw_optimizer_from_config_json`, with the size-query convention: `buf` NULL and `cap` 0
+// `adamw_optimizer_from_config_json`. A model compiled under Keras' `mixed_float16` policy saves
+// its AdamW's config although `model.compile` put it inside a LossScaleOptimizer with Keras'
+// defaults; its weights tell (the state under `optimizer/inner_optimizer/vars` too), and the
+// config given is then that LossScaleOptimizer's. With the size-query convention: `buf` NULL and `cap` 0
 // give the size in `*out_len`; otherwise `cap` must hold the JSON and a NUL.
 // Ownership: `path` is read during the call. NULL: `path`, `out_len`.
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT, IO, INVALID_CHECKPOINT (not an archive, damaged, no

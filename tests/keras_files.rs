@@ -83,8 +83,22 @@ fn built(config: &str, model: &Model) -> Optimizer {
     built_as_keras(&Value::Null, config, model)
 }
 
-/// The optimizer Keras had for the case: under the `mixed_float16` policy Keras compiles an AdamW
-/// inside a LossScaleOptimizer with Keras' defaults, which the saved config does not show.
+/// The config of the optimizer Keras had for the case: under the `mixed_float16` policy Keras
+/// compiles an AdamW inside a LossScaleOptimizer with Keras' defaults, which the saved config
+/// does not show (the archive's config as libadamw reads it does).
+fn keras_config(case: &Value) -> Value {
+    if case["policy"] != "mixed_float16" {
+        return case["config"].clone();
+    }
+    serde_json::json!({
+        "inner_optimizer": {"module": "keras.optimizers", "class_name": "AdamW", "config": case["config"], "registered_name": null},
+        "dynamic": true,
+        "initial_scale": 32768.0,
+        "dynamic_growth_steps": 2000,
+    })
+}
+
+/// The optimizer Keras had for the case (see `keras_config`), from the config Keras saved.
 fn built_as_keras(case: &Value, config: &str, model: &Model) -> Optimizer {
     let mut optimizer = Optimizer::from_config_json(config).unwrap();
     if case["policy"] == "mixed_float16" && optimizer.loss_scale().is_none() {
@@ -176,10 +190,16 @@ fn keras_files_continue_in_libadamw() {
         let archive = keras_files::read(&data(&format!("{name}.keras"))).unwrap();
         assert_eq!(archive.kind, KerasFileKind::Archive);
         let config = archive.optimizer_config.clone().unwrap();
-        assert_eq!(serde_json::from_str::<Value>(&config).unwrap(), case["config"], "{name}: the archive's config");
+        assert_eq!(
+            serde_json::from_str::<Value>(&config).unwrap(),
+            keras_config(&case),
+            "{name}: the archive's config"
+        );
         let weights = keras_files::read(&data(&format!("{name}.weights.h5"))).unwrap();
         assert_eq!(weights.kind, KerasFileKind::Weights);
         assert!(weights.optimizer_config.is_none());
+        let loss_scaled = keras_config(&case).get("inner_optimizer").is_some();
+        assert_eq!((archive.loss_scale_optimizer, weights.loss_scale_optimizer), (loss_scaled, loss_scaled), "{name}");
         let plain =
             keras_files::read_plain_store(&std::fs::read(data(&format!("{name}.store.safetensors"))).unwrap()).unwrap();
         for (route, store) in [("archive", &archive.store), ("weights file", &weights.store), ("plain store", &plain)] {
@@ -398,6 +418,17 @@ fn adamw_keras_tool_converts_both_ways() {
     let output = run(&[std::ffi::OsStr::new("export"), checkpoint.as_os_str(), scaled.as_os_str(), out.as_os_str()]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_same_store(&keras_files::read(&out).unwrap().store, &keras_files::read(&scaled).unwrap().store, "exported");
+    // A mixed_float16 model's archive: the LossScaleOptimizer model.compile put around its AdamW.
+    let policy = data("mixed_float16_policy.keras");
+    let output = run(&[std::ffi::OsStr::new("import"), policy.as_os_str(), checkpoint.as_os_str()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let scale = (
+        &printed["initial_scale"],
+        &printed["dynamic_growth_steps"],
+        &printed["inner_optimizer"]["config"]["clipnorm"],
+    );
+    assert_eq!(scale, (&serde_json::json!(32768.0), &serde_json::json!(2000), &serde_json::json!(1.0)), "{printed}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

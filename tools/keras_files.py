@@ -8,7 +8,8 @@ safetensors store of `optimizer.variables` (`safetensors.numpy.save_file`, keys 
 Keras then continues for a few more steps from the archive (load_model) and from the weights file
 (a new model, load_weights), which must agree: the expected values of libadamw's continuation.
 Two cases have a LossScaleOptimizer around AdamW, one explicit and one that the mixed_float16
-policy adds at compile (its config is the AdamW's, so libadamw is given Keras' default loss scale);
+policy adds at compile (its saved config is the AdamW's; libadamw reads the LossScaleOptimizer's
+from the file's layout);
 their files hold no loss scale, and Keras continues from them with the initial scale. The initial
 weights come from a seed per case, so that a new run writes the same JSON.
 
@@ -98,8 +99,8 @@ def loss_scale_dense():
 def mixed_float16_policy():
     # Under Keras' mixed_float16 policy (float32 variables, float16 computation) model.compile
     # puts its AdamW inside a LossScaleOptimizer with Keras' defaults, which the saved config does
-    # not show (Keras wraps it again when it loads under the policy): libadamw is told with
-    # set_loss_scale. The policy is Keras' global one, in force from here to the case's end.
+    # not show (Keras wraps it again when it loads under the policy); libadamw tells it from the
+    # file's two groups. The policy is Keras' global one, in force from here to the case's end.
     keras.mixed_precision.set_global_policy("mixed_float16")
     model = keras.Sequential([keras.layers.Dense(3, name="hidden"), keras.layers.Dense(2, name="out")])
     model.build((None, 4))
@@ -174,8 +175,8 @@ def check(lib, status):
         sys.exit(f"libadamw: status {status}: {buf.value.decode()}")
 
 
-def libadamw_continuation(lib, archive, names, values, steps, outputs, policy_loss_scale):
-    """libadamw loads `archive` (with Keras' default loss scale when `policy_loss_scale`),
+def libadamw_continuation(lib, archive, names, values, steps, outputs):
+    """libadamw loads `archive` (the optimizer from the archive's config as libadamw reads it),
     applies `steps` to copies of `values`, writes its state into `outputs` (template -> out) and
     returns the new values."""
     config_len = ctypes.c_size_t()
@@ -184,9 +185,6 @@ def libadamw_continuation(lib, archive, names, values, steps, outputs, policy_lo
     check(lib, lib.adamw_keras_file_optimizer_config(archive.encode(), config, len(config), ctypes.byref(config_len)))
     h = ctypes.c_void_p()
     check(lib, lib.adamw_optimizer_from_config_json(config.value, config_len.value, ctypes.byref(h)))
-    if policy_loss_scale:  # Keras' defaults, which the AdamW's config does not show
-        lib.adamw_optimizer_set_loss_scale.argtypes = [ctypes.c_void_p, ctypes.c_uint8, ctypes.c_double, ctypes.c_int64]
-        check(lib, lib.adamw_optimizer_set_loss_scale(h, 1, 32768.0, 2000))
     values = [np.array(v) for v in values]
     shapes = [(ctypes.c_size_t * max(1, v.ndim))(*v.shape) for v in values]
     specs = (Variable * len(values))(*[
@@ -257,8 +255,6 @@ def main():
             config = json.load(archive.open("config.json"))["compile_config"]["optimizer"]["config"]
         names = [v.name.removesuffix(":0") for v in model.trainable_variables]
         saved = [v.numpy() for v in model.trainable_variables]
-        # Under mixed_float16 the optimizer is a LossScaleOptimizer whose config is the AdamW's.
-        policy_loss_scale = is_loss_scaled(optimizer) is False and is_loss_scaled(model.optimizer)
         case = {
             "name": name,
             "config": config,
@@ -278,7 +274,7 @@ def main():
 
         # libadamw continues from the archive and writes its state back into both files.
         written = [(path(".keras"), path(".libadamw.keras")), (path(".weights.h5"), path(".libadamw.weights.h5"))]
-        ours = libadamw_continuation(lib, path(".keras"), names, saved, steps, written, policy_loss_scale)
+        ours = libadamw_continuation(lib, path(".keras"), names, saved, steps, written)
         if [bits(v) for v in ours] != case["continuation"]["variables"]:
             sys.exit(f"{name}: libadamw's continuation differs from Keras'")
         round_trip = [gradients(model, sparse, rng) for _ in range(ROUND_TRIP)]

@@ -6,9 +6,8 @@
 //!   libadamw checkpoint (`adamw_optimizer_load_file` reads it into an optimizer built over the
 //!   same variables). The optimizer's config comes from the archive, or from `--config` (Keras'
 //!   `get_config()` as JSON) for a weights file, which holds none; it is printed on stdout, for
-//!   `adamw_optimizer_from_config_json`. The archive of a model compiled under Keras'
-//!   `mixed_float16` policy shows its AdamW's config, not the LossScaleOptimizer Keras put around
-//!   it: pass that one with `--config` for a checkpoint with the loss scale.
+//!   `adamw_optimizer_from_config_json` (for a model compiled under Keras' `mixed_float16`
+//!   policy, the LossScaleOptimizer Keras put around its AdamW; see `KerasFile::optimizer_config`).
 //! - `adamw-keras export CHECKPOINT TEMPLATE OUT` writes OUT: the Keras file TEMPLATE (of the same
 //!   model and optimizer) with its optimizer state replaced by the checkpoint's, for tf-keras to
 //!   load and continue from.

@@ -53,11 +53,6 @@ pub(super) fn read(bytes: &[u8]) -> Result<(Vec<u8>, String)> {
     Ok((entry(&mut archive, WEIGHTS)?, config))
 }
 
-/// The archive's optimizer config alone (its weights are not read).
-pub(super) fn read_optimizer_config(bytes: &[u8]) -> Result<String> {
-    optimizer_config(&mut ZipArchive::new(Cursor::new(bytes)).map_err(bad)?)
-}
-
 fn optimizer_config(archive: &mut ZipArchive<Cursor<&[u8]>>) -> Result<String> {
     let config: Value = serde_json::from_slice(&entry(archive, CONFIG)?).map_err(|e| bad(format!("{CONFIG}: {e}")))?;
     let optimizer = config.pointer("/compile_config/optimizer").filter(|o| !o.is_null()).ok_or_else(|| {

@@ -41,7 +41,8 @@ fn bad(msg: impl std::fmt::Display) -> Error {
 }
 
 /// The optimizer's store in an HDF5 file of Keras' layout.
-pub(super) fn read_store(bytes: Vec<u8>) -> Result<KerasStore> {
+/// With it, whether the file has a LossScaleOptimizer's layout (`optimizer/inner_optimizer/vars`).
+pub(super) fn read_store(bytes: Vec<u8>) -> Result<(KerasStore, bool)> {
     let len = bytes.len();
     store_of(&open(bytes)?, len)
 }
@@ -49,8 +50,9 @@ pub(super) fn read_store(bytes: Vec<u8>) -> Result<KerasStore> {
 /// The optimizer's store in an opened file of `len` bytes. Around a LossScaleOptimizer Keras
 /// writes the inner AdamW's variables twice, under `optimizer/vars` and
 /// `optimizer/inner_optimizer/vars`, and loads the inner group last: its values are the ones
-/// Keras ends with, so they are read, and the outer group must hold the same.
-fn store_of(file: &hdf5_pure::File, len: usize) -> Result<KerasStore> {
+/// Keras ends with, so they are read, and the outer group must hold the same. The flag says
+/// whether the file has the inner group.
+fn store_of(file: &hdf5_pure::File, len: usize) -> Result<(KerasStore, bool)> {
     let outer = file.group(&format!("{OPTIMIZER}/{VARS}")).map_err(|_| {
         Error::InvalidCheckpoint(
             "the Keras file holds no optimizer state (no group optimizer/vars: a model saved without a compiled optimizer, or not a Keras file)".into(),
@@ -58,7 +60,7 @@ fn store_of(file: &hdf5_pure::File, len: usize) -> Result<KerasStore> {
     })?;
     let store = group_store(&outer, &format!("{OPTIMIZER}/{VARS}"), len)?;
     let Ok(inner) = file.group(&format!("{OPTIMIZER}/{INNER}/{VARS}")) else {
-        return Ok(store);
+        return Ok((store, false));
     };
     let inner_store = group_store(&inner, &format!("{OPTIMIZER}/{INNER}/{VARS}"), len)?;
     let same = |(a, b): (&Stored, &Stored)| {
@@ -71,7 +73,7 @@ fn store_of(file: &hdf5_pure::File, len: usize) -> Result<KerasStore> {
             "{OPTIMIZER}/{VARS} and {OPTIMIZER}/{INNER}/{VARS} differ (Keras writes a LossScaleOptimizer's inner AdamW into both)"
         )));
     }
-    Ok(inner_store)
+    Ok((inner_store, true))
 }
 
 /// One dataset of a store: its shape and values.
@@ -177,7 +179,7 @@ fn datatype_of(dtype: DType) -> Result<Datatype> {
 pub(super) fn write_store(template: Vec<u8>, store: &KerasStore) -> Result<Vec<u8>> {
     let len = template.len();
     let file = open(template)?;
-    check_same_layout(&store_of(&file, len)?, store)?;
+    check_same_layout(&store_of(&file, len)?.0, store)?;
     let mut builder = FileBuilder::new();
     copy_group(&file.root(), &mut builder, "", store, len)?;
     builder.finish().map_err(|e| Error::Internal(format!("writing the Keras weights file: {e}")))

@@ -56,8 +56,15 @@ pub struct KerasFile {
     pub store: KerasStore,
     /// The compiled optimizer's config (Keras' `get_config()`, the `config` of
     /// `compile_config.optimizer` in the archive's `config.json`) as JSON, for
-    /// `Optimizer::from_config_json`; `None` for a weights file, which holds no config.
+    /// `Optimizer::from_config_json`; `None` for a weights file, which holds no config. For a
+    /// model compiled under Keras' `mixed_float16` policy, whose saved config is the bare AdamW
+    /// although Keras compiled it inside a LossScaleOptimizer with the defaults, it is that
+    /// LossScaleOptimizer's (see `loss_scale_optimizer`).
     pub optimizer_config: Option<String>,
+    /// Whether the file has a LossScaleOptimizer's layout: Keras writes the AdamW's variables
+    /// under `optimizer/inner_optimizer/vars` as well as under `optimizer/vars` only when a
+    /// LossScaleOptimizer was around it.
+    pub loss_scale_optimizer: bool,
 }
 
 const HDF5_SIGNATURE: &[u8] = b"\x89HDF\r\n\x1a\n";
@@ -71,11 +78,18 @@ pub fn read(path: &Path) -> Result<KerasFile> {
 /// [`read()`] from the file's bytes.
 pub fn read_bytes(bytes: Vec<u8>) -> Result<KerasFile> {
     if bytes.starts_with(ZIP_SIGNATURE) {
-        let (weights, optimizer_config) = archive::read(&bytes)?;
-        let store = hdf5::read_store(weights)?;
-        Ok(KerasFile { kind: KerasFileKind::Archive, store, optimizer_config: Some(optimizer_config) })
+        let (weights, config) = archive::read(&bytes)?;
+        let (store, loss_scale_optimizer) = hdf5::read_store(weights)?;
+        let optimizer_config = if loss_scale_optimizer { with_policy_loss_scale(config)? } else { config };
+        Ok(KerasFile {
+            kind: KerasFileKind::Archive,
+            store,
+            optimizer_config: Some(optimizer_config),
+            loss_scale_optimizer,
+        })
     } else if bytes.starts_with(HDF5_SIGNATURE) {
-        Ok(KerasFile { kind: KerasFileKind::Weights, store: hdf5::read_store(bytes)?, optimizer_config: None })
+        let (store, loss_scale_optimizer) = hdf5::read_store(bytes)?;
+        Ok(KerasFile { kind: KerasFileKind::Weights, store, optimizer_config: None, loss_scale_optimizer })
     } else {
         Err(Error::InvalidCheckpoint(
             "not a Keras file: neither a .keras archive (zip) nor a .weights.h5 file (HDF5)".into(),
@@ -141,7 +155,28 @@ fn check_keys<'a>(names: impl IntoIterator<Item = &'a str>, count: usize, what: 
     }
 }
 
-/// The optimizer config of a `.keras` archive (only its `config.json` is read).
+/// The config of an archive whose weights have a LossScaleOptimizer's layout: a bare AdamW's is
+/// a model compiled under the `mixed_float16` policy, where `model.compile` put the AdamW inside
+/// `LossScaleOptimizer(adamw)` (Keras' defaults) and saved the AdamW's config; that
+/// LossScaleOptimizer's config is returned, as its `get_config()` writes it. A LossScaleOptimizer's
+/// own config is returned as it is.
+fn with_policy_loss_scale(config: String) -> Result<String> {
+    let adamw: serde_json::Value =
+        serde_json::from_str(&config).map_err(|e| Error::Internal(format!("the archive's config: {e}")))?;
+    if adamw.get("inner_optimizer").is_some() {
+        return Ok(config);
+    }
+    let defaults = crate::config::LossScale::default();
+    let wrapped = serde_json::json!({
+        "inner_optimizer": {"module": "keras.optimizers", "class_name": "AdamW", "config": adamw, "registered_name": null},
+        "dynamic": defaults.dynamic,
+        "initial_scale": defaults.initial_scale,
+        "dynamic_growth_steps": defaults.dynamic_growth_steps,
+    });
+    Ok(wrapped.to_string())
+}
+
+/// The optimizer config of a `.keras` archive ([`KerasFile::optimizer_config`]).
 pub fn read_optimizer_config(path: &Path) -> Result<String> {
     let bytes = crate::checkpoint::read_file(path)?;
     if bytes.starts_with(HDF5_SIGNATURE) {
@@ -152,7 +187,7 @@ pub fn read_optimizer_config(path: &Path) -> Result<String> {
     if !bytes.starts_with(ZIP_SIGNATURE) {
         return Err(Error::InvalidCheckpoint("not a .keras archive (zip)".into()));
     }
-    archive::read_optimizer_config(&bytes)
+    read_bytes(bytes)?.optimizer_config.ok_or_else(|| Error::Internal("an archive without a config".into()))
 }
 
 /// The store of a libadamw checkpoint (`save_own_variables`): its optimizer variables in Keras'
