@@ -47,13 +47,13 @@ const LOSS_SCALE_OPTIMIZER: &str = "LossScaleOptimizerV3";
 
 /// The archive's weights file and its optimizer's config (the `config` of
 /// `compile_config.optimizer`, as JSON), which must be an AdamW's or a LossScaleOptimizer's.
-pub(super) fn read(bytes: &[u8]) -> Result<(Vec<u8>, String)> {
+pub(super) fn read(bytes: &[u8]) -> Result<(Vec<u8>, Value)> {
     let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(bad)?;
     let config = optimizer_config(&mut archive)?;
     Ok((entry(&mut archive, WEIGHTS)?, config))
 }
 
-fn optimizer_config(archive: &mut ZipArchive<Cursor<&[u8]>>) -> Result<String> {
+fn optimizer_config(archive: &mut ZipArchive<Cursor<&[u8]>>) -> Result<Value> {
     let config: Value = serde_json::from_slice(&entry(archive, CONFIG)?).map_err(|e| bad(format!("{CONFIG}: {e}")))?;
     let optimizer = config.pointer("/compile_config/optimizer").filter(|o| !o.is_null()).ok_or_else(|| {
         Error::InvalidCheckpoint(
@@ -82,7 +82,7 @@ fn optimizer_config(archive: &mut ZipArchive<Cursor<&[u8]>>) -> Result<String> {
         .get("config")
         .filter(|c| c.is_object())
         .ok_or_else(|| bad("compile_config.optimizer has no config"))?;
-    Ok(optimizer_config.to_string())
+    Ok(optimizer_config.clone())
 }
 
 /// A copy of the archive, entry by entry in its order, with `weights` as its

@@ -80,11 +80,11 @@ pub fn read_bytes(bytes: Vec<u8>) -> Result<KerasFile> {
     if bytes.starts_with(ZIP_SIGNATURE) {
         let (weights, config) = archive::read(&bytes)?;
         let (store, loss_scale_optimizer) = hdf5::read_store(weights)?;
-        let optimizer_config = if loss_scale_optimizer { with_policy_loss_scale(config)? } else { config };
+        let config = if loss_scale_optimizer { with_policy_loss_scale(config) } else { config };
         Ok(KerasFile {
             kind: KerasFileKind::Archive,
             store,
-            optimizer_config: Some(optimizer_config),
+            optimizer_config: Some(config.to_string()),
             loss_scale_optimizer,
         })
     } else if bytes.starts_with(HDF5_SIGNATURE) {
@@ -160,20 +160,17 @@ fn check_keys<'a>(names: impl IntoIterator<Item = &'a str>, count: usize, what: 
 /// `LossScaleOptimizer(adamw)` (Keras' defaults) and saved the AdamW's config; that
 /// LossScaleOptimizer's config is returned, as its `get_config()` writes it. A LossScaleOptimizer's
 /// own config is returned as it is.
-fn with_policy_loss_scale(config: String) -> Result<String> {
-    let adamw: serde_json::Value =
-        serde_json::from_str(&config).map_err(|e| Error::Internal(format!("the archive's config: {e}")))?;
-    if adamw.get("inner_optimizer").is_some() {
-        return Ok(config);
+fn with_policy_loss_scale(config: serde_json::Value) -> serde_json::Value {
+    if config.get("inner_optimizer").is_some() {
+        return config;
     }
     let defaults = crate::config::LossScale::default();
-    let wrapped = serde_json::json!({
-        "inner_optimizer": {"module": "keras.optimizers", "class_name": "AdamW", "config": adamw, "registered_name": null},
+    serde_json::json!({
+        "inner_optimizer": {"module": "keras.optimizers", "class_name": "AdamW", "config": config, "registered_name": null},
         "dynamic": defaults.dynamic,
         "initial_scale": defaults.initial_scale,
         "dynamic_growth_steps": defaults.dynamic_growth_steps,
-    });
-    Ok(wrapped.to_string())
+    })
 }
 
 /// The optimizer config of a `.keras` archive ([`KerasFile::optimizer_config`]).

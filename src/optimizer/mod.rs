@@ -261,7 +261,8 @@ impl Optimizer {
                 self.state.engine.download_indices(address, self.index_copies.add(i, len)?)?;
             }
         }
-        step::apply_gradients(&mut self.state, &mut CallEntries::Device(&DynDeviceEntries(entries), &self.index_copies))
+        // `&S` is a sized DeviceEntries whatever S is, so it can be the engine's trait object.
+        step::apply_gradients(&mut self.state, &mut CallEntries::Device(&entries, &self.index_copies))
     }
 
     /// [`Optimizer::finalize_variable_values`] over variables in the device's memory.
@@ -504,7 +505,7 @@ impl Optimizer {
             built.variables.iter().map(|v| v.layout.sharded.then_some((v.layout.offset, v.layout.len))).collect();
         let inputs = checkpoints.iter().map(|b| crate::checkpoint::decode(b)).collect::<Result<Vec<_>>>()?;
         let (tensors, named, _) = crate::checkpoint::reshard(&inputs, &target)?;
-        self.load_checkpoint_tensors(&tensors, &named)
+        self.load_checkpoint_tensors(&tensors, Some(&named))
     }
 
     /// `load_own_variables(store)`: replaces every optimizer variable from a checkpoint made by
@@ -512,20 +513,24 @@ impl Optimizer {
     /// a checkpoint that does not match is an error; either way nothing changes.
     pub fn load_own_variables(&mut self, bytes: &[u8]) -> Result<()> {
         let checkpoint = crate::checkpoint::decode(bytes)?;
-        self.load_checkpoint_tensors(&checkpoint.tensors, &checkpoint.named)
+        self.load_checkpoint_tensors(&checkpoint.tensors, Some(&checkpoint.named))
     }
 
     /// Checks a checkpoint's optimizer variables and named scalars against this optimizer, then
-    /// assigns them; nothing changes on error.
+    /// assigns them; nothing changes on error. `named` is `None` for Keras' own store, which has
+    /// no named scalars and leaves the loss scale as it is.
     fn load_checkpoint_tensors(
         &mut self,
         tensors: &[(Vec<usize>, TensorBuf)],
-        named: &[(String, TensorBuf)],
+        named: Option<&[(String, TensorBuf)]>,
     ) -> Result<()> {
         let weights: Vec<Weight<'_>> =
             tensors.iter().map(|(shape, values)| Weight { shape, values: values.as_ref() }).collect();
         validate::check_weights(&self.state, &weights, true)?;
-        let loss_scale = self.checkpoint_loss_scale(named)?;
+        let loss_scale = match named {
+            Some(named) => self.checkpoint_loss_scale(named)?,
+            None => None,
+        };
         self.assign_weights(&weights)?;
         if let Some((scale, counter)) = loss_scale {
             self.state.loss_scale = scale;
@@ -564,10 +569,7 @@ impl Optimizer {
         if !self.is_built() {
             return Err(validate::not_built("loading Keras' optimizer variables"));
         }
-        let weights: Vec<Weight<'_>> =
-            tensors.iter().map(|(shape, values)| Weight { shape, values: values.as_ref() }).collect();
-        validate::check_weights(&self.state, &weights, true)?;
-        self.assign_weights(&weights)
+        self.load_checkpoint_tensors(tensors, None)
     }
 
     /// The optimizer variables as Keras' store holds them ([`Optimizer::variable`] for each
@@ -637,18 +639,6 @@ fn engine_for(config: &Config) -> Result<Box<dyn Engine>> {
         }
         #[cfg(not(feature = "host-kernels"))]
         Device::HostKernels => Err(Error::Device("this libadamw was built without the `host-kernels` feature".into())),
-    }
-}
-
-/// Lets the engine take any `DeviceEntries`, sized or not, as a trait object.
-struct DynDeviceEntries<'a, S: ?Sized>(&'a S);
-
-impl<S: DeviceEntries + ?Sized> DeviceEntries for DynDeviceEntries<'_, S> {
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    fn get(&self, i: usize) -> DeviceEntry<'_> {
-        self.0.get(i)
     }
 }
 
