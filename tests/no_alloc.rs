@@ -143,7 +143,7 @@ fn steps_allocate_nothing() {
     };
     step();
     assert_eq!(allocations_during(step), 0, "global_clipnorm: a step allocated");
-    a_step_through_the_c_abi_allocates_nothing();
+    c_abi_steps_allocate_nothing(false);
     // With threads = 1, large variables too are updated on the caller's thread: no pool, no
     // rayon queue, no allocation, called from any thread.
     for (name, config) in
@@ -172,8 +172,11 @@ fn check_mode_outside_pool(name: &str, config: Config) {
     assert_eq!(count, 0, "{name}, threads = 1, {n} elements: 50 steps allocated {count} times");
 }
 
-/// Called from `steps_allocate_nothing`: the counter is global, so the checks run one at a time.
-fn a_step_through_the_c_abi_allocates_nothing() {
+/// Called from `steps_allocate_nothing` and, `on_device`, from `device_steps_allocate_nothing`:
+/// a step through the C ABI, on the host or on the host-kernels device (whose memory is host
+/// memory; the C ABI then makes its device entries on demand, and the sparse indices are given as
+/// device memory).
+fn c_abi_steps_allocate_nothing(on_device: bool) {
     let mut config = adamw_config_default();
     config.clipnorm = 1.0;
     config.amsgrad = 1;
@@ -207,12 +210,16 @@ fn a_step_through_the_c_abi_allocates_nothing() {
     // SAFETY: valid config, descriptors and out-pointers; the entries point at live, distinct buffers.
     unsafe {
         assert_eq!(adamw_optimizer_new(&config, &mut opt), adamw_status::Ok);
+        if on_device {
+            let kind = adamw_device_kind::HostKernels as u32;
+            assert_eq!(adamw_optimizer_set_device(opt, kind, 0), adamw_status::Ok);
+        }
         assert_eq!(adamw_optimizer_build(opt, vars.as_ptr(), 2), adamw_status::Ok);
         assert_eq!(adamw_optimizer_reserve_sparse(opt, 3), adamw_status::Ok);
         let entries = [
             adamw_gradient {
                 variable: 0,
-                dtype: 1,
+                dtype: if on_device { 1 | ADAMW_INDICES_ON_DEVICE } else { 1 },
                 data: a.as_mut_ptr().cast(),
                 len: 32,
                 dense: std::ptr::null(),
@@ -240,7 +247,8 @@ fn a_step_through_the_c_abi_allocates_nothing() {
             )
         };
         step();
-        assert_eq!(allocations_during(|| (0..100).for_each(|_| step())), 0, "a C ABI step allocated");
+        let count = allocations_during(|| (0..100).for_each(|_| step()));
+        assert_eq!(count, 0, "a C ABI step allocated (on the device: {on_device})");
         adamw_optimizer_free(opt);
     }
 }
@@ -437,51 +445,5 @@ fn device_steps_allocate_nothing() {
         let count = allocations_during(|| (0..10).for_each(&mut from_host));
         assert_eq!(count, 0, "{name}, host slices on the device: 10 steps allocated {count} times");
     }
-    a_device_step_through_the_c_abi_allocates_nothing();
-}
-
-/// Called from `device_steps_allocate_nothing`: the C ABI's device path (its entries made on
-/// demand from the caller's table), with clipnorm and sparse indices in device memory.
-#[cfg(feature = "host-kernels")]
-fn a_device_step_through_the_c_abi_allocates_nothing() {
-    let mut config = adamw_config_default();
-    config.clipnorm = 1.0;
-    let mut opt = std::ptr::null_mut();
-    let shape = [8usize, 4];
-    let var = adamw_variable {
-        name: c"a".as_ptr(),
-        dtype: adamw_dtype::Float32 as u32,
-        ndim: 2,
-        shape: shape.as_ptr(),
-        data: std::ptr::null(),
-        sharded: 0,
-        shard_offset: 0,
-        shard_len: 0,
-    };
-    let mut a = vec![0.5f32; 32];
-    let (indices, values) = ([1i64, 5, 1], [0.3f32; 12]);
-    // SAFETY: valid config, descriptor and out-pointers; the host-kernels device's memory is host
-    // memory, and the entry points at live, distinct buffers.
-    unsafe {
-        assert_eq!(adamw_optimizer_new(&config, &mut opt), adamw_status::Ok);
-        assert_eq!(adamw_optimizer_set_device(opt, adamw_device_kind::HostKernels as u32, 0), adamw_status::Ok);
-        assert_eq!(adamw_optimizer_build(opt, &var, 1), adamw_status::Ok);
-        assert_eq!(adamw_optimizer_reserve_sparse(opt, 3), adamw_status::Ok);
-        let entry = adamw_gradient {
-            variable: 0,
-            dtype: adamw_dtype::Float32 as u32 | ADAMW_INDICES_ON_DEVICE,
-            data: a.as_mut_ptr().cast(),
-            len: 32,
-            dense: std::ptr::null(),
-            indices: indices.as_ptr(),
-            num_indices: 3,
-            values: values.as_ptr().cast(),
-            num_values: 12,
-        };
-        let step =
-            || assert_eq!(adamw_optimizer_apply_gradients(opt, &entry, 1, std::ptr::null_mut()), adamw_status::Ok);
-        step();
-        assert_eq!(allocations_during(|| (0..100).for_each(|_| step())), 0, "a C ABI device step allocated");
-        adamw_optimizer_free(opt);
-    }
+    c_abi_steps_allocate_nothing(true);
 }
