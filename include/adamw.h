@@ -405,11 +405,19 @@ enum adamw_status adamw_optimizer_save_own_variables(const struct adamw_optimize
 // Keras' `load_own_variables`: replaces every optimizer variable (the counter included) from
 // bytes written by `adamw_optimizer_save_own_variables` for an optimizer built the same way
 // (before build: a checkpoint of an unbuilt optimizer, which holds only the counter).
+// The loss scale follows Keras: a dynamic scale takes a dynamic scale's value and count from the
+// checkpoint; a fixed scale, or a dynamic one given a checkpoint without a scale (a bare AdamW's,
+// a fixed scale's), keeps its own (adamw_optimizer_loss_scale and get_config report what the
+// load left; docs/numerics.md §19). A checkpoint records each variable's dtype and master copy:
+// another one is CHECKPOINT_MISMATCH naming the variable (format v2 files, which do not record
+// them, still load).
 // Ownership: `buf` is read during the call. NULL: `optimizer` must not be NULL; `buf` may be NULL only when `len` is 0.
 // Threads: serialized.
-// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, INVALID_CHECKPOINT (not a libadamw checkpoint:
-// truncated, corrupted, foreign), CHECKPOINT_MISMATCH (another variable count, shape or dtype),
-// BUSY. On error nothing changes.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (not a handle), INVALID_CHECKPOINT (not a libadamw
+// checkpoint: truncated, corrupted, foreign; a loss scale no dynamic scale reaches),
+// CHECKPOINT_MISMATCH (another variable count, dtype, master copy, shape or slot),
+// OUT_OF_MEMORY (no memory for the checkpoint's copy), BUSY. On error nothing changes, and the
+// message says that the load was refused.
 enum adamw_status adamw_optimizer_load_own_variables(struct adamw_optimizer *optimizer,
                                                      const uint8_t *buf,
                                                      size_t len);
@@ -423,10 +431,13 @@ enum adamw_status adamw_optimizer_load_own_variables(struct adamw_optimizer *opt
 // Ownership: every buffer is read during the call. NULL: `optimizer`; `checkpoints` and `lens`
 // may be NULL only when `count` is 0 (which is CHECKPOINT_MISMATCH: no shard).
 // Threads: serialized.
-// Errors: NULL_ARGUMENT, NOT_BUILT, INVALID_CHECKPOINT (a checkpoint that is not intact),
-// CHECKPOINT_MISMATCH (a missing, duplicated or overlapping shard, checkpoints of different
-// optimizers or steps, other shapes or dtypes than this optimizer's, a checkpoint written
-// before libadamw recorded layouts), OUT_OF_MEMORY, BUSY. On error nothing changes.
+// The loss scale and the variables' dtypes are checked and loaded as by
+// `adamw_optimizer_load_own_variables`.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (not a handle), NOT_BUILT, INVALID_CHECKPOINT (a
+// checkpoint that is not intact), CHECKPOINT_MISMATCH (a missing, duplicated or overlapping
+// shard, checkpoints of different optimizers or steps, other dtypes, master copies or shapes than
+// this optimizer's, a checkpoint written before libadamw recorded layouts), OUT_OF_MEMORY, BUSY.
+// On error nothing changes, and the message says that the load was refused.
 enum adamw_status adamw_optimizer_load_shards(struct adamw_optimizer *optimizer,
                                               const uint8_t *const *checkpoints,
                                               const size_t *lens,
@@ -443,11 +454,13 @@ enum adamw_status adamw_optimizer_save_file(const struct adamw_optimizer *optimi
                                             const char *path);
 
 // Loads every optimizer variable from a file written by `adamw_optimizer_save_file`, as
-// `adamw_optimizer_load_own_variables` does from a buffer.
+// `adamw_optimizer_load_own_variables` does from a buffer (the loss scale and the variables'
+// dtypes included).
 // NULL: `optimizer`, `path` must not be NULL. Threads: serialized.
-// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, IO (missing or unreadable file), INVALID_CHECKPOINT
-// (truncated, corrupted: the CRC-32 does not match, or foreign), CHECKPOINT_MISMATCH, BUSY.
-// On error nothing changes.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (not a handle, a path that is not UTF-8), IO (missing
+// or unreadable file), INVALID_CHECKPOINT (truncated, corrupted: the CRC-32 does not match, or
+// foreign), CHECKPOINT_MISMATCH, OUT_OF_MEMORY, BUSY. On error nothing changes, and the message
+// says that the load was refused.
 enum adamw_status adamw_optimizer_load_file(struct adamw_optimizer *optimizer, const char *path);
 
 // Keras' defaults: learning_rate 0.001, weight_decay 0.004, beta_1 0.9, beta_2 0.999,
@@ -478,9 +491,9 @@ enum adamw_status adamw_schedule_init(uint32_t kind, struct adamw_schedule *out)
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT, NOT_BUILT, IO (missing or unreadable file),
 // INVALID_CHECKPOINT (not a Keras file, truncated or damaged, no optimizer state, a dataset of
 // a type libadamw does not read, the two copies of a LossScaleOptimizer's state differ),
-// INVALID_CONFIG (an archive whose optimizer is not AdamW or a LossScaleOptimizer around one),
-// CHECKPOINT_MISMATCH (another count, shape or dtype), BUSY.
-// On error nothing changes. An HDF5 file as h5py writes it carries no checksums: damage to its
+// INVALID_CONFIG (an archive whose optimizer is not AdamW or a LossScaleOptimizer around one,
+// or a LossScaleOptimizer around another), CHECKPOINT_MISMATCH (another count, shape or dtype),
+// OUT_OF_MEMORY, BUSY. On error nothing changes, and the message says that the load was refused. An HDF5 file as h5py writes it carries no checksums: damage to its
 // structure is caught, a flipped bit inside a value cannot be (an archive's CRC-32s catch it).
 enum adamw_status adamw_optimizer_load_keras_file(struct adamw_optimizer *optimizer,
                                                   const char *path);
@@ -514,10 +527,14 @@ enum adamw_status adamw_optimizer_save_keras_file(const struct adamw_optimizer *
 // defaults; its weights tell (the state under `optimizer/inner_optimizer/vars` too), and the
 // config given is then that LossScaleOptimizer's. With the size-query convention: `buf` NULL and `cap` 0
 // give the size in `*out_len`; otherwise `cap` must hold the JSON and a NUL.
+// The config is one `adamw_optimizer_from_config_json` accepts: one it would refuse is refused
+// here with the same status and message.
 // Ownership: `path` is read during the call. NULL: `path`, `out_len`.
-// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, IO, INVALID_CHECKPOINT (not an archive, damaged, no
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (a value from_config refuses, such as a hostile loss
+// scale; a library without Keras files), IO, INVALID_CHECKPOINT (not an archive, damaged, no
 // compiled optimizer; a `.weights.h5` file, which holds no config), INVALID_CONFIG (the
-// optimizer is not AdamW or a LossScaleOptimizer around one), BUFFER_TOO_SMALL.
+// optimizer is not AdamW or a LossScaleOptimizer around one, a LossScaleOptimizer around
+// another, a config from_config cannot read), OUT_OF_MEMORY, BUFFER_TOO_SMALL.
 enum adamw_status adamw_keras_file_optimizer_config(const char *path,
                                                     char *buf,
                                                     size_t cap,
@@ -530,8 +547,10 @@ enum adamw_status adamw_keras_file_optimizer_config(const char *path,
 // keeps refusing files without libadamw's checksum.)
 // Ownership: `buf` is read during the call. NULL: `optimizer`; `buf` only when `len` is 0.
 // Threads: serialized.
+// Keras' stores hold no loss scale: the optimizer's stays as it is.
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT, NOT_BUILT, INVALID_CHECKPOINT (not safetensors,
-// another key), CHECKPOINT_MISMATCH, BUSY. On error nothing changes.
+// another key), CHECKPOINT_MISMATCH, OUT_OF_MEMORY, BUSY. On error nothing changes, and the
+// message says that the load was refused.
 enum adamw_status adamw_optimizer_load_keras_store(struct adamw_optimizer *optimizer,
                                                    const uint8_t *buf,
                                                    size_t len);
@@ -551,8 +570,9 @@ enum adamw_status adamw_optimizer_new(const struct adamw_config *config,
 // Ownership: `json` (`len` bytes of UTF-8, no NUL needed) is read during the call; on OK the
 // caller owns `*out`. NULL: `json` may be NULL only when `len` is 0; `out` must not be NULL.
 // Threads: safe from any thread.
-// Errors: NULL_ARGUMENT, INVALID_CONFIG (not JSON, unknown key, wrong type), INVALID_ARGUMENT
-// (a value Keras rejects, with Keras' message).
+// Errors: NULL_ARGUMENT, INVALID_CONFIG (not JSON, unknown key, wrong type, a LossScaleOptimizer
+// around another), INVALID_ARGUMENT (a value Keras rejects, with Keras' message; a hostile loss
+// scale, as `adamw_optimizer_set_loss_scale` refuses it).
 enum adamw_status adamw_optimizer_from_config_json(const char *json,
                                                    size_t len,
                                                    struct adamw_optimizer **out);
@@ -691,11 +711,17 @@ enum adamw_status adamw_optimizer_set_master_weights(struct adamw_optimizer *opt
 // `dynamic_growth_steps` finite steps in a row double it (if the double is finite). With
 // `dynamic` 0 the scale stays `initial_scale` and every step is applied. Under a mesh every
 // rank takes the same decision (one more all-reduce of one value per step). get_config then
-// writes, and from_config reads, the LossScaleOptimizer's config. The scale and its counter
-// are in checkpoints. Before build only.
+// writes, and from_config reads, the LossScaleOptimizer's config. A dynamic scale's value and
+// counter are in checkpoints; a fixed scale is never changed by a load (docs/numerics.md §19).
+// Before build only. A deliberate difference from Keras, which accepts them: `initial_scale`
+// must be a positive finite number that float32 holds as a normal number (not NaN, not
+// infinite, not 0 or negative, not beyond 3.4028235e+38, not below 1.1754944e-38), and a
+// dynamic scale's `dynamic_growth_steps` at least 1 (ignored with `dynamic` 0); the same
+// message comes from a config's from_config and a Keras archive's config.
 // NULL: `optimizer`. Threads: serialized.
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT (`dynamic` not 0 or 1; dynamic together with
-// reject_non_finite_gradients), ALREADY_BUILT, BUSY.
+// reject_non_finite_gradients; a hostile `initial_scale` or `dynamic_growth_steps`, nothing
+// changed), ALREADY_BUILT, BUSY.
 enum adamw_status adamw_optimizer_set_loss_scale(struct adamw_optimizer *optimizer,
                                                  uint8_t dynamic,
                                                  double initial_scale,

@@ -5,14 +5,20 @@
 //!
 //! The metadata holds one key, `"libadamw"`, whose value names the format version, the library
 //! version that wrote it, a CRC-32 of every tensor's bytes in key order, a CRC-32 of the layout,
-//! and the layout: `"v2 version=0.1.0 crc32=1c291ca3 layout_crc32=0badf00d layout={...}"`. (One
+//! and the layout: `"v3 version=0.1.0 crc32=1c291ca3 layout_crc32=0badf00d layout={...}"`. (One
 //! key, because safetensors keeps metadata in a hash map whose order would make two saves of the
-//! same state differ.) The layout has a CRC of its own so that a library from before it, which
-//! reads the first three fields only, still loads the checkpoint. A load recomputes both CRCs,
-//! so a flipped byte anywhere is caught; safetensors' own parser catches truncation. The layout ([`Layout`]: the writer's config fingerprint, every variable's full
-//! shape and the range its shard holds, and which variable each tensor belongs to) lets the
-//! checkpoints of N ranks be resharded for M ([`reshard`]); a checkpoint without one (written
-//! before it was recorded) still loads, but does not reshard.
+//! same state differ.) A load recomputes both CRCs, so a flipped byte anywhere is caught;
+//! safetensors' own parser catches truncation. The layout ([`Layout`]: the writer's config
+//! fingerprint, every variable's dtype, whether it has a float32 master copy, its full shape and
+//! the range its shard holds, and which variable each tensor belongs to) lets a load refuse a
+//! checkpoint of variables of other dtypes whose state has the same shapes and dtypes (bfloat16
+//! and float16 variables with float32 masters), and lets the checkpoints of N ranks be resharded
+//! for M ([`reshard`]).
+//!
+//! Format v2 (libadamw 0.1.0) is still read: its layout has no dtypes and no master flags (a
+//! load then checks the tensors alone), and one written before the layout has none at all (it
+//! loads, but does not reshard). v3 writes the loss scale only for a dynamic one, the only kind
+//! whose state a load restores (docs/numerics.md §19); v2 wrote it for a fixed one too.
 //!
 //! Files are written atomically: a temporary file in the same directory, flushed to disk, then
 //! renamed over the target, so a crash or a write error leaves the previous checkpoint intact.
@@ -31,7 +37,9 @@ use crate::dtype::{DType, TensorBuf, TensorRef};
 use crate::error::{Error, Result};
 
 const METADATA_KEY: &str = "libadamw";
-const FORMAT_VERSION: &str = "v2";
+/// The format written, and the older one still read.
+const FORMAT_VERSION: &str = "v3";
+const FORMAT_V2: &str = "v2";
 
 struct Entry {
     dtype: Dtype,
@@ -67,6 +75,23 @@ fn safetensors_dtype(dtype: DType) -> Dtype {
 
 pub(crate) fn dtype_of(dtype: Dtype) -> Option<DType> {
     DType::all().into_iter().find(|&d| safetensors_dtype(d) == dtype)
+}
+
+/// The dtype a layout names (`DType::name`).
+fn dtype_named(name: &str) -> Option<DType> {
+    DType::all().into_iter().find(|d| d.name() == name)
+}
+
+impl Held {
+    /// What the variable is, for messages: `bfloat16 with a float32 master copy`, `float32`, or
+    /// for format v2 `of an unrecorded dtype`.
+    pub fn describe(&self) -> String {
+        match (&self.dtype, self.master) {
+            (Some(dtype), Some(true)) => format!("{dtype} with a float32 master copy"),
+            (Some(dtype), _) => dtype.clone(),
+            (None, _) => "of an unrecorded dtype".into(),
+        }
+    }
 }
 
 /// Serializes the optimizer variables, each a shape and its values, in Keras' order, under the
@@ -125,9 +150,15 @@ pub struct Layout {
     pub keys: Vec<Option<usize>>,
 }
 
-/// The part of a variable a checkpoint holds.
+/// The part of a variable a checkpoint holds, and (from format v3 on) what the variable is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Held {
+    /// The variable's dtype, by name (`"bfloat16"`); `None` in format v2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<String>,
+    /// Whether the variable has a float32 master copy; `None` in format v2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<bool>,
     pub shape: Vec<usize>,
     pub sharded: bool,
     pub offset: usize,
@@ -142,6 +173,8 @@ struct Stamp<'a> {
     crc: u32,
     /// The layout's JSON and its CRC-32, if it has one.
     layout: Option<(&'a str, u32)>,
+    /// Written in format v3: the layout is there and records every variable's dtype.
+    v3: bool,
 }
 
 fn parse_stamp(stamp: &str) -> Option<Stamp<'_>> {
@@ -150,9 +183,11 @@ fn parse_stamp(stamp: &str) -> Option<Stamp<'_>> {
         None => (stamp, None),
     };
     let mut fields = head.split_whitespace();
-    if fields.next()? != FORMAT_VERSION {
-        return None;
-    }
+    let v3 = match fields.next()? {
+        FORMAT_VERSION => true,
+        FORMAT_V2 => false,
+        _ => return None,
+    };
     let hex = |field: Option<&str>, name: &str| u32::from_str_radix(field?.strip_prefix(name)?, 16).ok();
     let version = fields.next()?.strip_prefix("version=")?;
     let crc = hex(fields.next(), "crc32=")?;
@@ -160,7 +195,7 @@ fn parse_stamp(stamp: &str) -> Option<Stamp<'_>> {
         Some(json) => Some((json, hex(fields.next(), "layout_crc32=")?)),
         None => None,
     };
-    Some(Stamp { writer: version, crc, layout })
+    Some(Stamp { writer: version, crc, layout, v3 })
 }
 
 /// Parses checkpoint bytes; anything that is not a well-formed, intact checkpoint of this format
@@ -170,11 +205,14 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint> {
     let (_, metadata) =
         SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))?;
     let stamp = metadata.metadata().as_ref().and_then(|m| m.get(METADATA_KEY)).cloned();
-    let Some(Stamp { writer, crc: expected_crc, layout }) = stamp.as_deref().and_then(parse_stamp) else {
+    let Some(Stamp { writer, crc: expected_crc, layout, v3 }) = stamp.as_deref().and_then(parse_stamp) else {
         return Err(bad(format!(
-            "not a libadamw checkpoint of format {FORMAT_VERSION}: the metadata \"{METADATA_KEY}\" is {stamp:?}"
+            "not a libadamw checkpoint of format {FORMAT_VERSION} or {FORMAT_V2}: the metadata \"{METADATA_KEY}\" is {stamp:?}"
         )));
     };
+    if v3 && layout.is_none() {
+        return Err(bad(format!("a checkpoint of format {FORMAT_VERSION} must record its layout")));
+    }
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors checkpoint: {e}")))?;
     let mut names: Vec<String> =
         st.names().into_iter().filter(|k| k.parse::<usize>().is_err()).map(str::to_string).collect();
@@ -236,6 +274,13 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint> {
             if !fits {
                 return Err(bad("the checkpoint's layout does not describe its tensors".into()));
             }
+            let described =
+                |h: &Held| h.dtype.as_deref().is_some_and(|d| dtype_named(d).is_some()) && h.master.is_some();
+            if v3 && !layout.variables.iter().all(described) {
+                return Err(bad(format!(
+                    "the checkpoint's layout does not give every variable's dtype and master flag (format {FORMAT_VERSION})"
+                )));
+            }
             Some(layout)
         }
     };
@@ -269,7 +314,9 @@ pub fn reshard(
     let base = layouts[0];
     for (i, (c, l)) in inputs.iter().zip(&layouts).enumerate().skip(1) {
         let same_vars = l.variables.len() == base.variables.len()
-            && l.variables.iter().zip(&base.variables).all(|(a, b)| a.shape == b.shape && a.sharded == b.sharded);
+            && l.variables.iter().zip(&base.variables).all(|(a, b)| {
+                a.shape == b.shape && a.sharded == b.sharded && a.dtype == b.dtype && a.master == b.master
+            });
         if l.optimizer != base.optimizer || l.keys != base.keys || !same_vars {
             return Err(mismatch(format!(
                 "checkpoint {i} comes from another optimizer than checkpoint 0 (its config, variables or slots differ)"
@@ -381,7 +428,7 @@ pub fn reshard(
         .map(|(h, t)| {
             let full = h.shape.iter().product();
             let (offset, len) = t.unwrap_or((0, full));
-            Held { shape: h.shape.clone(), sharded: t.is_some(), offset, len }
+            Held { dtype: h.dtype.clone(), master: h.master, shape: h.shape.clone(), sharded: t.is_some(), offset, len }
         })
         .collect();
     let layout = Layout { optimizer: base.optimizer.clone(), variables, keys: base.keys.clone() };
@@ -477,16 +524,22 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
 
-    /// A reader from before the layout takes the first three fields of the stamp and checks
-    /// `crc32` against the tensors alone: it still loads what this version writes. The layout's
-    /// own CRC catches a changed layout.
+    /// The stamp's `crc32` covers the tensors alone, as it did before the layout was recorded;
+    /// the layout's own CRC catches a changed layout.
     #[test]
     fn the_stamp_keeps_the_tensors_crc_of_readers_before_the_layout() {
         let counter = [7i64];
         let m = [0.5f32, -1.0, 2.0];
         let layout = Layout {
             optimizer: "0123456789abcdef".into(),
-            variables: vec![Held { shape: vec![3], sharded: false, offset: 0, len: 3 }],
+            variables: vec![Held {
+                dtype: Some("float32".into()),
+                master: Some(false),
+                shape: vec![3],
+                sharded: false,
+                offset: 0,
+                len: 3,
+            }],
             keys: vec![None, Some(0)],
         };
         let bytes = encode(&[(&[], TensorRef::I64(&counter)), (&[3], TensorRef::F32(&m))], &[], &layout).unwrap();

@@ -219,6 +219,43 @@ impl Default for LossScale {
     }
 }
 
+/// Keras' words for a LossScaleOptimizer around another (its constructor's `TypeError`).
+pub(crate) fn nested_loss_scale_error(inner: &str) -> Error {
+    Error::InvalidConfig(format!("LossScaleOptimizer cannot wrap another LossScaleOptimizer, but got: {inner}."))
+}
+
+impl LossScale {
+    /// A deliberate difference from Keras (docs/numerics.md §15), which accepts these and then
+    /// trains on zeros or NaN, or never applies a step: the scale, as the float32 Keras keeps it
+    /// in, must be a positive normal number (so that its reciprocal, the unscale factor, is
+    /// finite too), and a dynamic scale must grow after at least one finite step.
+    pub fn validate(&self) -> Result<()> {
+        let scale = self.initial_scale as f32;
+        if !(scale.is_normal() && scale > 0.0) {
+            let why = if self.initial_scale.is_nan() {
+                "it is NaN"
+            } else if self.initial_scale.is_infinite() || scale.is_infinite() {
+                "it is beyond the largest finite float32 (3.4028235e+38)"
+            } else if self.initial_scale <= 0.0 {
+                "it is not positive"
+            } else {
+                "float32 cannot hold it as a normal number"
+            };
+            return Err(Error::InvalidArgument(format!(
+                "the loss scale's initial_scale must be a finite positive float32, got {}: {why}",
+                py_float(self.initial_scale)
+            )));
+        }
+        if self.dynamic && self.dynamic_growth_steps < 1 {
+            return Err(Error::InvalidArgument(format!(
+                "a dynamic loss scale's dynamic_growth_steps must be at least 1, got {}",
+                self.dynamic_growth_steps
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// The values of a config's hyper-parameters as of the last step (or creation), which is what
 /// Keras reports for a learning rate (its float32 variable) and what we report for callbacks.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -231,6 +268,9 @@ pub struct CurrentValues {
 impl Config {
     /// The checks of Keras' constructor, with its messages.
     pub fn validate(&self) -> Result<()> {
+        if let Some(loss_scale) = &self.loss_scale {
+            loss_scale.validate()?;
+        }
         if self.reject_non_finite_gradients && self.loss_scale.is_some_and(|l| l.dynamic) {
             return Err(Error::InvalidArgument(
                 "reject_non_finite_gradients and a dynamic loss scale both handle non-finite gradients (one rejects the call, the other skips the step): use one".into(),
@@ -436,12 +476,19 @@ impl Config {
         let inner = match inner {
             Value::Object(mut m) if m.contains_key("class_name") => {
                 let class = m.get("class_name").and_then(Value::as_str).unwrap_or("").to_string();
+                if class.starts_with("LossScaleOptimizer") {
+                    return Err(nested_loss_scale_error(&class));
+                }
                 if class != "AdamW" {
                     return Err(Error::InvalidConfig(format!(
                         "\"inner_optimizer\" must be an AdamW optimizer, but got: {class}."
                     )));
                 }
                 m.remove("config").unwrap_or(Value::Object(Map::new()))
+            }
+            // A bare config with an inner optimizer of its own is a LossScaleOptimizer's.
+            Value::Object(m) if m.contains_key("inner_optimizer") => {
+                return Err(nested_loss_scale_error("a LossScaleOptimizer's config"));
             }
             other @ Value::Object(_) => other,
             other => {

@@ -62,6 +62,22 @@ pub enum Error {
     Internal(String),
 }
 
+impl Error {
+    /// A load's error, saying that nothing was loaded: the optimizer is as it was. The errors of
+    /// a load's arguments (NULL, not built) are left as they are.
+    pub fn load_refused(self) -> Error {
+        let note = |message: String| format!("the load was refused and nothing changed: {message}");
+        match self {
+            Error::CheckpointMismatch(m) => Error::CheckpointMismatch(note(m)),
+            Error::InvalidCheckpoint(m) => Error::InvalidCheckpoint(note(m)),
+            Error::InvalidConfig(m) => Error::InvalidConfig(note(m)),
+            Error::Io(m) => Error::Io(note(m)),
+            Error::OutOfMemory(m) => Error::OutOfMemory(note(m)),
+            other => other,
+        }
+    }
+}
+
 /// The result of a fallible call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

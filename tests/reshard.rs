@@ -141,7 +141,9 @@ fn bad_sets_of_shards_are_refused_and_change_nothing() {
         let err = opt.load_shards(&shards).unwrap_err();
         assert!(matches!(err, Error::CheckpointMismatch(_)), "{err:?}");
         assert!(err.to_string().contains(expect), "{err} (expected {expect:?})");
-        assert_eq!(adamw::reshard_checkpoints(&shards, 2).unwrap_err().to_string(), err.to_string());
+        // The same reason from the tool's resharding, where there is nothing to refuse.
+        let reason = adamw::reshard_checkpoints(&shards, 2).unwrap_err().to_string();
+        assert_eq!(format!("the load was refused and nothing changed: {reason}"), err.to_string());
     };
     refused(&mut opt, vec![&three[0], &three[2]], "missing shard");
     refused(&mut opt, vec![&three[0], &three[1], &three[1], &three[2]], "duplicated or overlapping");

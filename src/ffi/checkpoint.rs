@@ -25,11 +25,19 @@ pub unsafe extern "C" fn adamw_optimizer_save_own_variables(
 /// Keras' `load_own_variables`: replaces every optimizer variable (the counter included) from
 /// bytes written by `adamw_optimizer_save_own_variables` for an optimizer built the same way
 /// (before build: a checkpoint of an unbuilt optimizer, which holds only the counter).
+/// The loss scale follows Keras: a dynamic scale takes a dynamic scale's value and count from the
+/// checkpoint; a fixed scale, or a dynamic one given a checkpoint without a scale (a bare AdamW's,
+/// a fixed scale's), keeps its own (adamw_optimizer_loss_scale and get_config report what the
+/// load left; docs/numerics.md §19). A checkpoint records each variable's dtype and master copy:
+/// another one is CHECKPOINT_MISMATCH naming the variable (format v2 files, which do not record
+/// them, still load).
 /// Ownership: `buf` is read during the call. NULL: `optimizer` must not be NULL; `buf` may be NULL only when `len` is 0.
 /// Threads: serialized.
-/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, INVALID_CHECKPOINT (not a libadamw checkpoint:
-/// truncated, corrupted, foreign), CHECKPOINT_MISMATCH (another variable count, shape or dtype),
-/// BUSY. On error nothing changes.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (not a handle), INVALID_CHECKPOINT (not a libadamw
+/// checkpoint: truncated, corrupted, foreign; a loss scale no dynamic scale reaches),
+/// CHECKPOINT_MISMATCH (another variable count, dtype, master copy, shape or slot),
+/// OUT_OF_MEMORY (no memory for the checkpoint's copy), BUSY. On error nothing changes, and the
+/// message says that the load was refused.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_optimizer_load_own_variables(
     optimizer: *mut adamw_optimizer,
@@ -54,10 +62,13 @@ pub unsafe extern "C" fn adamw_optimizer_load_own_variables(
 /// Ownership: every buffer is read during the call. NULL: `optimizer`; `checkpoints` and `lens`
 /// may be NULL only when `count` is 0 (which is CHECKPOINT_MISMATCH: no shard).
 /// Threads: serialized.
-/// Errors: NULL_ARGUMENT, NOT_BUILT, INVALID_CHECKPOINT (a checkpoint that is not intact),
-/// CHECKPOINT_MISMATCH (a missing, duplicated or overlapping shard, checkpoints of different
-/// optimizers or steps, other shapes or dtypes than this optimizer's, a checkpoint written
-/// before libadamw recorded layouts), OUT_OF_MEMORY, BUSY. On error nothing changes.
+/// The loss scale and the variables' dtypes are checked and loaded as by
+/// `adamw_optimizer_load_own_variables`.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (not a handle), NOT_BUILT, INVALID_CHECKPOINT (a
+/// checkpoint that is not intact), CHECKPOINT_MISMATCH (a missing, duplicated or overlapping
+/// shard, checkpoints of different optimizers or steps, other dtypes, master copies or shapes than
+/// this optimizer's, a checkpoint written before libadamw recorded layouts), OUT_OF_MEMORY, BUSY.
+/// On error nothing changes, and the message says that the load was refused.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_optimizer_load_shards(
     optimizer: *mut adamw_optimizer,
@@ -99,11 +110,13 @@ pub unsafe extern "C" fn adamw_optimizer_save_file(
 }
 
 /// Loads every optimizer variable from a file written by `adamw_optimizer_save_file`, as
-/// `adamw_optimizer_load_own_variables` does from a buffer.
+/// `adamw_optimizer_load_own_variables` does from a buffer (the loss scale and the variables'
+/// dtypes included).
 /// NULL: `optimizer`, `path` must not be NULL. Threads: serialized.
-/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, IO (missing or unreadable file), INVALID_CHECKPOINT
-/// (truncated, corrupted: the CRC-32 does not match, or foreign), CHECKPOINT_MISMATCH, BUSY.
-/// On error nothing changes.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (not a handle, a path that is not UTF-8), IO (missing
+/// or unreadable file), INVALID_CHECKPOINT (truncated, corrupted: the CRC-32 does not match, or
+/// foreign), CHECKPOINT_MISMATCH, OUT_OF_MEMORY, BUSY. On error nothing changes, and the message
+/// says that the load was refused.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_optimizer_load_file(
     optimizer: *mut adamw_optimizer,

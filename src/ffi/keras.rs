@@ -16,12 +16,12 @@ use super::status::{FfiError, adamw_status};
 mod files {
     use std::path::Path;
 
-    use crate::error::Result;
+    use crate::error::{Error, Result};
     use crate::keras_files::{self, KerasStore};
     use crate::optimizer::Optimizer;
 
     pub fn load(optimizer: &mut Optimizer, path: &Path) -> Result<()> {
-        keras_files::read(path)?.store.load_into(optimizer)
+        keras_files::read(path).map_err(Error::load_refused)?.store.load_into(optimizer)
     }
 
     pub fn save(optimizer: &Optimizer, template: &Path, out: &Path) -> Result<()> {
@@ -33,7 +33,7 @@ mod files {
     }
 
     pub fn load_store(optimizer: &mut Optimizer, bytes: &[u8]) -> Result<()> {
-        keras_files::read_plain_store(bytes)?.load_into(optimizer)
+        keras_files::read_plain_store(bytes).map_err(Error::load_refused)?.load_into(optimizer)
     }
 }
 
@@ -85,9 +85,9 @@ mod files {
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, NOT_BUILT, IO (missing or unreadable file),
 /// INVALID_CHECKPOINT (not a Keras file, truncated or damaged, no optimizer state, a dataset of
 /// a type libadamw does not read, the two copies of a LossScaleOptimizer's state differ),
-/// INVALID_CONFIG (an archive whose optimizer is not AdamW or a LossScaleOptimizer around one),
-/// CHECKPOINT_MISMATCH (another count, shape or dtype), BUSY.
-/// On error nothing changes. An HDF5 file as h5py writes it carries no checksums: damage to its
+/// INVALID_CONFIG (an archive whose optimizer is not AdamW or a LossScaleOptimizer around one,
+/// or a LossScaleOptimizer around another), CHECKPOINT_MISMATCH (another count, shape or dtype),
+/// OUT_OF_MEMORY, BUSY. On error nothing changes, and the message says that the load was refused. An HDF5 file as h5py writes it carries no checksums: damage to its
 /// structure is caught, a flipped bit inside a value cannot be (an archive's CRC-32s catch it).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_optimizer_load_keras_file(
@@ -138,10 +138,14 @@ pub unsafe extern "C" fn adamw_optimizer_save_keras_file(
 /// defaults; its weights tell (the state under `optimizer/inner_optimizer/vars` too), and the
 /// config given is then that LossScaleOptimizer's. With the size-query convention: `buf` NULL and `cap` 0
 /// give the size in `*out_len`; otherwise `cap` must hold the JSON and a NUL.
+/// The config is one `adamw_optimizer_from_config_json` accepts: one it would refuse is refused
+/// here with the same status and message.
 /// Ownership: `path` is read during the call. NULL: `path`, `out_len`.
-/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, IO, INVALID_CHECKPOINT (not an archive, damaged, no
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (a value from_config refuses, such as a hostile loss
+/// scale; a library without Keras files), IO, INVALID_CHECKPOINT (not an archive, damaged, no
 /// compiled optimizer; a `.weights.h5` file, which holds no config), INVALID_CONFIG (the
-/// optimizer is not AdamW or a LossScaleOptimizer around one), BUFFER_TOO_SMALL.
+/// optimizer is not AdamW or a LossScaleOptimizer around one, a LossScaleOptimizer around
+/// another, a config from_config cannot read), OUT_OF_MEMORY, BUFFER_TOO_SMALL.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_keras_file_optimizer_config(
     path: *const c_char,
@@ -167,8 +171,10 @@ pub unsafe extern "C" fn adamw_keras_file_optimizer_config(
 /// keeps refusing files without libadamw's checksum.)
 /// Ownership: `buf` is read during the call. NULL: `optimizer`; `buf` only when `len` is 0.
 /// Threads: serialized.
+/// Keras' stores hold no loss scale: the optimizer's stays as it is.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, NOT_BUILT, INVALID_CHECKPOINT (not safetensors,
-/// another key), CHECKPOINT_MISMATCH, BUSY. On error nothing changes.
+/// another key), CHECKPOINT_MISMATCH, OUT_OF_MEMORY, BUSY. On error nothing changes, and the
+/// message says that the load was refused.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_optimizer_load_keras_store(
     optimizer: *mut adamw_optimizer,

@@ -44,8 +44,9 @@ pub unsafe extern "C" fn adamw_optimizer_new(
 /// Ownership: `json` (`len` bytes of UTF-8, no NUL needed) is read during the call; on OK the
 /// caller owns `*out`. NULL: `json` may be NULL only when `len` is 0; `out` must not be NULL.
 /// Threads: safe from any thread.
-/// Errors: NULL_ARGUMENT, INVALID_CONFIG (not JSON, unknown key, wrong type), INVALID_ARGUMENT
-/// (a value Keras rejects, with Keras' message).
+/// Errors: NULL_ARGUMENT, INVALID_CONFIG (not JSON, unknown key, wrong type, a LossScaleOptimizer
+/// around another), INVALID_ARGUMENT (a value Keras rejects, with Keras' message; a hostile loss
+/// scale, as `adamw_optimizer_set_loss_scale` refuses it).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_optimizer_from_config_json(
     json: *const c_char,
@@ -358,11 +359,17 @@ pub unsafe extern "C" fn adamw_optimizer_set_master_weights(
 /// `dynamic_growth_steps` finite steps in a row double it (if the double is finite). With
 /// `dynamic` 0 the scale stays `initial_scale` and every step is applied. Under a mesh every
 /// rank takes the same decision (one more all-reduce of one value per step). get_config then
-/// writes, and from_config reads, the LossScaleOptimizer's config. The scale and its counter
-/// are in checkpoints. Before build only.
+/// writes, and from_config reads, the LossScaleOptimizer's config. A dynamic scale's value and
+/// counter are in checkpoints; a fixed scale is never changed by a load (docs/numerics.md §19).
+/// Before build only. A deliberate difference from Keras, which accepts them: `initial_scale`
+/// must be a positive finite number that float32 holds as a normal number (not NaN, not
+/// infinite, not 0 or negative, not beyond 3.4028235e+38, not below 1.1754944e-38), and a
+/// dynamic scale's `dynamic_growth_steps` at least 1 (ignored with `dynamic` 0); the same
+/// message comes from a config's from_config and a Keras archive's config.
 /// NULL: `optimizer`. Threads: serialized.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (`dynamic` not 0 or 1; dynamic together with
-/// reject_non_finite_gradients), ALREADY_BUILT, BUSY.
+/// reject_non_finite_gradients; a hostile `initial_scale` or `dynamic_growth_steps`, nothing
+/// changed), ALREADY_BUILT, BUSY.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_optimizer_set_loss_scale(
     optimizer: *mut adamw_optimizer,

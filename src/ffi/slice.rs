@@ -79,35 +79,54 @@ pub unsafe fn utf8<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, FfiErr
     s.to_str().map_err(|_| FfiError::invalid(format!("`{what}` is not valid UTF-8")))
 }
 
-/// A byte range of caller memory and whether the call writes it.
+/// A byte range of caller memory, whether the call writes it, and where it came from (for the
+/// message when two overlap): the index of its entry and the field, e.g. `data`.
 #[derive(Debug, Clone, Copy)]
 pub struct ByteRange {
     pub start: usize,
     pub end: usize,
     pub written: bool,
+    pub entry: usize,
+    pub field: &'static str,
 }
 
 impl ByteRange {
-    pub fn of<T>(ptr: *const T, len: usize, written: bool) -> Self {
+    pub fn of<T>(ptr: *const T, len: usize, written: bool, entry: usize, field: &'static str) -> Self {
         let start = ptr as usize;
-        ByteRange { start, end: start.saturating_add(len.saturating_mul(size_of::<T>())), written }
+        ByteRange { start, end: start.saturating_add(len.saturating_mul(size_of::<T>())), written, entry, field }
     }
 }
 
 /// Fails when a written range overlaps any other range (a `&mut` and a `&` over the same bytes
-/// would be undefined behaviour). Sorts `ranges` in place; allocates nothing.
-pub fn check_disjoint(ranges: &mut [ByteRange]) -> Result<(), FfiError> {
+/// would be undefined behaviour), naming both with `describe` (e.g. `entries[1].data (variable
+/// 0, `dense/kernel`)`). Sorts `ranges` in place; allocates nothing unless it fails.
+pub fn check_disjoint(ranges: &mut [ByteRange], describe: impl Fn(&ByteRange) -> String) -> Result<(), FfiError> {
     ranges.sort_unstable_by_key(|r| r.start);
-    let (mut end_any, mut end_written) = (0usize, 0usize);
-    for r in ranges.iter().filter(|r| r.end > r.start) {
-        if (r.written && r.start < end_any) || r.start < end_written {
-            return Err(FfiError::invalid(
-                "a variable's `data` overlaps another buffer of the same call; every variable needs its own memory",
-            ));
+    // The ranges seen so far that reach furthest, of any kind and of the written ones.
+    let (mut furthest_any, mut furthest_written): (Option<usize>, Option<usize>) = (None, None);
+    let end = |i: Option<usize>| i.map_or(0, |i: usize| ranges[i].end);
+    for (i, r) in ranges.iter().enumerate().filter(|(_, r)| r.end > r.start) {
+        let clash = if r.written && r.start < end(furthest_any) {
+            furthest_any
+        } else if r.start < end(furthest_written) {
+            furthest_written
+        } else {
+            None
+        };
+        if let Some(other) = clash {
+            let (first, second) =
+                if ranges[other].entry <= r.entry { (&ranges[other], r) } else { (r, &ranges[other]) };
+            return Err(FfiError::invalid(format!(
+                "{} overlaps {}: a buffer the call writes must share no byte with another buffer of the call (every variable needs its own memory)",
+                describe(first),
+                describe(second)
+            )));
         }
-        end_any = end_any.max(r.end);
-        if r.written {
-            end_written = end_written.max(r.end);
+        if r.end > end(furthest_any) {
+            furthest_any = Some(i);
+        }
+        if r.written && r.end > end(furthest_written) {
+            furthest_written = Some(i);
         }
     }
     Ok(())

@@ -54,15 +54,23 @@ impl Entries<'_> {
                 check(e.values, e.num_values, gradient_size, "values")?;
                 check_parts(e.indices, e.num_indices, 8, 8, || format!("entries[{i}].indices"))?;
             }
-            ranges.push(ByteRange::of(e.data.cast::<u8>(), e.len * size, true));
+            ranges.push(ByteRange::of(e.data.cast::<u8>(), e.len * size, true, i, "data"));
             if !e.dense.is_null() {
-                ranges.push(ByteRange::of(e.dense.cast::<u8>(), e.len * gradient_size, false));
+                ranges.push(ByteRange::of(e.dense.cast::<u8>(), e.len * gradient_size, false, i, "dense"));
             } else if sparse {
-                ranges.push(ByteRange::of(e.values.cast::<u8>(), e.num_values * gradient_size, false));
-                ranges.push(ByteRange::of(e.indices.cast::<u8>(), e.num_indices * 8, false));
+                ranges.push(ByteRange::of(e.values.cast::<u8>(), e.num_values * gradient_size, false, i, "values"));
+                ranges.push(ByteRange::of(e.indices.cast::<u8>(), e.num_indices * 8, false, i, "indices"));
             }
         }
-        check_disjoint(ranges)
+        check_disjoint(ranges, |r| describe_range(optimizer, "entries", r, entries[r.entry].variable))
+    }
+}
+
+/// A buffer of a call, for messages: `entries[1].data (variable 0, `dense/kernel`)`.
+fn describe_range(optimizer: &Optimizer, list: &str, range: &ByteRange, variable: usize) -> String {
+    match optimizer.built_variable_name(variable) {
+        Some(name) => format!("{list}[{}].{} (variable {variable}, `{name}`)", range.entry, range.field),
+        None => format!("{list}[{}].{} (variable {variable})", range.entry, range.field),
     }
 }
 
@@ -281,9 +289,9 @@ pub unsafe extern "C" fn adamw_optimizer_finalize_variable_values(
                 }
                 // Checks pointer, alignment and size before any slice exists.
                 check_parts(v.data, v.len, dtype.size(), dtype.size(), || format!("variables[{i}].data"))?;
-                ranges.push(ByteRange::of(v.data.cast::<u8>(), v.len * dtype.size(), true));
+                ranges.push(ByteRange::of(v.data.cast::<u8>(), v.len * dtype.size(), true, i, "data"));
             }
-            check_disjoint(&mut ranges)?;
+            check_disjoint(&mut ranges, |r| describe_range(&s.optimizer, "variables", r, vars[r.entry].variable))?;
             if s.optimizer.on_device() {
                 let on_device: Vec<DeviceEntry<'_>> = vars
                     .iter()

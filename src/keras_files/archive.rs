@@ -68,6 +68,9 @@ fn optimizer_config(archive: &mut ZipArchive<Cursor<&[u8]>>) -> Result<Value> {
     // A LossScaleOptimizer's config holds its optimizer's under inner_optimizer.
     let inner = (class == LOSS_SCALE_OPTIMIZER)
         .then(|| optimizer.pointer("/config/inner_optimizer/class_name").and_then(Value::as_str).unwrap_or("nothing"));
+    if let Some(inner) = inner.filter(|inner| inner.starts_with("LossScaleOptimizer")) {
+        return Err(crate::config::nested_loss_scale_error(inner));
+    }
     if let Some(inner) = inner.filter(|inner| *inner != "AdamW") {
         return Err(Error::InvalidConfig(format!(
             "the .keras archive's optimizer is a LossScaleOptimizer around {inner:?}, not around AdamW (compile_config.optimizer.config.inner_optimizer.class_name)"

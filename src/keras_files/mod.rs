@@ -184,7 +184,13 @@ pub fn read_optimizer_config(path: &Path) -> Result<String> {
     if !bytes.starts_with(ZIP_SIGNATURE) {
         return Err(Error::InvalidCheckpoint("not a .keras archive (zip)".into()));
     }
-    read_bytes(bytes)?.optimizer_config.ok_or_else(|| Error::Internal("an archive without a config".into()))
+    let config =
+        read_bytes(bytes)?.optimizer_config.ok_or_else(|| Error::Internal("an archive without a config".into()))?;
+    // What is returned is a config from_config accepts: a LossScaleOptimizer around another or
+    // a hostile loss scale is refused here with the message from_config would give.
+    let value = serde_json::from_str(&config).map_err(|e| Error::Internal(format!("the archive's config: {e}")))?;
+    crate::config::Config::from_json(value)?;
+    Ok(config)
 }
 
 /// The store of a libadamw checkpoint (`save_own_variables`): its optimizer variables in Keras'

@@ -91,6 +91,11 @@ impl Optimizer {
         self.state.built.as_ref().map_or(0, |b| b.variables.len())
     }
 
+    /// The name of built variable `variable`, if there is one.
+    pub fn built_variable_name(&self, variable: usize) -> Option<&str> {
+        Some(&self.state.built.as_ref()?.variables.get(variable)?.spec.name)
+    }
+
     /// The dtype of built variable `variable`, if there is one.
     pub fn variable_dtype(&self, variable: usize) -> Option<DType> {
         Some(self.state.built.as_ref()?.variables.get(variable)?.spec.dtype)
@@ -457,10 +462,13 @@ impl Optimizer {
             tensors.push(tensor);
         }
         let views: Vec<_> = tensors.iter().map(|t| (t.info.shape.as_slice(), t.values.as_ref())).collect();
+        // Only a dynamic scale has state to restore (Keras checkpoints a fixed one not at all).
         let (scale, counter) = ([self.state.loss_scale], [self.state.loss_scale_counter]);
         let named = match self.state.config.loss_scale {
-            Some(_) => vec![(LOSS_SCALE, TensorRef::F32(&scale)), (LOSS_SCALE_COUNTER, TensorRef::I64(&counter))],
-            None => Vec::new(),
+            Some(l) if l.dynamic => {
+                vec![(LOSS_SCALE, TensorRef::F32(&scale)), (LOSS_SCALE_COUNTER, TensorRef::I64(&counter))]
+            }
+            _ => Vec::new(),
         };
         crate::checkpoint::encode(&views, &named, &self.checkpoint_layout())
     }
@@ -479,6 +487,8 @@ impl Optimizer {
             b.variables
                 .iter()
                 .map(|v| crate::checkpoint::Held {
+                    dtype: Some(v.spec.dtype.name().to_string()),
+                    master: Some(v.layout.has_master()),
                     shape: v.spec.shape.clone(),
                     sharded: v.layout.sharded,
                     offset: v.layout.offset,
@@ -503,60 +513,85 @@ impl Optimizer {
         let built = self.state.built.as_ref().ok_or_else(|| validate::not_built("load_shards"))?;
         let target: Vec<Option<(usize, usize)>> =
             built.variables.iter().map(|v| v.layout.sharded.then_some((v.layout.offset, v.layout.len))).collect();
-        let inputs = checkpoints.iter().map(|b| crate::checkpoint::decode(b)).collect::<Result<Vec<_>>>()?;
-        let (tensors, named, _) = crate::checkpoint::reshard(&inputs, &target)?;
-        self.load_checkpoint_tensors(&tensors, Some(&named))
+        let load = || {
+            let inputs = checkpoints.iter().map(|b| crate::checkpoint::decode(b)).collect::<Result<Vec<_>>>()?;
+            let (tensors, named, layout) = crate::checkpoint::reshard(&inputs, &target)?;
+            Ok((tensors, named, layout))
+        };
+        let (tensors, named, layout) = load().map_err(Error::load_refused)?;
+        self.load_checkpoint_tensors(&tensors, Some(&named), Some(&layout)).map_err(Error::load_refused)
     }
 
     /// `load_own_variables(store)`: replaces every optimizer variable from a checkpoint made by
     /// `save_own_variables` of an optimizer built the same way. Unlike Keras, which only warns,
     /// a checkpoint that does not match is an error; either way nothing changes.
     pub fn load_own_variables(&mut self, bytes: &[u8]) -> Result<()> {
-        let checkpoint = crate::checkpoint::decode(bytes)?;
-        self.load_checkpoint_tensors(&checkpoint.tensors, Some(&checkpoint.named))
+        let checkpoint = crate::checkpoint::decode(bytes).map_err(Error::load_refused)?;
+        self.load_checkpoint_tensors(&checkpoint.tensors, Some(&checkpoint.named), checkpoint.layout.as_ref())
+            .map_err(Error::load_refused)
     }
 
-    /// Checks a checkpoint's optimizer variables and named scalars against this optimizer, then
-    /// assigns them; nothing changes on error. `named` is `None` for Keras' own store, which has
-    /// no named scalars and leaves the loss scale as it is.
+    /// Checks a checkpoint's optimizer variables, named scalars and (when it records them) its
+    /// variables' dtypes against this optimizer, then assigns them; nothing changes on error.
+    /// `named` is `None` for Keras' own store, which has no named scalars. The loss scale follows
+    /// Keras (measured in tools/keras_loss_scale_loads.py, docs/numerics.md §19): only a dynamic
+    /// scale takes a dynamic scale's state from a checkpoint; a fixed scale, or a dynamic one
+    /// given a checkpoint without a scale, stays as it is.
     fn load_checkpoint_tensors(
         &mut self,
         tensors: &[(Vec<usize>, TensorBuf)],
         named: Option<&[(String, TensorBuf)]>,
+        layout: Option<&crate::checkpoint::Layout>,
     ) -> Result<()> {
+        if let Some(layout) = layout {
+            self.check_checkpoint_variables(layout)?;
+        }
         let weights: Vec<Weight<'_>> =
             tensors.iter().map(|(shape, values)| Weight { shape, values: values.as_ref() }).collect();
         validate::check_weights(&self.state, &weights, true)?;
         let loss_scale = match named {
-            Some(named) => self.checkpoint_loss_scale(named)?,
+            Some(named) => checkpoint_loss_scale(named)?,
             None => None,
         };
         self.assign_weights(&weights)?;
-        if let Some((scale, counter)) = loss_scale {
+        let dynamic = self.state.config.loss_scale.is_some_and(|l| l.dynamic);
+        if let Some((scale, counter)) = loss_scale.filter(|_| dynamic) {
             self.state.loss_scale = scale;
             self.state.loss_scale_counter = counter;
         }
         Ok(())
     }
 
-    /// The loss scale and counter a checkpoint holds, checked against this optimizer: both are
-    /// there exactly when it has a loss scale.
-    fn checkpoint_loss_scale(&self, named: &[(String, TensorBuf)]) -> Result<Option<(f32, i64)>> {
-        let find = |name: &str| named.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_ref());
-        let scale = find(LOSS_SCALE).and_then(f32::unwrap).and_then(|x| x.first().copied());
-        let counter = find(LOSS_SCALE_COUNTER).and_then(i64::unwrap).and_then(|x| x.first().copied());
-        let others = named.iter().find(|(n, _)| n != LOSS_SCALE && n != LOSS_SCALE_COUNTER);
-        match (self.state.config.loss_scale, scale, counter, others) {
-            (_, _, _, Some((name, _))) => Err(Error::CheckpointMismatch(format!("the checkpoint holds an unknown tensor \"{name}\""))),
-            (Some(_), Some(s), Some(c), None) => Ok(Some((s, c))),
-            (None, None, None, None) => Ok(None),
-            (Some(_), ..) => Err(Error::CheckpointMismatch(
-                "the optimizer has a loss scale but the checkpoint holds none (a float32 \"loss_scale\" and an int64 \"loss_scale_counter\")".into(),
-            )),
-            (None, ..) => Err(Error::CheckpointMismatch(
-                "the checkpoint holds a loss scale but the optimizer has none (see set_loss_scale)".into(),
-            )),
+    /// Checks the variables a checkpoint's layout records against the built ones: their count
+    /// and, where the layout records them (format v3), their dtypes and master copies, which the
+    /// state's own dtypes do not tell apart (a bfloat16 and a float16 variable with masters both
+    /// have float32 state).
+    fn check_checkpoint_variables(&self, layout: &crate::checkpoint::Layout) -> Result<()> {
+        let built = self.state.built.as_ref().map_or(&[][..], |b| b.variables.as_slice());
+        if layout.variables.len() != built.len() {
+            return Err(Error::CheckpointMismatch(format!(
+                "the checkpoint holds the state of {} variables, but the optimizer was built with {}",
+                layout.variables.len(),
+                built.len()
+            )));
         }
+        for (i, (held, var)) in layout.variables.iter().zip(built).enumerate() {
+            let ours = crate::checkpoint::Held {
+                dtype: Some(var.spec.dtype.name().to_string()),
+                master: Some(var.layout.has_master()),
+                ..held.clone()
+            };
+            let recorded = held.dtype.is_some() && held.master.is_some();
+            if recorded && (held.dtype != ours.dtype || held.master != ours.master) {
+                return Err(Error::CheckpointMismatch(format!(
+                    "variable {i} (`{}`) is {} here, but the checkpoint's variable {i} was {}",
+                    var.spec.name,
+                    ours.describe(),
+                    held.describe()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Keras' `load_own_variables` from Keras' own store (the keys "0".."N-1" in Keras' order and
@@ -569,7 +604,7 @@ impl Optimizer {
         if !self.is_built() {
             return Err(validate::not_built("loading Keras' optimizer variables"));
         }
-        self.load_checkpoint_tensors(tensors, None)
+        self.load_checkpoint_tensors(tensors, None, None).map_err(Error::load_refused)
     }
 
     /// The optimizer variables as Keras' store holds them ([`Optimizer::variable`] for each
@@ -599,7 +634,7 @@ impl Optimizer {
 
     /// `load_own_variables` from a file written by [`Optimizer::save_own_variables_to_file`].
     pub fn load_own_variables_from_file(&mut self, path: &std::path::Path) -> Result<()> {
-        self.load_own_variables(&crate::checkpoint::read_file(path)?)
+        self.load_own_variables(&crate::checkpoint::read_file(path).map_err(Error::load_refused)?)
     }
 
     /// `minimize(loss, var_list)`: `compute` fills the gradients of `entries` from the current
@@ -611,6 +646,29 @@ impl Optimizer {
     ) -> Result<i64> {
         compute(entries).map_err(|reason| Error::CallbackFailed(format!("the gradient callback failed: {reason}")))?;
         self.apply_gradients(entries)
+    }
+}
+
+/// The loss scale and counter a checkpoint holds (a dynamic scale's, written by `save_own_variables`),
+/// if it holds one: both or neither, a scale a dynamic scale can reach (a normal positive finite
+/// float32; halving stops at 1 and doubling at the largest finite float32) and a count that is
+/// not negative. Nothing else may be named.
+fn checkpoint_loss_scale(named: &[(String, TensorBuf)]) -> Result<Option<(f32, i64)>> {
+    let find = |name: &str| named.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_ref());
+    if let Some((name, _)) = named.iter().find(|(n, _)| n != LOSS_SCALE && n != LOSS_SCALE_COUNTER) {
+        return Err(Error::CheckpointMismatch(format!("the checkpoint holds an unknown tensor \"{name}\"")));
+    }
+    let scale = find(LOSS_SCALE).map(|t| f32::unwrap(t).and_then(|x| x.first().copied()));
+    let counter = find(LOSS_SCALE_COUNTER).map(|t| i64::unwrap(t).and_then(|x| x.first().copied()));
+    match (scale, counter) {
+        (None, None) => Ok(None),
+        (Some(Some(s)), Some(Some(c))) if s.is_normal() && s > 0.0 && c >= 0 => Ok(Some((s, c))),
+        (Some(Some(s)), Some(Some(c))) => Err(Error::InvalidCheckpoint(format!(
+            "the checkpoint's loss scale {s} with count {c} is not one a dynamic loss scale reaches (a positive finite float32 and a count of 0 or more)"
+        ))),
+        _ => Err(Error::InvalidCheckpoint(format!(
+            "the checkpoint's loss scale must be a float32 \"{LOSS_SCALE}\" together with an int64 \"{LOSS_SCALE_COUNTER}\""
+        ))),
     }
 }
 

@@ -283,16 +283,12 @@ pub(crate) fn check_entries(
 pub(crate) fn check_weights(state: &State, weights: &[Weight<'_>], exact_count: bool) -> Result<()> {
     let n = state.num_state_tensors();
     if exact_count && weights.len() != n {
-        return Err(Error::CheckpointMismatch(
-            format!(
-                "Skipping variable loading for optimizer '{}', because it has {n} variables whereas the saved optimizer has {} variables. {}",
-                state.config.name,
-                weights.len(),
-                if n == 1 { "This is likely because the optimizer has not been called/built yet." } else { "" }
-            )
-            .trim_end()
-            .to_string(),
-        ));
+        return Err(Error::CheckpointMismatch(format!(
+            "optimizer '{}' has {n} variables but the checkpoint holds {}{}",
+            state.config.name,
+            weights.len(),
+            if n == 1 { " (the optimizer is not built yet: build it before loading)" } else { "" }
+        )));
     }
     for (index, w) in weights.iter().enumerate().take(n) {
         let Some(var) = state.info(index) else { break };

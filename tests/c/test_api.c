@@ -2,83 +2,8 @@
  * exact status and that the optimizer (variables, iterations, config) and the caller's buffers
  * are unchanged. Built with -Wall -Wextra -Wpedantic -Werror and sanitizers by tools/test-c.sh. */
 #include <math.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
-#include "adamw.h"
-
-static int failures = 0;
-static int checks = 0;
-
-#define EXPECT(cond)                                                              \
-    do {                                                                          \
-        checks++;                                                                 \
-        if (!(cond)) {                                                            \
-            failures++;                                                           \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                         \
-    } while (0)
-
-#define EXPECT_STATUS(call, expected)                                                   \
-    do {                                                                                \
-        adamw_status got_ = (call);                                                     \
-        checks++;                                                                       \
-        if (got_ != (expected)) {                                                       \
-            char msg_[512];                                                             \
-            size_t len_ = 0;                                                            \
-            adamw_last_error(msg_, sizeof msg_, &len_);                                 \
-            failures++;                                                                 \
-            fprintf(stderr, "%s:%d: %s returned %s, expected %s (%s)\n", __FILE__, __LINE__, \
-                    #call, adamw_status_name(got_), adamw_status_name(expected), msg_);  \
-        }                                                                               \
-    } while (0)
-
-/* ---- snapshots: everything observable about an optimizer ---- */
-typedef struct {
-    uint8_t *bytes;
-    size_t len;
-    char *config;
-    int64_t iterations;
-} snapshot;
-
-static snapshot take(const adamw_optimizer *opt) {
-    snapshot s = {0};
-    size_t len = 0;
-    if (adamw_optimizer_save_own_variables(opt, NULL, 0, &len) == ADAMW_STATUS_OK) {
-        s.bytes = malloc(len ? len : 1);
-        s.len = len;
-        adamw_optimizer_save_own_variables(opt, s.bytes, len, &len);
-    }
-    if (adamw_optimizer_get_config(opt, NULL, 0, &len) == ADAMW_STATUS_OK) {
-        s.config = malloc(len + 1);
-        adamw_optimizer_get_config(opt, s.config, len + 1, &len);
-    }
-    adamw_optimizer_iterations(opt, &s.iterations);
-    return s;
-}
-
-static int same(snapshot a, snapshot b) {
-    return a.len == b.len && memcmp(a.bytes, b.bytes, a.len) == 0 && strcmp(a.config, b.config) == 0 &&
-           a.iterations == b.iterations;
-}
-
-static void release(snapshot s) {
-    free(s.bytes);
-    free(s.config);
-}
-
-/* A failing call must change nothing: run it between two snapshots. */
-#define EXPECT_REJECTED(opt, call, expected)             \
-    do {                                                 \
-        snapshot before_ = take(opt);                    \
-        EXPECT_STATUS(call, expected);                   \
-        snapshot after_ = take(opt);                     \
-        EXPECT(same(before_, after_));                   \
-        release(before_);                                \
-        release(after_);                                 \
-    } while (0)
+#include "expect.h"
 
 /* ---- a small model: kernel [2,3] and bias [3] ---- */
 static const size_t kernel_shape[2] = {2, 3};
@@ -1193,7 +1118,7 @@ static void test_loss_scale(void) {
     adamw_optimizer *plain = NULL;
     EXPECT_STATUS(adamw_optimizer_new(&cfg, &plain), ADAMW_STATUS_OK);
     EXPECT_STATUS(adamw_optimizer_build(plain, &var, 1), ADAMW_STATUS_OK);
-    EXPECT_REJECTED(plain, adamw_optimizer_load_own_variables(plain, bytes, len), ADAMW_STATUS_CHECKPOINT_MISMATCH);
+    EXPECT_STATUS(adamw_optimizer_load_own_variables(plain, bytes, len), ADAMW_STATUS_OK); /* as Keras: no scale */
     adamw_optimizer *again = NULL;
     EXPECT_STATUS(adamw_optimizer_from_config_json(config, strlen(config), &again), ADAMW_STATUS_OK);
     EXPECT_STATUS(adamw_optimizer_loss_scale(again, &scale, &counter), ADAMW_STATUS_OK);
@@ -1408,6 +1333,5 @@ int main(void) {
     test_loss_scale();
     test_device();
     test_keras_files();
-    printf("%d passed, %d failed\n", checks - failures, failures);
-    return failures == 0 ? 0 : 1;
+    return report();
 }
