@@ -31,10 +31,12 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 # containers an
 timeout 120 mpirun -np 2 "$out/zero1" | tail -n 2
 timeout 120 mpirun -np 3 --oversubscribe "$out/zero1" | tail -n 2
 
-echo "-- C++: two_layer"
-c++ -std=c++17 -O2 -Wall -Wextra -Werror -Iinclude -Ibindings/cpp/include examples/cpp/two_layer.cpp "${libs[@]}" \
-    -o "$out/two_layer"
-"$out/two_layer" | tail -n 3
+echo "-- C++: two_layer (with exceptions, and without: the Result API)"
+for mode in -fexceptions -fno-exceptions; do
+    c++ -std=c++17 -O2 $mode -Wall -Wextra -Werror -Iinclude -Ibindings/cpp/include examples/cpp/two_layer.cpp \
+        "${libs[@]}" -o "$out/two_layer${mode#-f}"
+    "$out/two_layer${mode#-f}" | tail -n 3
+done
 
 echo "-- Go: service"
 source tools/go-env.sh

@@ -33,7 +33,7 @@ echo "== valgrind (C tests and examples) and the C examples under ASan + UBSan"
 bash tools/test-memcheck.sh
 echo "== fuzzing, 30 s per target (cargo-fuzz, AddressSanitizer)"
 bash tools/test-fuzz.sh 30
-echo "== C++ wrapper tests (C++17 and C++20, ASan + UBSan)"
+echo "== C++ wrapper tests (C++17 and C++20, ASan + UBSan; without exceptions; threads under ThreadSanitizer)"
 bash tools/test-cpp.sh
 echo "== Go package tests (the strict pointer checker, GOEXPERIMENT=cgocheck2; examples; 0 allocations a step)"
 test -z "$(gofmt -l bindings/go examples/go)" || { gofmt -l bindings/go examples/go; echo "error: gofmt" >&2; exit 1; }

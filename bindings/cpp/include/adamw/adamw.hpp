@@ -4,24 +4,38 @@
 //   opt.build({adamw::Variable::of<float>("dense/kernel", {4, 3}, kernel)});
 //   opt.apply_gradients({adamw::Gradient::dense<float>(0, kernel, grad)});
 //
+// - Two error styles over one API. Every fallible call `f` has a twin `try_f` that returns an
+//   adamw::Result<T> (Result<void>): the value, or a Status and the library's message (ok(),
+//   value(), status(), message(), status_name()). The constructor's twin is the factory
+//   Optimizer::create(config). With exceptions (__cpp_exceptions) both styles are there and
+//   `f(args)` is `try_f(args).value()`, throwing adamw::Error (a std::runtime_error carrying
+//   the Status and the message); under -fno-exceptions only the Result style is (every
+//   translation unit of a program must use the same mode). A failed call changes nothing.
+// - Callables (learning rate, betas, the mesh's all-reduce, minimize's gradients) may be any
+//   callable, run on the thread that made the call. With exceptions, one that throws is caught
+//   at the boundary and fails the call with Status::callback_failed, its what() appended to the
+//   message; no exception ever crosses into the library.
+// - Threads: one optimizer may be shared by threads; its calls are serialized, by the library
+//   and by a lock in this wrapper (which orders stateful callables where ThreadSanitizer sees
+//   it). Errors and callables' exception texts are per thread and per call.
 // - RAII: adamw::Optimizer is move-only and frees its handle in the destructor.
-// - Errors: every failing call throws adamw::Error (a std::runtime_error) carrying the status
-//   code and the library's message; a failed call changes nothing.
-// - Callables (learning rate, betas, minimize's gradients) may be any callable; an exception
-//   thrown by one is caught at the boundary, fails the call with ADAMW_STATUS_CALLBACK_FAILED,
-//   and its what() is appended to the Error's message. No exception ever crosses into the library.
+// - Enums: Status, DType, ScheduleKind and DeviceKind are the C enums' values as enum classes;
+//   to_c() and from_c() convert.
 // - Spans: std::span under C++20, adamw::span (pointer + size) under C++17.
-// - Threads: as the C ABI: calls on one optimizer are serialized inside the library.
 #ifndef ADAMW_HPP
 #define ADAMW_HPP
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
-#include <stdexcept>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -29,9 +43,83 @@
 #include <span>
 #endif
 
+#if defined(__cpp_exceptions) || defined(_CPPUNWIND)
+/// 1 when the compiler has exceptions (the throwing twins and adamw::Error exist), else 0.
+#define ADAMW_CPP_EXCEPTIONS 1
+#include <stdexcept>
+#else
+#define ADAMW_CPP_EXCEPTIONS 0
+#endif
+
 #include "adamw.h"
 
 namespace adamw {
+
+/// adamw_status: the outcome of a call (see include/adamw.h for each value).
+enum class Status : std::uint32_t {
+    ok = ADAMW_STATUS_OK,
+    null_argument = ADAMW_STATUS_NULL_ARGUMENT,
+    invalid_argument = ADAMW_STATUS_INVALID_ARGUMENT,
+    invalid_config = ADAMW_STATUS_INVALID_CONFIG,
+    shape_mismatch = ADAMW_STATUS_SHAPE_MISMATCH,
+    dtype_mismatch = ADAMW_STATUS_DTYPE_MISMATCH,
+    unknown_variable = ADAMW_STATUS_UNKNOWN_VARIABLE,
+    index_out_of_range = ADAMW_STATUS_INDEX_OUT_OF_RANGE,
+    not_built = ADAMW_STATUS_NOT_BUILT,
+    already_built = ADAMW_STATUS_ALREADY_BUILT,
+    no_gradients = ADAMW_STATUS_NO_GRADIENTS,
+    callback_failed = ADAMW_STATUS_CALLBACK_FAILED,
+    buffer_too_small = ADAMW_STATUS_BUFFER_TOO_SMALL,
+    invalid_checkpoint = ADAMW_STATUS_INVALID_CHECKPOINT,
+    checkpoint_mismatch = ADAMW_STATUS_CHECKPOINT_MISMATCH,
+    busy = ADAMW_STATUS_BUSY,
+    out_of_memory = ADAMW_STATUS_OUT_OF_MEMORY,
+    internal = ADAMW_STATUS_INTERNAL,
+    non_finite_gradient = ADAMW_STATUS_NON_FINITE_GRADIENT,
+    io = ADAMW_STATUS_IO,
+    device = ADAMW_STATUS_DEVICE,
+};
+
+/// adamw_dtype: element types (DType::int64 only for the iteration counter).
+enum class DType : std::uint32_t {
+    float32 = ADAMW_DTYPE_FLOAT32,
+    float64 = ADAMW_DTYPE_FLOAT64,
+    int64 = ADAMW_DTYPE_INT64,
+    bfloat16 = ADAMW_DTYPE_BFLOAT16,
+    float16 = ADAMW_DTYPE_FLOAT16,
+};
+
+/// adamw_schedule_kind: Keras' six learning-rate schedules (see Schedule).
+enum class ScheduleKind : std::uint32_t {
+    exponential_decay = ADAMW_SCHEDULE_KIND_EXPONENTIAL_DECAY,
+    piecewise_constant_decay = ADAMW_SCHEDULE_KIND_PIECEWISE_CONSTANT_DECAY,
+    polynomial_decay = ADAMW_SCHEDULE_KIND_POLYNOMIAL_DECAY,
+    inverse_time_decay = ADAMW_SCHEDULE_KIND_INVERSE_TIME_DECAY,
+    cosine_decay = ADAMW_SCHEDULE_KIND_COSINE_DECAY,
+    cosine_decay_restarts = ADAMW_SCHEDULE_KIND_COSINE_DECAY_RESTARTS,
+};
+
+/// adamw_device_kind: where an optimizer's state lives (see Optimizer::set_device).
+enum class DeviceKind : std::uint32_t {
+    cpu = ADAMW_DEVICE_KIND_CPU,
+    cuda = ADAMW_DEVICE_KIND_CUDA,
+    host_kernels = ADAMW_DEVICE_KIND_HOST_KERNELS,
+};
+
+/// The C value of a C++ enum, and back (the same numbers).
+constexpr adamw_status to_c(Status s) noexcept { return static_cast<adamw_status>(s); }
+constexpr adamw_dtype to_c(DType d) noexcept { return static_cast<adamw_dtype>(d); }
+constexpr adamw_schedule_kind to_c(ScheduleKind k) noexcept { return static_cast<adamw_schedule_kind>(k); }
+constexpr adamw_device_kind to_c(DeviceKind k) noexcept { return static_cast<adamw_device_kind>(k); }
+constexpr Status from_c(adamw_status s) noexcept { return static_cast<Status>(s); }
+constexpr DType from_c(adamw_dtype d) noexcept { return static_cast<DType>(d); }
+constexpr ScheduleKind from_c(adamw_schedule_kind k) noexcept { return static_cast<ScheduleKind>(k); }
+constexpr DeviceKind from_c(adamw_device_kind k) noexcept { return static_cast<DeviceKind>(k); }
+
+/// The status's name, e.g. "ADAMW_STATUS_SHAPE_MISMATCH".
+inline const char* status_name(Status status) noexcept {
+    return adamw_status_name(static_cast<std::uint32_t>(status));
+}
 
 /// Elements in a device's memory (a CUDA device pointer and a count), for an optimizer on a
 /// device (Optimizer::set_device): never read on the host. Made only explicitly, so that host
@@ -79,16 +167,100 @@ class span {
 };
 #endif
 
-/// A failed call: the status code and the library's message.
+#if ADAMW_CPP_EXCEPTIONS
+/// A failed call, thrown by the throwing twins: the status and the library's message.
 class Error : public std::runtime_error {
    public:
-    Error(adamw_status status, const std::string& message) : std::runtime_error(message), status_(status) {}
-    adamw_status status() const noexcept { return status_; }
+    Error(Status status, const std::string& message) : std::runtime_error(message), status_(status) {}
+    /// Why the call failed.
+    Status status() const noexcept { return status_; }
     /// The status's name, e.g. "ADAMW_STATUS_SHAPE_MISMATCH".
-    const char* status_name() const noexcept { return adamw_status_name(static_cast<uint32_t>(status_)); }
+    const char* status_name() const noexcept { return adamw::status_name(status_); }
 
    private:
-    adamw_status status_;
+    Status status_;
+};
+#endif
+
+namespace detail {
+
+/// What every Result holds: its status and, for a failure, the message naming the cause.
+class ResultBase {
+   public:
+    /// Whether the call succeeded (status() is Status::ok).
+    bool ok() const noexcept { return status_ == Status::ok; }
+    /// Status::ok, or why the call failed.
+    Status status() const noexcept { return status_; }
+    /// The library's message (and a callable's exception text); empty on success.
+    const std::string& message() const noexcept { return message_; }
+    /// The status's name, e.g. "ADAMW_STATUS_SHAPE_MISMATCH".
+    const char* status_name() const noexcept { return adamw::status_name(status_); }
+
+   protected:
+    ResultBase() = default;
+    ResultBase(Status status, std::string message) : status_(status), message_(std::move(message)) {}
+    /// The value of a failure is a bug in the caller: thrown as an Error, or without
+    /// exceptions printed before std::abort() (as std::optional's would be undefined).
+    void expect_ok() const {
+        if (ok()) return;
+#if ADAMW_CPP_EXCEPTIONS
+        throw Error(status_, message_);
+#else
+        std::fprintf(stderr, "adamw: value() of a failed Result: %s: %s\n", status_name(), message_.c_str());
+        std::abort();
+#endif
+    }
+
+    Status status_ = Status::ok;
+    std::string message_;
+};
+
+}  // namespace detail
+
+/// The outcome of a try_ call: a T, or a failure's status and message.
+template <class T>
+class Result : public detail::ResultBase {
+   public:
+    /// A success holding `value`.
+    Result(T value) : value_(std::move(value)) {}
+    /// A failure: `status` (not Status::ok) and the message naming its cause.
+    Result(Status status, std::string message) : ResultBase(status, std::move(message)) {}
+    /// The value; a failure throws it as adamw::Error (without exceptions: prints and aborts).
+    T& value() & {
+        expect_ok();
+        return *value_;
+    }
+    const T& value() const& {
+        expect_ok();
+        return *value_;
+    }
+    /// The value moved out (returned by value, so no reference outlives this Result).
+    T value() && {
+        expect_ok();
+        return std::move(*value_);
+    }
+
+   private:
+    std::optional<T> value_;
+};
+
+/// The outcome of a try_ call that returns nothing: success, or a status and message.
+template <>
+class Result<void> : public detail::ResultBase {
+   public:
+    /// A success.
+    Result() = default;
+    /// A failure: `status` (not Status::ok) and the message naming its cause.
+    Result(Status status, std::string message) : ResultBase(status, std::move(message)) {}
+    /// Nothing; a failure throws it as adamw::Error (without exceptions: prints and aborts).
+    void value() const { expect_ok(); }
+    /// This outcome carrying `value` on success, else the same failure. In
+    /// `call(f, &x).with_value(x)` C++17 evaluates the call before the argument.
+    template <class T>
+    Result<T> with_value(T value) && {
+        if (ok()) return Result<T>(std::move(value));
+        return Result<T>(status_, std::move(message_));
+    }
 };
 
 /// The library's version string and ABI version (compare with ADAMW_ABI_VERSION).
@@ -97,21 +269,67 @@ inline uint32_t abi_version() { return adamw_abi_version(); }
 
 namespace detail {
 
-inline std::string last_error() {
+/// Reads a string with the C ABI's size query: `c_function(args..., NULL, 0, &len)` gives its
+/// length, a second call the text and its NUL. `out` is written only on success.
+template <class CFunction, class... Args>
+adamw_status read_string(std::string& out, CFunction c_function, Args... args) {
     std::size_t len = 0;
-    adamw_last_error(nullptr, 0, &len);
-    std::string message(len + 1, '\0');
-    adamw_last_error(&message[0], message.size(), &len);
-    message.resize(len);
+    adamw_status status = c_function(args..., nullptr, 0, &len);
+    if (status != ADAMW_STATUS_OK) return status;
+    std::string text(len + 1, '\0');
+    status = c_function(args..., &text[0], text.size(), &len);
+    text.resize(len);
+    if (status == ADAMW_STATUS_OK) out = std::move(text);
+    return status;
+}
+
+inline std::string last_error() {
+    std::string message;
+    read_string(message, adamw_last_error);
     return message;
 }
 
-/// Throws the status as an Error; `extra` is appended to the message (a callback's exception).
-inline void check(adamw_status status, const std::string& extra = std::string()) {
-    if (status == ADAMW_STATUS_OK) return;
+/// The text of an exception a callable threw in the C call running on this thread. Per thread
+/// because the library runs callables on the calling thread, so calls that other threads make
+/// at the same time, on the same optimizer too, never see it.
+inline std::string& callback_exception() {
+    thread_local std::string text;
+    return text;
+}
+
+/// Runs `c_call` (C calls returning the first failure's status) and returns its outcome: the
+/// thread's last error, and the exception text of a callable that failed it (cleared first,
+/// so the text is this call's own).
+template <class CCall>
+Result<void> run(CCall&& c_call) {
+    callback_exception().clear();
+    const adamw_status status = c_call();
+    std::string thrown = std::exchange(callback_exception(), std::string());
+    if (status == ADAMW_STATUS_OK) return Result<void>();
     std::string message = last_error();
-    if (!extra.empty()) message += " (" + extra + ")";
-    throw Error(status, message);
+    if (!thrown.empty()) message += " (" + thrown + ")";
+    return Result<void>(from_c(status), std::move(message));
+}
+
+/// Calls `f` for the library: 0, or with exceptions 1 when `f` threw, its text (naming `who`)
+/// kept for run(). Without exceptions there is nothing to catch.
+template <class F>
+int32_t guarded(const char* who, F&& f) noexcept {
+#if ADAMW_CPP_EXCEPTIONS
+    try {
+        f();
+        return 0;
+    } catch (const std::exception& e) {
+        callback_exception() = std::string(who) + " threw: " + e.what();
+    } catch (...) {
+        callback_exception() = std::string(who) + " threw a non-standard exception";
+    }
+    return 1;
+#else
+    (void)who;
+    f();
+    return 0;
+#endif
 }
 
 }  // namespace detail
@@ -195,73 +413,64 @@ template <class T>
 struct dtype_of;
 template <>
 struct dtype_of<float> {
-    static constexpr uint32_t value = ADAMW_DTYPE_FLOAT32;
+    static constexpr DType value = DType::float32;
 };
 template <>
 struct dtype_of<double> {
-    static constexpr uint32_t value = ADAMW_DTYPE_FLOAT64;
+    static constexpr DType value = DType::float64;
 };
 template <>
 struct dtype_of<int64_t> {
-    static constexpr uint32_t value = ADAMW_DTYPE_INT64;
+    static constexpr DType value = DType::int64;
 };
 template <>
 struct dtype_of<bfloat16_t> {
-    static constexpr uint32_t value = ADAMW_DTYPE_BFLOAT16;
+    static constexpr DType value = DType::bfloat16;
 };
 template <>
 struct dtype_of<float16_t> {
-    static constexpr uint32_t value = ADAMW_DTYPE_FLOAT16;
+    static constexpr DType value = DType::float16;
 };
+/// Whether T is a 16-bit float type (which master weights widen to float32).
+template <class T>
+constexpr bool is_16bit = dtype_of<T>::value == DType::bfloat16 || dtype_of<T>::value == DType::float16;
 
-/// Callables owned by an optimizer, at a stable address for the C callbacks' user_data.
-struct Callbacks {
+/// What an optimizer owns beside its handle, at a stable address (the callables' user_data):
+/// its callables, and the lock its calls take.
+struct State {
     std::function<double(int64_t)> learning_rate, beta_1, beta_2;
     std::function<void(double*, std::size_t)> all_reduce;
-    std::string exception;  // what() of the last exception a callable threw
+    // Recursive: a callable that calls its own optimizer gets BUSY from the library, as in C,
+    // instead of a deadlock here.
+    std::recursive_mutex mutex;
 
-    static int32_t call(std::function<double(int64_t)>* f, Callbacks* self, int64_t step, double* out) noexcept {
-        try {
-            *out = (*f)(step);
-            return 0;
-        } catch (const std::exception& e) {
-            self->exception = std::string("the callable threw: ") + e.what();
-        } catch (...) {
-            self->exception = "the callable threw a non-standard exception";
-        }
-        return 1;
+    /// Keeps `fn` (if set) as member F and points the C callback and its user_data at it.
+    template <std::function<double(int64_t)> State::*F>
+    void bind(const std::function<double(int64_t)>& fn, adamw_scalar_fn& c_fn, void*& user_data) {
+        if (!fn) return;
+        this->*F = fn;
+        c_fn = &scalar_trampoline<F>;
+        user_data = this;
     }
-    static int32_t learning_rate_trampoline(int64_t step, void* user_data, double* out) noexcept {
-        auto* self = static_cast<Callbacks*>(user_data);
-        return call(&self->learning_rate, self, step, out);
-    }
-    static int32_t beta_1_trampoline(int64_t step, void* user_data, double* out) noexcept {
-        auto* self = static_cast<Callbacks*>(user_data);
-        return call(&self->beta_1, self, step, out);
-    }
-    static int32_t beta_2_trampoline(int64_t step, void* user_data, double* out) noexcept {
-        auto* self = static_cast<Callbacks*>(user_data);
-        return call(&self->beta_2, self, step, out);
+    template <std::function<double(int64_t)> State::*F>
+    static int32_t scalar_trampoline(int64_t step, void* user_data, double* out) noexcept {
+        auto& fn = static_cast<State*>(user_data)->*F;
+        return guarded("the callable", [&] { *out = fn(step); });
     }
     static int32_t all_reduce_trampoline(double* values, std::size_t count, void* user_data) noexcept {
-        auto* self = static_cast<Callbacks*>(user_data);
-        try {
-            self->all_reduce(values, count);
-            return 0;
-        } catch (const std::exception& e) {
-            self->exception = std::string("the mesh all-reduce threw: ") + e.what();
-        } catch (...) {
-            self->exception = "the mesh all-reduce threw a non-standard exception";
-        }
-        return 1;
+        return guarded("the mesh all-reduce", [&] { static_cast<State*>(user_data)->all_reduce(values, count); });
     }
-    /// Takes the recorded exception text (empty if none).
-    std::string take() { return std::exchange(exception, std::string()); }
 };
 
 struct HandleDeleter {
     void operator()(adamw_optimizer* h) const noexcept { adamw_optimizer_free(h); }
 };
+
+/// Without exceptions, Gradient::with_dense marks an entry whose gradient's length differs from
+/// its values' by pointing `indices` here (the library refuses dense and sparse together), and
+/// try_apply_gradients / try_minimize report it with this message.
+inline const int64_t length_mismatch_marker = 0;
+inline const char* const length_mismatch_message = "the gradient's length differs from the variable's";
 
 }  // namespace detail
 
@@ -270,25 +479,32 @@ class Schedule {
    public:
     static Schedule exponential_decay(double initial_learning_rate, double decay_steps, double decay_rate,
                                       bool staircase = false) {
-        Schedule s(ADAMW_SCHEDULE_KIND_EXPONENTIAL_DECAY);
+        Schedule s(ScheduleKind::exponential_decay);
         s.raw_.initial_learning_rate = initial_learning_rate;
         s.raw_.decay_steps = decay_steps;
         s.raw_.decay_rate = decay_rate;
         s.raw_.staircase = staircase ? 1 : 0;
         return s;
     }
-    static Schedule piecewise_constant_decay(std::vector<int64_t> boundaries, std::vector<double> values) {
+    /// `values[i]` on the i-th interval of `boundaries`: INVALID_ARGUMENT unless there is one
+    /// more value than boundaries (checked here: the C struct holds no count of values).
+    static Result<Schedule> try_piecewise_constant_decay(std::vector<int64_t> boundaries, std::vector<double> values) {
         if (values.size() != boundaries.size() + 1)
-            throw Error(ADAMW_STATUS_INVALID_ARGUMENT,
-                        "The length of boundaries should be 1 less than the length of values.");
-        Schedule s(ADAMW_SCHEDULE_KIND_PIECEWISE_CONSTANT_DECAY);
+            return Result<Schedule>(Status::invalid_argument,
+                                    "The length of boundaries should be 1 less than the length of values.");
+        Schedule s(ScheduleKind::piecewise_constant_decay);
         s.boundaries_ = std::move(boundaries);
         s.values_ = std::move(values);
         return s;
     }
+#if ADAMW_CPP_EXCEPTIONS
+    static Schedule piecewise_constant_decay(std::vector<int64_t> boundaries, std::vector<double> values) {
+        return try_piecewise_constant_decay(std::move(boundaries), std::move(values)).value();
+    }
+#endif
     static Schedule polynomial_decay(double initial_learning_rate, double decay_steps,
                                      double end_learning_rate = 0.0001, double power = 1.0, bool cycle = false) {
-        Schedule s(ADAMW_SCHEDULE_KIND_POLYNOMIAL_DECAY);
+        Schedule s(ScheduleKind::polynomial_decay);
         s.raw_.initial_learning_rate = initial_learning_rate;
         s.raw_.decay_steps = decay_steps;
         s.raw_.end_learning_rate = end_learning_rate;
@@ -298,7 +514,7 @@ class Schedule {
     }
     static Schedule inverse_time_decay(double initial_learning_rate, double decay_steps, double decay_rate,
                                        bool staircase = false) {
-        Schedule s(ADAMW_SCHEDULE_KIND_INVERSE_TIME_DECAY);
+        Schedule s(ScheduleKind::inverse_time_decay);
         s.raw_.initial_learning_rate = initial_learning_rate;
         s.raw_.decay_steps = decay_steps;
         s.raw_.decay_rate = decay_rate;
@@ -308,7 +524,7 @@ class Schedule {
     /// Cosine decay; `warmup_steps` > 0 adds Keras' linear warmup to `warmup_target` first.
     static Schedule cosine_decay(double initial_learning_rate, double decay_steps, double alpha = 0.0,
                                  double warmup_target = 0.0, double warmup_steps = 0.0) {
-        Schedule s(ADAMW_SCHEDULE_KIND_COSINE_DECAY);
+        Schedule s(ScheduleKind::cosine_decay);
         s.raw_.initial_learning_rate = initial_learning_rate;
         s.raw_.decay_steps = decay_steps;
         s.raw_.alpha = alpha;
@@ -319,7 +535,7 @@ class Schedule {
     }
     static Schedule cosine_decay_restarts(double initial_learning_rate, double first_decay_steps, double t_mul = 2.0,
                                           double m_mul = 1.0, double alpha = 0.0) {
-        Schedule s(ADAMW_SCHEDULE_KIND_COSINE_DECAY_RESTARTS);
+        Schedule s(ScheduleKind::cosine_decay_restarts);
         s.raw_.initial_learning_rate = initial_learning_rate;
         s.raw_.decay_steps = first_decay_steps;
         s.raw_.t_mul = t_mul;
@@ -331,6 +547,8 @@ class Schedule {
         name_ = std::move(n);
         return *this;
     }
+    /// Which of the six this is.
+    ScheduleKind kind() const noexcept { return static_cast<ScheduleKind>(raw_.kind); }
 
     /// The C view; valid while this Schedule lives and is not modified.
     const adamw_schedule& raw() {
@@ -342,7 +560,9 @@ class Schedule {
     }
 
    private:
-    explicit Schedule(adamw_schedule_kind kind) { detail::check(adamw_schedule_init(kind, &raw_)); }
+    // Keras' defaults for `kind`. It cannot fail for a ScheduleKind; were it to (a library
+    // without that kind), kind would stay 0, which creating the optimizer refuses.
+    explicit Schedule(ScheduleKind kind) { adamw_schedule_init(static_cast<uint32_t>(kind), &raw_); }
     adamw_schedule raw_{};
     std::vector<int64_t> boundaries_;
     std::vector<double> values_;
@@ -444,7 +664,7 @@ class Config {
 /// A variable to build the optimizer over (name, dtype, shape, current values for EMA).
 struct Variable {
     std::string name;
-    uint32_t dtype = ADAMW_DTYPE_FLOAT32;
+    DType dtype = DType::float32;
     std::vector<std::size_t> shape;
     const void* data = nullptr;
     /// With a mesh: hold only the flat elements `shard_offset .. shard_offset + shard_len`.
@@ -486,16 +706,14 @@ struct Gradient {
     /// master weights (see ADAMW_GRADIENT_DTYPE_SHIFT); DTYPE_MISMATCH for one without.
     template <class T>
     static Gradient dense_float32(std::size_t variable, span<T> values, span<const float> gradient) {
-        static_assert(detail::dtype_of<T>::value == ADAMW_DTYPE_BFLOAT16 || detail::dtype_of<T>::value == ADAMW_DTYPE_FLOAT16,
-                      "float32 gradients are for bfloat16 and float16 variables");
+        static_assert(detail::is_16bit<T>, "float32 gradients are for bfloat16 and float16 variables");
         return float32_gradient(none(variable, values)).with_dense(gradient.data(), gradient.size());
     }
     /// Float32 rows (accumulated in float32) for a bfloat16 or float16 variable with master weights.
     template <class T>
     static Gradient sparse_float32(std::size_t variable, span<T> values, span<const int64_t> indices,
                                    span<const float> rows) {
-        static_assert(detail::dtype_of<T>::value == ADAMW_DTYPE_BFLOAT16 || detail::dtype_of<T>::value == ADAMW_DTYPE_FLOAT16,
-                      "float32 gradients are for bfloat16 and float16 variables");
+        static_assert(detail::is_16bit<T>, "float32 gradients are for bfloat16 and float16 variables");
         return float32_gradient(none(variable, values)).with_rows(indices.data(), indices.size(), rows.data(), rows.size());
     }
     /// A dense gradient in device memory, for an optimizer on a device.
@@ -536,7 +754,7 @@ struct Gradient {
     static Gradient listed(std::size_t variable, T* data, std::size_t len) {
         Gradient g;
         g.raw.variable = variable;
-        g.raw.dtype = detail::dtype_of<T>::value;
+        g.raw.dtype = to_c(detail::dtype_of<T>::value);
         g.raw.data = data;
         g.raw.len = len;
         return g;
@@ -546,11 +764,19 @@ struct Gradient {
         g.raw.dtype |= uint32_t{ADAMW_DTYPE_FLOAT32} << ADAMW_GRADIENT_DTYPE_SHIFT;
         return g;
     }
-    /// The same entry with a dense gradient of `len` elements at `gradient`.
+    /// The same entry with a dense gradient of `len` elements at `gradient`. A length other than
+    /// the values' throws SHAPE_MISMATCH here; without exceptions the entry is marked, and
+    /// try_apply_gradients and try_minimize report it.
     Gradient with_dense(const void* gradient, std::size_t len) const {
-        if (len != raw.len) throw Error(ADAMW_STATUS_SHAPE_MISMATCH, "the gradient's length differs from the variable's");
         Gradient g = *this;
         g.raw.dense = gradient;
+        if (len != raw.len) {
+#if ADAMW_CPP_EXCEPTIONS
+            throw Error(Status::shape_mismatch, detail::length_mismatch_message);
+#else
+            g.raw.indices = &detail::length_mismatch_marker;
+#endif
+        }
         return g;
     }
     /// The same entry with a sparse gradient: `num_indices` row indices and their rows.
@@ -566,7 +792,7 @@ struct Gradient {
 
 /// A value for set_weights: dtype, shape and data (the counter, index 0, is int64).
 struct Weight {
-    uint32_t dtype;
+    DType dtype;
     std::vector<std::size_t> shape;
     const void* data;
 
@@ -579,15 +805,17 @@ struct Weight {
 /// Describes an optimizer variable (see Optimizer::variable_info).
 struct VariableInfo {
     std::string name;
-    uint32_t dtype;
+    DType dtype;
     std::vector<std::size_t> shape;
     std::size_t size;
 };
 
-/// tf.keras.optimizers.AdamW. Move-only; the destructor frees the handle.
+/// tf.keras.optimizers.AdamW. Move-only; the destructor frees the handle. Every fallible
+/// method is a try_ method returning a Result; its throwing twin (with exceptions) is at the end.
 class Optimizer {
    public:
-    explicit Optimizer(const Config& config) : callbacks_(new detail::Callbacks) {
+    /// Creates an optimizer from `config` (the Result twin of the constructor).
+    static Result<Optimizer> create(const Config& config) {
         adamw_config raw = config.raw_;
         adamw_schedule schedule_raw{};
         if (config.schedule_) {
@@ -595,61 +823,42 @@ class Optimizer {
             raw.learning_rate_schedule = &schedule_raw;
         }
         raw.name = config.name_.empty() ? nullptr : config.name_.c_str();
-        if (config.learning_rate_fn_) {
-            callbacks_->learning_rate = config.learning_rate_fn_;
-            raw.learning_rate_fn = &detail::Callbacks::learning_rate_trampoline;
-            raw.learning_rate_user_data = callbacks_.get();
-        }
-        if (config.beta_1_fn_) {
-            callbacks_->beta_1 = config.beta_1_fn_;
-            raw.beta_1_fn = &detail::Callbacks::beta_1_trampoline;
-            raw.beta_1_user_data = callbacks_.get();
-        }
-        if (config.beta_2_fn_) {
-            callbacks_->beta_2 = config.beta_2_fn_;
-            raw.beta_2_fn = &detail::Callbacks::beta_2_trampoline;
-            raw.beta_2_user_data = callbacks_.get();
-        }
+        std::unique_ptr<detail::State> state(new detail::State);
+        state->bind<&detail::State::learning_rate>(config.learning_rate_fn_, raw.learning_rate_fn,
+                                                   raw.learning_rate_user_data);
+        state->bind<&detail::State::beta_1>(config.beta_1_fn_, raw.beta_1_fn, raw.beta_1_user_data);
+        state->bind<&detail::State::beta_2>(config.beta_2_fn_, raw.beta_2_fn, raw.beta_2_user_data);
         if (config.all_reduce_) {
-            callbacks_->all_reduce = config.all_reduce_;
-            raw.mesh_all_reduce = &detail::Callbacks::all_reduce_trampoline;
-            raw.mesh_user_data = callbacks_.get();
+            state->all_reduce = config.all_reduce_;
+            raw.mesh_all_reduce = &detail::State::all_reduce_trampoline;
+            raw.mesh_user_data = state.get();
         }
         adamw_optimizer* h = nullptr;
-        adamw_status status = adamw_optimizer_new(&raw, &h);
-        check(status);
-        handle_.reset(h);
-        if (config.master_weights_) check(adamw_optimizer_set_master_weights(h, 1));
-        if (config.loss_scale_) {
-            check(adamw_optimizer_set_loss_scale(h, config.dynamic_ ? 1 : 0, config.initial_scale_,
-                                                 config.dynamic_growth_steps_));
-        }
-    }
-
-    /// The current loss scale (multiply the loss by it) and the finite steps since it changed;
-    /// throws INVALID_ARGUMENT without a loss scale.
-    std::pair<float, int64_t> loss_scale() const {
-        float scale = 0;
-        int64_t counter = 0;
-        check(adamw_optimizer_loss_scale(h(), &scale, &counter));
-        return {scale, counter};
-    }
-
-    /// The compiled optimizer's config in a `.keras` archive, as JSON for from_config().
-    static std::string keras_file_optimizer_config(const std::string& path) {
-        std::size_t len = 0;
-        detail::check(adamw_keras_file_optimizer_config(path.c_str(), nullptr, 0, &len));
-        std::string json(len + 1, '\0');
-        detail::check(adamw_keras_file_optimizer_config(path.c_str(), &json[0], json.size(), &len));
-        json.resize(len);
-        return json;
+        Result<void> made = detail::run([&] {
+            adamw_status status = adamw_optimizer_new(&raw, &h);
+            if (status == ADAMW_STATUS_OK && config.master_weights_) status = adamw_optimizer_set_master_weights(h, 1);
+            if (status == ADAMW_STATUS_OK && config.loss_scale_) {
+                status = adamw_optimizer_set_loss_scale(h, config.dynamic_ ? 1 : 0, config.initial_scale_,
+                                                        config.dynamic_growth_steps_);
+            }
+            return status;
+        });
+        Optimizer opt(h, std::move(state));  // frees the handle if a setter failed
+        return std::move(made).with_value(std::move(opt));
     }
 
     /// Keras' from_config(): an optimizer from get_config() JSON.
-    static Optimizer from_config(const std::string& json) {
+    static Result<Optimizer> try_from_config(const std::string& json) {
         adamw_optimizer* h = nullptr;
-        detail::check(adamw_optimizer_from_config_json(json.data(), json.size(), &h));
-        return Optimizer(h);
+        Result<void> made = detail::run([&] { return adamw_optimizer_from_config_json(json.data(), json.size(), &h); });
+        return std::move(made).with_value(Optimizer(h, std::unique_ptr<detail::State>(new detail::State)));
+    }
+
+    /// The compiled optimizer's config in a `.keras` archive, as JSON for from_config().
+    static Result<std::string> try_keras_file_optimizer_config(const std::string& path) {
+        std::string json;
+        return detail::run([&] { return detail::read_string(json, adamw_keras_file_optimizer_config, path.c_str()); })
+            .with_value(std::move(json));
     }
 
     Optimizer(Optimizer&&) noexcept = default;
@@ -657,49 +866,59 @@ class Optimizer {
     Optimizer(const Optimizer&) = delete;
     Optimizer& operator=(const Optimizer&) = delete;
 
-    /// The C handle, for calls the wrapper does not cover; still owned by this object.
+    /// The C handle, for calls the wrapper does not cover; still owned by this object. Calls
+    /// made through it bypass this wrapper's lock (the library still serializes them).
     adamw_optimizer* handle() const noexcept { return handle_.get(); }
 
-    /// Keras' get_config() as JSON.
-    std::string get_config() const {
-        std::size_t len = 0;
-        check(adamw_optimizer_get_config(h(), nullptr, 0, &len));
-        std::string json(len + 1, '\0');
-        check(adamw_optimizer_get_config(h(), &json[0], json.size(), &len));
-        json.resize(len);
-        return json;
+    /// The current loss scale (multiply the loss by it) and the finite steps since it changed;
+    /// INVALID_ARGUMENT without a loss scale.
+    Result<std::pair<float, int64_t>> try_loss_scale() const {
+        float scale = 0;
+        int64_t counter = 0;
+        return call(adamw_optimizer_loss_scale, &scale, &counter).with_value(std::make_pair(scale, counter));
     }
 
-    int64_t iterations() const {
+    /// Keras' get_config() as JSON.
+    Result<std::string> try_get_config() const {
+        std::string json;
+        return call([&](adamw_optimizer* h) { return detail::read_string(json, adamw_optimizer_get_config, h); })
+            .with_value(std::move(json));
+    }
+
+    /// The iteration counter: the steps applied, plus any preset.
+    Result<int64_t> try_iterations() const {
         int64_t it = 0;
-        check(adamw_optimizer_iterations(h(), &it));
-        return it;
+        return call(adamw_optimizer_iterations, &it).with_value(it);
     }
-    void set_iterations(int64_t iterations) { check(adamw_optimizer_set_iterations(h(), iterations)); }
+    /// Presets the iteration counter (before build).
+    Result<void> try_set_iterations(int64_t iterations) { return call(adamw_optimizer_set_iterations, iterations); }
     /// The float32 learning rate of the last step (before any: at step 0).
-    float learning_rate() const {
+    Result<float> try_learning_rate() const {
         float lr = 0;
-        check(adamw_optimizer_current_learning_rate(h(), &lr));
-        return lr;
+        return call(adamw_optimizer_current_learning_rate, &lr).with_value(lr);
     }
-    void set_learning_rate(double learning_rate) { check(adamw_optimizer_set_learning_rate(h(), learning_rate)); }
+    /// A constant learning rate from the next step on (INVALID_ARGUMENT with a schedule or callable).
+    Result<void> try_set_learning_rate(double learning_rate) {
+        return call(adamw_optimizer_set_learning_rate, learning_rate);
+    }
 
     /// Before build: variables (indices into build's list) and regex patterns excluded from decay.
-    void exclude_from_weight_decay(const std::vector<std::size_t>& variables,
-                                   const std::vector<std::string>& patterns = {}) {
+    Result<void> try_exclude_from_weight_decay(const std::vector<std::size_t>& variables,
+                                               const std::vector<std::string>& patterns = {}) {
         std::vector<const char*> raw;
         for (const auto& p : patterns) raw.push_back(p.c_str());
-        check(adamw_optimizer_exclude_from_weight_decay(h(), variables.data(), variables.size(), raw.data(),
-                                                        raw.size()));
+        return call(adamw_optimizer_exclude_from_weight_decay, variables.data(), variables.size(), raw.data(),
+                    raw.size());
     }
 
-    void build(const std::vector<Variable>& variables) {
+    /// Builds the state over `variables`; afterwards a variable is named by its index here.
+    Result<void> try_build(const std::vector<Variable>& variables) {
         std::vector<adamw_variable> raw;
         raw.reserve(variables.size());
         for (const auto& v : variables) {
             adamw_variable r{};
             r.name = v.name.c_str();
-            r.dtype = v.dtype;
+            r.dtype = to_c(v.dtype);
             r.ndim = v.shape.size();
             r.shape = v.shape.data();
             r.data = v.data;
@@ -708,153 +927,252 @@ class Optimizer {
             r.shard_len = v.shard_len;
             raw.push_back(r);
         }
-        check(adamw_optimizer_build(h(), raw.data(), raw.size()));
+        return call(adamw_optimizer_build, raw.data(), raw.size());
     }
 
     /// Moves the optimizer to a device before build (adamw_optimizer_set_device): its state lives
     /// there, its steps run there with the CPU's bits, and gradients take device_span buffers.
-    void set_device(adamw_device_kind kind, uint32_t ordinal = 0) {
-        check(adamw_optimizer_set_device(h(), static_cast<uint32_t>(kind), ordinal));
+    Result<void> try_set_device(DeviceKind kind, uint32_t ordinal = 0) {
+        return call(adamw_optimizer_set_device, static_cast<uint32_t>(kind), ordinal);
     }
 
     /// The CUDA stream (a cudaStream_t) that steps are enqueued on (adamw_optimizer_set_stream).
-    void set_stream(void* stream) { check(adamw_optimizer_set_stream(h(), stream)); }
+    Result<void> try_set_stream(void* stream) { return call(adamw_optimizer_set_stream, stream); }
 
     /// Changes the thread setting (see Config::threads).
-    void set_threads(uint32_t threads) { check(adamw_optimizer_set_threads(h(), threads)); }
+    Result<void> try_set_threads(uint32_t threads) { return call(adamw_optimizer_set_threads, threads); }
 
     /// Reserves room for sparse gradients of up to `max_indices` indices (no allocation later).
-    void reserve_sparse(std::size_t max_indices) { check(adamw_optimizer_reserve_sparse(h(), max_indices)); }
+    Result<void> try_reserve_sparse(std::size_t max_indices) {
+        return call(adamw_optimizer_reserve_sparse, max_indices);
+    }
 
     /// One step; returns the new iteration count.
-    int64_t apply_gradients(span<const Gradient> gradients) {
+    Result<int64_t> try_apply_gradients(span<const Gradient> gradients) {
+        if (has_length_mismatch(gradients))
+            return Result<int64_t>(Status::shape_mismatch, detail::length_mismatch_message);
         int64_t it = 0;
-        check(adamw_optimizer_apply_gradients(h(), raw_entries(gradients), gradients.size(), &it));
-        return it;
+        return call(adamw_optimizer_apply_gradients, raw_entries(gradients), gradients.size(), &it).with_value(it);
     }
-    int64_t apply_gradients(std::initializer_list<Gradient> gradients) {
-        return apply_gradients(span<const Gradient>(gradients.begin(), gradients.size()));
+    Result<int64_t> try_apply_gradients(std::initializer_list<Gradient> gradients) {
+        return try_apply_gradients(span<const Gradient>(gradients.begin(), gradients.size()));
     }
 
     /// Keras' minimize: `compute()` fills the gradient buffers of `gradients` from the current
     /// values (an exception from it fails the call and changes nothing), then the step runs.
     template <class Compute>
-    int64_t minimize(span<const Gradient> gradients, Compute&& compute) {
-        struct Context {
-            Compute* compute;
-            std::string exception;
-        } context{&compute, std::string()};
-        auto trampoline = [](void* user_data, const adamw_gradient*, std::size_t) noexcept -> int32_t {
-            auto* ctx = static_cast<Context*>(user_data);
-            try {
-                (*ctx->compute)();
-                return 0;
-            } catch (const std::exception& e) {
-                ctx->exception = std::string("the gradient callable threw: ") + e.what();
-            } catch (...) {
-                ctx->exception = "the gradient callable threw a non-standard exception";
-            }
-            return 1;
+    Result<int64_t> try_minimize(span<const Gradient> gradients, Compute&& compute) {
+        if (has_length_mismatch(gradients))
+            return Result<int64_t>(Status::shape_mismatch, detail::length_mismatch_message);
+        using Fn = std::remove_reference_t<Compute>;
+        adamw_gradient_fn trampoline = [](void* user_data, const adamw_gradient*, std::size_t) noexcept -> int32_t {
+            return detail::guarded("the gradient callable", [&] { (*static_cast<Fn*>(user_data))(); });
         };
+        void* user_data = const_cast<void*>(static_cast<const void*>(&compute));
         int64_t it = 0;
-        adamw_status status = adamw_optimizer_minimize(h(), raw_entries(gradients), gradients.size(), trampoline,
-                                                       &context, &it);
-        detail::check(status, context.exception);
-        return it;
+        return call(adamw_optimizer_minimize, raw_entries(gradients), gradients.size(), trampoline, user_data, &it)
+            .with_value(it);
     }
 
     /// With EMA, each listed variable takes its moving average's value (Keras' name).
     template <class T>
-    void finalize_variable_values(const std::vector<std::pair<std::size_t, span<T>>>& variables) {
-        std::vector<adamw_variable_data> raw;
-        for (const auto& v : variables)
-            raw.push_back(adamw_variable_data{v.first, detail::dtype_of<T>::value, v.second.data(), v.second.size()});
-        check(adamw_optimizer_finalize_variable_values(h(), raw.data(), raw.size()));
+    Result<void> try_finalize_variable_values(const std::vector<std::pair<std::size_t, span<T>>>& variables) {
+        return finalize<T>(variables);
     }
-
     /// finalize_variable_values over variables in device memory (an optimizer on a device).
     template <class T>
-    void finalize_variable_values_on_device(const std::vector<std::pair<std::size_t, device_span<T>>>& variables) {
-        std::vector<adamw_variable_data> raw;
-        for (const auto& v : variables)
-            raw.push_back(adamw_variable_data{v.first, detail::dtype_of<T>::value, v.second.data(), v.second.size()});
-        check(adamw_optimizer_finalize_variable_values(h(), raw.data(), raw.size()));
+    Result<void> try_finalize_variable_values_on_device(
+        const std::vector<std::pair<std::size_t, device_span<T>>>& variables) {
+        return finalize<T>(variables);
     }
 
-    /// Keras' len(optimizer.variables) and the description of one (Keras' order).
-    std::size_t num_variables() const {
+    /// Keras' len(optimizer.variables).
+    Result<std::size_t> try_num_variables() const {
         std::size_t n = 0;
-        check(adamw_optimizer_num_variables(h(), &n));
-        return n;
+        return call(adamw_optimizer_num_variables, &n).with_value(n);
     }
-    VariableInfo variable_info(std::size_t index) const {
-        adamw_variable_info info{};
-        check(adamw_optimizer_variable_info(h(), index, &info));
-        std::size_t len = 0;
-        check(adamw_optimizer_variable_name(h(), index, nullptr, 0, &len));
-        std::string name(len + 1, '\0');
-        check(adamw_optimizer_variable_name(h(), index, &name[0], name.size(), &len));
-        name.resize(len);
-        return VariableInfo{name, info.dtype, std::vector<std::size_t>(info.shape, info.shape + info.ndim), info.len};
+    /// The description of optimizer variable `index` (Keras' order).
+    Result<VariableInfo> try_variable_info(std::size_t index) const {
+        VariableInfo info;
+        return call([&](adamw_optimizer* h) { return read_info(h, index, info); }).with_value(std::move(info));
     }
     /// A copy of optimizer variable `index` as T (int64_t for index 0, else the variable's dtype).
     template <class T>
-    std::vector<T> variable(std::size_t index) const {
-        VariableInfo info = variable_info(index);
-        std::vector<T> out(info.size);
-        check(adamw_optimizer_get_variable(h(), index, detail::dtype_of<T>::value, out.data(), out.size()));
-        return out;
+    Result<std::vector<T>> try_variable(std::size_t index) const {
+        std::vector<T> out;
+        return call([&](adamw_optimizer* h) {
+                   VariableInfo info;
+                   adamw_status status = read_info(h, index, info);
+                   if (status != ADAMW_STATUS_OK) return status;
+                   out.resize(info.size);
+                   return adamw_optimizer_get_variable(h, index, to_c(detail::dtype_of<T>::value), out.data(),
+                                                       out.size());
+               })
+            .with_value(std::move(out));
     }
-    void set_weights(const std::vector<Weight>& weights) {
+    /// Keras' set_weights: assigns weights[i] to optimizer variable i (0 is the int64 counter).
+    Result<void> try_set_weights(const std::vector<Weight>& weights) {
         std::vector<adamw_weight> raw;
-        for (const auto& w : weights) raw.push_back(adamw_weight{w.dtype, w.shape.size(), w.shape.data(), w.data});
-        check(adamw_optimizer_set_weights(h(), raw.data(), raw.size()));
+        for (const auto& w : weights)
+            raw.push_back(adamw_weight{to_c(w.dtype), w.shape.size(), w.shape.data(), w.data});
+        return call(adamw_optimizer_set_weights, raw.data(), raw.size());
     }
 
     /// Keras' save_own_variables, as bytes (safetensors; see README).
-    std::vector<std::byte> save() const {
-        std::size_t len = 0;
-        check(adamw_optimizer_save_own_variables(h(), nullptr, 0, &len));
-        std::vector<std::byte> bytes(len);
-        check(adamw_optimizer_save_own_variables(h(), reinterpret_cast<uint8_t*>(bytes.data()), bytes.size(), &len));
-        return bytes;
+    Result<std::vector<std::byte>> try_save() const {
+        std::vector<std::byte> bytes;
+        return call([&](adamw_optimizer* h) {
+                   std::size_t len = 0;
+                   adamw_status status = adamw_optimizer_save_own_variables(h, nullptr, 0, &len);
+                   if (status != ADAMW_STATUS_OK) return status;
+                   bytes.resize(len);
+                   return adamw_optimizer_save_own_variables(h, bytes_of(bytes.data()), bytes.size(), &len);
+               })
+            .with_value(std::move(bytes));
     }
     /// Keras' load_own_variables: every optimizer variable from save()'s bytes.
-    void load(span<const std::byte> bytes) {
-        check(adamw_optimizer_load_own_variables(h(), reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+    Result<void> try_load(span<const std::byte> bytes) {
+        return call(adamw_optimizer_load_own_variables, bytes_of(bytes.data()), bytes.size());
+    }
+    /// Loads what every rank of another sharding saved (save()'s bytes, in any order; one
+    /// unsharded checkpoint is one rank) into this built optimizer's own shards, or its whole
+    /// state if unsharded (adamw_optimizer_load_shards). Each rank of the new sharding passes
+    /// all the checkpoints; CHECKPOINT_MISMATCH names a missing or overlapping shard.
+    Result<void> try_load_shards(const std::vector<span<const std::byte>>& checkpoints) {
+        std::vector<const uint8_t*> data;
+        std::vector<std::size_t> lens;
+        for (const auto& c : checkpoints) {
+            data.push_back(bytes_of(c.data()));
+            lens.push_back(c.size());
+        }
+        return call(adamw_optimizer_load_shards, data.data(), lens.data(), checkpoints.size());
     }
     /// Saves to a file atomically (temporary file, flush, rename): a failure leaves the old file.
-    void save_file(const std::string& path) const { check(adamw_optimizer_save_file(h(), path.c_str())); }
-    /// Loads a file written by save_file (ADAMW_STATUS_IO if it cannot be read).
-    void load_file(const std::string& path) { check(adamw_optimizer_load_file(h(), path.c_str())); }
+    Result<void> try_save_file(const std::string& path) const { return call(adamw_optimizer_save_file, path.c_str()); }
+    /// Loads a file written by save_file (Status::io if it cannot be read).
+    Result<void> try_load_file(const std::string& path) { return call(adamw_optimizer_load_file, path.c_str()); }
 
     /// Keras' own files (README, "Keras' own files"): loads the optimizer state of a `.keras`
     /// archive or a `.weights.h5` file written by tf-keras into this built optimizer; every
-    /// count, shape and dtype is checked first (ADAMW_STATUS_CHECKPOINT_MISMATCH).
-    void load_keras_file(const std::string& path) { check(adamw_optimizer_load_keras_file(h(), path.c_str())); }
+    /// count, shape and dtype is checked first (Status::checkpoint_mismatch).
+    Result<void> try_load_keras_file(const std::string& path) {
+        return call(adamw_optimizer_load_keras_file, path.c_str());
+    }
     /// Writes out_path: the Keras file template_path with its optimizer state replaced by this one's.
-    void save_keras_file(const std::string& template_path, const std::string& out_path) const {
-        check(adamw_optimizer_save_keras_file(h(), template_path.c_str(), out_path.c_str()));
+    Result<void> try_save_keras_file(const std::string& template_path, const std::string& out_path) const {
+        return call(adamw_optimizer_save_keras_file, template_path.c_str(), out_path.c_str());
     }
     /// Loads a plain safetensors store (Keras' keys "0".."N-1", no libadamw metadata).
-    void load_keras_store(span<const std::byte> bytes) {
-        check(adamw_optimizer_load_keras_store(h(), reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+    Result<void> try_load_keras_store(span<const std::byte> bytes) {
+        return call(adamw_optimizer_load_keras_store, bytes_of(bytes.data()), bytes.size());
     }
 
-   private:
-    explicit Optimizer(adamw_optimizer* h) : handle_(h), callbacks_(new detail::Callbacks) {}
-    adamw_optimizer* h() const {
-        if (!handle_) throw Error(ADAMW_STATUS_NULL_ARGUMENT, "this optimizer was moved from");
-        return handle_.get();
+#if ADAMW_CPP_EXCEPTIONS
+    // The throwing twins: each is its try_ method's value(), throwing adamw::Error on failure.
+
+    /// Creates an optimizer from `config` (see create).
+    explicit Optimizer(const Config& config) : Optimizer(create(config).value()) {}
+    static Optimizer from_config(const std::string& json) { return try_from_config(json).value(); }
+    static std::string keras_file_optimizer_config(const std::string& path) {
+        return try_keras_file_optimizer_config(path).value();
     }
-    void check(adamw_status status) const { detail::check(status, callbacks_ ? callbacks_->take() : std::string()); }
+    std::pair<float, int64_t> loss_scale() const { return try_loss_scale().value(); }
+    std::string get_config() const { return try_get_config().value(); }
+    int64_t iterations() const { return try_iterations().value(); }
+    void set_iterations(int64_t iterations) { try_set_iterations(iterations).value(); }
+    float learning_rate() const { return try_learning_rate().value(); }
+    void set_learning_rate(double learning_rate) { try_set_learning_rate(learning_rate).value(); }
+    void exclude_from_weight_decay(const std::vector<std::size_t>& variables,
+                                   const std::vector<std::string>& patterns = {}) {
+        try_exclude_from_weight_decay(variables, patterns).value();
+    }
+    void build(const std::vector<Variable>& variables) { try_build(variables).value(); }
+    void set_device(DeviceKind kind, uint32_t ordinal = 0) { try_set_device(kind, ordinal).value(); }
+    void set_stream(void* stream) { try_set_stream(stream).value(); }
+    void set_threads(uint32_t threads) { try_set_threads(threads).value(); }
+    void reserve_sparse(std::size_t max_indices) { try_reserve_sparse(max_indices).value(); }
+    int64_t apply_gradients(span<const Gradient> gradients) { return try_apply_gradients(gradients).value(); }
+    int64_t apply_gradients(std::initializer_list<Gradient> gradients) {
+        return try_apply_gradients(gradients).value();
+    }
+    template <class Compute>
+    int64_t minimize(span<const Gradient> gradients, Compute&& compute) {
+        return try_minimize(gradients, std::forward<Compute>(compute)).value();
+    }
+    template <class T>
+    void finalize_variable_values(const std::vector<std::pair<std::size_t, span<T>>>& variables) {
+        try_finalize_variable_values(variables).value();
+    }
+    template <class T>
+    void finalize_variable_values_on_device(const std::vector<std::pair<std::size_t, device_span<T>>>& variables) {
+        try_finalize_variable_values_on_device(variables).value();
+    }
+    std::size_t num_variables() const { return try_num_variables().value(); }
+    VariableInfo variable_info(std::size_t index) const { return try_variable_info(index).value(); }
+    template <class T>
+    std::vector<T> variable(std::size_t index) const {
+        return try_variable<T>(index).value();
+    }
+    void set_weights(const std::vector<Weight>& weights) { try_set_weights(weights).value(); }
+    std::vector<std::byte> save() const { return try_save().value(); }
+    void load(span<const std::byte> bytes) { try_load(bytes).value(); }
+    void load_shards(const std::vector<span<const std::byte>>& checkpoints) { try_load_shards(checkpoints).value(); }
+    void save_file(const std::string& path) const { try_save_file(path).value(); }
+    void load_file(const std::string& path) { try_load_file(path).value(); }
+    void load_keras_file(const std::string& path) { try_load_keras_file(path).value(); }
+    void save_keras_file(const std::string& template_path, const std::string& out_path) const {
+        try_save_keras_file(template_path, out_path).value();
+    }
+    void load_keras_store(span<const std::byte> bytes) { try_load_keras_store(bytes).value(); }
+#endif
+
+   private:
+    Optimizer(adamw_optimizer* h, std::unique_ptr<detail::State> state) : state_(std::move(state)), handle_(h) {}
+
+    /// Runs `c_function(handle, args...)` (a C function, or a lambda making several C calls)
+    /// under this optimizer's lock. The library serializes calls too, but its lock is invisible
+    /// to ThreadSanitizer; this one orders the callables' own state for it, and keeps a size
+    /// query and its read together.
+    template <class CFunction, class... Args>
+    Result<void> call(CFunction&& c_function, Args... args) const {
+        if (!handle_) return Result<void>(Status::null_argument, "this optimizer was moved from");
+        std::lock_guard<std::recursive_mutex> lock(state_->mutex);
+        return detail::run([&] { return c_function(handle_.get(), args...); });
+    }
+    static adamw_status read_info(adamw_optimizer* h, std::size_t index, VariableInfo& out) {
+        adamw_variable_info info{};
+        adamw_status status = adamw_optimizer_variable_info(h, index, &info);
+        if (status == ADAMW_STATUS_OK) status = detail::read_string(out.name, adamw_optimizer_variable_name, h, index);
+        if (status != ADAMW_STATUS_OK) return status;
+        out.dtype = static_cast<DType>(info.dtype);
+        out.shape.assign(info.shape, info.shape + info.ndim);
+        out.size = info.len;
+        return status;
+    }
+    template <class T, class Span>
+    Result<void> finalize(const std::vector<std::pair<std::size_t, Span>>& variables) {
+        std::vector<adamw_variable_data> raw;
+        for (const auto& v : variables) {
+            raw.push_back(
+                adamw_variable_data{v.first, to_c(detail::dtype_of<T>::value), v.second.data(), v.second.size()});
+        }
+        return call(adamw_optimizer_finalize_variable_values, raw.data(), raw.size());
+    }
+    static bool has_length_mismatch(span<const Gradient> gradients) {
+        for (const Gradient& g : gradients)
+            if (g.raw.indices == &detail::length_mismatch_marker) return true;
+        return false;
+    }
     static const adamw_gradient* raw_entries(span<const Gradient> gradients) {
         static_assert(sizeof(Gradient) == sizeof(adamw_gradient), "Gradient wraps adamw_gradient exactly");
         return gradients.size() ? &gradients[0].raw : nullptr;
     }
+    static const uint8_t* bytes_of(const std::byte* bytes) { return reinterpret_cast<const uint8_t*>(bytes); }
+    static uint8_t* bytes_of(std::byte* bytes) { return reinterpret_cast<uint8_t*>(bytes); }
 
+    // Declared first so that it outlives the handle, which holds pointers into it.
+    std::unique_ptr<detail::State> state_;
     std::unique_ptr<adamw_optimizer, detail::HandleDeleter> handle_;
-    std::unique_ptr<detail::Callbacks> callbacks_;
 };
 
 }  // namespace adamw
