@@ -626,7 +626,7 @@ enum adamw_status adamw_optimizer_set_learning_rate(struct adamw_optimizer *opti
 // NULL: `optimizer` must not be NULL; `variables` / `patterns` may be NULL only when their count is 0.
 // Threads: serialized with other calls.
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT (a pattern that is not a valid regex or not UTF-8),
-// ALREADY_BUILT, BUSY. An index beyond the built variables fails the later build (UNKNOWN_VARIABLE).
+// ALREADY_BUILT, BUSY. An index beyond the variables build receives makes that build fail.
 enum adamw_status adamw_optimizer_exclude_from_weight_decay(struct adamw_optimizer *optimizer,
                                                             const size_t *variables,
                                                             size_t num_variables,
@@ -638,8 +638,9 @@ enum adamw_status adamw_optimizer_exclude_from_weight_decay(struct adamw_optimiz
 // Ownership: the array, names, shapes and data are read during the call and copied.
 // NULL: `optimizer` must not be NULL; `variables` may be NULL only when `num_variables` is 0.
 // Threads: serialized with other calls.
-// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (unknown dtype, too many dimensions, bad name),
-// DTYPE_MISMATCH, SHAPE_MISMATCH, UNKNOWN_VARIABLE (an excluded index beyond the list),
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (unknown dtype, too many dimensions, bad name, a shard
+// outside its variable or without a mesh), DTYPE_MISMATCH (not a float dtype),
+// UNKNOWN_VARIABLE (an excluded index beyond the list),
 // ALREADY_BUILT, OUT_OF_MEMORY (allocation failed or a shape overflows), BUSY.
 enum adamw_status adamw_optimizer_build(struct adamw_optimizer *optimizer,
                                         const struct adamw_variable *variables,
@@ -792,7 +793,10 @@ enum adamw_status adamw_optimizer_apply_gradients(struct adamw_optimizer *optimi
 // `adamw_optimizer_apply_gradients` does.
 // NULL: as for apply_gradients; `gradient_fn` must not be NULL. Threads: serialized; the
 // callback runs on the calling thread, with this optimizer locked (calling it returns BUSY).
-// Errors: those of apply_gradients; CALLBACK_FAILED when `gradient_fn` returns non-zero.
+// Errors: those of apply_gradients: NULL_ARGUMENT, INVALID_ARGUMENT, NOT_BUILT,
+// UNKNOWN_VARIABLE, DTYPE_MISMATCH, SHAPE_MISMATCH, INDEX_OUT_OF_RANGE, NO_GRADIENTS,
+// NON_FINITE_GRADIENT, CALLBACK_FAILED (also when `gradient_fn` returns non-zero; nothing has
+// changed then), OUT_OF_MEMORY, BUSY.
 enum adamw_status adamw_optimizer_minimize(struct adamw_optimizer *optimizer,
                                            const struct adamw_gradient *entries,
                                            size_t num_entries,

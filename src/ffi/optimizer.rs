@@ -157,7 +157,7 @@ pub unsafe extern "C" fn adamw_optimizer_set_learning_rate(
 /// NULL: `optimizer` must not be NULL; `variables` / `patterns` may be NULL only when their count is 0.
 /// Threads: serialized with other calls.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (a pattern that is not a valid regex or not UTF-8),
-/// ALREADY_BUILT, BUSY. An index beyond the built variables fails the later build (UNKNOWN_VARIABLE).
+/// ALREADY_BUILT, BUSY. An index beyond the variables build receives makes that build fail.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_optimizer_exclude_from_weight_decay(
     optimizer: *mut adamw_optimizer,
@@ -185,8 +185,9 @@ pub unsafe extern "C" fn adamw_optimizer_exclude_from_weight_decay(
 /// Ownership: the array, names, shapes and data are read during the call and copied.
 /// NULL: `optimizer` must not be NULL; `variables` may be NULL only when `num_variables` is 0.
 /// Threads: serialized with other calls.
-/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (unknown dtype, too many dimensions, bad name),
-/// DTYPE_MISMATCH, SHAPE_MISMATCH, UNKNOWN_VARIABLE (an excluded index beyond the list),
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (unknown dtype, too many dimensions, bad name, a shard
+/// outside its variable or without a mesh), DTYPE_MISMATCH (not a float dtype),
+/// UNKNOWN_VARIABLE (an excluded index beyond the list),
 /// ALREADY_BUILT, OUT_OF_MEMORY (allocation failed or a shape overflows), BUSY.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_optimizer_build(

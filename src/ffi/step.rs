@@ -237,7 +237,10 @@ pub unsafe extern "C" fn adamw_optimizer_apply_gradients(
 /// `adamw_optimizer_apply_gradients` does.
 /// NULL: as for apply_gradients; `gradient_fn` must not be NULL. Threads: serialized; the
 /// callback runs on the calling thread, with this optimizer locked (calling it returns BUSY).
-/// Errors: those of apply_gradients; CALLBACK_FAILED when `gradient_fn` returns non-zero.
+/// Errors: those of apply_gradients: NULL_ARGUMENT, INVALID_ARGUMENT, NOT_BUILT,
+/// UNKNOWN_VARIABLE, DTYPE_MISMATCH, SHAPE_MISMATCH, INDEX_OUT_OF_RANGE, NO_GRADIENTS,
+/// NON_FINITE_GRADIENT, CALLBACK_FAILED (also when `gradient_fn` returns non-zero; nothing has
+/// changed then), OUT_OF_MEMORY, BUSY.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_optimizer_minimize(
     optimizer: *mut adamw_optimizer,
