@@ -1,4 +1,4 @@
-/* The C tests' checks: EXPECT, EXPECT_STATUS, EXPECT_MESSAGE, and EXPECT_REJECTED, which runs a
+/* The C tests' checks: EXPECT, EXPECT_STATUS, EXPECT_MESSAGE, read_whole, and EXPECT_REJECTED, which runs a
  * call that must fail between two snapshots of everything observable about an optimizer (its
  * checkpoint bytes, config, counter and loss scale) and checks that nothing changed. Each test
  * program includes it once. */
@@ -102,6 +102,20 @@ static inline int last_error_contains(const char *needle) {
 }
 
 #define EXPECT_MESSAGE(needle) EXPECT(last_error_contains(needle))
+
+/* The whole file at `path` (free it), its size in `*len`; NULL (a failed check) if unreadable. */
+static inline uint8_t *read_whole(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    EXPECT(f != NULL);
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *bytes = malloc(*len ? *len : 1);
+    EXPECT(fread(bytes, 1, *len, f) == *len);
+    fclose(f);
+    return bytes;
+}
 
 /* The closing line: "N passed, N failed", and the exit status. */
 static inline int report(void) {

@@ -1246,19 +1246,6 @@ static adamw_optimizer *from_keras_archive(const char *path) {
     return opt;
 }
 
-static uint8_t *read_whole(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    EXPECT(f != NULL);
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    *len = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *bytes = malloc(*len ? *len : 1);
-    EXPECT(fread(bytes, 1, *len, f) == *len);
-    fclose(f);
-    return bytes;
-}
-
 static void test_keras_files(void) {
     const char *archive = KERAS_DIR "float64_clipnorm.keras", *weights = KERAS_DIR "float64_clipnorm.weights.h5";
     adamw_optimizer *opt = from_keras_archive(archive);

@@ -80,19 +80,6 @@ static uint8_t *checkpoint_of(const adamw_optimizer *opt, size_t *len) {
     return bytes;
 }
 
-static uint8_t *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    EXPECT(f != NULL);
-    if (f == NULL) return NULL;
-    fseek(f, 0, SEEK_END);
-    *len = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *bytes = malloc(*len ? *len : 1);
-    EXPECT(fread(bytes, 1, *len, f) == *len);
-    fclose(f);
-    return bytes;
-}
-
 /* Optimizer variable 1 (m of variable 0) of two optimizers is the same: the slots were loaded. */
 static int same_m(const adamw_optimizer *a, const adamw_optimizer *b, size_t len) {
     float ma[12], mb[12];
@@ -201,7 +188,7 @@ static void test_keras_files_keep_the_loss_scale(void) {
                     EXPECT_STATUS(adamw_optimizer_load_keras_file(opt, path), ADAMW_STATUS_OK);
                 } else {
                     size_t len = 0;
-                    uint8_t *store = read_file(path, &len);
+                    uint8_t *store = read_whole(path, &len);
                     EXPECT_STATUS(adamw_optimizer_load_keras_store(opt, store, len), ADAMW_STATUS_OK);
                     free(store);
                 }
