@@ -18,16 +18,7 @@
 
 std::string version_from_second_tu();
 
-static int checks = 0, failures = 0;
-
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        ++checks;                                                                     \
-        if (!(cond)) {                                                                \
-            ++failures;                                                               \
-            std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                             \
-    } while (0)
+#include "check.hpp"
 
 // `result` must be a failure with `status` and `text` in its message; returns the message.
 template <class R>

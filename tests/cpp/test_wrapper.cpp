@@ -16,16 +16,7 @@
 
 std::string version_from_second_tu();
 
-static int checks = 0, failures = 0;
-
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        ++checks;                                                                     \
-        if (!(cond)) {                                                                \
-            ++failures;                                                               \
-            std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                             \
-    } while (0)
+#include "check.hpp"
 
 // Runs `body`, which must throw adamw::Error with `status` (a C value: from_c converts it);
 // returns the message.
