@@ -302,7 +302,7 @@ fn main() {
     println!(
         "# cpu \"{cpu}\", nproc {}, threads {threads}, simd {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        adamw::simd_level()
+        adamw::simd_level().name()
     );
     println!("{:<30} {:>6} {:>10} {:>10} {:>9}", "mode", "size", "G param/s", "probe G/s", "of memory");
     let mut json = Vec::new();
@@ -341,7 +341,7 @@ fn main() {
         let body = format!(
             "{{\"cpu\": \"{cpu}\", \"nproc\": {}, \"simd\": \"{}\", \"results\": [\n  {}\n]}}\n",
             std::thread::available_parallelism().map_or(0, |n| n.get()),
-            adamw::simd_level(),
+            adamw::simd_level().name(),
             json.join(",\n  ")
         );
         std::fs::write(path, body).unwrap();

@@ -173,10 +173,6 @@ impl<F: Real> GradientOp<F> {
 }
 
 impl<F: Arith> GradientOp<F> {
-    /// Whether the gradient passes through unchanged.
-    pub fn is_identity(&self) -> bool {
-        self.unscale.is_none() && matches!(self.clip, Clip::None)
-    }
 
     /// The op on one element; the loops run it as [`GradientOp::fused`].
     #[cfg(test)]
@@ -202,6 +198,62 @@ impl<F: Arith> GradientOp<F> {
         };
         FusedGradientOp { r, a, d, hi, lo }
     }
+}
+
+impl<F: Arith> GradientOp<F> {
+    /// The op in the cheapest form that gives its bits, for loops compiled per form: a loss
+    /// scale's unscaling and a global clip are multiplications only, a value clip has no
+    /// division; only a per-tensor norm clip divides.
+    pub fn form(self) -> GradientForm<F> {
+        let one = Ftz::ONE;
+        let r = self.unscale.unwrap_or(one);
+        match self.clip {
+            Clip::None if self.unscale.is_none() => GradientForm::Identity,
+            Clip::None => GradientForm::Scale { r, a: one },
+            Clip::ByGlobalNorm { scale } => GradientForm::Scale { r, a: scale },
+            // `clamp` needs bounds that are numbers (a NaN bound makes every gradient NaN).
+            Clip::ByValue { high, low } if !high.get().is_nan() && !low.get().is_nan() => {
+                GradientForm::Clamp { r, hi: high, lo: low }
+            }
+            Clip::ByValue { .. } => GradientForm::Full(self.fused()),
+            Clip::ByNorm { .. } => GradientForm::Full(self.fused()),
+        }
+    }
+}
+
+/// A [`GradientOp`] in one of the forms a loop is compiled for ([`GradientOp::form`]). Each is
+/// [`FusedGradientOp`] with the parts it leaves out at their neutral values (one, ±infinity), so
+/// the same bits: multiplying by one and taking the minimum with +infinity or the maximum with
+/// -infinity give their operand.
+#[derive(Debug, Clone, Copy)]
+pub enum GradientForm<F> {
+    Identity,
+    /// `(g * r) * a`.
+    Scale { r: Ftz<F>, a: Ftz<F> },
+    /// `max(min(g * r, hi), lo)`.
+    Clamp { r: Ftz<F>, hi: Ftz<F>, lo: Ftz<F> },
+    Full(FusedGradientOp<F>),
+}
+
+impl<F: Arith> GradientForm<F> {
+    /// The op on one element (the loops inline each form's line of this).
+    #[cfg(test)]
+    pub fn apply<const HW: bool>(self, g: Ftz<F, HW>) -> Ftz<F, HW> {
+        match self {
+            GradientForm::Identity => g,
+            GradientForm::Scale { r, a } => (g * r.mode()) * a.mode(),
+            GradientForm::Clamp { r, hi, lo } => clamp(g * r.mode(), hi.mode(), lo.mode()),
+            GradientForm::Full(fused) => fused.apply(g),
+        }
+    }
+}
+
+/// `tf.maximum(tf.minimum(x, hi), lo)` for bounds that are not NaN: `x` unless it lies beyond a
+/// bound (a NaN `x` compares false and stays), in one comparison and selection per bound.
+#[inline(always)]
+pub fn clamp<F: Arith, const HW: bool>(x: Ftz<F, HW>, hi: Ftz<F, HW>, lo: Ftz<F, HW>) -> Ftz<F, HW> {
+    let below_hi = if x > hi { hi } else { x };
+    if below_hi < lo { lo } else { below_hi }
 }
 
 /// A [`GradientOp`] as `max(min(((g * r) * a) / d, hi), lo)`, with the factors and bounds that
@@ -350,6 +402,34 @@ mod tests {
                     assert!(
                         want.to_bits() == got.to_bits() || (want.is_nan() && got.is_nan()),
                         "{op:?} on {g}: {want} vs {got}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every compiled form gives the op's bits.
+    #[test]
+    fn gradient_forms_are_the_ops() {
+        let clips = [
+            Clip::None,
+            Clip::<f32>::by_norm(Ftz::new(9.0), 0.5),
+            Clip::<f32>::by_global_norm(Ftz::new(3.0), 1.0),
+            Clip::<f32>::by_value(0.25),
+            Clip::<f32>::by_value(0.0),
+            Clip::<f32>::by_value(f64::NAN),
+        ];
+        let values = [0.1f32, -0.3, 0.0, -0.0, 7.5, -7.5, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e-39, 3.0e38];
+        for clip in clips {
+            for unscale in [None, Some(unscale_factor::<f32>(1024.0)), Some(unscale_factor::<f32>(3.0))] {
+                let op = GradientOp { unscale, clip };
+                for &g in &values {
+                    let g = Ftz::<f32>::new(g);
+                    let got = op.form().apply(g);
+                    let want = op.apply(g);
+                    assert!(
+                        want.get().to_bits() == got.get().to_bits() || (want.get().is_nan() && got.get().is_nan()),
+                        "{op:?} on {g:?}: {want:?} vs {got:?}"
                     );
                 }
             }

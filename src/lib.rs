@@ -46,16 +46,18 @@ mod kwargs;
 mod optimizer;
 mod reduction;
 mod schedule;
+mod simd;
 mod tensor;
 
 pub use checkpoint::reshard_checkpoints;
 pub use config::{AllReduce, Beta, Callback, Clipping, Config, Device, LearningRate, LossScale, Mesh};
 pub use dtype::{DType, Element, Exclusive, Owned, Shared, Storage, Tensor, TensorBuf, TensorMut, TensorRef};
-pub use engine::cpu::loops::{set_simd_enabled, simd_level};
+pub use engine::cpu::loops::set_simd_enabled;
 pub use error::{Error, Result};
 pub use kwargs::Num;
 pub use optimizer::{Optimizer, Shard, StateInfo, StateTensor, VariableSpec, Weight};
 pub use schedule::Schedule;
+pub use simd::{SimdLevel, set_simd_level, simd_level};
 pub use tensor::{
     DeviceEntries, DeviceEntry, DeviceGradient, DeviceIndices, DeviceTensor, Gradient, GradientEntries, GradientEntry,
 };

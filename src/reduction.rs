@@ -1,9 +1,11 @@
 //! Eigen's sums, as TensorFlow's CPU kernels take them for the clip norms (docs/numerics.md §8,
 //! §17), and the same sums over a tensor sharded across ranks, exact (§14).
 
+use std::marker::PhantomData;
 use std::ops::Range;
 
-use crate::float::{Ftz, Real};
+use crate::float::{FlushToZero, Ftz, HARDWARE_FLUSH as HW, Real};
+use crate::simd::{self, Kernel, SimdLevel, simd_level};
 
 /// Above this many elements the two halves of Eigen's tree are summed on two threads (same bits).
 const PARALLEL_SUM_THRESHOLD: usize = 1 << 18;
@@ -39,6 +41,159 @@ pub fn sum_eigen_in<F: Real>(parallel: bool, x: &(impl Fn(usize) -> Ftz<F> + Syn
         return acc;
     }
     leaf_sum(x, first, n)
+}
+
+/// [`sum_eigen_in`] of `term(w)` over every value of a whole tensor, taken on slices: the same
+/// tree and bits, each leaf one loop compiled for the CPU's SIMD level (so that it runs at
+/// memory speed). A leaf's values are converted a window at a time by `widen` (into `W`, the
+/// type `term` reads: a 16-bit dtype's arithmetic type, or float32 for a master copy) and summed
+/// in `F`'s arithmetic as the type the loops compute with (`F::Math`, the same bits), under TF's
+/// flushing mode ([`FlushToZero`]; `term` computes in that mode, [`HW`]). With `parallel` the
+/// halves of large trees run on two threads.
+pub fn sum_terms<F: Real, G: Copy + Sync, W: Copy + Default>(
+    parallel: bool,
+    values: &[G],
+    widen: &(impl Fn(&[G], &mut [W]) + Sync),
+    term: &(impl Fn(W) -> Ftz<F::Math, HW> + Sync),
+) -> Ftz<F> {
+    let leaves = Leaves { values, widen, term, level: simd_level(), types: PhantomData };
+    leaves.tree(parallel, 0, values.len())
+}
+
+/// What [`sum_terms`] sums and how.
+struct Leaves<'a, F, G, W, X, T> {
+    values: &'a [G],
+    widen: &'a X,
+    term: &'a T,
+    level: SimdLevel,
+    /// The tree's dtype, and the type `widen` converts to.
+    types: PhantomData<fn() -> (F, W)>,
+}
+
+impl<F, G, W, X, T> Clone for Leaves<'_, F, G, W, X, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<F, G, W, X, T> Copy for Leaves<'_, F, G, W, X, T> {}
+
+impl<F: Real, G: Copy + Sync, W: Copy + Default, X: Fn(&[G], &mut [W]) + Sync, T: Fn(W) -> Ftz<F::Math, HW> + Sync>
+    Leaves<'_, F, G, W, X, T>
+{
+    /// Eigen's tree over `first..first + n`, the two halves of large trees on two threads.
+    fn tree(self, parallel: bool, first: usize, n: usize) -> Ftz<F> {
+        let Some((n_left, split)) = halves::<F>(first, n) else {
+            let _flush = FlushToZero::new();
+            return simd::dispatch(self.level, Leaf { leaves: self, first, n });
+        };
+        let left = || self.tree(parallel, first, n_left);
+        let right = || (n_left < n).then(|| self.tree(parallel, split, n - n_left));
+        let (left, right) = if parallel && n > PARALLEL_SUM_THRESHOLD { rayon::join(left, right) } else { (left(), right()) };
+        let mut acc = Ftz::ZERO + left;
+        if let Some(r) = right {
+            acc = acc + r;
+        }
+        acc
+    }
+}
+
+/// One leaf of [`sum_terms`], as a kernel for [`simd::dispatch`].
+struct Leaf<'a, F, G, W, X, T> {
+    leaves: Leaves<'a, F, G, W, X, T>,
+    first: usize,
+    n: usize,
+}
+
+impl<F: Real, G: Copy, W: Copy + Default, X: Fn(&[G], &mut [W]), T: Fn(W) -> Ftz<F::Math, HW>> Kernel
+    for Leaf<'_, F, G, W, X, T>
+{
+    type Output = Ftz<F>;
+
+    #[inline(always)]
+    fn run(self) -> Ftz<F> {
+        let values = &self.leaves.values[self.first..self.first + self.n];
+        let (widen, term) = (self.leaves.widen, self.leaves.term);
+        match F::PACKET {
+            8 => slice_leaf::<F, G, W, _, _, 8>(values, widen, term),
+            4 => slice_leaf::<F, G, W, _, _, 4>(values, widen, term),
+            _ => unreachable!("Eigen packets here have 4 or 8 lanes"),
+        }
+    }
+}
+
+/// Values a leaf converts at a time: a multiple of every `4 * P`.
+const WINDOW: usize = 256;
+
+/// [`leaf_sum`] over a slice, with packets of `P` lanes: four interleaved packet accumulators,
+/// then one packet, then a scalar tail, then the packet's lanes. Every loop has a fixed length,
+/// so that the packets' lanes become vector lanes.
+#[inline(always)]
+fn slice_leaf<F: Real, G: Copy, W: Copy + Default, X: Fn(&[G], &mut [W]), T: Fn(W) -> Ftz<F::Math, HW>, const P: usize>(
+    values: &[G],
+    widen: &X,
+    term: &T,
+) -> Ftz<F> {
+    let zero = Ftz::<F::Math, HW>::ZERO;
+    let mut acc = [[zero; P]; 4];
+    let mut window = [W::default(); WINDOW];
+    let mut windows = values.chunks(WINDOW).peekable();
+    while let Some(part) = windows.next() {
+        let wide = &mut window[..part.len()];
+        widen(part, wide);
+        let (packets, tail) = wide.as_chunks::<P>();
+        let (quads, packets) = packets.as_chunks::<4>();
+        for quad in quads {
+            for (a, packet) in acc.iter_mut().zip(quad) {
+                for (a, &x) in a.iter_mut().zip(packet) {
+                    *a = *a + term(x);
+                }
+            }
+        }
+        if windows.peek().is_some() {
+            continue; // every window but the last holds whole quads
+        }
+        if values.len() >= 4 * P {
+            for k in 1..4 {
+                for lane in 0..P {
+                    acc[0][lane] = acc[0][lane] + acc[k][lane];
+                }
+            }
+        }
+        for packet in packets {
+            for (a, &x) in acc[0].iter_mut().zip(packet) {
+                *a = *a + term(x);
+            }
+        }
+        let scalar = tail.iter().fold(zero, |sum, &x| sum + term(x));
+        let lanes: [Ftz<F>; P] = std::array::from_fn(|lane| Ftz::new(F::store(acc[0][lane].get())));
+        let total = scalar + Ftz::new(horizontal_sum(&lanes).get().load());
+        return Ftz::new(F::store(total.get()));
+    }
+    Ftz::ZERO // an empty tensor
+}
+
+/// A clip norm's sum over a whole tensor's values, as float64: the sum of `(x * x) * 0.5` with
+/// `halve` (`tf.nn.l2_loss`) or of `x * x` (`tf.reduce_sum(tf.square(x))`, for bfloat16 summed
+/// in float32), each `x = input(w)` in the terms' dtype `T`, `w` a value converted by `widen`
+/// (see [`sum_terms`]).
+pub fn squares_sum_of_slice<T: Real, G: Copy + Sync, W: Copy + Default>(
+    parallel: bool,
+    values: &[G],
+    halve: bool,
+    widen: &(impl Fn(&[G], &mut [W]) + Sync),
+    input: &(impl Fn(W) -> Ftz<T::Math, HW> + Sync),
+) -> f64 {
+    // Multiplying by one is exact, so one form serves both sums without a branch per element.
+    let factor = Ftz::<T::Math, HW>::new(T::from_f64(if halve { 0.5 } else { 1.0 }).load());
+    let term = |w: W| {
+        let x = input(w);
+        (x * x) * factor
+    };
+    if sums_in_f32::<T>(halve) {
+        let wide = sum_terms::<f32, G, W>(parallel, values, widen, &|w| Ftz::new(T::store(term(w).get()).to_f32()));
+        return T::from_f32(wide.get()).to_f64();
+    }
+    sum_terms::<T, G, W>(parallel, values, widen, &term).get().to_f64()
 }
 
 /// Where Eigen's tree splits `first..first + n` in two, when it is more than one leaf: the
@@ -123,6 +278,7 @@ pub fn squares_sum<F: Real>(parallel: bool, values: &[F], halve: bool) -> Ftz<F>
 }
 
 /// `squares_sum` over `len` values given by `value` (a gradient widened on the fly).
+#[cfg(test)]
 pub fn squares_sum_of<F: Real>(
     parallel: bool,
     len: usize,
@@ -297,6 +453,37 @@ mod tests {
         }
         let s: [f32; 4] = std::array::from_fn(|i| q[i] + q[i + 4]);
         assert_eq!(got.to_bits(), (0.0f32 + ((s[0] + s[2]) + (s[1] + s[3]))).to_bits());
+    }
+
+    /// The sums on slices (vectorized leaves, windows, threads) give the bits of the sums by
+    /// index, at every SIMD level this processor has: every dtype, both kinds of sum, lengths
+    /// around packets, quads, windows and leaves, and large enough to split across threads.
+    #[test]
+    fn sums_on_slices_are_the_sums_by_index() {
+        fn check<F: Real>(values: &[F], level: SimdLevel) {
+            for halve in [false, true] {
+                let want = squares_sum_of(false, values.len(), &|i| values[i], halve).get().to_f64();
+                for parallel in [false, true] {
+                    let widen = |g: &[F], w: &mut [F::Math]| F::widen_math(g, w, level > SimdLevel::Portable);
+                    let got = squares_sum_of_slice::<F, F, F::Math>(parallel, values, halve, &widen, &|w| Ftz::new(w));
+                    assert_eq!(got.to_bits(), want.to_bits(), "n {} halve {halve} {level:?}", values.len());
+                }
+            }
+        }
+        for level in SimdLevel::supported() {
+            crate::simd::set_simd_level(Some(level));
+            for n in [0, 1, 7, 8, 31, 33, 255, 257, 1023, 1601, 8192 + 5, 70_001, 600_000] {
+                let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
+                let d: Vec<f64> = x.iter().map(|&v| v as f64 * 1.000001).collect();
+                let b: Vec<half::bf16> = x.iter().map(|&v| half::bf16::from_f32(v)).collect();
+                let h: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
+                check(&x, level);
+                check(&d, level);
+                check(&b, level);
+                check(&h, level);
+            }
+        }
+        crate::simd::set_simd_level(None);
     }
 
     /// Any split of a tensor into shards, with the all-reduce simulated, gives the one-process

@@ -14,6 +14,7 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 /// the type (a float32 or float64 one, or for the 16-bit types one done in float32 and rounded).
 pub trait Arith:
     Copy
+    + Default
     + Debug
     + PartialOrd
     + Send
@@ -62,6 +63,15 @@ pub trait Lane: Copy + Send + Sync {
     fn widen_piece(src: &[Self], dst: &mut [Self::Piece], _simd: bool) {
         for (d, &x) in dst.iter_mut().zip(src) {
             *d = Self::Piece::store(x.load());
+        }
+    }
+
+    /// `src` in the type the loops compute with (exact; `dst` as long as `src`), with SIMD
+    /// instructions if `simd`.
+    #[inline(always)]
+    fn widen_math(src: &[Self], dst: &mut [Self::Math], _simd: bool) {
+        for (d, &x) in dst.iter_mut().zip(src) {
+            *d = x.load();
         }
     }
 

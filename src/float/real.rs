@@ -257,6 +257,11 @@ real_16_bit!(
         }
 
         #[inline(always)]
+        fn widen_math(src: &[Self], dst: &mut [F16Math], simd: bool) {
+            Self::widen_piece(src, dst, simd)
+        }
+
+        #[inline(always)]
         fn narrow_piece(src: &[F16Math], dst: &mut [Self], simd: bool) {
             #[cfg(target_arch = "x86_64")]
             if simd && sixteen::f16c::available() {

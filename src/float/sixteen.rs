@@ -131,7 +131,7 @@ macro_rules! in_float32 {
         ///
         /// Invariant: the float32 always holds a value of the 16-bit type (it is made only by
         /// [`Self::from_bits16`], [`Self::round`] and the rounded operators).
-        #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+        #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
         #[repr(transparent)]
         pub struct $name(f32);
 

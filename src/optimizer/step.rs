@@ -109,12 +109,25 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut CallEntries<'_>) 
     let loss_scale = config.loss_scale.map(|_| state.loss_scale);
     let dynamic_scale = config.loss_scale.filter(|l| l.dynamic);
     let checks_finite = config.reject_non_finite_gradients || dynamic_scale.is_some();
-    let local_bad = if checks_finite { state.engine.find_non_finite(entries, loss_scale)? } else { None };
+    let norm_clipping = matches!(clipping, Clipping::Norm(_) | Clipping::GlobalNorm(_));
+    let halve = matches!(clipping, Clipping::GlobalNorm(_));
+    // In one process the finite check rides along the norm pass: the norms are sums of squares
+    // of the (unscaled) gradients, so finite sums prove every gradient finite, and only a
+    // non-finite sum needs the search for the element (an overflowing sum of finite ones
+    // finds none). The norms change nothing, so they may come before the checks.
+    built.norm_partials.clear();
+    built.norm_shared.clear();
+    let norms_first = norm_clipping && config.mesh.is_none();
+    if norms_first {
+        state.engine.norm_partials(entries, halve, loss_scale, &mut built.norm_partials, &mut built.norm_shared)?;
+    }
+    let proven_finite = norms_first && built.norm_partials.iter().all(|s| s.is_finite());
+    let local_bad =
+        if checks_finite && !proven_finite { state.engine.find_non_finite(entries, loss_scale)? } else { None };
     let mut any_bad = local_bad.is_some();
     // Under a mesh the ranks first agree, in one all-reduce of three numbers: that they make the
     // same call, and whether any rank has a non-finite gradient (then every rank rejects or
     // skips, together).
-    let norm_clipping = matches!(clipping, Clipping::Norm(_) | Clipping::GlobalNorm(_));
     if let Some(mesh) = config.mesh.as_ref().filter(|_| checks_finite || norm_clipping) {
         let own = call_signature(built, entries) as f64;
         let mut header = [1.0, own, if any_bad { 1.0 } else { 0.0 }];
@@ -161,10 +174,7 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut CallEntries<'_>) 
     // Norms come before anything changes: the mesh's all-reduce may fail. The all-reduce blocks
     // until every rank arrives, so it runs here, on the calling thread, never on a pool thread
     // (ranks as threads of one process sharing a pool could starve each other).
-    built.norm_partials.clear();
-    built.norm_shared.clear();
-    if norm_clipping {
-        let halve = matches!(clipping, Clipping::GlobalNorm(_));
+    if norm_clipping && !norms_first {
         if let Some(mesh) = &config.mesh {
             if !built.leaves_known {
                 // Once: which leaves of the sharded sums the ranks' shard boundaries split.

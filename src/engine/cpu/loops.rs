@@ -12,10 +12,9 @@
 //!   mode TF's kernels run in, and the element functions skip their explicit flushes (`HW`).
 //! - Nothing here allocates.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use crate::float::{Arith, FlushToZero, Ftz, HARDWARE_FLUSH as HW, Lane, Real};
-use crate::kernels::{FusedGradientOp, GradientOp, StepScalars, VariableOps, dense_element, sparse_element};
+use crate::simd::{SimdLevel as Isa, set_simd_level, simd_level};
+use crate::kernels::{FusedGradientOp, GradientForm, GradientOp, clamp, StepScalars, VariableOps, dense_element, sparse_element};
 
 /// Variables up to twice this many elements are updated by one thread; larger ones are split
 /// in halves down to chunks of about this size. Measured with `cargo bench --bench quick`
@@ -23,52 +22,15 @@ use crate::kernels::{FusedGradientOp, GradientOp, StepScalars, VariableOps, dens
 /// 7.6 / 6.2; smaller chunks cost more in hand-offs than the second core gains.
 pub(crate) const CHUNK: usize = 1 << 15;
 
-static SIMD_ENABLED: AtomicBool = AtomicBool::new(true);
-
 /// Turns the SIMD code paths off (or back on) for the whole process: the portable loops then
-/// run everywhere. The results are the same bits either way; this exists to test that.
+/// run everywhere (see [`crate::simd::set_simd_level`], which can also pick a level between).
 pub fn set_simd_enabled(enabled: bool) {
-    SIMD_ENABLED.store(enabled, Ordering::Relaxed);
+    set_simd_level(if enabled { None } else { Some(Isa::Portable) });
 }
 
-/// Whether the SIMD code paths are on (see [`set_simd_enabled`]).
+/// Whether loops above the portable level run (see [`set_simd_enabled`]).
 pub(crate) fn simd_enabled() -> bool {
-    SIMD_ENABLED.load(Ordering::Relaxed)
-}
-
-/// The instruction set the loops run with on this machine (for reports).
-pub fn simd_level() -> &'static str {
-    match Isa::detect() {
-        Isa::Avx512 => "avx512f",
-        Isa::Avx2 => "avx2",
-        Isa::Portable => "portable",
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Isa {
-    Avx512,
-    Avx2,
-    Portable,
-}
-
-impl Isa {
-    #[inline]
-    fn detect() -> Isa {
-        if !simd_enabled() {
-            return Isa::Portable;
-        }
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                return Isa::Avx2;
-            }
-        }
-        Isa::Portable
-    }
+    simd_level() > Isa::Portable
 }
 
 /// A variable's values (`var`) and its optimizer slots, all of one length; `vhat` and `average`
@@ -186,6 +148,19 @@ trait ClipOp<F: Arith>: Copy + Send + Sync {
 
 #[derive(Clone, Copy)]
 struct NoClip;
+/// [`GradientForm::Scale`].
+#[derive(Clone, Copy)]
+struct Scaled<F> {
+    r: Ftz<F>,
+    a: Ftz<F>,
+}
+/// [`GradientForm::Clamp`].
+#[derive(Clone, Copy)]
+struct Clamped<F> {
+    r: Ftz<F>,
+    hi: Ftz<F>,
+    lo: Ftz<F>,
+}
 #[derive(Clone, Copy)]
 struct Fixed<F>(FusedGradientOp<F>);
 
@@ -196,6 +171,20 @@ impl<F: Arith> ClipOp<F> for NoClip {
     }
 }
 
+impl<F: Arith> ClipOp<F> for Scaled<F> {
+    #[inline(always)]
+    fn apply<const H: bool>(self, g: Ftz<F, H>) -> Ftz<F, H> {
+        (g * self.r.mode()) * self.a.mode()
+    }
+}
+
+impl<F: Arith> ClipOp<F> for Clamped<F> {
+    #[inline(always)]
+    fn apply<const H: bool>(self, g: Ftz<F, H>) -> Ftz<F, H> {
+        clamp(g * self.r.mode(), self.hi.mode(), self.lo.mode())
+    }
+}
+
 impl<F: Arith> ClipOp<F> for Fixed<F> {
     #[inline(always)]
     fn apply<const H: bool>(self, g: Ftz<F, H>) -> Ftz<F, H> {
@@ -203,7 +192,7 @@ impl<F: Arith> ClipOp<F> for Fixed<F> {
     }
 }
 
-/// Calls `$body` with the monomorphized loop for the clip mode, amsgrad / EMA modes and ISA.
+/// Calls `$body` with the monomorphized loop for the gradient op's form and the amsgrad / EMA modes.
 macro_rules! with_modes {
     ($op:expr, $slots:expr, |$c:ident, $a:ident, $e:ident| $call:expr) => {{
         macro_rules! modes {
@@ -236,8 +225,12 @@ macro_rules! with_modes {
                 }
             };
         }
-        let op = $op;
-        if op.is_identity() { modes!(NoClip) } else { modes!(Fixed(op.fused())) }
+        match $op.form() {
+            GradientForm::Identity => modes!(NoClip),
+            GradientForm::Scale { r, a } => modes!(Scaled { r, a }),
+            GradientForm::Clamp { r, hi, lo } => modes!(Clamped { r, hi, lo }),
+            GradientForm::Full(fused) => modes!(Fixed(fused)),
+        }
     }};
 }
 
@@ -251,7 +244,7 @@ pub fn dense_step<F: Real>(
     parallel: bool,
 ) {
     assert_eq!(grad.len(), slots.len(), "gradient and variable lengths are checked before the step");
-    let isa = Isa::detect();
+    let isa = simd_level();
     let s = &s.to_math();
     with_modes!(op.to_math(), slots, |c, A, E| dense_parallel::<F, _, A, E>(s, ops, c, grad, slots, parallel, isa))
 }
@@ -284,7 +277,7 @@ fn dense_parallel<F: Real, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: b
 macro_rules! isa_variant {
     ($name:ident, $feature:literal, $body:ident, ($($arg:ident: $ty:ty),*)) => {
         /// # Safety
-        /// The CPU must support the target feature (checked by `Isa::detect`).
+        /// The CPU must support the target features (checked by `SimdLevel::detected`).
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $feature)]
         unsafe fn $name<F: Lane, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>($($arg: $ty),*) {
@@ -293,8 +286,8 @@ macro_rules! isa_variant {
     };
 }
 
-isa_variant!(dense_avx512, "avx512f", dense_chunk, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, grad: &[F], slots: SlotSlices<'_, F>));
-isa_variant!(dense_avx2, "avx2", dense_chunk, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, grad: &[F], slots: SlotSlices<'_, F>));
+isa_variant!(dense_avx512, "avx512f,avx512bw,avx512vl,avx2,f16c", dense_chunk, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, grad: &[F], slots: SlotSlices<'_, F>));
+isa_variant!(dense_avx2, "avx2,f16c", dense_chunk, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, grad: &[F], slots: SlotSlices<'_, F>));
 
 #[inline(always)]
 fn dense_dispatch<F: Real, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
@@ -307,7 +300,7 @@ fn dense_dispatch<F: Real, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: b
 ) {
     let _flush = FlushToZero::new();
     match isa {
-        // SAFETY: `Isa::detect` returned these only after the CPU reported the feature.
+        // SAFETY: `simd_level` returns these only after the CPU reported the feature.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { dense_avx512::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots) },
         // SAFETY: as above.
@@ -424,7 +417,7 @@ pub fn sparse_step<F: Real>(
     slots: SlotSlices<'_, F>,
     parallel: bool,
 ) {
-    let isa = Isa::detect();
+    let isa = simd_level();
     let s = &s.to_math();
     with_modes!(op.to_math(), slots, |c, A, E| sparse_parallel::<F, _, A, E>(
         s,
@@ -539,8 +532,8 @@ fn sparse_serial<F: Real, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bo
     }
 }
 
-isa_variant!(untouched_avx512_inner, "avx512f", untouched_generic, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, slots: SlotSlices<'_, F>));
-isa_variant!(untouched_avx2_inner, "avx2", untouched_generic, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, slots: SlotSlices<'_, F>));
+isa_variant!(untouched_avx512_inner, "avx512f,avx512bw,avx512vl,avx2,f16c", untouched_generic, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, slots: SlotSlices<'_, F>));
+isa_variant!(untouched_avx2_inner, "avx2,f16c", untouched_generic, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, slots: SlotSlices<'_, F>));
 
 #[inline(always)]
 fn untouched_dispatch<F: Real, const AMSGRAD: bool, const EMA: bool>(
@@ -550,7 +543,7 @@ fn untouched_dispatch<F: Real, const AMSGRAD: bool, const EMA: bool>(
     isa: Isa,
 ) {
     match isa {
-        // SAFETY: `Isa::detect` returned these only after the CPU reported the feature.
+        // SAFETY: `simd_level` returns these only after the CPU reported the feature.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { untouched_avx512_inner::<F, NoClip, AMSGRAD, EMA>(s, ops, NoClip, slots) },
         // SAFETY: as above.

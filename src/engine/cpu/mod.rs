@@ -16,9 +16,10 @@ use loops::{SlotSlices, SparseRows};
 use super::{Engine, NonFinite, Slot, Slots, StepPlan, VariableLayout};
 use crate::dtype::{DType, Element, TensorBuf, TensorMut, TensorRef, each_float, with_float};
 use crate::error::{Error, Result, invalid};
-use crate::float::{Ftz, Real, widen};
+use crate::float::{Arith, Ftz, HARDWARE_FLUSH as HW, Lane, Real, widen};
 use crate::kernels;
 use crate::reduction;
+use crate::simd::{self, SimdLevel, simd_level};
 use crate::tensor::{CallEntries, Gradient, GradientEntries};
 
 /// One variable's state in host memory; a slot that is off is empty.
@@ -201,21 +202,24 @@ impl Engine for CpuEngine {
 
     fn find_non_finite(&mut self, entries: &mut CallEntries<'_>, loss_scale: Option<f32>) -> Result<Option<NonFinite>> {
         let entries = host(entries)?;
-        let variables = &self.variables;
-        Ok((0..entries.len()).find_map(|entry| {
-            let e = entries.get(entry);
-            let gradient = e.gradient?;
-            let found = match loss_scale {
-                None => each_float!(gradient.values(), x => first_non_finite(x), _ => None),
-                // The unscaled gradient, in the dtype it is unscaled in (a master's float32).
-                Some(scale) if variables[e.variable].has_master() => {
-                    let r = kernels::unscale_factor::<f32>(scale);
-                    each_float!(gradient.values(), x => first_non_finite_unscaled(x, widen, r), _ => None)
-                }
-                Some(scale) => each_float!(gradient.values(), x => first_non_finite_unscaled(x, |g| g, kernels::unscale_factor(scale)), _ => None),
-            };
-            let (element, value) = found?;
-            Some(NonFinite { entry, element, value })
+        let (variables, parallel) = (&self.variables, self.parallel);
+        let level = simd_level();
+        Ok(in_pool(self.pool_for(entries), || {
+            (0..entries.len()).find_map(|entry| {
+                let e = entries.get(entry);
+                let gradient = e.gradient?;
+                let found = match loss_scale {
+                    None => each_float!(gradient.values(), x => first_non_finite(x, |g| g.load(), parallel, level), _ => None),
+                    // The unscaled gradient, in the dtype it is unscaled in (a master's float32).
+                    Some(scale) if variables[e.variable].has_master() => {
+                        let r = kernels::unscale_factor::<f32>(scale);
+                        each_float!(gradient.values(), x => first_non_finite(x, |g| (Ftz::new(widen(g)) * r).get(), parallel, level), _ => None)
+                    }
+                    Some(scale) => each_float!(gradient.values(), x => first_non_finite_unscaled(x, scale, parallel, level), _ => None),
+                };
+                let (element, value) = found?;
+                Some(NonFinite { entry, element, value })
+            })
         }))
     }
 
@@ -338,26 +342,66 @@ fn host<'e>(entries: &'e mut CallEntries<'_>) -> Result<&'e mut dyn GradientEntr
     }
 }
 
-/// The first element of `x` that is NaN or infinite once converted by `to` and unscaled by `r`.
+/// The first element of `x` whose `checked` value is NaN or infinite, with its position and
+/// value. Checked a chunk at a time with the vector loop of [`AllFinite`], in parallel when
+/// `parallel`; only a chunk that fails is searched element by element.
 #[allow(clippy::eq_op)] // `v - v` is the point: NaN exactly when v is NaN or infinite
-fn first_non_finite_unscaled<G: Real, F: Real>(x: &[G], to: impl Fn(G) -> F, r: Ftz<F>) -> Option<(usize, f64)> {
-    x.iter()
-        .position(|&g| {
-            let v = (Ftz::new(to(g)) * r).get();
-            !(v - v == F::ZERO)
-        })
-        .map(|k| (k, x[k].to_f64()))
+fn first_non_finite<G: Real, M: Arith>(
+    x: &[G],
+    checked: impl Fn(G) -> M + Sync,
+    parallel: bool,
+    level: SimdLevel,
+) -> Option<(usize, f64)> {
+    use rayon::prelude::*;
+    let finite = |chunk: &[G]| simd::dispatch(level, AllFinite { values: chunk, checked: &checked });
+    let bad_chunk = if parallel && x.len() > 2 * loops::CHUNK {
+        x.par_chunks(loops::CHUNK).position_first(|chunk| !finite(chunk))
+    } else {
+        x.chunks(loops::CHUNK).position(|chunk| !finite(chunk))
+    }?;
+    let start = bad_chunk * loops::CHUNK;
+    let end = (start + loops::CHUNK).min(x.len());
+    let k = start + x[start..end].iter().position(|&g| {
+        let v = checked(g);
+        !(v - v == M::ZERO)
+    })?;
+    Some((k, x[k].to_f64()))
 }
 
-/// The first NaN or infinity in `x`, with its position.
-#[allow(clippy::eq_op)] // `v - v` is the point: NaN exactly when v is NaN or infinite
-fn first_non_finite<F: Real>(x: &[F]) -> Option<(usize, f64)> {
-    // Summing x - x is NaN exactly when some x is NaN or infinite, and vectorizes.
-    let all_finite = x.chunks(1024).all(|c| c.iter().fold(F::ZERO, |acc, &v| acc + (v - v)) == F::ZERO);
-    if all_finite {
-        return None;
+/// [`first_non_finite`] of `x` unscaled in its own dtype.
+fn first_non_finite_unscaled<G: Real>(x: &[G], scale: f32, parallel: bool, level: SimdLevel) -> Option<(usize, f64)> {
+    let r = Ftz::<G::Math>::new(kernels::unscale_factor::<G>(scale).get().load());
+    first_non_finite(x, |g| (Ftz::new(g.load()) * r).get(), parallel, level)
+}
+
+/// Whether `checked(x)` is finite for every `x` of `values`: a sum of `v - v`, which is zero
+/// for every finite `v` and NaN once any `v` is NaN or infinite, in one vector loop.
+struct AllFinite<'a, G, C> {
+    values: &'a [G],
+    checked: &'a C,
+}
+
+impl<G: Copy, M: Arith, C: Fn(G) -> M> simd::Kernel for AllFinite<'_, G, C> {
+    type Output = bool;
+
+    #[inline(always)]
+    #[allow(clippy::eq_op)] // see the type's documentation
+    fn run(self) -> bool {
+        let checked = self.checked;
+        let mut lanes = [M::ZERO; 16];
+        let blocks = self.values.chunks_exact(16);
+        let tail = blocks.remainder().iter().fold(M::ZERO, |acc, &g| {
+            let v = checked(g);
+            acc + (v - v)
+        });
+        for block in blocks {
+            for (lane, &g) in lanes.iter_mut().zip(block) {
+                let v = checked(g);
+                *lane = *lane + (v - v);
+            }
+        }
+        lanes.iter().fold(tail, |acc, &lane| acc + lane) == M::ZERO
     }
-    x.iter().position(|v| !(*v - *v == F::ZERO)).map(|k| (k, x[k].to_f64()))
 }
 
 /// A gradient's sum of squares (or `l2_loss`) in the state's dtype (widened to float32 for a
@@ -373,33 +417,44 @@ fn squares_sum<F: Real>(
 ) -> f64 {
     let n = values.len();
     let widened = state.has_master();
-    match loss_scale {
-        None if widened => sum_of(state, n, &|i| widen(values[i]), halve, parallel, shared),
-        None => sum_of(state, n, &|i| values[i], halve, parallel, shared),
-        Some(scale) if widened => {
-            let r = kernels::unscale_factor::<f32>(scale);
-            sum_of(state, n, &|i| (Ftz::new(widen(values[i])) * r).get(), halve, parallel, shared)
-        }
-        Some(scale) => {
-            let r = kernels::unscale_factor::<F>(scale);
-            sum_of(state, n, &|i| (Ftz::new(values[i]) * r).get(), halve, parallel, shared)
-        }
+    if let Some(shared) = shared {
+        return match loss_scale {
+            None if widened => sum_of(state, n, &|i| widen(values[i]), halve, shared),
+            None => sum_of(state, n, &|i| values[i], halve, shared),
+            Some(scale) if widened => {
+                let r = kernels::unscale_factor::<f32>(scale);
+                sum_of(state, n, &|i| (Ftz::new(widen(values[i])) * r).get(), halve, shared)
+            }
+            Some(scale) => {
+                let r = kernels::unscale_factor::<F>(scale);
+                sum_of(state, n, &|i| (Ftz::new(values[i]) * r).get(), halve, shared)
+            }
+        };
+    }
+    // The unscaling factor is one without a loss scale: multiplying by one is exact.
+    let simd = loops::simd_enabled();
+    if widened {
+        let r = loss_scale.map_or(Ftz::ONE, kernels::unscale_factor::<f32>).mode::<HW>();
+        let to_f32 = |g: &[F], w: &mut [f32]| F::widen_slice(g, w, simd);
+        reduction::squares_sum_of_slice::<f32, F, f32>(parallel, values, halve, &to_f32, &|w| Ftz::new(w) * r)
+    } else {
+        let r = Ftz::<F::Math, HW>::new(loss_scale.map_or(Ftz::ONE, kernels::unscale_factor::<F>).get().load());
+        let to_math = |g: &[F], w: &mut [F::Math]| F::widen_math(g, w, simd);
+        reduction::squares_sum_of_slice::<F, F, F::Math>(parallel, values, halve, &to_math, &|w| Ftz::new(w) * r)
     }
 }
 
-/// [`squares_sum`] of the `n` terms that `value` gives (indexed from the shard's start).
+/// This rank's part of a sharded dense gradient's sum, of the `n` terms that `value` gives
+/// (indexed from the shard's start), appended to `shared`; returns 0.
 fn sum_of<G: Real>(
     state: &VariableSlots,
     n: usize,
     value: &(impl Fn(usize) -> G + Sync),
     halve: bool,
-    parallel: bool,
-    shared: Option<&mut Vec<f64>>,
+    shared: &mut Vec<f64>,
 ) -> f64 {
-    let Some(shared) = shared else {
-        return reduction::squares_sum_of(parallel, n, value, halve).get().to_f64();
-    };
     let (l, split) = (&state.layout, &state.split_leaves[..]);
+    debug_assert_eq!(n, l.len);
     let held = l.offset..l.offset + l.len;
     let term = |i: usize| reduction::square_term(value(i - l.offset), halve);
     if reduction::sums_in_f32::<G>(halve) {
