@@ -140,10 +140,11 @@ fn slice_leaf<F: Real, G: Copy, W: Copy + Default, X: Fn(&[G], &mut [W]), T: Fn(
     while let Some(part) = windows.next() {
         let wide = &mut window[..part.len()];
         widen(part, wide);
-        let (packets, tail) = wide.as_chunks::<P>();
-        let (quads, packets) = packets.as_chunks::<4>();
+        let quads = wide.chunks_exact(4 * P);
+        let rest = quads.remainder();
         for quad in quads {
-            for (a, packet) in acc.iter_mut().zip(quad) {
+            for (a, packet) in acc.iter_mut().zip(quad.chunks_exact(P)) {
+                let packet: &[W; P] = packet.try_into().expect("chunks of P");
                 for (a, &x) in a.iter_mut().zip(packet) {
                     *a = *a + term(x);
                 }
@@ -153,13 +154,17 @@ fn slice_leaf<F: Real, G: Copy, W: Copy + Default, X: Fn(&[G], &mut [W]), T: Fn(
             continue; // every window but the last holds whole quads
         }
         if values.len() >= 4 * P {
+            #[allow(clippy::needless_range_loop)] // lanes index like Eigen's packets
             for k in 1..4 {
                 for lane in 0..P {
                     acc[0][lane] = acc[0][lane] + acc[k][lane];
                 }
             }
         }
+        let packets = rest.chunks_exact(P);
+        let tail = packets.remainder();
         for packet in packets {
+            let packet: &[W; P] = packet.try_into().expect("chunks of P");
             for (a, &x) in acc[0].iter_mut().zip(packet) {
                 *a = *a + term(x);
             }
