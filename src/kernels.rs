@@ -44,6 +44,22 @@ fn load<F: Real>(x: Ftz<F>) -> Ftz<F::Math> {
     Ftz::new(x.get().load())
 }
 
+impl<F: Arith> StepScalars<F> {
+    /// The same scalars with `f` applied to each (a change of type, e.g. into vector lanes).
+    pub fn map<G: Arith>(&self, f: impl Fn(Ftz<F>) -> Ftz<G>) -> StepScalars<G> {
+        StepScalars {
+            lr: f(self.lr),
+            wd: f(self.wd),
+            one_minus_beta_1: f(self.one_minus_beta_1),
+            one_minus_beta_2: f(self.one_minus_beta_2),
+            alpha: f(self.alpha),
+            epsilon: f(self.epsilon),
+            ema_momentum: f(self.ema_momentum),
+            one_minus_ema_momentum: f(self.one_minus_ema_momentum),
+        }
+    }
+}
+
 impl<F: Real> StepScalars<F> {
     /// The same scalars in the type the loops compute with (exact).
     pub fn to_math(self) -> StepScalars<F::Math> {

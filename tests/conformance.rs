@@ -38,6 +38,11 @@ fn check_against(cases: PathBuf, expected: PathBuf) {
     for flags in [&[][..], &["--threads", "1"][..], &["--threads", "3", "--no-simd"][..]] {
         check_with(&cases, &expected, flags);
     }
+    // Every SIMD level this processor has below its best (the best is the default's).
+    let levels = adamw::SimdLevel::supported();
+    for level in &levels[1..levels.len().saturating_sub(1).max(1)] {
+        check_with(&cases, &expected, &["--simd", level.name()]);
+    }
     #[cfg(feature = "host-kernels")]
     check_on_device(&cases, &expected);
 }

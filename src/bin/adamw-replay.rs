@@ -1,9 +1,10 @@
 //! adamw-replay: runs conformance cases (docs/trajectory_format.md) through the public
 //! C ABI and writes the results in the same format, for comparison with Keras' results.
 //!
-//! usage: adamw-replay [--threads N] [--no-simd] [--device cuda|cuda:N|host-kernels] [CASES.json] > RESULTS.json
+//! usage: adamw-replay [--threads N] [--no-simd] [--simd LEVEL] [--device cuda|cuda:N|host-kernels] [CASES.json] > RESULTS.json
 //!   (reads standard input without a file; --threads sets every optimizer's thread setting,
-//!   --no-simd runs the portable loops, --device runs every case on a device: the results must
+//!   --no-simd runs the portable loops, --simd portable|avx2|avx512 runs that level or the
+//!   best below it this processor has, --device runs every case on a device: the results must
 //!   not change, except that get_config reports jit_compile as in force)
 
 use std::ffi::{CStr, c_char, c_void};
@@ -494,6 +495,17 @@ fn main() -> ExitCode {
     if let Some(i) = args.iter().position(|a| a == "--no-simd") {
         args.remove(i);
         adamw::set_simd_enabled(false);
+    }
+    if let Some(i) = args.iter().position(|a| a == "--simd") {
+        args.remove(i);
+        let name = if i < args.len() { args.remove(i) } else { String::new() };
+        match adamw::SimdLevel::from_name(&name) {
+            Some(level) => adamw::set_simd_level(Some(level)),
+            None => {
+                eprintln!("adamw-replay: --simd takes portable, avx2 or avx512, not `{name}`");
+                return ExitCode::from(2);
+            }
+        }
     }
     if let Some(i) = args.iter().position(|a| a == "--threads") {
         args.remove(i);

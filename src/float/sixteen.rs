@@ -340,14 +340,14 @@ pub mod f16c {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use half::{bf16, f16};
 
     /// Every bit pattern of each 16-bit type, and float32 inputs around each of them: the value,
     /// the midpoints to its neighbours (ties), one ulp either side of those, and a spread of
     /// pseudo-random ones (every exponent, NaN payloads, subnormals).
-    fn float32_inputs() -> Vec<f32> {
+    pub(crate) fn float32_inputs() -> Vec<f32> {
         let mut out = Vec::new();
         for bits in 0..=u16::MAX {
             for wide in [bf16::from_bits(bits).to_f32(), f16::from_bits(bits).to_f32()] {

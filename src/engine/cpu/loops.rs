@@ -13,6 +13,7 @@
 //! - Nothing here allocates.
 
 use crate::float::{Arith, FlushToZero, Ftz, HARDWARE_FLUSH as HW, Lane, Real};
+use super::lanes::{DenseLanes, LanesOp};
 use crate::simd::{SimdLevel as Isa, set_simd_level, simd_level};
 use crate::kernels::{FusedGradientOp, GradientForm, GradientOp, clamp, StepScalars, VariableOps, dense_element, sparse_element};
 
@@ -144,6 +145,11 @@ impl<F: Lane> Element<F> {
 /// loops carry no per-element branch for it.
 trait ClipOp<F: Arith>: Copy + Send + Sync {
     fn apply<const H: bool>(self, g: Ftz<F, H>) -> Ftz<F, H>;
+
+    /// The op for the vector-lane loops, if they can run it.
+    fn lanes_op(self) -> Option<LanesOp<F>> {
+        None
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -169,12 +175,20 @@ impl<F: Arith> ClipOp<F> for NoClip {
     fn apply<const H: bool>(self, g: Ftz<F, H>) -> Ftz<F, H> {
         g
     }
+
+    fn lanes_op(self) -> Option<LanesOp<F>> {
+        Some(LanesOp::Identity)
+    }
 }
 
 impl<F: Arith> ClipOp<F> for Scaled<F> {
     #[inline(always)]
     fn apply<const H: bool>(self, g: Ftz<F, H>) -> Ftz<F, H> {
         (g * self.r.mode()) * self.a.mode()
+    }
+
+    fn lanes_op(self) -> Option<LanesOp<F>> {
+        Some(LanesOp::Scale(self.r, self.a))
     }
 }
 
@@ -235,7 +249,7 @@ macro_rules! with_modes {
 }
 
 /// The dense step over a whole variable: decay, moments, update, EMA, in one pass.
-pub fn dense_step<F: Real>(
+pub fn dense_step<F: Real + DenseLanes>(
     s: &StepScalars<F>,
     ops: VariableOps,
     op: GradientOp<F>,
@@ -249,7 +263,7 @@ pub fn dense_step<F: Real>(
     with_modes!(op.to_math(), slots, |c, A, E| dense_parallel::<F, _, A, E>(s, ops, c, grad, slots, parallel, isa))
 }
 
-fn dense_parallel<F: Real, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
+fn dense_parallel<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
     s: &StepScalars<F::Math>,
     ops: VariableOps,
     clip: C,
@@ -290,7 +304,7 @@ isa_variant!(dense_avx512, "avx512f,avx512bw,avx512vl,avx2,f16c", dense_chunk, (
 isa_variant!(dense_avx2, "avx2,f16c", dense_chunk, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, grad: &[F], slots: SlotSlices<'_, F>));
 
 #[inline(always)]
-fn dense_dispatch<F: Real, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
+fn dense_dispatch<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
     s: &StepScalars<F::Math>,
     ops: VariableOps,
     clip: C,
@@ -299,6 +313,12 @@ fn dense_dispatch<F: Real, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: b
     isa: Isa,
 ) {
     let _flush = FlushToZero::new();
+    let mut slots = slots;
+    let in_lanes = match clip.lanes_op() {
+        Some(op) if !AMSGRAD => F::dense_lanes::<EMA>(s, ops, op, grad, &mut slots, isa),
+        _ => 0,
+    };
+    let (grad, slots) = if in_lanes > 0 { (&grad[in_lanes..], slots.split_at(in_lanes).1) } else { (grad, slots) };
     match isa {
         // SAFETY: `simd_level` returns these only after the CPU reported the feature.
         #[cfg(target_arch = "x86_64")]

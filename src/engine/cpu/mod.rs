@@ -7,6 +7,7 @@
 //! otherwise it stays on the calling thread, where a hand-off would only add its cost. Every
 //! element is independent, so the thread count never changes a bit.
 
+mod lanes;
 pub(crate) mod loops;
 
 use std::sync::{Arc, OnceLock};
@@ -485,7 +486,7 @@ struct Scratch<'a> {
 
 /// Decays and updates one variable with its gradient (the `k`-th of the call).
 #[allow(clippy::too_many_arguments)]
-fn step_variable<F: Real>(
+fn step_variable<F: Real + lanes::DenseLanes>(
     state: &mut VariableSlots,
     values: &mut [F],
     gradient: Gradient<'_>,
