@@ -14,7 +14,7 @@
 
 use crate::float::{Arith, FlushToZero, Ftz, HARDWARE_FLUSH as HW, Lane, Real};
 use super::lanes::{DenseLanes, LanesOp};
-use crate::simd::{SimdLevel as Isa, set_simd_level, simd_level};
+use crate::simd::{self, SimdLevel as Isa, set_simd_level, simd_level};
 use crate::kernels::{FusedGradientOp, GradientForm, GradientOp, clamp, StepScalars, VariableOps, dense_element, sparse_element};
 
 /// Variables up to twice this many elements are updated by one thread; larger ones are split
@@ -631,15 +631,38 @@ pub fn master_dense_step<G: Real, H: Real>(
         );
         return;
     }
-    let mut slots = slots;
-    let mut widened = [0f32; WIDEN];
-    for start in (0..n).step_by(WIDEN) {
-        let end = (start + WIDEN).min(n);
-        let piece = &mut widened[..end - start];
-        G::widen_slice(&grad[start..end], piece, simd_enabled()); // exact for every 16-bit value
-        let mut part = slots.sub(start, end);
-        dense_step(s, ops, op, piece, part.reborrow(), false);
-        H::round_slice(part.var, &mut out[start..end], simd_enabled());
+    let level = simd_level();
+    simd::dispatch(level, MasterPieces { s, ops, op, grad, slots, out, level });
+}
+
+/// The serial part of [`master_dense_step`], compiled for the SIMD level (so that the widening
+/// and rounding loops are vectorized for it too).
+struct MasterPieces<'a, G, H> {
+    s: &'a StepScalars<f32>,
+    ops: VariableOps,
+    op: GradientOp<f32>,
+    grad: &'a [G],
+    slots: SlotSlices<'a, f32>,
+    out: &'a mut [H],
+    level: Isa,
+}
+
+impl<G: Real, H: Real> simd::Kernel for MasterPieces<'_, G, H> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let MasterPieces { s, ops, op, grad, mut slots, out, level } = self;
+        let simd = level > Isa::Portable;
+        let mut widened = [0f32; WIDEN];
+        for start in (0..grad.len()).step_by(WIDEN) {
+            let end = (start + WIDEN).min(grad.len());
+            let piece = &mut widened[..end - start];
+            G::widen_slice(&grad[start..end], piece, simd); // exact for every 16-bit value
+            let mut part = slots.sub(start, end);
+            dense_step(s, ops, op, piece, part.reborrow(), false);
+            H::round_slice(part.var, &mut out[start..end], simd);
+        }
     }
 }
 
