@@ -13,9 +13,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use adamw::{
-    Config, DType, Element, Exclusive, Gradient, GradientEntry, LossScale, Optimizer, Shared, VariableSpec,
-};
+use adamw::{Config, DType, Element, Exclusive, Gradient, GradientEntry, LossScale, Optimizer, Shared, VariableSpec};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
@@ -165,7 +163,8 @@ impl<T: Element> Bench<T> {
         } else {
             Gradient::Sparse { indices: &self.indices, values }
         };
-        let mut u = [GradientEntry { variable: 0, values: T::wrap::<Exclusive<'_>>(&mut self.w), gradient: Some(gradient) }];
+        let mut u =
+            [GradientEntry { variable: 0, values: T::wrap::<Exclusive<'_>>(&mut self.w), gradient: Some(gradient) }];
         black_box(self.opt.apply_gradients(&mut u[..]).unwrap());
     }
 }
@@ -297,7 +296,11 @@ fn main() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     println!(
         "# cpu \"{cpu}\", nproc {}, threads {threads}, simd {}",

@@ -189,7 +189,6 @@ impl<F: Real> GradientOp<F> {
 }
 
 impl<F: Arith> GradientOp<F> {
-
     /// The op on one element; the loops run it as [`GradientOp::fused`].
     #[cfg(test)]
     pub fn apply<const HW: bool>(self, g: Ftz<F, HW>) -> Ftz<F, HW> {
@@ -245,9 +244,16 @@ impl<F: Arith> GradientOp<F> {
 pub enum GradientForm<F> {
     Identity,
     /// `(g * r) * a`.
-    Scale { r: Ftz<F>, a: Ftz<F> },
+    Scale {
+        r: Ftz<F>,
+        a: Ftz<F>,
+    },
     /// `max(min(g * r, hi), lo)`.
-    Clamp { r: Ftz<F>, hi: Ftz<F>, lo: Ftz<F> },
+    Clamp {
+        r: Ftz<F>,
+        hi: Ftz<F>,
+        lo: Ftz<F>,
+    },
     Full(FusedGradientOp<F>),
 }
 

@@ -88,7 +88,8 @@ impl<F: Real, G: Copy + Sync, W: Copy + Default, X: Fn(&[G], &mut [W]) + Sync, T
         };
         let left = || self.tree(parallel, first, n_left);
         let right = || (n_left < n).then(|| self.tree(parallel, split, n - n_left));
-        let (left, right) = if parallel && n > PARALLEL_SUM_THRESHOLD { rayon::join(left, right) } else { (left(), right()) };
+        let (left, right) =
+            if parallel && n > PARALLEL_SUM_THRESHOLD { rayon::join(left, right) } else { (left(), right()) };
         let mut acc = Ftz::ZERO + left;
         if let Some(r) = right {
             acc = acc + r;
@@ -128,7 +129,14 @@ const WINDOW: usize = 256;
 /// then one packet, then a scalar tail, then the packet's lanes. Every loop has a fixed length,
 /// so that the packets' lanes become vector lanes.
 #[inline(always)]
-fn slice_leaf<F: Real, G: Copy, W: Copy + Default, X: Fn(&[G], &mut [W]), T: Fn(W) -> Ftz<F::Math, HW>, const P: usize>(
+fn slice_leaf<
+    F: Real,
+    G: Copy,
+    W: Copy + Default,
+    X: Fn(&[G], &mut [W]),
+    T: Fn(W) -> Ftz<F::Math, HW>,
+    const P: usize,
+>(
     values: &[G],
     widen: &X,
     term: &T,

@@ -341,3 +341,46 @@ fn a_failed_call_leaves_the_loss_scale_alone() {
     assert!(matches!(opt.apply_gradients(&mut entries[..]), Err(Error::CallbackFailed(_))));
     assert_eq!((opt.loss_scale(), opt.iterations()), (Some((64.0, 0)), 0));
 }
+
+/// With a clip norm the finite check rides along the norm pass: a non-finite gradient is still
+/// found at its element (in a variable large enough to be checked in parallel chunks), and
+/// finite gradients whose sum of squares overflows are not taken for non-finite ones.
+#[test]
+fn the_finite_check_fused_with_the_norms_finds_the_element() {
+    for config in [
+        Config { reject_non_finite_gradients: true, global_clipnorm: Some(1.0), ..Config::default() },
+        Config { reject_non_finite_gradients: true, clipnorm: Some(1.0), ..Config::default() },
+        Config { reject_non_finite_gradients: true, ..Config::default() },
+    ] {
+        let n = 300_001;
+        let mut opt = Optimizer::new(config.clone()).unwrap();
+        opt.build(&[VariableSpec::new("w", DType::F32, &[n])], &[]).unwrap();
+        let mut w = vec![0.5f32; n];
+        for (bad, at) in [(f32::NAN, 200_003), (f32::INFINITY, 7), (f32::NEG_INFINITY, n - 1)] {
+            let mut g = vec![0.25f32; n];
+            g[at] = bad;
+            let err = opt
+                .apply_gradients(
+                    &mut [GradientEntry {
+                        variable: 0,
+                        values: TensorMut::F32(&mut w),
+                        gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
+                    }][..],
+                )
+                .unwrap_err();
+            assert!(err.to_string().contains(&format!("at element {at}")), "{config:?}: {err}");
+        }
+        // 1e30 squared overflows float32: the norm is infinite, the gradients are finite.
+        let g = vec![1e30f32; n];
+        let steps = opt
+            .apply_gradients(
+                &mut [GradientEntry {
+                    variable: 0,
+                    values: TensorMut::F32(&mut w),
+                    gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
+                }][..],
+            )
+            .unwrap();
+        assert_eq!(steps, 1, "{config:?}");
+    }
+}

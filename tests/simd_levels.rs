@@ -10,15 +10,17 @@ use common::noise;
 use half::{bf16, f16};
 
 /// Every variable's values and every slot after five steps, as bits.
-fn run<T: Element>(config: &Config, dtype: DType, n: usize, of: impl Fn(f32) -> T, bits: impl Fn(T) -> u64) -> Vec<u64> {
+fn run<T: Element>(
+    config: &Config,
+    dtype: DType,
+    n: usize,
+    of: impl Fn(f32) -> T,
+    bits: impl Fn(T) -> u64,
+) -> Vec<u64> {
     let mut opt = Optimizer::new(config.clone()).unwrap();
     // Values across float16's range: ordinary, tiny (subnormal in float16) and large.
     let spread = |seed: u64| -> Vec<T> {
-        noise(seed, n)
-            .iter()
-            .enumerate()
-            .map(|(i, &x)| of(x * [1.0, 1e-5, 3e-7, 2.0e3][i % 4]))
-            .collect()
+        noise(seed, n).iter().enumerate().map(|(i, &x)| of(x * [1.0, 1e-5, 3e-7, 2.0e3][i % 4])).collect()
     };
     let init = spread(1);
     opt.build(&[adamw::VariableSpec::new("w", dtype, &[n])], &[T::wrap::<Shared<'_>>(&init)]).unwrap();
@@ -47,12 +49,7 @@ fn configs() -> Vec<Config> {
         Config { clipnorm: Some(0.1), ..base.clone() },
         Config { clipvalue: Some(0.3), ..base.clone() },
         Config { loss_scale: Some(LossScale { initial_scale: 4.0, ..LossScale::default() }), ..base.clone() },
-        Config {
-            loss_scale: Some(LossScale::default()),
-            global_clipnorm: Some(1.0),
-            use_ema: true,
-            ..base.clone()
-        },
+        Config { loss_scale: Some(LossScale::default()), global_clipnorm: Some(1.0), use_ema: true, ..base.clone() },
         Config { master_weights: true, ..base.clone() },
         Config { master_weights: true, global_clipnorm: Some(0.5), loss_scale: Some(LossScale::default()), ..base },
     ]

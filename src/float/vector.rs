@@ -12,6 +12,10 @@
 //! functions compiled for those features ([`crate::simd::dispatch`] at level AVX2 or above).
 //! Comparisons are not defined (the loops that use these types have no `tf.maximum`).
 
+// Index loops over registers: every call between an intrinsic and the function compiled for
+// AVX2 must be inlined, and iterator adapters are not sure to be.
+#![allow(clippy::needless_range_loop)]
+
 use std::arch::x86_64::*;
 use std::fmt;
 use std::ops::{Add, Div, Mul, Neg, Sub};
@@ -27,6 +31,12 @@ use super::arith::Arith;
 const REGISTERS: usize = 4;
 /// 16-bit values per vector.
 pub const LANES: usize = 8 * REGISTERS;
+
+/// Every lane `x`, at compile time (`x` must be a value of the 16-bit types: 0, 1, infinity).
+const fn splat_const(x: f32) -> [__m256; REGISTERS] {
+    // SAFETY: registers are plain f32 lanes, and every bit pattern of them is valid.
+    unsafe { std::mem::transmute::<[f32; LANES], [__m256; REGISTERS]>([x; LANES]) }
+}
 
 /// [`LANES`] 16-bit values held as float32 lanes, with the 16-bit type's arithmetic.
 pub trait Vector16: Arith {
@@ -113,11 +123,9 @@ macro_rules! vector16 {
         }
 
         impl Arith for $name {
-            // SAFETY (all four): copies of a float32 holding a value of the type.
-            const ZERO: Self = $name(unsafe { std::mem::transmute::<[f32; LANES], [__m256; REGISTERS]>([0.0; LANES]) });
-            const ONE: Self = $name(unsafe { std::mem::transmute::<[f32; LANES], [__m256; REGISTERS]>([1.0; LANES]) });
-            const INFINITY: Self =
-                $name(unsafe { std::mem::transmute::<[f32; LANES], [__m256; REGISTERS]>([f32::INFINITY; LANES]) });
+            const ZERO: Self = $name(splat_const(0.0));
+            const ONE: Self = $name(splat_const(1.0));
+            const INFINITY: Self = $name(splat_const(f32::INFINITY));
             const MIN_NORMAL: Self = Self::ZERO;
 
             #[inline(always)]
@@ -175,8 +183,8 @@ macro_rules! vector16 {
     };
 }
 
-vector16!(Bf16x8, bf16, "Eight bfloat16 values with TensorFlow's bfloat16 arithmetic.");
-vector16!(F16x8, f16, "Eight float16 values with TensorFlow's float16 arithmetic.");
+vector16!(Bf16x8, bf16, "bfloat16 values, `LANES` at a time, with TensorFlow's bfloat16 arithmetic.");
+vector16!(F16x8, f16, "float16 values, `LANES` at a time, with TensorFlow's float16 arithmetic.");
 
 impl Bf16x8 {
     /// Each lane rounded to bfloat16, to nearest even, for the result of an operation on
@@ -377,14 +385,26 @@ mod tests {
             for _ in 0..200_000 {
                 let a: [u16; LANES] = std::array::from_fn(|_| next());
                 let c: [u16; LANES] = std::array::from_fn(|_| next());
-                check::<Bf16x8>(a, c, bf16::from_bits, |x: bf16| x.load().get(), |x, y, op| {
-                    let (x, y) = (x.load(), y.load());
-                    [x + y, x - y, x * y, x / y][op].get()
-                });
-                check::<F16x8>(a, c, f16::from_bits, |x: f16| x.load().get(), |x, y, op| {
-                    let (x, y) = (x.load(), y.load());
-                    [x + y, x - y, x * y, x / y][op].get()
-                });
+                check::<Bf16x8>(
+                    a,
+                    c,
+                    bf16::from_bits,
+                    |x: bf16| x.load().get(),
+                    |x, y, op| {
+                        let (x, y) = (x.load(), y.load());
+                        [x + y, x - y, x * y, x / y][op].get()
+                    },
+                );
+                check::<F16x8>(
+                    a,
+                    c,
+                    f16::from_bits,
+                    |x: f16| x.load().get(),
+                    |x, y, op| {
+                        let (x, y) = (x.load(), y.load());
+                        [x + y, x - y, x * y, x / y][op].get()
+                    },
+                );
             }
         });
 

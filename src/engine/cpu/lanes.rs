@@ -14,9 +14,9 @@ use crate::float::{Ftz, Lane};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::dense_element;
 use crate::kernels::{StepScalars, VariableOps};
+use crate::simd::SimdLevel;
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{self, Kernel};
-use crate::simd::SimdLevel;
 
 use super::loops::SlotSlices;
 

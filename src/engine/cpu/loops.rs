@@ -12,10 +12,12 @@
 //!   mode TF's kernels run in, and the element functions skip their explicit flushes (`HW`).
 //! - Nothing here allocates.
 
-use crate::float::{Arith, FlushToZero, Ftz, HARDWARE_FLUSH as HW, Lane, Real};
 use super::lanes::{DenseLanes, LanesOp};
+use crate::float::{Arith, FlushToZero, Ftz, HARDWARE_FLUSH as HW, Lane, Real};
+use crate::kernels::{
+    FusedGradientOp, GradientForm, GradientOp, StepScalars, VariableOps, clamp, dense_element, sparse_element,
+};
 use crate::simd::{self, SimdLevel as Isa, set_simd_level, simd_level};
-use crate::kernels::{FusedGradientOp, GradientForm, GradientOp, clamp, StepScalars, VariableOps, dense_element, sparse_element};
 
 /// Variables up to twice this many elements are updated by one thread; larger ones are split
 /// in halves down to chunks of about this size. Measured with `cargo bench --bench quick`

@@ -17,7 +17,7 @@ use loops::{SlotSlices, SparseRows};
 use super::{Engine, NonFinite, Slot, Slots, StepPlan, VariableLayout};
 use crate::dtype::{DType, Element, TensorBuf, TensorMut, TensorRef, each_float, with_float};
 use crate::error::{Error, Result, invalid};
-use crate::float::{Arith, Ftz, HARDWARE_FLUSH as HW, Lane, Real, widen};
+use crate::float::{Arith, Ftz, HARDWARE_FLUSH as HW, Real, widen};
 use crate::kernels;
 use crate::reduction;
 use crate::simd::{self, SimdLevel, simd_level};
@@ -209,14 +209,12 @@ impl Engine for CpuEngine {
             (0..entries.len()).find_map(|entry| {
                 let e = entries.get(entry);
                 let gradient = e.gradient?;
-                let found = match loss_scale {
-                    None => each_float!(gradient.values(), x => first_non_finite(x, |g| g.load(), parallel, level), _ => None),
+                let found = if variables[e.variable].has_master() && loss_scale.is_some() {
                     // The unscaled gradient, in the dtype it is unscaled in (a master's float32).
-                    Some(scale) if variables[e.variable].has_master() => {
-                        let r = kernels::unscale_factor::<f32>(scale);
-                        each_float!(gradient.values(), x => first_non_finite(x, |g| (Ftz::new(widen(g)) * r).get(), parallel, level), _ => None)
-                    }
-                    Some(scale) => each_float!(gradient.values(), x => first_non_finite_unscaled(x, scale, parallel, level), _ => None),
+                    let scale = loss_scale.unwrap_or(1.0);
+                    each_float!(gradient.values(), x => first_non_finite_widened(x, scale, parallel, level), _ => None)
+                } else {
+                    each_float!(gradient.values(), x => first_non_finite_in(x, loss_scale, parallel, level), _ => None)
                 };
                 let (element, value) = found?;
                 Some(NonFinite { entry, element, value })
@@ -344,17 +342,24 @@ fn host<'e>(entries: &'e mut CallEntries<'_>) -> Result<&'e mut dyn GradientEntr
 }
 
 /// The first element of `x` whose `checked` value is NaN or infinite, with its position and
-/// value. Checked a chunk at a time with the vector loop of [`AllFinite`], in parallel when
-/// `parallel`; only a chunk that fails is searched element by element.
+/// value; `checked` reads the values as `widen` converts them (exactly). Checked a chunk at a
+/// time with the vector loop of [`AllFinite`], in parallel when `parallel`; only a chunk that
+/// fails is searched element by element.
 #[allow(clippy::eq_op)] // `v - v` is the point: NaN exactly when v is NaN or infinite
-fn first_non_finite<G: Real, M: Arith>(
+fn first_non_finite<G: Real, W: Copy + Default, M: Arith>(
     x: &[G],
-    checked: impl Fn(G) -> M + Sync,
+    widen: impl Fn(&[G], &mut [W]) + Sync,
+    checked: impl Fn(W) -> M + Sync,
     parallel: bool,
     level: SimdLevel,
 ) -> Option<(usize, f64)> {
     use rayon::prelude::*;
-    let finite = |chunk: &[G]| simd::dispatch(level, AllFinite { values: chunk, checked: &checked });
+    let finite = |chunk: &[G]| {
+        simd::dispatch(
+            level,
+            AllFinite { values: chunk, widen: &widen, checked: &checked, widened: std::marker::PhantomData },
+        )
+    };
     let bad_chunk = if parallel && x.len() > 2 * loops::CHUNK {
         x.par_chunks(loops::CHUNK).position_first(|chunk| !finite(chunk))
     } else {
@@ -362,43 +367,79 @@ fn first_non_finite<G: Real, M: Arith>(
     }?;
     let start = bad_chunk * loops::CHUNK;
     let end = (start + loops::CHUNK).min(x.len());
-    let k = start + x[start..end].iter().position(|&g| {
-        let v = checked(g);
-        !(v - v == M::ZERO)
-    })?;
+    let k = start
+        + (start..end).position(|i| {
+            let mut w = [W::default()];
+            widen(&x[i..i + 1], &mut w);
+            let v = checked(w[0]);
+            !(v - v == M::ZERO)
+        })?;
     Some((k, x[k].to_f64()))
 }
 
-/// [`first_non_finite`] of `x` unscaled in its own dtype.
-fn first_non_finite_unscaled<G: Real>(x: &[G], scale: f32, parallel: bool, level: SimdLevel) -> Option<(usize, f64)> {
-    let r = Ftz::<G::Math>::new(kernels::unscale_factor::<G>(scale).get().load());
-    first_non_finite(x, |g| (Ftz::new(g.load()) * r).get(), parallel, level)
+/// [`first_non_finite`] of `x` in its dtype's arithmetic, unscaled there by `scale` if given.
+fn first_non_finite_in<G: Real>(x: &[G], scale: Option<f32>, parallel: bool, level: SimdLevel) -> Option<(usize, f64)> {
+    // Multiplying by one is exact: without a loss scale the values are checked as they are.
+    let r = Ftz::<G::Math>::new(scale.map_or(Ftz::ONE, kernels::unscale_factor::<G>).get().load());
+    let simd = level > SimdLevel::Portable;
+    first_non_finite(
+        x,
+        |g: &[G], w: &mut [G::Math]| G::widen_math(g, w, simd),
+        |w| (Ftz::new(w) * r).get(),
+        parallel,
+        level,
+    )
 }
 
-/// Whether `checked(x)` is finite for every `x` of `values`: a sum of `v - v`, which is zero
-/// for every finite `v` and NaN once any `v` is NaN or infinite, in one vector loop.
-struct AllFinite<'a, G, C> {
+/// [`first_non_finite`] of `x` widened to a master's float32 and unscaled there by `scale`.
+fn first_non_finite_widened<G: Real>(x: &[G], scale: f32, parallel: bool, level: SimdLevel) -> Option<(usize, f64)> {
+    let r = kernels::unscale_factor::<f32>(scale);
+    let simd = level > SimdLevel::Portable;
+    first_non_finite(
+        x,
+        |g: &[G], w: &mut [f32]| G::widen_slice(g, w, simd),
+        |w| (Ftz::new(w) * r).get(),
+        parallel,
+        level,
+    )
+}
+
+/// Whether `checked(w)` is finite for every value of `values` as `widen` converts it (a window
+/// at a time): a sum of `v - v`, which is zero for every finite `v` and NaN once any `v` is NaN
+/// or infinite, in one vector loop.
+struct AllFinite<'a, G, W, X, C> {
     values: &'a [G],
+    widen: &'a X,
     checked: &'a C,
+    widened: std::marker::PhantomData<fn() -> W>,
 }
 
-impl<G: Copy, M: Arith, C: Fn(G) -> M> simd::Kernel for AllFinite<'_, G, C> {
+impl<G: Copy, W: Copy + Default, M: Arith, X: Fn(&[G], &mut [W]), C: Fn(W) -> M> simd::Kernel
+    for AllFinite<'_, G, W, X, C>
+{
     type Output = bool;
 
     #[inline(always)]
     #[allow(clippy::eq_op)] // see the type's documentation
     fn run(self) -> bool {
+        const WINDOW: usize = 256;
         let checked = self.checked;
         let mut lanes = [M::ZERO; 16];
-        let blocks = self.values.chunks_exact(16);
-        let tail = blocks.remainder().iter().fold(M::ZERO, |acc, &g| {
-            let v = checked(g);
-            acc + (v - v)
-        });
-        for block in blocks {
-            for (lane, &g) in lanes.iter_mut().zip(block) {
-                let v = checked(g);
-                *lane = *lane + (v - v);
+        let mut window = [W::default(); WINDOW];
+        let mut tail = M::ZERO;
+        for part in self.values.chunks(WINDOW) {
+            let wide = &mut window[..part.len()];
+            (self.widen)(part, wide);
+            let blocks = wide.chunks_exact(16);
+            tail = blocks.remainder().iter().fold(tail, |acc, &w| {
+                let v = checked(w);
+                acc + (v - v)
+            });
+            for block in blocks {
+                for (lane, &w) in lanes.iter_mut().zip(block) {
+                    let v = checked(w);
+                    *lane = *lane + (v - v);
+                }
             }
         }
         lanes.iter().fold(tail, |acc, &lane| acc + lane) == M::ZERO
