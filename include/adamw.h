@@ -388,6 +388,8 @@ typedef struct adamw_weight {
 
 
 
+
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus

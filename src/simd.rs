@@ -101,8 +101,8 @@ pub(crate) trait Kernel {
     fn run(self) -> Self::Output;
 }
 
-/// Runs `kernel` compiled for `level`, which must not exceed [`SimdLevel::detected`] (a level
-/// from [`simd_level`] never does; a higher one runs portably).
+/// Runs `kernel` compiled for `level`, or for [`SimdLevel::detected`] if that is lower (a level
+/// from [`simd_level`] never is higher).
 #[inline(always)]
 pub(crate) fn dispatch<K: Kernel>(level: SimdLevel, kernel: K) -> K::Output {
     #[cfg(target_arch = "x86_64")]

@@ -30,7 +30,7 @@ use super::arith::Arith;
 /// params/s at 1M, two 0.78 / 0.69, four 0.87 / 0.84.
 const REGISTERS: usize = 4;
 /// 16-bit values per vector.
-pub const LANES: usize = 8 * REGISTERS;
+pub(crate) const LANES: usize = 8 * REGISTERS;
 
 /// Every lane `x`, at compile time (`x` must be a value of the 16-bit types: 0, 1, infinity).
 const fn splat_const(x: f32) -> [__m256; REGISTERS] {

@@ -22,6 +22,7 @@ use super::loops::SlotSlices;
 
 /// The gradient op of a step in vector lanes: none, or `(g * r) * a`.
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) enum LanesOp<F> {
     Identity,
     Scale(Ftz<F>, Ftz<F>),
@@ -59,7 +60,7 @@ macro_rules! dense_lanes_16 {
                 slots: &mut SlotSlices<'_, Self>,
                 level: SimdLevel,
             ) -> usize {
-                if level < SimdLevel::Avx2 || !slots.vhat.is_empty() {
+                if level.min(SimdLevel::detected()) < SimdLevel::Avx2 || !slots.vhat.is_empty() {
                     return 0;
                 }
                 let splat = |x: Ftz<Self::Math>| Ftz::<$vector>::new(<$vector>::splat(x.get().get()));
