@@ -18,8 +18,6 @@ use crate::simd::SimdLevel;
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{self, Kernel};
 
-use super::loops::SlotSlices;
-
 /// The gradient op of a step in vector lanes: none, or `(g * r) * a`.
 #[derive(Clone, Copy)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -32,13 +30,14 @@ pub(crate) enum LanesOp<F> {
 pub(crate) trait DenseLanes: Lane {
     /// Runs the step over the longest prefix of whole vectors it can (none without a vector
     /// type, or below AVX2) and returns that prefix's length. Runs under flush-to-zero.
+    /// `slots` are a variable's values, m, v and its EMA average (empty without EMA).
     #[inline(always)]
     fn dense_lanes<const EMA: bool>(
         _s: &StepScalars<Self::Math>,
         _ops: VariableOps,
         _op: LanesOp<Self::Math>,
         _grad: &[Self],
-        _slots: &mut SlotSlices<'_, Self>,
+        _slots: [&mut [Self]; 4],
         _level: SimdLevel,
     ) -> usize {
         0
@@ -57,16 +56,16 @@ macro_rules! dense_lanes_16 {
                 ops: VariableOps,
                 op: LanesOp<Self::Math>,
                 grad: &[Self],
-                slots: &mut SlotSlices<'_, Self>,
+                slots: [&mut [Self]; 4],
                 level: SimdLevel,
             ) -> usize {
-                if level.min(SimdLevel::detected()) < SimdLevel::Avx2 || !slots.vhat.is_empty() {
+                if level.min(SimdLevel::detected()) < SimdLevel::Avx2 {
                     return 0;
                 }
                 let splat = |x: Ftz<Self::Math>| Ftz::<$vector>::new(<$vector>::splat(x.get().get()));
                 let s = s.map(splat);
-                let n = slots.var.len() / LANES * LANES;
-                let SlotSlices { var, m, v, average, .. } = slots;
+                let [var, m, v, average] = slots;
+                let n = var.len() / LANES * LANES;
                 let (var, m, v) = (&mut var[..n], &mut m[..n], &mut v[..n]);
                 let average = if EMA { &mut average[..n] } else { &mut average[..0] };
                 let grad = &grad[..n];

@@ -315,9 +315,11 @@ fn dense_dispatch<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool,
     isa: Isa,
 ) {
     let _flush = FlushToZero::new();
-    let mut slots = slots;
     let in_lanes = match clip.lanes_op() {
-        Some(op) if !AMSGRAD => F::dense_lanes::<EMA>(s, ops, op, grad, &mut slots, isa),
+        Some(op) if !AMSGRAD => {
+            let lanes = [&mut *slots.var, &mut *slots.m, &mut *slots.v, &mut *slots.average];
+            F::dense_lanes::<EMA>(s, ops, op, grad, lanes, isa)
+        }
         _ => 0,
     };
     let (grad, slots) = if in_lanes > 0 { (&grad[in_lanes..], slots.split_at(in_lanes).1) } else { (grad, slots) };
