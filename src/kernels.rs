@@ -478,15 +478,15 @@ mod tests {
     fn keras_clip_goldens() {
         let g = [100.0f32, 100.0];
         // clipnorm=1: [2**0.5 / 2] * 2
-        let clip = Clip::<f32>::by_norm(squares_sum(false, &g, false), 1.0);
+        let clip = Clip::<f32>::by_norm(squares_sum(&g, false), 1.0);
         let clipped: Vec<u32> = g.iter().map(|&x| clip.apply(Ftz::<_>::new(x)).get().to_bits()).collect();
         assert_eq!(clipped, [0x3f3504f3, 0x3f3504f3]);
         // clipvalue=1: [1.0, 1.0]
         let clip = Clip::<f32>::by_value(1.0);
         assert!(g.iter().all(|&x| clip.apply(Ftz::<_>::new(x)).get() == 1.0));
         // global_clipnorm=1 over two [100, 100] tensors: [0.5, 0.5] each
-        let halves = [squares_sum(false, &g, true).get(), squares_sum(false, &g, true).get()];
-        let clip = Clip::<f32>::by_global_norm(sum_eigen_in(false, &|i| Ftz::<_>::new(halves[i]), 0, 2), 1.0);
+        let halves = [squares_sum(&g, true).get(), squares_sum(&g, true).get()];
+        let clip = Clip::<f32>::by_global_norm(sum_eigen_in(&|i| Ftz::<_>::new(halves[i]), 0, 2), 1.0);
         assert!(g.iter().all(|&x| clip.apply(Ftz::<_>::new(x)).get() == 0.5));
     }
 }

@@ -44,6 +44,7 @@ pub mod keras_files;
 mod kernels;
 mod kwargs;
 mod optimizer;
+mod parallel;
 mod reduction;
 mod schedule;
 mod simd;
@@ -55,6 +56,7 @@ pub use dtype::{DType, Element, Exclusive, Owned, Shared, Storage, Tensor, Tenso
 pub use engine::cpu::loops::set_simd_enabled;
 pub use error::{Error, Result};
 pub use kwargs::Num;
+pub use parallel::ParallelFor;
 pub use optimizer::{Optimizer, Shard, StateInfo, StateTensor, VariableSpec, Weight};
 pub use schedule::Schedule;
 pub use simd::{SimdLevel, set_simd_level, simd_level};

@@ -5,42 +5,98 @@ use std::marker::PhantomData;
 use std::ops::Range;
 
 use crate::float::{FlushToZero, Ftz, HARDWARE_FLUSH as HW, Real};
+use crate::parallel::{Disjoint, Workers};
 use crate::simd::{self, Kernel, SimdLevel, simd_level};
 
-/// Above this many elements the two halves of Eigen's tree are summed on two threads (same bits).
-const PARALLEL_SUM_THRESHOLD: usize = 1 << 18;
+/// Subtrees of Eigen's tree up to this many elements are one task; a larger tree is cut into
+/// subtrees of at most this size (or of `n / MAX_SUBTREES * 2` for the largest tensors).
+const SUBTREE_TASK: usize = 1 << 17;
+/// The most subtrees one sum is cut into (their sums are kept on the calling thread's stack).
+const MAX_SUBTREES: usize = 512;
 
 /// `tf.reduce_sum` over `n` values `x(first)..x(first + n - 1)` (docs/numerics.md §8, §17):
 /// Eigen's sum of the dtype ([`sum_eigen_in`]), or for bfloat16, whose sum TF casts, Eigen's
 /// float32 sum of the values rounded once.
-pub fn reduce_sum_in<F: Real>(parallel: bool, x: &(impl Fn(usize) -> Ftz<F> + Sync), first: usize, n: usize) -> Ftz<F> {
+pub fn reduce_sum_in<F: Real>(x: &impl Fn(usize) -> Ftz<F>, first: usize, n: usize) -> Ftz<F> {
     if sums_in_f32::<F>(false) {
-        let wide = sum_eigen_in(parallel, &|i| Ftz::new(x(i).get().to_f32()), first, n);
+        let wide = sum_eigen_in(&|i| Ftz::new(x(i).get().to_f32()), first, n);
         return Ftz::new(F::from_f32(wide.get()));
     }
-    sum_eigen_in(parallel, x, first, n)
+    sum_eigen_in(x, first, n)
 }
 
 /// Eigen's sum (`SumReducer`) of `n` values `x(first)..x(first + n - 1)` in the exact order of
 /// its full reducer on the x86-64 wheels (docs/numerics.md §8): a tree of halves split on packet
 /// boundaries down to leaves of `PACKET * LEAF` elements, each summed with four interleaved packet
 /// accumulators, then one packet, then a scalar tail. (The lane loops index like Eigen's packets.)
-/// With `parallel` the two halves of large trees are summed on two threads (same bits).
-pub fn sum_eigen_in<F: Real>(parallel: bool, x: &(impl Fn(usize) -> Ftz<F> + Sync), first: usize, n: usize) -> Ftz<F> {
-    if let Some((n_left, split)) = halves::<F>(first, n) {
-        let right = |_: ()| if n_left < n { Some(sum_eigen_in(parallel, x, split, n - n_left)) } else { None };
-        let (left, right) = if parallel && n > PARALLEL_SUM_THRESHOLD {
-            rayon::join(|| sum_eigen_in(parallel, x, first, n_left), || right(()))
-        } else {
-            (sum_eigen_in(parallel, x, first, n_left), right(()))
-        };
-        let mut acc = Ftz::ZERO + left;
-        if let Some(r) = right {
-            acc = acc + r;
-        }
-        return acc;
+pub fn sum_eigen_in<F: Real>(x: &impl Fn(usize) -> Ftz<F>, first: usize, n: usize) -> Ftz<F> {
+    match halves::<F>(first, n) {
+        Some((n_left, split)) => combine_halves(sum_eigen_in(x, first, n_left), || {
+            (n_left < n).then(|| sum_eigen_in(x, split, n - n_left))
+        }),
+        None => leaf_sum(x, first, n),
     }
-    leaf_sum(x, first, n)
+}
+
+/// An inner node of Eigen's tree: its left half's sum plus its right half's, if it has one.
+#[inline(always)]
+fn combine_halves<F: Real>(left: Ftz<F>, right: impl FnOnce() -> Option<Ftz<F>>) -> Ftz<F> {
+    let acc = Ftz::ZERO + left;
+    match right() {
+        Some(r) => acc + r,
+        None => acc,
+    }
+}
+
+/// Eigen's tree over `n` values summed by `subtree(first, n)` (a subtree's sum, taken serially):
+/// a large tree is cut into subtrees by its length alone, which `workers` sums as tasks, and
+/// the nodes above them are combined on the calling thread in the tree's order (same bits).
+fn tree_in_tasks<F: Real>(workers: &Workers, n: usize, subtree: &(impl Fn(usize, usize) -> Ftz<F> + Sync)) -> Ftz<F> {
+    let cut = SUBTREE_TASK.max(n.div_ceil(MAX_SUBTREES / 4));
+    if !workers.parallel() || n <= cut {
+        return subtree(0, n);
+    }
+    // Halves are within a packet of equal, so every subtree holds over a quarter of `cut`.
+    let mut nodes = [(0usize, 0usize); MAX_SUBTREES];
+    let mut count = 0;
+    walk_subtrees::<F>(0, n, cut, &mut |first, len| {
+        nodes[count] = (first, len);
+        count += 1;
+    });
+    let mut sums = [Ftz::<F>::ZERO; MAX_SUBTREES];
+    let shared = Disjoint::new(&mut sums[..count]);
+    workers.run(count, &|task| {
+        let (first, len) = nodes[task];
+        // SAFETY: task `task` writes element `task` only.
+        let slot = unsafe { shared.range(task, task + 1) };
+        slot[0] = subtree(first, len);
+    });
+    let mut next = sums.iter().copied();
+    combine_subtrees::<F>(0, n, cut, &mut || next.next().unwrap_or(Ftz::ZERO))
+}
+
+/// Calls `subtree` for each subtree of at most `cut` elements (or a leaf), in the tree's order.
+fn walk_subtrees<F: Real>(first: usize, n: usize, cut: usize, subtree: &mut impl FnMut(usize, usize)) {
+    match halves::<F>(first, n) {
+        Some((n_left, split)) if n > cut => {
+            walk_subtrees::<F>(first, n_left, cut, subtree);
+            if n_left < n {
+                walk_subtrees::<F>(split, n - n_left, cut, subtree);
+            }
+        }
+        _ => subtree(first, n),
+    }
+}
+
+/// The tree's nodes above [`walk_subtrees`]' subtrees, whose sums `next` gives in order.
+fn combine_subtrees<F: Real>(first: usize, n: usize, cut: usize, next: &mut impl FnMut() -> Ftz<F>) -> Ftz<F> {
+    match halves::<F>(first, n) {
+        Some((n_left, split)) if n > cut => {
+            let left = combine_subtrees::<F>(first, n_left, cut, next);
+            combine_halves(left, || (n_left < n).then(|| combine_subtrees::<F>(split, n - n_left, cut, next)))
+        }
+        _ => next(),
+    }
 }
 
 /// [`sum_eigen_in`] of `term(w)` over every value of a whole tensor, taken on slices: the same
@@ -48,16 +104,16 @@ pub fn sum_eigen_in<F: Real>(parallel: bool, x: &(impl Fn(usize) -> Ftz<F> + Syn
 /// memory speed). A leaf's values are converted a window at a time by `widen` (into `W`, the
 /// type `term` reads: a 16-bit dtype's arithmetic type, or float32 for a master copy) and summed
 /// in `F`'s arithmetic as the type the loops compute with (`F::Math`, the same bits), under TF's
-/// flushing mode ([`FlushToZero`]; `term` computes in that mode, [`HW`]). With `parallel` the
-/// halves of large trees run on two threads.
+/// flushing mode ([`FlushToZero`]; `term` computes in that mode, [`HW`]). The subtrees of
+/// large trees are tasks for `workers`.
 pub fn sum_terms<F: Real, G: Copy + Sync, W: Copy + Default>(
-    parallel: bool,
+    workers: &Workers,
     values: &[G],
     widen: &(impl Fn(&[G], &mut [W]) + Sync),
     term: &(impl Fn(W) -> Ftz<F::Math, HW> + Sync),
 ) -> Ftz<F> {
     let leaves = Leaves { values, widen, term, level: simd_level(), types: PhantomData };
-    leaves.tree(parallel, 0, values.len())
+    tree_in_tasks(workers, values.len(), &|first, n| leaves.tree(first, n))
 }
 
 /// What [`sum_terms`] sums and how.
@@ -80,21 +136,13 @@ impl<F, G, W, X, T> Copy for Leaves<'_, F, G, W, X, T> {}
 impl<F: Real, G: Copy + Sync, W: Copy + Default, X: Fn(&[G], &mut [W]) + Sync, T: Fn(W) -> Ftz<F::Math, HW> + Sync>
     Leaves<'_, F, G, W, X, T>
 {
-    /// Eigen's tree over `first..first + n`, the two halves of large trees on two threads.
-    fn tree(self, parallel: bool, first: usize, n: usize) -> Ftz<F> {
+    /// Eigen's tree over `first..first + n`, on the calling thread.
+    fn tree(self, first: usize, n: usize) -> Ftz<F> {
         let Some((n_left, split)) = halves::<F>(first, n) else {
             let _flush = FlushToZero::new();
             return simd::dispatch(self.level, Leaf { leaves: self, first, n });
         };
-        let left = || self.tree(parallel, first, n_left);
-        let right = || (n_left < n).then(|| self.tree(parallel, split, n - n_left));
-        let (left, right) =
-            if parallel && n > PARALLEL_SUM_THRESHOLD { rayon::join(left, right) } else { (left(), right()) };
-        let mut acc = Ftz::ZERO + left;
-        if let Some(r) = right {
-            acc = acc + r;
-        }
-        acc
+        combine_halves(self.tree(first, n_left), || (n_left < n).then(|| self.tree(split, n - n_left)))
     }
 }
 
@@ -190,7 +238,7 @@ fn slice_leaf<
 /// in float32), each `x = input(w)` in the terms' dtype `T`, `w` a value converted by `widen`
 /// (see [`sum_terms`]).
 pub fn squares_sum_of_slice<T: Real, G: Copy + Sync, W: Copy + Default>(
-    parallel: bool,
+    workers: &Workers,
     values: &[G],
     halve: bool,
     widen: &(impl Fn(&[G], &mut [W]) + Sync),
@@ -203,10 +251,10 @@ pub fn squares_sum_of_slice<T: Real, G: Copy + Sync, W: Copy + Default>(
         (x * x) * factor
     };
     if sums_in_f32::<T>(halve) {
-        let wide = sum_terms::<f32, G, W>(parallel, values, widen, &|w| Ftz::new(T::store(term(w).get()).to_f32()));
+        let wide = sum_terms::<f32, G, W>(workers, values, widen, &|w| Ftz::new(T::store(term(w).get()).to_f32()));
         return T::from_f32(wide.get()).to_f64();
     }
-    sum_terms::<T, G, W>(parallel, values, widen, &term).get().to_f64()
+    sum_terms::<T, G, W>(workers, values, widen, &term).get().to_f64()
 }
 
 /// Where Eigen's tree splits `first..first + n` in two, when it is more than one leaf: the
@@ -286,20 +334,15 @@ fn horizontal_sum<F: Real>(lanes: &[Ftz<F>]) -> Ftz<F> {
 /// `halve` of `(g * g) * 0.5` (`tf.nn.l2_loss`, whose kernel sums with Eigen's sum of the dtype
 /// even for bfloat16), in Eigen's order.
 #[cfg(test)]
-pub fn squares_sum<F: Real>(parallel: bool, values: &[F], halve: bool) -> Ftz<F> {
-    squares_sum_of(parallel, values.len(), &|i| values[i], halve)
+pub fn squares_sum<F: Real>(values: &[F], halve: bool) -> Ftz<F> {
+    squares_sum_of(values.len(), &|i| values[i], halve)
 }
 
 /// `squares_sum` over `len` values given by `value` (a gradient widened on the fly).
 #[cfg(test)]
-pub fn squares_sum_of<F: Real>(
-    parallel: bool,
-    len: usize,
-    value: &(impl Fn(usize) -> F + Sync),
-    halve: bool,
-) -> Ftz<F> {
+pub fn squares_sum_of<F: Real>(len: usize, value: &impl Fn(usize) -> F, halve: bool) -> Ftz<F> {
     let term = |i: usize| square_term(value(i), halve);
-    if halve { sum_eigen_in(parallel, &term, 0, len) } else { reduce_sum_in(parallel, &term, 0, len) }
+    if halve { sum_eigen_in(&term, 0, len) } else { reduce_sum_in(&term, 0, len) }
 }
 
 /// One term of a clip norm's sum: `g * g`, or with `halve` `(g * g) * 0.5`, in `g`'s dtype.
@@ -452,7 +495,7 @@ mod tests {
     #[test]
     fn eigen_sum_of_small_inputs_follows_lane_order() {
         let x: Vec<f32> = (1..=40).map(|i| i as f32 * 0.1).collect();
-        let got = sum_eigen_in(false, &|i| Ftz::<_>::new(x[i]), 0, x.len()).get();
+        let got = sum_eigen_in(&|i| Ftz::<_>::new(x[i]), 0, x.len()).get();
         // 40 = one unrolled block of 32 + one packet of 8; exact in this order:
         let mut p = [[0f32; 8]; 4];
         for k in 0..4 {
@@ -474,11 +517,15 @@ mod tests {
     #[test]
     fn sums_on_slices_are_the_sums_by_index() {
         fn check<F: Real>(values: &[F], level: SimdLevel) {
+            let mut reversed = Workers::new(1);
+            reversed.set_hook(Some(std::sync::Arc::new(|n: usize, task: &(dyn Fn(usize) + Sync)| {
+                (0..n).rev().for_each(task)
+            })));
             for halve in [false, true] {
-                let want = squares_sum_of(false, values.len(), &|i| values[i], halve).get().to_f64();
-                for parallel in [false, true] {
+                let want = squares_sum_of(values.len(), &|i| values[i], halve).get().to_f64();
+                for workers in [&Workers::new(1), &Workers::new(3), &reversed] {
                     let widen = |g: &[F], w: &mut [F::Math]| F::widen_math(g, w, level > SimdLevel::Portable);
-                    let got = squares_sum_of_slice::<F, F, F::Math>(parallel, values, halve, &widen, &|w| Ftz::new(w));
+                    let got = squares_sum_of_slice::<F, F, F::Math>(workers, values, halve, &widen, &|w| Ftz::new(w));
                     assert_eq!(got.to_bits(), want.to_bits(), "n {} halve {halve} {level:?}", values.len());
                 }
             }
@@ -497,6 +544,9 @@ mod tests {
             }
         }
         crate::simd::set_simd_level(None);
+        // Long enough that the subtrees cut into tasks grow with the length (`MAX_SUBTREES`).
+        let x: Vec<f32> = (0..(1 << 24) + 12_345).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
+        check(&x, simd_level());
     }
 
     /// Any split of a tensor into shards, with the all-reduce simulated, gives the one-process
@@ -507,7 +557,7 @@ mod tests {
         fn check<F: Real>(values: &[F], cuts: &[usize]) {
             let n = values.len();
             let term = |i: usize| square_term(values[i], false);
-            let whole = sum_eigen_in(false, &term, 0, n);
+            let whole = sum_eigen_in(&term, 0, n);
             let ranges: Vec<Range<usize>> = cuts.windows(2).map(|w| w[0]..w[1]).collect();
             let mut census = vec![0.0; 2 * leaf_count::<F>(n)];
             for held in &ranges {

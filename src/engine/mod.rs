@@ -17,12 +17,14 @@ pub(crate) mod cpu;
 pub(crate) mod device;
 
 use std::any::Any;
+use std::sync::Arc;
 
 use crate::config::Clipping;
 use crate::dtype::{DType, TensorMut, TensorRef, with_float};
 use crate::error::Result;
 use crate::float::{Ftz, Real};
 use crate::kernels::{Clip, GradientOp, StepScalars, VariableOps};
+use crate::parallel::ParallelFor;
 use crate::reduction;
 use crate::tensor::{CallEntries, DeviceTensor};
 
@@ -192,6 +194,10 @@ pub(crate) trait Engine: Send {
     /// How many threads a step may use: 0 a pool shared by the process, 1 the calling thread
     /// only, N a pool of N threads of this engine's own.
     fn set_threads(&mut self, threads: usize) -> Result<()>;
+
+    /// Runs the step's tasks through the caller's parallel-for (`None`: the threads of
+    /// `set_threads`). An engine on a device has no host tasks and keeps it for nothing.
+    fn set_parallel_for(&mut self, hook: Option<Arc<dyn ParallelFor>>);
 
     /// Reserves what a sparse gradient of up to `indices` indices needs, so that no step allocates.
     fn reserve_sparse(&mut self, indices: usize) -> Result<()>;

@@ -65,6 +65,7 @@ impl Optimizer {
             engine,
             loss_scale,
             loss_scale_counter: 0,
+            parallel_for: None,
         };
         Ok(Optimizer { state, index_copies: IndexCopies::default() })
     }
@@ -119,6 +120,16 @@ impl Optimizer {
         self.state.engine.set_threads(threads)?;
         self.state.config.threads = threads;
         Ok(())
+    }
+
+    /// Runs the tasks of every step on the caller's threads through `hook` (see
+    /// [`ParallelFor`](crate::ParallelFor) for the contract); `None` restores the threads of
+    /// [`Config::threads`]. With a hook set the optimizer starts no thread of its own, and the
+    /// bits are those of any other setting. An optimizer on a device keeps the hook for nothing
+    /// (its passes run on the device).
+    pub fn set_parallel_for(&mut self, hook: Option<std::sync::Arc<dyn crate::ParallelFor>>) {
+        self.state.engine.set_parallel_for(hook.clone());
+        self.state.parallel_for = hook;
     }
 
     /// Whether `build` has run.
@@ -363,7 +374,8 @@ impl Optimizer {
             return Err(Error::AlreadyBuilt("the device can only be set before the optimizer is built".into()));
         }
         let config = Config { device, ..self.state.config.clone() };
-        let engine = engine_for(&config)?;
+        let mut engine = engine_for(&config)?;
+        engine.set_parallel_for(self.state.parallel_for.clone());
         self.state.config.device = device;
         self.state.engine = engine;
         Ok(())

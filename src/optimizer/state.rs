@@ -109,6 +109,8 @@ pub(crate) struct State {
     /// of finite steps since it last changed (Keras' int64 `good_steps`).
     pub loss_scale: f32,
     pub loss_scale_counter: i64,
+    /// The caller's parallel-for, given to every engine the optimizer makes.
+    pub parallel_for: Option<std::sync::Arc<dyn crate::parallel::ParallelFor>>,
 }
 
 /// What one entry of Keras' `optimizer.variables` is: the counter, or a slot of a variable.

@@ -41,7 +41,7 @@ fn dtype_plan<F: Real>(
     let global_clip = match clipping {
         // The sum over the gradients' l2_loss values, in Eigen's order like TF's stacked sum.
         Clipping::GlobalNorm(clip) => Clip::by_global_norm(
-            reduction::reduce_sum_in(false, &|i| Ftz::new(F::from_f64(partials[i])), 0, partials.len()),
+            reduction::reduce_sum_in(&|i| Ftz::new(F::from_f64(partials[i])), 0, partials.len()),
             clip,
         ),
         _ => Clip::None,

@@ -5,9 +5,9 @@
 //!   is compiled three times: for AVX-512, for AVX2 and portably, picked at run time. Vector
 //!   IEEE division and square root round like scalar ones and nothing is fused, so every path
 //!   gives the same bits (tested with the SIMD paths switched off).
-//! - **Parallel**: large variables are split in halves with `rayon::join` down to chunks of
-//!   about `CHUNK` elements; the elements are independent, so the thread count never changes
-//!   a bit. With `parallel == false` everything runs on the calling thread.
+//! - **Parallel**: a large variable is cut into tasks of `CHUNK` elements, by its length alone,
+//!   which [`Workers`] runs (the calling thread, the pool, or the caller's hook); the elements
+//!   are independent, so whoever runs the tasks never changes a bit.
 //! - **Flush-to-zero**: on x86-64 each loop runs under a [`FlushToZero`] guard, the processor
 //!   mode TF's kernels run in, and the element functions skip their explicit flushes (`HW`).
 //! - Nothing here allocates.
@@ -17,13 +17,32 @@ use crate::float::{Arith, FlushToZero, Ftz, HARDWARE_FLUSH as HW, Lane, Real};
 use crate::kernels::{
     FusedGradientOp, GradientForm, GradientOp, StepScalars, VariableOps, clamp, dense_element, sparse_element,
 };
+use crate::parallel::{Disjoint, Workers};
 use crate::simd::{self, SimdLevel as Isa, set_simd_level, simd_level};
 
-/// Variables up to twice this many elements are updated by one thread; larger ones are split
-/// in halves down to chunks of about this size. Measured with `cargo bench --bench quick`
+/// Variables up to twice this many elements are one task (run on the calling thread); larger
+/// ones are cut into tasks of this many elements. Measured with `cargo bench --bench quick`
 /// (2 threads, G params/s at 64K / 1M): 2^13 gave 3.4 / 3.8, 2^15 gave 7.4 / 6.8, 2^17 gave
 /// 7.6 / 6.2; smaller chunks cost more in hand-offs than the second core gains.
 pub(crate) const CHUNK: usize = 1 << 15;
+
+/// The tasks a pass over `n` elements is cut into: by the length alone.
+pub(crate) fn task_count(n: usize) -> usize {
+    if n > 2 * CHUNK { n.div_ceil(CHUNK) } else { 1 }
+}
+
+/// The elements of task `task` of a pass over `n` (tasks of [`task_count`]).
+pub(crate) fn task_range(n: usize, task: usize) -> (usize, usize) {
+    if task_count(n) == 1 { (0, n) } else { (task * CHUNK, ((task + 1) * CHUNK).min(n)) }
+}
+
+/// Runs `pass(start, end)` over the tasks of a pass over `n` elements.
+pub(crate) fn for_each_task(workers: &Workers, n: usize, pass: &(dyn Fn(usize, usize) + Sync)) {
+    workers.run(task_count(n), &|task| {
+        let (start, end) = task_range(n, task);
+        pass(start, end)
+    });
+}
 
 /// Turns the SIMD code paths off (or back on) for the whole process: the portable loops then
 /// run everywhere (see [`crate::simd::set_simd_level`], which can also pick a level between).
@@ -50,9 +69,20 @@ fn split_slot<F>(slot: &mut [F], mid: usize) -> (&mut [F], &mut [F]) {
     if slot.is_empty() { (slot, Default::default()) } else { slot.split_at_mut(mid) }
 }
 
-impl<F> SlotSlices<'_, F> {
+impl<'a, F> SlotSlices<'a, F> {
     fn len(&self) -> usize {
         self.var.len()
+    }
+
+    /// The slices, for tasks that each take their own range.
+    fn shared(self) -> SharedSlots<'a, F> {
+        SharedSlots {
+            var: Disjoint::new(self.var),
+            m: Disjoint::new(self.m),
+            v: Disjoint::new(self.v),
+            vhat: Disjoint::new(self.vhat),
+            average: Disjoint::new(self.average),
+        }
     }
 
     fn split_at(self, mid: usize) -> (Self, Self) {
@@ -88,6 +118,34 @@ impl<F> SlotSlices<'_, F> {
 
     fn ema(&self) -> bool {
         !self.average.is_empty()
+    }
+}
+
+/// [`SlotSlices`] shared by the tasks of one pass.
+struct SharedSlots<'a, F> {
+    var: Disjoint<'a, F>,
+    m: Disjoint<'a, F>,
+    v: Disjoint<'a, F>,
+    vhat: Disjoint<'a, F>,
+    average: Disjoint<'a, F>,
+}
+
+impl<'a, F> SharedSlots<'a, F> {
+    /// Elements `start..end` of every slot (an empty slot stays empty).
+    ///
+    /// # Safety
+    /// As [`Disjoint::range`]: the ranges of live results do not overlap.
+    unsafe fn sub(&self, start: usize, end: usize) -> SlotSlices<'a, F> {
+        // SAFETY: the caller's contract, for every slot alike.
+        unsafe {
+            SlotSlices {
+                var: self.var.range(start, end),
+                m: self.m.range(start, end),
+                v: self.v.range(start, end),
+                vhat: self.vhat.range(start, end),
+                average: self.average.range(start, end),
+            }
+        }
     }
 }
 
@@ -257,12 +315,12 @@ pub fn dense_step<F: Real + DenseLanes>(
     op: GradientOp<F>,
     grad: &[F],
     slots: SlotSlices<'_, F>,
-    parallel: bool,
+    workers: &Workers,
 ) {
     assert_eq!(grad.len(), slots.len(), "gradient and variable lengths are checked before the step");
     let isa = simd_level();
     let s = &s.to_math();
-    with_modes!(op.to_math(), slots, |c, A, E| dense_parallel::<F, _, A, E>(s, ops, c, grad, slots, parallel, isa))
+    with_modes!(op.to_math(), slots, |c, A, E| dense_parallel::<F, _, A, E>(s, ops, c, grad, slots, workers, isa))
 }
 
 fn dense_parallel<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
@@ -271,22 +329,19 @@ fn dense_parallel<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool,
     clip: C,
     grad: &[F],
     slots: SlotSlices<'_, F>,
-    parallel: bool,
+    workers: &Workers,
     isa: Isa,
 ) {
     let n = slots.len();
-    if parallel && n > 2 * CHUNK {
-        // Split on a 64-element boundary so that vector loops start aligned alike on both sides.
-        let mid = (n / 2) & !63;
-        let (left, right) = slots.split_at(mid);
-        let (grad_l, grad_r) = grad.split_at(mid);
-        rayon::join(
-            || dense_parallel::<F, C, AMSGRAD, EMA>(s, ops, clip, grad_l, left, parallel, isa),
-            || dense_parallel::<F, C, AMSGRAD, EMA>(s, ops, clip, grad_r, right, parallel, isa),
-        );
-        return;
+    if task_count(n) == 1 {
+        return dense_dispatch::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, isa);
     }
-    dense_dispatch::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, isa);
+    let slots = slots.shared();
+    for_each_task(workers, n, &|start, end| {
+        // SAFETY: each task takes its own range.
+        let slots = unsafe { slots.sub(start, end) };
+        dense_dispatch::<F, C, AMSGRAD, EMA>(s, ops, clip, &grad[start..end], slots, isa)
+    });
 }
 
 /// Declares a function that runs the loop `$body` compiled for `$feature`.
@@ -439,7 +494,7 @@ pub fn sparse_step<F: Real>(
     rows: SparseRows<'_, F>,
     first_element: usize,
     slots: SlotSlices<'_, F>,
-    parallel: bool,
+    workers: &Workers,
 ) {
     let isa = simd_level();
     let s = &s.to_math();
@@ -450,7 +505,7 @@ pub fn sparse_step<F: Real>(
         rows,
         first_element,
         slots,
-        parallel,
+        workers,
         isa
     ))
 }
@@ -463,33 +518,20 @@ fn sparse_parallel<F: Real, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: 
     rows: SparseRows<'_, F>,
     first: usize,
     slots: SlotSlices<'_, F>,
-    parallel: bool,
+    workers: &Workers,
     isa: Isa,
 ) {
     let n = slots.len();
-    let row_len = rows.row_len.max(1);
-    if parallel && n > 2 * CHUNK {
-        let mid = n / 2;
-        let (left, right) = slots.split_at(mid);
-        // A row cut by the split is needed on both sides.
-        let last_row_left = (first + mid - 1) / row_len;
-        let first_row_right = (first + mid) / row_len;
-        let left_end = rows.entries.partition_point(|&(row, _)| row <= last_row_left);
-        let right_start = rows.entries.partition_point(|&(row, _)| row < first_row_right);
-        let (entries_l, entries_r) = (&rows.entries[..left_end], &rows.entries[right_start..]);
-        rayon::join(
-            || {
-                let rows = SparseRows { entries: entries_l, ..rows };
-                sparse_parallel::<F, C, AMSGRAD, EMA>(s, ops, clip, rows, first, left, parallel, isa)
-            },
-            || {
-                let rows = SparseRows { entries: entries_r, ..rows };
-                sparse_parallel::<F, C, AMSGRAD, EMA>(s, ops, clip, rows, first + mid, right, parallel, isa)
-            },
-        );
-        return;
+    if task_count(n) == 1 {
+        return sparse_serial::<F, C, AMSGRAD, EMA>(s, ops, clip, rows, first, slots, isa);
     }
-    sparse_serial::<F, C, AMSGRAD, EMA>(s, ops, clip, rows, first, slots, isa);
+    let slots = slots.shared();
+    for_each_task(workers, n, &|start, end| {
+        // SAFETY: each task takes its own range. A row cut by a task boundary is updated in
+        // part by each side: `sparse_serial` touches only the elements of its range.
+        let slots = unsafe { slots.sub(start, end) };
+        sparse_serial::<F, C, AMSGRAD, EMA>(s, ops, clip, rows, first + start, slots, isa)
+    });
 }
 
 /// One chunk of the sparse step: the spans between rows with a gradient run the vectorized
@@ -620,23 +662,20 @@ pub fn master_dense_step<G: Real, H: Real>(
     grad: &[G],
     slots: SlotSlices<'_, f32>,
     out: &mut [H],
-    parallel: bool,
+    workers: &Workers,
 ) {
     let n = slots.len();
     assert!(grad.len() == n && out.len() == n, "gradient and variable lengths are checked before the step");
-    if parallel && n > 2 * CHUNK {
-        let mid = (n / 2) & !63;
-        let (left, right) = slots.split_at(mid);
-        let (grad_l, grad_r) = grad.split_at(mid);
-        let (out_l, out_r) = out.split_at_mut(mid);
-        rayon::join(
-            || master_dense_step(s, ops, op, grad_l, left, out_l, parallel),
-            || master_dense_step(s, ops, op, grad_r, right, out_r, parallel),
-        );
-        return;
-    }
     let level = simd_level();
-    simd::dispatch(level, MasterPieces { s, ops, op, grad, slots, out, level });
+    if task_count(n) == 1 {
+        return simd::dispatch(level, MasterPieces { s, ops, op, grad, slots, out, level });
+    }
+    let (slots, out) = (slots.shared(), Disjoint::new(out));
+    for_each_task(workers, n, &|start, end| {
+        // SAFETY: each task takes its own range.
+        let (slots, out) = unsafe { (slots.sub(start, end), out.range(start, end)) };
+        simd::dispatch(level, MasterPieces { s, ops, op, grad: &grad[start..end], slots, out, level });
+    });
 }
 
 /// The serial part of [`master_dense_step`], compiled for the SIMD level (so that the widening
@@ -664,20 +703,18 @@ impl<G: Real, H: Real> simd::Kernel for MasterPieces<'_, G, H> {
             let piece = &mut widened[..end - start];
             G::widen_slice(&grad[start..end], piece, simd); // exact for every 16-bit value
             let mut part = slots.sub(start, end);
-            dense_step(s, ops, op, piece, part.reborrow(), false);
+            dense_step(s, ops, op, piece, part.reborrow(), Workers::calling_thread());
             H::round_slice(part.var, &mut out[start..end], simd);
         }
     }
 }
 
 /// The caller's values of a variable with a master copy: the master rounded to nearest even.
-pub fn round_master<H: Real>(master: &[f32], out: &mut [H], parallel: bool) {
-    if parallel && out.len() > 2 * CHUNK {
-        let mid = out.len() / 2;
-        let (master_l, master_r) = master.split_at(mid);
-        let (out_l, out_r) = out.split_at_mut(mid);
-        rayon::join(|| round_master(master_l, out_l, parallel), || round_master(master_r, out_r, parallel));
-        return;
-    }
-    H::round_slice(master, out, simd_enabled());
+pub fn round_master<H: Real>(master: &[f32], out: &mut [H], workers: &Workers) {
+    let simd = simd_enabled();
+    let out = Disjoint::new(out);
+    for_each_task(workers, out.len(), &|start, end| {
+        // SAFETY: each task takes its own range.
+        H::round_slice(&master[start..end], unsafe { out.range(start, end) }, simd)
+    });
 }

@@ -1,16 +1,17 @@
 //! The CPU engine: the state in host memory, the passes run by the vectorized loops of
-//! [`loops`], large variables split across a rayon pool.
+//! [`loops`], large variables cut into tasks for [`Workers`].
 //!
-//! Threads: `threads = 0` enters a pool shared by the process once per step, 1 runs everything
-//! on the calling thread, N > 1 gives the engine a pool of its own. A step uses the pool only
-//! when one of its variables is large enough to split (more than `2 * loops::CHUNK` elements);
-//! otherwise it stays on the calling thread, where a hand-off would only add its cost. Every
-//! element is independent, so the thread count never changes a bit.
+//! Threads: `threads = 0` uses a pool shared by the process, 1 runs everything on the calling
+//! thread, N > 1 gives the engine a pool of its own; a parallel-for hook runs the tasks on the
+//! caller's threads instead. A pass is handed to other threads only when a variable is large
+//! enough to cut (more than `2 * loops::CHUNK` elements); otherwise it stays on the calling
+//! thread, where a hand-off would only add its cost. Tasks are cut by the shapes alone and
+//! every element is independent, so whoever runs them never changes a bit.
 
 mod lanes;
 pub(crate) mod loops;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use loops::{SlotSlices, SparseRows};
 
@@ -19,6 +20,7 @@ use crate::dtype::{DType, Element, TensorBuf, TensorMut, TensorRef, each_float, 
 use crate::error::{Error, Result, invalid};
 use crate::float::{Arith, Ftz, HARDWARE_FLUSH as HW, Real, widen};
 use crate::kernels;
+use crate::parallel::{ParallelFor, Workers};
 use crate::reduction;
 use crate::simd::{self, SimdLevel, simd_level};
 use crate::tensor::{CallEntries, Gradient, GradientEntries};
@@ -66,9 +68,8 @@ impl VariableSlots {
 /// The CPU engine.
 pub(crate) struct CpuEngine {
     variables: Vec<VariableSlots>,
-    /// The pool a step may use: `None` with `threads = 1`.
-    pool: Option<Arc<rayon::ThreadPool>>,
-    parallel: bool,
+    /// Who runs a step's tasks.
+    workers: Workers,
     /// `(row, position)` of a sparse gradient's indices, sorted to sum duplicates in order.
     sparse_rows: Vec<(usize, usize)>,
     /// A 16-bit sparse gradient's rows widened to float32, for a variable with a master copy.
@@ -82,81 +83,13 @@ impl CpuEngine {
     pub fn new(threads: usize) -> Result<Self> {
         Ok(CpuEngine {
             variables: Vec::new(),
-            pool: thread_pool(threads)?,
-            parallel: threads != 1,
+            workers: Workers::new(threads),
             sparse_rows: Vec::new(),
             widened_rows: Vec::new(),
             master_row_len: 0,
         })
     }
 
-    /// The pool for a call whose largest gradient has `largest` elements, if it is worth using.
-    fn pool_for(&self, entries: &mut dyn GradientEntries) -> Option<Arc<rayon::ThreadPool>> {
-        let mut largest = 0;
-        for i in 0..entries.len() {
-            let entry = entries.get(i);
-            if entry.gradient.is_some() {
-                largest = largest.max(entry.values.len());
-            }
-        }
-        self.pool.clone().filter(|_| largest > 2 * loops::CHUNK)
-    }
-}
-
-/// Carries a closure into a rayon pool's `install`, which blocks the calling thread until the
-/// closure has run: what it borrows is used by one thread at a time, never concurrently.
-struct OnePoolThread<T>(T);
-// SAFETY: see the type's documentation; `install` returns only after the closure finished.
-unsafe impl<T> Send for OnePoolThread<T> {}
-
-impl<R, T: FnOnce() -> R> OnePoolThread<T> {
-    /// Taking `self` makes the `install` closure capture the whole (Send) wrapper.
-    fn run(self) -> R {
-        (self.0)()
-    }
-}
-
-/// Runs `work` in `pool` (blocking until it is done), or on the calling thread without one.
-fn in_pool<R: Send>(pool: Option<Arc<rayon::ThreadPool>>, work: impl FnOnce() -> R) -> R {
-    match pool {
-        None => work(),
-        Some(pool) => {
-            let work = OnePoolThread(work);
-            pool.install(move || work.run())
-        }
-    }
-}
-
-/// The pool behind `threads = 0`: one per process, shared by every optimizer with that setting,
-/// one thread per core. (Entering a pool once per step through `install` measured faster and
-/// steadier than letting each split reach rayon's global pool from outside it.)
-fn shared_pool() -> Result<Arc<rayon::ThreadPool>> {
-    static SHARED: OnceLock<std::result::Result<Arc<rayon::ThreadPool>, String>> = OnceLock::new();
-    SHARED
-        .get_or_init(|| {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .thread_name(|i| format!("adamw-shared-{i}"))
-                .build()
-                .map(Arc::new)
-                .map_err(|e| e.to_string())
-        })
-        .clone()
-        .map_err(|e| Error::OutOfMemory(format!("cannot start the shared threads: {e}")))
-}
-
-fn thread_pool(threads: usize) -> Result<Option<Arc<rayon::ThreadPool>>> {
-    match threads {
-        0 => shared_pool().map(Some),
-        1 => Ok(None),
-        _ => rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("adamw-{i}"))
-            .build()
-            .map(|pool| Some(Arc::new(pool)))
-            .map_err(|e| Error::OutOfMemory(format!("cannot start {threads} threads: {e}"))),
-    }
 }
 
 impl Engine for CpuEngine {
@@ -189,9 +122,14 @@ impl Engine for CpuEngine {
     }
 
     fn set_threads(&mut self, threads: usize) -> Result<()> {
-        self.pool = thread_pool(threads)?;
-        self.parallel = threads != 1;
+        let mut workers = Workers::new(threads);
+        workers.set_hook(self.workers.hook());
+        self.workers = workers;
         Ok(())
+    }
+
+    fn set_parallel_for(&mut self, hook: Option<Arc<dyn ParallelFor>>) {
+        self.workers.set_hook(hook);
     }
 
     fn reserve_sparse(&mut self, indices: usize) -> Result<()> {
@@ -203,22 +141,20 @@ impl Engine for CpuEngine {
 
     fn find_non_finite(&mut self, entries: &mut CallEntries<'_>, loss_scale: Option<f32>) -> Result<Option<NonFinite>> {
         let entries = host(entries)?;
-        let (variables, parallel) = (&self.variables, self.parallel);
+        let (variables, workers) = (&self.variables, &self.workers);
         let level = simd_level();
-        Ok(in_pool(self.pool_for(entries), || {
-            (0..entries.len()).find_map(|entry| {
+        Ok((0..entries.len()).find_map(|entry| {
                 let e = entries.get(entry);
                 let gradient = e.gradient?;
                 let found = if variables[e.variable].has_master() && loss_scale.is_some() {
                     // The unscaled gradient, in the dtype it is unscaled in (a master's float32).
                     let scale = loss_scale.unwrap_or(1.0);
-                    each_float!(gradient.values(), x => first_non_finite_widened(x, scale, parallel, level), _ => None)
+                    each_float!(gradient.values(), x => first_non_finite_widened(x, scale, workers, level), _ => None)
                 } else {
-                    each_float!(gradient.values(), x => first_non_finite_in(x, loss_scale, parallel, level), _ => None)
+                    each_float!(gradient.values(), x => first_non_finite_in(x, loss_scale, workers, level), _ => None)
                 };
                 let (element, value) = found?;
                 Some(NonFinite { entry, element, value })
-            })
         }))
     }
 
@@ -262,8 +198,8 @@ impl Engine for CpuEngine {
         shared: &mut Vec<f64>,
     ) -> Result<()> {
         let entries = host(entries)?;
-        let (variables, parallel) = (&self.variables, self.parallel);
-        in_pool(self.pool_for(entries), || {
+        let (variables, workers) = (&self.variables, &self.workers);
+        {
             for i in 0..entries.len() {
                 let entry = entries.get(i);
                 let Some(gradient) = entry.gradient else { continue };
@@ -272,10 +208,10 @@ impl Engine for CpuEngine {
                     Gradient::Dense(_) if state.layout.sharded => Some(&mut *shared),
                     _ => None,
                 };
-                let sum = each_float!(gradient.values(), g => squares_sum(state, g, halve, loss_scale, parallel, part), _ => 0.0);
+                let sum = each_float!(gradient.values(), g => squares_sum(state, g, halve, loss_scale, workers, part), _ => 0.0);
                 sums.push(sum);
             }
-        });
+        }
         Ok(())
     }
 
@@ -302,9 +238,8 @@ impl Engine for CpuEngine {
 
     fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_>) -> Result<()> {
         let entries = host(entries)?;
-        let pool = self.pool_for(entries);
-        let CpuEngine { variables, sparse_rows, widened_rows, parallel, .. } = self;
-        in_pool(pool, || {
+        let CpuEngine { variables, sparse_rows, widened_rows, workers, .. } = self;
+        {
             let mut with_gradient = 0;
             for i in 0..entries.len() {
                 let entry = entries.get(i);
@@ -314,9 +249,9 @@ impl Engine for CpuEngine {
                 let state = &mut variables[entry.variable];
                 let ops = plan.ops(entry.variable);
                 let scratch = Scratch { sparse_rows: &mut *sparse_rows, widened_rows: &mut *widened_rows };
-                each_float!(entry.values, values => step_variable(state, values, gradient, plan, k, ops, scratch, *parallel), _ => {})
+                each_float!(entry.values, values => step_variable(state, values, gradient, plan, k, ops, scratch, workers), _ => {})
             }
-        });
+        }
         Ok(())
     }
 
@@ -350,23 +285,30 @@ fn first_non_finite<G: Real, W: Copy + Default, M: Arith>(
     x: &[G],
     widen: impl Fn(&[G], &mut [W]) + Sync,
     checked: impl Fn(W) -> M + Sync,
-    parallel: bool,
+    workers: &Workers,
     level: SimdLevel,
 ) -> Option<(usize, f64)> {
-    use rayon::prelude::*;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
     let finite = |chunk: &[G]| {
         simd::dispatch(
             level,
             AllFinite { values: chunk, widen: &widen, checked: &checked, widened: std::marker::PhantomData },
         )
     };
-    let bad_chunk = if parallel && x.len() > 2 * loops::CHUNK {
-        x.par_chunks(loops::CHUNK).position_first(|chunk| !finite(chunk))
-    } else {
-        x.chunks(loops::CHUNK).position(|chunk| !finite(chunk))
-    }?;
-    let start = bad_chunk * loops::CHUNK;
-    let end = (start + loops::CHUNK).min(x.len());
+    // The first task (in order) whose chunk is not all finite; a task after one known bad skips.
+    let bad_task = AtomicUsize::new(usize::MAX);
+    workers.run(loops::task_count(x.len()), &|task| {
+        if task < bad_task.load(Relaxed) {
+            let (start, end) = loops::task_range(x.len(), task);
+            if !finite(&x[start..end]) {
+                bad_task.fetch_min(task, Relaxed);
+            }
+        }
+    });
+    let (start, end) = loops::task_range(x.len(), bad_task.into_inner().min(usize::MAX - 1));
+    if start >= end {
+        return None;
+    }
     let k = start
         + (start..end).position(|i| {
             let mut w = [W::default()];
@@ -378,7 +320,7 @@ fn first_non_finite<G: Real, W: Copy + Default, M: Arith>(
 }
 
 /// [`first_non_finite`] of `x` in its dtype's arithmetic, unscaled there by `scale` if given.
-fn first_non_finite_in<G: Real>(x: &[G], scale: Option<f32>, parallel: bool, level: SimdLevel) -> Option<(usize, f64)> {
+fn first_non_finite_in<G: Real>(x: &[G], scale: Option<f32>, workers: &Workers, level: SimdLevel) -> Option<(usize, f64)> {
     // Multiplying by one is exact: without a loss scale the values are checked as they are.
     let r = Ftz::<G::Math>::new(scale.map_or(Ftz::ONE, kernels::unscale_factor::<G>).get().load());
     let simd = level > SimdLevel::Portable;
@@ -386,20 +328,20 @@ fn first_non_finite_in<G: Real>(x: &[G], scale: Option<f32>, parallel: bool, lev
         x,
         |g: &[G], w: &mut [G::Math]| G::widen_math(g, w, simd),
         |w| (Ftz::new(w) * r).get(),
-        parallel,
+        workers,
         level,
     )
 }
 
 /// [`first_non_finite`] of `x` widened to a master's float32 and unscaled there by `scale`.
-fn first_non_finite_widened<G: Real>(x: &[G], scale: f32, parallel: bool, level: SimdLevel) -> Option<(usize, f64)> {
+fn first_non_finite_widened<G: Real>(x: &[G], scale: f32, workers: &Workers, level: SimdLevel) -> Option<(usize, f64)> {
     let r = kernels::unscale_factor::<f32>(scale);
     let simd = level > SimdLevel::Portable;
     first_non_finite(
         x,
         |g: &[G], w: &mut [f32]| G::widen_slice(g, w, simd),
         |w| (Ftz::new(w) * r).get(),
-        parallel,
+        workers,
         level,
     )
 }
@@ -454,7 +396,7 @@ fn squares_sum<F: Real>(
     values: &[F],
     halve: bool,
     loss_scale: Option<f32>,
-    parallel: bool,
+    workers: &Workers,
     shared: Option<&mut Vec<f64>>,
 ) -> f64 {
     let n = values.len();
@@ -478,11 +420,11 @@ fn squares_sum<F: Real>(
     if widened {
         let r = loss_scale.map_or(Ftz::ONE, kernels::unscale_factor::<f32>).mode::<HW>();
         let to_f32 = |g: &[F], w: &mut [f32]| F::widen_slice(g, w, simd);
-        reduction::squares_sum_of_slice::<f32, F, f32>(parallel, values, halve, &to_f32, &|w| Ftz::new(w) * r)
+        reduction::squares_sum_of_slice::<f32, F, f32>(workers, values, halve, &to_f32, &|w| Ftz::new(w) * r)
     } else {
         let r = Ftz::<F::Math, HW>::new(loss_scale.map_or(Ftz::ONE, kernels::unscale_factor::<F>).get().load());
         let to_math = |g: &[F], w: &mut [F::Math]| F::widen_math(g, w, simd);
-        reduction::squares_sum_of_slice::<F, F, F::Math>(parallel, values, halve, &to_math, &|w| Ftz::new(w) * r)
+        reduction::squares_sum_of_slice::<F, F, F::Math>(workers, values, halve, &to_math, &|w| Ftz::new(w) * r)
     }
 }
 
@@ -535,10 +477,10 @@ fn step_variable<F: Real + lanes::DenseLanes>(
     k: usize,
     ops: kernels::VariableOps,
     scratch: Scratch<'_>,
-    parallel: bool,
+    workers: &Workers,
 ) {
     if state.has_master() {
-        return step_master(state, values, gradient, plan, k, ops, scratch, parallel);
+        return step_master(state, values, gradient, plan, k, ops, scratch, workers);
     }
     let (s, op) = (plan.scalars::<F>(), plan.gradient_op::<F>(k));
     let VariableLayout { row_len, offset, .. } = state.layout;
@@ -546,10 +488,10 @@ fn step_variable<F: Real + lanes::DenseLanes>(
     let slots = slot_slices(values, m, v, vhat, average);
     let gradient_values = gradient.values().typed::<F>().unwrap_or_default();
     match gradient {
-        Gradient::Dense(_) => loops::dense_step(s, ops, op, gradient_values, slots, parallel),
+        Gradient::Dense(_) => loops::dense_step(s, ops, op, gradient_values, slots, workers),
         Gradient::Sparse { indices, .. } => {
             let rows = sorted_rows(scratch.sparse_rows, indices, gradient_values, row_len);
-            loops::sparse_step(s, ops, op, rows, offset, slots, parallel);
+            loops::sparse_step(s, ops, op, rows, offset, slots, workers);
         }
     }
 }
@@ -591,7 +533,7 @@ fn step_master<H: Real>(
     k: usize,
     ops: kernels::VariableOps,
     scratch: Scratch<'_>,
-    parallel: bool,
+    workers: &Workers,
 ) {
     let (s, op) = (plan.scalars::<f32>(), plan.gradient_op::<f32>(k));
     let VariableLayout { row_len, offset, .. } = state.layout;
@@ -599,7 +541,7 @@ fn step_master<H: Real>(
     let slots = slot_slices(typed_slot::<f32>(master), m, v, vhat, average);
     match gradient {
         Gradient::Dense(g) => {
-            each_float!(g, g => loops::master_dense_step(s, ops, op, g, slots, values, parallel), _ => {})
+            each_float!(g, g => loops::master_dense_step(s, ops, op, g, slots, values, workers), _ => {})
         }
         Gradient::Sparse { indices, values: rows } => {
             let widened = scratch.widened_rows;
@@ -607,9 +549,9 @@ fn step_master<H: Real>(
             widened.resize(rows.len(), 0.0); // within the room reserve_sparse made
             each_float!(rows, r => Real::widen_slice(r, widened, loops::simd_enabled()), _ => {});
             let rows = sorted_rows(scratch.sparse_rows, indices, widened, row_len);
-            loops::sparse_step(s, ops, op, rows, offset, slots, parallel);
+            loops::sparse_step(s, ops, op, rows, offset, slots, workers);
             // Every element decays: every element of the caller's variable takes its rounding.
-            loops::round_master(typed_slot::<f32>(master), values, parallel);
+            loops::round_master(typed_slot::<f32>(master), values, workers);
         }
     }
 }

@@ -715,6 +715,10 @@ impl<B: Backend> Engine for DeviceEngine<B> {
         Ok(()) // the device's threads are its own
     }
 
+    fn set_parallel_for(&mut self, _hook: Option<std::sync::Arc<dyn crate::parallel::ParallelFor>>) {
+        // no host tasks: the device runs the passes
+    }
+
     fn set_stream(&mut self, stream: u64) -> Result<()> {
         // Work on the old stream may still read the tables and the staging buffer.
         self.device.synchronize()?;

@@ -1,0 +1,411 @@
+//! Who runs a step's tasks: the calling thread, libadamw's own pool, or the caller's threads
+//! through a parallel-for hook ([`ParallelFor`]).
+//!
+//! A step cuts its passes into tasks by the shapes alone (never by the thread count), so the
+//! bits are the same whoever runs them. Every run goes through one [`Job`]: a task is claimed
+//! by taking the next number of an atomic counter, so each runs exactly once however often a
+//! hook calls it, whatever is left unclaimed when the hook returns runs on the calling thread,
+//! and the run returns only once every task has finished.
+//!
+//! The pool's threads start at the first run that needs them (never when a hook is set). The
+//! calling thread works too: a pool of N threads is the caller and N - 1 workers. A worker that
+//! runs out of work waits briefly for the next run, then sleeps, so that it does not spin
+//! against the caller's own threads.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, TryLockError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Runs a number of tasks on the caller's threads: what an engine with a thread pool of its own
+/// (OpenMP, a job system, Go's scheduler) gives the optimizer instead of libadamw's pool.
+///
+/// Contract: `run_tasks(n, task)` calls `task(i)` for `i` in `0..n`, in any order, on any
+/// threads, concurrently, and returns when those calls have returned. The index only counts the
+/// calls: the optimizer hands out its tasks itself, so a call that repeats an index runs
+/// nothing twice, and tasks not run when `run_tasks` returns run on the calling thread.
+/// `task` must not be called after `run_tasks` returned.
+pub trait ParallelFor: Send + Sync {
+    /// Runs `task(0)` .. `task(n_tasks - 1)` (see the trait's contract).
+    fn run_tasks(&self, n_tasks: usize, task: &(dyn Fn(usize) + Sync));
+}
+
+impl<F: Fn(usize, &(dyn Fn(usize) + Sync)) + Send + Sync> ParallelFor for F {
+    fn run_tasks(&self, n_tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+        self(n_tasks, task)
+    }
+}
+
+/// One run's tasks, and who has claimed and finished them.
+struct Job<'a> {
+    task: &'a (dyn Fn(usize) + Sync),
+    n_tasks: usize,
+    next: AtomicUsize,
+    finished: AtomicUsize,
+    panicked: AtomicBool,
+}
+
+impl<'a> Job<'a> {
+    fn new(n_tasks: usize, task: &'a (dyn Fn(usize) + Sync)) -> Self {
+        Job { task, n_tasks, next: AtomicUsize::new(0), finished: AtomicUsize::new(0), panicked: AtomicBool::new(false) }
+    }
+
+    /// Claims the next task and runs it; false once every task is claimed.
+    fn run_one(&self) -> bool {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        if i >= self.n_tasks {
+            return false;
+        }
+        // A panic must not unwind into a caller's thread (a C hook's, a worker's): it is
+        // recorded and raised again on the calling thread once every task has finished.
+        if catch_unwind(AssertUnwindSafe(|| (self.task)(i))).is_err() {
+            self.panicked.store(true, Ordering::Relaxed);
+        }
+        // Release: the task's writes are seen by the thread that sees it finished.
+        self.finished.fetch_add(1, Ordering::Release);
+        true
+    }
+
+    fn run_all(&self) {
+        while self.run_one() {}
+    }
+
+    /// Runs what is unclaimed, then waits for the tasks other threads are running.
+    fn finish(&self) {
+        self.run_all();
+        let mut spins = 0u32;
+        while self.finished.load(Ordering::Acquire) < self.n_tasks {
+            spins += 1;
+            if spins < 1 << 10 { std::hint::spin_loop() } else { std::thread::yield_now() }
+        }
+        if self.panicked.load(Ordering::Relaxed) {
+            panic!("a task of the step panicked");
+        }
+    }
+}
+
+/// How a step's tasks are run: the engine's setting.
+pub(crate) struct Workers {
+    threads: usize,
+    hook: Option<Arc<dyn ParallelFor>>,
+    /// Started at the first run that needs it.
+    own_pool: OnceLock<Option<Arc<Pool>>>,
+}
+
+impl Workers {
+    /// `threads` as [`crate::Config::threads`] describes: 0 the process's shared pool, 1 the
+    /// calling thread only, N a pool of N threads (the caller and N - 1 of this engine's own).
+    pub const fn new(threads: usize) -> Self {
+        Workers { threads, hook: None, own_pool: OnceLock::new() }
+    }
+
+    /// The caller's parallel-for, or `None` for the threads of [`Workers::new`].
+    pub fn set_hook(&mut self, hook: Option<Arc<dyn ParallelFor>>) {
+        self.hook = hook;
+    }
+
+    /// The caller's parallel-for, if set.
+    pub fn hook(&self) -> Option<Arc<dyn ParallelFor>> {
+        self.hook.clone()
+    }
+
+    /// Whether a run may use more than the calling thread.
+    pub fn parallel(&self) -> bool {
+        self.hook.is_some() || self.threads != 1
+    }
+
+    /// Runs `task(0)` .. `task(n_tasks - 1)`, each once, and returns when all have finished.
+    pub fn run(&self, n_tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+        if n_tasks <= 1 || !self.parallel() {
+            return (0..n_tasks).for_each(task);
+        }
+        let job = Job::new(n_tasks, task);
+        match &self.hook {
+            Some(hook) => {
+                // The job must outlive every task a hook started, even one that panicked.
+                let hooked = catch_unwind(AssertUnwindSafe(|| {
+                    hook.run_tasks(n_tasks, &|_| {
+                        job.run_one();
+                    })
+                }));
+                job.finish();
+                if let Err(panic) = hooked {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+            None => {
+                if let Some(pool) = self.pool() {
+                    pool.run(&job);
+                }
+                job.finish();
+            }
+        }
+    }
+
+    /// Runs on the calling thread only (what a task's inner loops are given).
+    pub fn calling_thread() -> &'static Workers {
+        static CALLING_THREAD: Workers = Workers::new(1);
+        &CALLING_THREAD
+    }
+
+    fn pool(&self) -> Option<&Arc<Pool>> {
+        self.own_pool
+            .get_or_init(|| match self.threads {
+                0 => shared_pool(),
+                n => Pool::start(n - 1, "adamw").map(Arc::new),
+            })
+            .as_ref()
+    }
+}
+
+/// The pool behind `threads = 0`: one per process, one thread per core (the caller is one).
+fn shared_pool() -> Option<Arc<Pool>> {
+    static SHARED: OnceLock<Option<Arc<Pool>>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Pool::start(cores - 1, "adamw-shared").map(Arc::new)
+        })
+        .clone()
+}
+
+/// How long a worker looks for the next run before it sleeps: long enough for the steps of a
+/// training loop called back to back, short enough not to take a core from the caller's threads
+/// between steps for long.
+const WORKER_SPIN: Duration = Duration::from_micros(50);
+
+/// Worker threads that help the calling thread with one run at a time.
+struct Pool {
+    shared: Arc<PoolShared>,
+    /// Held by the run in progress: a second caller at the same time runs its tasks itself.
+    running: Mutex<()>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+struct PoolShared {
+    /// Incremented for every run published (and at shutdown), read by spinning workers.
+    generation: AtomicU64,
+    posted: Mutex<Posted>,
+    wake: Condvar,
+    /// Workers inside the posted job: the caller waits for none before its job goes away.
+    inside: AtomicUsize,
+}
+
+struct Posted {
+    /// The run in progress, if any: a `Job` on the calling thread's stack.
+    job: Option<JobAddress>,
+    sleeping: usize,
+    stop: bool,
+}
+
+/// A [`Job`]'s address, as the pool's workers reach it.
+#[derive(Clone, Copy)]
+struct JobAddress(*const Job<'static>);
+// SAFETY: a `Job` is Sync (atomics and a Sync task); its address is published only while the
+// caller keeps it alive (`Pool::run`).
+unsafe impl Send for JobAddress {}
+
+impl Pool {
+    /// A pool of `workers` threads; `None` if no thread could be started (runs then stay on the
+    /// calling thread).
+    fn start(workers: usize, name: &str) -> Option<Self> {
+        let shared = Arc::new(PoolShared {
+            generation: AtomicU64::new(0),
+            posted: Mutex::new(Posted { job: None, sleeping: 0, stop: false }),
+            wake: Condvar::new(),
+            inside: AtomicUsize::new(0),
+        });
+        let mut handles = Vec::new();
+        for i in 0..workers {
+            let shared = Arc::clone(&shared);
+            let thread = std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || shared.work());
+            match thread {
+                Ok(handle) => handles.push(handle),
+                Err(_) => break,
+            }
+        }
+        if handles.is_empty() && workers > 0 {
+            return None;
+        }
+        Some(Pool { shared, running: Mutex::new(()), workers: handles })
+    }
+
+    /// Runs `job` on the workers and the calling thread; returns when the workers have left it
+    /// (its tasks may still be finishing on the caller's side: [`Job::finish`] waits for them).
+    fn run(&self, job: &Job<'_>) {
+        let _running = match self.running.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return job.run_all(),
+        };
+        let shared = &self.shared;
+        {
+            let mut posted = lock(&shared.posted);
+            // SAFETY (of the workers' dereference): the address is withdrawn below, under this
+            // lock, and the caller then waits until no worker is inside before `job` goes away.
+            posted.job = Some(JobAddress((job as *const Job<'_>).cast()));
+            shared.generation.fetch_add(1, Ordering::Release);
+            if posted.sleeping > 0 {
+                shared.wake.notify_all();
+            }
+        }
+        job.run_all();
+        lock(&shared.posted).job = None;
+        while shared.inside.load(Ordering::Acquire) != 0 {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        lock(&self.shared.posted).stop = true;
+        self.shared.generation.fetch_add(1, Ordering::Release);
+        self.shared.wake.notify_all();
+        for handle in self.workers.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl PoolShared {
+    /// A worker's life: wait for a run, help with it, repeat until the pool stops.
+    fn work(&self) {
+        let mut seen = self.generation.load(Ordering::Acquire);
+        loop {
+            self.wait_for_news(seen);
+            let job = {
+                let mut posted = lock(&self.posted);
+                while self.generation.load(Ordering::Acquire) == seen && !posted.stop {
+                    posted.sleeping += 1;
+                    posted = self.wake.wait(posted).unwrap_or_else(|p| p.into_inner());
+                    posted.sleeping -= 1;
+                }
+                if posted.stop {
+                    return;
+                }
+                seen = self.generation.load(Ordering::Acquire);
+                let job = posted.job;
+                if job.is_some() {
+                    self.inside.fetch_add(1, Ordering::Relaxed);
+                }
+                job
+            };
+            if let Some(JobAddress(job)) = job {
+                // SAFETY: the job is alive while `inside` counts this worker (see `Pool::run`).
+                unsafe { &*job }.run_all();
+                self.inside.fetch_sub(1, Ordering::Release);
+            }
+        }
+    }
+
+    /// Spins until the generation moves past `seen` or [`WORKER_SPIN`] has passed.
+    fn wait_for_news(&self, seen: u64) {
+        let start = Instant::now();
+        loop {
+            for _ in 0..256 {
+                if self.generation.load(Ordering::Acquire) != seen {
+                    return;
+                }
+                std::hint::spin_loop();
+            }
+            if start.elapsed() > WORKER_SPIN {
+                return;
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A mutable slice that the tasks of one run share, each taking its own range.
+pub(crate) struct Disjoint<'a, T> {
+    start: *mut T,
+    len: usize,
+    borrowed: std::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: tasks reach the elements only through `range`, whose ranges are disjoint (its
+// contract), so no element is shared; T: Send lets them move to the tasks' threads.
+unsafe impl<T: Send> Sync for Disjoint<'_, T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Send for Disjoint<'_, T> {}
+
+impl<'a, T> Disjoint<'a, T> {
+    pub fn new(slice: &'a mut [T]) -> Self {
+        Disjoint { start: slice.as_mut_ptr(), len: slice.len(), borrowed: std::marker::PhantomData }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Elements `start..end`, or an empty slice when the whole is empty (an unused slot).
+    ///
+    /// # Safety
+    /// No two live results overlap: each task of a run takes its own range, and [`Workers::run`]
+    /// runs each task once.
+    #[allow(clippy::mut_from_ref)] // the point: disjoint ranges of one exclusive borrow
+    pub unsafe fn range(&self, start: usize, end: usize) -> &'a mut [T] {
+        if self.len == 0 {
+            return &mut [];
+        }
+        assert!(start <= end && end <= self.len, "a task's range lies within its slice");
+        // SAFETY: in bounds (checked); exclusive by the caller's contract; alive for 'a.
+        unsafe { std::slice::from_raw_parts_mut(self.start.add(start), end - start) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn squares(workers: &Workers, n: usize) -> Vec<u64> {
+        let mut out = vec![0u64; n];
+        let shared = Disjoint::new(&mut out);
+        // SAFETY: task i writes element i only.
+        workers.run(n, &|i| {
+            let slot = unsafe { shared.range(i, i + 1) };
+            slot[0] = (i * i) as u64;
+        });
+        out
+    }
+
+    #[test]
+    fn every_task_runs_once_whoever_runs_it() {
+        let want: Vec<u64> = (0..1000u64).map(|i| i * i).collect();
+        for threads in [0, 1, 2, 3] {
+            assert_eq!(squares(&Workers::new(threads), 1000), want, "threads = {threads}");
+        }
+        let hooks: Vec<(&str, Arc<dyn ParallelFor>)> = vec![
+            ("reversed", Arc::new(|n: usize, task: &(dyn Fn(usize) + Sync)| (0..n).rev().for_each(task))),
+            ("twice", Arc::new(|n: usize, task: &(dyn Fn(usize) + Sync)| (0..2 * n).for_each(|i| task(i % n)))),
+            ("none", Arc::new(|_: usize, _: &(dyn Fn(usize) + Sync)| {})),
+            ("half", Arc::new(|n: usize, task: &(dyn Fn(usize) + Sync)| (0..n / 2).for_each(task))),
+            (
+                "threads",
+                Arc::new(|n: usize, task: &(dyn Fn(usize) + Sync)| {
+                    std::thread::scope(|s| {
+                        for t in 0..3 {
+                            s.spawn(move || (t..n).step_by(3).for_each(task));
+                        }
+                    })
+                }),
+            ),
+        ];
+        for (name, hook) in hooks {
+            let mut workers = Workers::new(1);
+            workers.set_hook(Some(hook));
+            assert_eq!(squares(&workers, 1000), want, "hook {name}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "a task of the step panicked")]
+    fn a_panicking_task_panics_on_the_calling_thread() {
+        Workers::new(2).run(8, &|i| assert!(i != 5));
+    }
+}
