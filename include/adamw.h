@@ -214,6 +214,10 @@ typedef int32_t (*adamw_all_reduce_fn)(double *values, size_t count, void *user_
 // defaults, and change what you need. Every pointer is read during `adamw_optimizer_new` only,
 // except callbacks and their `user_data`, which are kept and called on the thread of each
 // `apply_gradients`/`minimize` call (and once at creation, with step 0).
+// Float literals: the hyperparameters are doubles, as Keras' Python floats are. Write `0.9`,
+// not `0.9f`: `0.9f` is the float32 nearest 0.9, which widens to the double
+// 0.89999997615814209, a different `beta_1` from Keras' default, and different bits from the
+// first step on. The same holds for every field (`1e-7`, not `1e-7f`).
 typedef struct adamw_config {
   // A constant learning rate (default 0.001), used when no schedule or callback is given.
   double learning_rate;
@@ -225,7 +229,8 @@ typedef struct adamw_config {
   void *learning_rate_user_data;
   // Decoupled weight decay (default 0.004).
   double weight_decay;
-  // First-moment decay (default 0.9), or a callback evaluated each step.
+  // First-moment decay (default 0.9, the double: `0.9f` is another value), or a callback
+  // evaluated each step.
   double beta_1;
   // A `beta_1` computed by the caller each step, or NULL to use `beta_1`.
   adamw_scalar_fn beta_1_fn;
@@ -304,6 +309,24 @@ typedef struct adamw_variable {
   // With `sharded`: the number of elements in the shard; else ignored.
   size_t shard_len;
 } adamw_variable;
+
+// One task of a step, as the library gives it to a parallel-for: call `task(task_data, i)`.
+typedef void (*adamw_task_fn)(void *task_data, size_t index);
+
+// The caller's parallel-for: runs `task(task_data, i)` for every `i` in `0..n_tasks`, in any
+// order, on any threads, concurrently, and returns when every call it made has returned.
+// `user_data` is the pointer given to `adamw_optimizer_set_parallel_for`. See there for the
+// whole contract; with OpenMP:
+//
+//     static void omp_parallel_for(void *user_data, size_t n_tasks, adamw_task_fn task, void *task_data) {
+//         (void)user_data;
+//         #pragma omp parallel for schedule(dynamic, 1)
+//         for (size_t i = 0; i < n_tasks; i++) task(task_data, i);
+//     }
+typedef void (*adamw_parallel_for_fn)(void *user_data,
+                                      size_t n_tasks,
+                                      adamw_task_fn task,
+                                      void *task_data);
 
 // One variable's entry in an `apply_gradients` call. Gradient forms:
 // - `dense` non-NULL: a dense gradient of `len` elements (`indices` and `values` must be NULL);
@@ -744,6 +767,30 @@ enum adamw_status adamw_optimizer_loss_scale(const struct adamw_optimizer *optim
 // NULL: `optimizer`. Threads: serialized. Errors: NULL_ARGUMENT, INVALID_ARGUMENT, OUT_OF_MEMORY, BUSY.
 enum adamw_status adamw_optimizer_reserve_sparse(struct adamw_optimizer *optimizer,
                                                  size_t max_indices);
+
+// Runs the tasks of every step on the caller's threads: `parallel_for(user_data, n, task,
+// task_data)` must call `task(task_data, i)` for `i` in `0..n` and return when those calls
+// have returned. NULL `parallel_for` restores the threads of `adamw_config.threads`.
+// Contract:
+//  - the calls may run in any order, on any threads, concurrently; `parallel_for` is called
+//    from the thread that steps the optimizer, one step at a time;
+//  - every pass of a step (clip norms, finite checks, the update, master rounding) goes
+//    through it; its tasks are cut by the variables' shapes alone, never by a thread count, so
+//    the results are the same bits whatever `parallel_for` does;
+//  - the index only counts calls: the library hands out its tasks itself (each claimed once by
+//    an atomic counter), so calling an index twice runs nothing twice, and tasks not run when
+//    `parallel_for` returns run on the calling thread before the step goes on;
+//  - `task` must not be called after `parallel_for` returned, and `parallel_for` must not call
+//    this optimizer (it would return ADAMW_STATUS_BUSY);
+//  - small steps (no variable over 64K elements) run on the calling thread without a call;
+//  - with a hook set, libadamw starts no thread of its own. Callbacks, sharded all-reduce and
+//    optimizers on a device (which keep the hook for nothing) work as without one.
+// Ownership: `user_data` is kept, never dereferenced, and must stay valid while set.
+// NULL: `optimizer`. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (not a handle), BUSY.
+enum adamw_status adamw_optimizer_set_parallel_for(struct adamw_optimizer *optimizer,
+                                                   adamw_parallel_for_fn parallel_for,
+                                                   void *user_data);
 
 // Copies the message of the last failed call on this thread into `buf` as a NUL-terminated
 // UTF-8 string, and its length (without the NUL) into `*out_len`.

@@ -99,6 +99,10 @@ pub struct adamw_schedule {
 /// defaults, and change what you need. Every pointer is read during `adamw_optimizer_new` only,
 /// except callbacks and their `user_data`, which are kept and called on the thread of each
 /// `apply_gradients`/`minimize` call (and once at creation, with step 0).
+/// Float literals: the hyperparameters are doubles, as Keras' Python floats are. Write `0.9`,
+/// not `0.9f`: `0.9f` is the float32 nearest 0.9, which widens to the double
+/// 0.89999997615814209, a different `beta_1` from Keras' default, and different bits from the
+/// first step on. The same holds for every field (`1e-7`, not `1e-7f`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct adamw_config {
@@ -112,7 +116,8 @@ pub struct adamw_config {
     pub learning_rate_user_data: *mut c_void,
     /// Decoupled weight decay (default 0.004).
     pub weight_decay: f64,
-    /// First-moment decay (default 0.9), or a callback evaluated each step.
+    /// First-moment decay (default 0.9, the double: `0.9f` is another value), or a callback
+    /// evaluated each step.
     pub beta_1: f64,
     /// A `beta_1` computed by the caller each step, or NULL to use `beta_1`.
     pub beta_1_fn: adamw_scalar_fn,

@@ -305,10 +305,11 @@ fn first_non_finite<G: Real, W: Copy + Default, M: Arith>(
             }
         }
     });
-    let (start, end) = loops::task_range(x.len(), bad_task.into_inner().min(usize::MAX - 1));
-    if start >= end {
+    let bad_task = bad_task.into_inner();
+    if bad_task == usize::MAX {
         return None;
     }
+    let (start, end) = loops::task_range(x.len(), bad_task);
     let k = start
         + (start..end).position(|i| {
             let mut w = [W::default()];
