@@ -2,15 +2,16 @@
 //! through a parallel-for hook ([`ParallelFor`]).
 //!
 //! A step cuts its passes into tasks by the shapes alone (never by the thread count), so the
-//! bits are the same whoever runs them. Every run goes through one [`Job`]: a task is claimed
-//! by taking the next number of an atomic counter, so each runs exactly once however often a
-//! hook calls it, whatever is left unclaimed when the hook returns runs on the calling thread,
-//! and the run returns only once every task has finished.
+//! bits are the same whoever runs them. Every run goes through a [`Job`]: a task is claimed by
+//! setting its bit in an atomic flag word, so each runs exactly once however often a hook calls
+//! it, whatever is left unclaimed when the hook returns runs on the calling thread, and the run
+//! returns only once every task has finished.
 //!
 //! The pool's threads start at the first run that needs them (never when a hook is set). The
-//! calling thread works too: a pool of N threads is the caller and N - 1 workers. A worker that
-//! runs out of work waits briefly for the next run, then sleeps, so that it does not spin
-//! against the caller's own threads.
+//! calling thread works too: a pool of N threads is the caller and N - 1 workers, each of which
+//! takes the same share of the tasks every step (its part of the variables stays in its cache)
+//! and then helps with what is left. A worker that runs out of work waits briefly for the next
+//! run, then sleeps, so that it does not spin against the caller's own threads.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -22,10 +23,11 @@ use std::time::{Duration, Instant};
 /// (OpenMP, a job system, Go's scheduler) gives the optimizer instead of libadamw's pool.
 ///
 /// Contract: `run_tasks(n, task)` calls `task(i)` for `i` in `0..n`, in any order, on any
-/// threads, concurrently, and returns when those calls have returned. The index only counts the
-/// calls: the optimizer hands out its tasks itself, so a call that repeats an index runs
-/// nothing twice, and tasks not run when `run_tasks` returns run on the calling thread.
-/// `task` must not be called after `run_tasks` returned.
+/// threads, concurrently, and returns when those calls have returned. Each task is claimed
+/// once (an atomic flag), so a call that repeats an index runs nothing twice, and tasks not run
+/// when `run_tasks` returns run on the calling thread. Giving the same indices to the same
+/// threads every step (a static schedule) keeps each thread's part of the variables in its
+/// cache. `task` must not be called after `run_tasks` returned.
 pub trait ParallelFor: Send + Sync {
     /// Runs `task(0)` .. `task(n_tasks - 1)` (see the trait's contract).
     fn run_tasks(&self, n_tasks: usize, task: &(dyn Fn(usize) + Sync));
@@ -37,43 +39,65 @@ impl<F: Fn(usize, &(dyn Fn(usize) + Sync)) + Send + Sync> ParallelFor for F {
     }
 }
 
-/// One run's tasks, and who has claimed and finished them.
+/// Tasks one [`Job`] holds at most (a bit each on the stack); a run of more is several jobs.
+const JOB_TASKS: usize = 64 * 64;
+
+/// One run's tasks (at most [`JOB_TASKS`]), and who has claimed and finished them.
 struct Job<'a> {
     task: &'a (dyn Fn(usize) + Sync),
+    /// Added to a task's index in the job to give its index in the run.
+    first: usize,
     n_tasks: usize,
-    next: AtomicUsize,
+    /// One bit per task, set by the thread that claims it.
+    claimed: [AtomicU64; JOB_TASKS / 64],
     finished: AtomicUsize,
     panicked: AtomicBool,
 }
 
 impl<'a> Job<'a> {
-    fn new(n_tasks: usize, task: &'a (dyn Fn(usize) + Sync)) -> Self {
-        Job { task, n_tasks, next: AtomicUsize::new(0), finished: AtomicUsize::new(0), panicked: AtomicBool::new(false) }
+    fn new(task: &'a (dyn Fn(usize) + Sync), first: usize, n_tasks: usize) -> Self {
+        debug_assert!(n_tasks <= JOB_TASKS);
+        Job {
+            task,
+            first,
+            n_tasks,
+            claimed: [const { AtomicU64::new(0) }; JOB_TASKS / 64],
+            finished: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+        }
     }
 
-    /// Claims the next task and runs it; false once every task is claimed.
-    fn run_one(&self) -> bool {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
+    /// Runs task `i` unless it is out of range or another thread claimed it first.
+    fn run(&self, i: usize) {
         if i >= self.n_tasks {
-            return false;
+            return;
+        }
+        let bit = 1u64 << (i % 64);
+        if self.claimed[i / 64].fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+            return;
         }
         // A panic must not unwind into a caller's thread (a C hook's, a worker's): it is
         // recorded and raised again on the calling thread once every task has finished.
-        if catch_unwind(AssertUnwindSafe(|| (self.task)(i))).is_err() {
+        if catch_unwind(AssertUnwindSafe(|| (self.task)(self.first + i))).is_err() {
             self.panicked.store(true, Ordering::Relaxed);
         }
         // Release: the task's writes are seen by the thread that sees it finished.
         self.finished.fetch_add(1, Ordering::Release);
-        true
     }
 
-    fn run_all(&self) {
-        while self.run_one() {}
+    /// Runs the unclaimed tasks of participant `p`'s share of `participants` (the same tasks
+    /// every step, so that each thread finds its part of the variables in its own cache), then
+    /// any task still unclaimed, last first.
+    fn run_share(&self, p: usize, participants: usize) {
+        let (lo, hi) = (self.n_tasks * p / participants, self.n_tasks * (p + 1) / participants);
+        (lo..hi).for_each(|i| self.run(i));
+        // Others' tasks from the ends of their shares, away from where their owners work.
+        (hi..self.n_tasks).chain(0..lo).rev().for_each(|i| self.run(i));
     }
 
     /// Runs what is unclaimed, then waits for the tasks other threads are running.
     fn finish(&self) {
-        self.run_all();
+        (0..self.n_tasks).for_each(|i| self.run(i));
         let mut spins = 0u32;
         while self.finished.load(Ordering::Acquire) < self.n_tasks {
             spins += 1;
@@ -120,25 +144,23 @@ impl Workers {
         if n_tasks <= 1 || !self.parallel() {
             return (0..n_tasks).for_each(task);
         }
-        let job = Job::new(n_tasks, task);
-        match &self.hook {
-            Some(hook) => {
-                // The job must outlive every task a hook started, even one that panicked.
-                let hooked = catch_unwind(AssertUnwindSafe(|| {
-                    hook.run_tasks(n_tasks, &|_| {
-                        job.run_one();
-                    })
-                }));
-                job.finish();
-                if let Err(panic) = hooked {
-                    std::panic::resume_unwind(panic);
+        for first in (0..n_tasks).step_by(JOB_TASKS) {
+            let job = Job::new(task, first, (n_tasks - first).min(JOB_TASKS));
+            match &self.hook {
+                Some(hook) => {
+                    // The job must outlive every task a hook started, even one that panicked.
+                    let hooked = catch_unwind(AssertUnwindSafe(|| hook.run_tasks(job.n_tasks, &|i| job.run(i))));
+                    job.finish();
+                    if let Err(panic) = hooked {
+                        std::panic::resume_unwind(panic);
+                    }
                 }
-            }
-            None => {
-                if let Some(pool) = self.pool() {
-                    pool.run(&job);
+                None => {
+                    if let Some(pool) = self.pool() {
+                        pool.run(&job);
+                    }
+                    job.finish();
                 }
-                job.finish();
             }
         }
     }
@@ -173,7 +195,7 @@ fn shared_pool() -> Option<Arc<Pool>> {
 /// How long a worker looks for the next run before it sleeps: long enough for the steps of a
 /// training loop called back to back, short enough not to take a core from the caller's threads
 /// between steps for long.
-const WORKER_SPIN: Duration = Duration::from_micros(50);
+const WORKER_SPIN: Duration = Duration::from_micros(200);
 
 /// Worker threads that help the calling thread with one run at a time.
 struct Pool {
@@ -219,7 +241,10 @@ impl Pool {
         let mut handles = Vec::new();
         for i in 0..workers {
             let shared = Arc::clone(&shared);
-            let thread = std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || shared.work());
+            let participant = i + 1; // the calling thread is participant 0
+            let thread = std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || shared.work(participant, workers + 1));
             match thread {
                 Ok(handle) => handles.push(handle),
                 Err(_) => break,
@@ -237,7 +262,7 @@ impl Pool {
         let _running = match self.running.try_lock() {
             Ok(guard) => guard,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return job.run_all(),
+            Err(TryLockError::WouldBlock) => return, // `finish` runs them here
         };
         let shared = &self.shared;
         {
@@ -250,7 +275,7 @@ impl Pool {
                 shared.wake.notify_all();
             }
         }
-        job.run_all();
+        job.run_share(0, self.workers.len() + 1);
         lock(&shared.posted).job = None;
         while shared.inside.load(Ordering::Acquire) != 0 {
             std::hint::spin_loop();
@@ -271,7 +296,7 @@ impl Drop for Pool {
 
 impl PoolShared {
     /// A worker's life: wait for a run, help with it, repeat until the pool stops.
-    fn work(&self) {
+    fn work(&self, participant: usize, participants: usize) {
         let mut seen = self.generation.load(Ordering::Acquire);
         loop {
             self.wait_for_news(seen);
@@ -294,7 +319,7 @@ impl PoolShared {
             };
             if let Some(JobAddress(job)) = job {
                 // SAFETY: the job is alive while `inside` counts this worker (see `Pool::run`).
-                unsafe { &*job }.run_all();
+                unsafe { &*job }.run_share(participant, participants);
                 self.inside.fetch_sub(1, Ordering::Release);
             }
         }

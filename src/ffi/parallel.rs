@@ -17,7 +17,7 @@ pub type adamw_task_fn = unsafe extern "C" fn(task_data: *mut c_void, index: usi
 ///
 ///     static void omp_parallel_for(void *user_data, size_t n_tasks, adamw_task_fn task, void *task_data) {
 ///         (void)user_data;
-///         #pragma omp parallel for schedule(dynamic, 1)
+///         #pragma omp parallel for schedule(static)
 ///         for (size_t i = 0; i < n_tasks; i++) task(task_data, i);
 ///     }
 pub type adamw_parallel_for_fn =
@@ -63,9 +63,10 @@ impl ParallelFor for CParallelFor {
 ///  - every pass of a step (clip norms, finite checks, the update, master rounding) goes
 ///    through it; its tasks are cut by the variables' shapes alone, never by a thread count, so
 ///    the results are the same bits whatever `parallel_for` does;
-///  - the index only counts calls: the library hands out its tasks itself (each claimed once by
-///    an atomic counter), so calling an index twice runs nothing twice, and tasks not run when
-///    `parallel_for` returns run on the calling thread before the step goes on;
+///  - each task is claimed once (an atomic flag), so calling an index twice runs nothing twice,
+///    and tasks not run when `parallel_for` returns run on the calling thread before the step
+///    goes on; a static schedule (the same indices on the same threads every step) keeps each
+///    thread's part of the variables in its cache;
 ///  - `task` must not be called after `parallel_for` returned, and `parallel_for` must not call
 ///    this optimizer (it would return ADAMW_STATUS_BUSY);
 ///  - small steps (no variable over 64K elements) run on the calling thread without a call;

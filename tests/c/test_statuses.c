@@ -158,6 +158,13 @@ static adamw_status call_build(adamw_optimizer *o) {
     return adamw_optimizer_build(o, &var, 1);
 }
 static adamw_status call_set_threads(adamw_optimizer *o) { return adamw_optimizer_set_threads(o, 1); }
+static void no_tasks(void *user_data, size_t n, adamw_task_fn task, void *task_data) {
+    (void)user_data;
+    (void)n;
+    (void)task;
+    (void)task_data;
+}
+static adamw_status call_set_parallel_for(adamw_optimizer *o) { return adamw_optimizer_set_parallel_for(o, no_tasks, NULL); }
 static adamw_status call_set_device(adamw_optimizer *o) { return adamw_optimizer_set_device(o, ADAMW_DEVICE_KIND_CPU, 0); }
 static adamw_status call_set_stream(adamw_optimizer *o) { return adamw_optimizer_set_stream(o, NULL); }
 static adamw_status call_set_master_weights(adamw_optimizer *o) { return adamw_optimizer_set_master_weights(o, 1); }
@@ -213,7 +220,7 @@ static const handle_call handle_calls[] = {
     HANDLE_CALL(save_file), HANDLE_CALL(load_file), HANDLE_CALL(load_keras_file), HANDLE_CALL(save_keras_file),
     HANDLE_CALL(load_keras_store), HANDLE_CALL(get_config), HANDLE_CALL(iterations), HANDLE_CALL(set_iterations),
     HANDLE_CALL(current_learning_rate), HANDLE_CALL(set_learning_rate), HANDLE_CALL(exclude_from_weight_decay),
-    HANDLE_CALL(build), HANDLE_CALL(set_threads), HANDLE_CALL(set_device), HANDLE_CALL(set_stream),
+    HANDLE_CALL(build), HANDLE_CALL(set_threads), HANDLE_CALL(set_parallel_for), HANDLE_CALL(set_device), HANDLE_CALL(set_stream),
     HANDLE_CALL(set_master_weights), HANDLE_CALL(set_loss_scale), HANDLE_CALL(loss_scale), HANDLE_CALL(reserve_sparse),
     HANDLE_CALL(apply_gradients), HANDLE_CALL(minimize), HANDLE_CALL(finalize_variable_values),
     HANDLE_CALL(num_variables), HANDLE_CALL(variable_info), HANDLE_CALL(variable_name), HANDLE_CALL(get_variable),

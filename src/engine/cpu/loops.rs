@@ -5,7 +5,7 @@
 //!   is compiled three times: for AVX-512, for AVX2 and portably, picked at run time. Vector
 //!   IEEE division and square root round like scalar ones and nothing is fused, so every path
 //!   gives the same bits (tested with the SIMD paths switched off).
-//! - **Parallel**: a large variable is cut into tasks of `CHUNK` elements, by its length alone,
+//! - **Parallel**: a large variable is cut into tasks of `CHUNK` elements or more, by its length alone,
 //!   which [`Workers`] runs (the calling thread, the pool, or the caller's hook); the elements
 //!   are independent, so whoever runs the tasks never changes a bit.
 //! - **Flush-to-zero**: on x86-64 each loop runs under a [`FlushToZero`] guard, the processor
@@ -20,20 +20,31 @@ use crate::kernels::{
 use crate::parallel::{Disjoint, Workers};
 use crate::simd::{self, SimdLevel as Isa, set_simd_level, simd_level};
 
-/// Variables up to twice this many elements are one task (run on the calling thread); larger
-/// ones are cut into tasks of this many elements. Measured with `cargo bench --bench quick`
+/// Variables up to this many elements are one task (run on the calling thread, no hand-off);
+/// larger ones are cut into tasks of this many elements or more. Measured with `cargo bench --bench quick`
 /// (2 threads, G params/s at 64K / 1M): 2^13 gave 3.4 / 3.8, 2^15 gave 7.4 / 6.8, 2^17 gave
 /// 7.6 / 6.2; smaller chunks cost more in hand-offs than the second core gains.
 pub(crate) const CHUNK: usize = 1 << 15;
 
-/// The tasks a pass over `n` elements is cut into: by the length alone.
+/// The most tasks a pass over one variable is cut into: larger variables get longer tasks, so
+/// that the per-task costs (a claim, a flush-mode switch) stay negligible and a run's claim
+/// flags stay a few words. (Two tasks or 512 for 16M elements measured the same.)
+const MAX_TASKS: usize = 256;
+
+/// Elements per task of a pass over `n` elements: by the length alone, a multiple of 64.
+fn task_len(n: usize) -> usize {
+    CHUNK.max(n.div_ceil(MAX_TASKS).next_multiple_of(64))
+}
+
+/// The tasks a pass over `n` elements is cut into: one up to `CHUNK` elements.
 pub(crate) fn task_count(n: usize) -> usize {
-    if n > 2 * CHUNK { n.div_ceil(CHUNK) } else { 1 }
+    if n > CHUNK { n.div_ceil(task_len(n)) } else { 1 }
 }
 
 /// The elements of task `task` of a pass over `n` (tasks of [`task_count`]).
 pub(crate) fn task_range(n: usize, task: usize) -> (usize, usize) {
-    if task_count(n) == 1 { (0, n) } else { (task * CHUNK, ((task + 1) * CHUNK).min(n)) }
+    let len = task_len(n);
+    ((task * len).min(n), ((task + 1) * len).min(n))
 }
 
 /// Runs `pass(start, end)` over the tasks of a pass over `n` elements.
