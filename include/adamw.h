@@ -274,10 +274,13 @@ typedef struct adamw_config {
   // whole call with ADAMW_STATUS_NON_FINITE_GRADIENT, nothing changed. get_config then
   // includes "reject_non_finite_gradients": true, which from_config reads back.
   uint8_t reject_non_finite_gradients;
-  // Threads for a step (not a Keras argument): 0 (default) uses a pool shared by the process;
-  // 1 runs on the calling thread and never starts or uses another thread (nothing is
-  // allocated in a step); N > 1 gives this optimizer a pool of N threads of its own.
-  // Results are the same bits for every value.
+  // Threads for a step (not a Keras argument): 0 (default) uses a pool shared by the process
+  // (one thread per core, the caller one of them); 1 runs on the calling thread and never
+  // starts or uses another thread; N > 1 gives this optimizer a pool of N threads of its own
+  // (the caller and N - 1 started at the first step that needs them). Only variables over
+  // 32K elements are cut into tasks for other threads. Results are the same bits for every
+  // value. An engine with a thread pool of its own gives it instead with
+  // `adamw_optimizer_set_parallel_for`.
   uint32_t threads;
 } adamw_config;
 
@@ -786,6 +789,7 @@ enum adamw_status adamw_optimizer_reserve_sparse(struct adamw_optimizer *optimiz
 //  - small steps (no variable over 64K elements) run on the calling thread without a call;
 //  - with a hook set, libadamw starts no thread of its own. Callbacks, sharded all-reduce and
 //    optimizers on a device (which keep the hook for nothing) work as without one.
+//
 // Ownership: `user_data` is kept, never dereferenced, and must stay valid while set.
 // NULL: `optimizer`. Threads: serialized.
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT (not a handle), BUSY.
@@ -816,17 +820,14 @@ const char *adamw_status_name(uint32_t status);
 // Ownership: `entries` and all buffers are borrowed for the call; `data` buffers are written.
 // NULL: `optimizer` must not be NULL; `entries` may be NULL only when `num_entries` is 0;
 // `out_iterations` may be NULL.
-// Threads: serialized with other calls on this optimizer; the work may run on several threads.
-// A callback that hands work to another thread which calls this optimizer deadlocks (BUSY is
-// detected on the calling thread only); calling from a rayon worker thread that may run other
-// jobs on the same optimizer while it waits can return BUSY.
+// Threads: serialized with other calls on this optimizer; the work may run on several threads
+// (the optimizer's pool, or the caller's through `adamw_optimizer_set_parallel_for`). A
+// callback that hands work to another thread which calls this optimizer deadlocks (BUSY is
+// detected on the calling thread only).
 // Allocation: libadamw allocates nothing once built (on a device too: its tables and the host
-// copies of device indices are kept from call to call), except that a call larger than any
-// before grows a buffer, such as a sparse gradient with more indices (see
-// `adamw_optimizer_reserve_sparse`). With a pool
-// (`threads` 0 or N > 1), a step with a variable of 64K elements or more is handed to the pool
-// through its job queue, which allocates a 1.5 KB block about every 63 such steps; with
-// `threads` = 1 nothing at all is allocated.
+// copies of device indices are kept from call to call; with a pool too, whose threads start
+// at the first step that needs them), except that a call larger than any before grows a
+// buffer, such as a sparse gradient with more indices (see `adamw_optimizer_reserve_sparse`).
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT (unknown dtype, misaligned or overlapping buffers,
 // dense and sparse together, a variable listed twice, global_clipnorm over mixed dtypes),
 // NOT_BUILT, UNKNOWN_VARIABLE, DTYPE_MISMATCH, SHAPE_MISMATCH, INDEX_OUT_OF_RANGE,

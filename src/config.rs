@@ -167,9 +167,11 @@ pub struct Config {
     /// `get_config` / `from_config` read and write the LossScaleOptimizer's config.
     pub loss_scale: Option<LossScale>,
     /// Threads for a step (not a Keras argument, not in `get_config`): 0 uses a pool shared by
-    /// the process (one thread per core, started by the first optimizer that needs it); 1 runs on
-    /// the caller's thread and never starts or uses a worker thread; N > 1 gives the optimizer a
-    /// pool of its own with N threads. Results are the same bits for every value.
+    /// the process (one thread per core, the caller one of them, started by the first optimizer
+    /// that needs it); 1 runs on the caller's thread and never starts or uses a worker thread;
+    /// N > 1 gives the optimizer a pool of its own: the caller and N - 1 threads. Results are
+    /// the same bits for every value. [`Optimizer::set_parallel_for`](crate::Optimizer::set_parallel_for)
+    /// runs the tasks on the caller's threads instead.
     pub threads: usize,
 }
 

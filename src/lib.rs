@@ -56,8 +56,8 @@ pub use dtype::{DType, Element, Exclusive, Owned, Shared, Storage, Tensor, Tenso
 pub use engine::cpu::loops::set_simd_enabled;
 pub use error::{Error, Result};
 pub use kwargs::Num;
-pub use parallel::ParallelFor;
 pub use optimizer::{Optimizer, Shard, StateInfo, StateTensor, VariableSpec, Weight};
+pub use parallel::ParallelFor;
 pub use schedule::Schedule;
 pub use simd::{SimdLevel, set_simd_level, simd_level};
 pub use tensor::{

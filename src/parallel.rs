@@ -212,6 +212,8 @@ struct PoolShared {
     wake: Condvar,
     /// Workers inside the posted job: the caller waits for none before its job goes away.
     inside: AtomicUsize,
+    /// Workers that have started.
+    running: AtomicUsize,
 }
 
 struct Posted {
@@ -237,6 +239,7 @@ impl Pool {
             posted: Mutex::new(Posted { job: None, sleeping: 0, stop: false }),
             wake: Condvar::new(),
             inside: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
         });
         let mut handles = Vec::new();
         for i in 0..workers {
@@ -252,6 +255,11 @@ impl Pool {
         }
         if handles.is_empty() && workers > 0 {
             return None;
+        }
+        // Every worker is running before the first run: what a thread allocates as it starts is
+        // done by then, never during a step.
+        while shared.running.load(Ordering::Acquire) < handles.len() {
+            std::thread::yield_now();
         }
         Some(Pool { shared, running: Mutex::new(()), workers: handles })
     }
@@ -298,6 +306,7 @@ impl PoolShared {
     /// A worker's life: wait for a run, help with it, repeat until the pool stops.
     fn work(&self, participant: usize, participants: usize) {
         let mut seen = self.generation.load(Ordering::Acquire);
+        self.running.fetch_add(1, Ordering::Release);
         loop {
             self.wait_for_news(seen);
             let job = {
@@ -391,8 +400,8 @@ mod tests {
     fn squares(workers: &Workers, n: usize) -> Vec<u64> {
         let mut out = vec![0u64; n];
         let shared = Disjoint::new(&mut out);
-        // SAFETY: task i writes element i only.
         workers.run(n, &|i| {
+            // SAFETY: task i takes element i only.
             let slot = unsafe { shared.range(i, i + 1) };
             slot[0] = (i * i) as u64;
         });

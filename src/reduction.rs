@@ -31,9 +31,9 @@ pub fn reduce_sum_in<F: Real>(x: &impl Fn(usize) -> Ftz<F>, first: usize, n: usi
 /// accumulators, then one packet, then a scalar tail. (The lane loops index like Eigen's packets.)
 pub fn sum_eigen_in<F: Real>(x: &impl Fn(usize) -> Ftz<F>, first: usize, n: usize) -> Ftz<F> {
     match halves::<F>(first, n) {
-        Some((n_left, split)) => combine_halves(sum_eigen_in(x, first, n_left), || {
-            (n_left < n).then(|| sum_eigen_in(x, split, n - n_left))
-        }),
+        Some((n_left, split)) => {
+            combine_halves(sum_eigen_in(x, first, n_left), || (n_left < n).then(|| sum_eigen_in(x, split, n - n_left)))
+        }
         None => leaf_sum(x, first, n),
     }
 }

@@ -1,11 +1,8 @@
 //! Once built, a step allocates nothing: a counting global allocator watches apply_gradients in
 //! each mode (dense, sparse after reserve_sparse, every clipping mode, EMA, amsgrad), on small
-//! variables (always updated on the caller's thread) and on large ones with `threads = 1`.
-//!
-//! With a pool (`threads` 0 or N > 1), a step with a large variable is handed to the pool through
-//! rayon's injector queue, a linked list that allocates one 1.5 KB block every 63 hand-offs
-//! (crossbeam-deque `Injector::push`): that allocation is rayon's, not ours, and `threads = 1`
-//! is the setting for callers that need none at all.
+//! variables (always updated on the caller's thread) and on large ones, whose tasks run on the
+//! pool's threads too (their allocations are counted process-wide, with the tests of this file
+//! run one at a time) or on the calling thread alone with `threads = 1`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -21,6 +18,7 @@ thread_local!(static ALLOCATIONS: Cell<usize> = const { Cell::new(0) });
 
 fn count() {
     let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+    EVERY_THREAD.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
 }
 
 fn allocations_so_far() -> usize {
@@ -54,11 +52,25 @@ fn allocations_during(f: impl FnOnce()) -> usize {
     allocations_so_far() - before
 }
 
+/// Every thread's allocations: while a test of this file runs, the only other threads are the
+/// pools' (the tests take `ONE_AT_A_TIME`).
+static EVERY_THREAD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn allocations_on_any_thread_during(f: impl FnOnce()) -> usize {
+    use std::sync::atomic::Ordering::SeqCst;
+    let before = EVERY_THREAD.load(SeqCst);
+    f();
+    EVERY_THREAD.load(SeqCst) - before
+}
+
 fn check_mode(name: &str, config: Config, rows: usize) {
     let cols = 4;
     let n = rows * cols;
-    // Large variables: on the caller's thread (see the module's documentation).
-    let config = if n < 1 << 15 { config } else { Config { threads: 1, ..config } };
     let mut opt = Optimizer::new(config).unwrap();
     let init = vec![0.5f32; n];
     opt.build(
@@ -92,7 +104,7 @@ fn check_mode(name: &str, config: Config, rows: usize) {
         step(false); // warm-up
         step(true);
         for sparse in [false, true] {
-            let count = allocations_during(|| {
+            let count = allocations_on_any_thread_during(|| {
                 for _ in 0..100 {
                     step(sparse);
                 }
@@ -117,9 +129,11 @@ fn steps_allocate_nothing() {
         ("clipnorm", Config { clipnorm: Some(0.5), ..Config::default() }),
         ("clipvalue", Config { clipvalue: Some(0.05), ..Config::default() }),
     ];
+    let _alone = one_at_a_time();
     for (name, config) in modes {
         check_mode(name, config.clone(), 16);
-        check_mode(name, config, 100_000);
+        check_mode(name, config.clone(), 100_000); // the process's shared pool
+        check_mode(name, Config { threads: 3, ..config }, 100_000); // a pool of its own
     }
     // global_clipnorm needs one dtype across the step: float32 only.
     let mut opt = Optimizer::new(Config { global_clipnorm: Some(1.0), ..Config::default() }).unwrap();
@@ -144,8 +158,8 @@ fn steps_allocate_nothing() {
     step();
     assert_eq!(allocations_during(step), 0, "global_clipnorm: a step allocated");
     c_abi_steps_allocate_nothing(false);
-    // With threads = 1, large variables too are updated on the caller's thread: no pool, no
-    // rayon queue, no allocation, called from any thread.
+    // With threads = 1, large variables too are updated on the caller's thread, called from
+    // any thread.
     for (name, config) in
         [("plain", Config::default()), ("ema+amsgrad", Config { use_ema: true, amsgrad: true, ..Config::default() })]
     {
@@ -258,6 +272,7 @@ fn c_abi_steps_allocate_nothing(on_device: bool) {
 /// steps included.
 #[test]
 fn mixed_precision_steps_allocate_nothing() {
+    let _alone = one_at_a_time();
     use half::{bf16, f16};
     let loss_scale = Some(adamw::LossScale { dynamic: true, initial_scale: 64.0, dynamic_growth_steps: 3 });
     let configs = [
@@ -303,6 +318,7 @@ fn mixed_precision_steps_allocate_nothing() {
 /// leaves' terms travel too); each rank counts its own thread's allocations.
 #[test]
 fn sharded_steps_allocate_nothing() {
+    let _alone = one_at_a_time();
     use std::sync::{Arc, Barrier, Mutex};
 
     struct Collective {
@@ -372,6 +388,7 @@ fn sharded_steps_allocate_nothing() {
 #[cfg(feature = "host-kernels")]
 #[test]
 fn device_steps_allocate_nothing() {
+    let _alone = one_at_a_time();
     use adamw::{Device, DeviceEntry, DeviceGradient, DeviceIndices, DeviceTensor, LossScale};
     let loss_scale = Some(LossScale { dynamic: true, initial_scale: 64.0, dynamic_growth_steps: 3 });
     let modes = [

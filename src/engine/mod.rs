@@ -9,8 +9,9 @@
 //! `set_weights`, checkpoints, `finalize_variable_values`, the averages at build) goes through
 //! those copies, so it works unchanged when the state lives on a device.
 //!
-//! The CPU engine ([`cpu`]) runs the element functions of `kernels` with rayon and SIMD; the
-//! device engine ([`device`]) runs the same arithmetic as kernels on a GPU.
+//! The CPU engine ([`cpu`]) runs the element functions of `kernels` with SIMD, its tasks on
+//! `parallel::Workers`; the device engine ([`device`]) runs the same arithmetic as kernels on a
+//! GPU.
 
 pub(crate) mod cpu;
 #[cfg(any(feature = "cuda", feature = "host-kernels"))]

@@ -161,10 +161,13 @@ pub struct adamw_config {
     /// whole call with ADAMW_STATUS_NON_FINITE_GRADIENT, nothing changed. get_config then
     /// includes "reject_non_finite_gradients": true, which from_config reads back.
     pub reject_non_finite_gradients: u8,
-    /// Threads for a step (not a Keras argument): 0 (default) uses a pool shared by the process;
-    /// 1 runs on the calling thread and never starts or uses another thread (nothing is
-    /// allocated in a step); N > 1 gives this optimizer a pool of N threads of its own.
-    /// Results are the same bits for every value.
+    /// Threads for a step (not a Keras argument): 0 (default) uses a pool shared by the process
+    /// (one thread per core, the caller one of them); 1 runs on the calling thread and never
+    /// starts or uses another thread; N > 1 gives this optimizer a pool of N threads of its own
+    /// (the caller and N - 1 started at the first step that needs them). Only variables over
+    /// 32K elements are cut into tasks for other threads. Results are the same bits for every
+    /// value. An engine with a thread pool of its own gives it instead with
+    /// `adamw_optimizer_set_parallel_for`.
     pub threads: u32,
 }
 

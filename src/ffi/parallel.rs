@@ -72,6 +72,7 @@ impl ParallelFor for CParallelFor {
 ///  - small steps (no variable over 64K elements) run on the calling thread without a call;
 ///  - with a hook set, libadamw starts no thread of its own. Callbacks, sharded all-reduce and
 ///    optimizers on a device (which keep the hook for nothing) work as without one.
+///
 /// Ownership: `user_data` is kept, never dereferenced, and must stay valid while set.
 /// NULL: `optimizer`. Threads: serialized.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (not a handle), BUSY.

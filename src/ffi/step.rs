@@ -204,17 +204,14 @@ unsafe fn apply_entries(
 /// Ownership: `entries` and all buffers are borrowed for the call; `data` buffers are written.
 /// NULL: `optimizer` must not be NULL; `entries` may be NULL only when `num_entries` is 0;
 /// `out_iterations` may be NULL.
-/// Threads: serialized with other calls on this optimizer; the work may run on several threads.
-/// A callback that hands work to another thread which calls this optimizer deadlocks (BUSY is
-/// detected on the calling thread only); calling from a rayon worker thread that may run other
-/// jobs on the same optimizer while it waits can return BUSY.
+/// Threads: serialized with other calls on this optimizer; the work may run on several threads
+/// (the optimizer's pool, or the caller's through `adamw_optimizer_set_parallel_for`). A
+/// callback that hands work to another thread which calls this optimizer deadlocks (BUSY is
+/// detected on the calling thread only).
 /// Allocation: libadamw allocates nothing once built (on a device too: its tables and the host
-/// copies of device indices are kept from call to call), except that a call larger than any
-/// before grows a buffer, such as a sparse gradient with more indices (see
-/// `adamw_optimizer_reserve_sparse`). With a pool
-/// (`threads` 0 or N > 1), a step with a variable of 64K elements or more is handed to the pool
-/// through its job queue, which allocates a 1.5 KB block about every 63 such steps; with
-/// `threads` = 1 nothing at all is allocated.
+/// copies of device indices are kept from call to call; with a pool too, whose threads start
+/// at the first step that needs them), except that a call larger than any before grows a
+/// buffer, such as a sparse gradient with more indices (see `adamw_optimizer_reserve_sparse`).
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (unknown dtype, misaligned or overlapping buffers,
 /// dense and sparse together, a variable listed twice, global_clipnorm over mixed dtypes),
 /// NOT_BUILT, UNKNOWN_VARIABLE, DTYPE_MISMATCH, SHAPE_MISMATCH, INDEX_OUT_OF_RANGE,

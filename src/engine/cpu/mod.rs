@@ -89,7 +89,6 @@ impl CpuEngine {
             master_row_len: 0,
         })
     }
-
 }
 
 impl Engine for CpuEngine {
@@ -144,17 +143,17 @@ impl Engine for CpuEngine {
         let (variables, workers) = (&self.variables, &self.workers);
         let level = simd_level();
         Ok((0..entries.len()).find_map(|entry| {
-                let e = entries.get(entry);
-                let gradient = e.gradient?;
-                let found = if variables[e.variable].has_master() && loss_scale.is_some() {
-                    // The unscaled gradient, in the dtype it is unscaled in (a master's float32).
-                    let scale = loss_scale.unwrap_or(1.0);
-                    each_float!(gradient.values(), x => first_non_finite_widened(x, scale, workers, level), _ => None)
-                } else {
-                    each_float!(gradient.values(), x => first_non_finite_in(x, loss_scale, workers, level), _ => None)
-                };
-                let (element, value) = found?;
-                Some(NonFinite { entry, element, value })
+            let e = entries.get(entry);
+            let gradient = e.gradient?;
+            let found = if variables[e.variable].has_master() && loss_scale.is_some() {
+                // The unscaled gradient, in the dtype it is unscaled in (a master's float32).
+                let scale = loss_scale.unwrap_or(1.0);
+                each_float!(gradient.values(), x => first_non_finite_widened(x, scale, workers, level), _ => None)
+            } else {
+                each_float!(gradient.values(), x => first_non_finite_in(x, loss_scale, workers, level), _ => None)
+            };
+            let (element, value) = found?;
+            Some(NonFinite { entry, element, value })
         }))
     }
 
@@ -321,7 +320,12 @@ fn first_non_finite<G: Real, W: Copy + Default, M: Arith>(
 }
 
 /// [`first_non_finite`] of `x` in its dtype's arithmetic, unscaled there by `scale` if given.
-fn first_non_finite_in<G: Real>(x: &[G], scale: Option<f32>, workers: &Workers, level: SimdLevel) -> Option<(usize, f64)> {
+fn first_non_finite_in<G: Real>(
+    x: &[G],
+    scale: Option<f32>,
+    workers: &Workers,
+    level: SimdLevel,
+) -> Option<(usize, f64)> {
     // Multiplying by one is exact: without a loss scale the values are checked as they are.
     let r = Ftz::<G::Math>::new(scale.map_or(Ftz::ONE, kernels::unscale_factor::<G>).get().load());
     let simd = level > SimdLevel::Portable;
