@@ -598,6 +598,48 @@ static void keras_files() {
     CHECK(reread.save() == state);
 }
 
+// The caller's parallel-for: steps whose tasks run on std::threads of the caller's (three, each
+// taking every third index), and a parallel-for that throws after running none, give the bits of
+// one thread; with a clip norm, so that the norm's sum runs in tasks too.
+static void parallel_for() {
+    constexpr std::size_t n = 200000;
+    auto run = [&](adamw::ParallelFor hook, uint32_t threads) {
+        adamw::Optimizer opt(adamw::Config().learning_rate(0.01).global_clipnorm(1.0).threads(threads));
+        if (hook) opt.set_parallel_for(hook);
+        opt.build({adamw::Variable::of<float>("w", {n})});
+        std::vector<float> w(n), g(n);
+        for (std::size_t i = 0; i < n; i++) {
+            w[i] = float(i % 1000) * 1e-3f;
+            g[i] = float((i * 613) % 977) * 1e-3f - 0.488f;
+        }
+        for (int step = 0; step < 3; step++) opt.apply_gradients({adamw::Gradient::dense<float>(0, w, g)});
+        return w;
+    };
+    int hook_calls = 0;
+    auto threaded = [&](const adamw::Tasks& tasks) {
+        ++hook_calls;
+        std::vector<std::thread> threads;
+        for (std::size_t t = 0; t < 3; t++)
+            threads.emplace_back([&tasks, t] {
+                for (std::size_t i = t; i < tasks.size(); i += 3) tasks(i);
+            });
+        for (auto& thread : threads) thread.join();
+    };
+    auto throwing = [&](const adamw::Tasks&) {
+        ++hook_calls;
+        throw std::runtime_error("the engine's pool is shut down");
+    };
+    const std::vector<float> one = run(nullptr, 1);
+    CHECK(run(threaded, 1) == one);
+    CHECK(run(throwing, 0) == one);  // the library runs what the parallel-for did not
+    CHECK(run(nullptr, 0) == one);
+    CHECK(hook_calls > 0);
+    adamw::Optimizer opt(adamw::Config{});
+    opt.set_parallel_for(threaded);
+    opt.set_parallel_for(nullptr);  // back to the config's threads
+    CHECK(opt.try_set_parallel_for({}).ok());
+}
+
 int main(int argc, char** argv) {
     if (argc != 2) {
         std::fprintf(stderr, "usage: %s SMOKE.txt\n", argv[0]);
@@ -615,6 +657,7 @@ int main(int argc, char** argv) {
     sharded_mesh();
     device_path();
     keras_files();
+    parallel_for();
     std::printf("%d passed, %d failed\n", checks - failures, failures);
     return failures == 0 ? 0 : 1;
 }

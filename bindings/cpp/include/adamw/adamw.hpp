@@ -407,6 +407,25 @@ struct float16_t {
     friend bool operator!=(float16_t a, float16_t b) noexcept { return a.bits != b.bits; }
 };
 
+/// One run of a step's tasks, as a parallel-for receives it (adamw_optimizer_set_parallel_for):
+/// call `tasks(i)` for every i < tasks.size(), in any order, on any threads, concurrently, and
+/// return when those calls have returned. Each task runs once however often its index is called,
+/// and the tasks not run when the parallel-for returns run on the stepping thread.
+class Tasks {
+   public:
+    Tasks(std::size_t n, adamw_task_fn task, void* data) noexcept : n_(n), task_(task), data_(data) {}
+    std::size_t size() const noexcept { return n_; }
+    void operator()(std::size_t index) const noexcept { task_(data_, index); }
+
+   private:
+    std::size_t n_;
+    adamw_task_fn task_;
+    void* data_;
+};
+
+/// The caller's parallel-for: any callable taking `const Tasks&` (see Optimizer::set_parallel_for).
+using ParallelFor = std::function<void(const Tasks&)>;
+
 namespace detail {
 
 template <class T>
@@ -440,6 +459,7 @@ constexpr bool is_16bit = dtype_of<T>::value == DType::bfloat16 || dtype_of<T>::
 struct State {
     std::function<double(int64_t)> learning_rate, beta_1, beta_2;
     std::function<void(double*, std::size_t)> all_reduce;
+    ParallelFor parallel_for;
     // Recursive: a callable that calls its own optimizer gets BUSY from the library, as in C,
     // instead of a deadlock here.
     std::recursive_mutex mutex;
@@ -456,6 +476,11 @@ struct State {
     static int32_t scalar_trampoline(int64_t step, void* user_data, double* out) noexcept {
         auto& fn = static_cast<State*>(user_data)->*F;
         return guarded("the callable", [&] { *out = fn(step); });
+    }
+    /// An exception from the parallel-for is dropped: the tasks it did not run run in the library.
+    static void parallel_for_trampoline(void* user_data, std::size_t n, adamw_task_fn task, void* data) noexcept {
+        guarded("the parallel-for", [&] { static_cast<State*>(user_data)->parallel_for(Tasks(n, task, data)); });
+        callback_exception().clear();
     }
     static int32_t all_reduce_trampoline(double* values, std::size_t count, void* user_data) noexcept {
         return guarded("the mesh all-reduce", [&] { static_cast<State*>(user_data)->all_reduce(values, count); });
@@ -942,6 +967,23 @@ class Optimizer {
     /// Changes the thread setting (see Config::threads).
     Result<void> try_set_threads(uint32_t threads) { return call(adamw_optimizer_set_threads, threads); }
 
+    /// Runs the tasks of every step on the caller's threads (adamw_optimizer_set_parallel_for):
+    /// `fn` is any callable taking `const Tasks&`; an empty one restores Config::threads. The
+    /// results are the same bits whatever it does; with one set the library starts no thread.
+    /// With OpenMP:
+    ///   opt.set_parallel_for([](const adamw::Tasks& tasks) {
+    ///   #pragma omp parallel for schedule(static)
+    ///       for (long i = 0; i < long(tasks.size()); i++) tasks(std::size_t(i));
+    ///   });
+    Result<void> try_set_parallel_for(ParallelFor fn) {
+        std::lock_guard<std::recursive_mutex> lock(state_->mutex);
+        adamw_parallel_for_fn c_fn = fn ? &detail::State::parallel_for_trampoline : nullptr;
+        ParallelFor previous = std::exchange(state_->parallel_for, std::move(fn));
+        Result<void> set = call(adamw_optimizer_set_parallel_for, c_fn, static_cast<void*>(state_.get()));
+        if (!set.ok()) state_->parallel_for = std::move(previous);
+        return set;
+    }
+
     /// Reserves room for sparse gradients of up to `max_indices` indices (no allocation later).
     Result<void> try_reserve_sparse(std::size_t max_indices) {
         return call(adamw_optimizer_reserve_sparse, max_indices);
@@ -1090,6 +1132,7 @@ class Optimizer {
     void set_device(DeviceKind kind, uint32_t ordinal = 0) { try_set_device(kind, ordinal).value(); }
     void set_stream(void* stream) { try_set_stream(stream).value(); }
     void set_threads(uint32_t threads) { try_set_threads(threads).value(); }
+    void set_parallel_for(ParallelFor fn) { try_set_parallel_for(std::move(fn)).value(); }
     void reserve_sparse(std::size_t max_indices) { try_reserve_sparse(max_indices).value(); }
     int64_t apply_gradients(span<const Gradient> gradients) { return try_apply_gradients(gradients).value(); }
     int64_t apply_gradients(std::initializer_list<Gradient> gradients) {
