@@ -194,6 +194,7 @@ type Config struct {
 	Name                     string
 	// Threads for a step: 0 a pool shared by the process, 1 the calling thread only, N a pool
 	// of N threads for this optimizer. The results are the same bits for every value.
+	// Optimizer.SetGoroutines runs the steps' tasks on goroutines instead.
 	Threads int
 	// RejectNonFiniteGradients turns on the non-finite guard (an extension, off by default):
 	// a gradient holding NaN or an infinity fails the whole step with ErrNonFiniteGradient.
@@ -281,6 +282,10 @@ type Optimizer struct {
 	mem     callMemory       // what a call needs besides the caller's slices
 	// goFailure is an error found on the Go side of a call, reported instead of a status.
 	goFailure *Error
+	// runner runs the library's tasks on goroutines after SetGoroutines; runnerData is its
+	// handle in C memory (the parallel-for's user_data).
+	runner     *goroutineRunner
+	runnerData unsafe.Pointer
 }
 
 // DType is an element type.
@@ -386,15 +391,7 @@ func New(cfg Config) (*Optimizer, error) {
 		}
 		raw.learning_rate_schedule = cs
 	}
-	// Each callback's user_data is C memory holding a cgo.Handle: no Go pointer reaches C.
-	handleInC := func(value interface{}) unsafe.Pointer {
-		h := cgo.NewHandle(value)
-		o.handles = append(o.handles, h)
-		p := C.malloc(C.sizeof_uintptr_t)
-		*(*C.uintptr_t)(p) = C.uintptr_t(h)
-		o.cMem = append(o.cMem, p)
-		return p
-	}
+	handleInC := o.keepInC
 	userData := func(kind int) unsafe.Pointer { return handleInC(&scalarSlot{cb: o.cb, kind: kind}) }
 	if cfg.Mesh != nil {
 		raw.mesh_all_reduce, raw.mesh_user_data = C.adamw_all_reduce_fn(C.goAdamwAllReduce), handleInC(o.cb)
@@ -475,6 +472,17 @@ func FromConfig(json string) (*Optimizer, error) {
 	o.h = h
 	runtime.SetFinalizer(o, (*Optimizer).Close)
 	return o, nil
+}
+
+// keepInC returns C memory holding a cgo.Handle of value, both freed by Close: what a callback's
+// user_data is, so that no Go pointer reaches C.
+func (o *Optimizer) keepInC(value interface{}) unsafe.Pointer {
+	h := cgo.NewHandle(value)
+	o.handles = append(o.handles, h)
+	p := C.malloc(C.sizeof_uintptr_t)
+	*(*C.uintptr_t)(p) = C.uintptr_t(h)
+	o.cMem = append(o.cMem, p)
+	return p
 }
 
 func (o *Optimizer) release() {

@@ -486,3 +486,51 @@ func to32(x []float64) []float32 {
 	}
 	return out
 }
+
+// SetGoroutines: the library's tasks run on goroutines (three, and more than there are tasks),
+// with the bits of one thread; with a global clip norm, so that the norm's sum runs in tasks too.
+func TestSetGoroutines(t *testing.T) {
+	const n = 200000
+	run := func(threads, goroutines int) []float32 {
+		cfg := DefaultConfig()
+		cfg.LearningRate, cfg.GlobalClipNorm, cfg.Threads = 0.01, 1.0, threads
+		o := newBuilt(t, cfg, Variable{Name: "w", Shape: []int{n}, DType: Float32})
+		defer o.Close()
+		if goroutines > 0 {
+			if err := o.SetGoroutines(goroutines); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w, g := make([]float32, n), make([]float32, n)
+		for i := range w {
+			w[i] = float32(i%1000) * 1e-3
+			g[i] = float32((i*613)%977)*1e-3 - 0.488
+		}
+		for step := 0; step < 3; step++ {
+			if _, err := o.ApplyGradients([]Gradient{Dense(0, w, g)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return w
+	}
+	one := run(1, 0)
+	for _, goroutines := range []int{3, 1000} {
+		got := run(1, goroutines)
+		for i := range one {
+			if math.Float32bits(got[i]) != math.Float32bits(one[i]) {
+				t.Fatalf("%d goroutines: element %d is %v, one thread gives %v", goroutines, i, got[i], one[i])
+			}
+		}
+	}
+	o := newBuilt(t, DefaultConfig(), Variable{Name: "w", Shape: []int{3}, DType: Float32})
+	if err := o.SetGoroutines(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.SetGoroutines(0); err != nil { // back to Config.Threads
+		t.Fatal(err)
+	}
+	o.Close()
+	if err := o.SetGoroutines(2); !errors.Is(err, ErrClosed) {
+		t.Fatalf("SetGoroutines after Close: %v", err)
+	}
+}
