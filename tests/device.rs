@@ -155,6 +155,11 @@ fn train_with(
 ) -> (Optimizer, Vec<Values>) {
     let mut opt = Optimizer::new(config.clone()).unwrap();
     opt.set_master_weights(master_weights).unwrap();
+    // A parallel-for set before the device: the engines keep working with one (the bits are
+    // compared with another engine's below).
+    opt.set_parallel_for(Some(std::sync::Arc::new(|n: usize, task: &(dyn Fn(usize) + Sync)| {
+        (0..n).rev().for_each(task)
+    })));
     opt.set_device(device).unwrap();
     let mut values = initial_values(dtypes);
     let initial: Vec<TensorRef<'_>> = values.iter().map(Values::as_ref).collect();

@@ -119,3 +119,64 @@ fn concurrent_calls_on_one_handle_are_serialized() {
         "stress: {THREADS} threads for 1.5 s, {calls} steps interleaved with saves, configs, set_weights: equal to sequential"
     );
 }
+
+/// The Rust API's parallel-for: a closure running the tasks on scoped threads of the caller's
+/// gives the bits of one thread, with a bfloat16 variable's master copy, a dynamic loss scale
+/// that skips a step, and a global clip norm.
+#[test]
+fn a_closure_runs_the_tasks_with_one_threads_bits() {
+    use adamw::{
+        Config, DType, Gradient, GradientEntry, LossScale, Optimizer, ParallelFor, TensorMut, TensorRef, VariableSpec,
+    };
+    use half::bf16;
+    const N: usize = 150_000;
+    let run = |threads: usize, hook: Option<std::sync::Arc<dyn ParallelFor>>| {
+        let config = Config { global_clipnorm: Some(1.0), threads, ..Config::default() };
+        let mut opt = Optimizer::new(config).unwrap();
+        opt.set_master_weights(true).unwrap();
+        opt.set_loss_scale(Some(LossScale { dynamic: true, initial_scale: 256.0, dynamic_growth_steps: 2 })).unwrap();
+        opt.set_parallel_for(hook);
+        let mut w: Vec<f32> = (0..N).map(|i| (i % 1000) as f32 * 1e-3).collect();
+        let mut b: Vec<bf16> = (0..N).map(|i| bf16::from_f32((i % 64) as f32 / 32.0 - 1.0)).collect();
+        opt.build(
+            &[VariableSpec::new("w", DType::F32, &[N]), VariableSpec::new("b", DType::BF16, &[N])],
+            &[TensorRef::F32(&w), TensorRef::BF16(&b)],
+        )
+        .unwrap();
+        for step in 0..4 {
+            let mut gw: Vec<f32> = (0..N).map(|i| ((i * 613 + step) % 977) as f32 - 488.0).collect();
+            let gb: Vec<bf16> = (0..N).map(|i| bf16::from_f32(((i * 37 + step) % 64) as f32 - 32.0)).collect();
+            if step == 2 {
+                gw[N - 3] = f32::NAN;
+            }
+            let mut entries = [
+                GradientEntry {
+                    variable: 0,
+                    values: TensorMut::F32(&mut w),
+                    gradient: Some(Gradient::Dense(TensorRef::F32(&gw))),
+                },
+                GradientEntry {
+                    variable: 1,
+                    values: TensorMut::BF16(&mut b),
+                    gradient: Some(Gradient::Dense(TensorRef::BF16(&gb))),
+                },
+            ];
+            opt.apply_gradients(&mut entries[..]).unwrap();
+        }
+        (w.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), b, opt.save_own_variables().unwrap())
+    };
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&calls);
+    let scoped = move |n: usize, task: &(dyn Fn(usize) + Sync)| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::thread::scope(|s| {
+            for t in 0..3 {
+                s.spawn(move || (t..n).step_by(3).for_each(task));
+            }
+        });
+    };
+    let one = run(1, None);
+    assert!(run(1, Some(std::sync::Arc::new(scoped))) == one, "the closure's tasks differ from one thread");
+    assert!(calls.load(std::sync::atomic::Ordering::Relaxed) > 0, "the closure was never called");
+    assert!(run(3, None) == one, "a pool of 3 differs from one thread");
+}

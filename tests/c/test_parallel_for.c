@@ -3,8 +3,8 @@
  * - Whatever a hook does within its contract (tasks in reverse order, on other threads, each
  *   index twice, none at all, half of them), the variables and the whole checkpoint are the
  *   bits of one thread and of the library's own pool: float32 and a bfloat16 variable with a
- *   master copy, large enough to be cut into tasks, a global clip norm and a dynamic loss scale
- *   with one step that overflows (skipped).
+ *   master copy, large enough to be cut into tasks, a global clip norm, a dynamic loss scale
+ *   with one step that overflows (skipped) and a learning-rate callback.
  * - With a hook set, the library starts no thread of its own (/proc/self/task counted), while
  *   its own pool does start threads (so the count would see them).
  * - A hook with a sharded variable and its all-reduce: the two shards take the one-process bits.
@@ -87,6 +87,13 @@ static uint16_t to_bf16(float x) { /* x is exactly a bfloat16 here */
     return (uint16_t)(u >> 16);
 }
 
+/* A learning-rate callback: callbacks keep working with a hook set. */
+static int32_t decaying_rate(int64_t step, void *user_data, double *out) {
+    (void)user_data;
+    *out = 0.01 / (double)(step + 1);
+    return 0;
+}
+
 static result run(uint32_t threads, adamw_parallel_for_fn hook) {
     result r = {malloc(N_F32 * sizeof(float)), malloc(N_BF16 * sizeof(uint16_t)), NULL, 0, 0};
     float *gw = malloc(N_F32 * sizeof(float));
@@ -95,7 +102,7 @@ static result run(uint32_t threads, adamw_parallel_for_fn hook) {
     for (size_t i = 0; i < N_BF16; i++) r.b[i] = to_bf16((float)((i * 104729) % 512) / 256.0f - 1.0f);
 
     adamw_config cfg = adamw_config_default();
-    cfg.learning_rate = 0.01;
+    cfg.learning_rate_fn = decaying_rate;
     cfg.global_clipnorm = 1.0;
     cfg.threads = threads;
     adamw_optimizer *opt = NULL;
