@@ -195,7 +195,7 @@ fn shared_pool() -> Option<Arc<Pool>> {
 /// How long a worker looks for the next run before it sleeps: long enough for the steps of a
 /// training loop called back to back, short enough not to take a core from the caller's threads
 /// between steps for long.
-const WORKER_SPIN: Duration = Duration::from_micros(200);
+const WORKER_SPIN: Duration = Duration::from_micros(50);
 
 /// Worker threads that help the calling thread with one run at a time.
 struct Pool {

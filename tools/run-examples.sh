@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds and runs every example: the main C example, the game-loop example (whose checksum must
-# not change across runs or thread counts), the float16 loss-scale example, the ZeRO-1 example
+# not change across runs or thread counts), the OpenMP trainer (its hook must give libadamw's
+# own bits), the float16 loss-scale example, the ZeRO-1 example
 # under mpirun, the C++ network and the Go service.
 # Expects `cargo build --release` to have run.
 set -euo pipefail
@@ -19,6 +20,11 @@ cc -std=c11 -O2 -Wall -Wextra -Wpedantic -Werror -Iinclude examples/c/game_loop.
 sums=$(for threads in 1 2 4 0; do "$out/game_loop" $threads | sed -n 's/^weights checksum: \([0-9a-f]*\).*/\1/p'; done | sort -u)
 [ "$(echo "$sums" | wc -l)" = 1 ] || { echo "error: the checksum differs across thread settings: $sums"; exit 1; }
 echo "same checksum with threads = 1, 2, 4 and 0 (shared pool): $sums"
+
+echo "-- C: openmp_trainer (libadamw's tasks on the engine's OpenMP threads; same bits as its own)"
+cc -std=c11 -O2 -fopenmp -Wall -Wextra -Wpedantic -Werror -Iinclude examples/c/openmp_trainer.c "${libs[@]}" \
+    -o "$out/openmp_trainer"
+"$out/openmp_trainer" | tail -n 3
 
 echo "-- C: float16_loss_scale"
 cc -std=c11 -O2 -Wall -Wextra -Wpedantic -Werror -Iinclude examples/c/float16_loss_scale.c "${libs[@]}" \
