@@ -14,7 +14,7 @@
 //! run, then sleeps, so that it does not spin against the caller's own threads.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -73,7 +73,9 @@ impl<'a> Job<'a> {
             return;
         }
         let bit = 1u64 << (i % 64);
-        if self.claimed[i / 64].fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+        // A plain read first: a claimed task costs no write to a word other threads are using.
+        let word = &self.claimed[i / 64];
+        if word.load(Ordering::Relaxed) & bit != 0 || word.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
             return;
         }
         // A panic must not unwind into a caller's thread (a C hook's, a worker's): it is
@@ -192,10 +194,12 @@ fn shared_pool() -> Option<Arc<Pool>> {
         .clone()
 }
 
-/// How long a worker looks for the next run before it sleeps: long enough for the steps of a
-/// training loop called back to back, short enough not to take a core from the caller's threads
-/// between steps for long.
-const WORKER_SPIN: Duration = Duration::from_micros(50);
+/// How long a worker looks for the next run before it sleeps: long enough for the passes of a
+/// step that follow each other (a sleeping worker takes tens of microseconds to wake), short
+/// enough not to take a core from the caller's own threads for long after a step. Measured with
+/// `tools/bench_threads.sh` (16 tensors, 3.15M parameters, 2 cores): 50 µs let the worker sleep
+/// about once a step and ran 1.4-1.7x the time of an OpenMP loop; 1 ms ran 1.0-1.25x.
+const WORKER_SPIN: Duration = Duration::from_millis(1);
 
 /// Worker threads that help the calling thread with one run at a time.
 struct Pool {
@@ -205,30 +209,27 @@ struct Pool {
     workers: Vec<JoinHandle<()>>,
 }
 
+/// What the caller and the workers share. A run is handed over without a lock: the caller
+/// publishes its job's address and bumps `generation`; a worker counts itself `inside`, then
+/// reads the address. The caller withdraws the address, then waits until no worker is inside.
+/// Every access to `job` and `inside` is SeqCst, so a worker that reads the address before it
+/// is withdrawn is seen inside by the caller's wait, and one that counts itself in after that
+/// wait reads no address.
 struct PoolShared {
-    /// Incremented for every run published (and at shutdown), read by spinning workers.
+    /// Incremented for every run published and at shutdown.
     generation: AtomicU64,
-    posted: Mutex<Posted>,
-    wake: Condvar,
-    /// Workers inside the posted job: the caller waits for none before its job goes away.
+    /// The run in progress (a `Job` on the calling thread's stack), or null.
+    job: AtomicPtr<Job<'static>>,
+    /// Workers that may be reading `job`.
     inside: AtomicUsize,
     /// Workers that have started.
     running: AtomicUsize,
+    /// Workers asleep on `wake` (with `asleep` held), which a new run must wake.
+    sleeping: AtomicUsize,
+    stop: AtomicBool,
+    asleep: Mutex<()>,
+    wake: Condvar,
 }
-
-struct Posted {
-    /// The run in progress, if any: a `Job` on the calling thread's stack.
-    job: Option<JobAddress>,
-    sleeping: usize,
-    stop: bool,
-}
-
-/// A [`Job`]'s address, as the pool's workers reach it.
-#[derive(Clone, Copy)]
-struct JobAddress(*const Job<'static>);
-// SAFETY: a `Job` is Sync (atomics and a Sync task); its address is published only while the
-// caller keeps it alive (`Pool::run`).
-unsafe impl Send for JobAddress {}
 
 impl Pool {
     /// A pool of `workers` threads; `None` if no thread could be started (runs then stay on the
@@ -236,10 +237,13 @@ impl Pool {
     fn start(workers: usize, name: &str) -> Option<Self> {
         let shared = Arc::new(PoolShared {
             generation: AtomicU64::new(0),
-            posted: Mutex::new(Posted { job: None, sleeping: 0, stop: false }),
-            wake: Condvar::new(),
+            job: AtomicPtr::new(std::ptr::null_mut()),
             inside: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
+            sleeping: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            asleep: Mutex::new(()),
+            wake: Condvar::new(),
         });
         let mut handles = Vec::new();
         for i in 0..workers {
@@ -265,27 +269,25 @@ impl Pool {
     }
 
     /// Runs `job` on the workers and the calling thread; returns when the workers have left it
-    /// (its tasks may still be finishing on the caller's side: [`Job::finish`] waits for them).
+    /// (the tasks are then finished or unclaimed: [`Job::finish`] runs and waits for the rest).
     fn run(&self, job: &Job<'_>) {
         let _running = match self.running.try_lock() {
             Ok(guard) => guard,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
             Err(TryLockError::WouldBlock) => return, // `finish` runs them here
         };
-        let shared = &self.shared;
-        {
-            let mut posted = lock(&shared.posted);
-            // SAFETY (of the workers' dereference): the address is withdrawn below, under this
-            // lock, and the caller then waits until no worker is inside before `job` goes away.
-            posted.job = Some(JobAddress((job as *const Job<'_>).cast()));
-            shared.generation.fetch_add(1, Ordering::Release);
-            if posted.sleeping > 0 {
-                shared.wake.notify_all();
-            }
+        let shared = &*self.shared;
+        // SAFETY (of the workers' dereference): the address is withdrawn below, and the caller
+        // then waits until no worker is inside before `job` goes away (see `PoolShared`).
+        shared.job.store((job as *const Job<'_>).cast_mut().cast(), Ordering::SeqCst);
+        shared.generation.fetch_add(1, Ordering::SeqCst);
+        if shared.sleeping.load(Ordering::SeqCst) > 0 {
+            let _asleep = lock(&shared.asleep);
+            shared.wake.notify_all();
         }
         job.run_share(0, self.workers.len() + 1);
-        lock(&shared.posted).job = None;
-        while shared.inside.load(Ordering::Acquire) != 0 {
+        shared.job.store(std::ptr::null_mut(), Ordering::SeqCst);
+        while shared.inside.load(Ordering::SeqCst) != 0 {
             std::hint::spin_loop();
         }
     }
@@ -293,9 +295,12 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        lock(&self.shared.posted).stop = true;
-        self.shared.generation.fetch_add(1, Ordering::Release);
-        self.shared.wake.notify_all();
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        {
+            let _asleep = lock(&self.shared.asleep);
+            self.shared.wake.notify_all();
+        }
         for handle in self.workers.drain(..) {
             let _ = handle.join();
         }
@@ -305,49 +310,52 @@ impl Drop for Pool {
 impl PoolShared {
     /// A worker's life: wait for a run, help with it, repeat until the pool stops.
     fn work(&self, participant: usize, participants: usize) {
-        let mut seen = self.generation.load(Ordering::Acquire);
+        let mut seen = self.generation.load(Ordering::SeqCst);
         self.running.fetch_add(1, Ordering::Release);
         loop {
-            self.wait_for_news(seen);
-            let job = {
-                let mut posted = lock(&self.posted);
-                while self.generation.load(Ordering::Acquire) == seen && !posted.stop {
-                    posted.sleeping += 1;
-                    posted = self.wake.wait(posted).unwrap_or_else(|p| p.into_inner());
-                    posted.sleeping -= 1;
-                }
-                if posted.stop {
-                    return;
-                }
-                seen = self.generation.load(Ordering::Acquire);
-                let job = posted.job;
-                if job.is_some() {
-                    self.inside.fetch_add(1, Ordering::Relaxed);
-                }
-                job
-            };
-            if let Some(JobAddress(job)) = job {
-                // SAFETY: the job is alive while `inside` counts this worker (see `Pool::run`).
-                unsafe { &*job }.run_share(participant, participants);
-                self.inside.fetch_sub(1, Ordering::Release);
+            if !self.spin_for_news(seen) {
+                self.sleep_until_news(seen);
             }
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            seen = self.generation.load(Ordering::SeqCst);
+            self.inside.fetch_add(1, Ordering::SeqCst);
+            let job = self.job.load(Ordering::SeqCst);
+            if !job.is_null() {
+                // SAFETY: the job is alive while `inside` counts this worker (see `PoolShared`).
+                unsafe { &*job }.run_share(participant, participants);
+            }
+            self.inside.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
-    /// Spins until the generation moves past `seen` or [`WORKER_SPIN`] has passed.
-    fn wait_for_news(&self, seen: u64) {
+    /// Spins until the generation moves past `seen` (true) or [`WORKER_SPIN`] has passed.
+    fn spin_for_news(&self, seen: u64) -> bool {
         let start = Instant::now();
         loop {
             for _ in 0..256 {
-                if self.generation.load(Ordering::Acquire) != seen {
-                    return;
+                if self.generation.load(Ordering::SeqCst) != seen {
+                    return true;
                 }
                 std::hint::spin_loop();
             }
             if start.elapsed() > WORKER_SPIN {
-                return;
+                return false;
             }
         }
+    }
+
+    /// Sleeps until the generation moves past `seen` (a run, or the pool's stop).
+    fn sleep_until_news(&self, seen: u64) {
+        let mut asleep = lock(&self.asleep);
+        // SeqCst with the caller's bump then check of `sleeping`: either the caller sees this
+        // worker asleep and wakes it, or this worker sees the new generation and does not wait.
+        self.sleeping.fetch_add(1, Ordering::SeqCst);
+        while self.generation.load(Ordering::SeqCst) == seen {
+            asleep = self.wake.wait(asleep).unwrap_or_else(|p| p.into_inner());
+        }
+        self.sleeping.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
