@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # libadamw's threads against an OpenMP program's own AdamW loop, and libadamw on that program's
 # OpenMP threads through the parallel-for hook (tools/bench/threads.c). Usage:
-#   bash tools/bench_threads.sh [seconds per round, default 0.05]
+#   bash tools/bench_threads.sh [seconds per round, default 0.05] [way: 0, 1 or 2] [shape filter]
 # Extra environment (OMP_WAIT_POLICY, OMP_NUM_THREADS) is passed through. It measures only.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -9,6 +9,8 @@
  * each step (as a forward/backward would), so its OpenMP threads are spinning when the step
  * starts; only the step is timed.
  *
+ * Arguments: [seconds per round, default 0.05] [one way only: 0, 1 or 2] [shape sets whose name
+ * contains this]; BENCH_PRINT_ROUNDS=1 prints every round's time to stderr.
  * Build and run: bash tools/bench_threads.sh (gcc -O3 -march=native -fno-math-errno, so that
  * the loop vectorizes; prints the machine and the table). It measures;
  * it asserts nothing. */
@@ -166,7 +168,6 @@ int main(int argc, char **argv) {
     for (size_t k = 0; k < 100; k++) sets[0].sizes[k] = 1024;
     /* A GPT-2-like block at width 256: wte, wpe, ln1 w/b, qkv w/b, attention projection w/b,
        ln2 w/b, fc w/b, fc projection w/b, final ln w/b. */
-    if (getenv("GPT_ONLY_WTE")) sets[1].count = 1;
     const size_t c = 256, gpt[16] = {8192 * c, 1024 * c, c, c, c * 3 * c, 3 * c, c * c, c, c, c, c * 4 * c, 4 * c, 4 * c * c, c, c, c};
     memcpy(sets[1].sizes, gpt, sizeof gpt);
     printf("# OpenMP threads %d; median of %d rounds, each way alternating; microseconds per step\n",
