@@ -320,12 +320,13 @@ typedef void (*adamw_task_fn)(void *task_data, size_t index);
 // order, on any threads, concurrently, and returns when every call it made has returned.
 // `user_data` is the pointer given to `adamw_optimizer_set_parallel_for`. See there for the
 // whole contract; with OpenMP:
-//
-//     static void omp_parallel_for(void *user_data, size_t n_tasks, adamw_task_fn task, void *task_data) {
-//         (void)user_data;
-//         #pragma omp parallel for schedule(static)
-//         for (size_t i = 0; i < n_tasks; i++) task(task_data, i);
-//     }
+// ```c
+// static void omp_parallel_for(void *user_data, size_t n_tasks, adamw_task_fn task, void *task_data) {
+//     (void)user_data;
+//     #pragma omp parallel for schedule(static)
+//     for (size_t i = 0; i < n_tasks; i++) task(task_data, i);
+// }
+// ```
 typedef void (*adamw_parallel_for_fn)(void *user_data,
                                       size_t n_tasks,
                                       adamw_task_fn task,

@@ -14,12 +14,13 @@ pub type adamw_task_fn = unsafe extern "C" fn(task_data: *mut c_void, index: usi
 /// order, on any threads, concurrently, and returns when every call it made has returned.
 /// `user_data` is the pointer given to `adamw_optimizer_set_parallel_for`. See there for the
 /// whole contract; with OpenMP:
-///
-///     static void omp_parallel_for(void *user_data, size_t n_tasks, adamw_task_fn task, void *task_data) {
-///         (void)user_data;
-///         #pragma omp parallel for schedule(static)
-///         for (size_t i = 0; i < n_tasks; i++) task(task_data, i);
-///     }
+/// ```c
+/// static void omp_parallel_for(void *user_data, size_t n_tasks, adamw_task_fn task, void *task_data) {
+///     (void)user_data;
+///     #pragma omp parallel for schedule(static)
+///     for (size_t i = 0; i < n_tasks; i++) task(task_data, i);
+/// }
+/// ```
 pub type adamw_parallel_for_fn =
     Option<unsafe extern "C" fn(user_data: *mut c_void, n_tasks: usize, task: adamw_task_fn, task_data: *mut c_void)>;
 
