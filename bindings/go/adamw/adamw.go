@@ -80,10 +80,16 @@ type Error struct {
 
 func (e *Error) Error() string { return fmt.Sprintf("adamw: %s: %s", e.Status, e.Message) }
 
-// Is reports whether target is an *Error with the same status.
+// Is reports whether target is an *Error with the same status; ErrClosed matches only itself.
 func (e *Error) Is(target error) bool {
 	var t *Error
-	return errors.As(target, &t) && t.Status == e.Status
+	if !errors.As(target, &t) {
+		return false
+	}
+	if t == ErrClosed || e == ErrClosed {
+		return t == e // a closed optimizer is its own failure, not a NULL argument
+	}
+	return t.Status == e.Status
 }
 
 // Sentinels for errors.Is, one per failure status.

@@ -266,8 +266,13 @@ func TestClosed(t *testing.T) {
 	o, _ := New(DefaultConfig())
 	o.Close()
 	o.Close()
-	if _, err := o.Iterations(); !errors.Is(err, ErrClosed) {
+	_, err := o.Iterations()
+	if !errors.Is(err, ErrClosed) {
 		t.Fatal(err)
+	}
+	// A closed optimizer is not a NULL argument, and a NULL argument is not a closed optimizer.
+	if errors.Is(err, ErrNullArgument) || errors.Is(&Error{Status: StatusNullArgument}, ErrClosed) {
+		t.Fatal("ErrClosed and ErrNullArgument match each other")
 	}
 }
 
