@@ -542,6 +542,8 @@ func (o *Optimizer) fail(status Status, message string) C.enum_adamw_status {
 }
 
 // GetConfig returns Keras' get_config() as JSON.
+//
+// Deprecated: use Config, the Go-style name.
 func (o *Optimizer) GetConfig() (string, error) {
 	var out string
 	err := o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {

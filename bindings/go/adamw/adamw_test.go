@@ -539,3 +539,55 @@ func TestSetGoroutines(t *testing.T) {
 		t.Fatalf("SetGoroutines after Close: %v", err)
 	}
 }
+
+// SetDevice before Build (the CPU; an unknown kind refused; after Build too late), and
+// LoadShards with one unsharded checkpoint (one rank of itself): the state Load gives; a bad
+// checkpoint refused with nothing changed.
+func TestSetDeviceAndLoadShards(t *testing.T) {
+	o, err := New(DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if err := o.SetDevice(DeviceCPU, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.SetDevice(DeviceKind(99), 0); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("an unknown device kind: %v", err)
+	}
+	if err := o.Build([]Variable{{Name: "w", Shape: []int{3}, DType: Float32}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.SetDevice(DeviceCPU, 0); !errors.Is(err, ErrAlreadyBuilt) {
+		t.Fatalf("SetDevice after Build: %v", err)
+	}
+	w := []float32{0.5, -1.5, 2.0}
+	if _, err := o.ApplyGradients([]Gradient{Dense(0, w, []float32{0.1, -0.2, 0.3})}); err != nil {
+		t.Fatal(err)
+	}
+	saved, err := o.Save()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := newBuilt(t, DefaultConfig(), Variable{Name: "w", Shape: []int{3}, DType: Float32})
+	defer fresh.Close()
+	if err := fresh.LoadShards([][]byte{[]byte("not a checkpoint")}); err == nil {
+		t.Fatal("a bad checkpoint was loaded")
+	}
+	if it, _ := fresh.Iterations(); it != 0 {
+		t.Fatalf("a refused load changed the counter to %d", it)
+	}
+	if err := fresh.LoadShards([][]byte{saved}); err != nil {
+		t.Fatal(err)
+	}
+	again, err := fresh.Save()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(again) != string(saved) {
+		t.Fatal("LoadShards of one checkpoint differs from the checkpoint")
+	}
+	if cfg, err := fresh.Config(); err != nil || !strings.Contains(cfg, `"name":"AdamW"`) {
+		t.Fatalf("Config: %v %s", err, cfg)
+	}
+}
