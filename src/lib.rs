@@ -60,6 +60,12 @@ pub use optimizer::{Optimizer, Shard, StateInfo, StateTensor, VariableSpec, Weig
 pub use parallel::ParallelFor;
 pub use schedule::Schedule;
 pub use simd::{SimdLevel, set_simd_level, simd_level};
+/// The README's Rust code blocks, compiled and run as doctests (the C, C++ and Go ones are
+/// compiled by `tools/check_snippets.py`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use tensor::{
     DeviceEntries, DeviceEntry, DeviceGradient, DeviceIndices, DeviceTensor, Gradient, GradientEntries, GradientEntry,
 };

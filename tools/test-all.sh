@@ -39,6 +39,8 @@ echo "== Go package tests (the strict pointer checker, GOEXPERIMENT=cgocheck2; e
 test -z "$(gofmt -l bindings/go examples/go)" || { gofmt -l bindings/go examples/go; echo "error: gofmt" >&2; exit 1; }
 (cd bindings/go && go vet ./... && GOEXPERIMENT=cgocheck2 ADAMW_REQUIRE_CGOCHECK2=1 go test -count=1 ./... &&
     go test -count=1 -run '^$' -bench . -benchtime 3x ./adamw | grep -E 'allocs/op|^ok')
+echo "== the README's and docs' C, C++ and Go snippets compile (the Rust ones ran as doctests)"
+python3 tools/check_snippets.py
 echo "== packaging (install, CMake and pkg-config consumers, exported symbols)"
 bash tools/test-packaging.sh
 echo "== examples"
