@@ -63,16 +63,7 @@ impl<F: Arith> StepScalars<F> {
 impl<F: Real> StepScalars<F> {
     /// The same scalars in the type the loops compute with (exact).
     pub fn to_math(self) -> StepScalars<F::Math> {
-        StepScalars {
-            lr: load(self.lr),
-            wd: load(self.wd),
-            one_minus_beta_1: load(self.one_minus_beta_1),
-            one_minus_beta_2: load(self.one_minus_beta_2),
-            alpha: load(self.alpha),
-            epsilon: load(self.epsilon),
-            ema_momentum: load(self.ema_momentum),
-            one_minus_ema_momentum: load(self.one_minus_ema_momentum),
-        }
+        self.map(load)
     }
 
     pub fn new(h: &StepHyper) -> Self {

@@ -8,7 +8,9 @@
 //!   [`Real::cast`] (`tf.cast(python_float, dtype)`: rounded to float32 first, then widened).
 
 use super::arith::{Arith, Ftz, Lane};
-use super::sixteen::{self, Bf16Math, F16Math};
+#[cfg(target_arch = "x86_64")]
+use super::sixteen;
+use super::sixteen::{Bf16Math, F16Math};
 use crate::dtype::{Element, TensorMut, each_float};
 
 unsafe extern "C" {
@@ -246,6 +248,8 @@ real_16_bit!(
 
         #[inline(always)]
         fn widen_piece(src: &[Self], dst: &mut [F16Math], simd: bool) {
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = simd; // F16C is x86-64's
             #[cfg(target_arch = "x86_64")]
             if simd && sixteen::f16c::available() {
                 // SAFETY: the processor has F16C and AVX2.
@@ -263,6 +267,8 @@ real_16_bit!(
 
         #[inline(always)]
         fn narrow_piece(src: &[F16Math], dst: &mut [Self], simd: bool) {
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = simd; // F16C is x86-64's
             #[cfg(target_arch = "x86_64")]
             if simd && sixteen::f16c::available() {
                 // SAFETY: the processor has F16C and AVX2.
@@ -277,6 +283,8 @@ real_16_bit!(
         const LEAF: usize = 200;
 
         fn widen_slice(src: &[Self], dst: &mut [f32], simd: bool) {
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = simd; // F16C is x86-64's
             #[cfg(target_arch = "x86_64")]
             if simd && sixteen::f16c::available() {
                 // SAFETY: the processor has F16C and AVX2.
@@ -288,6 +296,8 @@ real_16_bit!(
         }
 
         fn round_slice(src: &[f32], dst: &mut [Self], simd: bool) {
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = simd; // F16C is x86-64's
             #[cfg(target_arch = "x86_64")]
             if simd && sixteen::f16c::available() {
                 // SAFETY: the processor has F16C and AVX2.

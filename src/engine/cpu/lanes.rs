@@ -47,6 +47,7 @@ pub(crate) trait DenseLanes: Lane {
 impl DenseLanes for f32 {}
 impl DenseLanes for f64 {}
 
+#[cfg(target_arch = "x86_64")]
 macro_rules! dense_lanes_16 {
     ($element:ty, $vector:ty) => {
         impl DenseLanes for $element {
