@@ -14,3 +14,7 @@ if ! command -v go >/dev/null || ! go_ok go; then
     return 1 2>/dev/null || exit 1
 fi
 unset -f go_ok
+# The Go package finds libadamw through pkg-config (adamw-static): this checkout's first.
+checkout_pc="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/bindings/go/pkgconfig"
+export PKG_CONFIG_PATH="$checkout_pc${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+unset checkout_pc

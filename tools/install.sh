@@ -2,7 +2,7 @@
 # Builds libadamw (release) and installs it under PREFIX (default /usr/local):
 #   PREFIX/include/adamw.h, PREFIX/include/adamw/adamw.hpp
 #   PREFIX/lib/libadamw.a, libadamw.so.VERSION (+ libadamw.so.ABI and libadamw.so links)
-#   PREFIX/lib/pkgconfig/adamw.pc, PREFIX/lib/cmake/adamw/adamwConfig*.cmake
+#   PREFIX/lib/pkgconfig/adamw.pc and adamw-static.pc (static linking: the Go package's), PREFIX/lib/cmake/adamw/adamwConfig*.cmake
 # usage: tools/install.sh [PREFIX]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,7 @@ ln -sf "libadamw.so.$version" "$prefix/lib/libadamw.so.$abi"
 ln -sf "libadamw.so.$abi" "$prefix/lib/libadamw.so"
 subst() { sed -e "s|@PREFIX@|$prefix|g" -e "s|@VERSION@|$version|g" -e "s|@ABI@|$abi|g" "$1" > "$2"; }
 subst packaging/adamw.pc.in "$prefix/lib/pkgconfig/adamw.pc"
+subst packaging/adamw-static.pc.in "$prefix/lib/pkgconfig/adamw-static.pc"
 subst packaging/adamwConfig.cmake "$prefix/lib/cmake/adamw/adamwConfig.cmake"
 subst packaging/adamwConfigVersion.cmake "$prefix/lib/cmake/adamw/adamwConfigVersion.cmake"
 echo "installed libadamw $version (ABI $abi) under $prefix"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs libadamw into a temporary prefix and builds a consumer against it with CMake
 # (find_package, shared and static) and with pkg-config; checks that the shared library exports
-# only adamw_* symbols and has the SONAME libadamw.so.<ABI>.
+# only adamw_* symbols and has the SONAME libadamw.so.<ABI>; copies the Go package out of the
+# tree and builds, vets and tests it and a consumer module against the installed library.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -39,4 +40,18 @@ echo "-- pkg-config consumer"
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 cc -std=c11 -Wall -Werror "$root/tests/packaging/consumer/main.c" $(pkg-config --cflags --libs adamw) -o "$work/pc_consumer"
 LD_LIBRARY_PATH="$prefix/lib" "$work/pc_consumer"
-echo "packaging: 3 consumers built and ran"
+echo "-- Go: the package copied out of the tree, against the installed library (pkg-config)"
+source tools/go-env.sh
+cp -r bindings/go "$work/go-package"
+rm -rf "$work/go-package/pkgconfig" # the checkout's .pc: the copy must find the installed one
+mkdir -p "$work/go-consumer"
+printf 'module consumer\n\ngo 1.21\n\nrequire libadamw/go v0.0.0\n\nreplace libadamw/go => %s\n' \
+    "$work/go-package" > "$work/go-consumer/go.mod"
+cp tests/packaging/go_consumer.go "$work/go-consumer/main.go"
+(
+    # Only the installed library's .pc; the tests read Keras' data from the checkout.
+    export PKG_CONFIG_PATH="$prefix/lib/pkgconfig" ADAMW_CHECKOUT="$root"
+    cd "$work/go-package" && go vet ./... && go test -count=1 ./... | grep -E '^(ok|FAIL)'
+    cd "$work/go-consumer" && go vet . && go run .
+)
+echo "packaging: 3 C/C++ consumers and a Go consumer built and ran"

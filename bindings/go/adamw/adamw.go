@@ -1,8 +1,10 @@
 // Package adamw is libadamw for Go: the AdamW optimizer of tf.keras, bit-exact, over cgo.
 //
-// It links the static library target/release/libadamw.a of the checkout it lives in (build it
-// with `cargo build --release` first). The module path is libadamw/go; add it to your module with
-// `require libadamw/go v0.0.0` and `replace libadamw/go => <checkout>/bindings/go`.
+// It links libadamw statically, found by pkg-config as `adamw-static`: an installed libadamw
+// (tools/install.sh PREFIX, then PKG_CONFIG_PATH=PREFIX/lib/pkgconfig), or a checkout's
+// (PKG_CONFIG_PATH=<checkout>/bindings/go/pkgconfig after `cargo build --release`). The module
+// path is libadamw/go; add it to your module with `require libadamw/go v0.0.0` and
+// `replace libadamw/go => <path to this package's module>`.
 //
 // The caller owns variables and gradients ([]float32, []float64, []BF16 or []F16; BF16Bits and
 // F16Bits view a []uint16 as either); an Optimizer owns its state. An Optimizer is safe for
@@ -19,8 +21,7 @@
 package adamw
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../../../include
-#cgo LDFLAGS: ${SRCDIR}/../../../target/release/libadamw.a -lm -ldl -lpthread
+#cgo pkg-config: adamw-static
 #include <stdlib.h>
 #include <string.h>
 #include "adamw.h"

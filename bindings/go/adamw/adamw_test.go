@@ -11,6 +11,16 @@ import (
 	"testing"
 )
 
+// checkout is a path in the libadamw checkout: ADAMW_CHECKOUT when set (the package copied out of
+// the tree, as tools/test-packaging.sh tests it), else the checkout this package lives in.
+func checkout(parts ...string) string {
+	root := os.Getenv("ADAMW_CHECKOUT")
+	if root == "" {
+		root = filepath.Join("..", "..", "..")
+	}
+	return filepath.Join(append([]string{root}, parts...)...)
+}
+
 func newBuilt(t testing.TB, cfg Config, vars ...Variable) *Optimizer {
 	t.Helper()
 	o, err := New(cfg)
@@ -359,7 +369,7 @@ func same(want float64, got float64) bool {
 
 // The smoke cases through the Go package, compared bit for bit with Keras' results.
 func TestSmokeTrajectories(t *testing.T) {
-	data := filepath.Join("..", "..", "..", "tests", "conformance")
+	data := checkout("tests", "conformance")
 	var cases, expected []map[string]interface{}
 	for file, dst := range map[string]*[]map[string]interface{}{"smoke_cases.json": &cases, "smoke_expected.json": &expected} {
 		text, err := os.ReadFile(filepath.Join(data, file))

@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-const kerasFiles = "../../../tests/data/keras_files/"
+var kerasFiles = checkout("tests", "data", "keras_files") + "/"
 
 // A Keras archive's config and state, the same state from the weights file and the plain
 // store, refusals that change nothing, and a copy written back.

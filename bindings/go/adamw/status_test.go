@@ -2,7 +2,6 @@ package adamw
 
 import (
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -13,7 +12,7 @@ import (
 // from the library's one definition of the statuses: the same names, the same numbers, an Err
 // value for every failure, and String() giving the C name.
 func TestStatusesMatchTheHeader(t *testing.T) {
-	header, err := os.ReadFile(filepath.Join("..", "..", "..", "include", "adamw.h"))
+	header, err := os.ReadFile(checkout("include", "adamw.h"))
 	if err != nil {
 		t.Fatal(err)
 	}
