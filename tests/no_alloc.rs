@@ -2,7 +2,9 @@
 //! each mode (dense, sparse after reserve_sparse, every clipping mode, EMA, amsgrad), on small
 //! variables (always updated on the caller's thread) and on large ones, whose tasks run on the
 //! pool's threads too (their allocations are counted process-wide, with the tests of this file
-//! run one at a time) or on the calling thread alone with `threads = 1`.
+//! run one after another on the main thread: this test has no harness, so no other thread of
+//! the process allocates while a check counts) or on the calling thread alone with
+//! `threads = 1`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -52,14 +54,8 @@ fn allocations_during(f: impl FnOnce()) -> usize {
     allocations_so_far() - before
 }
 
-/// Every thread's allocations: while a test of this file runs, the only other threads are the
-/// pools' (the tests take `ONE_AT_A_TIME`).
+/// Every thread's allocations: while a check runs, the only other threads are the pools'.
 static EVERY_THREAD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn allocations_on_any_thread_during(f: impl FnOnce()) -> usize {
     use std::sync::atomic::Ordering::SeqCst;
@@ -120,7 +116,6 @@ fn check_mode(name: &str, config: Config, rows: usize) {
     measure();
 }
 
-#[test]
 fn steps_allocate_nothing() {
     let modes = [
         ("plain", Config::default()),
@@ -129,7 +124,6 @@ fn steps_allocate_nothing() {
         ("clipnorm", Config { clipnorm: Some(0.5), ..Config::default() }),
         ("clipvalue", Config { clipvalue: Some(0.05), ..Config::default() }),
     ];
-    let _alone = one_at_a_time();
     for (name, config) in modes {
         check_mode(name, config.clone(), 16);
         check_mode(name, config.clone(), 100_000); // the process's shared pool
@@ -270,9 +264,7 @@ fn c_abi_steps_allocate_nothing(on_device: bool) {
 /// The mixed-precision modes allocate nothing in a step either: Keras' bfloat16, float16 with
 /// float32 master weights (dense and sparse, after reserve_sparse) and the loss scaler, skipped
 /// steps included.
-#[test]
 fn mixed_precision_steps_allocate_nothing() {
-    let _alone = one_at_a_time();
     use half::{bf16, f16};
     let loss_scale = Some(adamw::LossScale { dynamic: true, initial_scale: 64.0, dynamic_growth_steps: 3 });
     let configs = [
@@ -316,9 +308,7 @@ fn mixed_precision_steps_allocate_nothing() {
 /// Sharded steps with every clip norm allocate nothing either: two ranks on two threads with an
 /// all-reduce into buffers made beforehand, shards cut inside Eigen's leaves (so the split
 /// leaves' terms travel too); each rank counts its own thread's allocations.
-#[test]
 fn sharded_steps_allocate_nothing() {
-    let _alone = one_at_a_time();
     use std::sync::{Arc, Barrier, Mutex};
 
     struct Collective {
@@ -386,9 +376,7 @@ fn sharded_steps_allocate_nothing() {
 /// (clip norms, the non-finite check, the loss scale and its skipped steps), with sparse indices
 /// in host or in device memory, and over host slices, which the engine stages.
 #[cfg(feature = "host-kernels")]
-#[test]
 fn device_steps_allocate_nothing() {
-    let _alone = one_at_a_time();
     use adamw::{Device, DeviceEntry, DeviceGradient, DeviceIndices, DeviceTensor, LossScale};
     let loss_scale = Some(LossScale { dynamic: true, initial_scale: 64.0, dynamic_growth_steps: 3 });
     let modes = [
@@ -463,4 +451,19 @@ fn device_steps_allocate_nothing() {
         assert_eq!(count, 0, "{name}, host slices on the device: 10 steps allocated {count} times");
     }
     c_abi_steps_allocate_nothing(true);
+}
+
+/// Runs every check on the main thread, one after another (`harness = false` in Cargo.toml).
+fn main() {
+    let checks: &[(&str, fn())] = &[
+        ("steps_allocate_nothing", steps_allocate_nothing),
+        ("mixed_precision_steps_allocate_nothing", mixed_precision_steps_allocate_nothing),
+        ("sharded_steps_allocate_nothing", sharded_steps_allocate_nothing),
+        #[cfg(feature = "host-kernels")]
+        ("device_steps_allocate_nothing", device_steps_allocate_nothing),
+    ];
+    for (name, check) in checks {
+        check();
+        println!("test {name} ... ok");
+    }
 }
