@@ -84,8 +84,9 @@ fn results_are_the_same_bits_for_any_thread_count() {
         Config { clipvalue: Some(0.2), ..Config::default() },
     ];
     for config in configs {
-        // rayon's global pool under pools of 1, 2 and 3 threads; the optimizer's own setting
-        // (1: the caller's thread only, 2 and 3: pools of its own); and the SIMD paths off.
+        // Called from inside a rayon pool of the caller's (1, 2 and 3 threads); the optimizer's
+        // own setting (1: the caller's thread only, 2 and 3: pools of its own); and the SIMD
+        // paths off.
         let mut runs: Vec<Vec<u32>> = [1, 2, 3]
             .iter()
             .map(|&threads| {

@@ -55,7 +55,7 @@ fn step(h: &Handle, values: &mut [f32], grad: &[f32]) -> adamw_status {
 
 #[test]
 fn concurrent_calls_on_one_handle_are_serialized() {
-    const LEN: usize = 100_000; // large enough to run on rayon's threads too
+    const LEN: usize = 100_000; // large enough to be cut into tasks for the pool's threads too
     const THREADS: usize = 4;
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1500);
     let applied = std::sync::atomic::AtomicUsize::new(0);

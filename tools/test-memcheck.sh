@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Memory checks of the C surface: the C API test program and the C examples under valgrind
-# (--leak-check=full; rayon's idle worker threads are "possibly lost", so only definite leaks
+# (--leak-check=full; the shared pool's idle worker threads are "possibly lost", so only definite leaks
 # fail), and the C examples under AddressSanitizer + UBSan (the test program already runs under
 # them in tools/test-c.sh). Expects `cargo build --release` to have run.
 set -euo pipefail
