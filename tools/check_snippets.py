@@ -4,7 +4,8 @@ doctests: src/lib.rs includes README.md.)
 
 A block is a fragment of a program: it is compiled inside a function (`void snippet(void)` in
 C, `int snippet()` in C++, `func snippet() error` in Go), its `#include` / `import` lines hoisted
-to the top. What it leaves to the reader (the caller's buffers and functions) is declared in an
+to the top. A C block with `int main(` is a whole program: it is also linked against
+target/release/libadamw.a and run, and must exit 0. What it leaves to the reader (the caller's buffers and functions) is declared in an
 HTML comment just before the block, which the rendered page does not show, and functions the
 block defines at the start of a line are compiled at file scope:
 
@@ -36,6 +37,7 @@ def split_hoisted(code, prefix):
 
 
 def compile_c(code, context, cxx, workdir):
+    whole_program = not cxx and re.search(r"^int main\(", code, re.M)
     functions = "\n".join(m.group(0) for m in FUNCTION.finditer(code))
     code = FUNCTION.sub("", code)
     includes, body = split_hoisted(code, "#include")
@@ -48,6 +50,13 @@ def compile_c(code, context, cxx, workdir):
     compiler = ["c++", "-std=c++17"] if cxx else ["cc", "-std=c11"]
     flags = ["-fsyntax-only", "-fopenmp", "-Wall", "-Wextra", "-Werror", "-Wno-unused-variable", "-Wno-unused-but-set-variable",
              "-Wno-unused-parameter", "-I" + os.path.join(ROOT, "include"), "-I" + os.path.join(ROOT, "bindings/cpp/include")]
+    if whole_program:
+        # A whole program: linked against this checkout's library and run; it must exit 0.
+        program = os.path.join(workdir, "program")
+        libs = [os.path.join(ROOT, "target/release/libadamw.a"), "-lm", "-ldl", "-lpthread"]
+        built = subprocess.run(compiler + [f for f in flags if f != "-fsyntax-only"] + [path, "-o", program] + libs,
+                               capture_output=True, text=True)
+        return (built if built.returncode else subprocess.run([program], capture_output=True, text=True)), source
     return subprocess.run(compiler + flags + [path], capture_output=True, text=True), source
 
 
