@@ -206,6 +206,9 @@ struct Pool {
     shared: Arc<PoolShared>,
     /// Held by the run in progress: a second caller at the same time runs its tasks itself.
     running: Mutex<()>,
+    /// The caller and the workers asked for: every share is cut by this count (a worker that
+    /// could not start leaves its share to the others).
+    participants: usize,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -265,7 +268,7 @@ impl Pool {
         while shared.running.load(Ordering::Acquire) < handles.len() {
             std::thread::yield_now();
         }
-        Some(Pool { shared, running: Mutex::new(()), workers: handles })
+        Some(Pool { shared, running: Mutex::new(()), participants: workers + 1, workers: handles })
     }
 
     /// Runs `job` on the workers and the calling thread; returns when the workers have left it
@@ -285,7 +288,7 @@ impl Pool {
             let _asleep = lock(&shared.asleep);
             shared.wake.notify_all();
         }
-        job.run_share(0, self.workers.len() + 1);
+        job.run_share(0, self.participants);
         shared.job.store(std::ptr::null_mut(), Ordering::SeqCst);
         while shared.inside.load(Ordering::SeqCst) != 0 {
             std::hint::spin_loop();

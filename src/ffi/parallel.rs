@@ -70,7 +70,7 @@ impl ParallelFor for CParallelFor {
 ///    thread's part of the variables in its cache;
 ///  - `task` must not be called after `parallel_for` returned, and `parallel_for` must not call
 ///    this optimizer (it would return ADAMW_STATUS_BUSY);
-///  - small steps (no variable over 64K elements) run on the calling thread without a call;
+///  - small steps (no variable over 32K elements) run on the calling thread without a call;
 ///  - with a hook set, libadamw starts no thread of its own. Callbacks, sharded all-reduce and
 ///    optimizers on a device (which keep the hook for nothing) work as without one.
 ///

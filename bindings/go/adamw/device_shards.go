@@ -45,7 +45,9 @@ func (o *Optimizer) LoadShards(checkpoints [][]byte) error {
 		defer C.free(unsafe.Pointer(&pointers[0]))
 		defer C.free(unsafe.Pointer(&lens[0]))
 		for i, c := range checkpoints {
-			pointers[i] = (*C.uint8_t)(C.CBytes(append(c[:len(c):len(c)], 0)))
+			p := C.malloc(C.size_t(len(c)) + 1) // + 1: never a zero-size allocation
+			copy(unsafe.Slice((*byte)(p), len(c)), c)
+			pointers[i] = (*C.uint8_t)(p)
 			lens[i] = C.size_t(len(c))
 		}
 		defer func() {
