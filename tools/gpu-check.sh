@@ -4,7 +4,8 @@
 #   1. every conformance case through the C ABI on the GPU (adamw-replay --device cuda), compared
 #      at 0 ulp with Keras' results, which the CPU engine reproduces;
 #   2. the device sections of the Rust tests, on CUDA (ADAMW_TEST_DEVICE=cuda);
-#   3. the benchmark (benches/device.rs): GB/s of a step against a device-to-device copy for 1M
+#   3. examples/c/cuda_trainer.c on the GPU (the caller's stream; the CPU engine's bits);
+#   4. the benchmark (benches/device.rs): GB/s of a step against a device-to-device copy for 1M
 #      to 256M parameters, and the host time of a step over 100 variables of 1K; then
 #      torch.optim.AdamW(fused=True) at the same sizes, if torch with CUDA is importable.
 # NVRTC (libnvrtc.so.12) must be loadable: from a CUDA toolkit, or the nvidia-cuda-nvrtc-cu12
@@ -57,6 +58,14 @@ done
 if command -v cargo >/dev/null; then
     echo "== Rust tests of the device engine on CUDA"
     ADAMW_TEST_DEVICE=cuda cargo test --release --locked --features host-kernels --test device 2>&1 | tee "$out/device-tests.txt" | tail -n 3 || status=1
+fi
+
+echo "== examples/c/cuda_trainer.c: a training loop on the caller's stream, the CPU engine's bits"
+if command -v cc >/dev/null && [ -e "$bin/libadamw.a" ]; then
+    cc -std=c11 -O2 -Iinclude examples/c/cuda_trainer.c "$bin/libadamw.a" -lm -ldl -lpthread \
+        -o "$out/cuda_trainer" && "$out/cuda_trainer" | tee "$out/cuda_trainer.txt" || status=1
+else
+    echo "no C compiler or no $bin/libadamw.a: the example is not run" | tee "$out/cuda_trainer.txt"
 fi
 
 echo "== benchmark"

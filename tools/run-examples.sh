@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Builds and runs every example: the main C example, the game-loop example (whose checksum must
 # not change across runs or thread counts), the OpenMP trainer (its hook must give libadamw's
-# own bits), the float16 loss-scale example, the ZeRO-1 example
-# under mpirun, the C++ network and the Go service.
-# Expects `cargo build --release` to have run.
+# own bits), the float16 loss-scale example, the Keras round trip (0 ulp from Keras' own
+# continuations), the ZeRO-1 example under mpirun, the C++ network, the Go service, and the CUDA
+# trainer (on the host-kernels device where there is no GPU: it builds the library with
+# `--features host-kernels` last, so target/release is left with that feature). examples/cmake
+# is built and run by tools/test-packaging.sh, against an installed libadamw.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/examples
@@ -31,6 +33,12 @@ cc -std=c11 -O2 -Wall -Wextra -Wpedantic -Werror -Iinclude examples/c/float16_lo
     -o "$out/float16_loss_scale"
 "$out/float16_loss_scale" | tail -n 4
 
+echo "-- C: keras_round_trip (train in Keras, continue in C, back to Keras)"
+python3 tools/keras_example_data.py --check
+cc -std=c11 -O2 -Wall -Wextra -Wpedantic -Werror -Iinclude examples/c/keras_round_trip.c "${libs[@]}" \
+    -o "$out/keras_round_trip"
+"$out/keras_round_trip" tests/data/keras_files "$out"
+
 echo "-- MPI: zero1 (2 and 3 ranks)"
 mpicc -std=c11 -O2 -Wall -Wextra -Wpedantic -Werror -Iinclude examples/mpi/zero1.c "${libs[@]}" -o "$out/zero1"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 # containers and CI run as root
@@ -47,3 +55,9 @@ done
 echo "-- Go: service"
 source tools/go-env.sh
 (cd examples/go/service && go vet . && GOEXPERIMENT=cgocheck2 go run .) | tail -n 3
+
+echo "-- C: cuda_trainer (the caller's stream; the host-kernels device where there is no GPU)"
+cargo build --release --locked --features host-kernels 2>&1 | tail -n 1
+cc -std=c11 -O2 -Wall -Wextra -Wpedantic -Werror -Iinclude examples/c/cuda_trainer.c "${libs[@]}" \
+    -o "$out/cuda_trainer"
+"$out/cuda_trainer"

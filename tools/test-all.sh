@@ -19,8 +19,8 @@ echo "== format and lints (also without the CUDA engine)"
 cargo fmt --check
 cargo clippy --release --locked --all-targets "${features[@]}" -- -D warnings
 cargo clippy --release --locked --lib --no-default-features -- -D warnings
-echo "== API documentation (cargo doc, warnings are errors)"
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked
+echo "== API documentation as docs.rs builds it (Cargo.toml's package.metadata.docs.rs; warnings are errors)"
+DOCS_RS=1 RUSTDOCFLAGS="--cfg docsrs -D warnings" cargo doc --no-deps --locked
 echo "== Rust tests (the kernels through NVRTC and ptxas; on the host against the CPU engine)"
 cargo test --release --locked "${features[@]}"
 echo "== benchmarks compile (measured separately: cargo bench, tools/bench_peers.py)"

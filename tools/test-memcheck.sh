@@ -21,7 +21,7 @@ for program in test_api train_linear game_loop; do
     grep -E "passed, |resumed from|weights checksum|definitely lost|ERROR SUMMARY" "$out/$program.log" | sed 's/^==[0-9]*== *//'
 done
 
-for example in train_linear game_loop; do
+for example in train_linear game_loop keras_round_trip; do
     echo "-- ASan + UBSan $example"
     extra=(); [ $example = game_loop ] && extra=($wrap)
     cc -std=c11 -g -O1 -Wall -Wextra -Werror -Iinclude -fsanitize=address,undefined -fno-sanitize-recover=all \

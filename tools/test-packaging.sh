@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs libadamw into a temporary prefix and builds a consumer against it with CMake
+# Installs libadamw into a temporary prefix and builds examples/cmake against it with CMake
 # (find_package, shared and static) and with pkg-config; checks that the shared library exports
 # only adamw_* symbols and has the SONAME libadamw.so.<ABI>; copies the Go package out of the
 # tree and builds, vets and tests it and a consumer module against the installed library.
@@ -23,7 +23,7 @@ echo "exports $count adamw_* symbols and nothing else; SONAME $soname"
 for kind in shared static; do
     echo "-- CMake consumer ($kind)"
     static=OFF; [ $kind = static ] && static=ON
-    cmake -S "$root/tests/packaging/consumer" -B "$work/build-$kind" -DCMAKE_PREFIX_PATH="$prefix" \
+    cmake -S "$root/examples/cmake" -B "$work/build-$kind" -DCMAKE_PREFIX_PATH="$prefix" \
         -DADAMW_USE_STATIC_LIBS=$static -DCMAKE_BUILD_TYPE=Release > "$work/cmake-$kind.log"
     cmake --build "$work/build-$kind" > "$work/build-$kind.log"
     "$work/build-$kind/consumer_c"
@@ -38,7 +38,7 @@ grep -q "libadamw.so.$abi" <<< "$shared_deps" || { echo "error: the shared consu
 
 echo "-- pkg-config consumer"
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
-cc -std=c11 -Wall -Werror "$root/tests/packaging/consumer/main.c" $(pkg-config --cflags --libs adamw) -o "$work/pc_consumer"
+cc -std=c11 -Wall -Werror "$root/examples/cmake/main.c" $(pkg-config --cflags --libs adamw) -o "$work/pc_consumer"
 LD_LIBRARY_PATH="$prefix/lib" "$work/pc_consumer"
 echo "-- Go: the package copied out of the tree, against the installed library (pkg-config)"
 source tools/go-env.sh
