@@ -284,6 +284,25 @@ typedef struct adamw_config {
   uint32_t threads;
 } adamw_config;
 
+// What an optimizer does with one model variable (`adamw_optimizer_variable_properties`).
+typedef struct adamw_variable_properties {
+  // The variable's own ADAMW_DTYPE_* value.
+  uint32_t dtype;
+  // Its number of dimensions (of the whole variable when sharded).
+  size_t ndim;
+  // 1 when its steps decay it: not excluded and a weight-decay multiplier other than 0.
+  uint8_t decayed;
+  // 1 when it is excluded from weight decay (`adamw_optimizer_exclude_from_weight_decay` or
+  // `adamw_optimizer_set_weight_decay_min_ndim`).
+  uint8_t excluded;
+  // 1 when it has a float32 master copy (`adamw_optimizer_set_master_weights`).
+  uint8_t has_master;
+  // Its learning-rate multiplier (`adamw_optimizer_set_variable_multipliers`; 1 by default).
+  double learning_rate_multiplier;
+  // Its weight-decay multiplier (1 by default).
+  double weight_decay_multiplier;
+} adamw_variable_properties;
+
 // A variable to build the optimizer over.
 typedef struct adamw_variable {
   // The variable's name, NUL-terminated UTF-8, copied. Exclusion patterns are searched in
@@ -583,6 +602,47 @@ enum adamw_status adamw_keras_file_optimizer_config(const char *path,
 enum adamw_status adamw_optimizer_load_keras_store(struct adamw_optimizer *optimizer,
                                                    const uint8_t *buf,
                                                    size_t len);
+
+// Sets the learning-rate and weight-decay multipliers of model variable `variable` (its
+// position in the list given to build), from the next step on; any time after build, as often
+// as wanted. The variable then steps exactly as Keras' AdamW would with, for it alone,
+// `learning_rate` = the step's float32 rate (after the schedule or callback) times
+// `learning_rate_multiplier`, computed in double and rounded once to float32, and
+// `weight_decay` = `weight_decay` times `weight_decay_multiplier` in double, cast to the
+// variable's dtype as Keras casts it (docs/numerics.md §22). 1 and 1 (the default) is Keras'
+// step, bit for bit, with nothing multiplied; a weight-decay multiplier of 0 is the same bits as
+// `adamw_optimizer_exclude_from_weight_decay`, and an excluded variable stays undecayed
+// whatever its multiplier. Multipliers are not part of the config or of checkpoints: set them
+// again after loading. On MPI ranks, set the same on every rank. Not on a device: the device
+// kernels take one learning rate per dtype (multipliers other than 1 are refused there).
+// NULL: `optimizer`. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (a multiplier negative, NaN or infinite; other than 1
+// on a device; not a handle), NOT_BUILT, UNKNOWN_VARIABLE (`variable` out of range), BUSY. On
+// error nothing changes.
+enum adamw_status adamw_optimizer_set_variable_multipliers(struct adamw_optimizer *optimizer,
+                                                           size_t variable,
+                                                           double learning_rate_multiplier,
+                                                           double weight_decay_multiplier);
+
+// Variables with fewer than `min_ndim` dimensions are excluded from weight decay (an extension;
+// 0, the default, excludes none; 2 is the rule of llm.c and nanoGPT: biases, norm scales and
+// scalars are not decayed). Applies at build, together with
+// `adamw_optimizer_exclude_from_weight_decay`. The config JSON spells it
+// "weight_decay_min_ndim": N, written by get_config only when not 0. Before build only.
+// NULL: `optimizer`. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (`min_ndim` over ADAMW_MAX_NDIM, not a handle),
+// ALREADY_BUILT, BUSY.
+enum adamw_status adamw_optimizer_set_weight_decay_min_ndim(struct adamw_optimizer *optimizer,
+                                                            uint32_t min_ndim);
+
+// What the optimizer does with model variable `variable` (its position in the list given to
+// build): its dtype and rank, whether its steps decay it and why not, its multipliers, and
+// whether it has a float32 master copy.
+// NULL: `optimizer`, `out`. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, NOT_BUILT, UNKNOWN_VARIABLE, BUSY.
+enum adamw_status adamw_optimizer_variable_properties(const struct adamw_optimizer *optimizer,
+                                                      size_t variable,
+                                                      struct adamw_variable_properties *out);
 
 // Creates an optimizer from a config.
 // Ownership: `config` and what it points at are read during the call (callbacks and their

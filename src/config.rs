@@ -11,6 +11,10 @@ use crate::json_number::{float_from_json, float_to_json};
 use crate::kwargs::{Kwargs, Num};
 use crate::schedule::Schedule;
 
+/// The largest `weight_decay_min_ndim`: the most dimensions a variable of the C ABI has
+/// (`ADAMW_MAX_NDIM`).
+pub(crate) const WEIGHT_DECAY_MIN_NDIM_LIMIT: i64 = 32;
+
 /// A hyper-parameter computed by the caller at each step: `step` is the pre-increment iteration
 /// count (the value Keras passes to a schedule). An `Err` carries the caller's reason.
 #[derive(Clone)]
@@ -163,6 +167,11 @@ pub struct Config {
     /// Float32 master weights for bfloat16 and float16 variables (an extension, off by default:
     /// docs/numerics.md §18). `get_config` includes `"master_weights": true` only when on.
     pub master_weights: bool,
+    /// Variables with fewer dimensions than this are not decayed (an extension, 0 by default:
+    /// every variable is; 2 is the rule of llm.c and nanoGPT, which leaves biases, norm scales
+    /// and scalars undecayed). Applied at build, with `exclude_from_weight_decay`. In
+    /// `get_config` as `"weight_decay_min_ndim"` only when not 0.
+    pub weight_decay_min_ndim: usize,
     /// Keras' `LossScaleOptimizer` around this AdamW, if any (docs/numerics.md §19). With it,
     /// `get_config` / `from_config` read and write the LossScaleOptimizer's config.
     pub loss_scale: Option<LossScale>,
@@ -198,6 +207,7 @@ impl Default for Config {
             threads: 0,
             reject_non_finite_gradients: false,
             master_weights: false,
+            weight_decay_min_ndim: 0,
             loss_scale: None,
         }
     }
@@ -358,6 +368,9 @@ impl Config {
         if self.master_weights {
             m.insert("master_weights".into(), Value::Bool(true));
         }
+        if self.weight_decay_min_ndim != 0 {
+            m.insert("weight_decay_min_ndim".into(), Value::from(self.weight_decay_min_ndim));
+        }
         Value::Object(m)
     }
 
@@ -463,6 +476,19 @@ impl Config {
         c.jit_compile = k.bool("jit_compile")?.unwrap_or(c.jit_compile);
         c.reject_non_finite_gradients = k.bool("reject_non_finite_gradients")?.unwrap_or(false);
         c.master_weights = k.bool("master_weights")?.unwrap_or(false);
+        c.weight_decay_min_ndim = match k.num("weight_decay_min_ndim")? {
+            None => 0,
+            Some(Num::Int(n)) if (0..=WEIGHT_DECAY_MIN_NDIM_LIMIT).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(Error::InvalidArgument(format!(
+                    "`weight_decay_min_ndim` must be an integer from 0 to {WEIGHT_DECAY_MIN_NDIM_LIMIT}. Received: weight_decay_min_ndim={}",
+                    match n {
+                        Num::Int(i) => i.to_string(),
+                        Num::Float(x) => py_float(x),
+                    }
+                )));
+            }
+        };
         k.finish()?;
         c.validate()?;
         Ok(c)

@@ -56,7 +56,7 @@ pub use dtype::{DType, Element, Exclusive, Owned, Shared, Storage, Tensor, Tenso
 pub use engine::cpu::loops::set_simd_enabled;
 pub use error::{Error, Result};
 pub use kwargs::Num;
-pub use optimizer::{Optimizer, Shard, StateInfo, StateTensor, VariableSpec, Weight};
+pub use optimizer::{Multipliers, Optimizer, Shard, StateInfo, StateTensor, VariableProperties, VariableSpec, Weight};
 pub use parallel::ParallelFor;
 pub use schedule::Schedule;
 pub use simd::{SimdLevel, set_simd_level, simd_level};

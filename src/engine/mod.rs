@@ -135,14 +135,55 @@ pub(crate) struct StepPlan<'a> {
     pub norm_partials: &'a [f64],
     /// Per built variable: whether weight decay applies.
     pub decay: &'a [bool],
+    /// Per built variable: its own scalars when its multipliers are not 1
+    /// (`optimizer::Multipliers`), else `Shared`.
+    pub variable_scalars: &'a [VariableScalars],
     /// The EMA overwrite falls on this step.
     pub overwrite_with_average: bool,
 }
 
+/// A variable's own step scalars, in the dtype its step computes in (a master's float32).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum VariableScalars {
+    /// The dtype's scalars, shared by every variable without multipliers.
+    Shared,
+    F32(StepScalars<f32>),
+    F64(StepScalars<f64>),
+    Bf16(StepScalars<half::bf16>),
+    F16(StepScalars<half::f16>),
+}
+
+impl VariableScalars {
+    /// The scalars of `hyper` in `dtype`.
+    pub fn new(dtype: DType, hyper: &crate::kernels::StepHyper) -> Self {
+        match dtype {
+            DType::F64 => VariableScalars::F64(StepScalars::new(hyper)),
+            DType::BF16 => VariableScalars::Bf16(StepScalars::new(hyper)),
+            DType::F16 => VariableScalars::F16(StepScalars::new(hyper)),
+            _ => VariableScalars::F32(StepScalars::new(hyper)),
+        }
+    }
+
+    fn get<F: Real>(&self) -> Option<&StepScalars<F>> {
+        let scalars: &dyn Any = match self {
+            VariableScalars::Shared => return None,
+            VariableScalars::F32(s) => s,
+            VariableScalars::F64(s) => s,
+            VariableScalars::Bf16(s) => s,
+            VariableScalars::F16(s) => s,
+        };
+        scalars.downcast_ref()
+    }
+}
+
 impl StepPlan<'_> {
-    /// The step's scalars for dtype `F`.
-    pub fn scalars<F: Real>(&self) -> &StepScalars<F> {
-        &self.dtype_plan::<F>().scalars
+    /// The step's scalars for built variable `variable`, which computes in dtype `F`: its own
+    /// with multipliers, else the dtype's.
+    pub fn scalars<F: Real>(&self, variable: usize) -> &StepScalars<F> {
+        match self.variable_scalars.get(variable).and_then(VariableScalars::get::<F>) {
+            Some(own) => own,
+            None => &self.dtype_plan::<F>().scalars,
+        }
     }
 
     fn dtype_plan<F: Real>(&self) -> &DTypePlan<F> {

@@ -410,6 +410,8 @@ pub(crate) unsafe fn to_config(c: &adamw_config) -> Result<Config, FfiError> {
         reject_non_finite_gradients: flag(c.reject_non_finite_gradients, "reject_non_finite_gradients")?,
         // Not in this struct, whose layout is frozen: see adamw_optimizer_set_master_weights.
         master_weights: false,
+        // Not in this struct either: adamw_optimizer_set_weight_decay_min_ndim.
+        weight_decay_min_ndim: 0,
         loss_scale: None,
     };
     config.validate()?;

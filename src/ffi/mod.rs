@@ -7,7 +7,8 @@
 //! checks live only in `slice` and `handle`. One file per C object or concept: `config`
 //! (`adamw_config`, schedules), `optimizer` (the handle's life and settings), `step`
 //! (`apply_gradients`, `minimize`, `finalize_variable_values`), `variables` (Keras'
-//! `optimizer.variables`, `set_weights`), `checkpoint` (save and load), `keras` (Keras' own files), `version`, `status`;
+//! `optimizer.variables`, `set_weights`), `checkpoint` (save and load), `keras` (Keras' own files), `multipliers` (per-variable
+//! controls beyond Keras), `version`, `status`;
 //! `types` holds the C structs. `#[unsafe(no_mangle)]` appears only under this module.
 //!
 //! Rust programs can call these functions too (the conformance tool does); they are re-exported
@@ -19,6 +20,7 @@ mod config;
 mod guard;
 mod handle;
 mod keras;
+mod multipliers;
 mod optimizer;
 mod parallel;
 mod slice;
@@ -32,6 +34,7 @@ pub use checkpoint::*;
 pub use config::*;
 pub use handle::adamw_optimizer;
 pub use keras::*;
+pub use multipliers::*;
 pub use optimizer::*;
 pub use parallel::*;
 pub use status::{adamw_last_error, adamw_status, adamw_status_name};

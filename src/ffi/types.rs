@@ -161,6 +161,27 @@ pub struct adamw_variable_info {
     pub len: usize,
 }
 
+/// What an optimizer does with one model variable (`adamw_optimizer_variable_properties`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct adamw_variable_properties {
+    /// The variable's own ADAMW_DTYPE_* value.
+    pub dtype: u32,
+    /// Its number of dimensions (of the whole variable when sharded).
+    pub ndim: usize,
+    /// 1 when its steps decay it: not excluded and a weight-decay multiplier other than 0.
+    pub decayed: u8,
+    /// 1 when it is excluded from weight decay (`adamw_optimizer_exclude_from_weight_decay` or
+    /// `adamw_optimizer_set_weight_decay_min_ndim`).
+    pub excluded: u8,
+    /// 1 when it has a float32 master copy (`adamw_optimizer_set_master_weights`).
+    pub has_master: u8,
+    /// Its learning-rate multiplier (`adamw_optimizer_set_variable_multipliers`; 1 by default).
+    pub learning_rate_multiplier: f64,
+    /// Its weight-decay multiplier (1 by default).
+    pub weight_decay_multiplier: f64,
+}
+
 /// Computes the gradients for `adamw_optimizer_minimize`: called once, with the entries given
 /// to minimize, on the calling thread; it writes the gradients into the buffers the caller
 /// supplied as `dense` (or `values`) of those entries, from the current values in `data`.

@@ -3,6 +3,7 @@
 //! allocated at build and never during a step. [`state`] is what it owns, [`validate`] what a
 //! call rejects, [`step`] the order of one `apply_gradients` call.
 
+mod multipliers;
 mod state;
 mod step;
 mod validate;
@@ -13,13 +14,14 @@ use serde_json::Value;
 use crate::config::{Config, Device, LearningRate};
 use crate::dtype::{DType, Element, TensorBuf, TensorMut, TensorRef};
 use crate::engine::cpu::CpuEngine;
-use crate::engine::{Engine, Slot, Slots};
+use crate::engine::{Engine, Slot, Slots, VariableScalars};
 use crate::error::{Error, Result, invalid};
 use crate::tensor::{
     CallEntries, DeviceEntries, DeviceEntry, DeviceGradient, DeviceIndices, EntryShape, GradientEntries, GradientEntry,
     IndexCopies,
 };
 
+pub use multipliers::Multipliers;
 pub use state::{Shard, StateInfo, StateTensor, VariableSpec};
 pub use validate::Weight;
 
@@ -28,6 +30,24 @@ use state::{Built, State, StateKind};
 /// The checkpoint keys of the loss scale and its counter (not optimizer variables in Keras).
 const LOSS_SCALE: &str = "loss_scale";
 const LOSS_SCALE_COUNTER: &str = "loss_scale_counter";
+
+/// What an optimizer does with one model variable ([`Optimizer::variable_properties`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VariableProperties {
+    /// The variable's own dtype.
+    pub dtype: DType,
+    /// Its number of dimensions (of the whole variable when sharded).
+    pub ndim: usize,
+    /// Whether its step decays it: not excluded, and a weight-decay multiplier other than 0.
+    pub decayed: bool,
+    /// Whether it is excluded from weight decay (`exclude_from_weight_decay`, or
+    /// `weight_decay_min_ndim`).
+    pub excluded: bool,
+    /// Its learning-rate and weight-decay multipliers ([`Optimizer::set_multipliers`]).
+    pub multipliers: Multipliers,
+    /// Whether it has a float32 master copy.
+    pub has_master: bool,
+}
 
 /// `tf.keras.optimizers.AdamW`.
 pub struct Optimizer {
@@ -201,14 +221,18 @@ impl Optimizer {
     pub fn build(&mut self, specs: &[VariableSpec], initial_values: &[TensorRef<'_>]) -> Result<()> {
         let variables = validate::build_variables(&self.state, specs, initial_values)?;
         let s = &mut self.state;
-        let decay: Vec<bool> = variables
+        let min_ndim = s.config.weight_decay_min_ndim;
+        let excluded: Vec<bool> = variables
             .iter()
             .enumerate()
             .map(|(i, var)| {
                 let keras_name = var.spec.keras_name();
-                !(s.exclude_variables.contains(&i) || s.exclude_patterns.iter().any(|p| p.is_match(&keras_name)))
+                s.exclude_variables.contains(&i)
+                    || s.exclude_patterns.iter().any(|p| p.is_match(&keras_name))
+                    || var.spec.shape.len() < min_ndim
             })
             .collect();
+        let decay = excluded.iter().map(|&x| !x).collect();
         let oom = |_| Error::OutOfMemory("too many variables".into());
         let mut norm_partials = Vec::new();
         norm_partials.try_reserve_exact(specs.len()).map_err(oom)?;
@@ -223,15 +247,76 @@ impl Optimizer {
             self.index_copies.reserve(specs.len(), 0)?;
         }
         s.engine.build(&layouts, slots, initial_values)?;
+        let n = variables.len();
         s.built = Some(Built {
             variables,
+            excluded,
             decay,
+            multipliers: vec![Multipliers::default(); n],
+            variable_scalars: vec![VariableScalars::Shared; n],
             last_listed,
             call_number: 0,
             norm_partials,
             norm_shared: Vec::new(),
             leaves_known: false,
         });
+        Ok(())
+    }
+
+    /// Sets built variable `variable`'s learning-rate and weight-decay multipliers
+    /// (docs/numerics.md §22), from the next step on; any time after build. Both 1 is Keras'
+    /// step; a weight-decay multiplier of 0 is the same bits as excluding the variable. The
+    /// optimizer on a device takes none: its kernels take one learning rate per dtype.
+    pub fn set_multipliers(&mut self, variable: usize, multipliers: Multipliers) -> Result<()> {
+        multipliers.check()?;
+        let on_device = self.state.engine.on_device();
+        let built = self.state.built.as_mut().ok_or_else(|| validate::not_built("set_multipliers"))?;
+        let count = built.variables.len();
+        if variable >= count {
+            return Err(Error::UnknownVariable(format!(
+                "variable index {variable} is out of range: the optimizer was built with {count} variables"
+            )));
+        }
+        if on_device && !multipliers.is_identity() {
+            return Err(Error::InvalidArgument(
+                "per-variable multipliers run on the CPU engine only: the device kernels take one learning rate and weight decay per dtype".into(),
+            ));
+        }
+        built.multipliers[variable] = multipliers;
+        built.decay[variable] = !built.excluded[variable] && multipliers.weight_decay != 0.0;
+        if multipliers.is_identity() {
+            built.variable_scalars[variable] = VariableScalars::Shared;
+        }
+        Ok(())
+    }
+
+    /// What build and the multipliers made of built variable `variable` (None past the end).
+    pub fn variable_properties(&self, variable: usize) -> Option<VariableProperties> {
+        let built = self.state.built.as_ref()?;
+        let state = built.variables.get(variable)?;
+        Some(VariableProperties {
+            dtype: state.spec.dtype,
+            ndim: state.spec.shape.len(),
+            decayed: built.decay[variable],
+            excluded: built.excluded[variable],
+            multipliers: built.multipliers[variable],
+            has_master: state.layout.has_master(),
+        })
+    }
+
+    /// `weight_decay_min_ndim` ([`Config::weight_decay_min_ndim`]): variables with fewer
+    /// dimensions are not decayed; before build only.
+    pub fn set_weight_decay_min_ndim(&mut self, min_ndim: usize) -> Result<()> {
+        if self.is_built() {
+            return Err(Error::AlreadyBuilt("weight_decay_min_ndim can only be set before the optimizer is built".into()));
+        }
+        if min_ndim as i64 > crate::config::WEIGHT_DECAY_MIN_NDIM_LIMIT {
+            return Err(invalid!(
+                "weight_decay_min_ndim must be from 0 to {}, got {min_ndim}",
+                crate::config::WEIGHT_DECAY_MIN_NDIM_LIMIT
+            ));
+        }
+        self.state.config.weight_decay_min_ndim = min_ndim;
         Ok(())
     }
 

@@ -5,8 +5,10 @@ use regex::Regex;
 
 use crate::config::{Config, CurrentValues};
 use crate::dtype::{DType, TensorBuf};
-use crate::engine::{Engine, Slot, VariableLayout};
+use crate::engine::{Engine, Slot, VariableLayout, VariableScalars};
 use crate::error::{Error, Result};
+
+use super::multipliers::Multipliers;
 
 /// A model variable to build the optimizer over. Variables are identified afterwards by their
 /// index in the list given to `build`; the name serves exclusion patterns and slot names.
@@ -78,8 +80,16 @@ pub(crate) struct VariableState {
 /// The optimizer's state once built.
 pub(crate) struct Built {
     pub variables: Vec<VariableState>,
-    /// Per variable: whether weight decay applies (not excluded).
+    /// Per variable: whether it is excluded from weight decay (by index, name pattern or
+    /// `weight_decay_min_ndim`), fixed at build.
+    pub excluded: Vec<bool>,
+    /// Per variable: whether weight decay applies (not excluded, weight-decay multiplier not 0).
     pub decay: Vec<bool>,
+    /// Per variable: its learning-rate and weight-decay multipliers.
+    pub multipliers: Vec<Multipliers>,
+    /// Per variable: its own step scalars when its multipliers are not 1, recomputed each step
+    /// (room kept from build, so that a step allocates nothing).
+    pub variable_scalars: Vec<VariableScalars>,
     /// Per variable, the number of the last call that listed it (duplicate detection).
     pub last_listed: Vec<u64>,
     pub call_number: u64,

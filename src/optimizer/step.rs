@@ -3,7 +3,8 @@
 //! per-step scalars, then the engine's pass and the counter.
 
 use crate::config::{Beta, Clipping, Config, CurrentValues, LearningRate};
-use crate::engine::{DTypePlan, StepPlan};
+use crate::dtype::DType;
+use crate::engine::{DTypePlan, StepPlan, VariableScalars};
 use crate::error::{Error, Result};
 use crate::float::{Ftz, Real};
 use crate::kernels::{self, Clip, StepHyper, StepScalars};
@@ -204,6 +205,14 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut CallEntries<'_>) 
         ema_momentum: config.ema_momentum,
         iterations: step,
     };
+    // Variables with multipliers step from their own scalars, in the dtype they compute in.
+    for (i, multipliers) in built.multipliers.iter().enumerate() {
+        if !multipliers.is_identity() {
+            let layout = &built.variables[i].layout;
+            let math = if layout.has_master() { DType::F32 } else { layout.dtype };
+            built.variable_scalars[i] = VariableScalars::new(math, &multipliers.apply(&step_hyper));
+        }
+    }
     let partials = &built.norm_partials;
     let plan = StepPlan {
         f32: dtypes.f32.then(|| dtype_plan(&step_hyper, clipping, partials, loss_scale)),
@@ -213,6 +222,7 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut CallEntries<'_>) 
         clipping,
         norm_partials: partials,
         decay: &built.decay,
+        variable_scalars: &built.variable_scalars,
         overwrite_with_average: config.use_ema
             && config.ema_overwrite_frequency.is_some_and(|f| f > 0 && step.wrapping_add(1) % f == 0),
     };

@@ -245,10 +245,9 @@ impl Engine for CpuEngine {
                 let Some(gradient) = entry.gradient else { continue };
                 let k = with_gradient;
                 with_gradient += 1;
-                let state = &mut variables[entry.variable];
-                let ops = plan.ops(entry.variable);
+                let (variable, state) = (entry.variable, &mut variables[entry.variable]);
                 let scratch = Scratch { sparse_rows: &mut *sparse_rows, widened_rows: &mut *widened_rows };
-                each_float!(entry.values, values => step_variable(state, values, gradient, plan, k, ops, scratch, workers), _ => {})
+                each_float!(entry.values, values => step_variable(state, values, gradient, plan, k, variable, scratch, workers), _ => {})
             }
         }
         Ok(())
@@ -472,7 +471,7 @@ struct Scratch<'a> {
     widened_rows: &'a mut Vec<f32>,
 }
 
-/// Decays and updates one variable with its gradient (the `k`-th of the call).
+/// Decays and updates built variable `variable` with its gradient (the `k`-th of the call).
 #[allow(clippy::too_many_arguments)]
 fn step_variable<F: Real + lanes::DenseLanes>(
     state: &mut VariableSlots,
@@ -480,14 +479,15 @@ fn step_variable<F: Real + lanes::DenseLanes>(
     gradient: Gradient<'_>,
     plan: &StepPlan<'_>,
     k: usize,
-    ops: kernels::VariableOps,
+    variable: usize,
     scratch: Scratch<'_>,
     workers: &Workers,
 ) {
     if state.has_master() {
-        return step_master(state, values, gradient, plan, k, ops, scratch, workers);
+        return step_master(state, values, gradient, plan, k, variable, scratch, workers);
     }
-    let (s, op) = (plan.scalars::<F>(), plan.gradient_op::<F>(k));
+    let ops = plan.ops(variable);
+    let (s, op) = (plan.scalars::<F>(variable), plan.gradient_op::<F>(k));
     let VariableLayout { row_len, offset, .. } = state.layout;
     let VariableSlots { m, v, vhat, average, .. } = state;
     let slots = slot_slices(values, m, v, vhat, average);
@@ -536,11 +536,12 @@ fn step_master<H: Real>(
     gradient: Gradient<'_>,
     plan: &StepPlan<'_>,
     k: usize,
-    ops: kernels::VariableOps,
+    variable: usize,
     scratch: Scratch<'_>,
     workers: &Workers,
 ) {
-    let (s, op) = (plan.scalars::<f32>(), plan.gradient_op::<f32>(k));
+    let ops = plan.ops(variable);
+    let (s, op) = (plan.scalars::<f32>(variable), plan.gradient_op::<f32>(k));
     let VariableLayout { row_len, offset, .. } = state.layout;
     let VariableSlots { m, v, vhat, average, master, .. } = state;
     let slots = slot_slices(typed_slot::<f32>(master), m, v, vhat, average);

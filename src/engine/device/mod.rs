@@ -22,7 +22,7 @@ pub(crate) mod host;
 use abi::{CheckEntry, CheckParams, Leaf, LeafParams, NormEntry, Plain, StepEntry, StepParams, bytes, bytes_mut};
 
 use super::cpu::widened;
-use super::{Engine, NonFinite, Slot, Slots, StepPlan, VariableLayout};
+use super::{Engine, NonFinite, Slot, Slots, StepPlan, VariableLayout, VariableScalars};
 use crate::dtype::{DType, TensorMut, TensorRef, each_dtype, with_float};
 use crate::error::{Error, Result};
 use crate::float::{Bf16Math, F16Math, Ftz, Real};
@@ -528,6 +528,10 @@ impl<B: Backend> DeviceEngine<B> {
         let mut blocks = 0u64;
         for (k, p) in self.placed.iter().filter(|p| p.gradient.is_some()).enumerate() {
             let Some(g) = p.gradient else { continue };
+            if !matches!(plan.variable_scalars.get(p.variable), None | Some(VariableScalars::Shared)) {
+                // The optimizer refuses multipliers on a device; nothing is enqueued yet.
+                return Err(Error::InvalidArgument("per-variable multipliers run on the CPU engine only".into()));
+            }
             let state = self.variable(p.variable)?;
             let layout = state.layout;
             let ops = plan.ops(p.variable);
