@@ -1,0 +1,97 @@
+//! Per-variable controls beyond Keras 2: learning-rate and weight-decay multipliers, the
+//! `weight_decay_min_ndim` rule, and what the optimizer does with each model variable.
+
+use super::handle::{adamw_optimizer, with_optimizer};
+use super::slice::write;
+use super::status::{FfiError, adamw_status};
+use super::types::{adamw_variable_properties, dtype_code};
+use crate::optimizer::Multipliers;
+
+/// Sets the learning-rate and weight-decay multipliers of model variable `variable` (its
+/// position in the list given to build), from the next step on; any time after build, as often
+/// as wanted. The variable then steps exactly as Keras' AdamW would with, for it alone,
+/// `learning_rate` = the step's float32 rate (after the schedule or callback) times
+/// `learning_rate_multiplier`, computed in double and rounded once to float32, and
+/// `weight_decay` = `weight_decay` times `weight_decay_multiplier` in double, cast to the
+/// variable's dtype as Keras casts it (docs/numerics.md §22). 1 and 1 (the default) is Keras'
+/// step, bit for bit, with nothing multiplied; a weight-decay multiplier of 0 is the same bits as
+/// `adamw_optimizer_exclude_from_weight_decay`, and an excluded variable stays undecayed
+/// whatever its multiplier. Multipliers are not part of the config or of checkpoints: set them
+/// again after loading. On MPI ranks, set the same on every rank. Not on a device: the device
+/// kernels take one learning rate per dtype (multipliers other than 1 are refused there).
+/// NULL: `optimizer`. Threads: serialized.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (a multiplier negative, NaN or infinite; other than 1
+/// on a device; not a handle), NOT_BUILT, UNKNOWN_VARIABLE (`variable` out of range), BUSY. On
+/// error nothing changes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_set_variable_multipliers(
+    optimizer: *mut adamw_optimizer,
+    variable: usize,
+    learning_rate_multiplier: f64,
+    weight_decay_multiplier: f64,
+) -> adamw_status {
+    let multipliers = Multipliers { learning_rate: learning_rate_multiplier, weight_decay: weight_decay_multiplier };
+    // SAFETY: the caller passes a live handle.
+    unsafe { with_optimizer(optimizer, |s| Ok(s.optimizer.set_multipliers(variable, multipliers)?)) }
+}
+
+/// Variables with fewer than `min_ndim` dimensions are excluded from weight decay (an extension;
+/// 0, the default, excludes none; 2 is the rule of llm.c and nanoGPT: biases, norm scales and
+/// scalars are not decayed). Applies at build, together with
+/// `adamw_optimizer_exclude_from_weight_decay`. The config JSON spells it
+/// "weight_decay_min_ndim": N, written by get_config only when not 0. Before build only.
+/// NULL: `optimizer`. Threads: serialized.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (`min_ndim` over ADAMW_MAX_NDIM, not a handle),
+/// ALREADY_BUILT, BUSY.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_set_weight_decay_min_ndim(
+    optimizer: *mut adamw_optimizer,
+    min_ndim: u32,
+) -> adamw_status {
+    // SAFETY: the caller passes a live handle.
+    unsafe { with_optimizer(optimizer, |s| Ok(s.optimizer.set_weight_decay_min_ndim(min_ndim as usize)?)) }
+}
+
+/// What the optimizer does with model variable `variable` (its position in the list given to
+/// build): its dtype and rank, whether its steps decay it and why not, its multipliers, and
+/// whether it has a float32 master copy.
+/// NULL: `optimizer`, `out`. Threads: serialized.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, NOT_BUILT, UNKNOWN_VARIABLE, BUSY.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_variable_properties(
+    optimizer: *const adamw_optimizer,
+    variable: usize,
+    out: *mut adamw_variable_properties,
+) -> adamw_status {
+    // SAFETY: the caller passes a live handle and a writable struct.
+    unsafe {
+        with_optimizer(optimizer, |s| {
+            let opt = &s.optimizer;
+            if !opt.is_built() {
+                return Err(FfiError::new(
+                    adamw_status::NotBuilt,
+                    "variable_properties: the optimizer is not built yet",
+                ));
+            }
+            let p = opt.variable_properties(variable).ok_or_else(|| {
+                FfiError::new(
+                    adamw_status::UnknownVariable,
+                    format!(
+                        "variable index {variable} is out of range: the optimizer was built with {} variables",
+                        opt.num_built_variables()
+                    ),
+                )
+            })?;
+            let properties = adamw_variable_properties {
+                dtype: dtype_code(p.dtype),
+                ndim: p.ndim,
+                decayed: p.decayed as u8,
+                excluded: p.excluded as u8,
+                has_master: p.has_master as u8,
+                learning_rate_multiplier: p.multipliers.learning_rate,
+                weight_decay_multiplier: p.multipliers.weight_decay,
+            };
+            write(out, properties, "out")
+        })
+    }
+}
