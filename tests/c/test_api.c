@@ -1301,6 +1301,94 @@ static void test_keras_files(void) {
     adamw_optimizer_free(opt);
 }
 
+/* Per-variable multipliers and weight_decay_min_ndim: one step computed by hand, operation by
+ * operation in float32 (compiled with -ffp-contract=off), from docs/numerics.md §22: the variable
+ * steps as Keras' AdamW with learning_rate fl32(lr32 * r) and weight_decay fl64(wd * d). */
+static void test_multipliers(void) {
+    adamw_config cfg = adamw_config_default();
+    cfg.learning_rate = 0.01;
+    cfg.weight_decay = 0.05;
+    adamw_optimizer *opt = NULL;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &opt), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_set_variable_multipliers(opt, 0, 0.5, 1.0), ADAMW_STATUS_NOT_BUILT);
+    EXPECT_REJECTED(opt, adamw_optimizer_set_weight_decay_min_ndim(opt, ADAMW_MAX_NDIM + 1), ADAMW_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_set_weight_decay_min_ndim(NULL, 2), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_set_weight_decay_min_ndim(opt, 2), ADAMW_STATUS_OK);
+    adamw_variable_properties props;
+    EXPECT_STATUS(adamw_optimizer_variable_properties(opt, 0, &props), ADAMW_STATUS_NOT_BUILT);
+    const size_t w_shape[2] = {2, 3}, b_shape[1] = {3};
+    adamw_variable vars[3] = {
+        {.name = "dense/kernel", .dtype = ADAMW_DTYPE_FLOAT32, .ndim = 2, .shape = w_shape},
+        {.name = "dense/bias", .dtype = ADAMW_DTYPE_FLOAT32, .ndim = 1, .shape = b_shape},
+        {.name = "temperature", .dtype = ADAMW_DTYPE_FLOAT32, .ndim = 0, .shape = NULL},
+    };
+    EXPECT_STATUS(adamw_optimizer_build(opt, vars, 3), ADAMW_STATUS_OK);
+    EXPECT_REJECTED(opt, adamw_optimizer_set_weight_decay_min_ndim(opt, 1), ADAMW_STATUS_ALREADY_BUILT);
+    const double r = 0.37, d = 2.5;
+    EXPECT_STATUS(adamw_optimizer_set_variable_multipliers(opt, 0, r, d), ADAMW_STATUS_OK);
+    /* Refused, and nothing changes (the multipliers included: checked through the step below). */
+    EXPECT_REJECTED(opt, adamw_optimizer_set_variable_multipliers(opt, 0, -1.0, 1.0), ADAMW_STATUS_INVALID_ARGUMENT);
+    EXPECT_REJECTED(opt, adamw_optimizer_set_variable_multipliers(opt, 0, 1.0, NAN), ADAMW_STATUS_INVALID_ARGUMENT);
+    EXPECT_REJECTED(opt, adamw_optimizer_set_variable_multipliers(opt, 0, INFINITY, 1.0), ADAMW_STATUS_INVALID_ARGUMENT);
+    EXPECT_REJECTED(opt, adamw_optimizer_set_variable_multipliers(opt, 3, 1.0, 1.0), ADAMW_STATUS_UNKNOWN_VARIABLE);
+    EXPECT_MESSAGE("out of range");
+    EXPECT_STATUS(adamw_optimizer_set_variable_multipliers(NULL, 0, 1.0, 1.0), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_variable_properties(opt, 0, NULL), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_variable_properties(opt, 3, &props), ADAMW_STATUS_UNKNOWN_VARIABLE);
+
+    EXPECT_STATUS(adamw_optimizer_variable_properties(opt, 0, &props), ADAMW_STATUS_OK);
+    EXPECT(props.dtype == ADAMW_DTYPE_FLOAT32 && props.ndim == 2 && props.decayed == 1 && props.excluded == 0);
+    EXPECT(props.learning_rate_multiplier == r && props.weight_decay_multiplier == d && props.has_master == 0);
+    EXPECT_STATUS(adamw_optimizer_variable_properties(opt, 1, &props), ADAMW_STATUS_OK);
+    EXPECT(props.ndim == 1 && props.decayed == 0 && props.excluded == 1 && props.learning_rate_multiplier == 1.0);
+    EXPECT_STATUS(adamw_optimizer_variable_properties(opt, 2, &props), ADAMW_STATUS_OK);
+    EXPECT(props.ndim == 0 && props.decayed == 0 && props.excluded == 1);
+    char json[2048];
+    size_t len = 0;
+    EXPECT_STATUS(adamw_optimizer_get_config(opt, json, sizeof json, &len), ADAMW_STATUS_OK);
+    EXPECT(strstr(json, "\"weight_decay_min_ndim\":2") != NULL);
+
+    float w[6] = {0.5f, -1.25f, 2.0f, -0.0f, 0.75f, -3.0f}, gw[6] = {0.1f, -0.2f, 0.3f, 0.05f, -0.4f, 0.25f};
+    float b[3] = {0.5f, -0.5f, 1.5f}, gb[3] = {0.3f, 0.2f, -0.1f};
+    float t[1] = {1.0f}, gt[1] = {-0.7f};
+    float w0[6], b0[3];
+    memcpy(w0, w, sizeof w);
+    memcpy(b0, b, sizeof b);
+    adamw_gradient entries[3] = {
+        {.variable = 0, .dtype = ADAMW_DTYPE_FLOAT32, .data = w, .len = 6, .dense = gw},
+        {.variable = 1, .dtype = ADAMW_DTYPE_FLOAT32, .data = b, .len = 3, .dense = gb},
+        {.variable = 2, .dtype = ADAMW_DTYPE_FLOAT32, .data = t, .len = 1, .dense = gt},
+    };
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, entries, 3, NULL), ADAMW_STATUS_OK);
+
+    /* Step 1 by hand: beta powers 0.9f and 0.999f; 1 - beta in double, rounded to float. */
+    const float lr32 = (float)0.01, one_minus_b1 = (float)(1.0 - 0.9), one_minus_b2 = (float)(1.0 - 0.999);
+    const float eps = (float)1e-7, b1_power = 0.9f, b2_power = 0.999f;
+    const float lr_w = (float)((double)lr32 * r), wd_w = (float)(0.05 * d);
+    const float alpha_w = (lr_w * sqrtf(1.0f - b2_power)) / (1.0f - b1_power);
+    const float alpha = (lr32 * sqrtf(1.0f - b2_power)) / (1.0f - b1_power);
+    int same = 1;
+    for (int i = 0; i < 6; i++) {
+        float x = w0[i] - (w0[i] * wd_w) * lr_w; /* decayed, with the variable's rate and decay */
+        float m = 0.0f + (gw[i] - 0.0f) * one_minus_b1, v = 0.0f + (gw[i] * gw[i] - 0.0f) * one_minus_b2;
+        float want = x - (m * alpha_w) / (sqrtf(v) + eps);
+        same &= memcmp(&want, &w[i], 4) == 0;
+    }
+    EXPECT(same);
+    same = 1;
+    for (int i = 0; i < 3; i++) { /* excluded (1 dimension): no decay, the shared rate */
+        float m = 0.0f + (gb[i] - 0.0f) * one_minus_b1, v = 0.0f + (gb[i] * gb[i] - 0.0f) * one_minus_b2;
+        float want = b0[i] - (m * alpha) / (sqrtf(v) + eps);
+        same &= memcmp(&want, &b[i], 4) == 0;
+    }
+    EXPECT(same);
+    /* Without the multipliers the kernel moves otherwise: the check above is not vacuous. */
+    float plain = w0[1] - (w0[1] * (float)0.05) * lr32;
+    plain = plain - ((0.0f + gw[1] * one_minus_b1) * alpha) / (sqrtf(0.0f + (gw[1] * gw[1]) * one_minus_b2) + eps);
+    EXPECT(memcmp(&plain, &w[1], 4) != 0);
+    adamw_optimizer_free(opt);
+}
+
 int main(void) {
     test_versions_and_errors();
     test_create();
@@ -1320,5 +1408,6 @@ int main(void) {
     test_loss_scale();
     test_device();
     test_keras_files();
+    test_multipliers();
     return report();
 }

@@ -174,6 +174,14 @@ static adamw_status call_loss_scale(adamw_optimizer *o) {
     return adamw_optimizer_loss_scale(o, &scale, NULL);
 }
 static adamw_status call_reserve_sparse(adamw_optimizer *o) { return adamw_optimizer_reserve_sparse(o, 8); }
+static adamw_status call_set_variable_multipliers(adamw_optimizer *o) {
+    return adamw_optimizer_set_variable_multipliers(o, 0, 1.0, 1.0);
+}
+static adamw_status call_set_weight_decay_min_ndim(adamw_optimizer *o) { return adamw_optimizer_set_weight_decay_min_ndim(o, 2); }
+static adamw_status call_variable_properties(adamw_optimizer *o) {
+    adamw_variable_properties properties;
+    return adamw_optimizer_variable_properties(o, 0, &properties);
+}
 static adamw_gradient entry(void) {
     adamw_gradient e = {.variable = 0, .dtype = ADAMW_DTYPE_FLOAT32, .data = w, .len = 3, .dense = grad};
     return e;
@@ -224,7 +232,8 @@ static const handle_call handle_calls[] = {
     HANDLE_CALL(set_master_weights), HANDLE_CALL(set_loss_scale), HANDLE_CALL(loss_scale), HANDLE_CALL(reserve_sparse),
     HANDLE_CALL(apply_gradients), HANDLE_CALL(minimize), HANDLE_CALL(finalize_variable_values),
     HANDLE_CALL(num_variables), HANDLE_CALL(variable_info), HANDLE_CALL(variable_name), HANDLE_CALL(get_variable),
-    HANDLE_CALL(set_weights),
+    HANDLE_CALL(set_weights), HANDLE_CALL(set_variable_multipliers), HANDLE_CALL(set_weight_decay_min_ndim),
+    HANDLE_CALL(variable_properties),
 };
 #define NUM_HANDLE_CALLS (sizeof handle_calls / sizeof handle_calls[0])
 
@@ -367,9 +376,18 @@ static void drive_creation_and_settings(void) {
     DRIVE(adamw_optimizer_set_master_weights, ADAMW_STATUS_ALREADY_BUILT, call_set_master_weights(opt));
     DRIVE(adamw_optimizer_set_loss_scale, ADAMW_STATUS_ALREADY_BUILT, call_set_loss_scale(opt));
     DRIVE(adamw_optimizer_reserve_sparse, ADAMW_STATUS_OUT_OF_MEMORY, adamw_optimizer_reserve_sparse(opt, SIZE_MAX));
+    DRIVE(adamw_optimizer_set_weight_decay_min_ndim, ADAMW_STATUS_ALREADY_BUILT, call_set_weight_decay_min_ndim(opt));
+    DRIVE(adamw_optimizer_set_variable_multipliers, ADAMW_STATUS_UNKNOWN_VARIABLE,
+          adamw_optimizer_set_variable_multipliers(opt, 99, 1.0, 1.0));
+    adamw_variable_properties properties;
+    DRIVE(adamw_optimizer_variable_properties, ADAMW_STATUS_UNKNOWN_VARIABLE, adamw_optimizer_variable_properties(opt, 99, &properties));
+    DRIVE(adamw_optimizer_variable_properties, ADAMW_STATUS_NULL_ARGUMENT, adamw_optimizer_variable_properties(opt, 0, NULL));
     adamw_optimizer_free(opt);
 
     adamw_optimizer *fresh = unbuilt();
+    DRIVE(adamw_optimizer_set_variable_multipliers, ADAMW_STATUS_NOT_BUILT, call_set_variable_multipliers(fresh));
+    DRIVE(adamw_optimizer_variable_properties, ADAMW_STATUS_NOT_BUILT, call_variable_properties(fresh));
+    DRIVE(adamw_optimizer_set_weight_decay_min_ndim, ADAMW_STATUS_INVALID_ARGUMENT, adamw_optimizer_set_weight_decay_min_ndim(fresh, 33));
     /* No CUDA device 99, whether or not this machine has a GPU. */
     DRIVE(adamw_optimizer_set_device, ADAMW_STATUS_DEVICE, adamw_optimizer_set_device(fresh, ADAMW_DEVICE_KIND_CUDA, 99));
     static const size_t huge[2] = {SIZE_MAX / 2, 4};
