@@ -131,6 +131,26 @@ static void exclusion_and_reserve() {
     EXPECT_ERROR(ADAMW_STATUS_INVALID_ARGUMENT, adamw::Optimizer(adamw::Config()).exclude_from_weight_decay({}, {"("}));
 }
 
+static void multipliers() {
+    // A zero gradient moves nothing but the decay: v - (v * wd) * lr, with the variable's own.
+    adamw::Optimizer opt(adamw::Config().learning_rate(1.0).weight_decay(0.5).weight_decay_min_ndim(2));
+    opt.build({adamw::Variable::of<float>("kernel", {2, 1}), adamw::Variable::of<float>("bias", {2})});
+    opt.set_variable_multipliers(0, 0.25, 2.0);
+    std::vector<float> k = {2, 2}, b = {2, 2}, zero = {0, 0};
+    opt.apply_gradients({adamw::Gradient::dense<float>(0, k, zero), adamw::Gradient::dense<float>(1, b, zero)});
+    CHECK(k[0] == 1.5f);  // 2 - (2 * 1.0) * 0.25
+    CHECK(b[0] == 2.0f);  // one dimension: not decayed
+    adamw::VariableProperties kernel = opt.variable_properties(0), bias = opt.variable_properties(1);
+    CHECK(kernel.decayed && !kernel.excluded && kernel.ndim == 2 && kernel.dtype == adamw::DType::float32);
+    CHECK(kernel.learning_rate_multiplier == 0.25 && kernel.weight_decay_multiplier == 2.0 && !kernel.has_master);
+    CHECK(!bias.decayed && bias.excluded && bias.learning_rate_multiplier == 1.0);
+    CHECK(opt.get_config().find("\"weight_decay_min_ndim\":2") != std::string::npos);
+    EXPECT_ERROR(ADAMW_STATUS_INVALID_ARGUMENT, opt.set_variable_multipliers(0, -1.0, 1.0));
+    EXPECT_ERROR(ADAMW_STATUS_UNKNOWN_VARIABLE, opt.set_variable_multipliers(5, 1.0, 1.0));
+    CHECK(opt.try_variable_properties(2).status() == adamw::Status::unknown_variable);
+    CHECK(opt.variable_properties(0).learning_rate_multiplier == 0.25);  // the refused calls changed nothing
+}
+
 static void callables() {
     std::vector<float> w = {1, 2}, g = {1, 1};
     int calls = 0;
@@ -649,6 +669,7 @@ int main(int argc, char** argv) {
     config_and_schedules();
     steps_and_errors();
     exclusion_and_reserve();
+    multipliers();
     callables();
     state_and_checkpoints();
     move_semantics();

@@ -646,6 +646,12 @@ class Config {
         master_weights_ = v;
         return *this;
     }
+    /// Variables with fewer dimensions are excluded from weight decay (an extension, 0 by
+    /// default; 2 is llm.c's and nanoGPT's rule; see adamw_optimizer_set_weight_decay_min_ndim).
+    Config& weight_decay_min_ndim(uint32_t n) {
+        weight_decay_min_ndim_ = n;
+        return *this;
+    }
     /// Keras' LossScaleOptimizer around this AdamW (see adamw_optimizer_set_loss_scale): pass
     /// gradients of the loss times Optimizer::loss_scale(); each step unscales them.
     Config& loss_scale(bool dynamic = true, double initial_scale = 32768.0, int64_t dynamic_growth_steps = 2000) {
@@ -677,6 +683,7 @@ class Config {
     }
     adamw_config raw_;
     bool master_weights_ = false;
+    uint32_t weight_decay_min_ndim_ = 0;
     bool loss_scale_ = false, dynamic_ = true;
     double initial_scale_ = 32768.0;
     int64_t dynamic_growth_steps_ = 2000;
@@ -835,6 +842,17 @@ struct VariableInfo {
     std::size_t size;
 };
 
+/// What an optimizer does with one model variable (adamw_optimizer_variable_properties).
+struct VariableProperties {
+    DType dtype;
+    std::size_t ndim;
+    bool decayed;   ///< its steps decay it: not excluded, weight-decay multiplier not 0
+    bool excluded;  ///< by exclude_from_weight_decay or weight_decay_min_ndim
+    bool has_master;
+    double learning_rate_multiplier;
+    double weight_decay_multiplier;
+};
+
 /// tf.keras.optimizers.AdamW. Move-only; the destructor frees the handle. Every fallible
 /// method is a try_ method returning a Result; its throwing twin (with exceptions) is at the end.
 class Optimizer {
@@ -862,6 +880,9 @@ class Optimizer {
         Result<void> made = detail::run([&] {
             adamw_status status = adamw_optimizer_new(&raw, &h);
             if (status == ADAMW_STATUS_OK && config.master_weights_) status = adamw_optimizer_set_master_weights(h, 1);
+            if (status == ADAMW_STATUS_OK && config.weight_decay_min_ndim_ != 0) {
+                status = adamw_optimizer_set_weight_decay_min_ndim(h, config.weight_decay_min_ndim_);
+            }
             if (status == ADAMW_STATUS_OK && config.loss_scale_) {
                 status = adamw_optimizer_set_loss_scale(h, config.dynamic_ ? 1 : 0, config.initial_scale_,
                                                         config.dynamic_growth_steps_);
@@ -1038,6 +1059,21 @@ class Optimizer {
         VariableInfo info;
         return call([&](adamw_optimizer* h) { return read_info(h, index, info); }).with_value(std::move(info));
     }
+    /// Model variable `variable`'s learning-rate and weight-decay multipliers, from the next step
+    /// on (after build; 1 and 1 is Keras' step; see adamw_optimizer_set_variable_multipliers).
+    Result<void> try_set_variable_multipliers(std::size_t variable, double learning_rate_multiplier,
+                                              double weight_decay_multiplier) {
+        return call(adamw_optimizer_set_variable_multipliers, variable, learning_rate_multiplier,
+                    weight_decay_multiplier);
+    }
+    /// What the optimizer does with model variable `variable` (after build).
+    Result<VariableProperties> try_variable_properties(std::size_t variable) const {
+        adamw_variable_properties raw{};
+        return call(adamw_optimizer_variable_properties, variable, &raw)
+            .with_value(VariableProperties{static_cast<DType>(raw.dtype), raw.ndim, raw.decayed != 0,
+                                           raw.excluded != 0, raw.has_master != 0, raw.learning_rate_multiplier,
+                                           raw.weight_decay_multiplier});
+    }
     /// A copy of optimizer variable `index` as T (int64_t for index 0, else the variable's dtype).
     template <class T>
     Result<std::vector<T>> try_variable(std::size_t index) const {
@@ -1152,6 +1188,12 @@ class Optimizer {
     }
     std::size_t num_variables() const { return try_num_variables().value(); }
     VariableInfo variable_info(std::size_t index) const { return try_variable_info(index).value(); }
+    void set_variable_multipliers(std::size_t variable, double learning_rate_multiplier, double weight_decay_multiplier) {
+        try_set_variable_multipliers(variable, learning_rate_multiplier, weight_decay_multiplier).value();
+    }
+    VariableProperties variable_properties(std::size_t variable) const {
+        return try_variable_properties(variable).value();
+    }
     template <class T>
     std::vector<T> variable(std::size_t index) const {
         return try_variable<T>(index).value();
