@@ -211,6 +211,10 @@ type Config struct {
 	// variable and writes its rounding into the caller's variable. Build then needs every
 	// variable's Init.
 	MasterWeights bool
+	// WeightDecayMinNdim excludes variables with fewer dimensions from weight decay (an
+	// extension, 0 by default; 2 is llm.c's and nanoGPT's rule: biases, norm scales and
+	// scalars are not decayed). Applied at Build, with ExcludeFromWeightDecay.
+	WeightDecayMinNdim int
 	// LossScale puts Keras' LossScaleOptimizer around AdamW when non-nil: pass gradients of the
 	// loss times Optimizer.LossScale(); each step unscales them, and a dynamic scale skips a
 	// step with an overflowed gradient and adapts itself.
@@ -422,6 +426,16 @@ func New(cfg Config) (*Optimizer, error) {
 	runtime.SetFinalizer(o, (*Optimizer).Close)
 	if cfg.MasterWeights {
 		if err := check(C.adamw_optimizer_set_master_weights(h, 1), ""); err != nil {
+			o.Close()
+			return nil, err
+		}
+	}
+	if n := cfg.WeightDecayMinNdim; n != 0 {
+		if n < 0 || n > C.ADAMW_MAX_NDIM {
+			o.Close()
+			return nil, &Error{Status: StatusInvalidArgument, Message: fmt.Sprintf("WeightDecayMinNdim must be from 0 to %d, got %d", C.ADAMW_MAX_NDIM, n)}
+		}
+		if err := check(C.adamw_optimizer_set_weight_decay_min_ndim(h, C.uint32_t(n)), ""); err != nil {
 			o.Close()
 			return nil, err
 		}

@@ -1,0 +1,65 @@
+package adamw
+
+import (
+	"errors"
+	"math"
+	"strings"
+	"testing"
+)
+
+// A zero gradient moves nothing but the decay, v - (v * wd) * lr, with the variable's own rate
+// and decay: the multipliers' effect is computed exactly.
+func TestVariableMultipliersAndWeightDecayMinNdim(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.LearningRate = 1.0
+	cfg.WeightDecay = 0.5
+	cfg.WeightDecayMinNdim = 2
+	o := newBuilt(t, cfg,
+		Variable{Name: "kernel", Shape: []int{2, 1}, DType: Float32},
+		Variable{Name: "bias", Shape: []int{2}, DType: Float32})
+	defer o.Close()
+	if err := o.SetVariableMultipliers(0, 0.25, 2.0); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range [][2]float64{{-1, 1}, {1, math.NaN()}, {math.Inf(1), 1}} {
+		if err := o.SetVariableMultipliers(0, bad[0], bad[1]); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("multipliers %v: %v", bad, err)
+		}
+	}
+	for _, index := range []int{2, -1} {
+		if err := o.SetVariableMultipliers(index, 1, 1); !errors.Is(err, ErrUnknownVariable) {
+			t.Errorf("index %d: %v", index, err)
+		}
+		if _, err := o.VariableProperties(index); !errors.Is(err, ErrUnknownVariable) {
+			t.Errorf("properties of %d: %v", index, err)
+		}
+	}
+	k, b, zero := []float32{2, 2}, []float32{2, 2}, []float32{0, 0}
+	if _, err := o.ApplyGradients([]Gradient{Dense(0, k, zero), Dense(1, b, zero)}); err != nil {
+		t.Fatal(err)
+	}
+	if k[0] != 1.5 || b[0] != 2 { // 2 - (2 * 1.0) * 0.25; the bias has one dimension: not decayed
+		t.Errorf("kernel %v, bias %v", k, b)
+	}
+	kernel, err := o.VariableProperties(0)
+	want := VariableProperties{DType: Float32, Ndim: 2, Decayed: true, LearningRateMultiplier: 0.25, WeightDecayMultiplier: 2}
+	if err != nil || kernel != want {
+		t.Errorf("kernel: %+v, %v", kernel, err)
+	}
+	bias, _ := o.VariableProperties(1)
+	if bias.Decayed || !bias.Excluded || bias.Ndim != 1 || bias.LearningRateMultiplier != 1 {
+		t.Errorf("bias: %+v", bias)
+	}
+	if json, _ := o.Config(); !strings.Contains(json, `"weight_decay_min_ndim":2`) {
+		t.Errorf("config: %s", json)
+	}
+	unbuilt, _ := New(DefaultConfig())
+	defer unbuilt.Close()
+	if err := unbuilt.SetVariableMultipliers(0, 1, 1); !errors.Is(err, ErrNotBuilt) {
+		t.Errorf("before build: %v", err)
+	}
+	cfg.WeightDecayMinNdim = 33
+	if _, err := New(cfg); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("WeightDecayMinNdim 33: %v", err)
+	}
+}
