@@ -149,7 +149,7 @@ impl<F: Real> Clip<F> {
 
     /// `tf.clip_by_global_norm(grads, global_clipnorm)` given the sum of every tensor's `l2_loss`.
     pub fn by_global_norm(sum_of_half_squares: Ftz<F>, global_clipnorm: f64) -> Self {
-        let use_norm = (sum_of_half_squares * Ftz::new(F::from_f64(2.0))).sqrt();
+        let use_norm = global_norm(sum_of_half_squares);
         let clip_norm = Ftz::new(F::convert(global_clipnorm));
         let scale = clip_norm * (Ftz::ONE / use_norm).min_nan(Ftz::ONE / clip_norm);
         // An infinite or NaN norm makes every gradient NaN (TF adds `use_norm - use_norm`).
@@ -161,6 +161,11 @@ impl<F: Real> Clip<F> {
     pub fn by_value(clipvalue: f64) -> Self {
         Clip::ByValue { high: Ftz::new(F::convert(clipvalue)), low: Ftz::new(F::convert(-clipvalue)) }
     }
+}
+
+/// `clip_by_global_norm`'s `use_norm`: `sqrt(sum_of_half_squares * 2)`.
+pub fn global_norm<F: Real>(sum_of_half_squares: Ftz<F>) -> Ftz<F> {
+    (sum_of_half_squares * Ftz::new(F::from_f64(2.0))).sqrt()
 }
 
 /// What happens to a gradient element before the Adam step: the loss scaler's unscaling

@@ -118,6 +118,8 @@ pub(crate) struct DTypePlan<F> {
     pub global_clip: Clip<F>,
     /// With loss scaling, the factor that unscales the gradients (`kernels::unscale_factor`).
     pub unscale: Option<Ftz<F>>,
+    /// Under global_clipnorm: Keras' `global_norm` in this dtype, for the step report.
+    pub global_norm: Option<Ftz<F>>,
 }
 
 /// Everything an engine needs to run one step besides the entries, all computed on the host by
@@ -177,6 +179,19 @@ impl VariableScalars {
 }
 
 impl StepPlan<'_> {
+    /// Under global_clipnorm: Keras' global norm and the factor it clipped by, as float64 (from
+    /// the call's one dtype of clip-norm terms).
+    pub fn global_clip(&self) -> Option<(f64, f64)> {
+        fn of<F: Real>(plan: &Option<DTypePlan<F>>) -> Option<(f64, f64)> {
+            let plan = plan.as_ref()?;
+            match (plan.global_norm, plan.global_clip) {
+                (Some(norm), Clip::ByGlobalNorm { scale }) => Some((norm.get().to_f64(), scale.get().to_f64())),
+                _ => None,
+            }
+        }
+        of(&self.f32).or_else(|| of(&self.f64)).or_else(|| of(&self.bf16)).or_else(|| of(&self.f16))
+    }
+
     /// The step's scalars for built variable `variable`, which computes in dtype `F`: its own
     /// with multipliers, else the dtype's.
     pub fn scalars<F: Real>(&self, variable: usize) -> &StepScalars<F> {
@@ -283,8 +298,11 @@ pub(crate) trait Engine: Send {
     /// and EMA, element by element, writing the caller's values and the state. A variable with a
     /// master copy is stepped in float32 on the master (its gradient widened exactly) and the
     /// caller's values receive the master rounded to nearest even.
+    /// With `squares` (room for every entry with a gradient), also writes there, per entry in
+    /// list order, the step report's sum of squares of its gradient as passed
+    /// (`crate::squares`), taken in the update pass; an engine that cannot writes NaN.
     /// Fails only when a device does (the CPU engine never fails here).
-    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_>) -> Result<()>;
+    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_>, squares: Option<&mut [f64]>) -> Result<()>;
 
     /// Whether the state lives on a device (what `get_config` reports as `jit_compile`).
     fn on_device(&self) -> bool {

@@ -4,6 +4,7 @@
 //! call rejects, [`step`] the order of one `apply_gradients` call.
 
 mod multipliers;
+mod report;
 mod state;
 mod step;
 mod validate;
@@ -22,6 +23,7 @@ use crate::tensor::{
 };
 
 pub use multipliers::Multipliers;
+pub use report::{NormSource, StepReport};
 pub use state::{Shard, StateInfo, StateTensor, VariableSpec};
 pub use validate::Weight;
 
@@ -85,6 +87,8 @@ impl Optimizer {
             engine,
             loss_scale,
             loss_scale_counter: 0,
+            report: StepReport::default(),
+            report_norms: false,
             parallel_for: None,
         };
         Ok(Optimizer { state, index_copies: IndexCopies::default() })
@@ -254,6 +258,8 @@ impl Optimizer {
             decay,
             multipliers: vec![Multipliers::default(); n],
             variable_scalars: vec![VariableScalars::Shared; n],
+            gradient_norms: vec![f64::NAN; n],
+            report_squares: vec![0.0; n],
             last_listed,
             call_number: 0,
             norm_partials,
@@ -288,6 +294,27 @@ impl Optimizer {
             built.variable_scalars[variable] = VariableScalars::Shared;
         }
         Ok(())
+    }
+
+    /// What the last step saw (docs/numerics.md §23): whether it was applied, the loss scale and
+    /// clip factor, the global gradient norm. Reading it costs nothing.
+    pub fn step_report(&self) -> StepReport {
+        self.state.report
+    }
+
+    /// Per built variable, the norm of its gradient in the last step, unscaled and before
+    /// clipping (NaN for a variable the step did not list, and when no norm was computed: see
+    /// [`StepReport::norms`]). Empty before build.
+    pub fn gradient_norms(&self) -> &[f64] {
+        self.state.built.as_ref().map_or(&[], |b| &b.gradient_norms)
+    }
+
+    /// Whether steps without a clip by norm take the gradient norms in the update pass, each
+    /// block of a gradient summed while it is in cache (no extra pass over memory; off by
+    /// default). With `clipnorm` or `global_clipnorm` the report has Keras' own norms anyway.
+    /// Not on a device, whose kernels take no sums. Any time.
+    pub fn set_report_norms(&mut self, enabled: bool) {
+        self.state.report_norms = enabled;
     }
 
     /// What build and the multipliers made of built variable `variable` (None past the end).

@@ -9,6 +9,7 @@ use crate::engine::{Engine, Slot, VariableLayout, VariableScalars};
 use crate::error::{Error, Result};
 
 use super::multipliers::Multipliers;
+use super::report::StepReport;
 
 /// A model variable to build the optimizer over. Variables are identified afterwards by their
 /// index in the list given to `build`; the name serves exclusion patterns and slot names.
@@ -90,6 +91,11 @@ pub(crate) struct Built {
     /// Per variable: its own step scalars when its multipliers are not 1, recomputed each step
     /// (room kept from build, so that a step allocates nothing).
     pub variable_scalars: Vec<VariableScalars>,
+    /// Per variable: its gradient's norm in the last step (NaN when not listed or not computed).
+    pub gradient_norms: Vec<f64>,
+    /// Per gradient of a step, in list order: the report's sums of squares from the update pass
+    /// (room for every variable).
+    pub report_squares: Vec<f64>,
     /// Per variable, the number of the last call that listed it (duplicate detection).
     pub last_listed: Vec<u64>,
     pub call_number: u64,
@@ -119,6 +125,10 @@ pub(crate) struct State {
     /// of finite steps since it last changed (Keras' int64 `good_steps`).
     pub loss_scale: f32,
     pub loss_scale_counter: i64,
+    /// What the last step saw.
+    pub report: StepReport,
+    /// Whether steps without a clip by norm take the gradient norms in the update pass.
+    pub report_norms: bool,
     /// The caller's parallel-for, given to every engine the optimizer makes.
     pub parallel_for: Option<std::sync::Arc<dyn crate::parallel::ParallelFor>>,
 }

@@ -11,6 +11,7 @@ use crate::kernels::{self, Clip, StepHyper, StepScalars};
 use crate::reduction;
 use crate::tensor::CallEntries;
 
+use super::report::{NormSource, StepReport};
 use super::state::{Built, State};
 use super::validate::{check_entries, not_built};
 
@@ -39,15 +40,66 @@ fn dtype_plan<F: Real>(
     partials: &[f64],
     loss_scale: Option<f32>,
 ) -> DTypePlan<F> {
-    let global_clip = match clipping {
+    let (global_clip, global_norm) = match clipping {
         // The sum over the gradients' l2_loss values, in Eigen's order like TF's stacked sum.
-        Clipping::GlobalNorm(clip) => Clip::by_global_norm(
-            reduction::reduce_sum_in(&|i| Ftz::new(F::from_f64(partials[i])), 0, partials.len()),
-            clip,
-        ),
-        _ => Clip::None,
+        Clipping::GlobalNorm(clip) => {
+            let half_squares = reduction::reduce_sum_in(&|i| Ftz::new(F::from_f64(partials[i])), 0, partials.len());
+            (Clip::by_global_norm(half_squares, clip), Some(kernels::global_norm(half_squares)))
+        }
+        _ => (Clip::None, None),
     };
-    DTypePlan { scalars: StepScalars::new(hyper), global_clip, unscale: loss_scale.map(kernels::unscale_factor) }
+    DTypePlan {
+        scalars: StepScalars::new(hyper),
+        global_clip,
+        unscale: loss_scale.map(kernels::unscale_factor),
+        global_norm,
+    }
+}
+
+/// The report of a step that ran (docs/numerics.md §23), and each listed variable's gradient norm
+/// in `built.gradient_norms` (NaN for the others).
+fn report(
+    built: &mut Built,
+    entries: &mut CallEntries<'_>,
+    clipping: Clipping,
+    update_pass_norms: bool,
+    loss_scale: Option<f32>,
+    global_clip: Option<(f64, f64)>,
+    iterations: i64,
+) -> StepReport {
+    built.gradient_norms.fill(f64::NAN);
+    let (sums, norms): (&[f64], NormSource) = match clipping {
+        Clipping::Norm(_) => (&built.norm_partials, NormSource::Clipnorm),
+        Clipping::GlobalNorm(_) => (&built.norm_partials, NormSource::GlobalClipnorm),
+        _ if update_pass_norms => (&built.report_squares, NormSource::UpdatePass),
+        _ => (&[], NormSource::None),
+    };
+    // The update pass summed the gradients as passed: the unscaled norm is theirs over the scale.
+    let unscale = match norms {
+        NormSource::UpdatePass => loss_scale.map_or(1.0, |s| 1.0 / s as f64),
+        _ => 1.0,
+    };
+    // global_clipnorm's sums are l2_loss values, halves of the sums of squares.
+    let doubled = if norms == NormSource::GlobalClipnorm { 2.0 } else { 1.0 };
+    let mut total = 0.0;
+    let mut k = 0;
+    for i in 0..entries.len() {
+        let (variable, has_gradient) = entries.with_shape(i, |e| (e.variable, e.gradient.is_some()));
+        if !has_gradient {
+            continue;
+        }
+        if let Some(&sum) = sums.get(k) {
+            built.gradient_norms[variable] = (sum * doubled).sqrt() * unscale;
+            total += sum * doubled;
+        }
+        k += 1;
+    }
+    let (global_norm, clip_factor) = match (clipping, global_clip) {
+        (Clipping::GlobalNorm(_), Some((norm, factor))) => (norm, factor),
+        (Clipping::None, _) => (if norms == NormSource::None { f64::NAN } else { total.sqrt() * unscale }, 1.0),
+        _ => (if norms == NormSource::None { f64::NAN } else { total.sqrt() * unscale }, f64::NAN),
+    };
+    StepReport { iterations, applied: true, loss_scale, global_norm, clip_factor, norms }
 }
 
 /// What every rank of a mesh must agree on for a call, hashed to 32 bits (so that the sum over
@@ -162,8 +214,15 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut CallEntries<'_>) 
         if !finite {
             // Keras skips the inner step and only advances the counter (the learning rate it
             // reports is not re-read).
+            let used_scale = state.loss_scale;
             (state.loss_scale, state.loss_scale_counter) = next;
             state.iterations += 1;
+            built.gradient_norms.fill(f64::NAN);
+            state.report = StepReport {
+                iterations: state.iterations,
+                loss_scale: Some(used_scale),
+                ..StepReport::default()
+            };
             return Ok(state.iterations);
         }
         next_scale = Some(next);
@@ -226,8 +285,17 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut CallEntries<'_>) 
         overwrite_with_average: config.use_ema
             && config.ema_overwrite_frequency.is_some_and(|f| f > 0 && step.wrapping_add(1) % f == 0),
     };
-    state.engine.step(&plan, entries)?;
+    // The device kernels take no sums in the update pass.
+    let update_pass_norms = state.report_norms && !norm_clipping && !state.engine.on_device();
+    let squares = update_pass_norms.then(|| {
+        built.report_squares.clear();
+        built.report_squares.resize(partials.len().max(entries.len()), 0.0); // within build's room
+        &mut built.report_squares[..]
+    });
+    state.engine.step(&plan, entries, squares)?;
+    let global_clip = plan.global_clip();
     state.iterations += 1;
+    state.report = report(built, entries, clipping, update_pass_norms, loss_scale, global_clip, state.iterations);
     state.current = hyper;
     if let Some(next) = next_scale {
         (state.loss_scale, state.loss_scale_counter) = next;

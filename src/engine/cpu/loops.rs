@@ -19,6 +19,7 @@ use crate::kernels::{
 };
 use crate::parallel::{Disjoint, Workers};
 use crate::simd::{self, SimdLevel as Isa, set_simd_level, simd_level};
+use crate::squares::{Squares, total_of_tasks};
 
 /// Variables up to this many elements are one task (run on the calling thread, no hand-off);
 /// larger ones are cut into tasks of this many elements or more. Measured with `cargo bench --bench quick`
@@ -319,7 +320,10 @@ macro_rules! with_modes {
     }};
 }
 
-/// The dense step over a whole variable: decay, moments, update, EMA, in one pass.
+/// The dense step over a whole variable: decay, moments, update, EMA, in one pass. With
+/// `squares`, also the step report's sum of squares of `grad` (`crate::squares`), each block
+/// summed just before it is stepped, while it is in cache: no extra pass over memory.
+#[allow(clippy::too_many_arguments)]
 pub fn dense_step<F: Real + DenseLanes>(
     s: &StepScalars<F>,
     ops: VariableOps,
@@ -327,13 +331,15 @@ pub fn dense_step<F: Real + DenseLanes>(
     grad: &[F],
     slots: SlotSlices<'_, F>,
     workers: &Workers,
+    squares: Option<&mut f64>,
 ) {
     assert_eq!(grad.len(), slots.len(), "gradient and variable lengths are checked before the step");
     let isa = simd_level();
     let s = &s.to_math();
-    with_modes!(op.to_math(), slots, |c, A, E| dense_parallel::<F, _, A, E>(s, ops, c, grad, slots, workers, isa))
+    with_modes!(op.to_math(), slots, |c, A, E| dense_parallel::<F, _, A, E>(s, ops, c, grad, slots, workers, isa, squares))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn dense_parallel<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
     s: &StepScalars<F::Math>,
     ops: VariableOps,
@@ -342,17 +348,62 @@ fn dense_parallel<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool,
     slots: SlotSlices<'_, F>,
     workers: &Workers,
     isa: Isa,
+    squares: Option<&mut f64>,
 ) {
     let n = slots.len();
-    if task_count(n) == 1 {
-        return dense_dispatch::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, isa);
-    }
-    let slots = slots.shared();
-    for_each_task(workers, n, &|start, end| {
+    let Some(squares) = squares else {
+        if task_count(n) == 1 {
+            return dense_dispatch::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, isa);
+        }
+        let slots = slots.shared();
+        return for_each_task(workers, n, &|start, end| {
+            // SAFETY: each task takes its own range.
+            let slots = unsafe { slots.sub(start, end) };
+            dense_dispatch::<F, C, AMSGRAD, EMA>(s, ops, clip, &grad[start..end], slots, isa)
+        });
+    };
+    let step_task = |grad: &[F], mut slots: SlotSlices<'_, F>| {
+        let mut sums = Squares::default();
+        for start in (0..grad.len()).step_by(REPORT_BLOCK) {
+            let end = (start + REPORT_BLOCK).min(grad.len());
+            sums.add(&grad[start..end], isa > Isa::Portable);
+            dense_dispatch::<F, C, AMSGRAD, EMA>(s, ops, clip, &grad[start..end], slots.sub(start, end), isa);
+        }
+        sums.total()
+    };
+    *squares = in_tasks(workers, n, &|start, end, slots: &SharedSlots<'_, F>| {
         // SAFETY: each task takes its own range.
-        let slots = unsafe { slots.sub(start, end) };
-        dense_dispatch::<F, C, AMSGRAD, EMA>(s, ops, clip, &grad[start..end], slots, isa)
+        step_task(&grad[start..end], unsafe { slots.sub(start, end) })
+    }, slots);
+}
+
+/// Elements of a gradient summed for the report just before they are stepped (a multiple of 8,
+/// `crate::squares`; 16 KiB of float32, well inside the first-level cache).
+const REPORT_BLOCK: usize = 4096;
+
+/// Runs `task(start, end, slots)` over the tasks of a pass over the slots and returns the sum of
+/// the tasks' results in task order, from 0 (`crate::squares::total_of_tasks`).
+fn in_tasks<F: Send>(
+    workers: &Workers,
+    n: usize,
+    task: &(dyn Fn(usize, usize, &SharedSlots<'_, F>) -> f64 + Sync),
+    slots: SlotSlices<'_, F>,
+) -> f64 {
+    let tasks = task_count(n);
+    let slots = slots.shared();
+    if tasks == 1 {
+        return total_of_tasks(&[task(0, n, &slots)]); // on the calling thread, no hand-off
+    }
+    let mut totals = [0f64; MAX_TASKS];
+    let totals_out = Disjoint::new(&mut totals[..tasks]);
+    workers.run(tasks, &|t| {
+        let (start, end) = task_range(n, t);
+        let total = task(start, end, &slots);
+        // SAFETY: task t writes only its own total.
+        let out = unsafe { totals_out.range(t, t + 1) };
+        out[0] = total;
     });
+    total_of_tasks(&totals[..tasks])
 }
 
 /// Declares a function that runs the loop `$body` compiled for `$feature`.
@@ -666,6 +717,7 @@ const WIDEN: usize = 1024;
 /// The dense step of a variable with a float32 master copy: `slots.var` is the master, `grad`
 /// the caller's gradient (16-bit, or float32), widened exactly a piece at a time; after each
 /// piece the caller's values `out` take the master rounded to nearest even.
+#[allow(clippy::too_many_arguments)]
 pub fn master_dense_step<G: Real, H: Real>(
     s: &StepScalars<f32>,
     ops: VariableOps,
@@ -674,23 +726,27 @@ pub fn master_dense_step<G: Real, H: Real>(
     slots: SlotSlices<'_, f32>,
     out: &mut [H],
     workers: &Workers,
+    squares: Option<&mut f64>,
 ) {
     let n = slots.len();
     assert!(grad.len() == n && out.len() == n, "gradient and variable lengths are checked before the step");
     let level = simd_level();
-    if task_count(n) == 1 {
-        return simd::dispatch(level, MasterPieces { s, ops, op, grad, slots, out, level });
-    }
-    let (slots, out) = (slots.shared(), Disjoint::new(out));
-    for_each_task(workers, n, &|start, end| {
+    let report = squares.is_some();
+    let out = Disjoint::new(out);
+    let total = in_tasks(workers, n, &|start, end, slots: &SharedSlots<'_, f32>| {
         // SAFETY: each task takes its own range.
         let (slots, out) = unsafe { (slots.sub(start, end), out.range(start, end)) };
-        simd::dispatch(level, MasterPieces { s, ops, op, grad: &grad[start..end], slots, out, level });
-    });
+        let pieces = MasterPieces { s, ops, op, grad: &grad[start..end], slots, out, level, report };
+        simd::dispatch(level, pieces)
+    }, slots);
+    if let Some(squares) = squares {
+        *squares = total;
+    }
 }
 
 /// The serial part of [`master_dense_step`], compiled for the SIMD level (so that the widening
-/// and rounding loops are vectorized for it too).
+/// and rounding loops are vectorized for it too). With `report`, returns the report's sum of
+/// squares of the widened gradient (`crate::squares`), else 0.
 struct MasterPieces<'a, G, H> {
     s: &'a StepScalars<f32>,
     ops: VariableOps,
@@ -699,24 +755,30 @@ struct MasterPieces<'a, G, H> {
     slots: SlotSlices<'a, f32>,
     out: &'a mut [H],
     level: Isa,
+    report: bool,
 }
 
 impl<G: Real, H: Real> simd::Kernel for MasterPieces<'_, G, H> {
-    type Output = ();
+    type Output = f64;
 
     #[inline(always)]
-    fn run(self) {
-        let MasterPieces { s, ops, op, grad, mut slots, out, level } = self;
+    fn run(self) -> f64 {
+        let MasterPieces { s, ops, op, grad, mut slots, out, level, report } = self;
         let simd = level > Isa::Portable;
         let mut widened = [0f32; WIDEN];
+        let mut sums = Squares::default();
         for start in (0..grad.len()).step_by(WIDEN) {
             let end = (start + WIDEN).min(grad.len());
             let piece = &mut widened[..end - start];
             G::widen_slice(&grad[start..end], piece, simd); // exact for every 16-bit value
+            if report {
+                sums.add(piece, simd);
+            }
             let mut part = slots.sub(start, end);
-            dense_step(s, ops, op, piece, part.reborrow(), Workers::calling_thread());
+            dense_step(s, ops, op, piece, part.reborrow(), Workers::calling_thread(), None);
             H::round_slice(part.var, &mut out[start..end], simd);
         }
+        sums.total()
     }
 }
 

@@ -23,6 +23,7 @@ use crate::kernels;
 use crate::parallel::{ParallelFor, Workers};
 use crate::reduction;
 use crate::simd::{self, SimdLevel, simd_level};
+use crate::squares::{Squares, total_of_tasks};
 use crate::tensor::{CallEntries, Gradient, GradientEntries};
 
 /// One variable's state in host memory; a slot that is off is empty.
@@ -235,7 +236,7 @@ impl Engine for CpuEngine {
         }
     }
 
-    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_>) -> Result<()> {
+    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_>, mut squares: Option<&mut [f64]>) -> Result<()> {
         let entries = host(entries)?;
         let CpuEngine { variables, sparse_rows, widened_rows, workers, .. } = self;
         {
@@ -246,8 +247,9 @@ impl Engine for CpuEngine {
                 let k = with_gradient;
                 with_gradient += 1;
                 let (variable, state) = (entry.variable, &mut variables[entry.variable]);
+                let listed = Listed { k, variable, squares: squares.as_deref_mut().map(|s| &mut s[k]) };
                 let scratch = Scratch { sparse_rows: &mut *sparse_rows, widened_rows: &mut *widened_rows };
-                each_float!(entry.values, values => step_variable(state, values, gradient, plan, k, variable, scratch, workers), _ => {})
+                each_float!(entry.values, values => step_variable(state, values, gradient, plan, listed, scratch, workers), _ => {})
             }
         }
         Ok(())
@@ -471,21 +473,37 @@ struct Scratch<'a> {
     widened_rows: &'a mut Vec<f32>,
 }
 
-/// Decays and updates built variable `variable` with its gradient (the `k`-th of the call).
-#[allow(clippy::too_many_arguments)]
+/// Which entry of a call a step is for, and where its report's sum of squares goes.
+struct Listed<'a> {
+    /// Its position among the call's entries with a gradient.
+    k: usize,
+    /// The built variable.
+    variable: usize,
+    /// The step report's sum of squares of the gradient (`crate::squares`), when asked for.
+    squares: Option<&'a mut f64>,
+}
+
+/// The report's sum of a sparse gradient: its values as passed, in one task.
+fn sparse_squares<G: Real>(values: &[G]) -> f64 {
+    let mut sums = Squares::default();
+    sums.add(values, loops::simd_enabled());
+    total_of_tasks(&[sums.total()])
+}
+
+/// Decays and updates a built variable with its gradient.
 fn step_variable<F: Real + lanes::DenseLanes>(
     state: &mut VariableSlots,
     values: &mut [F],
     gradient: Gradient<'_>,
     plan: &StepPlan<'_>,
-    k: usize,
-    variable: usize,
+    listed: Listed<'_>,
     scratch: Scratch<'_>,
     workers: &Workers,
 ) {
     if state.has_master() {
-        return step_master(state, values, gradient, plan, k, variable, scratch, workers);
+        return step_master(state, values, gradient, plan, listed, scratch, workers);
     }
+    let Listed { k, variable, squares } = listed;
     let ops = plan.ops(variable);
     let (s, op) = (plan.scalars::<F>(variable), plan.gradient_op::<F>(k));
     let VariableLayout { row_len, offset, .. } = state.layout;
@@ -493,8 +511,11 @@ fn step_variable<F: Real + lanes::DenseLanes>(
     let slots = slot_slices(values, m, v, vhat, average);
     let gradient_values = gradient.values().typed::<F>().unwrap_or_default();
     match gradient {
-        Gradient::Dense(_) => loops::dense_step(s, ops, op, gradient_values, slots, workers),
+        Gradient::Dense(_) => loops::dense_step(s, ops, op, gradient_values, slots, workers, squares),
         Gradient::Sparse { indices, .. } => {
+            if let Some(squares) = squares {
+                *squares = sparse_squares(gradient_values);
+            }
             let rows = sorted_rows(scratch.sparse_rows, indices, gradient_values, row_len);
             loops::sparse_step(s, ops, op, rows, offset, slots, workers);
         }
@@ -529,17 +550,16 @@ fn sorted_rows<'a, F>(
 /// The step of a variable with a float32 master copy: the master and its float32 slots take
 /// Keras' float32 step for the gradient widened exactly, and `values` the master rounded to
 /// nearest even.
-#[allow(clippy::too_many_arguments)]
 fn step_master<H: Real>(
     state: &mut VariableSlots,
     values: &mut [H],
     gradient: Gradient<'_>,
     plan: &StepPlan<'_>,
-    k: usize,
-    variable: usize,
+    listed: Listed<'_>,
     scratch: Scratch<'_>,
     workers: &Workers,
 ) {
+    let Listed { k, variable, squares } = listed;
     let ops = plan.ops(variable);
     let (s, op) = (plan.scalars::<f32>(variable), plan.gradient_op::<f32>(k));
     let VariableLayout { row_len, offset, .. } = state.layout;
@@ -547,9 +567,12 @@ fn step_master<H: Real>(
     let slots = slot_slices(typed_slot::<f32>(master), m, v, vhat, average);
     match gradient {
         Gradient::Dense(g) => {
-            each_float!(g, g => loops::master_dense_step(s, ops, op, g, slots, values, workers), _ => {})
+            each_float!(g, g => loops::master_dense_step(s, ops, op, g, slots, values, workers, squares), _ => {})
         }
         Gradient::Sparse { indices, values: rows } => {
+            if let Some(squares) = squares {
+                *squares = each_float!(rows, r => sparse_squares(r), _ => f64::NAN);
+            }
             let widened = scratch.widened_rows;
             widened.clear();
             widened.resize(rows.len(), 0.0); // within the room reserve_sparse made

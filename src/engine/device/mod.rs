@@ -760,7 +760,11 @@ impl<B: Backend> Engine for DeviceEngine<B> {
 
     fn finish_norms(&self, _entries: &mut CallEntries<'_>, _halve: bool, _shared: &[f64], _sums: &mut [f64]) {}
 
-    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_>) -> Result<()> {
+    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_>, squares: Option<&mut [f64]>) -> Result<()> {
+        // The kernels take no sums in the update pass: the report says so with NaN.
+        if let Some(squares) = squares {
+            squares.fill(f64::NAN);
+        }
         self.place(entries, true)?;
         self.try_step(plan)?;
         self.download_values(entries).map_err(|e| {
