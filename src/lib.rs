@@ -57,7 +57,10 @@ pub use dtype::{DType, Element, Exclusive, Owned, Shared, Storage, Tensor, Tenso
 pub use engine::cpu::loops::set_simd_enabled;
 pub use error::{Error, Result};
 pub use kwargs::Num;
-pub use optimizer::{Multipliers, NormSource, Optimizer, Shard, StateInfo, StateTensor, StepReport, VariableProperties, VariableSpec, Weight};
+pub use optimizer::{
+    Multipliers, NormSource, Optimizer, Shard, StateInfo, StateTensor, StepReport, VariableProperties, VariableSpec,
+    Weight,
+};
 pub use parallel::ParallelFor;
 pub use schedule::Schedule;
 pub use simd::{SimdLevel, set_simd_level, simd_level};

@@ -103,7 +103,11 @@ mod tests {
             sh.add(&h, simd);
             let want_b = by_definition(&b.iter().map(|x| x.to_f64()).collect::<Vec<_>>());
             let want_h = by_definition(&h.iter().map(|x| x.to_f64()).collect::<Vec<_>>());
-            assert_eq!((sb.total().to_bits(), sh.total().to_bits()), (want_b.to_bits(), want_h.to_bits()), "simd {simd}");
+            assert_eq!(
+                (sb.total().to_bits(), sh.total().to_bits()),
+                (want_b.to_bits(), want_h.to_bits()),
+                "simd {simd}"
+            );
         }
     }
 }

@@ -4,7 +4,9 @@
 //! refused with nothing changed.
 
 mod common;
-use adamw::{Config, DType, Error, Gradient, GradientEntry, Multipliers, Optimizer, TensorMut, TensorRef, VariableSpec};
+use adamw::{
+    Config, DType, Error, Gradient, GradientEntry, Multipliers, Optimizer, TensorMut, TensorRef, VariableSpec,
+};
 use common::noise;
 use half::{bf16, f16};
 
@@ -69,8 +71,11 @@ fn run<T: Value>(
     opt.build(&specs, &initial).unwrap();
     after_build(&mut opt);
     for step in 0..steps {
-        let grads: Vec<Vec<T>> =
-            lens.iter().enumerate().map(|(i, &n)| noise(1000 * step + i as u64, n).into_iter().map(T::from_f32).collect()).collect();
+        let grads: Vec<Vec<T>> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| noise(1000 * step + i as u64, n).into_iter().map(T::from_f32).collect())
+            .collect();
         let mut entries: Vec<GradientEntry> = values
             .iter_mut()
             .zip(&grads)
@@ -154,8 +159,12 @@ fn multipliers_are_kerass_step_with_scaled_hyper_parameters_in_every_dtype() {
 #[test]
 fn a_weight_decay_multiplier_of_zero_is_exclusion() {
     for (what, config) in configs() {
-        let (zero, zero_state) =
-            run::<f32>(config.clone(), 3, |_| {}, |o| o.set_multipliers(0, Multipliers { learning_rate: 1.0, weight_decay: 0.0 }).unwrap());
+        let (zero, zero_state) = run::<f32>(
+            config.clone(),
+            3,
+            |_| {},
+            |o| o.set_multipliers(0, Multipliers { learning_rate: 1.0, weight_decay: 0.0 }).unwrap(),
+        );
         let (excluded, excluded_state) =
             run::<f32>(config.clone(), 3, |o| o.exclude_from_weight_decay(&[0], &[]).unwrap(), |_| {});
         assert_eq!(zero, excluded, "{what}");
@@ -168,7 +177,12 @@ fn weight_decay_min_ndim_excludes_what_has_fewer_dimensions() {
     let config = Config { weight_decay: 0.05, ..Config::default() };
     let (rule, _) = run::<f32>(config.clone(), 3, |o| o.set_weight_decay_min_ndim(2).unwrap(), |_| {});
     // Dimensions 2, 1, 0, 1: the bias, the scalar and the vector are not decayed.
-    let (named, _) = run::<f32>(config.clone(), 3, |o| o.exclude_from_weight_decay(&[], &["bias", "temperature", "vector"]).unwrap(), |_| {});
+    let (named, _) = run::<f32>(
+        config.clone(),
+        3,
+        |o| o.exclude_from_weight_decay(&[], &["bias", "temperature", "vector"]).unwrap(),
+        |_| {},
+    );
     assert_eq!(rule, named);
     let mut opt = Optimizer::new(Config { weight_decay_min_ndim: 2, ..config.clone() }).unwrap();
     let specs: Vec<VariableSpec> = (0..4).map(|i| VariableSpec::new(NAMES[i], DType::F32, SHAPES[i])).collect();
@@ -223,9 +237,13 @@ fn bad_multipliers_are_refused_and_change_nothing() {
         }
         let e = o.set_multipliers(4, Multipliers::default());
         assert!(matches!(e, Err(Error::UnknownVariable(_))), "{e:?}");
-        assert_eq!(o.variable_properties(1).unwrap().multipliers, Multipliers { learning_rate: 0.5, weight_decay: 2.0 });
+        assert_eq!(
+            o.variable_properties(1).unwrap().multipliers,
+            Multipliers { learning_rate: 0.5, weight_decay: 2.0 }
+        );
     };
-    let accepted = |o: &mut Optimizer| o.set_multipliers(1, Multipliers { learning_rate: 0.5, weight_decay: 2.0 }).unwrap();
+    let accepted =
+        |o: &mut Optimizer| o.set_multipliers(1, Multipliers { learning_rate: 0.5, weight_decay: 2.0 }).unwrap();
     assert_eq!(run::<f32>(config.clone(), 3, |_| {}, refused), run::<f32>(config, 3, |_| {}, accepted));
 }
 

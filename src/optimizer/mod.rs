@@ -335,7 +335,9 @@ impl Optimizer {
     /// dimensions are not decayed; before build only.
     pub fn set_weight_decay_min_ndim(&mut self, min_ndim: usize) -> Result<()> {
         if self.is_built() {
-            return Err(Error::AlreadyBuilt("weight_decay_min_ndim can only be set before the optimizer is built".into()));
+            return Err(Error::AlreadyBuilt(
+                "weight_decay_min_ndim can only be set before the optimizer is built".into(),
+            ));
         }
         if min_ndim as i64 > crate::config::WEIGHT_DECAY_MIN_NDIM_LIMIT {
             return Err(invalid!(

@@ -218,11 +218,8 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut CallEntries<'_>) 
             (state.loss_scale, state.loss_scale_counter) = next;
             state.iterations += 1;
             built.gradient_norms.fill(f64::NAN);
-            state.report = StepReport {
-                iterations: state.iterations,
-                loss_scale: Some(used_scale),
-                ..StepReport::default()
-            };
+            state.report =
+                StepReport { iterations: state.iterations, loss_scale: Some(used_scale), ..StepReport::default() };
             return Ok(state.iterations);
         }
         next_scale = Some(next);

@@ -336,7 +336,9 @@ pub fn dense_step<F: Real + DenseLanes>(
     assert_eq!(grad.len(), slots.len(), "gradient and variable lengths are checked before the step");
     let isa = simd_level();
     let s = &s.to_math();
-    with_modes!(op.to_math(), slots, |c, A, E| dense_parallel::<F, _, A, E>(s, ops, c, grad, slots, workers, isa, squares))
+    with_modes!(op.to_math(), slots, |c, A, E| dense_parallel::<F, _, A, E>(
+        s, ops, c, grad, slots, workers, isa, squares
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -371,10 +373,15 @@ fn dense_parallel<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool,
         }
         sums.total()
     };
-    *squares = in_tasks(workers, n, &|start, end, slots: &SharedSlots<'_, F>| {
-        // SAFETY: each task takes its own range.
-        step_task(&grad[start..end], unsafe { slots.sub(start, end) })
-    }, slots);
+    *squares = in_tasks(
+        workers,
+        n,
+        &|start, end, slots: &SharedSlots<'_, F>| {
+            // SAFETY: each task takes its own range.
+            step_task(&grad[start..end], unsafe { slots.sub(start, end) })
+        },
+        slots,
+    );
 }
 
 /// Elements of a gradient summed for the report just before they are stepped (a multiple of 8,
@@ -733,12 +740,17 @@ pub fn master_dense_step<G: Real, H: Real>(
     let level = simd_level();
     let report = squares.is_some();
     let out = Disjoint::new(out);
-    let total = in_tasks(workers, n, &|start, end, slots: &SharedSlots<'_, f32>| {
-        // SAFETY: each task takes its own range.
-        let (slots, out) = unsafe { (slots.sub(start, end), out.range(start, end)) };
-        let pieces = MasterPieces { s, ops, op, grad: &grad[start..end], slots, out, level, report };
-        simd::dispatch(level, pieces)
-    }, slots);
+    let total = in_tasks(
+        workers,
+        n,
+        &|start, end, slots: &SharedSlots<'_, f32>| {
+            // SAFETY: each task takes its own range.
+            let (slots, out) = unsafe { (slots.sub(start, end), out.range(start, end)) };
+            let pieces = MasterPieces { s, ops, op, grad: &grad[start..end], slots, out, level, report };
+            simd::dispatch(level, pieces)
+        },
+        slots,
+    );
     if let Some(squares) = squares {
         *squares = total;
     }

@@ -236,7 +236,12 @@ impl Engine for CpuEngine {
         }
     }
 
-    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_>, mut squares: Option<&mut [f64]>) -> Result<()> {
+    fn step(
+        &mut self,
+        plan: &StepPlan<'_>,
+        entries: &mut CallEntries<'_>,
+        mut squares: Option<&mut [f64]>,
+    ) -> Result<()> {
         let entries = host(entries)?;
         let CpuEngine { variables, sparse_rows, widened_rows, workers, .. } = self;
         {

@@ -1,0 +1,233 @@
+//! The step report (docs/numerics.md §23): applied or skipped, the loss scale and clip factor,
+//! and the gradient norms, Keras' own under a clip by norm, else summed in the update pass in
+//! libadamw's documented order, the same bits for every thread count and SIMD level.
+
+mod common;
+use adamw::{
+    Config, DType, Error, Gradient, GradientEntry, LossScale, NormSource, Optimizer, SimdLevel, TensorMut, TensorRef,
+    VariableSpec,
+};
+use common::noise;
+use half::bf16;
+
+/// The report's order written out: elements widened to float64 and squared; within each task
+/// (the update pass's: one up to 32768 elements, else tasks of max(32768, ceil(n / 256) rounded
+/// up to 64) elements), element j into sum j % 8; the eight added in order, the tasks too.
+fn documented_sum(values: &[f64]) -> f64 {
+    let n = values.len();
+    let task = if n <= 32768 { n.max(1) } else { 32768usize.max(n.div_ceil(256).next_multiple_of(64)) };
+    let mut total = 0.0;
+    for chunk in values.chunks(task) {
+        let mut lanes = [0f64; 8];
+        for (j, &x) in chunk.iter().enumerate() {
+            lanes[j % 8] += x * x;
+        }
+        total += lanes.iter().fold(0.0, |s, &l| s + l);
+    }
+    total
+}
+
+const LENS: [usize; 3] = [1000, 40, 100_000];
+
+fn specs(dtype: DType) -> Vec<VariableSpec> {
+    LENS.iter().enumerate().map(|(i, &n)| VariableSpec::new(format!("v{i}"), dtype, &[n])).collect()
+}
+
+/// Builds over float32 variables of `LENS`, takes `steps` steps with gradients times `scale`
+/// (the third variable's gradient left out of the last step), and returns the optimizer.
+fn stepped(config: Config, report: bool, steps: u64, scale: f32) -> (Optimizer, Vec<Vec<f32>>) {
+    let mut opt = Optimizer::new(config).unwrap();
+    opt.set_report_norms(report);
+    opt.build(&specs(DType::F32), &[]).unwrap();
+    let mut values: Vec<Vec<f32>> = LENS.iter().map(|&n| vec![0.5; n]).collect();
+    let mut grads: Vec<Vec<f32>> = Vec::new();
+    for step in 0..steps {
+        grads = LENS
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| noise(7 * step + i as u64, n).iter().map(|g| g * scale).collect::<Vec<f32>>())
+            .collect();
+        let listed = if step + 1 == steps { 2 } else { 3 };
+        let mut entries: Vec<GradientEntry> = values
+            .iter_mut()
+            .zip(&grads)
+            .take(listed)
+            .enumerate()
+            .map(|(i, (v, g))| GradientEntry {
+                variable: i,
+                values: TensorMut::F32(v),
+                gradient: Some(Gradient::Dense(TensorRef::F32(g))),
+            })
+            .collect();
+        opt.apply_gradients(&mut entries[..]).unwrap();
+    }
+    (opt, grads)
+}
+
+fn true_norm(g: &[f32]) -> f64 {
+    g.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
+}
+
+#[test]
+fn without_a_clip_the_update_pass_gives_the_documented_norms() {
+    for threads in [1, 3] {
+        let config = Config { threads, ..Config::default() };
+        let (opt, grads) = stepped(config.clone(), true, 3, 1.0);
+        let report = opt.step_report();
+        assert_eq!((report.iterations, report.applied, report.norms), (3, true, NormSource::UpdatePass));
+        assert_eq!((report.loss_scale, report.clip_factor), (None, 1.0));
+        let norms = opt.gradient_norms();
+        let mut total = 0.0;
+        for i in 0..2 {
+            let sum = documented_sum(&grads[i].iter().map(|&x| x as f64).collect::<Vec<_>>());
+            assert_eq!(norms[i].to_bits(), sum.sqrt().to_bits(), "variable {i}, {threads} threads");
+            total += sum;
+        }
+        assert!(norms[2].is_nan(), "a variable the last step did not list");
+        assert_eq!(report.global_norm.to_bits(), f64::sqrt(total).to_bits());
+        // The variables moved exactly as without the report.
+        let (plain, _) = stepped(config, false, 3, 1.0);
+        assert_eq!(opt.save_own_variables().unwrap(), plain.save_own_variables().unwrap());
+        let off = plain.step_report();
+        assert_eq!(off.norms, NormSource::None);
+        assert!(off.global_norm.is_nan() && plain.gradient_norms().iter().all(|x| x.is_nan()));
+    }
+}
+
+#[test]
+fn the_update_pass_norms_are_the_same_bits_on_every_simd_level() {
+    let mut seen = Vec::new();
+    for level in [SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512] {
+        if level > SimdLevel::detected() {
+            continue;
+        }
+        adamw::set_simd_level(Some(level));
+        let (opt, _) = stepped(Config::default(), true, 2, 1.0);
+        seen.push(opt.gradient_norms().iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        adamw::set_simd_level(None);
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
+}
+
+#[test]
+fn under_a_clip_by_norm_the_norms_are_kerass() {
+    let (opt, grads) = stepped(Config { clipnorm: Some(1.0), ..Config::default() }, false, 2, 1.0);
+    let report = opt.step_report();
+    assert_eq!((report.norms, report.applied), (NormSource::Clipnorm, true));
+    assert!(report.clip_factor.is_nan(), "clipnorm clips per variable");
+    for (i, (&got, grad)) in opt.gradient_norms().iter().zip(&grads).take(2).enumerate() {
+        let want = true_norm(grad);
+        assert!((got - want).abs() <= want * 1e-6, "variable {i}: {got} vs {want}");
+    }
+    let (opt, grads) = stepped(Config { global_clipnorm: Some(2.0), ..Config::default() }, true, 2, 1.0);
+    let report = opt.step_report();
+    assert_eq!(report.norms, NormSource::GlobalClipnorm);
+    let want = (true_norm(&grads[0]).powi(2) + true_norm(&grads[1]).powi(2)).sqrt();
+    assert!((report.global_norm - want).abs() <= want * 1e-6, "{} vs {want}", report.global_norm);
+    // Keras' global norm is a float32, and the factor is clip_norm / max(norm, clip_norm) there.
+    assert_eq!(report.global_norm, report.global_norm as f32 as f64);
+    let factor = 2.0f32 * (1.0f32 / report.global_norm as f32).min(1.0 / 2.0f32);
+    assert_eq!(report.clip_factor, factor as f64);
+    assert!(report.clip_factor < 1.0, "the test's gradients are clipped");
+}
+
+#[test]
+fn a_loss_scale_reports_unscaled_norms_and_skipped_steps() {
+    let scale = LossScale { dynamic: true, initial_scale: 1024.0, dynamic_growth_steps: 2000 };
+    let config = Config { loss_scale: Some(scale), ..Config::default() };
+    let (opt, grads) = stepped(config.clone(), true, 2, 1024.0);
+    let report = opt.step_report();
+    assert_eq!((report.applied, report.loss_scale, report.norms), (true, Some(1024.0), NormSource::UpdatePass));
+    let sum = documented_sum(&grads[0].iter().map(|&x| x as f64).collect::<Vec<_>>());
+    assert_eq!(opt.gradient_norms()[0], sum.sqrt() * (1.0 / 1024.0));
+    // An overflowed gradient: the step is skipped, and the report says so.
+    let mut opt = opt;
+    let mut v = vec![0.5f32; LENS[0]];
+    let mut g = vec![1.0f32; LENS[0]];
+    g[3] = f32::INFINITY;
+    let mut entries = [GradientEntry {
+        variable: 0,
+        values: TensorMut::F32(&mut v),
+        gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
+    }];
+    opt.apply_gradients(&mut entries[..]).unwrap();
+    let report = opt.step_report();
+    assert_eq!(
+        (report.iterations, report.applied, report.loss_scale, report.norms),
+        (3, false, Some(1024.0), NormSource::None)
+    );
+    assert!(report.global_norm.is_nan() && opt.gradient_norms().iter().all(|x| x.is_nan()));
+}
+
+#[test]
+fn a_rejected_call_leaves_the_report_as_it_was() {
+    let (mut opt, _) = stepped(Config { reject_non_finite_gradients: true, ..Config::default() }, true, 2, 1.0);
+    let (before, norms) = (opt.step_report(), opt.gradient_norms().to_vec());
+    let mut v = vec![0.5f32; LENS[0]];
+    let g = vec![f32::NAN; LENS[0]];
+    let mut entries = [GradientEntry {
+        variable: 0,
+        values: TensorMut::F32(&mut v),
+        gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
+    }];
+    assert!(matches!(opt.apply_gradients(&mut entries[..]), Err(Error::NonFiniteGradient(_))));
+    assert_eq!(opt.step_report(), before);
+    assert_eq!(
+        opt.gradient_norms().iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        norms.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn masters_and_sparse_gradients_report_their_norms() {
+    // A bfloat16 variable with a master copy: the gradient widened exactly, then summed.
+    let mut opt = Optimizer::new(Config { master_weights: true, threads: 3, ..Config::default() }).unwrap();
+    opt.set_report_norms(true);
+    let n = 70_000;
+    let init: Vec<bf16> = noise(1, n).iter().map(|&x| bf16::from_f32(x)).collect();
+    opt.build(
+        &[VariableSpec::new("b", DType::BF16, &[n]), VariableSpec::new("e", DType::F32, &[50, 4])],
+        &[TensorRef::BF16(&init), TensorRef::F32(&[0.0; 200])],
+    )
+    .unwrap();
+    let mut b = init.clone();
+    let g: Vec<bf16> = noise(2, n).iter().map(|&x| bf16::from_f32(x)).collect();
+    let mut e = vec![0.25f32; 200];
+    let (indices, rows) = ([3i64, 7, 3], noise(3, 12));
+    let mut entries = [
+        GradientEntry {
+            variable: 0,
+            values: TensorMut::BF16(&mut b),
+            gradient: Some(Gradient::Dense(TensorRef::BF16(&g))),
+        },
+        GradientEntry {
+            variable: 1,
+            values: TensorMut::F32(&mut e),
+            gradient: Some(Gradient::Sparse { indices: &indices, values: TensorRef::F32(&rows) }),
+        },
+    ];
+    opt.apply_gradients(&mut entries[..]).unwrap();
+    let want_b = documented_sum(&g.iter().map(|x| x.to_f64()).collect::<Vec<_>>()).sqrt();
+    // A sparse gradient: its values as passed (a repeated row counted each time), in one task.
+    let want_e = documented_sum(&rows.iter().map(|&x| x as f64).collect::<Vec<_>>()).sqrt();
+    assert_eq!(opt.gradient_norms(), [want_b, want_e]);
+}
+
+#[cfg(feature = "host-kernels")]
+#[test]
+fn a_device_reports_no_update_pass_norms() {
+    let mut opt = Optimizer::new(Config::default()).unwrap();
+    opt.set_device(adamw::Device::HostKernels).unwrap();
+    opt.set_report_norms(true);
+    opt.build(&[VariableSpec::new("w", DType::F32, &[8])], &[]).unwrap();
+    let (mut w, g) = (vec![1.0f32; 8], vec![0.5f32; 8]);
+    let mut entries = [GradientEntry {
+        variable: 0,
+        values: TensorMut::F32(&mut w),
+        gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
+    }];
+    opt.apply_gradients(&mut entries[..]).unwrap();
+    let report = opt.step_report();
+    assert_eq!((report.applied, report.norms), (true, NormSource::None));
+    assert!(opt.gradient_norms()[0].is_nan());
+}
