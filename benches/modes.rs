@@ -32,6 +32,9 @@ struct ModeSpec {
     dtype: DType,
     config: fn() -> Config,
     sparse_rows_percent: usize,
+    /// Whether the step takes the gradient norms in the update pass (`set_report_norms`): the
+    /// same bytes moved as without.
+    report_norms: bool,
     /// Per pass, each array's element size in bytes and access.
     passes: &'static [&'static [(usize, Access)]],
 }
@@ -45,12 +48,28 @@ fn base() -> Config {
 }
 
 const MODES: &[ModeSpec] = &[
-    ModeSpec { name: "f32", dtype: DType::F32, config: base, sparse_rows_percent: 0, passes: &[PLAIN32] },
+    ModeSpec {
+        name: "f32",
+        dtype: DType::F32,
+        config: base,
+        sparse_rows_percent: 0,
+        report_norms: false,
+        passes: &[PLAIN32],
+    },
+    ModeSpec {
+        name: "f32_report_norms",
+        dtype: DType::F32,
+        config: base,
+        sparse_rows_percent: 0,
+        report_norms: true,
+        passes: &[PLAIN32],
+    },
     ModeSpec {
         name: "f32_clipnorm",
         dtype: DType::F32,
         config: || Config { clipnorm: Some(1e-3), ..base() },
         sparse_rows_percent: 0,
+        report_norms: false,
         passes: &[&[(4, R)], PLAIN32],
     },
     ModeSpec {
@@ -58,6 +77,7 @@ const MODES: &[ModeSpec] = &[
         dtype: DType::F32,
         config: || Config { global_clipnorm: Some(1e-3), ..base() },
         sparse_rows_percent: 0,
+        report_norms: false,
         passes: &[&[(4, R)], PLAIN32],
     },
     ModeSpec {
@@ -65,6 +85,7 @@ const MODES: &[ModeSpec] = &[
         dtype: DType::F32,
         config: || Config { clipvalue: Some(0.05), ..base() },
         sparse_rows_percent: 0,
+        report_norms: false,
         passes: &[PLAIN32],
     },
     ModeSpec {
@@ -72,6 +93,7 @@ const MODES: &[ModeSpec] = &[
         dtype: DType::F32,
         config: || Config { amsgrad: true, ..base() },
         sparse_rows_percent: 0,
+        report_norms: false,
         passes: &[&[(4, R), (4, M), (4, M), (4, M), (4, M)]],
     },
     ModeSpec {
@@ -79,6 +101,7 @@ const MODES: &[ModeSpec] = &[
         dtype: DType::F32,
         config: || Config { use_ema: true, ..base() },
         sparse_rows_percent: 0,
+        report_norms: false,
         passes: &[&[(4, R), (4, M), (4, M), (4, M), (4, M)]],
     },
     ModeSpec {
@@ -86,6 +109,7 @@ const MODES: &[ModeSpec] = &[
         dtype: DType::F32,
         config: || Config { loss_scale: Some(LossScale::default()), ..base() },
         sparse_rows_percent: 0,
+        report_norms: false,
         passes: &[&[(4, R)], PLAIN32],
     },
     ModeSpec {
@@ -93,15 +117,39 @@ const MODES: &[ModeSpec] = &[
         dtype: DType::F64,
         config: base,
         sparse_rows_percent: 0,
+        report_norms: false,
         passes: &[&[(8, R), (8, M), (8, M), (8, M)]],
     },
-    ModeSpec { name: "bf16", dtype: DType::BF16, config: base, sparse_rows_percent: 0, passes: &[PLAIN16] },
-    ModeSpec { name: "f16", dtype: DType::F16, config: base, sparse_rows_percent: 0, passes: &[PLAIN16] },
+    ModeSpec {
+        name: "bf16",
+        dtype: DType::BF16,
+        config: base,
+        sparse_rows_percent: 0,
+        report_norms: false,
+        passes: &[PLAIN16],
+    },
+    ModeSpec {
+        name: "f16",
+        dtype: DType::F16,
+        config: base,
+        sparse_rows_percent: 0,
+        report_norms: false,
+        passes: &[PLAIN16],
+    },
     ModeSpec {
         name: "bf16_master",
         dtype: DType::BF16,
         config: || Config { master_weights: true, ..base() },
         sparse_rows_percent: 0,
+        report_norms: false,
+        passes: &[MASTER],
+    },
+    ModeSpec {
+        name: "bf16_master_report_norms",
+        dtype: DType::BF16,
+        config: || Config { master_weights: true, ..base() },
+        sparse_rows_percent: 0,
+        report_norms: true,
         passes: &[MASTER],
     },
     ModeSpec {
@@ -109,6 +157,7 @@ const MODES: &[ModeSpec] = &[
         dtype: DType::F16,
         config: || Config { master_weights: true, loss_scale: Some(LossScale::default()), ..base() },
         sparse_rows_percent: 0,
+        report_norms: false,
         passes: &[&[(2, R)], MASTER],
     },
     ModeSpec {
@@ -116,6 +165,7 @@ const MODES: &[ModeSpec] = &[
         dtype: DType::BF16,
         config: || Config { master_weights: true, global_clipnorm: Some(1e-3), ..base() },
         sparse_rows_percent: 0,
+        report_norms: false,
         passes: &[&[(2, R)], MASTER],
     },
     ModeSpec {
@@ -123,6 +173,7 @@ const MODES: &[ModeSpec] = &[
         dtype: DType::F32,
         config: base,
         sparse_rows_percent: 10,
+        report_norms: false,
         // Every element decays (var, m, v); a tenth of the rows read a gradient.
         passes: &[&[(4, M), (4, M), (4, M)]],
     },
@@ -143,6 +194,7 @@ impl<T: Element> Bench<T> {
         let config = Config { threads, ..(spec.config)() };
         let scale = config.loss_scale.map_or(1.0, |l| l.initial_scale as f32);
         let mut opt = Optimizer::new(config).unwrap();
+        opt.set_report_norms(spec.report_norms);
         let shape = if spec.sparse_rows_percent > 0 { vec![n / ROW, ROW] } else { vec![n] };
         let w: Vec<T> = (0..n).map(|i| of(0.5 - (i % 7) as f32 * 0.01)).collect();
         opt.build(&[VariableSpec::new("w", spec.dtype, &shape)], &[T::wrap::<Shared<'_>>(&w)]).unwrap();

@@ -3,61 +3,101 @@
 //! order of libadamw's own, fixed by the gradient's length alone, so that the sum is the same
 //! bits on every SIMD level, for every thread count and whoever runs the tasks.
 //!
-//! The order: each value is widened exactly to float64 and squared in float64 (exact for the
-//! 16-bit dtypes and float32, rounded once for float64). A pass's task (the update pass's, cut
-//! by the length alone) keeps eight running sums: element `j` of the task goes into sum `j % 8`,
-//! in element order. The task's total is `((0 + s0) + s1) + … + s7`, and the variable's is the
-//! tasks' totals added in task order, from 0.
+//! The order: a pass's task (the update pass's, cut by the length alone) is taken in groups of
+//! 128 elements from its start (the last may be shorter). Within a group, element `j` is
+//! squared and added into group lane `j % 32`, in element order from 0, in the gradient's
+//! arithmetic type (float32 for float32 and the 16-bit dtypes, widened exactly; float64 for
+//! float64), each operation rounded. After each group its 32 lanes are widened to float64 and
+//! added into 32 float64 task lanes. The task's total is `((0 + L0) + L1) + … + L31`, and the
+//! variable's is the tasks' totals added in task order, from 0. (Each float32 lane sums at most
+//! four squares before float64 takes over, so the sum is as good as float64's for a norm.)
 
 use crate::dtype::DType;
 use crate::float::Real;
 
-/// Eight running float64 sums of squares (the lanes of the order above).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Squares([f64; 8]);
+/// Elements per group, and lanes per group.
+const GROUP: usize = 128;
+const LANES: usize = 32;
 
-/// 16-bit values are widened to float32 this many at a time (a multiple of 8, so each lane keeps
-/// its elements from one piece to the next).
-const PIECE: usize = 256;
+/// The 32 float64 task lanes of the order above.
+#[derive(Debug, Clone, Copy)]
+pub struct Squares([f64; LANES]);
+
+impl Default for Squares {
+    fn default() -> Self {
+        Squares([0.0; LANES])
+    }
+}
+
+/// 16-bit values are widened to float32 this many at a time (whole groups).
+const PIECE: usize = 512;
 
 impl Squares {
     /// Adds the squares of `values`, the next elements of the task; every call but the task's
-    /// last must give a multiple of 8 values.
-    #[inline]
+    /// last must give a multiple of 128 values. Inlined, so that it is compiled for the SIMD
+    /// level of the loop that calls it.
+    #[inline(always)]
     pub fn add<G: Real>(&mut self, values: &[G], simd: bool) {
-        if matches!(G::DTYPE, DType::BF16 | DType::F16) {
-            let mut piece = [0f32; PIECE];
-            for chunk in values.chunks(PIECE) {
-                let wide = &mut piece[..chunk.len()];
-                G::widen_slice(chunk, wide, simd); // exact
-                self.add_widened(wide, |x| x as f64);
+        match G::DTYPE {
+            DType::BF16 | DType::F16 => {
+                let mut piece = [0f32; PIECE];
+                for chunk in values.chunks(PIECE) {
+                    let wide = &mut piece[..chunk.len()];
+                    G::widen_slice(chunk, wide, simd); // exact
+                    self.add_groups(wide, |x| x);
+                }
             }
-        } else {
-            self.add_widened(values, G::to_f64);
+            DType::F64 => self.add_groups(values, G::to_f64),
+            _ => self.add_groups(values, |x| x.to_f32()),
         }
     }
 
-    /// The lanes' loop: each lane's additions in element order, which vectorizing across the
-    /// lanes does not change.
+    /// The groups' loop; the lanes' additions are in element order, which vectorizing across
+    /// the lanes does not change.
     #[inline(always)]
-    fn add_widened<T: Copy>(&mut self, values: &[T], widen: impl Fn(T) -> f64) {
-        let lanes = &mut self.0;
-        let mut chunks = values.chunks_exact(8);
-        for chunk in &mut chunks {
-            for j in 0..8 {
-                let x = widen(chunk[j]);
-                lanes[j] += x * x;
+    fn add_groups<T: Copy, M: Wide>(&mut self, values: &[T], math: impl Fn(T) -> M) {
+        for group in values.chunks(GROUP) {
+            let mut lanes = [M::ZERO; LANES];
+            let mut rows = group.chunks_exact(LANES);
+            for row in &mut rows {
+                for (lane, &value) in lanes.iter_mut().zip(row) {
+                    let x = math(value);
+                    *lane = *lane + x * x;
+                }
             }
-        }
-        for (j, &value) in chunks.remainder().iter().enumerate() {
-            let x = widen(value);
-            lanes[j] += x * x;
+            for (lane, &value) in lanes.iter_mut().zip(rows.remainder()) {
+                let x = math(value);
+                *lane = *lane + x * x;
+            }
+            for (task_lane, lane) in self.0.iter_mut().zip(lanes) {
+                *task_lane += lane.wide();
+            }
         }
     }
 
     /// The task's total: the lanes added in order, from 0.
     pub fn total(&self) -> f64 {
         self.0.iter().fold(0.0, |sum, &lane| sum + lane)
+    }
+}
+
+/// The arithmetic of a group's lanes: float32 or float64.
+trait Wide: Copy + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> {
+    const ZERO: Self;
+    fn wide(self) -> f64;
+}
+
+impl Wide for f32 {
+    const ZERO: Self = 0.0;
+    fn wide(self) -> f64 {
+        self as f64
+    }
+}
+
+impl Wide for f64 {
+    const ZERO: Self = 0.0;
+    fn wide(self) -> f64 {
+        self
     }
 }
 
@@ -71,21 +111,28 @@ mod tests {
     use super::*;
     use half::{bf16, f16};
 
-    /// The order written out element by element.
-    fn by_definition(values: &[f64]) -> f64 {
-        let mut lanes = [0f64; 8];
-        for (j, &x) in values.iter().enumerate() {
-            lanes[j % 8] += x * x;
+    /// The order written out element by element, float32 group lanes (`wide`: float64 ones).
+    fn by_definition(values: &[f64], wide: bool) -> f64 {
+        let mut task = [0f64; 32];
+        for group in values.chunks(128) {
+            let mut lanes = [0f64; 32];
+            for (j, &x) in group.iter().enumerate() {
+                lanes[j % 32] =
+                    if wide { lanes[j % 32] + x * x } else { (lanes[j % 32] as f32 + (x as f32 * x as f32)) as f64 };
+            }
+            for j in 0..32 {
+                task[j] += lanes[j];
+            }
         }
-        lanes.iter().fold(0.0, |s, &l| s + l)
+        task.iter().fold(0.0, |s, &l| s + l)
     }
 
     #[test]
     fn the_sum_is_the_documented_order_for_every_dtype_and_split() {
         let n = 1000 + 3;
         let raw: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1013) as f32 / 97.0 - 5.0).collect();
-        let want32 = by_definition(&raw.iter().map(|&x| x as f64).collect::<Vec<_>>());
-        for split in [8, 64, 256, 512, 1000] {
+        let want32 = by_definition(&raw.iter().map(|&x| x as f64).collect::<Vec<_>>(), false);
+        for split in [128, 256, 512, 896] {
             let mut s = Squares::default();
             s.add(&raw[..split], true);
             s.add(&raw[split..], true);
@@ -94,15 +141,15 @@ mod tests {
         let wide: Vec<f64> = raw.iter().map(|&x| x as f64 * 1.1).collect();
         let mut s = Squares::default();
         s.add(&wide, true);
-        assert_eq!(s.total().to_bits(), by_definition(&wide).to_bits(), "float64");
+        assert_eq!(s.total().to_bits(), by_definition(&wide, true).to_bits(), "float64");
         for simd in [false, true] {
             let b: Vec<bf16> = raw.iter().map(|&x| bf16::from_f32(x)).collect();
             let h: Vec<f16> = raw.iter().map(|&x| f16::from_f32(x)).collect();
             let (mut sb, mut sh) = (Squares::default(), Squares::default());
             sb.add(&b, simd);
             sh.add(&h, simd);
-            let want_b = by_definition(&b.iter().map(|x| x.to_f64()).collect::<Vec<_>>());
-            let want_h = by_definition(&h.iter().map(|x| x.to_f64()).collect::<Vec<_>>());
+            let want_b = by_definition(&b.iter().map(|x| x.to_f64()).collect::<Vec<_>>(), false);
+            let want_h = by_definition(&h.iter().map(|x| x.to_f64()).collect::<Vec<_>>(), false);
             assert_eq!(
                 (sb.total().to_bits(), sh.total().to_bits()),
                 (want_b.to_bits(), want_h.to_bits()),

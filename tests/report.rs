@@ -10,17 +10,25 @@ use adamw::{
 use common::noise;
 use half::bf16;
 
-/// The report's order written out: elements widened to float64 and squared; within each task
-/// (the update pass's: one up to 32768 elements, else tasks of max(32768, ceil(n / 256) rounded
-/// up to 64) elements), element j into sum j % 8; the eight added in order, the tasks too.
-fn documented_sum(values: &[f64]) -> f64 {
+/// The report's order written out: within each task (the update pass's: one up to 32768
+/// elements, else tasks of max(32768, ceil(n / 256) rounded up to 64) elements), groups of 128
+/// elements; in a group, element j squared and added into float32 lane j % 32; after each group
+/// its lanes widened and added into 32 float64 lanes; those added in order, the tasks too.
+/// (`values` are float32 values, or 16-bit ones widened.)
+fn documented_sum(values: &[f32]) -> f64 {
     let n = values.len();
     let task = if n <= 32768 { n.max(1) } else { 32768usize.max(n.div_ceil(256).next_multiple_of(64)) };
     let mut total = 0.0;
     for chunk in values.chunks(task) {
-        let mut lanes = [0f64; 8];
-        for (j, &x) in chunk.iter().enumerate() {
-            lanes[j % 8] += x * x;
+        let mut lanes = [0f64; 32];
+        for group in chunk.chunks(128) {
+            let mut group_lanes = [0f32; 32];
+            for (j, &x) in group.iter().enumerate() {
+                group_lanes[j % 32] += x * x;
+            }
+            for j in 0..32 {
+                lanes[j] += group_lanes[j] as f64;
+            }
         }
         total += lanes.iter().fold(0.0, |s, &l| s + l);
     }
@@ -79,7 +87,7 @@ fn without_a_clip_the_update_pass_gives_the_documented_norms() {
         let norms = opt.gradient_norms();
         let mut total = 0.0;
         for i in 0..2 {
-            let sum = documented_sum(&grads[i].iter().map(|&x| x as f64).collect::<Vec<_>>());
+            let sum = documented_sum(&grads[i]);
             assert_eq!(norms[i].to_bits(), sum.sqrt().to_bits(), "variable {i}, {threads} threads");
             total += sum;
         }
@@ -138,7 +146,7 @@ fn a_loss_scale_reports_unscaled_norms_and_skipped_steps() {
     let (opt, grads) = stepped(config.clone(), true, 2, 1024.0);
     let report = opt.step_report();
     assert_eq!((report.applied, report.loss_scale, report.norms), (true, Some(1024.0), NormSource::UpdatePass));
-    let sum = documented_sum(&grads[0].iter().map(|&x| x as f64).collect::<Vec<_>>());
+    let sum = documented_sum(&grads[0]);
     assert_eq!(opt.gradient_norms()[0], sum.sqrt() * (1.0 / 1024.0));
     // An overflowed gradient: the step is skipped, and the report says so.
     let mut opt = opt;
@@ -207,9 +215,9 @@ fn masters_and_sparse_gradients_report_their_norms() {
         },
     ];
     opt.apply_gradients(&mut entries[..]).unwrap();
-    let want_b = documented_sum(&g.iter().map(|x| x.to_f64()).collect::<Vec<_>>()).sqrt();
+    let want_b = documented_sum(&g.iter().map(|x| x.to_f32()).collect::<Vec<_>>()).sqrt();
     // A sparse gradient: its values as passed (a repeated row counted each time), in one task.
-    let want_e = documented_sum(&rows.iter().map(|&x| x as f64).collect::<Vec<_>>()).sqrt();
+    let want_e = documented_sum(&rows).sqrt();
     assert_eq!(opt.gradient_norms(), [want_b, want_e]);
 }
 

@@ -368,7 +368,7 @@ fn dense_parallel<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool,
         let mut sums = Squares::default();
         for start in (0..grad.len()).step_by(REPORT_BLOCK) {
             let end = (start + REPORT_BLOCK).min(grad.len());
-            sums.add(&grad[start..end], isa > Isa::Portable);
+            add_squares(&mut sums, &grad[start..end], isa);
             dense_dispatch::<F, C, AMSGRAD, EMA>(s, ops, clip, &grad[start..end], slots.sub(start, end), isa);
         }
         sums.total()
@@ -382,6 +382,33 @@ fn dense_parallel<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool,
         },
         slots,
     );
+}
+
+/// `sums.add(values)` compiled for the SIMD level `isa`.
+fn add_squares<F: Real>(sums: &mut Squares, values: &[F], isa: Isa) {
+    /// # Safety
+    /// The CPU must support the target features (checked by `SimdLevel::detected`).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,f16c")]
+    unsafe fn avx512<F: Real>(sums: &mut Squares, values: &[F]) {
+        sums.add(values, true)
+    }
+    /// # Safety
+    /// As above.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn avx2<F: Real>(sums: &mut Squares, values: &[F]) {
+        sums.add(values, true)
+    }
+    match isa {
+        // SAFETY: `simd_level` returns these only after the CPU reported the feature.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512(sums, values) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2(sums, values) },
+        _ => sums.add(values, false),
+    }
 }
 
 /// Elements of a gradient summed for the report just before they are stepped (a multiple of 8,
