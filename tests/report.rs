@@ -11,7 +11,7 @@ use common::noise;
 use half::bf16;
 
 /// The report's order written out: within each task (the update pass's: one up to 32768
-/// elements, else tasks of max(32768, ceil(n / 256) rounded up to 64) elements), groups of 128
+/// elements, else tasks of max(32768, ceil(n / 256) rounded up to 64) elements), groups of 512
 /// elements; in a group, element j squared and added into float32 lane j % 32; after each group
 /// its lanes widened and added into 32 float64 lanes; those added in order, the tasks too.
 /// (`values` are float32 values, or 16-bit ones widened.)
@@ -21,7 +21,7 @@ fn documented_sum(values: &[f32]) -> f64 {
     let mut total = 0.0;
     for chunk in values.chunks(task) {
         let mut lanes = [0f64; 32];
-        for group in chunk.chunks(128) {
+        for group in chunk.chunks(512) {
             let mut group_lanes = [0f32; 32];
             for (j, &x) in group.iter().enumerate() {
                 group_lanes[j % 32] += x * x;

@@ -19,7 +19,7 @@ use crate::kernels::{
 };
 use crate::parallel::{Disjoint, Workers};
 use crate::simd::{self, SimdLevel as Isa, set_simd_level, simd_level};
-use crate::squares::{Squares, total_of_tasks};
+use crate::squares::{self, Squares, total_of_tasks};
 
 /// Variables up to this many elements are one task (run on the calling thread, no hand-off);
 /// larger ones are cut into tasks of this many elements or more. Measured with `cargo bench --bench quick`
@@ -411,9 +411,10 @@ fn add_squares<F: Real>(sums: &mut Squares, values: &[F], isa: Isa) {
     }
 }
 
-/// Elements of a gradient summed for the report just before they are stepped (a multiple of 8,
+/// Elements of a gradient summed for the report just before they are stepped (a multiple of 512,
 /// `crate::squares`; 16 KiB of float32, well inside the first-level cache).
 const REPORT_BLOCK: usize = 4096;
+const _: () = assert!(REPORT_BLOCK % squares::GROUP == 0 && WIDEN % squares::GROUP == 0);
 
 /// Runs `task(start, end, slots)` over the tasks of a pass over the slots and returns the sum of
 /// the tasks' results in task order, from 0 (`crate::squares::total_of_tasks`).
