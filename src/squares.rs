@@ -56,6 +56,7 @@ impl Squares {
     /// The groups' loop; the lanes' additions are in element order, which vectorizing across
     /// the lanes does not change.
     #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // one index into a row and the lanes reads best
     fn add_groups<M: Wide>(&mut self, values: &[M]) {
         for group in values.chunks(GROUP) {
             let mut lanes = [M::ZERO; LANES];
