@@ -142,6 +142,19 @@ typedef enum adamw_device_kind {
   ADAMW_DEVICE_KIND_HOST_KERNELS = 2,
 } adamw_device_kind;
 
+// Where a step's gradient norms came from (`adamw_step_report.norms`).
+typedef enum adamw_norm_source {
+  // Not computed: no clip by norm and `adamw_optimizer_set_report_gradient_norms` off (or an
+  // optimizer on a device, or a skipped step, or no step yet).
+  ADAMW_NORM_SOURCE_NONE = 0,
+  // Keras' `clipnorm` sums (Eigen's order), per variable.
+  ADAMW_NORM_SOURCE_CLIPNORM = 1,
+  // Keras' `global_clipnorm` sums (Eigen's order, of `l2_loss`).
+  ADAMW_NORM_SOURCE_GLOBAL_CLIPNORM = 2,
+  // Summed in the update pass, in libadamw's own order (docs/numerics.md §23).
+  ADAMW_NORM_SOURCE_UPDATE_PASS = 3,
+} adamw_norm_source;
+
 // An optimizer. Opaque: create it with `adamw_optimizer_new` or
 // `adamw_optimizer_from_config_json`, free it with `adamw_optimizer_free`.
 // (Not `repr(C)`: the header declares it as an incomplete struct.)
@@ -350,6 +363,27 @@ typedef void (*adamw_parallel_for_fn)(void *user_data,
                                       size_t n_tasks,
                                       adamw_task_fn task,
                                       void *task_data);
+
+// What the last step saw (`adamw_optimizer_step_report`; docs/numerics.md §23).
+typedef struct adamw_step_report {
+  // `iterations` after the step (0 before any).
+  int64_t iterations;
+  // 1 when the variables moved; 0 before any step and when a dynamic loss scale skipped the
+  // step (its gradients held NaN or an infinity).
+  uint8_t applied;
+  // 1 with a loss scaler: `loss_scale` is then the scale that unscaled the step's gradients.
+  uint8_t has_loss_scale;
+  // The loss scale used (0 without a loss scaler).
+  float loss_scale;
+  // The norm of all the step's gradients, unscaled and before clipping; NaN when not
+  // computed. With global_clipnorm, Keras' own `global_norm` (a value of the gradients' dtype).
+  double global_norm;
+  // With global_clipnorm the factor every gradient was multiplied by (Keras' value); 1 without
+  // a clip; NaN with clipnorm or clipvalue (per variable or per element).
+  double clip_factor;
+  // An `adamw_norm_source`: where the norms came from.
+  uint32_t norms;
+} adamw_step_report;
 
 // One variable's entry in an `apply_gradients` call. Gradient forms:
 // - `dense` non-NULL: a dense gradient of `len` elements (`indices` and `values` must be NULL);
@@ -857,6 +891,39 @@ enum adamw_status adamw_optimizer_reserve_sparse(struct adamw_optimizer *optimiz
 enum adamw_status adamw_optimizer_set_parallel_for(struct adamw_optimizer *optimizer,
                                                    adamw_parallel_for_fn parallel_for,
                                                    void *user_data);
+
+// What the last step saw: whether it was applied (a dynamic loss scale skips a step whose
+// gradients overflowed), the loss scale and clip factor it used, the global gradient norm and
+// where the norms came from. With clipnorm or global_clipnorm the norms are Keras' own, at no
+// cost; otherwise they are computed only after `adamw_optimizer_set_report_gradient_norms`.
+// Reading the report costs nothing and allocates nothing; a failed call leaves it as it was.
+// NULL: `optimizer`, `out`. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, BUSY.
+enum adamw_status adamw_optimizer_step_report(const struct adamw_optimizer *optimizer,
+                                              struct adamw_step_report *out);
+
+// Copies, per model variable in build order, the norm of its gradient in the last step,
+// unscaled and before clipping, into `out` (`count` doubles, the number of variables given to
+// build): NaN for a variable the step did not list and when no norm was computed (see
+// `adamw_step_report.norms`). Under clipnorm each is Keras' norm (float32 of the value is
+// exactly the norm Keras clipped with, for float32 gradients); under global_clipnorm
+// `sqrt(2 * l2_loss)` of Keras' sum; from the update pass `sqrt(sum) / loss_scale` of its sum.
+// NULL: `optimizer`; `out` only when `count` is 0. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (`count` is not the number of variables, not a
+// handle), NOT_BUILT, BUSY.
+enum adamw_status adamw_optimizer_gradient_norms(const struct adamw_optimizer *optimizer,
+                                                 double *out,
+                                                 size_t count);
+
+// Whether steps without clipnorm or global_clipnorm compute the gradient norms for the report
+// (`enabled` 1; 0, the default, does not). They are summed in the update pass, each block of a
+// gradient while it is in cache (no extra pass over memory), in libadamw's own order
+// (docs/numerics.md §23): the same bits for every thread count and SIMD level. Not on a
+// device, whose kernels take no sums. Any time.
+// NULL: `optimizer`. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (`enabled` not 0 or 1, not a handle), BUSY.
+enum adamw_status adamw_optimizer_set_report_gradient_norms(struct adamw_optimizer *optimizer,
+                                                            uint8_t enabled);
 
 // Copies the message of the last failed call on this thread into `buf` as a NUL-terminated
 // UTF-8 string, and its length (without the NUL) into `*out_len`.

@@ -16,7 +16,7 @@ use crate::dtype::Shared;
 use crate::float::Real;
 
 /// Elements per group (a caller's pieces are multiples of it), and lanes per group.
-pub const GROUP: usize = 512;
+pub(crate) const GROUP: usize = 512;
 const LANES: usize = 32;
 
 /// The 32 float64 task lanes of the order above.

@@ -8,7 +8,7 @@
 //! (`adamw_config`, schedules), `optimizer` (the handle's life and settings), `step`
 //! (`apply_gradients`, `minimize`, `finalize_variable_values`), `variables` (Keras'
 //! `optimizer.variables`, `set_weights`), `checkpoint` (save and load), `keras` (Keras' own files), `multipliers` (per-variable
-//! controls beyond Keras), `version`, `status`;
+//! controls beyond Keras), `report` (what the last step saw), `version`, `status`;
 //! `types` holds the C structs. `#[unsafe(no_mangle)]` appears only under this module.
 //!
 //! Rust programs can call these functions too (the conformance tool does); they are re-exported
@@ -23,6 +23,7 @@ mod keras;
 mod multipliers;
 mod optimizer;
 mod parallel;
+mod report;
 mod slice;
 mod status;
 mod step;
@@ -37,6 +38,7 @@ pub use keras::*;
 pub use multipliers::*;
 pub use optimizer::*;
 pub use parallel::*;
+pub use report::*;
 pub use status::{adamw_last_error, adamw_status, adamw_status_name};
 pub use step::*;
 pub use types::*;

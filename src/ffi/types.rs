@@ -182,6 +182,44 @@ pub struct adamw_variable_properties {
     pub weight_decay_multiplier: f64,
 }
 
+/// Where a step's gradient norms came from (`adamw_step_report.norms`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum adamw_norm_source {
+    /// Not computed: no clip by norm and `adamw_optimizer_set_report_gradient_norms` off (or an
+    /// optimizer on a device, or a skipped step, or no step yet).
+    None = 0,
+    /// Keras' `clipnorm` sums (Eigen's order), per variable.
+    Clipnorm = 1,
+    /// Keras' `global_clipnorm` sums (Eigen's order, of `l2_loss`).
+    GlobalClipnorm = 2,
+    /// Summed in the update pass, in libadamw's own order (docs/numerics.md §23).
+    UpdatePass = 3,
+}
+
+/// What the last step saw (`adamw_optimizer_step_report`; docs/numerics.md §23).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct adamw_step_report {
+    /// `iterations` after the step (0 before any).
+    pub iterations: i64,
+    /// 1 when the variables moved; 0 before any step and when a dynamic loss scale skipped the
+    /// step (its gradients held NaN or an infinity).
+    pub applied: u8,
+    /// 1 with a loss scaler: `loss_scale` is then the scale that unscaled the step's gradients.
+    pub has_loss_scale: u8,
+    /// The loss scale used (0 without a loss scaler).
+    pub loss_scale: f32,
+    /// The norm of all the step's gradients, unscaled and before clipping; NaN when not
+    /// computed. With global_clipnorm, Keras' own `global_norm` (a value of the gradients' dtype).
+    pub global_norm: f64,
+    /// With global_clipnorm the factor every gradient was multiplied by (Keras' value); 1 without
+    /// a clip; NaN with clipnorm or clipvalue (per variable or per element).
+    pub clip_factor: f64,
+    /// An `adamw_norm_source`: where the norms came from.
+    pub norms: u32,
+}
+
 /// Computes the gradients for `adamw_optimizer_minimize`: called once, with the entries given
 /// to minimize, on the calling thread; it writes the gradients into the buffers the caller
 /// supplied as `dense` (or `values`) of those entries, from the current values in `data`.

@@ -1389,6 +1389,76 @@ static void test_multipliers(void) {
     adamw_optimizer_free(opt);
 }
 
+/* The step report: the norms from the update pass in the documented order (for gradients of
+ * at most 32 values each square is one float32 lane: the sum is the float32 squares widened and
+ * added in order), a loss scale's skipped step, and global_clipnorm's Keras norm and factor. */
+static void test_step_report(void) {
+    adamw_config cfg = adamw_config_default();
+    adamw_optimizer *opt = NULL;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &opt), ADAMW_STATUS_OK);
+    adamw_step_report report;
+    EXPECT_STATUS(adamw_optimizer_step_report(opt, &report), ADAMW_STATUS_OK);
+    EXPECT(report.iterations == 0 && report.applied == 0 && report.norms == ADAMW_NORM_SOURCE_NONE);
+    EXPECT(isnan(report.global_norm));
+    double norms[2];
+    EXPECT_STATUS(adamw_optimizer_gradient_norms(opt, norms, 2), ADAMW_STATUS_NOT_BUILT);
+    EXPECT_REJECTED(opt, adamw_optimizer_set_report_gradient_norms(opt, 2), ADAMW_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_set_report_gradient_norms(opt, 1), ADAMW_STATUS_OK);
+    const size_t w_shape[1] = {6}, b_shape[1] = {3};
+    adamw_variable vars[2] = {
+        {.name = "w", .dtype = ADAMW_DTYPE_FLOAT32, .ndim = 1, .shape = w_shape},
+        {.name = "b", .dtype = ADAMW_DTYPE_FLOAT32, .ndim = 1, .shape = b_shape},
+    };
+    EXPECT_STATUS(adamw_optimizer_build(opt, vars, 2), ADAMW_STATUS_OK);
+    float w[6] = {0.5f, -1.25f, 2.0f, 0.0f, 0.75f, -3.0f}, gw[6] = {0.1f, -0.2f, 0.3f, 0.05f, -0.4f, 0.25f};
+    float b[3] = {0.5f, -0.5f, 1.5f}, gb[3] = {0.3f, 0.2f, -0.1f};
+    adamw_gradient entries[2] = {
+        {.variable = 0, .dtype = ADAMW_DTYPE_FLOAT32, .data = w, .len = 6, .dense = gw},
+        {.variable = 1, .dtype = ADAMW_DTYPE_FLOAT32, .data = b, .len = 3, .dense = gb},
+    };
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, entries, 2, NULL), ADAMW_STATUS_OK);
+    double sum_w = 0, sum_b = 0;
+    for (int i = 0; i < 6; i++) sum_w += (double)(gw[i] * gw[i]);
+    for (int i = 0; i < 3; i++) sum_b += (double)(gb[i] * gb[i]);
+    EXPECT_STATUS(adamw_optimizer_step_report(opt, &report), ADAMW_STATUS_OK);
+    EXPECT(report.iterations == 1 && report.applied == 1 && report.has_loss_scale == 0);
+    EXPECT(report.norms == ADAMW_NORM_SOURCE_UPDATE_PASS && report.clip_factor == 1.0);
+    EXPECT(report.global_norm == sqrt(0.0 + sum_w + sum_b));
+    EXPECT_STATUS(adamw_optimizer_gradient_norms(opt, norms, 2), ADAMW_STATUS_OK);
+    EXPECT(norms[0] == sqrt(sum_w) && norms[1] == sqrt(sum_b));
+    EXPECT_REJECTED(opt, adamw_optimizer_gradient_norms(opt, norms, 3), ADAMW_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_gradient_norms(opt, NULL, 2), ADAMW_STATUS_NULL_ARGUMENT);
+    /* Only the bias listed: the kernel's norm is NaN. */
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, &entries[1], 1, NULL), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_gradient_norms(opt, norms, 2), ADAMW_STATUS_OK);
+    EXPECT(isnan(norms[0]) && norms[1] == sqrt(sum_b));
+    adamw_optimizer_free(opt);
+
+    /* A dynamic loss scale skips a step whose gradient overflowed, and the report says so. */
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &opt), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_set_loss_scale(opt, 1, 1024.0, 2000), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_build(opt, vars, 1), ADAMW_STATUS_OK);
+    gw[2] = INFINITY;
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, entries, 1, NULL), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_step_report(opt, &report), ADAMW_STATUS_OK);
+    EXPECT(report.iterations == 1 && report.applied == 0 && report.has_loss_scale == 1 && report.loss_scale == 1024.0f);
+    gw[2] = 0.3f;
+    adamw_optimizer_free(opt);
+
+    /* global_clipnorm: Keras' norm (a float32) and its factor, at no extra cost. */
+    cfg.global_clipnorm = 0.25;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &opt), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_build(opt, vars, 2), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, entries, 2, NULL), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_step_report(opt, &report), ADAMW_STATUS_OK);
+    EXPECT(report.norms == ADAMW_NORM_SOURCE_GLOBAL_CLIPNORM);
+    EXPECT(report.global_norm == (double)(float)report.global_norm);
+    EXPECT(fabs(report.global_norm - sqrt(sum_w + sum_b)) < 1e-6);
+    float factor = 0.25f * fminf(1.0f / (float)report.global_norm, 1.0f / 0.25f);
+    EXPECT(report.clip_factor == (double)factor && report.clip_factor < 1.0);
+    adamw_optimizer_free(opt);
+}
+
 int main(void) {
     test_versions_and_errors();
     test_create();
@@ -1409,5 +1479,6 @@ int main(void) {
     test_device();
     test_keras_files();
     test_multipliers();
+    test_step_report();
     return report();
 }

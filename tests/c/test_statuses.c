@@ -178,6 +178,15 @@ static adamw_status call_set_variable_multipliers(adamw_optimizer *o) {
     return adamw_optimizer_set_variable_multipliers(o, 0, 1.0, 1.0);
 }
 static adamw_status call_set_weight_decay_min_ndim(adamw_optimizer *o) { return adamw_optimizer_set_weight_decay_min_ndim(o, 2); }
+static adamw_status call_step_report(adamw_optimizer *o) {
+    adamw_step_report report;
+    return adamw_optimizer_step_report(o, &report);
+}
+static adamw_status call_gradient_norms(adamw_optimizer *o) {
+    double norms[1];
+    return adamw_optimizer_gradient_norms(o, norms, 1);
+}
+static adamw_status call_set_report_gradient_norms(adamw_optimizer *o) { return adamw_optimizer_set_report_gradient_norms(o, 1); }
 static adamw_status call_variable_properties(adamw_optimizer *o) {
     adamw_variable_properties properties;
     return adamw_optimizer_variable_properties(o, 0, &properties);
@@ -233,7 +242,8 @@ static const handle_call handle_calls[] = {
     HANDLE_CALL(apply_gradients), HANDLE_CALL(minimize), HANDLE_CALL(finalize_variable_values),
     HANDLE_CALL(num_variables), HANDLE_CALL(variable_info), HANDLE_CALL(variable_name), HANDLE_CALL(get_variable),
     HANDLE_CALL(set_weights), HANDLE_CALL(set_variable_multipliers), HANDLE_CALL(set_weight_decay_min_ndim),
-    HANDLE_CALL(variable_properties),
+    HANDLE_CALL(variable_properties), HANDLE_CALL(step_report), HANDLE_CALL(gradient_norms),
+    HANDLE_CALL(set_report_gradient_norms),
 };
 #define NUM_HANDLE_CALLS (sizeof handle_calls / sizeof handle_calls[0])
 
@@ -382,11 +392,16 @@ static void drive_creation_and_settings(void) {
     adamw_variable_properties properties;
     DRIVE(adamw_optimizer_variable_properties, ADAMW_STATUS_UNKNOWN_VARIABLE, adamw_optimizer_variable_properties(opt, 99, &properties));
     DRIVE(adamw_optimizer_variable_properties, ADAMW_STATUS_NULL_ARGUMENT, adamw_optimizer_variable_properties(opt, 0, NULL));
+    double norms[4];
+    DRIVE(adamw_optimizer_gradient_norms, ADAMW_STATUS_INVALID_ARGUMENT, adamw_optimizer_gradient_norms(opt, norms, 4));
+    DRIVE(adamw_optimizer_step_report, ADAMW_STATUS_NULL_ARGUMENT, adamw_optimizer_step_report(opt, NULL));
+    DRIVE(adamw_optimizer_set_report_gradient_norms, ADAMW_STATUS_INVALID_ARGUMENT, adamw_optimizer_set_report_gradient_norms(opt, 7));
     adamw_optimizer_free(opt);
 
     adamw_optimizer *fresh = unbuilt();
     DRIVE(adamw_optimizer_set_variable_multipliers, ADAMW_STATUS_NOT_BUILT, call_set_variable_multipliers(fresh));
     DRIVE(adamw_optimizer_variable_properties, ADAMW_STATUS_NOT_BUILT, call_variable_properties(fresh));
+    DRIVE(adamw_optimizer_gradient_norms, ADAMW_STATUS_NOT_BUILT, call_gradient_norms(fresh));
     DRIVE(adamw_optimizer_set_weight_decay_min_ndim, ADAMW_STATUS_INVALID_ARGUMENT, adamw_optimizer_set_weight_decay_min_ndim(fresh, 33));
     /* No CUDA device 99, whether or not this machine has a GPU. */
     DRIVE(adamw_optimizer_set_device, ADAMW_STATUS_DEVICE, adamw_optimizer_set_device(fresh, ADAMW_DEVICE_KIND_CUDA, 99));
