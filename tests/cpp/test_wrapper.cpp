@@ -151,6 +151,22 @@ static void multipliers() {
     CHECK(opt.variable_properties(0).learning_rate_multiplier == 0.25);  // the refused calls changed nothing
 }
 
+static void step_report() {
+    adamw::Optimizer opt(adamw::Config().learning_rate(0.01));
+    CHECK(opt.step_report().norms == adamw::NormSource::none && !opt.step_report().applied);
+    opt.set_report_gradient_norms(true);
+    opt.build({adamw::Variable::of<float>("w", {3}), adamw::Variable::of<float>("b", {2})});
+    std::vector<float> w = {1, 2, 3}, gw = {0.5f, -1.5f, 2.0f}, b = {0, 0}, gb = {3, 4};
+    opt.apply_gradients({adamw::Gradient::dense<float>(0, w, gw), adamw::Gradient::dense<float>(1, b, gb)});
+    adamw::StepReport report = opt.step_report();
+    CHECK(report.iterations == 1 && report.applied && !report.loss_scale && report.clip_factor == 1.0);
+    CHECK(report.norms == adamw::NormSource::update_pass);
+    // Each square exact in float32 here: the sums are 6.5 and 25.
+    std::vector<double> norms = opt.gradient_norms(2);
+    CHECK(norms[0] == std::sqrt(6.5) && norms[1] == 5.0 && report.global_norm == std::sqrt(31.5));
+    EXPECT_ERROR(ADAMW_STATUS_INVALID_ARGUMENT, opt.gradient_norms(3));
+}
+
 static void callables() {
     std::vector<float> w = {1, 2}, g = {1, 1};
     int calls = 0;
@@ -670,6 +686,7 @@ int main(int argc, char** argv) {
     steps_and_errors();
     exclusion_and_reserve();
     multipliers();
+    step_report();
     callables();
     state_and_checkpoints();
     move_semantics();

@@ -63,3 +63,27 @@ func TestVariableMultipliersAndWeightDecayMinNdim(t *testing.T) {
 		t.Errorf("WeightDecayMinNdim 33: %v", err)
 	}
 }
+
+func TestStepReport(t *testing.T) {
+	cfg := DefaultConfig()
+	o := newBuilt(t, cfg, Variable{Name: "w", Shape: []int{3}, DType: Float32}, Variable{Name: "b", Shape: []int{2}, DType: Float32})
+	defer o.Close()
+	if err := o.SetReportGradientNorms(true); err != nil {
+		t.Fatal(err)
+	}
+	w, b := []float32{1, 2, 3}, []float32{0, 0}
+	if _, err := o.ApplyGradients([]Gradient{Dense(0, w, []float32{0.5, -1.5, 2}), Dense(1, b, []float32{3, 4})}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := o.StepReport()
+	if err != nil || r.Iterations != 1 || !r.Applied || r.Norms != NormsUpdatePass || r.ClipFactor != 1 || r.GlobalNorm != math.Sqrt(31.5) {
+		t.Errorf("%+v, %v", r, err)
+	}
+	norms := make([]float64, 2)
+	if err := o.GradientNorms(norms); err != nil || norms[0] != math.Sqrt(6.5) || norms[1] != 5 {
+		t.Errorf("%v, %v", norms, err)
+	}
+	if err := o.GradientNorms(make([]float64, 3)); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("three norms of two variables: %v", err)
+	}
+}

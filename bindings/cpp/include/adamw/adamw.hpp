@@ -853,6 +853,24 @@ struct VariableProperties {
     double weight_decay_multiplier;
 };
 
+/// Where a step's gradient norms came from (adamw_norm_source).
+enum class NormSource : std::uint32_t {
+    none = ADAMW_NORM_SOURCE_NONE,
+    clipnorm = ADAMW_NORM_SOURCE_CLIPNORM,
+    global_clipnorm = ADAMW_NORM_SOURCE_GLOBAL_CLIPNORM,
+    update_pass = ADAMW_NORM_SOURCE_UPDATE_PASS,
+};
+
+/// What the last step saw (adamw_optimizer_step_report).
+struct StepReport {
+    int64_t iterations;
+    bool applied;                ///< false before any step and for a step the loss scale skipped
+    std::optional<float> loss_scale;
+    double global_norm;          ///< unscaled, before clipping; NaN when not computed
+    double clip_factor;          ///< global_clipnorm's factor; 1 without a clip; NaN per variable
+    NormSource norms;
+};
+
 /// tf.keras.optimizers.AdamW. Move-only; the destructor frees the handle. Every fallible
 /// method is a try_ method returning a Result; its throwing twin (with exceptions) is at the end.
 class Optimizer {
@@ -1074,6 +1092,23 @@ class Optimizer {
                                            raw.excluded != 0, raw.has_master != 0, raw.learning_rate_multiplier,
                                            raw.weight_decay_multiplier});
     }
+    /// What the last step saw (no cost; see adamw_optimizer_step_report).
+    Result<StepReport> try_step_report() const {
+        adamw_step_report raw{};
+        return call(adamw_optimizer_step_report, &raw)
+            .with_value(StepReport{raw.iterations, raw.applied != 0,
+                                   raw.has_loss_scale != 0 ? std::optional<float>(raw.loss_scale) : std::nullopt,
+                                   raw.global_norm, raw.clip_factor, static_cast<NormSource>(raw.norms)});
+    }
+    /// Per model variable, its gradient's norm in the last step (NaN when not listed or not computed).
+    Result<std::vector<double>> try_gradient_norms(std::size_t num_variables) const {
+        std::vector<double> norms(num_variables);
+        return call(adamw_optimizer_gradient_norms, norms.data(), norms.size()).with_value(std::move(norms));
+    }
+    /// Whether steps without a clip by norm compute the norms in the update pass (off by default).
+    Result<void> try_set_report_gradient_norms(bool enabled) {
+        return call(adamw_optimizer_set_report_gradient_norms, static_cast<uint8_t>(enabled ? 1 : 0));
+    }
     /// A copy of optimizer variable `index` as T (int64_t for index 0, else the variable's dtype).
     template <class T>
     Result<std::vector<T>> try_variable(std::size_t index) const {
@@ -1194,6 +1229,11 @@ class Optimizer {
     VariableProperties variable_properties(std::size_t variable) const {
         return try_variable_properties(variable).value();
     }
+    StepReport step_report() const { return try_step_report().value(); }
+    std::vector<double> gradient_norms(std::size_t num_variables) const {
+        return try_gradient_norms(num_variables).value();
+    }
+    void set_report_gradient_norms(bool enabled) { try_set_report_gradient_norms(enabled).value(); }
     template <class T>
     std::vector<T> variable(std::size_t index) const {
         return try_variable<T>(index).value();
