@@ -7,7 +7,10 @@
  * the end by training again without the hook).
  *
  * The model: a one-hidden-layer network (256 inputs, 1024 tanh units, 1 output) fitting a fixed
- * random teacher, full-batch of 64 examples, 60 steps.
+ * random teacher, full-batch of 64 examples, 60 steps. As GPT-2 trainers do, only the matrices
+ * are decayed (adamw_optimizer_set_weight_decay_min_ndim(opt, 2): the biases are not), and the
+ * progress line logs the gradient norm, which libadamw takes in its update pass
+ * (adamw_optimizer_set_report_gradient_norms) instead of a second pass over the gradients.
  *
  * Build: cc -O2 -fopenmp -Iinclude examples/c/openmp_trainer.c target/release/libadamw.a -lm -ldl -lpthread
  */
@@ -110,14 +113,25 @@ static uint64_t train(const batch *data, int use_hook, int verbose) {
     adamw_optimizer *opt = NULL;
     check(adamw_optimizer_new(&config, &opt), "adamw_optimizer_new");
     if (use_hook) check(adamw_optimizer_set_parallel_for(opt, counted_omp_parallel_for, NULL), "set_parallel_for");
-    const size_t w1_shape[2] = {HIDDEN, IN}, vec_shape[1] = {HIDDEN}, one[1] = {1};
+    check(adamw_optimizer_set_weight_decay_min_ndim(opt, 2), "set_weight_decay_min_ndim"); /* no decay for biases */
+    check(adamw_optimizer_set_report_gradient_norms(opt, 1), "set_report_gradient_norms");
+    const size_t w1_shape[2] = {HIDDEN, IN}, vec_shape[1] = {HIDDEN}, w2_shape[2] = {HIDDEN, 1}, one[1] = {1};
     const adamw_variable variables[4] = {
         {"dense/kernel", ADAMW_DTYPE_FLOAT32, 2, w1_shape, NULL, 0, 0, 0},
         {"dense/bias", ADAMW_DTYPE_FLOAT32, 1, vec_shape, NULL, 0, 0, 0},
-        {"out/kernel", ADAMW_DTYPE_FLOAT32, 1, vec_shape, NULL, 0, 0, 0},
+        {"out/kernel", ADAMW_DTYPE_FLOAT32, 2, w2_shape, NULL, 0, 0, 0},
         {"out/bias", ADAMW_DTYPE_FLOAT32, 1, one, NULL, 0, 0, 0},
     };
     check(adamw_optimizer_build(opt, variables, 4), "adamw_optimizer_build");
+    if (verbose) {
+        printf("decayed:");
+        for (size_t v = 0; v < 4; v++) {
+            adamw_variable_properties p;
+            check(adamw_optimizer_variable_properties(opt, v, &p), "variable_properties");
+            printf(" %s %s", variables[v].name, p.decayed ? "yes" : "no");
+        }
+        printf("\n");
+    }
     adamw_gradient entries[4] = {
         {.variable = 0, .dtype = ADAMW_DTYPE_FLOAT32, .data = m.w1, .len = HIDDEN * IN, .dense = grad.w1},
         {.variable = 1, .dtype = ADAMW_DTYPE_FLOAT32, .data = m.b1, .len = HIDDEN, .dense = grad.b1},
@@ -127,7 +141,11 @@ static uint64_t train(const batch *data, int use_hook, int verbose) {
     for (int step = 1; step <= STEPS; step++) {
         float loss = forward_backward(&m, data, &grad);
         check(adamw_optimizer_apply_gradients(opt, entries, 4, NULL), "apply_gradients");
-        if (verbose && (step == 1 || step % 10 == 0)) printf("step %3d  loss %.6f\n", step, loss);
+        if (verbose && (step == 1 || step % 10 == 0)) {
+            adamw_step_report report; /* what the step saw: no pass over the gradients */
+            check(adamw_optimizer_step_report(opt, &report), "step_report");
+            printf("step %3d  loss %.6f  grad norm %.6f\n", step, loss, report.global_norm);
+        }
     }
     adamw_optimizer_free(opt);
     uint64_t sum = 1469598103934665603u; /* FNV-1a over the weights' bytes */
