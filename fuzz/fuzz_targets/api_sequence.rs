@@ -1,6 +1,7 @@
 //! A sequence of C API calls decoded from the input: create, build with odd shapes and names,
 //! dense and sparse steps with wrong lengths, out-of-range and duplicate indices, NaN and
-//! infinities, set_weights, save and load, get_config, finalize, free. After every failed call
+//! infinities, set_weights, save and load, get_config, finalize, per-variable multipliers (NaN,
+//! infinite, negative), weight_decay_min_ndim, the step report and its norms, free. After every failed call
 //! the optimizer must be unchanged (its checkpoint bytes, config and iterations). All buffers
 //! are real memory of the lengths the calls state: the fuzzer varies what the library is told,
 //! not whether the caller lies about its own memory.
@@ -67,6 +68,10 @@ fuzz_target!(|data: &[u8]| {
             let scale = [1.0, 3.0, 65536.0, 1.0e38][(loss >> 2) as usize % 4];
             adamw_optimizer_set_loss_scale(opt, (loss >> 1) & 1, scale, ((loss >> 4) % 4) as i64);
         }
+        // The extensions beyond Keras, sometimes: no decay below N dimensions, the report's norms.
+        let extensions = input.byte();
+        adamw_optimizer_set_weight_decay_min_ndim(opt, u32::from(extensions % 4) * 11); // 33 is refused
+        adamw_optimizer_set_report_gradient_norms(opt, (extensions >> 2) % 3); // 2 is refused
         // Variables: 1-3, shapes from the input (some empty or odd).
         let count = 1 + input.byte() as usize % 3;
         let mut shapes: Vec<Vec<usize>> = (0..count).map(|_| (0..input.byte() % 3 + 1).map(|_| input.byte() as usize % 5).collect()).collect();
@@ -92,12 +97,18 @@ fuzz_target!(|data: &[u8]| {
         }
         for _ in 0..16 {
             let before = snapshot(opt);
-            let op = input.byte() % 6;
+            let op = input.byte() % 8;
             let v = input.byte() as usize % (count + 1); // sometimes an unknown variable
             let target = v % count;
             let wrong = input.byte() % 4 == 0;
             let len = if wrong { lens[target] + 1 } else { lens[target] };
             let mut grad: Vec<f32> = (0..len).map(|_| input.float()).collect();
+            let properties = |opt| {
+                let mut p: adamw_variable_properties = std::mem::zeroed();
+                let s = adamw_optimizer_variable_properties(opt, target, &mut p);
+                (s, p.decayed, p.learning_rate_multiplier.to_bits(), p.weight_decay_multiplier.to_bits())
+            };
+            let properties_before = properties(opt);
             let status = match op {
                 0 | 1 => {
                     let mut data = values[target].clone();
@@ -162,13 +173,25 @@ fuzz_target!(|data: &[u8]| {
                     }
                     s
                 }
-                _ => {
+                5 => {
                     let mut n = 0usize;
                     adamw_optimizer_get_config(opt, std::ptr::null_mut(), 0, &mut n)
+                }
+                6 => {
+                    let (lr, wd) = (input.float() as f64, input.float() as f64);
+                    adamw_optimizer_set_variable_multipliers(opt, v, lr, wd)
+                }
+                _ => {
+                    let mut report: adamw_step_report = std::mem::zeroed();
+                    assert_eq!(adamw_optimizer_step_report(opt, &mut report), adamw_status::Ok);
+                    let n = count + usize::from(wrong);
+                    let mut norms = vec![0.0f64; n];
+                    adamw_optimizer_gradient_norms(opt, norms.as_mut_ptr(), n)
                 }
             };
             if status != adamw_status::Ok {
                 assert!(snapshot(opt) == before, "a failed call (op {op}, status {status:?}) changed the optimizer");
+                assert!(properties(opt) == properties_before, "a failed call (op {op}) changed the multipliers");
             }
             grad.clear();
         }
