@@ -678,6 +678,25 @@ enum adamw_status adamw_optimizer_variable_properties(const struct adamw_optimiz
                                                       size_t variable,
                                                       struct adamw_variable_properties *out);
 
+// Resets model variable `variable`'s optimizer state to what build made of it, for a layer the
+// caller re-initialized: m and v (and vhat with amsgrad) zeroed; the EMA average and a float32
+// master copy start again as copies of `data` (the variable's new values: `len` elements of
+// its own `dtype`, its shard with a mesh; widened exactly for a master). `data` is needed only
+// with EMA or master weights (otherwise pass NULL, 0, and any dtype). The other variables,
+// `iterations` (the bias correction goes on from the optimizer's counter, as Keras counts) and
+// the multipliers are untouched. After build, between steps.
+// Ownership: `data` is read during the call. NULL: `optimizer`; `data` may be NULL only when
+// `len` is 0. Threads: serialized (a call while another thread's step runs is BUSY).
+// Errors: NULL_ARGUMENT (`data` NULL with `len` > 0), INVALID_ARGUMENT (no `data` for a
+// variable with EMA or a master, an unknown dtype, not a handle), NOT_BUILT, UNKNOWN_VARIABLE, DTYPE_MISMATCH, SHAPE_MISMATCH (`len` is
+// not the variable's), OUT_OF_MEMORY, DEVICE, BUSY. On error nothing changes (a device that fails
+// midway excepted: the message says so).
+enum adamw_status adamw_optimizer_reset_variable(struct adamw_optimizer *optimizer,
+                                                 size_t variable,
+                                                 uint32_t dtype,
+                                                 const void *data,
+                                                 size_t len);
+
 // Creates an optimizer from a config.
 // Ownership: `config` and what it points at are read during the call (callbacks and their
 // user_data are kept); on OK the caller owns `*out` and frees it with `adamw_optimizer_free`.

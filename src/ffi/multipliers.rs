@@ -1,10 +1,13 @@
 //! Per-variable controls beyond Keras 2: learning-rate and weight-decay multipliers, the
-//! `weight_decay_min_ndim` rule, and what the optimizer does with each model variable.
+//! `weight_decay_min_ndim` rule, what the optimizer does with each model variable, and resetting
+//! one variable's state.
+
+use std::ffi::c_void;
 
 use super::handle::{adamw_optimizer, with_optimizer};
-use super::slice::write;
+use super::slice::{tensor_ref, write};
 use super::status::{FfiError, adamw_status};
-use super::types::{adamw_variable_properties, dtype_code};
+use super::types::{adamw_variable_properties, decode_dtype, dtype_code};
 use crate::optimizer::Multipliers;
 
 /// Sets the learning-rate and weight-decay multipliers of model variable `variable` (its
@@ -92,6 +95,41 @@ pub unsafe extern "C" fn adamw_optimizer_variable_properties(
                 weight_decay_multiplier: p.multipliers.weight_decay,
             };
             write(out, properties, "out")
+        })
+    }
+}
+
+/// Resets model variable `variable`'s optimizer state to what build made of it, for a layer the
+/// caller re-initialized: m and v (and vhat with amsgrad) zeroed; the EMA average and a float32
+/// master copy start again as copies of `data` (the variable's new values: `len` elements of
+/// its own `dtype`, its shard with a mesh; widened exactly for a master). `data` is needed only
+/// with EMA or master weights (otherwise pass NULL, 0, and any dtype). The other variables,
+/// `iterations` (the bias correction goes on from the optimizer's counter, as Keras counts) and
+/// the multipliers are untouched. After build, between steps.
+/// Ownership: `data` is read during the call. NULL: `optimizer`; `data` may be NULL only when
+/// `len` is 0. Threads: serialized (a call while another thread's step runs is BUSY).
+/// Errors: NULL_ARGUMENT (`data` NULL with `len` > 0), INVALID_ARGUMENT (no `data` for a
+/// variable with EMA or a master, an unknown dtype, not a handle), NOT_BUILT, UNKNOWN_VARIABLE, DTYPE_MISMATCH, SHAPE_MISMATCH (`len` is
+/// not the variable's), OUT_OF_MEMORY, DEVICE, BUSY. On error nothing changes (a device that fails
+/// midway excepted: the message says so).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_reset_variable(
+    optimizer: *mut adamw_optimizer,
+    variable: usize,
+    dtype: u32,
+    data: *const c_void,
+    len: usize,
+) -> adamw_status {
+    // SAFETY: the caller passes a live handle and `len` elements of `dtype` at `data`.
+    unsafe {
+        with_optimizer(optimizer, |s| {
+            let values = if data.is_null() && len == 0 {
+                None // refused by the optimizer where the variable needs its values
+            } else {
+                let dtype = decode_dtype(dtype, || "dtype".into())?;
+                Some(tensor_ref(dtype, data, len, "data")?)
+            };
+            Ok(s.optimizer.reset_variable(variable, values)?)
         })
     }
 }

@@ -13,7 +13,7 @@ use regex::Regex;
 use serde_json::Value;
 
 use crate::config::{Config, Device, LearningRate};
-use crate::dtype::{DType, Element, TensorBuf, TensorMut, TensorRef};
+use crate::dtype::{DType, Element, TensorBuf, TensorMut, TensorRef, each_float};
 use crate::engine::cpu::CpuEngine;
 use crate::engine::{Engine, Slot, Slots, VariableScalars};
 use crate::error::{Error, Result, invalid};
@@ -292,6 +292,75 @@ impl Optimizer {
         built.decay[variable] = !built.excluded[variable] && multipliers.weight_decay != 0.0;
         if multipliers.is_identity() {
             built.variable_scalars[variable] = VariableScalars::Shared;
+        }
+        Ok(())
+    }
+
+    /// Resets built variable `variable`'s optimizer state to what build made of it: m and v (and
+    /// vhat with amsgrad) zeroed, the EMA average and a float32 master copy from `values` (the
+    /// variable's new values, in its own dtype and length, widened exactly for a master; needed
+    /// with EMA or a master, ignored otherwise). For a re-initialized layer. The other variables,
+    /// the counter and the multipliers are untouched. After build, between steps; refused with
+    /// nothing changed when `values` is missing or of another dtype or length.
+    pub fn reset_variable(&mut self, variable: usize, values: Option<TensorRef<'_>>) -> Result<()> {
+        let s = &mut self.state;
+        let built = s.built.as_ref().ok_or_else(|| validate::not_built("reset_variable"))?;
+        let count = built.variables.len();
+        let layout = built.variables.get(variable).map(|v| v.layout).ok_or_else(|| {
+            Error::UnknownVariable(format!(
+                "variable index {variable} is out of range: the optimizer was built with {count} variables"
+            ))
+        })?;
+        // Values are checked whenever given, and needed with EMA or a master.
+        if let Some(v) = values {
+            if v.dtype() != layout.values_dtype {
+                return Err(Error::DtypeMismatch(format!(
+                    "the values for variable {variable} are {}, the variable is {}",
+                    v.dtype().name(),
+                    layout.values_dtype.name()
+                )));
+            }
+            if v.len() != layout.len {
+                return Err(Error::ShapeMismatch(format!(
+                    "the values for variable {variable} have {} elements, the variable holds {}",
+                    v.len(),
+                    layout.len
+                )));
+            }
+        }
+        let needs_values = s.config.use_ema || layout.has_master();
+        let initial = match values {
+            _ if !needs_values => None,
+            None => {
+                return Err(invalid!(
+                    "resetting variable {variable} needs its values: its EMA average and master copy start as copies"
+                ));
+            }
+            // The state's dtype: the values themselves, or widened exactly for a master.
+            Some(v) if layout.has_master() => {
+                let mut wide = TensorBuf::zeros(DType::F32, v.len())?;
+                if let TensorMut::F32(out) = wide.as_mut() {
+                    each_float!(v, x => out.iter_mut().zip(x).for_each(|(o, &x)| *o = crate::float::Real::to_f32(x)), _ => {});
+                }
+                Some(wide)
+            }
+            Some(v) => Some(TensorBuf::copy_of(v)?),
+        };
+        let zeros = TensorBuf::zeros(layout.dtype, layout.len)?;
+        let mut writes = vec![(Slot::M, zeros.as_ref()), (Slot::V, zeros.as_ref())];
+        if s.config.amsgrad {
+            writes.push((Slot::Vhat, zeros.as_ref()));
+        }
+        if let Some(initial) = &initial {
+            if s.config.use_ema {
+                writes.push((Slot::Average, initial.as_ref()));
+            }
+            if layout.has_master() {
+                writes.push((Slot::Master, initial.as_ref()));
+            }
+        }
+        for (slot, values) in writes {
+            s.engine.write_slot(variable, slot, values)?;
         }
         Ok(())
     }

@@ -1459,6 +1459,51 @@ static void test_step_report(void) {
     adamw_optimizer_free(opt);
 }
 
+/* Resetting one variable: its moments zeroed, its EMA average from the new values, the other
+ * variable untouched; refusals change nothing. */
+static void test_reset_variable(void) {
+    adamw_config cfg = adamw_config_default();
+    cfg.use_ema = 1;
+    adamw_optimizer *opt = NULL;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &opt), ADAMW_STATUS_OK);
+    float w[4] = {1, 2, 3, 4}, b[2] = {0.5f, -0.5f}, gw[4] = {0.1f, 0.2f, 0.3f, 0.4f}, gb[2] = {1, -1};
+    const size_t w_shape[1] = {4}, b_shape[1] = {2};
+    adamw_variable vars[2] = {
+        {.name = "w", .dtype = ADAMW_DTYPE_FLOAT32, .ndim = 1, .shape = w_shape, .data = w},
+        {.name = "b", .dtype = ADAMW_DTYPE_FLOAT32, .ndim = 1, .shape = b_shape, .data = b},
+    };
+    EXPECT_STATUS(adamw_optimizer_reset_variable(opt, 0, ADAMW_DTYPE_FLOAT32, w, 4), ADAMW_STATUS_NOT_BUILT);
+    EXPECT_STATUS(adamw_optimizer_build(opt, vars, 2), ADAMW_STATUS_OK);
+    adamw_gradient entries[2] = {
+        {.variable = 0, .dtype = ADAMW_DTYPE_FLOAT32, .data = w, .len = 4, .dense = gw},
+        {.variable = 1, .dtype = ADAMW_DTYPE_FLOAT32, .data = b, .len = 2, .dense = gb},
+    };
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, entries, 2, NULL), ADAMW_STATUS_OK);
+    /* Keras' order: iteration, average w, average b, m w, v w, m b, v b. */
+    float b_m_before[2], b_m_after[2], slot[4];
+    EXPECT_STATUS(adamw_optimizer_get_variable(opt, 5, ADAMW_DTYPE_FLOAT32, b_m_before, 2), ADAMW_STATUS_OK);
+    const float fresh[4] = {-1, -2, -3, -4};
+    double wide[4] = {0};
+    EXPECT_REJECTED(opt, adamw_optimizer_reset_variable(opt, 0, ADAMW_DTYPE_FLOAT32, NULL, 0), ADAMW_STATUS_INVALID_ARGUMENT);
+    EXPECT_REJECTED(opt, adamw_optimizer_reset_variable(opt, 0, ADAMW_DTYPE_FLOAT64, wide, 4), ADAMW_STATUS_DTYPE_MISMATCH);
+    EXPECT_REJECTED(opt, adamw_optimizer_reset_variable(opt, 0, ADAMW_DTYPE_FLOAT32, fresh, 3), ADAMW_STATUS_SHAPE_MISMATCH);
+    EXPECT_REJECTED(opt, adamw_optimizer_reset_variable(opt, 2, ADAMW_DTYPE_FLOAT32, fresh, 4), ADAMW_STATUS_UNKNOWN_VARIABLE);
+    EXPECT_REJECTED(opt, adamw_optimizer_reset_variable(opt, 0, ADAMW_DTYPE_FLOAT32, NULL, 4), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_reset_variable(opt, 0, ADAMW_DTYPE_FLOAT32, fresh, 4), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_get_variable(opt, 1, ADAMW_DTYPE_FLOAT32, slot, 4), ADAMW_STATUS_OK);
+    EXPECT(memcmp(slot, fresh, sizeof fresh) == 0); /* the average starts again from the new values */
+    EXPECT_STATUS(adamw_optimizer_get_variable(opt, 3, ADAMW_DTYPE_FLOAT32, slot, 4), ADAMW_STATUS_OK);
+    EXPECT(slot[0] == 0 && slot[1] == 0 && slot[2] == 0 && slot[3] == 0); /* m */
+    EXPECT_STATUS(adamw_optimizer_get_variable(opt, 4, ADAMW_DTYPE_FLOAT32, slot, 4), ADAMW_STATUS_OK);
+    EXPECT(slot[0] == 0 && slot[3] == 0); /* v */
+    EXPECT_STATUS(adamw_optimizer_get_variable(opt, 5, ADAMW_DTYPE_FLOAT32, b_m_after, 2), ADAMW_STATUS_OK);
+    EXPECT(memcmp(b_m_before, b_m_after, sizeof b_m_after) == 0 && b_m_after[0] != 0); /* untouched */
+    int64_t it = 0;
+    EXPECT_STATUS(adamw_optimizer_iterations(opt, &it), ADAMW_STATUS_OK);
+    EXPECT(it == 1);
+    adamw_optimizer_free(opt);
+}
+
 int main(void) {
     test_versions_and_errors();
     test_create();
@@ -1480,5 +1525,6 @@ int main(void) {
     test_keras_files();
     test_multipliers();
     test_step_report();
+    test_reset_variable();
     return report();
 }

@@ -187,6 +187,9 @@ static adamw_status call_gradient_norms(adamw_optimizer *o) {
     return adamw_optimizer_gradient_norms(o, norms, 1);
 }
 static adamw_status call_set_report_gradient_norms(adamw_optimizer *o) { return adamw_optimizer_set_report_gradient_norms(o, 1); }
+static adamw_status call_reset_variable(adamw_optimizer *o) {
+    return adamw_optimizer_reset_variable(o, 0, ADAMW_DTYPE_FLOAT32, w, 3);
+}
 static adamw_status call_variable_properties(adamw_optimizer *o) {
     adamw_variable_properties properties;
     return adamw_optimizer_variable_properties(o, 0, &properties);
@@ -243,7 +246,7 @@ static const handle_call handle_calls[] = {
     HANDLE_CALL(num_variables), HANDLE_CALL(variable_info), HANDLE_CALL(variable_name), HANDLE_CALL(get_variable),
     HANDLE_CALL(set_weights), HANDLE_CALL(set_variable_multipliers), HANDLE_CALL(set_weight_decay_min_ndim),
     HANDLE_CALL(variable_properties), HANDLE_CALL(step_report), HANDLE_CALL(gradient_norms),
-    HANDLE_CALL(set_report_gradient_norms),
+    HANDLE_CALL(set_report_gradient_norms), HANDLE_CALL(reset_variable),
 };
 #define NUM_HANDLE_CALLS (sizeof handle_calls / sizeof handle_calls[0])
 
@@ -396,12 +399,17 @@ static void drive_creation_and_settings(void) {
     DRIVE(adamw_optimizer_gradient_norms, ADAMW_STATUS_INVALID_ARGUMENT, adamw_optimizer_gradient_norms(opt, norms, 4));
     DRIVE(adamw_optimizer_step_report, ADAMW_STATUS_NULL_ARGUMENT, adamw_optimizer_step_report(opt, NULL));
     DRIVE(adamw_optimizer_set_report_gradient_norms, ADAMW_STATUS_INVALID_ARGUMENT, adamw_optimizer_set_report_gradient_norms(opt, 7));
+    DRIVE(adamw_optimizer_reset_variable, ADAMW_STATUS_UNKNOWN_VARIABLE, adamw_optimizer_reset_variable(opt, 99, ADAMW_DTYPE_FLOAT32, w, 3));
+    DRIVE(adamw_optimizer_reset_variable, ADAMW_STATUS_DTYPE_MISMATCH, adamw_optimizer_reset_variable(opt, 0, ADAMW_DTYPE_FLOAT16, w, 3));
+    DRIVE(adamw_optimizer_reset_variable, ADAMW_STATUS_SHAPE_MISMATCH, adamw_optimizer_reset_variable(opt, 0, ADAMW_DTYPE_FLOAT32, w, 2));
+    DRIVE(adamw_optimizer_reset_variable, ADAMW_STATUS_NULL_ARGUMENT, adamw_optimizer_reset_variable(opt, 0, ADAMW_DTYPE_FLOAT32, NULL, 3));
     adamw_optimizer_free(opt);
 
     adamw_optimizer *fresh = unbuilt();
     DRIVE(adamw_optimizer_set_variable_multipliers, ADAMW_STATUS_NOT_BUILT, call_set_variable_multipliers(fresh));
     DRIVE(adamw_optimizer_variable_properties, ADAMW_STATUS_NOT_BUILT, call_variable_properties(fresh));
     DRIVE(adamw_optimizer_gradient_norms, ADAMW_STATUS_NOT_BUILT, call_gradient_norms(fresh));
+    DRIVE(adamw_optimizer_reset_variable, ADAMW_STATUS_NOT_BUILT, call_reset_variable(fresh));
     DRIVE(adamw_optimizer_set_weight_decay_min_ndim, ADAMW_STATUS_INVALID_ARGUMENT, adamw_optimizer_set_weight_decay_min_ndim(fresh, 33));
     /* No CUDA device 99, whether or not this machine has a GPU. */
     DRIVE(adamw_optimizer_set_device, ADAMW_STATUS_DEVICE, adamw_optimizer_set_device(fresh, ADAMW_DEVICE_KIND_CUDA, 99));
@@ -511,6 +519,7 @@ static const struct {
 } not_driven[] = {
     {"*", "OUT_OF_MEMORY", "an allocation that fails (only the overflowing sizes above are drivable)"},
     {"adamw_optimizer_set_threads", "OUT_OF_MEMORY", "the system refuses to start a thread"},
+    {"adamw_optimizer_reset_variable", "DEVICE", "a GPU that fails while the reset state is copied to it"},
 };
 
 static int exempt(const char *function, const char *status, int drivable_elsewhere) {

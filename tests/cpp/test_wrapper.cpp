@@ -165,6 +165,13 @@ static void step_report() {
     std::vector<double> norms = opt.gradient_norms(2);
     CHECK(norms[0] == std::sqrt(6.5) && norms[1] == 5.0 && report.global_norm == std::sqrt(31.5));
     EXPECT_ERROR(ADAMW_STATUS_INVALID_ARGUMENT, opt.gradient_norms(3));
+    // A re-initialized bias: its moments start again (no EMA: no values needed).
+    opt.reset_variable(1);
+    CHECK(opt.variable<float>(3) == std::vector<float>({0.0f, 0.0f}));  // m of b
+    std::vector<float> new_w = {0, 0, 0};
+    opt.reset_variable<float>(0, new_w);
+    EXPECT_ERROR(ADAMW_STATUS_SHAPE_MISMATCH, opt.reset_variable<float>(0, adamw::span<const float>(new_w.data(), 2)));
+    EXPECT_ERROR(ADAMW_STATUS_UNKNOWN_VARIABLE, opt.reset_variable(5));
 }
 
 static void callables() {

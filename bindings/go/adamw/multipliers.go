@@ -5,7 +5,10 @@ package adamw
 */
 import "C"
 
-import "math"
+import (
+	"fmt"
+	"math"
+)
 
 // SetVariableMultipliers sets model variable variable's learning-rate and weight-decay
 // multipliers (its position in Build's list), from the next step on; any time after Build. The
@@ -56,4 +59,27 @@ func (o *Optimizer) VariableProperties(variable int) (VariableProperties, error)
 		return s
 	})
 	return p, err
+}
+
+// ResetVariable resets model variable variable's optimizer state as Build made it, for a layer
+// the caller re-initialized: m and v (and vhat) zeroed, the EMA average and a float32 master
+// copy from values (the variable's new values: []float32, []float64, []BF16 or []F16 of its
+// dtype and length; nil when the optimizer has neither EMA nor master weights). The other
+// variables, the iteration count and the multipliers are untouched. A refused call
+// (ErrDtypeMismatch, ErrShapeMismatch, ErrUnknownVariable, ErrInvalidArgument for missing
+// values) changes nothing.
+func (o *Optimizer) ResetVariable(variable int, values interface{}) error {
+	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		if variable < 0 {
+			variable = math.MaxInt
+		}
+		if values == nil {
+			return C.adamw_optimizer_reset_variable(h, C.size_t(variable), C.uint32_t(Float32), nil, 0)
+		}
+		data, dtype, n := typedValues(values)
+		if dtype == 0 { // not a slice of a dtype
+			return o.fail(StatusInvalidArgument, fmt.Sprintf("values must be []float32, []float64, []BF16 or []F16, got %T", values))
+		}
+		return C.adamw_optimizer_reset_variable(h, C.size_t(variable), C.uint32_t(dtype), data, C.size_t(n))
+	})
 }

@@ -87,3 +87,34 @@ func TestStepReport(t *testing.T) {
 		t.Errorf("three norms of two variables: %v", err)
 	}
 }
+
+func TestResetVariable(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.UseEMA = true
+	w := []float32{1, 2, 3}
+	o := newBuilt(t, cfg, Variable{Name: "w", Shape: []int{3}, DType: Float32, Init: w})
+	defer o.Close()
+	if _, err := o.ApplyGradients([]Gradient{Dense(0, w, []float32{0.5, -1, 2})}); err != nil {
+		t.Fatal(err)
+	}
+	fresh := []float32{-1, -2, -3}
+	if err := o.ResetVariable(0, nil); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("no values with EMA: %v", err)
+	}
+	if err := o.ResetVariable(0, fresh[:2]); !errors.Is(err, ErrShapeMismatch) {
+		t.Errorf("two values: %v", err)
+	}
+	if err := o.ResetVariable(1, fresh); !errors.Is(err, ErrUnknownVariable) {
+		t.Errorf("variable 1: %v", err)
+	}
+	if err := o.ResetVariable(0, fresh); err != nil {
+		t.Fatal(err)
+	}
+	average, m := make([]float32, 3), make([]float32, 3)
+	if err := o.Values(1, average); err != nil || average[0] != -1 || average[2] != -3 {
+		t.Errorf("average %v, %v", average, err)
+	}
+	if err := o.Values(2, m); err != nil || m[0] != 0 || m[1] != 0 || m[2] != 0 {
+		t.Errorf("m %v, %v", m, err)
+	}
+}

@@ -1092,6 +1092,18 @@ class Optimizer {
                                            raw.excluded != 0, raw.has_master != 0, raw.learning_rate_multiplier,
                                            raw.weight_decay_multiplier});
     }
+    /// Resets model variable `variable`'s optimizer state as build made it (m, v, vhat zeroed;
+    /// the EMA average and a master from `values`, the variable's new values; see
+    /// adamw_optimizer_reset_variable). Without EMA or masters, reset_variable(v) needs no values.
+    template <class T>
+    Result<void> try_reset_variable(std::size_t variable, span<const T> values) {
+        return call(adamw_optimizer_reset_variable, variable, static_cast<uint32_t>(to_c(detail::dtype_of<T>::value)),
+                    static_cast<const void*>(values.data()), values.size());
+    }
+    Result<void> try_reset_variable(std::size_t variable) {
+        return call(adamw_optimizer_reset_variable, variable, static_cast<uint32_t>(ADAMW_DTYPE_FLOAT32),
+                    static_cast<const void*>(nullptr), std::size_t{0});
+    }
     /// What the last step saw (no cost; see adamw_optimizer_step_report).
     Result<StepReport> try_step_report() const {
         adamw_step_report raw{};
@@ -1230,6 +1242,11 @@ class Optimizer {
         return try_variable_properties(variable).value();
     }
     StepReport step_report() const { return try_step_report().value(); }
+    template <class T>
+    void reset_variable(std::size_t variable, span<const T> values) {
+        try_reset_variable<T>(variable, values).value();
+    }
+    void reset_variable(std::size_t variable) { try_reset_variable(variable).value(); }
     std::vector<double> gradient_norms(std::size_t num_variables) const {
         return try_gradient_norms(num_variables).value();
     }
