@@ -1,7 +1,8 @@
 //! A sequence of C API calls decoded from the input: create, build with odd shapes and names,
 //! dense and sparse steps with wrong lengths, out-of-range and duplicate indices, NaN and
 //! infinities, set_weights, save and load, get_config, finalize, per-variable multipliers (NaN,
-//! infinite, negative), weight_decay_min_ndim, the step report and its norms, free. After every failed call
+//! infinite, negative), weight_decay_min_ndim, resetting a variable, the step report and its
+//! norms, free. After every failed call
 //! the optimizer must be unchanged (its checkpoint bytes, config and iterations). All buffers
 //! are real memory of the lengths the calls state: the fuzzer varies what the library is told,
 //! not whether the caller lies about its own memory.
@@ -97,7 +98,7 @@ fuzz_target!(|data: &[u8]| {
         }
         for _ in 0..16 {
             let before = snapshot(opt);
-            let op = input.byte() % 8;
+            let op = input.byte() % 9;
             let v = input.byte() as usize % (count + 1); // sometimes an unknown variable
             let target = v % count;
             let wrong = input.byte() % 4 == 0;
@@ -180,6 +181,14 @@ fuzz_target!(|data: &[u8]| {
                 6 => {
                     let (lr, wd) = (input.float() as f64, input.float() as f64);
                     adamw_optimizer_set_variable_multipliers(opt, v, lr, wd)
+                }
+                7 => {
+                    // New values of the wrong length sometimes, or none (refused with EMA).
+                    if input.byte() % 4 == 0 {
+                        adamw_optimizer_reset_variable(opt, v, adamw_dtype::Float32 as u32, std::ptr::null(), 0)
+                    } else {
+                        adamw_optimizer_reset_variable(opt, v, adamw_dtype::Float32 as u32, grad.as_ptr().cast(), len)
+                    }
                 }
                 _ => {
                     let mut report: adamw_step_report = std::mem::zeroed();
