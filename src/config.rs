@@ -172,6 +172,11 @@ pub struct Config {
     /// and scalars undecayed). Applied at build, with `exclude_from_weight_decay`. In
     /// `get_config` as `"weight_decay_min_ndim"` only when not 0.
     pub weight_decay_min_ndim: usize,
+    /// Keras 3's `gradient_accumulation_steps` (docs/numerics.md §25): `Some(n)`, n >= 2, makes
+    /// every n-th `apply_gradients` call update the variables with the average of the n
+    /// gradients, the calls between only accumulating them (Keras 3's arithmetic, counter and
+    /// moving averages). In `get_config` as `"gradient_accumulation_steps"` only when set.
+    pub gradient_accumulation_steps: Option<i64>,
     /// Keras' `LossScaleOptimizer` around this AdamW, if any (docs/numerics.md §19). With it,
     /// `get_config` / `from_config` read and write the LossScaleOptimizer's config.
     pub loss_scale: Option<LossScale>,
@@ -208,6 +213,7 @@ impl Default for Config {
             reject_non_finite_gradients: false,
             master_weights: false,
             weight_decay_min_ndim: 0,
+            gradient_accumulation_steps: None,
             loss_scale: None,
         }
     }
@@ -313,6 +319,25 @@ impl Config {
         if let LearningRate::Schedule(s) = &self.learning_rate {
             s.validate()?;
         }
+        if let Some(steps) = self.gradient_accumulation_steps {
+            check_accumulation_steps(Num::Int(steps))?;
+            let refused = if self.loss_scale.is_some() {
+                Some("a loss scale (Keras 3 scales inside the inner optimizer's accumulation, which Keras 2's LossScaleOptimizer does not)")
+            } else if self.master_weights {
+                Some("master_weights")
+            } else if self.mesh.is_some() {
+                Some("a mesh (sharded state)")
+            } else if self.jit_compile && self.device != Device::Cpu {
+                Some("a device (the accumulation runs on the host)")
+            } else {
+                None
+            };
+            if let Some(what) = refused {
+                return Err(Error::InvalidArgument(format!(
+                    "gradient_accumulation_steps cannot be combined with {what}"
+                )));
+            }
+        }
         if self.name.contains('\0') {
             return Err(Error::InvalidArgument("`name` must not contain a NUL character".into()));
         }
@@ -370,6 +395,9 @@ impl Config {
         }
         if self.weight_decay_min_ndim != 0 {
             m.insert("weight_decay_min_ndim".into(), Value::from(self.weight_decay_min_ndim));
+        }
+        if let Some(steps) = self.gradient_accumulation_steps {
+            m.insert("gradient_accumulation_steps".into(), Value::from(steps));
         }
         Value::Object(m)
     }
@@ -489,9 +517,39 @@ impl Config {
                 )));
             }
         };
+        c.gradient_accumulation_steps = match k.num("gradient_accumulation_steps")? {
+            None => None,
+            Some(n) => Some(check_accumulation_steps(n)?),
+        };
+        // Keras 3 writes its own scaling factor; only its default (none) is understood here.
+        if let Some(factor) = k.take("loss_scale_factor") {
+            if !factor.is_null() {
+                return Err(Error::InvalidConfig(format!(
+                    "Keras 3's `loss_scale_factor` is not supported (got {factor}); scale the loss through the loss-scale optimizer (docs/numerics.md §19)"
+                )));
+            }
+        }
         k.finish()?;
         c.validate()?;
         Ok(c)
+    }
+}
+
+/// The largest `gradient_accumulation_steps`: 2^31 - 1 calls a window (beyond it the average's
+/// divisor stops being an exact float32 well before).
+pub(crate) const ACCUMULATION_STEPS_LIMIT: i64 = i32::MAX as i64;
+
+/// Keras 3's check of `gradient_accumulation_steps` (an integer >= 2), with an upper bound.
+fn check_accumulation_steps(steps: Num) -> Result<i64> {
+    match steps {
+        Num::Int(n) if (2..=ACCUMULATION_STEPS_LIMIT).contains(&n) => Ok(n),
+        n => Err(Error::InvalidArgument(format!(
+            "`gradient_accumulation_steps` must be an integer >= 2 (and at most {ACCUMULATION_STEPS_LIMIT}). Received: gradient_accumulation_steps={}",
+            match n {
+                Num::Int(i) => i.to_string(),
+                Num::Float(x) => py_float(x),
+            }
+        ))),
     }
 }
 

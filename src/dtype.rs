@@ -399,4 +399,15 @@ impl TensorBuf {
     pub fn as_mut(&mut self) -> TensorMut<'_> {
         map_dtype!(self, x => x.as_mut_slice())
     }
+
+    /// Sets every element to +0.
+    pub(crate) fn fill_zero(&mut self) {
+        match self.as_mut() {
+            TensorMut::F32(x) => x.fill(0.0),
+            TensorMut::F64(x) => x.fill(0.0),
+            TensorMut::I64(x) => x.fill(0),
+            TensorMut::BF16(x) => x.fill(half::bf16::ZERO),
+            TensorMut::F16(x) => x.fill(half::f16::ZERO),
+        }
+    }
 }

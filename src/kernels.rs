@@ -37,6 +37,11 @@ pub struct StepHyper {
     pub ema_momentum: f64,
     /// Iterations before this step's increment.
     pub iterations: i64,
+    /// Keras 3's moving average (with gradient accumulation, docs/numerics.md §25): the momentum
+    /// is `cast(iterations != 0) * ema_momentum` in the dtype and its complement `1 - momentum`
+    /// is taken in the dtype too; Keras 2 has no first-step case and takes `1 - ema_momentum`
+    /// in Python's float64.
+    pub keras3_average: bool,
 }
 
 /// A value as the type the loops compute with (exact).
@@ -73,6 +78,14 @@ impl<F: Real> StepScalars<F> {
         let local_step = Ftz::new(F::from_i64(h.iterations.wrapping_add(1)));
         let beta_1_power = Ftz::new(F::cast(h.beta_1)).pow(local_step);
         let beta_2_power = Ftz::new(F::cast(h.beta_2)).pow(local_step);
+        let (ema_momentum, one_minus_ema_momentum) = if h.keras3_average {
+            // momentum = cast(not_first_step, dtype) * ema_momentum; 1 - momentum
+            let not_first = if h.iterations != 0 { one } else { Ftz::ZERO };
+            let momentum = not_first * Ftz::new(F::convert(h.ema_momentum));
+            (momentum, one - momentum)
+        } else {
+            (Ftz::new(F::convert(h.ema_momentum)), Ftz::new(F::convert(1.0 - h.ema_momentum)))
+        };
         StepScalars {
             lr,
             wd: Ftz::new(F::cast(h.weight_decay)),
@@ -80,8 +93,8 @@ impl<F: Real> StepScalars<F> {
             one_minus_beta_2: Ftz::new(F::convert(1.0 - h.beta_2)),
             alpha: (lr * (one - beta_2_power).sqrt()) / (one - beta_1_power),
             epsilon: Ftz::new(F::convert(h.epsilon)),
-            ema_momentum: Ftz::new(F::convert(h.ema_momentum)),
-            one_minus_ema_momentum: Ftz::new(F::convert(1.0 - h.ema_momentum)),
+            ema_momentum,
+            one_minus_ema_momentum,
         }
     }
 }
@@ -153,6 +166,19 @@ impl<F: Real> Clip<F> {
         let clip_norm = Ftz::new(F::convert(global_clipnorm));
         let scale = clip_norm * (Ftz::ONE / use_norm).min_nan(Ftz::ONE / clip_norm);
         // An infinite or NaN norm makes every gradient NaN (TF adds `use_norm - use_norm`).
+        #[allow(clippy::eq_op)]
+        let nan_if_not_finite = use_norm - use_norm;
+        Clip::ByGlobalNorm { scale: scale + nan_if_not_finite }
+    }
+
+    /// Keras 3's `clip_by_global_norm` given the sum of every tensor's sum of squares: the norm
+    /// is its square root, and `1.0 / clip_norm` is Python's float64 quotient rounded to the
+    /// dtype (TF's divides in the dtype).
+    pub fn by_global_norm_keras3(sum_of_squares: Ftz<F>, global_clipnorm: f64) -> Self {
+        let use_norm = sum_of_squares.sqrt();
+        let clip_norm = Ftz::new(F::convert(global_clipnorm));
+        let inverse_clip = Ftz::new(F::convert(1.0 / global_clipnorm));
+        let scale = clip_norm * (Ftz::ONE / use_norm).min_nan(inverse_clip);
         #[allow(clippy::eq_op)]
         let nan_if_not_finite = use_norm - use_norm;
         Clip::ByGlobalNorm { scale: scale + nan_if_not_finite }
@@ -328,13 +354,33 @@ pub fn finish_element<F: Arith, const AMSGRAD: bool, const EMA: bool, const HW: 
     };
     var = var - (m * s.alpha.mode()) / (denominator_source.sqrt() + s.epsilon.mode()); // epsilon-hat
     if EMA {
-        let avg = s.ema_momentum.mode() * Ftz::new(*average) + s.one_minus_ema_momentum.mode() * var;
+        let avg = moving_average(s, Ftz::new(*average), var);
         *average = avg.get();
         if ops.overwrite_with_average {
             var = avg;
         }
     }
     var
+}
+
+/// The EMA of one element: `(momentum * average) + ((1 - momentum) * var)`, `var` the value after
+/// the step (and, outside a step, Keras 3's update of a variable the call did not step).
+#[inline(always)]
+pub fn moving_average<F: Arith, const HW: bool>(s: &StepScalars<F>, average: Ftz<F, HW>, var: Ftz<F, HW>) -> Ftz<F, HW> {
+    s.ema_momentum.mode() * average + s.one_minus_ema_momentum.mode() * var
+}
+
+/// Keras 3's gradient accumulator after a call that only accumulates: `acc + g`.
+#[inline(always)]
+pub fn accumulated<F: Arith>(accumulator: Ftz<F>, gradient: Ftz<F>) -> Ftz<F> {
+    accumulator + gradient
+}
+
+/// The gradient of Keras 3's update call: `(g + acc) / steps`, `steps` the number of calls
+/// converted to the dtype (exact up to 2^24 in float32, 256 in bfloat16, 2048 in float16).
+#[inline(always)]
+pub fn averaged<F: Arith>(gradient: Ftz<F>, accumulator: Ftz<F>, steps: Ftz<F>) -> Ftz<F> {
+    (gradient + accumulator) / steps
 }
 
 /// `v - ((v * wd) * lr)`: Keras' `_apply_weight_decay`, three roundings left to right.

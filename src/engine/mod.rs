@@ -304,6 +304,35 @@ pub(crate) trait Engine: Send {
     /// Fails only when a device does (the CPU engine never fails here).
     fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_>, squares: Option<&mut [f64]>) -> Result<()>;
 
+    /// Keras 3's gradient accumulation (docs/numerics.md §25) over every entry with a gradient:
+    /// its accumulator (in `accumulators`, by built variable: the variable's dtype and length)
+    /// becomes `acc + g` on a call that only accumulates (`average_over` `None`), or the update
+    /// call's gradient `(g + acc) / steps` (`Some(steps)`). A sparse gradient counts as the
+    /// dense tensor TF makes of it (zeros, each row the in-order sum of its occurrences). Only
+    /// an engine on the host has one.
+    fn accumulate(
+        &mut self,
+        _entries: &mut CallEntries<'_>,
+        _accumulators: &mut [crate::dtype::TensorBuf],
+        _average_over: Option<i64>,
+    ) -> Result<()> {
+        Err(crate::error::Error::Internal("gradient accumulation on an engine without it".into()))
+    }
+
+    /// Keras 3's moving-average update outside a step (docs/numerics.md §25): every listed
+    /// entry (with `without_gradient_only`, those without a gradient) takes
+    /// `average = (momentum * average) + ((1 - momentum) * values)` with the scalars of `hyper`,
+    /// and with `overwrite` its values take the new average.
+    fn update_averages(
+        &mut self,
+        _entries: &mut CallEntries<'_>,
+        _hyper: &crate::kernels::StepHyper,
+        _without_gradient_only: bool,
+        _overwrite: bool,
+    ) -> Result<()> {
+        Err(crate::error::Error::Internal("moving averages outside a step on an engine without them".into()))
+    }
+
     /// Whether the state lives on a device (what `get_config` reports as `jit_compile`).
     fn on_device(&self) -> bool {
         false

@@ -412,6 +412,8 @@ pub(crate) unsafe fn to_config(c: &adamw_config) -> Result<Config, FfiError> {
         master_weights: false,
         // Not in this struct either: adamw_optimizer_set_weight_decay_min_ndim.
         weight_decay_min_ndim: 0,
+        // Nor this: adamw_optimizer_set_gradient_accumulation_steps.
+        gradient_accumulation_steps: None,
         loss_scale: None,
     };
     config.validate()?;

@@ -8,13 +8,14 @@
 //! (`adamw_config`, schedules), `optimizer` (the handle's life and settings), `step`
 //! (`apply_gradients`, `minimize`, `finalize_variable_values`), `variables` (Keras'
 //! `optimizer.variables`, `set_weights`), `checkpoint` (save and load), `keras` (Keras' own files), `multipliers` (per-variable
-//! controls beyond Keras), `report` (what the last step saw), `version`, `status`;
+//! controls beyond Keras), `accumulation` (Keras 3's gradient accumulation), `report` (what the last step saw), `version`, `status`;
 //! `types` holds the C structs. `#[unsafe(no_mangle)]` appears only under this module.
 //!
 //! Rust programs can call these functions too (the conformance tool does); they are re-exported
 //! here as one flat list, as the header declares them.
 
 // The order of the modules is the order of the declarations in the header.
+mod accumulation;
 mod checkpoint;
 mod config;
 mod guard;
@@ -31,6 +32,7 @@ mod types;
 mod variables;
 mod version;
 
+pub use accumulation::*;
 pub use checkpoint::*;
 pub use config::*;
 pub use handle::adamw_optimizer;

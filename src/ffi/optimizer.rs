@@ -103,7 +103,9 @@ pub unsafe extern "C" fn adamw_optimizer_get_config(
     }
 }
 
-/// Reads the iteration counter (the number of applied steps, plus any preset).
+/// Reads the iteration counter (the number of applied steps, plus any preset; with gradient
+/// accumulation Keras 3's `iterations`, the updates made: see
+/// `adamw_optimizer_set_gradient_accumulation_steps`).
 /// NULL: `optimizer`, `out` must not be NULL. Threads: serialized with other calls.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, BUSY.
 #[unsafe(no_mangle)]
@@ -113,7 +115,8 @@ pub unsafe extern "C" fn adamw_optimizer_iterations(optimizer: *const adamw_opti
 }
 
 /// Presets the iteration counter (Keras: `optimizer.iterations = ...`); before build only. The
-/// bias correction and schedules continue from it, and checkpoints hold it.
+/// bias correction and schedules continue from it, and checkpoints hold it. With gradient
+/// accumulation of N calls, the calls are set to `iterations * N`.
 /// NULL: `optimizer` must not be NULL. Threads: serialized with other calls.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, ALREADY_BUILT, BUSY.
 #[unsafe(no_mangle)]

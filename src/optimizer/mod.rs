@@ -3,6 +3,7 @@
 //! allocated at build and never during a step. [`state`] is what it owns, [`validate`] what a
 //! call rejects, [`step`] the order of one `apply_gradients` call.
 
+mod accumulation;
 mod multipliers;
 mod report;
 mod state;
@@ -161,21 +162,39 @@ impl Optimizer {
         self.state.built.is_some()
     }
 
-    /// The iteration counter.
+    /// The iteration counter: Keras' `optimizer.iterations`. With gradient accumulation it
+    /// is Keras 3's, the number of updates (calls // steps); [`Optimizer::calls`] counts calls.
     pub fn iterations(&self) -> i64 {
+        match self.state.config.gradient_accumulation_steps {
+            Some(steps) => self.state.iterations.div_euclid(steps),
+            None => self.state.iterations,
+        }
+    }
+
+    /// The number of `apply_gradients` calls that counted (Keras 3's `_iterations`, what
+    /// `variables()[0]` and checkpoints hold); without gradient accumulation the same as
+    /// [`Optimizer::iterations`].
+    pub fn calls(&self) -> i64 {
         self.state.iterations
     }
 
     /// Presets the iteration counter (Keras: `opt.iterations = tf.Variable(n)`), before build only.
     /// Unlike Keras, the one counter is also what `variables()[0]` and checkpoints hold
-    /// (docs/numerics.md §2.6, §15).
+    /// (docs/numerics.md §2.6, §15). With gradient accumulation, `iterations` updates: the
+    /// calls are set to `iterations * steps`, the start of an accumulation window.
     pub fn set_iterations(&mut self, iterations: i64) -> Result<()> {
         if self.is_built() {
             return Err(Error::AlreadyBuilt(format!(
                 "Cannot set `iterations` to a new Variable after the Optimizer weights have been created. Here it is attempting to set `iterations` to {iterations}.Usually this means you are trying to set `iterations` after calling `apply_gradients()`. Please set `iterations` before calling `apply_gradients()`."
             )));
         }
-        self.state.iterations = iterations;
+        let calls = match self.state.config.gradient_accumulation_steps {
+            Some(steps) => iterations.checked_mul(steps).ok_or_else(|| {
+                invalid!("iterations {iterations} times gradient_accumulation_steps {steps} overflows the int64 call counter")
+            })?,
+            None => iterations,
+        };
+        self.state.iterations = calls;
         Ok(())
     }
 
@@ -250,6 +269,12 @@ impl Optimizer {
             // (reserved first: room left over by a failed build is unobservable).
             self.index_copies.reserve(specs.len(), 0)?;
         }
+        let mut accumulators = Vec::new();
+        if s.config.gradient_accumulation_steps.is_some() {
+            for layout in &layouts {
+                accumulators.push(TensorBuf::zeros(layout.dtype, layout.len)?);
+            }
+        }
         s.engine.build(&layouts, slots, initial_values)?;
         let n = variables.len();
         s.built = Some(Built {
@@ -265,6 +290,7 @@ impl Optimizer {
             norm_partials,
             norm_shared: Vec::new(),
             leaves_known: false,
+            accumulators,
         });
         Ok(())
     }
@@ -297,7 +323,7 @@ impl Optimizer {
     }
 
     /// Resets built variable `variable`'s optimizer state to what build made of it: m and v (and
-    /// vhat with amsgrad) zeroed, the EMA average and a float32 master copy from `values` (the
+    /// vhat with amsgrad, and a gradient accumulator) zeroed, the EMA average and a float32 master copy from `values` (the
     /// variable's new values, in its own dtype and length, widened exactly for a master; needed
     /// with EMA or a master, ignored otherwise). For a re-initialized layer. The other variables,
     /// the counter and the multipliers are untouched. After build, between steps; refused with
@@ -362,6 +388,10 @@ impl Optimizer {
         for (slot, values) in writes {
             s.engine.write_slot(variable, slot, values)?;
         }
+        // Keras 3's accumulator restarts too: the gradients it holds were of the old values.
+        if let Some(accumulator) = s.built.as_mut().and_then(|b| b.accumulators.get_mut(variable)) {
+            accumulator.fill_zero();
+        }
         Ok(())
     }
 
@@ -415,6 +445,30 @@ impl Optimizer {
             ));
         }
         self.state.config.weight_decay_min_ndim = min_ndim;
+        Ok(())
+    }
+
+    /// Keras 3's `gradient_accumulation_steps` ([`Config::gradient_accumulation_steps`],
+    /// docs/numerics.md §25): `Some(n)` updates the variables every n-th call with the average
+    /// of the n calls' gradients; `None` turns it off. Before build only (the accumulators are
+    /// made at build), and only with a counter at 0, which it then counts in calls.
+    pub fn set_gradient_accumulation_steps(&mut self, steps: Option<i64>) -> Result<()> {
+        if self.is_built() {
+            return Err(Error::AlreadyBuilt(
+                "gradient_accumulation_steps can only be set before the optimizer is built".into(),
+            ));
+        }
+        let config = Config { gradient_accumulation_steps: steps, ..self.state.config.clone() };
+        config.validate()?;
+        let calls = match (self.state.config.gradient_accumulation_steps, steps) {
+            (Some(old), Some(new)) => (self.state.iterations / old).checked_mul(new),
+            (Some(old), None) => Some(self.state.iterations / old),
+            (None, Some(new)) => self.state.iterations.checked_mul(new),
+            (None, None) => Some(self.state.iterations),
+        }
+        .ok_or_else(|| invalid!("the preset iterations times gradient_accumulation_steps overflows the int64 call counter"))?;
+        self.state.iterations = calls;
+        self.state.config = config;
         Ok(())
     }
 
@@ -545,7 +599,9 @@ impl Optimizer {
         if self.is_built() {
             return Err(Error::AlreadyBuilt("master_weights can only be set before the optimizer is built".into()));
         }
-        self.state.config.master_weights = enabled;
+        let config = Config { master_weights: enabled, ..self.state.config.clone() };
+        config.validate()?;
+        self.state.config = config;
         Ok(())
     }
 
@@ -557,6 +613,7 @@ impl Optimizer {
             return Err(Error::AlreadyBuilt("the device can only be set before the optimizer is built".into()));
         }
         let config = Config { device, ..self.state.config.clone() };
+        config.validate()?;
         let mut engine = engine_for(&config)?;
         engine.set_parallel_for(self.state.parallel_for.clone());
         self.state.config.device = device;
@@ -608,6 +665,10 @@ impl Optimizer {
         self.check_variable_buffer(index, out.dtype(), out.len())?;
         match self.state.kind(index) {
             Some(StateKind::Slot(slot, i)) => self.state.engine.read_slot(i, slot, out),
+            Some(StateKind::Accumulator(i)) => {
+                let built = self.state.built.as_ref().ok_or_else(|| validate::not_built("read_variable"))?;
+                out.copy_from(built.accumulators[i].as_ref())
+            }
             _ => out.copy_from(TensorRef::I64(std::slice::from_ref(&self.state.iterations))),
         }
     }
@@ -637,6 +698,10 @@ impl Optimizer {
         for (index, w) in weights.iter().enumerate().take(self.num_variables()) {
             match self.state.kind(index) {
                 Some(StateKind::Slot(slot, i)) => self.state.engine.write_slot(i, slot, w.values)?,
+                Some(StateKind::Accumulator(i)) => {
+                    let built = self.state.built.as_mut().ok_or_else(|| validate::not_built("set_weights"))?;
+                    built.accumulators[i].as_mut().copy_from(w.values)?;
+                }
                 _ => {
                     let counter = i64::unwrap(w.values).and_then(|x| x.first().copied());
                     self.state.iterations = counter.ok_or_else(|| Error::Internal("a checked counter".into()))?;
@@ -692,10 +757,7 @@ impl Optimizer {
                 .collect()
         });
         let keys = (0..self.num_variables())
-            .map(|i| match self.state.kind(i) {
-                Some(StateKind::Slot(_, v)) => Some(v),
-                _ => None,
-            })
+            .map(|i| self.state.kind(i).and_then(StateKind::variable))
             .collect();
         crate::checkpoint::Layout { optimizer: format!("{fingerprint:016x}"), variables, keys }
     }
@@ -811,6 +873,11 @@ impl Optimizer {
         if self.state.layout().any(|k| matches!(k, StateKind::Slot(Slot::Master, _))) {
             return Err(invalid!(
                 "an optimizer with master weights has state Keras' AdamW does not hold; save it with save_own_variables"
+            ));
+        }
+        if self.state.config.gradient_accumulation_steps.is_some() {
+            return Err(invalid!(
+                "an optimizer with gradient accumulation has state (Keras 3's accumulators) that Keras 2's AdamW does not hold; save it with save_own_variables"
             ));
         }
         (0..self.num_variables())

@@ -108,6 +108,9 @@ pub(crate) struct Built {
     /// With a mesh: whether the engine knows which leaves of the sharded norms the ranks'
     /// shard boundaries split (learnt from one all-reduced census at the first step that clips).
     pub leaves_known: bool,
+    /// With `gradient_accumulation_steps`: per variable, Keras 3's gradient accumulator (the
+    /// variable's dtype and length, zeroed at build and after every update call); else empty.
+    pub accumulators: Vec<TensorBuf>,
 }
 
 /// Everything an optimizer owns.
@@ -138,6 +141,18 @@ pub(crate) struct State {
 pub(crate) enum StateKind {
     Iterations,
     Slot(Slot, usize),
+    /// A variable's gradient accumulator (held by the optimizer, not the engine).
+    Accumulator(usize),
+}
+
+impl StateKind {
+    /// The model variable whose state this is (none for the counter).
+    pub fn variable(self) -> Option<usize> {
+        match self {
+            StateKind::Iterations => None,
+            StateKind::Slot(_, i) | StateKind::Accumulator(i) => Some(i),
+        }
+    }
 }
 
 fn slot_name(slot: Slot) -> &'static str {
@@ -176,7 +191,8 @@ pub struct StateTensor {
 impl State {
     /// Keras' order of the optimizer variables: `iteration`, then (EMA) one average per variable,
     /// then m and v interleaved per variable, then (amsgrad) one vhat per variable; then (an
-    /// extension) one float32 master per variable that has one.
+    /// extension) one float32 master per variable that has one; then (Keras 3's gradient
+    /// accumulation) one accumulator per variable.
     pub fn layout(&self) -> impl Iterator<Item = StateKind> + '_ {
         let variables = self.built.as_ref().map_or(&[][..], |b| b.variables.as_slice());
         let n = variables.len();
@@ -188,6 +204,7 @@ impl State {
             .chain((0..2 * n).map(|k| StateKind::Slot(if k % 2 == 0 { Slot::M } else { Slot::V }, k / 2)))
             .chain((0..amsgrad).map(|i| StateKind::Slot(Slot::Vhat, i)))
             .chain(masters.map(|(i, _)| StateKind::Slot(Slot::Master, i)))
+            .chain((0..self.built.as_ref().map_or(0, |b| b.accumulators.len())).map(StateKind::Accumulator))
     }
 
     pub fn num_state_tensors(&self) -> usize {
@@ -200,14 +217,19 @@ impl State {
 
     /// What optimizer variable `index` is.
     pub fn info(&self, index: usize) -> Option<StateInfo> {
-        match self.kind(index)? {
+        let kind = self.kind(index)?;
+        match kind {
             StateKind::Iterations => {
                 Some(StateInfo { name: "iteration".into(), dtype: DType::I64, shape: Vec::new(), len: 1 })
             }
-            StateKind::Slot(slot, i) => {
+            StateKind::Slot(..) | StateKind::Accumulator(_) => {
+                let (slot, i) = match kind {
+                    StateKind::Slot(slot, i) => (slot_name(slot), i),
+                    _ => ("gradient_accumulator", kind.variable()?),
+                };
                 let var = &self.built.as_ref()?.variables[i];
                 Some(StateInfo {
-                    name: format!("{}/{}/{}", self.config.name, slot_name(slot), var.spec.name),
+                    name: format!("{}/{}/{}", self.config.name, slot, var.spec.name),
                     dtype: var.layout.dtype,
                     shape: var.slot_shape.clone(),
                     len: var.layout.len,

@@ -33,18 +33,24 @@ pub(crate) fn hyper_at(config: &Config, step: i64) -> Result<CurrentValues> {
     })
 }
 
-/// The step's scalars, global clip and unscale factor in dtype `F`.
-fn dtype_plan<F: Real>(
+/// The step's scalars, global clip and unscale factor in dtype `F`. `keras3`: Keras 3's global
+/// clip, over sums of squares (docs/numerics.md §25); else TF's, over `l2_loss` values.
+pub(super) fn dtype_plan<F: Real>(
     hyper: &StepHyper,
     clipping: Clipping,
     partials: &[f64],
     loss_scale: Option<f32>,
+    keras3: bool,
 ) -> DTypePlan<F> {
     let (global_clip, global_norm) = match clipping {
-        // The sum over the gradients' l2_loss values, in Eigen's order like TF's stacked sum.
+        // The sum over the gradients' sums, in Eigen's order like the stacked sum.
         Clipping::GlobalNorm(clip) => {
-            let half_squares = reduction::reduce_sum_in(&|i| Ftz::new(F::from_f64(partials[i])), 0, partials.len());
-            (Clip::by_global_norm(half_squares, clip), Some(kernels::global_norm(half_squares)))
+            let sum = reduction::reduce_sum_in(&|i| Ftz::new(F::from_f64(partials[i])), 0, partials.len());
+            if keras3 {
+                (Clip::by_global_norm_keras3(sum, clip), Some(sum.sqrt()))
+            } else {
+                (Clip::by_global_norm(sum, clip), Some(kernels::global_norm(sum)))
+            }
         }
         _ => (Clip::None, None),
     };
@@ -57,11 +63,14 @@ fn dtype_plan<F: Real>(
 }
 
 /// The report of a step that ran (docs/numerics.md §23), and each listed variable's gradient norm
-/// in `built.gradient_norms` (NaN for the others).
-fn report(
+/// in `built.gradient_norms` (NaN for the others). `halved`: global_clipnorm's sums are
+/// `l2_loss` values (Keras 2), not sums of squares (Keras 3).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn report(
     built: &mut Built,
     entries: &mut CallEntries<'_>,
     clipping: Clipping,
+    halved: bool,
     update_pass_norms: bool,
     loss_scale: Option<f32>,
     global_clip: Option<(f64, f64)>,
@@ -80,7 +89,7 @@ fn report(
         _ => 1.0,
     };
     // global_clipnorm's sums are l2_loss values, halves of the sums of squares.
-    let doubled = if norms == NormSource::GlobalClipnorm { 2.0 } else { 1.0 };
+    let doubled = if norms == NormSource::GlobalClipnorm && halved { 2.0 } else { 1.0 };
     let mut total = 0.0;
     let mut k = 0;
     for i in 0..entries.len() {
@@ -100,6 +109,17 @@ fn report(
         _ => (if norms == NormSource::None { f64::NAN } else { total.sqrt() * unscale }, f64::NAN),
     };
     StepReport { iterations, applied: true, loss_scale, global_norm, clip_factor, norms }
+}
+
+/// The scalars of every variable with multipliers, in the dtype it computes in.
+pub(super) fn own_scalars(built: &mut Built, step_hyper: &StepHyper) {
+    for (i, multipliers) in built.multipliers.iter().enumerate() {
+        if !multipliers.is_identity() {
+            let layout = &built.variables[i].layout;
+            let math = if layout.has_master() { DType::F32 } else { layout.dtype };
+            built.variable_scalars[i] = VariableScalars::new(math, &multipliers.apply(step_hyper));
+        }
+    }
 }
 
 /// What every rank of a mesh must agree on for a call, hashed to 32 bits (so that the sum over
@@ -149,6 +169,9 @@ fn next_loss_scale(scale: f32, counter: i64, finite: bool, growth_steps: i64) ->
 /// ones: they are unscaled on the way (Keras' `get_unscaled_gradients`), and a dynamic scale
 /// skips a step with a non-finite gradient (the counter still advances) and adapts itself.
 pub(crate) fn apply_gradients(state: &mut State, entries: &mut CallEntries<'_>) -> Result<i64> {
+    if let Some(steps) = state.config.gradient_accumulation_steps {
+        return super::accumulation::apply_gradients(state, entries, steps);
+    }
     let step = state.iterations;
     if entries.len() == 0 {
         // Keras re-reads the learning rate even for an empty list, and does nothing else.
@@ -260,21 +283,15 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut CallEntries<'_>) 
         epsilon: config.epsilon,
         ema_momentum: config.ema_momentum,
         iterations: step,
+        keras3_average: false,
     };
-    // Variables with multipliers step from their own scalars, in the dtype they compute in.
-    for (i, multipliers) in built.multipliers.iter().enumerate() {
-        if !multipliers.is_identity() {
-            let layout = &built.variables[i].layout;
-            let math = if layout.has_master() { DType::F32 } else { layout.dtype };
-            built.variable_scalars[i] = VariableScalars::new(math, &multipliers.apply(&step_hyper));
-        }
-    }
+    own_scalars(built, &step_hyper);
     let partials = &built.norm_partials;
     let plan = StepPlan {
-        f32: dtypes.f32.then(|| dtype_plan(&step_hyper, clipping, partials, loss_scale)),
-        f64: dtypes.f64.then(|| dtype_plan(&step_hyper, clipping, partials, loss_scale)),
-        bf16: dtypes.bf16.then(|| dtype_plan(&step_hyper, clipping, partials, loss_scale)),
-        f16: dtypes.f16.then(|| dtype_plan(&step_hyper, clipping, partials, loss_scale)),
+        f32: dtypes.f32.then(|| dtype_plan(&step_hyper, clipping, partials, loss_scale, false)),
+        f64: dtypes.f64.then(|| dtype_plan(&step_hyper, clipping, partials, loss_scale, false)),
+        bf16: dtypes.bf16.then(|| dtype_plan(&step_hyper, clipping, partials, loss_scale, false)),
+        f16: dtypes.f16.then(|| dtype_plan(&step_hyper, clipping, partials, loss_scale, false)),
         clipping,
         norm_partials: partials,
         decay: &built.decay,
@@ -292,7 +309,7 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut CallEntries<'_>) 
     state.engine.step(&plan, entries, squares)?;
     let global_clip = plan.global_clip();
     state.iterations += 1;
-    state.report = report(built, entries, clipping, update_pass_norms, loss_scale, global_clip, state.iterations);
+    state.report = report(built, entries, clipping, true, update_pass_norms, loss_scale, global_clip, state.iterations);
     state.current = hyper;
     if let Some(next) = next_scale {
         (state.loss_scale, state.loss_scale_counter) = next;

@@ -8,6 +8,7 @@
 //! thread, where a hand-off would only add its cost. Tasks are cut by the shapes alone and
 //! every element is independent, so whoever runs them never changes a bit.
 
+mod accumulate;
 mod lanes;
 pub(crate) mod loops;
 
@@ -269,6 +270,43 @@ impl Engine for CpuEngine {
         let state =
             self.variables.get_mut(variable).ok_or_else(|| Error::Internal(format!("no variable {variable}")))?;
         state.slot_mut(slot).as_mut().copy_from(values)
+    }
+
+    fn accumulate(
+        &mut self,
+        entries: &mut CallEntries<'_>,
+        accumulators: &mut [TensorBuf],
+        average_over: Option<i64>,
+    ) -> Result<()> {
+        let entries = host(entries)?;
+        for i in 0..entries.len() {
+            let entry = entries.get(i);
+            let Some(gradient) = entry.gradient else { continue };
+            let row_len = self.variables[entry.variable].layout.row_len;
+            let accumulator = accumulators[entry.variable].as_mut();
+            let sparse_rows = &mut self.sparse_rows;
+            each_float!(accumulator, acc => accumulate::gradient(acc, gradient, row_len, average_over, sparse_rows), _ => {});
+        }
+        Ok(())
+    }
+
+    fn update_averages(
+        &mut self,
+        entries: &mut CallEntries<'_>,
+        hyper: &kernels::StepHyper,
+        without_gradient_only: bool,
+        overwrite: bool,
+    ) -> Result<()> {
+        let entries = host(entries)?;
+        for i in 0..entries.len() {
+            let entry = entries.get(i);
+            if without_gradient_only && entry.gradient.is_some() {
+                continue;
+            }
+            let average = self.variables[entry.variable].average.as_mut();
+            each_float!(entry.values, values => accumulate::moving_average(values, average, hyper, overwrite), _ => {});
+        }
+        Ok(())
     }
 }
 
