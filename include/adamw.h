@@ -474,6 +474,35 @@ typedef struct adamw_weight {
 extern "C" {
 #endif // __cplusplus
 
+// Keras 3's `gradient_accumulation_steps`: with `steps` >= 2, every `steps`-th call of
+// apply_gradients updates the variables with the average `(g + acc) / steps` of the gradients
+// of the `steps` calls, and the calls between only add their gradients to optimizer-owned
+// accumulators (each variable's dtype and size; in the checkpoint, and the last optimizer
+// variables of `adamw_optimizer_get_variable`). 0 turns it off. The counters are
+// Keras 3's: `adamw_optimizer_iterations` and apply_gradients' `iterations` give the updates
+// made (calls / steps), `adamw_optimizer_gradient_accumulation` the calls, which optimizer
+// variable 0 and checkpoints hold. Bit-exact with eager Keras 3 (TF
+// backend), including schedules (which see the calls), clipping, EMA (every call moves every
+// variable's average, so with use_ema every call must list every variable), sparse gradients
+// and a weight decay. The config JSON spells it "gradient_accumulation_steps": N, written by
+// get_config only when set. Before build only; refused with a loss scale, master weights, a
+// mesh or a device (INVALID_ARGUMENT).
+// NULL: `optimizer`. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (`steps` 1, negative or over 2^31 - 1; one of the
+// combinations above; not a handle), ALREADY_BUILT, BUSY. On error nothing changes.
+enum adamw_status adamw_optimizer_set_gradient_accumulation_steps(struct adamw_optimizer *optimizer,
+                                                                  int64_t steps);
+
+// Where gradient accumulation stands: `*steps` its `gradient_accumulation_steps` (0 when off)
+// and `*calls` the apply_gradients calls counted (Keras 3's `_iterations`; the next call
+// updates the variables when `(*calls + 1) % *steps == 0`). Without accumulation `*calls` is
+// the iteration counter. Either pointer may be NULL (not written).
+// NULL: `optimizer`. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, BUSY.
+enum adamw_status adamw_optimizer_gradient_accumulation(const struct adamw_optimizer *optimizer,
+                                                        int64_t *steps,
+                                                        int64_t *calls);
+
 // Keras' `save_own_variables`: writes every optimizer variable into `buf` as a safetensors file
 // (keys "0".."N-1" in `variables` order; see README), with the size-query convention:
 // `buf` NULL and `cap` 0 give the size in `*out_len`.
@@ -736,13 +765,16 @@ enum adamw_status adamw_optimizer_get_config(const struct adamw_optimizer *optim
                                              size_t cap,
                                              size_t *out_len);
 
-// Reads the iteration counter (the number of applied steps, plus any preset).
+// Reads the iteration counter (the number of applied steps, plus any preset; with gradient
+// accumulation Keras 3's `iterations`, the updates made: see
+// `adamw_optimizer_set_gradient_accumulation_steps`).
 // NULL: `optimizer`, `out` must not be NULL. Threads: serialized with other calls.
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT, BUSY.
 enum adamw_status adamw_optimizer_iterations(const struct adamw_optimizer *optimizer, int64_t *out);
 
 // Presets the iteration counter (Keras: `optimizer.iterations = ...`); before build only. The
-// bias correction and schedules continue from it, and checkpoints hold it.
+// bias correction and schedules continue from it, and checkpoints hold it. With gradient
+// accumulation of N calls, the calls are set to `iterations * N`.
 // NULL: `optimizer` must not be NULL. Threads: serialized with other calls.
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT, ALREADY_BUILT, BUSY.
 enum adamw_status adamw_optimizer_set_iterations(struct adamw_optimizer *optimizer,
@@ -1019,7 +1051,9 @@ enum adamw_status adamw_optimizer_num_variables(const struct adamw_optimizer *op
                                                 size_t *out);
 
 // Describes optimizer variable `index` in Keras' order: 0 is the int64 counter, then (EMA) one
-// average per variable, then m and v interleaved per variable, then (amsgrad) one vhat each.
+// average per variable, then m and v interleaved per variable, then (amsgrad) one vhat each;
+// then libadamw's own: a float32 master per variable that has one, and (gradient accumulation)
+// one accumulator per variable.
 // NULL: `optimizer`, `out`. Threads: serialized.
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT, UNKNOWN_VARIABLE (index out of range), BUSY.
 enum adamw_status adamw_optimizer_variable_info(const struct adamw_optimizer *optimizer,

@@ -8,11 +8,11 @@ use super::status::adamw_status;
 /// Keras 3's `gradient_accumulation_steps`: with `steps` >= 2, every `steps`-th call of
 /// apply_gradients updates the variables with the average `(g + acc) / steps` of the gradients
 /// of the `steps` calls, and the calls between only add their gradients to optimizer-owned
-/// accumulators (each variable's dtype and size, part of the checkpoint and of
-/// `adamw_optimizer_variable`'s list, after everything else). 0 turns it off. The counters are
+/// accumulators (each variable's dtype and size; in the checkpoint, and the last optimizer
+/// variables of `adamw_optimizer_get_variable`). 0 turns it off. The counters are
 /// Keras 3's: `adamw_optimizer_iterations` and apply_gradients' `iterations` give the updates
-/// made (calls / steps), `adamw_optimizer_gradient_accumulation` the calls, which
-/// `adamw_optimizer_variable` 0 and checkpoints hold. Bit-exact with eager Keras 3 (TF
+/// made (calls / steps), `adamw_optimizer_gradient_accumulation` the calls, which optimizer
+/// variable 0 and checkpoints hold. Bit-exact with eager Keras 3 (TF
 /// backend), including schedules (which see the calls), clipping, EMA (every call moves every
 /// variable's average, so with use_ema every call must list every variable), sparse gradients
 /// and a weight decay. The config JSON spells it "gradient_accumulation_steps": N, written by

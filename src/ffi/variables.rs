@@ -20,7 +20,9 @@ pub unsafe extern "C" fn adamw_optimizer_num_variables(
 }
 
 /// Describes optimizer variable `index` in Keras' order: 0 is the int64 counter, then (EMA) one
-/// average per variable, then m and v interleaved per variable, then (amsgrad) one vhat each.
+/// average per variable, then m and v interleaved per variable, then (amsgrad) one vhat each;
+/// then libadamw's own: a float32 master per variable that has one, and (gradient accumulation)
+/// one accumulator per variable.
 /// NULL: `optimizer`, `out`. Threads: serialized.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, UNKNOWN_VARIABLE (index out of range), BUSY.
 #[unsafe(no_mangle)]

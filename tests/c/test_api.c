@@ -1504,6 +1504,71 @@ static void test_reset_variable(void) {
     adamw_optimizer_free(opt);
 }
 
+/* Keras 3's gradient accumulation against Keras 3's own numbers (keras 3.15.1, tensorflow-cpu
+ * 2.20.0, eager; the script is in docs/numerics.md §25): two calls a window, global_clipnorm 1,
+ * weight_decay 0.01, learning_rate 0.1; three calls, so the last one only accumulates. */
+static void test_gradient_accumulation(void) {
+    adamw_config cfg = adamw_config_default();
+    cfg.learning_rate = 0.1;
+    cfg.weight_decay = 0.01;
+    cfg.global_clipnorm = 1.0;
+    adamw_optimizer *opt = NULL;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &opt), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_set_gradient_accumulation_steps(NULL, 2), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_REJECTED(opt, adamw_optimizer_set_gradient_accumulation_steps(opt, 1), ADAMW_STATUS_INVALID_ARGUMENT);
+    EXPECT_MESSAGE("gradient_accumulation_steps");
+    EXPECT_REJECTED(opt, adamw_optimizer_set_gradient_accumulation_steps(opt, -4), ADAMW_STATUS_INVALID_ARGUMENT);
+    EXPECT_REJECTED(opt, adamw_optimizer_set_gradient_accumulation_steps(opt, (int64_t)1 << 40), ADAMW_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_set_gradient_accumulation_steps(opt, 2), ADAMW_STATUS_OK);
+    EXPECT_REJECTED(opt, adamw_optimizer_set_master_weights(opt, 1), ADAMW_STATUS_INVALID_ARGUMENT);
+    const size_t w_shape[1] = {3}, b_shape[1] = {2};
+    adamw_variable vars[2] = {
+        {.name = "w", .dtype = ADAMW_DTYPE_FLOAT32, .ndim = 1, .shape = w_shape},
+        {.name = "b", .dtype = ADAMW_DTYPE_FLOAT32, .ndim = 1, .shape = b_shape},
+    };
+    EXPECT_STATUS(adamw_optimizer_build(opt, vars, 2), ADAMW_STATUS_OK);
+    EXPECT_REJECTED(opt, adamw_optimizer_set_gradient_accumulation_steps(opt, 3), ADAMW_STATUS_ALREADY_BUILT);
+    float w[3] = {0.5f, -1.0f, 2.0f}, b[2] = {0.25f, -0.75f};
+    const float gw[3][3] = {{0.1f, 0.2f, -0.3f}, {0.3f, -0.1f, 0.5f}, {1.0f, 1.0f, 1.0f}};
+    const float gb[3][2] = {{0.5f, 0.5f}, {-1.5f, 2.0f}, {0.0f, 3.0f}};
+    const int64_t want_iterations[3] = {0, 1, 1};
+    for (int call = 0; call < 3; call++) {
+        adamw_gradient entries[2] = {
+            {.variable = 0, .dtype = ADAMW_DTYPE_FLOAT32, .data = w, .len = 3, .dense = gw[call]},
+            {.variable = 1, .dtype = ADAMW_DTYPE_FLOAT32, .data = b, .len = 2, .dense = gb[call]},
+        };
+        int64_t iterations = -1, steps = -1, calls = -1;
+        EXPECT_STATUS(adamw_optimizer_apply_gradients(opt, entries, 2, &iterations), ADAMW_STATUS_OK);
+        EXPECT(iterations == want_iterations[call]);
+        EXPECT_STATUS(adamw_optimizer_gradient_accumulation(opt, &steps, &calls), ADAMW_STATUS_OK);
+        EXPECT(steps == 2 && calls == call + 1);
+        if (call == 0) { /* only accumulated */
+            EXPECT(w[0] == 0.5f && w[1] == -1.0f && w[2] == 2.0f && b[0] == 0.25f && b[1] == -0.75f);
+        }
+    }
+    /* Keras 3 after the update call (the third only accumulates). */
+    EXPECT(w[0] == 0x1.991746p-2f && w[1] == -0x1.195774p+0f && w[2] == 0x1.e5e3a8p+0f);
+    EXPECT(b[0] == 0x1.662478p-2f && b[1] == -0x1.b2d0c4p-1f);
+    /* The accumulators, the last two optimizer variables: the third call's gradients. */
+    size_t count = 0;
+    EXPECT_STATUS(adamw_optimizer_num_variables(opt, &count), ADAMW_STATUS_OK);
+    EXPECT(count == 1 + 4 + 2);
+    float acc_w[3], acc_b[2];
+    EXPECT_STATUS(adamw_optimizer_get_variable(opt, count - 2, ADAMW_DTYPE_FLOAT32, acc_w, 3), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_get_variable(opt, count - 1, ADAMW_DTYPE_FLOAT32, acc_b, 2), ADAMW_STATUS_OK);
+    EXPECT(acc_w[0] == 1.0f && acc_w[1] == 1.0f && acc_w[2] == 1.0f && acc_b[0] == 0.0f && acc_b[1] == 3.0f);
+    int64_t counter = 0;
+    EXPECT_STATUS(adamw_optimizer_get_variable(opt, 0, ADAMW_DTYPE_INT64, &counter, 1), ADAMW_STATUS_OK);
+    EXPECT(counter == 3);
+    char json[2048];
+    size_t len = 0;
+    EXPECT_STATUS(adamw_optimizer_get_config(opt, json, sizeof json, &len), ADAMW_STATUS_OK);
+    EXPECT(strstr(json, "\"gradient_accumulation_steps\":2") != NULL);
+    EXPECT_STATUS(adamw_optimizer_gradient_accumulation(opt, NULL, NULL), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_gradient_accumulation(NULL, NULL, NULL), ADAMW_STATUS_NULL_ARGUMENT);
+    adamw_optimizer_free(opt);
+}
+
 int main(void) {
     test_versions_and_errors();
     test_create();
@@ -1526,5 +1591,6 @@ int main(void) {
     test_multipliers();
     test_step_report();
     test_reset_variable();
+    test_gradient_accumulation();
     return report();
 }

@@ -178,6 +178,13 @@ static adamw_status call_set_variable_multipliers(adamw_optimizer *o) {
     return adamw_optimizer_set_variable_multipliers(o, 0, 1.0, 1.0);
 }
 static adamw_status call_set_weight_decay_min_ndim(adamw_optimizer *o) { return adamw_optimizer_set_weight_decay_min_ndim(o, 2); }
+static adamw_status call_set_gradient_accumulation_steps(adamw_optimizer *o) {
+    return adamw_optimizer_set_gradient_accumulation_steps(o, 2);
+}
+static adamw_status call_gradient_accumulation(adamw_optimizer *o) {
+    int64_t steps, calls;
+    return adamw_optimizer_gradient_accumulation(o, &steps, &calls);
+}
 static adamw_status call_step_report(adamw_optimizer *o) {
     adamw_step_report report;
     return adamw_optimizer_step_report(o, &report);
@@ -247,6 +254,7 @@ static const handle_call handle_calls[] = {
     HANDLE_CALL(set_weights), HANDLE_CALL(set_variable_multipliers), HANDLE_CALL(set_weight_decay_min_ndim),
     HANDLE_CALL(variable_properties), HANDLE_CALL(step_report), HANDLE_CALL(gradient_norms),
     HANDLE_CALL(set_report_gradient_norms), HANDLE_CALL(reset_variable),
+    HANDLE_CALL(set_gradient_accumulation_steps), HANDLE_CALL(gradient_accumulation),
 };
 #define NUM_HANDLE_CALLS (sizeof handle_calls / sizeof handle_calls[0])
 
@@ -390,6 +398,7 @@ static void drive_creation_and_settings(void) {
     DRIVE(adamw_optimizer_set_loss_scale, ADAMW_STATUS_ALREADY_BUILT, call_set_loss_scale(opt));
     DRIVE(adamw_optimizer_reserve_sparse, ADAMW_STATUS_OUT_OF_MEMORY, adamw_optimizer_reserve_sparse(opt, SIZE_MAX));
     DRIVE(adamw_optimizer_set_weight_decay_min_ndim, ADAMW_STATUS_ALREADY_BUILT, call_set_weight_decay_min_ndim(opt));
+    DRIVE(adamw_optimizer_set_gradient_accumulation_steps, ADAMW_STATUS_ALREADY_BUILT, call_set_gradient_accumulation_steps(opt));
     DRIVE(adamw_optimizer_set_variable_multipliers, ADAMW_STATUS_UNKNOWN_VARIABLE,
           adamw_optimizer_set_variable_multipliers(opt, 99, 1.0, 1.0));
     adamw_variable_properties properties;
@@ -411,6 +420,8 @@ static void drive_creation_and_settings(void) {
     DRIVE(adamw_optimizer_gradient_norms, ADAMW_STATUS_NOT_BUILT, call_gradient_norms(fresh));
     DRIVE(adamw_optimizer_reset_variable, ADAMW_STATUS_NOT_BUILT, call_reset_variable(fresh));
     DRIVE(adamw_optimizer_set_weight_decay_min_ndim, ADAMW_STATUS_INVALID_ARGUMENT, adamw_optimizer_set_weight_decay_min_ndim(fresh, 33));
+    DRIVE(adamw_optimizer_set_gradient_accumulation_steps, ADAMW_STATUS_INVALID_ARGUMENT,
+          adamw_optimizer_set_gradient_accumulation_steps(fresh, 1));
     /* No CUDA device 99, whether or not this machine has a GPU. */
     DRIVE(adamw_optimizer_set_device, ADAMW_STATUS_DEVICE, adamw_optimizer_set_device(fresh, ADAMW_DEVICE_KIND_CUDA, 99));
     static const size_t huge[2] = {SIZE_MAX / 2, 4};
