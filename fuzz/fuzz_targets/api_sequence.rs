@@ -2,7 +2,7 @@
 //! dense and sparse steps with wrong lengths, out-of-range and duplicate indices, NaN and
 //! infinities, set_weights, save and load, get_config, finalize, per-variable multipliers (NaN,
 //! infinite, negative), weight_decay_min_ndim, resetting a variable, the step report and its
-//! norms, free. After every failed call
+//! norms, Keras 3's gradient accumulation (with EMA a call must list every variable), free. After every failed call
 //! the optimizer must be unchanged (its checkpoint bytes, config and iterations). All buffers
 //! are real memory of the lengths the calls state: the fuzzer varies what the library is told,
 //! not whether the caller lies about its own memory.
@@ -73,6 +73,8 @@ fuzz_target!(|data: &[u8]| {
         let extensions = input.byte();
         adamw_optimizer_set_weight_decay_min_ndim(opt, u32::from(extensions % 4) * 11); // 33 is refused
         adamw_optimizer_set_report_gradient_norms(opt, (extensions >> 2) % 3); // 2 is refused
+        // Keras 3's gradient accumulation: 1 is refused, and so is any with a loss scale.
+        adamw_optimizer_set_gradient_accumulation_steps(opt, i64::from(extensions >> 4) % 4);
         // Variables: 1-3, shapes from the input (some empty or odd).
         let count = 1 + input.byte() as usize % 3;
         let mut shapes: Vec<Vec<usize>> = (0..count).map(|_| (0..input.byte() % 3 + 1).map(|_| input.byte() as usize % 5).collect()).collect();

@@ -151,6 +151,28 @@ static void multipliers() {
     CHECK(opt.variable_properties(0).learning_rate_multiplier == 0.25);  // the refused calls changed nothing
 }
 
+// Keras 3's gradient accumulation, against Keras 3's numbers (the case of tests/c/test_api.c).
+static void gradient_accumulation() {
+    adamw::Optimizer opt(
+        adamw::Config().learning_rate(0.1).weight_decay(0.01).global_clipnorm(1.0).gradient_accumulation_steps(2));
+    opt.build({adamw::Variable::of<float>("w", {3}), adamw::Variable::of<float>("b", {2})});
+    std::vector<float> w = {0.5f, -1.0f, 2.0f}, b = {0.25f, -0.75f};
+    const std::vector<std::vector<float>> gw = {{0.1f, 0.2f, -0.3f}, {0.3f, -0.1f, 0.5f}, {1.0f, 1.0f, 1.0f}};
+    const std::vector<std::vector<float>> gb = {{0.5f, 0.5f}, {-1.5f, 2.0f}, {0.0f, 3.0f}};
+    const int64_t updates[3] = {0, 1, 1};
+    for (int call = 0; call < 3; call++) {
+        int64_t iterations = opt.apply_gradients(
+            {adamw::Gradient::dense<float>(0, w, gw[call]), adamw::Gradient::dense<float>(1, b, gb[call])});
+        CHECK(iterations == updates[call] && opt.iterations() == updates[call] && opt.calls() == call + 1);
+    }
+    CHECK(w[0] == 0x1.991746p-2f && w[1] == -0x1.195774p+0f && w[2] == 0x1.e5e3a8p+0f);
+    CHECK(b[0] == 0x1.662478p-2f && b[1] == -0x1.b2d0c4p-1f);
+    CHECK(opt.get_config().find("\"gradient_accumulation_steps\":2") != std::string::npos);
+    EXPECT_ERROR(ADAMW_STATUS_INVALID_ARGUMENT, adamw::Optimizer(adamw::Config().gradient_accumulation_steps(1)));
+    EXPECT_ERROR(ADAMW_STATUS_INVALID_ARGUMENT,
+                 adamw::Optimizer(adamw::Config().gradient_accumulation_steps(2).master_weights(true)));
+}
+
 static void step_report() {
     adamw::Optimizer opt(adamw::Config().learning_rate(0.01));
     CHECK(opt.step_report().norms == adamw::NormSource::none && !opt.step_report().applied);
@@ -693,6 +715,7 @@ int main(int argc, char** argv) {
     steps_and_errors();
     exclusion_and_reserve();
     multipliers();
+    gradient_accumulation();
     step_report();
     callables();
     state_and_checkpoints();

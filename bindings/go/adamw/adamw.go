@@ -215,6 +215,11 @@ type Config struct {
 	// extension, 0 by default; 2 is llm.c's and nanoGPT's rule: biases, norm scales and
 	// scalars are not decayed). Applied at Build, with ExcludeFromWeightDecay.
 	WeightDecayMinNdim int
+	// GradientAccumulationSteps is Keras 3's gradient_accumulation_steps (0, the default, is
+	// off): every n-th ApplyGradients updates the variables with the average of the n calls'
+	// gradients, the calls between only accumulate them (optimizer-owned, in the checkpoint).
+	// Iterations then counts updates and Calls the calls. Not with LossScale or MasterWeights.
+	GradientAccumulationSteps int64
 	// LossScale puts Keras' LossScaleOptimizer around AdamW when non-nil: pass gradients of the
 	// loss times Optimizer.LossScale(); each step unscales them, and a dynamic scale skips a
 	// step with an overflowed gradient and adapts itself.
@@ -440,6 +445,12 @@ func New(cfg Config) (*Optimizer, error) {
 			return nil, err
 		}
 	}
+	if n := cfg.GradientAccumulationSteps; n != 0 {
+		if err := check(C.adamw_optimizer_set_gradient_accumulation_steps(h, C.int64_t(n)), ""); err != nil {
+			o.Close()
+			return nil, err
+		}
+	}
 	if ls := cfg.LossScale; ls != nil {
 		s := C.adamw_optimizer_set_loss_scale(h, cBool(ls.Dynamic), C.double(ls.InitialScale), C.int64_t(ls.DynamicGrowthSteps))
 		if err := check(s, ""); err != nil {
@@ -580,6 +591,16 @@ func (o *Optimizer) Iterations() (int64, error) {
 	var it C.int64_t
 	err := o.call(func(h *C.adamw_optimizer) C.enum_adamw_status { return C.adamw_optimizer_iterations(h, &it) })
 	return int64(it), err
+}
+
+// Calls returns the ApplyGradients calls counted (Keras 3's _iterations): with gradient
+// accumulation of n calls, Iterations is Calls / n; without, the two are the same.
+func (o *Optimizer) Calls() (int64, error) {
+	var calls C.int64_t
+	err := o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
+		return C.adamw_optimizer_gradient_accumulation(h, nil, &calls)
+	})
+	return int64(calls), err
 }
 
 // SetIterations presets the step counter; before Build only.

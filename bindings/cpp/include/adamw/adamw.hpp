@@ -652,6 +652,13 @@ class Config {
         weight_decay_min_ndim_ = n;
         return *this;
     }
+    /// Keras 3's gradient accumulation (see adamw_optimizer_set_gradient_accumulation_steps):
+    /// every n-th apply_gradients updates the variables with the average of the n calls'
+    /// gradients; 0 (the default) is off.
+    Config& gradient_accumulation_steps(int64_t n) {
+        gradient_accumulation_steps_ = n;
+        return *this;
+    }
     /// Keras' LossScaleOptimizer around this AdamW (see adamw_optimizer_set_loss_scale): pass
     /// gradients of the loss times Optimizer::loss_scale(); each step unscales them.
     Config& loss_scale(bool dynamic = true, double initial_scale = 32768.0, int64_t dynamic_growth_steps = 2000) {
@@ -684,6 +691,7 @@ class Config {
     adamw_config raw_;
     bool master_weights_ = false;
     uint32_t weight_decay_min_ndim_ = 0;
+    int64_t gradient_accumulation_steps_ = 0;
     bool loss_scale_ = false, dynamic_ = true;
     double initial_scale_ = 32768.0;
     int64_t dynamic_growth_steps_ = 2000;
@@ -901,6 +909,9 @@ class Optimizer {
             if (status == ADAMW_STATUS_OK && config.weight_decay_min_ndim_ != 0) {
                 status = adamw_optimizer_set_weight_decay_min_ndim(h, config.weight_decay_min_ndim_);
             }
+            if (status == ADAMW_STATUS_OK && config.gradient_accumulation_steps_ != 0) {
+                status = adamw_optimizer_set_gradient_accumulation_steps(h, config.gradient_accumulation_steps_);
+            }
             if (status == ADAMW_STATUS_OK && config.loss_scale_) {
                 status = adamw_optimizer_set_loss_scale(h, config.dynamic_ ? 1 : 0, config.initial_scale_,
                                                         config.dynamic_growth_steps_);
@@ -956,6 +967,12 @@ class Optimizer {
     }
     /// Presets the iteration counter (before build).
     Result<void> try_set_iterations(int64_t iterations) { return call(adamw_optimizer_set_iterations, iterations); }
+    /// The apply_gradients calls counted (Keras 3's `_iterations`): with gradient accumulation
+    /// of n calls, iterations() is calls() / n; without, the two are the same.
+    Result<int64_t> try_calls() const {
+        int64_t calls = 0;
+        return call(adamw_optimizer_gradient_accumulation, static_cast<int64_t*>(nullptr), &calls).with_value(calls);
+    }
     /// The float32 learning rate of the last step (before any: at step 0).
     Result<float> try_learning_rate() const {
         float lr = 0;
@@ -1204,6 +1221,7 @@ class Optimizer {
     std::pair<float, int64_t> loss_scale() const { return try_loss_scale().value(); }
     std::string get_config() const { return try_get_config().value(); }
     int64_t iterations() const { return try_iterations().value(); }
+    int64_t calls() const { return try_calls().value(); }
     void set_iterations(int64_t iterations) { try_set_iterations(iterations).value(); }
     float learning_rate() const { return try_learning_rate().value(); }
     void set_learning_rate(double learning_rate) { try_set_learning_rate(learning_rate).value(); }
