@@ -322,7 +322,9 @@ impl Config {
         if let Some(steps) = self.gradient_accumulation_steps {
             check_accumulation_steps(Num::Int(steps))?;
             let refused = if self.loss_scale.is_some() {
-                Some("a loss scale (Keras 3 scales inside the inner optimizer's accumulation, which Keras 2's LossScaleOptimizer does not)")
+                Some(
+                    "a loss scale (Keras 3 scales inside the inner optimizer's accumulation, which Keras 2's LossScaleOptimizer does not)",
+                )
             } else if self.master_weights {
                 Some("master_weights")
             } else if self.mesh.is_some() {

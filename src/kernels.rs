@@ -366,7 +366,11 @@ pub fn finish_element<F: Arith, const AMSGRAD: bool, const EMA: bool, const HW: 
 /// The EMA of one element: `(momentum * average) + ((1 - momentum) * var)`, `var` the value after
 /// the step (and, outside a step, Keras 3's update of a variable the call did not step).
 #[inline(always)]
-pub fn moving_average<F: Arith, const HW: bool>(s: &StepScalars<F>, average: Ftz<F, HW>, var: Ftz<F, HW>) -> Ftz<F, HW> {
+pub fn moving_average<F: Arith, const HW: bool>(
+    s: &StepScalars<F>,
+    average: Ftz<F, HW>,
+    var: Ftz<F, HW>,
+) -> Ftz<F, HW> {
     s.ema_momentum.mode() * average + s.one_minus_ema_momentum.mode() * var
 }
 

@@ -63,13 +63,18 @@ fn the_keras3_suite_is_exact_at_every_setting() {
 }
 
 fn accumulating(steps: i64) -> Config {
-    Config { gradient_accumulation_steps: Some(steps), learning_rate: adamw::LearningRate::Constant(0.01), ..Config::default() }
+    Config {
+        gradient_accumulation_steps: Some(steps),
+        learning_rate: adamw::LearningRate::Constant(0.01),
+        ..Config::default()
+    }
 }
 
 fn built(config: Config, sizes: &[usize]) -> (Optimizer, Vec<Vec<f32>>) {
     let mut opt = Optimizer::new(config).unwrap();
     let values: Vec<Vec<f32>> = sizes.iter().enumerate().map(|(i, &n)| noise(100 + i as u64, n)).collect();
-    let specs: Vec<_> = sizes.iter().enumerate().map(|(i, &n)| VariableSpec::new(format!("v{i}"), DType::F32, &[n])).collect();
+    let specs: Vec<_> =
+        sizes.iter().enumerate().map(|(i, &n)| VariableSpec::new(format!("v{i}"), DType::F32, &[n])).collect();
     let initial: Vec<_> = values.iter().map(|v| TensorRef::F32(v)).collect();
     opt.build(&specs, &initial).unwrap();
     (opt, values)
@@ -96,7 +101,9 @@ fn call(opt: &mut Optimizer, values: &mut [Vec<f32>], seed: u64, with: &[bool]) 
 fn counters_are_keras3s() {
     let (mut opt, mut values) = built(accumulating(3), &[50]);
     let before = values.clone();
-    for (k, (updates, moved)) in [(0, false), (0, false), (1, true), (1, false), (1, false), (2, true)].into_iter().enumerate() {
+    for (k, (updates, moved)) in
+        [(0, false), (0, false), (1, true), (1, false), (1, false), (2, true)].into_iter().enumerate()
+    {
         let snapshot = values.clone();
         assert_eq!(call(&mut opt, &mut values, k as u64, &[true]).unwrap(), updates, "call {k}");
         assert_eq!(opt.iterations(), updates);
@@ -201,8 +208,11 @@ fn with_ema_every_call_lists_every_variable() {
     let before = opt.save_own_variables().unwrap();
     let snapshot = values.clone();
     let grads = noise(7, 8);
-    let mut only_first =
-        [GradientEntry { variable: 0, values: TensorMut::F32(&mut values[0]), gradient: Some(Gradient::Dense(TensorRef::F32(&grads))) }];
+    let mut only_first = [GradientEntry {
+        variable: 0,
+        values: TensorMut::F32(&mut values[0]),
+        gradient: Some(Gradient::Dense(TensorRef::F32(&grads))),
+    }];
     let err = opt.apply_gradients(&mut only_first[..]).unwrap_err();
     assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("`v1`")), "{err:?}");
     assert_eq!(opt.save_own_variables().unwrap(), before);

@@ -118,7 +118,8 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut CallEntries<'_>, 
     let iterations = state.iterations.div_euclid(steps);
     let mut call = CallEntries::Host(&mut **host);
     state.report = report(built, &mut call, clipping, false, update_pass_norms, None, global_clip, iterations);
-    state.current = hyper.map(|h| crate::config::CurrentValues { learning_rate: live_rate, ..h }).unwrap_or(state.current);
+    state.current =
+        hyper.map(|h| crate::config::CurrentValues { learning_rate: live_rate, ..h }).unwrap_or(state.current);
     Ok(iterations)
 }
 

@@ -190,7 +190,9 @@ impl Optimizer {
         }
         let calls = match self.state.config.gradient_accumulation_steps {
             Some(steps) => iterations.checked_mul(steps).ok_or_else(|| {
-                invalid!("iterations {iterations} times gradient_accumulation_steps {steps} overflows the int64 call counter")
+                invalid!(
+                    "iterations {iterations} times gradient_accumulation_steps {steps} overflows the int64 call counter"
+                )
             })?,
             None => iterations,
         };
@@ -466,7 +468,9 @@ impl Optimizer {
             (None, Some(new)) => self.state.iterations.checked_mul(new),
             (None, None) => Some(self.state.iterations),
         }
-        .ok_or_else(|| invalid!("the preset iterations times gradient_accumulation_steps overflows the int64 call counter"))?;
+        .ok_or_else(|| {
+            invalid!("the preset iterations times gradient_accumulation_steps overflows the int64 call counter")
+        })?;
         self.state.iterations = calls;
         self.state.config = config;
         Ok(())
@@ -756,9 +760,7 @@ impl Optimizer {
                 })
                 .collect()
         });
-        let keys = (0..self.num_variables())
-            .map(|i| self.state.kind(i).and_then(StateKind::variable))
-            .collect();
+        let keys = (0..self.num_variables()).map(|i| self.state.kind(i).and_then(StateKind::variable)).collect();
         crate::checkpoint::Layout { optimizer: format!("{fingerprint:016x}"), variables, keys }
     }
 

@@ -42,7 +42,8 @@ pub(super) fn gradient<F: Real>(
             for group in sparse_rows.chunk_by(|a, b| a.0 == b.0) {
                 let row = group[0].0;
                 for j in 0..row_len {
-                    let sum = group.iter().fold(Ftz::<F>::ZERO, |sum, &(_, pos)| sum + Ftz::new(values[pos * row_len + j]));
+                    let sum =
+                        group.iter().fold(Ftz::<F>::ZERO, |sum, &(_, pos)| sum + Ftz::new(values[pos * row_len + j]));
                     let a = &mut acc[row * row_len + j];
                     *a = kernels::accumulated(Ftz::new(*a), sum).get();
                 }
@@ -69,4 +70,3 @@ pub(super) fn moving_average<F: Real>(values: &mut [F], average: TensorMut<'_>, 
         }
     }
 }
-
