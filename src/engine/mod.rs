@@ -248,6 +248,12 @@ pub(crate) trait Engine: Send {
     /// nothing: on error the engine is as it was.
     fn build(&mut self, layouts: &[VariableLayout], slots: Slots, initial: &[TensorRef<'_>]) -> Result<()>;
 
+    /// Allocates the state of more variables after build, numbered after the built ones, as
+    /// [`Engine::build`] would have (all or nothing). Only an engine on the host can.
+    fn add_variables(&mut self, _layouts: &[VariableLayout], _slots: Slots, _initial: &[TensorRef<'_>]) -> Result<()> {
+        Err(crate::error::Error::InvalidArgument("this engine cannot add variables after build".into()))
+    }
+
     /// How many threads a step may use: 0 a pool shared by the process, 1 the calling thread
     /// only, N a pool of N threads of this engine's own.
     fn set_threads(&mut self, threads: usize) -> Result<()>;

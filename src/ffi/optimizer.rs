@@ -201,41 +201,7 @@ pub unsafe extern "C" fn adamw_optimizer_build(
     // SAFETY: the caller passes a live handle and `num_variables` valid descriptors.
     unsafe {
         with_optimizer(optimizer, |s| {
-            let descriptors = slice(variables, num_variables, "variables")?;
-            let mut specs = Vec::with_capacity(descriptors.len());
-            let mut lens = Vec::with_capacity(descriptors.len());
-            for (i, d) in descriptors.iter().enumerate() {
-                let name = utf8(d.name, &format!("variables[{i}].name"))?;
-                let dtype = variable_dtype(d.dtype, || format!("variables[{i}].dtype"))?;
-                let shape = shape_of(d.shape, d.ndim, &format!("variables[{i}].shape"))?;
-                let mut spec = VariableSpec::new(name, dtype, shape);
-                let mut len = spec.element_count()?;
-                match d.sharded {
-                    0 => {}
-                    1 => {
-                        spec = spec.sharded(d.shard_offset, d.shard_len);
-                        len = d.shard_len.min(len);
-                    }
-                    other => {
-                        return Err(FfiError::invalid(format!("`variables[{i}].sharded` must be 0 or 1, got {other}")));
-                    }
-                }
-                specs.push(spec);
-                lens.push(len);
-            }
-            // The values are read only for the EMA averages and the float32 masters; otherwise
-            // `data` is ignored.
-            let mut values = Vec::with_capacity(descriptors.len());
-            if s.optimizer.needs_initial_values(&specs) {
-                for (i, (d, spec)) in descriptors.iter().zip(&specs).enumerate() {
-                    if d.data.is_null() {
-                        return Err(FfiError::null(&format!(
-                            "variables[{i}].data (use_ema and master_weights need the initial values)"
-                        )));
-                    }
-                    values.push(tensor_ref(spec.dtype, d.data, lens[i], &format!("variables[{i}].data"))?);
-                }
-            }
+            let (specs, values) = variable_specs(&s.optimizer, variables, num_variables)?;
             // Scratch for apply_gradients, so that a step allocates nothing: a copy of the
             // entries, and up to four byte ranges per entry (data, dense or values, indices).
             let oom = |_| FfiError::new(adamw_status::OutOfMemory, "too many variables");
@@ -248,6 +214,88 @@ pub unsafe extern "C" fn adamw_optimizer_build(
             s.ranges = ranges;
             Ok(())
         })
+    }
+}
+
+/// Adds variables after build (a new head, a layer unfrozen, a grown vocabulary): numbered after
+/// the built ones, their state as build would have made it (m and v zero; with EMA or master
+/// weights `data` is read as at build; a zeroed gradient accumulator). Exclusion patterns and
+/// weight_decay_min_ndim apply to them. Their bias correction uses the optimizer's iterations,
+/// as Keras does for every variable (torch counts steps per parameter: a parameter added late
+/// starts its own count there, here it does not). Names must differ from every variable's.
+/// Checkpoints written before and after an addition load only into an optimizer with the same
+/// variables (CHECKPOINT_MISMATCH otherwise). On MPI ranks (a mesh) and on a device, refused.
+/// Ownership: read during the call and copied. NULL: `optimizer`; `variables` may be NULL only
+/// when `num_variables` is 0. Threads: serialized.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (a name that exists, a mesh, a device, a shard, and
+/// what build refuses), DTYPE_MISMATCH, SHAPE_MISMATCH, NOT_BUILT, OUT_OF_MEMORY, BUSY. On error
+/// nothing changes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adamw_optimizer_add_variables(
+    optimizer: *mut adamw_optimizer,
+    variables: *const adamw_variable,
+    num_variables: usize,
+) -> adamw_status {
+    // SAFETY: the caller passes a live handle and `num_variables` valid descriptors.
+    unsafe {
+        with_optimizer(optimizer, |s| {
+            let (specs, values) = variable_specs(&s.optimizer, variables, num_variables)?;
+            // The step's scratch grows with the variables (a step allocates nothing).
+            let oom = |_| FfiError::new(adamw_status::OutOfMemory, "too many variables");
+            s.entries.try_reserve_exact(num_variables).map_err(oom)?;
+            s.ranges.try_reserve_exact(num_variables.saturating_mul(4)).map_err(oom)?;
+            Ok(s.optimizer.add_variables(&specs, &values)?)
+        })
+    }
+}
+
+/// The specs of `num_variables` C descriptors, and their values where build needs them.
+///
+/// # Safety
+/// `variables` points to `num_variables` descriptors whose names, shapes and data are valid.
+unsafe fn variable_specs<'a>(
+    optimizer: &crate::Optimizer,
+    variables: *const adamw_variable,
+    num_variables: usize,
+) -> Result<(Vec<VariableSpec>, Vec<crate::TensorRef<'a>>), FfiError> {
+    // SAFETY: as the caller promises.
+    unsafe {
+        let descriptors = slice(variables, num_variables, "variables")?;
+        let mut specs = Vec::with_capacity(descriptors.len());
+        let mut lens = Vec::with_capacity(descriptors.len());
+        for (i, d) in descriptors.iter().enumerate() {
+            let name = utf8(d.name, &format!("variables[{i}].name"))?;
+            let dtype = variable_dtype(d.dtype, || format!("variables[{i}].dtype"))?;
+            let shape = shape_of(d.shape, d.ndim, &format!("variables[{i}].shape"))?;
+            let mut spec = VariableSpec::new(name, dtype, shape);
+            let mut len = spec.element_count()?;
+            match d.sharded {
+                0 => {}
+                1 => {
+                    spec = spec.sharded(d.shard_offset, d.shard_len);
+                    len = d.shard_len.min(len);
+                }
+                other => {
+                    return Err(FfiError::invalid(format!("`variables[{i}].sharded` must be 0 or 1, got {other}")));
+                }
+            }
+            specs.push(spec);
+            lens.push(len);
+        }
+        // The values are read only for the EMA averages and the float32 masters; otherwise
+        // `data` is ignored.
+        let mut values = Vec::with_capacity(descriptors.len());
+        if optimizer.needs_initial_values(&specs) {
+            for (i, (d, spec)) in descriptors.iter().zip(&specs).enumerate() {
+                if d.data.is_null() {
+                    return Err(FfiError::null(&format!(
+                        "variables[{i}].data (use_ema and master_weights need the initial values)"
+                    )));
+                }
+                values.push(tensor_ref(spec.dtype, d.data, lens[i], &format!("variables[{i}].data"))?);
+            }
+        }
+        Ok((specs, values))
     }
 }
 

@@ -246,17 +246,7 @@ impl Optimizer {
     pub fn build(&mut self, specs: &[VariableSpec], initial_values: &[TensorRef<'_>]) -> Result<()> {
         let variables = validate::build_variables(&self.state, specs, initial_values)?;
         let s = &mut self.state;
-        let min_ndim = s.config.weight_decay_min_ndim;
-        let excluded: Vec<bool> = variables
-            .iter()
-            .enumerate()
-            .map(|(i, var)| {
-                let keras_name = var.spec.keras_name();
-                s.exclude_variables.contains(&i)
-                    || s.exclude_patterns.iter().any(|p| p.is_match(&keras_name))
-                    || var.spec.shape.len() < min_ndim
-            })
-            .collect();
+        let excluded = exclusions(s, &variables, 0);
         let decay = excluded.iter().map(|&x| !x).collect();
         let oom = |_| Error::OutOfMemory("too many variables".into());
         let mut norm_partials = Vec::new();
@@ -321,6 +311,54 @@ impl Optimizer {
         if multipliers.is_identity() {
             built.variable_scalars[variable] = VariableScalars::Shared;
         }
+        Ok(())
+    }
+
+    /// Adds variables after build (a new head, a layer unfrozen): their state starts as build
+    /// would have made it (m and v zero, the EMA average and a float32 master from
+    /// `initial_values`, needed as at build; a zeroed accumulator), and they are numbered after
+    /// the built ones. Exclusion patterns and `weight_decay_min_ndim` apply to them. Their first step's bias correction uses the optimizer's iterations, as Keras does
+    /// for a variable built late (torch counts steps per parameter). Names must be new. Not with
+    /// a mesh or on a device. All or nothing: on error nothing changes. Checkpoints then hold
+    /// the new variables' state too, and load only into an optimizer with the same variables.
+    pub fn add_variables(&mut self, specs: &[VariableSpec], initial_values: &[TensorRef<'_>]) -> Result<()> {
+        let variables = validate::added_variables(&self.state, specs, initial_values)?;
+        let s = &mut self.state;
+        let built = s.built.as_ref().ok_or_else(|| validate::not_built("add_variables"))?;
+        let first = built.variables.len();
+        let excluded = exclusions(s, &variables, first);
+        let mut accumulators = Vec::new();
+        if s.config.gradient_accumulation_steps.is_some() {
+            for v in &variables {
+                accumulators.push(TensorBuf::zeros(v.layout.dtype, v.layout.len)?);
+            }
+        }
+        // Room for everything first, so that nothing can fail after the engine has added them.
+        let n = variables.len();
+        let built = s.built.as_mut().ok_or_else(|| validate::not_built("add_variables"))?;
+        let oom = |_| Error::OutOfMemory("too many variables".into());
+        built.variables.try_reserve_exact(n).map_err(oom)?;
+        built.excluded.try_reserve_exact(n).map_err(oom)?;
+        built.decay.try_reserve_exact(n).map_err(oom)?;
+        built.multipliers.try_reserve_exact(n).map_err(oom)?;
+        built.variable_scalars.try_reserve_exact(n).map_err(oom)?;
+        built.gradient_norms.try_reserve_exact(n).map_err(oom)?;
+        built.report_squares.try_reserve_exact(n).map_err(oom)?;
+        built.last_listed.try_reserve_exact(n).map_err(oom)?;
+        built.norm_partials.try_reserve_exact(first + n).map_err(oom)?;
+        built.accumulators.try_reserve_exact(accumulators.len()).map_err(oom)?;
+        let layouts: Vec<_> = variables.iter().map(|v| v.layout).collect();
+        let slots = Slots { amsgrad: s.config.amsgrad, ema: s.config.use_ema };
+        s.engine.add_variables(&layouts, slots, initial_values)?;
+        built.decay.extend(excluded.iter().map(|&x| !x));
+        built.excluded.extend(excluded);
+        built.variables.extend(variables);
+        built.multipliers.resize(first + n, Multipliers::default());
+        built.variable_scalars.resize(first + n, VariableScalars::Shared);
+        built.gradient_norms.resize(first + n, f64::NAN);
+        built.report_squares.resize(first + n, 0.0);
+        built.last_listed.resize(first + n, 0);
+        built.accumulators.extend(accumulators);
         Ok(())
     }
 
@@ -962,6 +1000,19 @@ fn engine_for(config: &Config) -> Result<Box<dyn Engine>> {
         #[cfg(not(feature = "host-kernels"))]
         Device::HostKernels => Err(Error::Device("this libadamw was built without the `host-kernels` feature".into())),
     }
+}
+
+/// Whether each of `variables` (numbered from `first`) is excluded from weight decay: by
+/// index, by a name pattern, or by `weight_decay_min_ndim`.
+fn exclusions(s: &State, variables: &[state::VariableState], first: usize) -> Vec<bool> {
+    let min_ndim = s.config.weight_decay_min_ndim;
+    let excluded = |i: usize, var: &state::VariableState| {
+        let keras_name = var.spec.keras_name();
+        s.exclude_variables.contains(&(first + i))
+            || s.exclude_patterns.iter().any(|p| p.is_match(&keras_name))
+            || var.spec.shape.len() < min_ndim
+    };
+    variables.iter().enumerate().map(|(i, var)| excluded(i, var)).collect()
 }
 
 /// Lets the engine take any `GradientEntries`, sized or not, as a trait object.

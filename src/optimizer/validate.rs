@@ -48,6 +48,49 @@ pub(crate) fn build_variables(
             specs.len()
         )));
     }
+    new_variables(state, specs, initial_values, 0)
+}
+
+/// The variables of `add_variables`: checked as build checks them, numbered after the built
+/// ones, with names that no variable has yet; never on a mesh (every rank's shards would have
+/// to agree) or a device (whose kernels' tables are fixed at build).
+pub(crate) fn added_variables(
+    state: &State,
+    specs: &[VariableSpec],
+    initial_values: &[TensorRef<'_>],
+) -> Result<Vec<VariableState>> {
+    let built = state.built.as_ref().ok_or_else(|| not_built("add_variables"))?;
+    if state.config.mesh.is_some() {
+        return Err(invalid!(
+            "variables cannot be added to sharded state: every rank would have to add the same shards at the same step; build over every variable"
+        ));
+    }
+    if state.engine.on_device() {
+        return Err(invalid!(
+            "variables cannot be added to an optimizer on a device: its kernels' tables are fixed at build"
+        ));
+    }
+    let first = built.variables.len();
+    for (i, spec) in specs.iter().enumerate() {
+        let mut taken = built.variables.iter().map(|v| &v.spec.name).chain(specs[..i].iter().map(|s| &s.name));
+        if taken.any(|name| *name == spec.name) {
+            return Err(invalid!(
+                "variable {} (`{}`): a variable of that name exists; names identify slots and checkpoints",
+                first + i,
+                spec.name
+            ));
+        }
+    }
+    new_variables(state, specs, initial_values, first)
+}
+
+/// Checks `specs` (numbered from `first` in messages) and lays out their state.
+fn new_variables(
+    state: &State,
+    specs: &[VariableSpec],
+    initial_values: &[TensorRef<'_>],
+    first: usize,
+) -> Result<Vec<VariableState>> {
     let needs_initial = needs_initial_values(state, specs);
     if needs_initial && initial_values.len() != specs.len() {
         return Err(invalid!(
@@ -60,7 +103,8 @@ pub(crate) fn build_variables(
     }
     let mut variables = Vec::new();
     variables.try_reserve_exact(specs.len()).map_err(|_| Error::OutOfMemory("too many variables".into()))?;
-    for (i, spec) in specs.iter().enumerate() {
+    for (k, spec) in specs.iter().enumerate() {
+        let i = first + k;
         if !spec.dtype.is_float() {
             return Err(Error::DtypeMismatch(format!(
                 "variable {i} (`{}`): dtype must be float32, float64, bfloat16 or float16, got {}",
@@ -92,7 +136,7 @@ pub(crate) fn build_variables(
             }
         };
         if needs_initial {
-            let init = initial_values[i];
+            let init = initial_values[k];
             if init.dtype() != spec.dtype {
                 return Err(Error::DtypeMismatch(format!(
                     "variable {i} (`{}`) is {} but its initial value is {}",

@@ -95,30 +95,16 @@ impl CpuEngine {
 
 impl Engine for CpuEngine {
     fn build(&mut self, layouts: &[VariableLayout], slots: Slots, initial: &[TensorRef<'_>]) -> Result<()> {
-        let mut variables = Vec::new();
-        variables.try_reserve_exact(layouts.len()).map_err(|_| Error::OutOfMemory("too many variables".into()))?;
-        for (i, layout) in layouts.iter().enumerate() {
-            let (dtype, len) = (layout.dtype, layout.len);
-            let optional = |on: bool| TensorBuf::zeros(dtype, if on { len } else { 0 });
-            // A copy of the initial values in the state's dtype, or an empty slot.
-            let copy = |on: bool| match (on, initial.get(i)) {
-                (true, Some(&values)) => widened(values, dtype),
-                (true, None) => Err(Error::Internal(format!("no initial values for variable {i}"))),
-                (false, _) => optional(false),
-            };
-            variables.push(VariableSlots {
-                layout: *layout,
-                m: TensorBuf::zeros(dtype, len)?,
-                v: TensorBuf::zeros(dtype, len)?,
-                vhat: optional(slots.amsgrad)?,
-                average: copy(slots.ema)?,
-                master: copy(layout.has_master())?,
-                split_leaves: Vec::new(),
-            });
-        }
-        self.master_row_len =
-            variables.iter().filter(|v| v.has_master()).map(|v| v.layout.row_len.max(1)).max().unwrap_or(0);
-        self.variables = variables;
+        self.variables = variable_slots(layouts, slots, initial)?;
+        self.master_row_len = master_row_len(&self.variables);
+        Ok(())
+    }
+
+    fn add_variables(&mut self, layouts: &[VariableLayout], slots: Slots, initial: &[TensorRef<'_>]) -> Result<()> {
+        let added = variable_slots(layouts, slots, initial)?;
+        self.variables.try_reserve_exact(added.len()).map_err(|_| Error::OutOfMemory("too many variables".into()))?;
+        self.variables.extend(added);
+        self.master_row_len = master_row_len(&self.variables);
         Ok(())
     }
 
@@ -308,6 +294,38 @@ impl Engine for CpuEngine {
         }
         Ok(())
     }
+}
+
+/// The state of variables with `layouts`: m and v zeroed, the optional slots as `slots` says,
+/// the averages and masters from `initial` in the state's dtype.
+fn variable_slots(layouts: &[VariableLayout], slots: Slots, initial: &[TensorRef<'_>]) -> Result<Vec<VariableSlots>> {
+    let mut variables = Vec::new();
+    variables.try_reserve_exact(layouts.len()).map_err(|_| Error::OutOfMemory("too many variables".into()))?;
+    for (i, layout) in layouts.iter().enumerate() {
+        let (dtype, len) = (layout.dtype, layout.len);
+        let optional = |on: bool| TensorBuf::zeros(dtype, if on { len } else { 0 });
+        // A copy of the initial values in the state's dtype, or an empty slot.
+        let copy = |on: bool| match (on, initial.get(i)) {
+            (true, Some(&values)) => widened(values, dtype),
+            (true, None) => Err(Error::Internal(format!("no initial values for variable {i}"))),
+            (false, _) => optional(false),
+        };
+        variables.push(VariableSlots {
+            layout: *layout,
+            m: TensorBuf::zeros(dtype, len)?,
+            v: TensorBuf::zeros(dtype, len)?,
+            vhat: optional(slots.amsgrad)?,
+            average: copy(slots.ema)?,
+            master: copy(layout.has_master())?,
+            split_leaves: Vec::new(),
+        });
+    }
+    Ok(variables)
+}
+
+/// The longest row of a variable with a master copy (what `reserve_sparse` reserves for).
+fn master_row_len(variables: &[VariableSlots]) -> usize {
+    variables.iter().filter(|v| v.has_master()).map(|v| v.layout.row_len.max(1)).max().unwrap_or(0)
 }
 
 /// The host entries of a call: the CPU engine is given no others (the optimizer passes device
