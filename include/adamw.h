@@ -820,6 +820,23 @@ enum adamw_status adamw_optimizer_build(struct adamw_optimizer *optimizer,
                                         const struct adamw_variable *variables,
                                         size_t num_variables);
 
+// Adds variables after build (a new head, a layer unfrozen, a grown vocabulary): numbered after
+// the built ones, their state as build would have made it (m and v zero; with EMA or master
+// weights `data` is read as at build; a zeroed gradient accumulator). Exclusion patterns and
+// weight_decay_min_ndim apply to them. Their bias correction uses the optimizer's iterations,
+// as Keras does for every variable (torch counts steps per parameter: a parameter added late
+// starts its own count there, here it does not). Names must differ from every variable's.
+// Checkpoints written before and after an addition load only into an optimizer with the same
+// variables (CHECKPOINT_MISMATCH otherwise). On MPI ranks (a mesh) and on a device, refused.
+// Ownership: read during the call and copied. NULL: `optimizer`; `variables` may be NULL only
+// when `num_variables` is 0. Threads: serialized.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (a name that exists, a mesh, a device, a shard, and
+// what build refuses), DTYPE_MISMATCH (not a float dtype), NOT_BUILT, OUT_OF_MEMORY (allocation
+// failed or a shape overflows), BUSY. On error nothing changes.
+enum adamw_status adamw_optimizer_add_variables(struct adamw_optimizer *optimizer,
+                                                const struct adamw_variable *variables,
+                                                size_t num_variables);
+
 // Sets the number of threads a step uses, as `adamw_config.threads` does (0: the process's
 // shared pool; 1: the calling thread only; N > 1: a pool of N threads owned by this optimizer,
 // started here). Any time; the results are the same bits for every value.

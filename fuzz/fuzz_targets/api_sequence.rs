@@ -2,7 +2,8 @@
 //! dense and sparse steps with wrong lengths, out-of-range and duplicate indices, NaN and
 //! infinities, set_weights, save and load, get_config, finalize, per-variable multipliers (NaN,
 //! infinite, negative), weight_decay_min_ndim, resetting a variable, the step report and its
-//! norms, Keras 3's gradient accumulation (with EMA a call must list every variable), free. After every failed call
+//! norms, Keras 3's gradient accumulation (with EMA a call must list every variable), adding a
+//! variable after build, free. After every failed call
 //! the optimizer must be unchanged (its checkpoint bytes, config and iterations). All buffers
 //! are real memory of the lengths the calls state: the fuzzer varies what the library is told,
 //! not whether the caller lies about its own memory.
@@ -100,7 +101,7 @@ fuzz_target!(|data: &[u8]| {
         }
         for _ in 0..16 {
             let before = snapshot(opt);
-            let op = input.byte() % 9;
+            let op = input.byte() % 10;
             let v = input.byte() as usize % (count + 1); // sometimes an unknown variable
             let target = v % count;
             let wrong = input.byte() % 4 == 0;
@@ -192,12 +193,36 @@ fuzz_target!(|data: &[u8]| {
                         adamw_optimizer_reset_variable(opt, v, adamw_dtype::Float32 as u32, grad.as_ptr().cast(), len)
                     }
                 }
-                _ => {
+                8 => {
                     let mut report: adamw_step_report = std::mem::zeroed();
                     assert_eq!(adamw_optimizer_step_report(opt, &mut report), adamw_status::Ok);
                     let n = count + usize::from(wrong);
                     let mut norms = vec![0.0f64; n];
                     adamw_optimizer_gradient_norms(opt, norms.as_mut_ptr(), n)
+                }
+                _ => {
+                    // A variable added after build: a name that exists (refused) or a new one,
+                    // after which the sequence ends (the decoded indices assume `count`).
+                    let fresh = input.byte() % 2 == 0;
+                    let name: &[u8] = if fresh { b"added\0" } else { names[target].as_bytes() };
+                    let shape = [2usize];
+                    let data = [0.25f32, -0.5];
+                    let added = adamw_variable {
+                        name: name.as_ptr().cast(),
+                        dtype: adamw_dtype::Float32 as u32,
+                        ndim: 1,
+                        shape: shape.as_ptr(),
+                        data: data.as_ptr().cast(),
+                        sharded: 0,
+                        shard_offset: 0,
+                        shard_len: 0,
+                    };
+                    let status = adamw_optimizer_add_variables(opt, &added, 1);
+                    if status == adamw_status::Ok {
+                        assert!(fresh, "a name that exists was added");
+                        break;
+                    }
+                    status
                 }
             };
             if status != adamw_status::Ok {

@@ -228,8 +228,8 @@ pub unsafe extern "C" fn adamw_optimizer_build(
 /// Ownership: read during the call and copied. NULL: `optimizer`; `variables` may be NULL only
 /// when `num_variables` is 0. Threads: serialized.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (a name that exists, a mesh, a device, a shard, and
-/// what build refuses), DTYPE_MISMATCH, SHAPE_MISMATCH, NOT_BUILT, OUT_OF_MEMORY, BUSY. On error
-/// nothing changes.
+/// what build refuses), DTYPE_MISMATCH (not a float dtype), NOT_BUILT, OUT_OF_MEMORY (allocation
+/// failed or a shape overflows), BUSY. On error nothing changes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_optimizer_add_variables(
     optimizer: *mut adamw_optimizer,

@@ -528,7 +528,7 @@ impl Optimizer {
     /// §2.1). Validates everything first: on error nothing has changed. Returns the new iteration
     /// count. An empty list is a no-op that only re-reads the learning rate, as in Keras.
     pub fn apply_gradients<S: GradientEntries + ?Sized>(&mut self, entries: &mut S) -> Result<i64> {
-        step::apply_gradients(&mut self.state, &mut CallEntries::Host(&mut DynEntries(entries)))
+        apply(&mut self.state, &mut CallEntries::Host(&mut DynEntries(entries)))
     }
 
     /// [`Optimizer::apply_gradients`] over values and gradients in the memory of the optimizer's
@@ -557,7 +557,7 @@ impl Optimizer {
             }
         }
         // `&S` is a sized DeviceEntries whatever S is, so it can be the engine's trait object.
-        step::apply_gradients(&mut self.state, &mut CallEntries::Device(&entries, &self.index_copies))
+        apply(&mut self.state, &mut CallEntries::Device(&entries, &self.index_copies))
     }
 
     /// [`Optimizer::finalize_variable_values`] over variables in the device's memory.
@@ -999,6 +999,14 @@ fn engine_for(config: &Config) -> Result<Box<dyn Engine>> {
         }
         #[cfg(not(feature = "host-kernels"))]
         Device::HostKernels => Err(Error::Device("this libadamw was built without the `host-kernels` feature".into())),
+    }
+}
+
+/// One `apply_gradients` call: Keras 2's step, or under gradient accumulation Keras 3's call.
+fn apply(state: &mut State, entries: &mut CallEntries<'_>) -> Result<i64> {
+    match state.config.gradient_accumulation_steps {
+        Some(steps) => accumulation::apply_gradients(state, entries, steps),
+        None => step::apply_gradients(state, entries),
     }
 }
 

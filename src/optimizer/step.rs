@@ -169,9 +169,6 @@ fn next_loss_scale(scale: f32, counter: i64, finite: bool, growth_steps: i64) ->
 /// ones: they are unscaled on the way (Keras' `get_unscaled_gradients`), and a dynamic scale
 /// skips a step with a non-finite gradient (the counter still advances) and adapts itself.
 pub(crate) fn apply_gradients(state: &mut State, entries: &mut CallEntries<'_>) -> Result<i64> {
-    if let Some(steps) = state.config.gradient_accumulation_steps {
-        return super::accumulation::apply_gradients(state, entries, steps);
-    }
     let step = state.iterations;
     if entries.len() == 0 {
         // Keras re-reads the learning rate even for an empty list, and does nothing else.

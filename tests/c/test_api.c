@@ -1569,6 +1569,64 @@ static void test_gradient_accumulation(void) {
     adamw_optimizer_free(opt);
 }
 
+/* Variables added after build: an optimizer that adds `b` after a step steps it exactly as one
+ * built over [w, b] whose first step listed `b` without a gradient (Keras' semantics of a slot
+ * made late: zero moments, the optimizer's iterations). */
+static void test_add_variables(void) {
+    adamw_config cfg = adamw_config_default();
+    cfg.learning_rate = 0.1;
+    cfg.use_ema = 1;
+    const size_t w_shape[1] = {3}, b_shape[1] = {2};
+    float w_init[3] = {0.5f, -1.0f, 2.0f}, b_init[2] = {0.25f, -0.75f};
+    adamw_variable vars[2] = {
+        {.name = "w", .dtype = ADAMW_DTYPE_FLOAT32, .ndim = 1, .shape = w_shape, .data = w_init},
+        {.name = "b", .dtype = ADAMW_DTYPE_FLOAT32, .ndim = 1, .shape = b_shape, .data = b_init},
+    };
+    adamw_optimizer *late = NULL, *early = NULL;
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &late), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_new(&cfg, &early), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_add_variables(late, &vars[1], 1), ADAMW_STATUS_NOT_BUILT);
+    EXPECT_STATUS(adamw_optimizer_build(late, vars, 1), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_build(early, vars, 2), ADAMW_STATUS_OK);
+    float w1[3], w2[3], b1[2], b2[2];
+    memcpy(w1, w_init, sizeof w1), memcpy(w2, w_init, sizeof w2), memcpy(b1, b_init, sizeof b1), memcpy(b2, b_init, sizeof b2);
+    const float gw[3] = {0.1f, 0.2f, -0.3f}, gb[2] = {0.5f, -1.5f};
+    adamw_gradient first_late[1] = {{.variable = 0, .dtype = ADAMW_DTYPE_FLOAT32, .data = w1, .len = 3, .dense = gw}};
+    adamw_gradient first_early[2] = {
+        {.variable = 0, .dtype = ADAMW_DTYPE_FLOAT32, .data = w2, .len = 3, .dense = gw},
+        {.variable = 1, .dtype = ADAMW_DTYPE_FLOAT32, .data = b2, .len = 2},
+    };
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(late, first_late, 1, NULL), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_apply_gradients(early, first_early, 2, NULL), ADAMW_STATUS_OK);
+    /* Refused, nothing changed: a name that exists; no values with EMA. */
+    EXPECT_REJECTED(late, adamw_optimizer_add_variables(late, &vars[0], 1), ADAMW_STATUS_INVALID_ARGUMENT);
+    EXPECT_MESSAGE("exists");
+    adamw_variable no_data = vars[1];
+    no_data.data = NULL;
+    EXPECT_REJECTED(late, adamw_optimizer_add_variables(late, &no_data, 1), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_add_variables(NULL, &vars[1], 1), ADAMW_STATUS_NULL_ARGUMENT);
+    EXPECT_STATUS(adamw_optimizer_add_variables(late, &vars[1], 1), ADAMW_STATUS_OK);
+    for (int step = 0; step < 2; step++) {
+        adamw_gradient both_late[2] = {
+            {.variable = 0, .dtype = ADAMW_DTYPE_FLOAT32, .data = w1, .len = 3, .dense = gw},
+            {.variable = 1, .dtype = ADAMW_DTYPE_FLOAT32, .data = b1, .len = 2, .dense = gb},
+        };
+        adamw_gradient both_early[2] = {
+            {.variable = 0, .dtype = ADAMW_DTYPE_FLOAT32, .data = w2, .len = 3, .dense = gw},
+            {.variable = 1, .dtype = ADAMW_DTYPE_FLOAT32, .data = b2, .len = 2, .dense = gb},
+        };
+        EXPECT_STATUS(adamw_optimizer_apply_gradients(late, both_late, 2, NULL), ADAMW_STATUS_OK);
+        EXPECT_STATUS(adamw_optimizer_apply_gradients(early, both_early, 2, NULL), ADAMW_STATUS_OK);
+    }
+    EXPECT(memcmp(w1, w2, sizeof w1) == 0 && memcmp(b1, b2, sizeof b1) == 0 && b1[0] != b_init[0]);
+    size_t n_late = 0, n_early = 0;
+    EXPECT_STATUS(adamw_optimizer_save_own_variables(late, NULL, 0, &n_late), ADAMW_STATUS_OK);
+    EXPECT_STATUS(adamw_optimizer_save_own_variables(early, NULL, 0, &n_early), ADAMW_STATUS_OK);
+    EXPECT(n_late == n_early);
+    adamw_optimizer_free(late);
+    adamw_optimizer_free(early);
+}
+
 int main(void) {
     test_versions_and_errors();
     test_create();
@@ -1592,5 +1650,6 @@ int main(void) {
     test_step_report();
     test_reset_variable();
     test_gradient_accumulation();
+    test_add_variables();
     return report();
 }

@@ -185,6 +185,11 @@ static adamw_status call_gradient_accumulation(adamw_optimizer *o) {
     int64_t steps, calls;
     return adamw_optimizer_gradient_accumulation(o, &steps, &calls);
 }
+static adamw_status call_add_variables(adamw_optimizer *o) {
+    static const size_t shape[1] = {3};
+    adamw_variable added = {"added", ADAMW_DTYPE_FLOAT32, 1, shape, NULL, 0, 0, 0};
+    return adamw_optimizer_add_variables(o, &added, 1);
+}
 static adamw_status call_step_report(adamw_optimizer *o) {
     adamw_step_report report;
     return adamw_optimizer_step_report(o, &report);
@@ -254,7 +259,7 @@ static const handle_call handle_calls[] = {
     HANDLE_CALL(set_weights), HANDLE_CALL(set_variable_multipliers), HANDLE_CALL(set_weight_decay_min_ndim),
     HANDLE_CALL(variable_properties), HANDLE_CALL(step_report), HANDLE_CALL(gradient_norms),
     HANDLE_CALL(set_report_gradient_norms), HANDLE_CALL(reset_variable),
-    HANDLE_CALL(set_gradient_accumulation_steps), HANDLE_CALL(gradient_accumulation),
+    HANDLE_CALL(set_gradient_accumulation_steps), HANDLE_CALL(gradient_accumulation), HANDLE_CALL(add_variables),
 };
 #define NUM_HANDLE_CALLS (sizeof handle_calls / sizeof handle_calls[0])
 
@@ -399,6 +404,15 @@ static void drive_creation_and_settings(void) {
     DRIVE(adamw_optimizer_reserve_sparse, ADAMW_STATUS_OUT_OF_MEMORY, adamw_optimizer_reserve_sparse(opt, SIZE_MAX));
     DRIVE(adamw_optimizer_set_weight_decay_min_ndim, ADAMW_STATUS_ALREADY_BUILT, call_set_weight_decay_min_ndim(opt));
     DRIVE(adamw_optimizer_set_gradient_accumulation_steps, ADAMW_STATUS_ALREADY_BUILT, call_set_gradient_accumulation_steps(opt));
+    {
+        static const size_t huge_shape[2] = {SIZE_MAX / 2, 4};
+        adamw_variable same_name = {"w", ADAMW_DTYPE_FLOAT32, 1, shape3, w, 0, 0, 0};
+        adamw_variable integers = {"n", ADAMW_DTYPE_INT64, 1, shape3, NULL, 0, 0, 0};
+        adamw_variable huge_variable = {"h", ADAMW_DTYPE_FLOAT32, 2, huge_shape, NULL, 0, 0, 0};
+        DRIVE(adamw_optimizer_add_variables, ADAMW_STATUS_INVALID_ARGUMENT, adamw_optimizer_add_variables(opt, &same_name, 1));
+        DRIVE(adamw_optimizer_add_variables, ADAMW_STATUS_DTYPE_MISMATCH, adamw_optimizer_add_variables(opt, &integers, 1));
+        DRIVE(adamw_optimizer_add_variables, ADAMW_STATUS_OUT_OF_MEMORY, adamw_optimizer_add_variables(opt, &huge_variable, 1));
+    }
     DRIVE(adamw_optimizer_set_variable_multipliers, ADAMW_STATUS_UNKNOWN_VARIABLE,
           adamw_optimizer_set_variable_multipliers(opt, 99, 1.0, 1.0));
     adamw_variable_properties properties;
@@ -419,6 +433,7 @@ static void drive_creation_and_settings(void) {
     DRIVE(adamw_optimizer_variable_properties, ADAMW_STATUS_NOT_BUILT, call_variable_properties(fresh));
     DRIVE(adamw_optimizer_gradient_norms, ADAMW_STATUS_NOT_BUILT, call_gradient_norms(fresh));
     DRIVE(adamw_optimizer_reset_variable, ADAMW_STATUS_NOT_BUILT, call_reset_variable(fresh));
+    DRIVE(adamw_optimizer_add_variables, ADAMW_STATUS_NOT_BUILT, call_add_variables(fresh));
     DRIVE(adamw_optimizer_set_weight_decay_min_ndim, ADAMW_STATUS_INVALID_ARGUMENT, adamw_optimizer_set_weight_decay_min_ndim(fresh, 33));
     DRIVE(adamw_optimizer_set_gradient_accumulation_steps, ADAMW_STATUS_INVALID_ARGUMENT,
           adamw_optimizer_set_gradient_accumulation_steps(fresh, 1));

@@ -173,6 +173,24 @@ static void gradient_accumulation() {
                  adamw::Optimizer(adamw::Config().gradient_accumulation_steps(2).master_weights(true)));
 }
 
+// A variable added after a step steps as one built from the start and listed without a gradient.
+static void add_variables() {
+    adamw::Optimizer late(adamw::Config().learning_rate(0.1)), early(adamw::Config().learning_rate(0.1));
+    late.build({adamw::Variable::of<float>("w", {3})});
+    early.build({adamw::Variable::of<float>("w", {3}), adamw::Variable::of<float>("b", {2})});
+    std::vector<float> w1 = {0.5f, -1, 2}, w2 = w1, b1 = {0.25f, -0.75f}, b2 = b1;
+    const std::vector<float> gw = {0.1f, 0.2f, -0.3f}, gb = {0.5f, -1.5f};
+    late.apply_gradients({adamw::Gradient::dense<float>(0, w1, gw)});
+    early.apply_gradients({adamw::Gradient::dense<float>(0, w2, gw), adamw::Gradient::none<float>(1, b2)});
+    EXPECT_ERROR(ADAMW_STATUS_INVALID_ARGUMENT, late.add_variables({adamw::Variable::of<float>("w", {3})}));
+    late.add_variables({adamw::Variable::of<float>("b", {2})});
+    for (int step = 0; step < 2; step++) {
+        late.apply_gradients({adamw::Gradient::dense<float>(0, w1, gw), adamw::Gradient::dense<float>(1, b1, gb)});
+        early.apply_gradients({adamw::Gradient::dense<float>(0, w2, gw), adamw::Gradient::dense<float>(1, b2, gb)});
+    }
+    CHECK(w1 == w2 && b1 == b2 && b1[0] != 0.25f);
+}
+
 static void step_report() {
     adamw::Optimizer opt(adamw::Config().learning_rate(0.01));
     CHECK(opt.step_report().norms == adamw::NormSource::none && !opt.step_report().applied);
@@ -716,6 +734,7 @@ int main(int argc, char** argv) {
     exclusion_and_reserve();
     multipliers();
     gradient_accumulation();
+    add_variables();
     step_report();
     callables();
     state_and_checkpoints();

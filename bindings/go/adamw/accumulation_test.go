@@ -59,3 +59,49 @@ func TestGradientAccumulation(t *testing.T) {
 		t.Errorf("with master weights: %v", err)
 	}
 }
+
+// A variable added after a step steps as one built from the start and listed without a
+// gradient for that step.
+func TestAddVariables(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.LearningRate = 0.1
+	w := Variable{Name: "w", Shape: []int{3}, DType: Float32}
+	b := Variable{Name: "b", Shape: []int{2}, DType: Float32}
+	late := newBuilt(t, cfg, w)
+	defer late.Close()
+	early := newBuilt(t, cfg, w, b)
+	defer early.Close()
+	w1, w2 := []float32{0.5, -1, 2}, []float32{0.5, -1, 2}
+	b1, b2 := []float32{0.25, -0.75}, []float32{0.25, -0.75}
+	gw, gb := []float32{0.1, 0.2, -0.3}, []float32{0.5, -1.5}
+	if _, err := late.ApplyGradients([]Gradient{Dense(0, w1, gw)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := early.ApplyGradients([]Gradient{Dense(0, w2, gw), NoGradient(1, b2)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := late.AddVariables([]Variable{w}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("a name that exists: %v", err)
+	}
+	if err := late.AddVariables([]Variable{b}); err != nil {
+		t.Fatal(err)
+	}
+	for step := 0; step < 2; step++ {
+		if _, err := late.ApplyGradients([]Gradient{Dense(0, w1, gw), Dense(1, b1, gb)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := early.ApplyGradients([]Gradient{Dense(0, w2, gw), Dense(1, b2, gb)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range w1 {
+		if math.Float32bits(w1[i]) != math.Float32bits(w2[i]) {
+			t.Errorf("w[%d]: %v vs %v", i, w1[i], w2[i])
+		}
+	}
+	for i := range b1 {
+		if math.Float32bits(b1[i]) != math.Float32bits(b2[i]) || b1[i] == 0.25 {
+			t.Errorf("b[%d]: %v vs %v", i, b1[i], b2[i])
+		}
+	}
+}

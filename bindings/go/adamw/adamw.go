@@ -667,6 +667,23 @@ type Variable struct {
 // Build creates the optimizer's state over the variables; afterwards a variable is named by its
 // index in this list. Once per optimizer.
 func (o *Optimizer) Build(variables []Variable) error {
+	return o.withVariables(variables, func(h *C.adamw_optimizer, descs *C.adamw_variable, n C.size_t) C.enum_adamw_status {
+		return C.adamw_optimizer_build(h, descs, n)
+	})
+}
+
+// AddVariables adds variables after Build (a new head, a layer unfrozen), numbered after the
+// built ones: their state starts as Build makes it (Init is needed as at Build), exclusion
+// patterns and WeightDecayMinNdim apply, names must be new, and their bias correction uses the
+// optimizer's iterations. Not with a Mesh or on a device. On error nothing changes.
+func (o *Optimizer) AddVariables(variables []Variable) error {
+	return o.withVariables(variables, func(h *C.adamw_optimizer, descs *C.adamw_variable, n C.size_t) C.enum_adamw_status {
+		return C.adamw_optimizer_add_variables(h, descs, n)
+	})
+}
+
+// withVariables calls f with C descriptors of variables (names, shapes and pinned Init).
+func (o *Optimizer) withVariables(variables []Variable, f func(*C.adamw_optimizer, *C.adamw_variable, C.size_t) C.enum_adamw_status) error {
 	return o.call(func(h *C.adamw_optimizer) C.enum_adamw_status {
 		n := len(variables)
 		descs := (*C.adamw_variable)(C.calloc(C.size_t(n+1), C.sizeof_adamw_variable))
@@ -717,8 +734,7 @@ func (o *Optimizer) Build(variables []Variable) error {
 				ds[i].data = o.mem.pin(data)
 			}
 		}
-		s := C.adamw_optimizer_build(h, descs, C.size_t(n))
-		return s
+		return f(h, descs, C.size_t(n))
 	})
 }
 

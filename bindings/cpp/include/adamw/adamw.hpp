@@ -994,6 +994,19 @@ class Optimizer {
 
     /// Builds the state over `variables`; afterwards a variable is named by its index here.
     Result<void> try_build(const std::vector<Variable>& variables) {
+        std::vector<adamw_variable> raw = describe(variables);
+        return call(adamw_optimizer_build, raw.data(), raw.size());
+    }
+
+    /// Adds variables after build (adamw_optimizer_add_variables): numbered after the built
+    /// ones, their state as build makes it, names new; not with a mesh or on a device.
+    Result<void> try_add_variables(const std::vector<Variable>& variables) {
+        std::vector<adamw_variable> raw = describe(variables);
+        return call(adamw_optimizer_add_variables, raw.data(), raw.size());
+    }
+
+   private:
+    static std::vector<adamw_variable> describe(const std::vector<Variable>& variables) {
         std::vector<adamw_variable> raw;
         raw.reserve(variables.size());
         for (const auto& v : variables) {
@@ -1008,8 +1021,10 @@ class Optimizer {
             r.shard_len = v.shard_len;
             raw.push_back(r);
         }
-        return call(adamw_optimizer_build, raw.data(), raw.size());
+        return raw;
     }
+
+   public:
 
     /// Moves the optimizer to a device before build (adamw_optimizer_set_device): its state lives
     /// there, its steps run there with the CPU's bits, and gradients take device_span buffers.
@@ -1230,6 +1245,7 @@ class Optimizer {
         try_exclude_from_weight_decay(variables, patterns).value();
     }
     void build(const std::vector<Variable>& variables) { try_build(variables).value(); }
+    void add_variables(const std::vector<Variable>& variables) { try_add_variables(variables).value(); }
     void set_device(DeviceKind kind, uint32_t ordinal = 0) { try_set_device(kind, ordinal).value(); }
     void set_stream(void* stream) { try_set_stream(stream).value(); }
     void set_threads(uint32_t threads) { try_set_threads(threads).value(); }
