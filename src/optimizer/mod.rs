@@ -910,7 +910,7 @@ impl Optimizer {
     /// Keras saves a LossScaleOptimizer: the scale and its count are not in it (Keras' files do not
     /// hold them; a LossScaleOptimizer loaded from one starts from its initial scale).
     pub fn keras_variables(&self) -> Result<Vec<StateTensor>> {
-        if self.state.layout().any(|k| matches!(k, StateKind::Slot(Slot::Master, _))) {
+        if self.state.built.as_ref().is_some_and(|b| b.variables.iter().any(|v| v.layout.has_master())) {
             return Err(invalid!(
                 "an optimizer with master weights has state Keras' AdamW does not hold; save it with save_own_variables"
             ));
