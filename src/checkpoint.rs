@@ -112,7 +112,11 @@ pub fn encode(
         tensors.iter().enumerate().map(|(i, &(shape, values))| (i.to_string(), entry(shape, values))).collect();
     let mut named: Vec<&(&str, TensorRef<'_>)> = named.iter().collect();
     named.sort_by_key(|(name, _)| *name);
-    entries.extend(named.iter().map(|&&(name, values)| (name.to_string(), entry(&[], values))));
+    // A named scalar has shape []; a list (one number per variable) its length.
+    entries.extend(named.iter().map(|&&(name, values)| {
+        let shape = if values.len() == 1 { vec![] } else { vec![values.len()] };
+        (name.to_string(), entry(&shape, values))
+    }));
     let layout = serde_json::to_string(layout).map_err(|e| Error::Internal(format!("the checkpoint layout: {e}")))?;
     let mut crc = crc32fast::Hasher::new();
     for (_, e) in &entries {
@@ -239,8 +243,8 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint> {
     let mut named = Vec::with_capacity(names.len());
     for name in names {
         let (shape, values) = read(&name)?;
-        if !shape.is_empty() {
-            return Err(bad(format!("tensor \"{name}\" must be a scalar")));
+        if shape.len() > 1 {
+            return Err(bad(format!("tensor \"{name}\" must be a scalar or a list")));
         }
         named.push((name, values));
     }

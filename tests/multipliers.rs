@@ -46,7 +46,7 @@ value!(f16, F16, F16, f16::from_f32, f16::to_bits);
 const SHAPES: [&[usize]; 4] = [&[64, 40], &[40], &[], &[50_000]];
 const NAMES: [&str; 4] = ["dense/kernel", "dense/bias", "temperature", "embedding/vector"];
 
-/// The bits of every variable after `steps` steps (and the optimizer state), with `setup`
+/// The bits of every variable after `steps` steps (and of the optimizer variables), with `setup`
 /// applied to the optimizer before build and `after_build` after.
 fn run<T: Value>(
     config: Config,
@@ -89,7 +89,9 @@ fn run<T: Value>(
         opt.apply_gradients(&mut entries[..]).unwrap();
     }
     let bits = values.iter().map(|v| v.iter().map(|x| x.bits()).collect()).collect();
-    (bits, opt.save_own_variables().unwrap())
+    // Every optimizer variable's bytes (a checkpoint would also hold the multipliers).
+    let state = (0..opt.num_variables()).flat_map(|i| opt.variable(i).unwrap().values.as_ref().to_le_bytes()).collect();
+    (bits, state)
 }
 
 fn configs() -> Vec<(&'static str, Config)> {
@@ -257,4 +259,55 @@ fn a_device_refuses_multipliers() {
     assert!(matches!(e, Err(Error::InvalidArgument(_))), "{e:?}");
     opt.set_multipliers(0, Multipliers::default()).unwrap(); // 1 and 1 is Keras' step anywhere
     assert_eq!(opt.variable_properties(0).unwrap().multipliers, Multipliers::default());
+}
+
+/// One step of the four variables with gradients from `seed`.
+fn step_f32(opt: &mut Optimizer, values: &mut [Vec<f32>], seed: u64) {
+    let grads: Vec<Vec<f32>> = values.iter().enumerate().map(|(i, v)| noise(seed * 10 + i as u64, v.len())).collect();
+    let mut entries: Vec<GradientEntry> = values
+        .iter_mut()
+        .zip(&grads)
+        .enumerate()
+        .map(|(i, (v, g))| GradientEntry {
+            variable: i,
+            values: TensorMut::F32(v),
+            gradient: Some(Gradient::Dense(TensorRef::F32(g))),
+        })
+        .collect();
+    opt.apply_gradients(&mut entries[..]).unwrap();
+}
+
+#[test]
+fn checkpoints_carry_the_multipliers() {
+    let specs: Vec<VariableSpec> = (0..4).map(|i| VariableSpec::new(NAMES[i], DType::F32, SHAPES[i])).collect();
+    let fresh = || {
+        let mut opt = Optimizer::new(Config { weight_decay: 0.05, ..Config::default() }).unwrap();
+        opt.build(&specs, &[]).unwrap();
+        opt
+    };
+    let mut values: Vec<Vec<f32>> =
+        SHAPES.iter().enumerate().map(|(i, s)| noise(i as u64, s.iter().product())).collect();
+    let mut opt = fresh();
+    // Without multipliers other than 1 the checkpoint holds none, and a load keeps the loader's.
+    let plain = opt.save_own_variables().unwrap();
+    let mut keeps = fresh();
+    keeps.set_multipliers(3, Multipliers { learning_rate: 3.0, weight_decay: 1.0 }).unwrap();
+    keeps.load_own_variables(&plain).unwrap();
+    assert_eq!(keeps.variable_properties(3).unwrap().multipliers.learning_rate, 3.0);
+    opt.set_multipliers(0, Multipliers { learning_rate: 0.25, weight_decay: 0.0 }).unwrap();
+    opt.set_multipliers(2, Multipliers { learning_rate: 1.5, weight_decay: 4.0 }).unwrap();
+    step_f32(&mut opt, &mut values, 1);
+    let saved = opt.save_own_variables().unwrap();
+    let mut loaded = fresh();
+    loaded.load_own_variables(&saved).unwrap();
+    for i in 0..4 {
+        assert_eq!(loaded.variable_properties(i), opt.variable_properties(i), "variable {i}");
+    }
+    let mut values_loaded = values.clone();
+    for seed in 2..4 {
+        step_f32(&mut opt, &mut values, seed);
+        step_f32(&mut loaded, &mut values_loaded, seed);
+    }
+    assert_eq!(values, values_loaded);
+    assert_eq!(opt.save_own_variables().unwrap(), loaded.save_own_variables().unwrap());
 }

@@ -33,6 +33,10 @@ use state::{Built, State, StateKind};
 /// The checkpoint keys of the loss scale and its counter (not optimizer variables in Keras).
 const LOSS_SCALE: &str = "loss_scale";
 const LOSS_SCALE_COUNTER: &str = "loss_scale_counter";
+/// The checkpoint keys of the per-variable multipliers (float64, one per built variable), written
+/// only when one is not 1.
+const LEARNING_RATE_MULTIPLIERS: &str = "learning_rate_multipliers";
+const WEIGHT_DECAY_MULTIPLIERS: &str = "weight_decay_multipliers";
 
 /// What an optimizer does with one model variable ([`Optimizer::variable_properties`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -766,12 +770,20 @@ impl Optimizer {
         let views: Vec<_> = tensors.iter().map(|t| (t.info.shape.as_slice(), t.values.as_ref())).collect();
         // Only a dynamic scale has state to restore (Keras checkpoints a fixed one not at all).
         let (scale, counter) = ([self.state.loss_scale], [self.state.loss_scale_counter]);
-        let named = match self.state.config.loss_scale {
+        let mut named = match self.state.config.loss_scale {
             Some(l) if l.dynamic => {
                 vec![(LOSS_SCALE, TensorRef::F32(&scale)), (LOSS_SCALE_COUNTER, TensorRef::I64(&counter))]
             }
             _ => Vec::new(),
         };
+        // Per-variable multipliers, only when one is not 1 (the bytes are otherwise as before).
+        let multipliers = self.state.built.as_ref().map_or(&[][..], |b| b.multipliers.as_slice());
+        let (rates, decays): (Vec<f64>, Vec<f64>) =
+            multipliers.iter().map(|m| (m.learning_rate, m.weight_decay)).unzip();
+        if multipliers.iter().any(|m| !m.is_identity()) {
+            named.push((LEARNING_RATE_MULTIPLIERS, TensorRef::F64(&rates)));
+            named.push((WEIGHT_DECAY_MULTIPLIERS, TensorRef::F64(&decays)));
+        }
         crate::checkpoint::encode(&views, &named, &self.checkpoint_layout())
     }
 
@@ -850,13 +862,59 @@ impl Optimizer {
             Some(named) => checkpoint_loss_scale(named)?,
             None => None,
         };
+        let multipliers = match named {
+            Some(named) => self.checkpoint_multipliers(named)?,
+            None => None,
+        };
         self.assign_weights(&weights)?;
+        if let Some(multipliers) = multipliers {
+            for (variable, m) in multipliers.into_iter().enumerate() {
+                self.set_multipliers(variable, m)?; // checked above: cannot fail
+            }
+        }
         let dynamic = self.state.config.loss_scale.is_some_and(|l| l.dynamic);
         if let Some((scale, counter)) = loss_scale.filter(|_| dynamic) {
             self.state.loss_scale = scale;
             self.state.loss_scale_counter = counter;
         }
         Ok(())
+    }
+
+    /// The per-variable multipliers a checkpoint holds, if it holds them: both lists or neither,
+    /// one pair per built variable, each pair one `set_multipliers` takes.
+    fn checkpoint_multipliers(&self, named: &[(String, TensorBuf)]) -> Result<Option<Vec<Multipliers>>> {
+        let find = |name: &str| named.iter().find(|(n, _)| n == name).map(|(_, v)| f64::unwrap(v.as_ref()));
+        let (rates, decays) = match (find(LEARNING_RATE_MULTIPLIERS), find(WEIGHT_DECAY_MULTIPLIERS)) {
+            (None, None) => return Ok(None),
+            (Some(Some(r)), Some(Some(d))) => (r, d),
+            _ => {
+                return Err(Error::InvalidCheckpoint(format!(
+                    "the checkpoint's multipliers must be float64 \"{LEARNING_RATE_MULTIPLIERS}\" together with float64 \"{WEIGHT_DECAY_MULTIPLIERS}\""
+                )));
+            }
+        };
+        let count = self.num_built_variables();
+        if rates.len() != count || decays.len() != count {
+            return Err(Error::CheckpointMismatch(format!(
+                "the checkpoint holds multipliers for {} variables, but the optimizer was built with {count}",
+                rates.len()
+            )));
+        }
+        let multipliers: Vec<Multipliers> = rates
+            .iter()
+            .zip(decays)
+            .map(|(&learning_rate, &weight_decay)| Multipliers { learning_rate, weight_decay })
+            .collect();
+        for m in &multipliers {
+            m.check().map_err(|e| Error::InvalidCheckpoint(format!("the checkpoint's multipliers: {e}")))?;
+            if self.state.engine.on_device() && !m.is_identity() {
+                return Err(Error::CheckpointMismatch(
+                    "the checkpoint holds per-variable multipliers, which an optimizer on a device does not take"
+                        .into(),
+                ));
+            }
+        }
+        Ok(Some(multipliers))
     }
 
     /// Checks the variables a checkpoint's layout records against the built ones: their count
@@ -957,11 +1015,13 @@ impl Optimizer {
 /// not negative. Nothing else may be named.
 fn checkpoint_loss_scale(named: &[(String, TensorBuf)]) -> Result<Option<(f32, i64)>> {
     let find = |name: &str| named.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_ref());
-    if let Some((name, _)) = named.iter().find(|(n, _)| n != LOSS_SCALE && n != LOSS_SCALE_COUNTER) {
+    let known = [LOSS_SCALE, LOSS_SCALE_COUNTER, LEARNING_RATE_MULTIPLIERS, WEIGHT_DECAY_MULTIPLIERS];
+    if let Some((name, _)) = named.iter().find(|(n, _)| !known.contains(&n.as_str())) {
         return Err(Error::CheckpointMismatch(format!("the checkpoint holds an unknown tensor \"{name}\"")));
     }
-    let scale = find(LOSS_SCALE).map(|t| f32::unwrap(t).and_then(|x| x.first().copied()));
-    let counter = find(LOSS_SCALE_COUNTER).map(|t| i64::unwrap(t).and_then(|x| x.first().copied()));
+    let scale = find(LOSS_SCALE).map(|t| f32::unwrap(t).and_then(|x| x.first().copied().filter(|_| x.len() == 1)));
+    let counter =
+        find(LOSS_SCALE_COUNTER).map(|t| i64::unwrap(t).and_then(|x| x.first().copied().filter(|_| x.len() == 1)));
     match (scale, counter) {
         (None, None) => Ok(None),
         (Some(Some(s)), Some(Some(c))) if s.is_normal() && s > 0.0 && c >= 0 => Ok(Some((s, c))),
