@@ -675,8 +675,8 @@ enum adamw_status adamw_optimizer_load_keras_store(struct adamw_optimizer *optim
 // variable's dtype as Keras casts it (docs/numerics.md §22). 1 and 1 (the default) is Keras'
 // step, bit for bit, with nothing multiplied; a weight-decay multiplier of 0 is the same bits as
 // `adamw_optimizer_exclude_from_weight_decay`, and an excluded variable stays undecayed
-// whatever its multiplier. Multipliers are not part of the config or of checkpoints: set them
-// again after loading. On MPI ranks, set the same on every rank. Not on a device: the device
+// whatever its multiplier. Multipliers are not part of the config, but checkpoints hold them
+// (when one is not 1) and a load restores them. On MPI ranks, set the same on every rank. Not on a device: the device
 // kernels take one learning rate per dtype (multipliers other than 1 are refused there).
 // NULL: `optimizer`. Threads: serialized.
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT (a multiplier negative, NaN or infinite; other than 1

@@ -15,7 +15,7 @@ import (
 // variable then steps as Keras' AdamW would with learning_rate float32(lr × learningRate) and
 // weight_decay weightDecay × wd for it alone (docs/numerics.md §22); 1 and 1 is Keras' step,
 // and a weight-decay multiplier of 0 is the same as excluding the variable. Multipliers are not
-// in the config or the checkpoint: set them again after a load. A negative, NaN or infinite
+// in the config, but the checkpoint holds them and a load restores them. A negative, NaN or infinite
 // multiplier is ErrInvalidArgument, an index out of range ErrUnknownVariable; neither changes
 // anything.
 func (o *Optimizer) SetVariableMultipliers(variable int, learningRate, weightDecay float64) error {
