@@ -14,9 +14,10 @@ mkdir -p "$prefix/include/adamw" "$prefix/lib/pkgconfig" "$prefix/lib/cmake/adam
 install -m 644 include/adamw.h "$prefix/include/adamw.h"
 install -m 644 bindings/cpp/include/adamw/adamw.hpp "$prefix/include/adamw/adamw.hpp"
 install -m 644 target/release/libadamw.a "$prefix/lib/libadamw.a"
-# The archive carries the Rust standard library's objects with their own debug info (about 4 MB
-# of a static program); the shipped archive does without, as the shared library does.
-if command -v strip >/dev/null; then strip --strip-debug "$prefix/lib/libadamw.a"; fi
+# The archive carries the Rust standard library's objects with their own debug info, and every
+# object's local symbols (long generic names, about 5 MB of a static program); the shipped
+# archive keeps only the symbols linking needs, as the shared library does.
+if command -v strip >/dev/null; then strip --strip-unneeded "$prefix/lib/libadamw.a"; fi
 install -m 755 target/release/libadamw.so "$prefix/lib/libadamw.so.$version"
 ln -sf "libadamw.so.$version" "$prefix/lib/libadamw.so.$abi"
 ln -sf "libadamw.so.$abi" "$prefix/lib/libadamw.so"

@@ -457,7 +457,9 @@ macro_rules! isa_variant {
 isa_variant!(dense_avx512, "avx512f,avx512bw,avx512vl,avx2,f16c", dense_chunk, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, grad: &[F], slots: SlotSlices<'_, F>));
 isa_variant!(dense_avx2, "avx2,f16c", dense_chunk, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, grad: &[F], slots: SlotSlices<'_, F>));
 
-#[inline(always)]
+// Not inlined: dense_parallel calls it from three places per mode, and the copies cost about a
+// megabyte of a static program; the call is once per task.
+#[inline(never)]
 fn dense_dispatch<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
     s: &StepScalars<F::Math>,
     ops: VariableOps,
