@@ -232,3 +232,31 @@ fn a_reset_variable_drops_its_accumulated_gradients() {
     assert_eq!(opt.variable(index).unwrap().values.as_ref().typed::<f32>().unwrap(), &[0.0; 6]);
     assert!(opt.variable(index + 1).unwrap().values.as_ref().typed::<f32>().unwrap().iter().any(|&x| x != 0.0));
 }
+
+#[test]
+fn the_guard_checks_every_call_before_it_accumulates() {
+    let config = Config { reject_non_finite_gradients: true, ..accumulating(2) };
+    let (mut opt, mut values) = built(config, &[40_000, 5]);
+    for (k, bad_call) in [(0u64, false), (1, true), (2, false), (3, true)] {
+        // The first call of a window accumulates; the second updates: a NaN is refused at both.
+        let before = (opt.save_own_variables().unwrap(), values.clone(), opt.calls());
+        let mut grads: Vec<Vec<f32>> =
+            values.iter().enumerate().map(|(i, v)| noise(k * 10 + i as u64, v.len())).collect();
+        grads[0][12_345] = f32::NAN;
+        let mut entries: Vec<GradientEntry> = values
+            .iter_mut()
+            .zip(&grads)
+            .enumerate()
+            .map(|(i, (v, g))| GradientEntry {
+                variable: i,
+                values: TensorMut::F32(v),
+                gradient: Some(Gradient::Dense(TensorRef::F32(g))),
+            })
+            .collect();
+        let err = opt.apply_gradients(&mut entries[..]).unwrap_err();
+        assert!(matches!(&err, Error::NonFiniteGradient(m) if m.contains("element 12345")), "{err:?}");
+        assert_eq!((opt.save_own_variables().unwrap(), values.clone(), opt.calls()), before, "call {k}");
+        call(&mut opt, &mut values, k, &[true, true]).unwrap();
+        assert_eq!(opt.step_report().applied, bad_call, "call {k} after the refusal");
+    }
+}

@@ -261,6 +261,77 @@ fn c_abi_steps_allocate_nothing(on_device: bool) {
     }
 }
 
+/// Under Keras 3's gradient accumulation (with clipnorm and a sparse gradient) a C ABI call
+/// allocates nothing, and neither does the first call after `adamw_optimizer_add_variables`
+/// that lists more variables than any call before.
+fn accumulation_and_added_variables_allocate_nothing() {
+    let mut config = adamw_config_default();
+    config.clipnorm = 1.0;
+    let mut opt = std::ptr::null_mut();
+    let (shape_a, shape_b) = ([8usize, 4], [16usize]);
+    let (mut a, mut b, mut c) = (vec![0.5f32; 32], vec![0.25f32; 16], vec![0.75f32; 16]);
+    let describe = |name: &'static std::ffi::CStr, shape: &[usize]| adamw_variable {
+        name: name.as_ptr(),
+        dtype: adamw_dtype::Float32 as u32,
+        ndim: shape.len(),
+        shape: shape.as_ptr(),
+        data: std::ptr::null(),
+        sharded: 0,
+        shard_offset: 0,
+        shard_len: 0,
+    };
+    let built = [describe(c"a", &shape_a), describe(c"b", &shape_b)];
+    let added = describe(c"c", &shape_b);
+    let (indices, values) = ([1i64, 5, 1], [0.3f32; 12]);
+    let grad = [0.1f32; 16];
+    let dense = |variable: usize, data: &mut [f32]| adamw_gradient {
+        variable,
+        dtype: 1,
+        data: data.as_mut_ptr().cast(),
+        len: 16,
+        dense: grad.as_ptr().cast(),
+        indices: std::ptr::null(),
+        num_indices: 0,
+        values: std::ptr::null(),
+        num_values: 0,
+    };
+    // SAFETY: valid config, descriptors and out-pointers; the entries point at live, distinct buffers.
+    unsafe {
+        assert_eq!(adamw_optimizer_new(&config, &mut opt), adamw_status::Ok);
+        assert_eq!(adamw_optimizer_set_gradient_accumulation_steps(opt, 2), adamw_status::Ok);
+        assert_eq!(adamw_optimizer_build(opt, built.as_ptr(), 2), adamw_status::Ok);
+        assert_eq!(adamw_optimizer_reserve_sparse(opt, 3), adamw_status::Ok);
+        let entries = [
+            adamw_gradient {
+                variable: 0,
+                dtype: 1,
+                data: a.as_mut_ptr().cast(),
+                len: 32,
+                dense: std::ptr::null(),
+                indices: indices.as_ptr(),
+                num_indices: 3,
+                values: values.as_ptr().cast(),
+                num_values: 12,
+            },
+            dense(1, &mut b),
+            dense(2, &mut c),
+        ];
+        let step = |n: usize| {
+            assert_eq!(
+                adamw_optimizer_apply_gradients(opt, entries.as_ptr(), n, std::ptr::null_mut()),
+                adamw_status::Ok
+            )
+        };
+        // Calls that list fewer variables than were built, then one more variable.
+        step(1);
+        step(1);
+        assert_eq!(adamw_optimizer_add_variables(opt, &added, 1), adamw_status::Ok);
+        let count = allocations_during(|| (0..100).for_each(|_| step(3)));
+        assert_eq!(count, 0, "a call under gradient accumulation, after add_variables, allocated");
+        adamw_optimizer_free(opt);
+    }
+}
+
 /// The mixed-precision modes allocate nothing in a step either: Keras' bfloat16, float16 with
 /// float32 master weights (dense and sparse, after reserve_sparse) and the loss scaler, skipped
 /// steps included.
@@ -459,6 +530,7 @@ fn main() {
         ("steps_allocate_nothing", steps_allocate_nothing),
         ("mixed_precision_steps_allocate_nothing", mixed_precision_steps_allocate_nothing),
         ("sharded_steps_allocate_nothing", sharded_steps_allocate_nothing),
+        ("accumulation_and_added_variables_allocate_nothing", accumulation_and_added_variables_allocate_nothing),
         #[cfg(feature = "host-kernels")]
         ("device_steps_allocate_nothing", device_steps_allocate_nothing),
     ];

@@ -240,10 +240,12 @@ pub unsafe extern "C" fn adamw_optimizer_add_variables(
     unsafe {
         with_optimizer(optimizer, |s| {
             let (specs, values) = variable_specs(&s.optimizer, variables, num_variables)?;
-            // The step's scratch grows with the variables (a step allocates nothing).
+            // The step's scratch grows with the variables (a step allocates nothing): room for
+            // every variable, counted from what the scratch holds now.
             let oom = |_| FfiError::new(adamw_status::OutOfMemory, "too many variables");
-            s.entries.try_reserve_exact(num_variables).map_err(oom)?;
-            s.ranges.try_reserve_exact(num_variables.saturating_mul(4)).map_err(oom)?;
+            let all = s.optimizer.num_built_variables().saturating_add(num_variables);
+            s.entries.try_reserve_exact(all.saturating_sub(s.entries.len())).map_err(oom)?;
+            s.ranges.try_reserve_exact(all.saturating_mul(4).saturating_sub(s.ranges.len())).map_err(oom)?;
             Ok(s.optimizer.add_variables(&specs, &values)?)
         })
     }

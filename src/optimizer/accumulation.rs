@@ -14,7 +14,7 @@ use crate::tensor::{CallEntries, Gradient, GradientEntries, GradientEntry};
 
 use super::report::StepReport;
 use super::state::State;
-use super::step::{dtype_plan, hyper_at, own_scalars, report};
+use super::step::{dtype_plan, hyper_at, non_finite_rejection, own_scalars, report};
 use super::validate::{check_entries, not_built};
 
 /// One `apply_gradients` call under gradient accumulation of `steps` calls.
@@ -39,8 +39,16 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut CallEntries<'_>, 
     let CallEntries::Host(host) = entries else {
         return Err(invalid!("gradient accumulation runs on the host: an optimizer on a device has none"));
     };
+    let next_calls = calls.checked_add(1).ok_or_else(|| invalid!("the call counter is at its largest value"))?;
+    // The guard checks each call's own gradients, before they reach an accumulator.
+    if config.reject_non_finite_gradients {
+        let mut call = CallEntries::Host(&mut **host);
+        if let Some(bad) = state.engine.find_non_finite(&mut call, None)? {
+            return Err(non_finite_rejection(built, &mut call, Some(bad)));
+        }
+    }
     let updates = calls.div_euclid(steps);
-    let update_call = calls.wrapping_add(1).rem_euclid(steps) == 0;
+    let update_call = next_calls.rem_euclid(steps) == 0;
     // Keras 3 checks the overwrite on every call, against the update count.
     let overwrite =
         config.use_ema && config.ema_overwrite_frequency.is_some_and(|f| f > 0 && updates.wrapping_add(1) % f == 0);
@@ -56,14 +64,14 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut CallEntries<'_>, 
         iterations: updates,
         keras3_average: true,
     };
-    let live_rate = live_learning_rate(config, calls.wrapping_add(1), step_hyper.learning_rate);
+    let live_rate = live_learning_rate(config, next_calls, step_hyper.learning_rate);
     if !update_call {
         state.engine.accumulate(&mut CallEntries::Host(&mut **host), &mut built.accumulators, None)?;
         if config.use_ema {
             state.engine.update_averages(&mut CallEntries::Host(&mut **host), &step_hyper, false, overwrite)?;
         }
         built.gradient_norms.fill(f64::NAN);
-        state.iterations = calls + 1;
+        state.iterations = next_calls;
         state.report = StepReport { iterations: state.iterations.div_euclid(steps), ..StepReport::default() };
         state.current.learning_rate = live_rate;
         return Ok(state.iterations.div_euclid(steps));
@@ -113,8 +121,9 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut CallEntries<'_>, 
     for accumulator in &mut built.accumulators {
         accumulator.fill_zero();
     }
+    // (The CPU engine's passes cannot fail, and accumulation runs on no other engine.)
     let (update_pass_norms, global_clip) = stepped?;
-    state.iterations = calls + 1;
+    state.iterations = next_calls;
     let iterations = state.iterations.div_euclid(steps);
     let mut call = CallEntries::Host(&mut **host);
     state.report = report(built, &mut call, clipping, false, update_pass_norms, None, global_clip, iterations);

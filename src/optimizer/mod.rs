@@ -347,7 +347,7 @@ impl Optimizer {
         built.multipliers.try_reserve_exact(n).map_err(oom)?;
         built.variable_scalars.try_reserve_exact(n).map_err(oom)?;
         built.gradient_norms.try_reserve_exact(n).map_err(oom)?;
-        built.report_squares.try_reserve_exact(n).map_err(oom)?;
+        built.report_squares.try_reserve_exact((first + n).saturating_sub(built.report_squares.len())).map_err(oom)?;
         built.last_listed.try_reserve_exact(n).map_err(oom)?;
         built.norm_partials.try_reserve_exact(first + n).map_err(oom)?;
         built.accumulators.try_reserve_exact(accumulators.len()).map_err(oom)?;
@@ -495,7 +495,7 @@ impl Optimizer {
     /// Keras 3's `gradient_accumulation_steps` ([`Config::gradient_accumulation_steps`],
     /// docs/numerics.md §25): `Some(n)` updates the variables every n-th call with the average
     /// of the n calls' gradients; `None` turns it off. Before build only (the accumulators are
-    /// made at build), and only with a counter at 0, which it then counts in calls.
+    /// made at build); a preset counter keeps its iterations (the calls become iterations * n).
     pub fn set_gradient_accumulation_steps(&mut self, steps: Option<i64>) -> Result<()> {
         if self.is_built() {
             return Err(Error::AlreadyBuilt(

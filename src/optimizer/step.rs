@@ -4,7 +4,7 @@
 
 use crate::config::{Beta, Clipping, Config, CurrentValues, LearningRate};
 use crate::dtype::DType;
-use crate::engine::{DTypePlan, StepPlan, VariableScalars};
+use crate::engine::{DTypePlan, NonFinite, StepPlan, VariableScalars};
 use crate::error::{Error, Result};
 use crate::float::{Ftz, Real};
 use crate::kernels::{self, Clip, StepHyper, StepScalars};
@@ -111,6 +111,25 @@ pub(super) fn report(
     StepReport { iterations, applied: true, loss_scale, global_norm, clip_factor, norms }
 }
 
+/// The guard's refusal of a call with a non-finite gradient: this process's first one, or (under
+/// a mesh) another rank's.
+pub(super) fn non_finite_rejection(
+    built: &Built,
+    entries: &mut CallEntries<'_>,
+    local_bad: Option<NonFinite>,
+) -> Error {
+    Error::NonFiniteGradient(match local_bad {
+        Some(bad) => {
+            let variable = entries.with_shape(bad.entry, |e| e.variable);
+            format!(
+                "the gradient of variable {variable} (`{}`) holds {} at element {}; the call was rejected and nothing changed (reject_non_finite_gradients is on)",
+                built.variables[variable].spec.name, bad.value, bad.element
+            )
+        }
+        None => "a gradient on another rank of the mesh holds NaN or infinity; the call was rejected on every rank and nothing changed (reject_non_finite_gradients is on)".into(),
+    })
+}
+
 /// The scalars of every variable with multipliers, in the dtype it computes in.
 pub(super) fn own_scalars(built: &mut Built, step_hyper: &StepHyper) {
     for (i, multipliers) in built.multipliers.iter().enumerate() {
@@ -214,16 +233,7 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut CallEntries<'_>) 
         any_bad = header[2] > 0.0;
     }
     if config.reject_non_finite_gradients && any_bad {
-        return Err(Error::NonFiniteGradient(match local_bad {
-            Some(bad) => {
-                let variable = entries.with_shape(bad.entry, |e| e.variable);
-                format!(
-                    "the gradient of variable {variable} (`{}`) holds {} at element {}; the call was rejected and nothing changed (reject_non_finite_gradients is on)",
-                    built.variables[variable].spec.name, bad.value, bad.element
-                )
-            }
-            None => "a gradient on another rank of the mesh holds NaN or infinity; the call was rejected on every rank and nothing changed (reject_non_finite_gradients is on)".into(),
-        }));
+        return Err(non_finite_rejection(built, entries, local_bad));
     }
     // Keras updates a dynamic scale before the step; the new scale only unscales later steps, so
     // it is kept here and stored once the step has succeeded (a failed call changes nothing).

@@ -102,9 +102,14 @@ impl Engine for CpuEngine {
 
     fn add_variables(&mut self, layouts: &[VariableLayout], slots: Slots, initial: &[TensorRef<'_>]) -> Result<()> {
         let added = variable_slots(layouts, slots, initial)?;
-        self.variables.try_reserve_exact(added.len()).map_err(|_| Error::OutOfMemory("too many variables".into()))?;
+        let oom = |_| Error::OutOfMemory("too many variables".into());
+        self.variables.try_reserve_exact(added.len()).map_err(oom)?;
+        // What reserve_sparse reserved covers the added variables' rows too.
+        let row_len = master_row_len(&added).max(self.master_row_len);
+        let widened = self.sparse_rows.capacity().saturating_mul(row_len);
+        self.widened_rows.try_reserve(widened.saturating_sub(self.widened_rows.len())).map_err(oom)?;
         self.variables.extend(added);
-        self.master_row_len = master_row_len(&self.variables);
+        self.master_row_len = row_len;
         Ok(())
     }
 
