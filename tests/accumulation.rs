@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use adamw::{Config, DType, Error, Gradient, GradientEntry, LossScale, Optimizer, TensorMut, TensorRef, VariableSpec};
-use common::noise;
+use common::{noise, noise_step};
 use serde_json::Value;
 
 fn data(file: &str) -> PathBuf {
@@ -83,18 +83,7 @@ fn built(config: Config, sizes: &[usize]) -> (Optimizer, Vec<Vec<f32>>) {
 /// One call with gradients from `seed` for the variables whose entry in `with` is true (the
 /// others listed without one).
 fn call(opt: &mut Optimizer, values: &mut [Vec<f32>], seed: u64, with: &[bool]) -> adamw::Result<i64> {
-    let grads: Vec<Vec<f32>> = values.iter().enumerate().map(|(i, v)| noise(seed * 10 + i as u64, v.len())).collect();
-    let mut entries: Vec<GradientEntry> = values
-        .iter_mut()
-        .zip(&grads)
-        .enumerate()
-        .map(|(i, (v, g))| GradientEntry {
-            variable: i,
-            values: TensorMut::F32(v),
-            gradient: with[i].then_some(Gradient::Dense(TensorRef::F32(g))),
-        })
-        .collect();
-    opt.apply_gradients(&mut entries[..])
+    noise_step(opt, values, seed, Some(with))
 }
 
 #[test]

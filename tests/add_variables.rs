@@ -4,8 +4,8 @@
 //! bias correction, like the added one's, uses the optimizer's iterations).
 
 mod common;
-use adamw::{Config, DType, Error, Gradient, GradientEntry, Optimizer, TensorMut, TensorRef, VariableSpec};
-use common::noise;
+use adamw::{Config, DType, Error, Optimizer, TensorRef, VariableSpec};
+use common::{noise, noise_step};
 
 fn config() -> Config {
     Config { amsgrad: true, use_ema: true, weight_decay: 0.05, ..Config::default() }
@@ -14,18 +14,7 @@ fn config() -> Config {
 /// One call: gradients from `seed` for the variables marked in `with`, the others listed
 /// without one.
 fn step(opt: &mut Optimizer, values: &mut [Vec<f32>], seed: u64, with: &[bool]) {
-    let grads: Vec<Vec<f32>> = values.iter().enumerate().map(|(i, v)| noise(seed * 10 + i as u64, v.len())).collect();
-    let mut entries: Vec<GradientEntry> = values
-        .iter_mut()
-        .zip(&grads)
-        .enumerate()
-        .map(|(i, (v, g))| GradientEntry {
-            variable: i,
-            values: TensorMut::F32(v),
-            gradient: with[i].then_some(Gradient::Dense(TensorRef::F32(g))),
-        })
-        .collect();
-    opt.apply_gradients(&mut entries[..]).unwrap();
+    noise_step(opt, values, seed, Some(with)).unwrap();
 }
 
 fn specs() -> Vec<VariableSpec> {

@@ -7,7 +7,7 @@ mod common;
 use adamw::{
     Config, DType, Error, Gradient, GradientEntry, Multipliers, Optimizer, TensorMut, TensorRef, VariableSpec,
 };
-use common::noise;
+use common::{noise, noise_step};
 use half::{bf16, f16};
 
 trait Value: Copy + 'static {
@@ -261,22 +261,6 @@ fn a_device_refuses_multipliers() {
     assert_eq!(opt.variable_properties(0).unwrap().multipliers, Multipliers::default());
 }
 
-/// One step of the four variables with gradients from `seed`.
-fn step_f32(opt: &mut Optimizer, values: &mut [Vec<f32>], seed: u64) {
-    let grads: Vec<Vec<f32>> = values.iter().enumerate().map(|(i, v)| noise(seed * 10 + i as u64, v.len())).collect();
-    let mut entries: Vec<GradientEntry> = values
-        .iter_mut()
-        .zip(&grads)
-        .enumerate()
-        .map(|(i, (v, g))| GradientEntry {
-            variable: i,
-            values: TensorMut::F32(v),
-            gradient: Some(Gradient::Dense(TensorRef::F32(g))),
-        })
-        .collect();
-    opt.apply_gradients(&mut entries[..]).unwrap();
-}
-
 #[test]
 fn checkpoints_carry_the_multipliers() {
     let specs: Vec<VariableSpec> = (0..4).map(|i| VariableSpec::new(NAMES[i], DType::F32, SHAPES[i])).collect();
@@ -296,7 +280,7 @@ fn checkpoints_carry_the_multipliers() {
     assert_eq!(keeps.variable_properties(3).unwrap().multipliers.learning_rate, 3.0);
     opt.set_multipliers(0, Multipliers { learning_rate: 0.25, weight_decay: 0.0 }).unwrap();
     opt.set_multipliers(2, Multipliers { learning_rate: 1.5, weight_decay: 4.0 }).unwrap();
-    step_f32(&mut opt, &mut values, 1);
+    noise_step(&mut opt, &mut values, 1, None).unwrap();
     let saved = opt.save_own_variables().unwrap();
     let mut loaded = fresh();
     loaded.load_own_variables(&saved).unwrap();
@@ -305,8 +289,8 @@ fn checkpoints_carry_the_multipliers() {
     }
     let mut values_loaded = values.clone();
     for seed in 2..4 {
-        step_f32(&mut opt, &mut values, seed);
-        step_f32(&mut loaded, &mut values_loaded, seed);
+        noise_step(&mut opt, &mut values, seed, None).unwrap();
+        noise_step(&mut loaded, &mut values_loaded, seed, None).unwrap();
     }
     assert_eq!(values, values_loaded);
     assert_eq!(opt.save_own_variables().unwrap(), loaded.save_own_variables().unwrap());

@@ -3,8 +3,8 @@
 //! with the new values at the same iteration count.
 
 mod common;
-use adamw::{Config, DType, Error, Gradient, GradientEntry, Optimizer, TensorMut, TensorRef, VariableSpec};
-use common::noise;
+use adamw::{Config, DType, Error, Optimizer, TensorRef, VariableSpec};
+use common::{noise, noise_step};
 use half::bf16;
 
 fn config() -> Config {
@@ -22,18 +22,7 @@ fn slots(opt: &Optimizer) -> Vec<(String, Vec<u8>)> {
 }
 
 fn step(opt: &mut Optimizer, values: &mut [&mut Vec<f32>], seed: u64) {
-    let grads: Vec<Vec<f32>> = values.iter().enumerate().map(|(i, v)| noise(seed * 10 + i as u64, v.len())).collect();
-    let mut entries: Vec<GradientEntry> = values
-        .iter_mut()
-        .zip(&grads)
-        .enumerate()
-        .map(|(i, (v, g))| GradientEntry {
-            variable: i,
-            values: TensorMut::F32(v),
-            gradient: Some(Gradient::Dense(TensorRef::F32(g))),
-        })
-        .collect();
-    opt.apply_gradients(&mut entries[..]).unwrap();
+    noise_step(opt, values, seed, None).unwrap();
 }
 
 #[test]

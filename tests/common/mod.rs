@@ -12,6 +12,29 @@ pub fn noise(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
+/// One `apply_gradients` call over float32 variables 0, 1, …: variable i's gradient is
+/// `noise(seed * 10 + i)` where `with` (when given) says so, and the others are listed without one.
+pub fn noise_step<V: AsMut<[f32]>>(
+    opt: &mut adamw::Optimizer,
+    values: &mut [V],
+    seed: u64,
+    with: Option<&[bool]>,
+) -> adamw::Result<i64> {
+    let grads: Vec<Vec<f32>> =
+        values.iter_mut().enumerate().map(|(i, v)| noise(seed * 10 + i as u64, v.as_mut().len())).collect();
+    let mut entries: Vec<adamw::GradientEntry> = values
+        .iter_mut()
+        .zip(&grads)
+        .enumerate()
+        .map(|(i, (v, g))| adamw::GradientEntry {
+            variable: i,
+            values: adamw::TensorMut::F32(v.as_mut()),
+            gradient: with.is_none_or(|w| w[i]).then_some(adamw::Gradient::Dense(adamw::TensorRef::F32(g))),
+        })
+        .collect();
+    opt.apply_gradients(&mut entries[..])
+}
+
 use std::sync::{Arc, Barrier, Mutex};
 
 /// An in-process all-reduce between ranks on threads: every rank gets the sum in rank order.
