@@ -265,12 +265,7 @@ impl Optimizer {
             // (reserved first: room left over by a failed build is unobservable).
             self.index_copies.reserve(specs.len(), 0)?;
         }
-        let mut accumulators = Vec::new();
-        if s.config.gradient_accumulation_steps.is_some() {
-            for layout in &layouts {
-                accumulators.push(TensorBuf::zeros(layout.dtype, layout.len)?);
-            }
-        }
+        let accumulators = new_accumulators(&s.config, &layouts)?;
         s.engine.build(&layouts, slots, initial_values)?;
         let n = variables.len();
         s.built = Some(Built {
@@ -321,9 +316,10 @@ impl Optimizer {
     /// Adds variables after build (a new head, a layer unfrozen): their state starts as build
     /// would have made it (m and v zero, the EMA average and a float32 master from
     /// `initial_values`, needed as at build; a zeroed accumulator), and they are numbered after
-    /// the built ones. Exclusion patterns and `weight_decay_min_ndim` apply to them. Their first step's bias correction uses the optimizer's iterations, as Keras does
-    /// for a variable built late (torch counts steps per parameter). Names must be new. Not with
-    /// a mesh or on a device. All or nothing: on error nothing changes. Checkpoints then hold
+    /// the built ones. Exclusion patterns and `weight_decay_min_ndim` apply to them. Their first
+    /// step's bias correction uses the optimizer's iterations, as Keras does for a variable built
+    /// late (torch counts steps per parameter). Names must be new. Not with a mesh or on a
+    /// device. All or nothing: on error nothing changes. Checkpoints then hold
     /// the new variables' state too, and load only into an optimizer with the same variables.
     pub fn add_variables(&mut self, specs: &[VariableSpec], initial_values: &[TensorRef<'_>]) -> Result<()> {
         let variables = validate::added_variables(&self.state, specs, initial_values)?;
@@ -331,12 +327,8 @@ impl Optimizer {
         let built = s.built.as_ref().ok_or_else(|| validate::not_built("add_variables"))?;
         let first = built.variables.len();
         let excluded = exclusions(s, &variables, first);
-        let mut accumulators = Vec::new();
-        if s.config.gradient_accumulation_steps.is_some() {
-            for v in &variables {
-                accumulators.push(TensorBuf::zeros(v.layout.dtype, v.layout.len)?);
-            }
-        }
+        let layouts: Vec<_> = variables.iter().map(|v| v.layout).collect();
+        let accumulators = new_accumulators(&s.config, &layouts)?;
         // Room for everything first, so that nothing can fail after the engine has added them.
         let n = variables.len();
         let built = s.built.as_mut().ok_or_else(|| validate::not_built("add_variables"))?;
@@ -351,7 +343,6 @@ impl Optimizer {
         built.last_listed.try_reserve_exact(n).map_err(oom)?;
         built.norm_partials.try_reserve_exact(first + n).map_err(oom)?;
         built.accumulators.try_reserve_exact(accumulators.len()).map_err(oom)?;
-        let layouts: Vec<_> = variables.iter().map(|v| v.layout).collect();
         let slots = Slots { amsgrad: s.config.amsgrad, ema: s.config.use_ema };
         s.engine.add_variables(&layouts, slots, initial_values)?;
         built.decay.extend(excluded.iter().map(|&x| !x));
@@ -367,8 +358,8 @@ impl Optimizer {
     }
 
     /// Resets built variable `variable`'s optimizer state to what build made of it: m and v (and
-    /// vhat with amsgrad, and a gradient accumulator) zeroed, the EMA average and a float32 master copy from `values` (the
-    /// variable's new values, in its own dtype and length, widened exactly for a master; needed
+    /// vhat with amsgrad, and a gradient accumulator) zeroed, the EMA average and a float32
+    /// master copy from `values` (the variable's new values, in its own dtype and length, widened exactly for a master; needed
     /// with EMA or a master, ignored otherwise). For a re-initialized layer. The other variables,
     /// the counter and the multipliers are untouched. After build, between steps; refused with
     /// nothing changed when `values` is missing or of another dtype or length.
@@ -1068,6 +1059,15 @@ fn apply(state: &mut State, entries: &mut CallEntries<'_>) -> Result<i64> {
         Some(steps) => accumulation::apply_gradients(state, entries, steps),
         None => step::apply_gradients(state, entries),
     }
+}
+
+/// Zeroed gradient accumulators for variables with `layouts`, when the config accumulates
+/// (none otherwise).
+fn new_accumulators(config: &Config, layouts: &[crate::engine::VariableLayout]) -> Result<Vec<TensorBuf>> {
+    if config.gradient_accumulation_steps.is_none() {
+        return Ok(Vec::new());
+    }
+    layouts.iter().map(|layout| TensorBuf::zeros(layout.dtype, layout.len)).collect()
 }
 
 /// Whether each of `variables` (numbered from `first`) is excluded from weight decay: by

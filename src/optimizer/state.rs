@@ -217,24 +217,19 @@ impl State {
 
     /// What optimizer variable `index` is.
     pub fn info(&self, index: usize) -> Option<StateInfo> {
-        let kind = self.kind(index)?;
-        match kind {
+        let (slot, i) = match self.kind(index)? {
             StateKind::Iterations => {
-                Some(StateInfo { name: "iteration".into(), dtype: DType::I64, shape: Vec::new(), len: 1 })
+                return Some(StateInfo { name: "iteration".into(), dtype: DType::I64, shape: Vec::new(), len: 1 });
             }
-            StateKind::Slot(..) | StateKind::Accumulator(_) => {
-                let (slot, i) = match kind {
-                    StateKind::Slot(slot, i) => (slot_name(slot), i),
-                    _ => ("gradient_accumulator", kind.variable()?),
-                };
-                let var = &self.built.as_ref()?.variables[i];
-                Some(StateInfo {
-                    name: format!("{}/{}/{}", self.config.name, slot, var.spec.name),
-                    dtype: var.layout.dtype,
-                    shape: var.slot_shape.clone(),
-                    len: var.layout.len,
-                })
-            }
-        }
+            StateKind::Slot(slot, i) => (slot_name(slot), i),
+            StateKind::Accumulator(i) => ("gradient_accumulator", i),
+        };
+        let var = &self.built.as_ref()?.variables[i];
+        Some(StateInfo {
+            name: format!("{}/{}/{}", self.config.name, slot, var.spec.name),
+            dtype: var.layout.dtype,
+            shape: var.slot_shape.clone(),
+            len: var.layout.len,
+        })
     }
 }

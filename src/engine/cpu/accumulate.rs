@@ -36,14 +36,13 @@ pub(super) fn gradient<F: Real>(
             for a in acc.iter_mut() {
                 *a = kernels::accumulated(Ftz::new(*a), Ftz::ZERO).get();
             }
-            sparse_rows.clear();
-            sparse_rows.extend(indices.iter().enumerate().map(|(pos, &row)| (row as usize, pos)));
-            sparse_rows.sort_unstable();
-            for group in sparse_rows.chunk_by(|a, b| a.0 == b.0) {
+            let rows = super::sorted_rows(sparse_rows, indices, values, row_len);
+            for group in rows.entries.chunk_by(|a, b| a.0 == b.0) {
                 let row = group[0].0;
                 for j in 0..row_len {
-                    let sum =
-                        group.iter().fold(Ftz::<F>::ZERO, |sum, &(_, pos)| sum + Ftz::new(values[pos * row_len + j]));
+                    let sum = group
+                        .iter()
+                        .fold(Ftz::<F>::ZERO, |sum, &(_, pos)| sum + Ftz::new(rows.values[pos * row_len + j]));
                     let a = &mut acc[row * row_len + j];
                     *a = kernels::accumulated(Ftz::new(*a), sum).get();
                 }
