@@ -7,6 +7,10 @@
 //! speed**: the probe's time over the step's in the same round (median over rounds), which is the
 //! step's time if it ran at the probe's bandwidth for the bytes it must move, over its time.
 //!
+//! With `--report-cost`, each mode's step instead runs in turns with and without the update
+//! pass's gradient norms (`set_report_norms`) on one optimizer, and the median over rounds of
+//! the time with over the time without is reported (docs/numerics.md §23).
+//!
 //! The probe moves what the mode must move, pass by pass: each array is read (`R`), read and
 //! written in place (`M`) or written only (`W`), with its element size. A mode that must read the
 //! gradients before anything changes (a clip norm, a loss scale's finite check) has that pass too.
@@ -224,11 +228,15 @@ impl<T: Element> Bench<T> {
 /// A mode's step at one size, whatever its dtype.
 trait Steps {
     fn step(&mut self);
+    fn set_report_norms(&mut self, on: bool);
 }
 
 impl<T: Element> Steps for Bench<T> {
     fn step(&mut self) {
         Bench::step(self)
+    }
+    fn set_report_norms(&mut self, on: bool) {
+        self.opt.set_report_norms(on);
     }
 }
 
@@ -359,6 +367,9 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         adamw::simd_level().name()
     );
+    if args.iter().any(|a| a == "--report-cost") {
+        return report_cost(&sizes, threads, rounds, only.as_deref());
+    }
     println!("{:<30} {:>6} {:>10} {:>10} {:>9}", "mode", "size", "G param/s", "probe G/s", "of memory");
     let mut json = Vec::new();
     for spec in MODES.iter().filter(|m| only.as_ref().is_none_or(|o| o.iter().any(|x| x == m.name))) {
@@ -400,5 +411,43 @@ fn main() {
             json.join(",\n  ")
         );
         std::fs::write(path, body).unwrap();
+    }
+}
+
+/// `--report-cost`: each mode's step with the update pass's norms over its step without, the
+/// two alternating on one optimizer (which of them goes first alternates too).
+fn report_cost(sizes: &[(String, usize)], threads: usize, rounds: usize, only: Option<&[String]>) {
+    println!("{:<30} {:>6} {:>12} {:>12} {:>8}", "mode", "size", "plain G/s", "report G/s", "cost");
+    let modes = MODES.iter().filter(|m| !m.report_norms && m.sparse_rows_percent == 0);
+    for spec in modes.filter(|m| only.is_none_or(|o| o.iter().any(|x| x == m.name))) {
+        for (label, n) in sizes {
+            let n = *n;
+            let mut bench = bench_for(spec, n, threads);
+            let reps = ((1usize << 25) / n).clamp(4, 4096);
+            let time = |bench: &mut Box<dyn Steps>, report: bool| {
+                bench.set_report_norms(report);
+                bench.step(); // the first step after a switch is not timed
+                let t = Instant::now();
+                for _ in 0..reps {
+                    bench.step();
+                }
+                t.elapsed().as_secs_f64()
+            };
+            let (mut plain, mut report, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            for round in 0..rounds {
+                let (p, r) = if round % 2 == 0 {
+                    let p = time(&mut bench, false);
+                    (p, time(&mut bench, true))
+                } else {
+                    let r = time(&mut bench, true);
+                    (time(&mut bench, false), r)
+                };
+                plain.push((n * reps) as f64 / p / 1e9);
+                report.push((n * reps) as f64 / r / 1e9);
+                ratios.push(r / p);
+            }
+            let cost = (median(ratios) - 1.0) * 100.0;
+            println!("{:<30} {:>6} {:>12.3} {:>12.3} {cost:>+7.1}%", spec.name, label, median(plain), median(report));
+        }
     }
 }

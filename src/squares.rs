@@ -6,18 +6,25 @@
 //! The order: a pass's task (the update pass's, cut by the length alone) is taken in groups of
 //! 512 elements from its start (the last may be shorter). Within a group, element `j` is
 //! squared and added into group lane `j % 32`, in element order from 0, in the gradient's
-//! arithmetic type (float32 for float32 and the 16-bit dtypes, widened exactly; float64 for
-//! float64), each operation rounded. After each group its 32 lanes are widened to float64 and
-//! added into 32 float64 task lanes. The task's total is `((0 + L0) + L1) + … + L31`, and the
-//! variable's is the tasks' totals added in task order, from 0. (Each float32 lane sums at most
-//! sixteen squares before float64 takes over, so the norm is good to about 1e-6 relative.)
+//! [`Lane::Square`] type (float32 for float32 and the 16-bit dtypes, widened exactly; float64
+//! for float64), each operation rounded and flushed to zero as the step's arithmetic is (§7).
+//! After each group its 32 lanes are widened to float64 and added into 32 float64 task lanes.
+//! The task's total is `((0 + L0) + L1) + … + L31`, and the variable's is the tasks' totals
+//! added in task order, from 0. (Each float32 lane sums at most sixteen squares before float64
+//! takes over, so the norm is good to about 1e-6 relative.)
+//!
+//! Where the sums are taken: the dense loops write each element's square to a buffer as they
+//! step it and add a group's squares into its lanes after the group ([`square`],
+//! [`Squares::add_group_squares`]); the 16-bit vector loops add each row of squares into lanes
+//! held in registers ([`lane_plus_square`]); [`Squares::add`] sums a slice on its own (a
+//! master's widened gradient piece, in cache; a sparse gradient's values).
 
 use crate::dtype::Shared;
-use crate::float::Real;
+use crate::float::{Arith, FlushToZero, Ftz, HARDWARE_FLUSH as HW, Lane, Real};
 
 /// Elements per group (a caller's pieces are multiples of it), and lanes per group.
 pub(crate) const GROUP: usize = 512;
-const LANES: usize = 32;
+pub(crate) const LANES: usize = 32;
 
 /// The 32 float64 task lanes of the order above.
 #[derive(Debug, Clone, Copy)]
@@ -32,12 +39,37 @@ impl Default for Squares {
 /// 16-bit values are widened to float32 this many at a time (whole groups).
 const PIECE: usize = 512;
 
+/// `x · x`, rounded and flushed to zero (`HW`: by the processor, under a `FlushToZero` guard,
+/// as [`Ftz`]).
+#[inline(always)]
+pub fn square<S: Arith, const HW: bool>(x: S) -> S {
+    let x = Ftz::<S, HW>::new(x);
+    (x * x).get()
+}
+
+/// A group lane plus the square of `x`: `lane + x · x`, each operation rounded and flushed to
+/// zero (`HW` as for [`square`]).
+#[inline(always)]
+pub fn lane_plus_square<S: Arith, const HW: bool>(lane: S, x: S) -> S {
+    (Ftz::<S, HW>::new(lane) + Ftz::new(square::<S, HW>(x))).get()
+}
+
 impl Squares {
+    /// Adds a group's lanes, once its elements (at most 512) are in them, into the task lanes.
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // one index into both lane arrays reads best
+    pub fn add_group<S: Arith + Into<f64>>(&mut self, lanes: &[S; LANES]) {
+        for j in 0..LANES {
+            self.0[j] += lanes[j].into();
+        }
+    }
+
     /// Adds the squares of `values`, the next elements of the task; every call but the task's
-    /// last must give a multiple of 512 values. Inlined, so that it is compiled for the SIMD
-    /// level of the loop that calls it.
+    /// last must give a multiple of 512 values. Runs under flush-to-zero. Inlined, so that it is
+    /// compiled for the SIMD level of the loop that calls it.
     #[inline(always)]
     pub fn add<G: Real>(&mut self, values: &[G], simd: bool) {
+        let _flush = FlushToZero::new();
         let tensor = G::wrap::<Shared<'_>>(values);
         if let Some(values) = tensor.typed::<f32>() {
             return self.add_groups(values);
@@ -53,27 +85,63 @@ impl Squares {
         }
     }
 
-    /// The groups' loop; the lanes' additions are in element order, which vectorizing across
-    /// the lanes does not change.
+    /// The groups' loop, under the caller's `FlushToZero` guard.
+    #[inline(always)]
+    fn add_groups<L: Lane>(&mut self, values: &[L]) {
+        for group in values.chunks(GROUP) {
+            self.add_group_of::<L, HW>(group);
+        }
+    }
+
+    /// Adds the squares of one group's `values` (at most 512, the group's elements), as
+    /// [`lane_plus_square`] does (`HW` as for [`square`]).
     #[inline(always)]
     #[allow(clippy::needless_range_loop)] // one index into a row and the lanes reads best
-    fn add_groups<M: Wide>(&mut self, values: &[M]) {
-        for group in values.chunks(GROUP) {
-            let mut lanes = [M::ZERO; LANES];
-            let full = group.len() / LANES * LANES;
-            for row in group[..full].chunks_exact(LANES) {
-                let row: &[M; LANES] = row.try_into().expect("a row of LANES values");
-                for j in 0..LANES {
-                    lanes[j] = lanes[j] + row[j] * row[j];
-                }
-            }
-            for (lane, &x) in lanes.iter_mut().zip(&group[full..]) {
-                *lane = *lane + x * x;
-            }
+    fn add_group_of<L: Lane, const HW: bool>(&mut self, values: &[L]) {
+        let mut lanes = [<L::Square as Arith>::ZERO; LANES];
+        let rows = values.chunks_exact(LANES);
+        let tail = rows.remainder();
+        for row in rows {
+            let row: &[L; LANES] = row.try_into().expect("a row of LANES values");
             for j in 0..LANES {
-                self.0[j] += lanes[j].wide();
+                lanes[j] = lane_plus_square::<_, HW>(lanes[j], L::square_value(row[j].load()));
             }
         }
+        if !tail.is_empty() {
+            // Padded with zeros, which add nothing (`lane + 0 · 0` is `lane`), so that the
+            // lanes are indexed by constants only and stay in registers.
+            let mut last = [<L::Square as Arith>::ZERO; LANES];
+            for (x, &value) in last.iter_mut().zip(tail) {
+                *x = L::square_value(value.load());
+            }
+            for j in 0..LANES {
+                lanes[j] = lane_plus_square::<_, HW>(lanes[j], last[j]);
+            }
+        }
+        self.add_group(&lanes);
+    }
+
+    /// Adds one group's squares (`squares[j]` the square of its element `j`, as [`square`]
+    /// makes it; at most 512) into its lanes, each lane in element order from 0, then the lanes
+    /// into the task lanes: the same bits as [`lane_plus_square`] element by element. A short
+    /// last row is padded with zeros, which add nothing (`lane + 0` is `lane`), so that the
+    /// lanes are indexed by constants only and stay in registers; the additions run across the
+    /// lanes, which vectorizing does not reorder.
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // one index into a row and the lanes reads best
+    pub fn add_group_squares<S: Arith + Into<f64>, const HW: bool>(&mut self, squares: &[S]) {
+        let mut lanes = [S::ZERO; LANES];
+        let rows = squares.chunks_exact(LANES);
+        let tail = rows.remainder();
+        for row in rows {
+            add_row::<S, HW>(&mut lanes, row.try_into().expect("a row of LANES values"));
+        }
+        if !tail.is_empty() {
+            let mut last = [S::ZERO; LANES];
+            last[..tail.len()].copy_from_slice(tail);
+            add_row::<S, HW>(&mut lanes, &last);
+        }
+        self.add_group(&lanes);
     }
 
     /// The task's total: the lanes added in order, from 0.
@@ -82,23 +150,12 @@ impl Squares {
     }
 }
 
-/// The arithmetic of a group's lanes: float32 or float64.
-trait Wide: Copy + 'static + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> {
-    const ZERO: Self;
-    fn wide(self) -> f64;
-}
-
-impl Wide for f32 {
-    const ZERO: Self = 0.0;
-    fn wide(self) -> f64 {
-        self as f64
-    }
-}
-
-impl Wide for f64 {
-    const ZERO: Self = 0.0;
-    fn wide(self) -> f64 {
-        self
+/// Each lane plus its square from `row`, rounded and flushed (`HW` as for [`square`]).
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // one index into a row and the lanes reads best
+fn add_row<S: Arith, const HW: bool>(lanes: &mut [S; LANES], row: &[S; LANES]) {
+    for j in 0..LANES {
+        lanes[j] = (Ftz::<S, HW>::new(lanes[j]) + Ftz::new(row[j])).get();
     }
 }
 
@@ -112,20 +169,51 @@ mod tests {
     use super::*;
     use half::{bf16, f16};
 
-    /// The order written out element by element, float32 group lanes (`wide`: float64 ones).
+    /// `x`, or a zero of its sign when it is below the smallest normal float32 (`wide`: float64).
+    fn flushed(x: f64, wide: bool) -> f64 {
+        let min = if wide { f64::MIN_POSITIVE } else { f32::MIN_POSITIVE as f64 };
+        if x.abs() < min { 0.0f64.copysign(x) } else { x }
+    }
+
+    /// The order written out element by element, float32 group lanes (`wide`: float64 ones),
+    /// each operation rounded and flushed to zero.
     fn by_definition(values: &[f64], wide: bool) -> f64 {
+        let round = |x: f64| flushed(if wide { x } else { x as f32 as f64 }, wide);
         let mut task = [0f64; 32];
         for group in values.chunks(512) {
             let mut lanes = [0f64; 32];
             for (j, &x) in group.iter().enumerate() {
-                lanes[j % 32] =
-                    if wide { lanes[j % 32] + x * x } else { (lanes[j % 32] as f32 + (x as f32 * x as f32)) as f64 };
+                let x = flushed(x, wide);
+                lanes[j % 32] = round(lanes[j % 32] + round(x * x));
             }
             for j in 0..32 {
                 task[j] += lanes[j];
             }
         }
         task.iter().fold(0.0, |s, &l| s + l)
+    }
+
+    #[test]
+    fn tiny_squares_are_flushed_to_zero_as_the_step_flushes() {
+        // Squares below the smallest normal number count as zero, in float32 and in float64.
+        // (Inputs through `black_box`: folded at compile time, the arithmetic would not see
+        // the processor's flushing mode.)
+        use std::hint::black_box;
+        let raw: Vec<f32> =
+            black_box((0..1100).map(|i| if i % 3 == 0 { 1e-20 } else { 2e-19 * (i % 7) as f32 }).collect());
+        let mut s = Squares::default();
+        s.add(&raw, true);
+        let want = by_definition(&raw.iter().map(|&x| x as f64).collect::<Vec<_>>(), false);
+        assert_eq!(s.total().to_bits(), want.to_bits());
+        assert!(want > 0.0, "squares of 2e-19 and up are normal");
+        let tiny = black_box(vec![1e-20f32; 600]);
+        let mut s = Squares::default();
+        s.add(&tiny, true);
+        assert_eq!(s.total(), 0.0, "1e-40 is a float32 subnormal");
+        let wide = black_box(vec![1e-160f64; 40]);
+        let mut s = Squares::default();
+        s.add(&wide, true);
+        assert_eq!(s.total(), 0.0, "1e-320 is a float64 subnormal");
     }
 
     #[test]

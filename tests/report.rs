@@ -8,26 +8,41 @@ use adamw::{
     VariableSpec,
 };
 use common::noise;
-use half::bf16;
+use half::{bf16, f16};
 
 /// The report's order written out: within each task (the update pass's: one up to 32768
 /// elements, else tasks of max(32768, ceil(n / 256) rounded up to 64) elements), groups of 512
 /// elements; in a group, element j squared and added into float32 lane j % 32; after each group
 /// its lanes widened and added into 32 float64 lanes; those added in order, the tasks too.
+/// Each float32 operation's subnormal operands and results count as zero (flush-to-zero).
 /// (`values` are float32 values, or 16-bit ones widened.)
 fn documented_sum(values: &[f32]) -> f64 {
+    documented_sum_in(&values.iter().map(|&x| x as f64).collect::<Vec<_>>(), false)
+}
+
+/// [`documented_sum`] of float64 values: float64 group lanes.
+fn documented_sum_wide(values: &[f64]) -> f64 {
+    documented_sum_in(values, true)
+}
+
+/// The order in float32 group lanes, or float64 ones (`wide`).
+fn documented_sum_in(values: &[f64], wide: bool) -> f64 {
+    let min_normal = if wide { f64::MIN_POSITIVE } else { f32::MIN_POSITIVE as f64 };
+    let flush = |x: f64| if x.abs() < min_normal { 0.0f64.copysign(x) } else { x };
+    let round = |x: f64| flush(if wide { x } else { x as f32 as f64 });
     let n = values.len();
     let task = if n <= 32768 { n.max(1) } else { 32768usize.max(n.div_ceil(256).next_multiple_of(64)) };
     let mut total = 0.0;
     for chunk in values.chunks(task) {
         let mut lanes = [0f64; 32];
         for group in chunk.chunks(512) {
-            let mut group_lanes = [0f32; 32];
+            let mut group_lanes = [0f64; 32];
             for (j, &x) in group.iter().enumerate() {
-                group_lanes[j % 32] += x * x;
+                let x = flush(x);
+                group_lanes[j % 32] = round(group_lanes[j % 32] + round(x * x));
             }
             for j in 0..32 {
-                lanes[j] += group_lanes[j] as f64;
+                lanes[j] += group_lanes[j];
             }
         }
         total += lanes.iter().fold(0.0, |s, &l| s + l);
@@ -99,6 +114,26 @@ fn without_a_clip_the_update_pass_gives_the_documented_norms() {
         let off = plain.step_report();
         assert_eq!(off.norms, NormSource::None);
         assert!(off.global_norm.is_nan() && plain.gradient_norms().iter().all(|x| x.is_nan()));
+    }
+}
+
+#[test]
+fn tiny_squares_count_as_zero_as_the_step_flushes_them() {
+    // Gradients below 2e-19: the squares of about half of them are float32 subnormals, which
+    // the step's flush-to-zero arithmetic drops, on every SIMD level.
+    for level in [SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512] {
+        if level > SimdLevel::detected() {
+            continue;
+        }
+        adamw::set_simd_level(Some(level));
+        let (opt, grads) = stepped(Config::default(), true, 2, 2e-19);
+        adamw::set_simd_level(None);
+        let norms = opt.gradient_norms();
+        for i in 0..2 {
+            let sum = documented_sum(&grads[i]);
+            assert_eq!(norms[i].to_bits(), sum.sqrt().to_bits(), "variable {i} at {level:?}");
+            assert!(sum > 0.0 && sum.sqrt() < 0.99 * true_norm(&grads[i]), "variable {i}: some squares dropped");
+        }
     }
 }
 
@@ -184,6 +219,59 @@ fn a_rejected_call_leaves_the_report_as_it_was() {
         opt.gradient_norms().iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
         norms.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn sixteen_bit_and_float64_variables_report_the_documented_norms() {
+    // Lengths that end in a partial group and a partial row; each SIMD level (the 16-bit
+    // vector loops run at AVX2 and above).
+    let lens = [70_001, 1000, 5_003];
+    let gb: Vec<bf16> = noise(4, lens[0]).iter().map(|&x| bf16::from_f32(x)).collect();
+    let gh: Vec<f16> = noise(5, lens[1]).iter().map(|&x| f16::from_f32(x)).collect();
+    let gd: Vec<f64> = noise(6, lens[2]).iter().map(|&x| x as f64 * 1.1).collect();
+    let want = [
+        documented_sum(&gb.iter().map(|x| x.to_f32()).collect::<Vec<_>>()).sqrt(),
+        documented_sum(&gh.iter().map(|x| x.to_f32()).collect::<Vec<_>>()).sqrt(),
+        documented_sum_wide(&gd).sqrt(),
+    ];
+    for level in [SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512] {
+        if level > SimdLevel::detected() {
+            continue;
+        }
+        adamw::set_simd_level(Some(level));
+        let mut opt = Optimizer::new(Config { threads: 2, ..Config::default() }).unwrap();
+        opt.set_report_norms(true);
+        opt.build(
+            &[
+                VariableSpec::new("b", DType::BF16, &[lens[0]]),
+                VariableSpec::new("h", DType::F16, &[lens[1]]),
+                VariableSpec::new("d", DType::F64, &[lens[2]]),
+            ],
+            &[],
+        )
+        .unwrap();
+        let (mut b, mut h, mut d) = (vec![bf16::ONE; lens[0]], vec![f16::ONE; lens[1]], vec![1.0f64; lens[2]]);
+        let mut entries = [
+            GradientEntry {
+                variable: 0,
+                values: TensorMut::BF16(&mut b),
+                gradient: Some(Gradient::Dense(TensorRef::BF16(&gb))),
+            },
+            GradientEntry {
+                variable: 1,
+                values: TensorMut::F16(&mut h),
+                gradient: Some(Gradient::Dense(TensorRef::F16(&gh))),
+            },
+            GradientEntry {
+                variable: 2,
+                values: TensorMut::F64(&mut d),
+                gradient: Some(Gradient::Dense(TensorRef::F64(&gd))),
+            },
+        ];
+        opt.apply_gradients(&mut entries[..]).unwrap();
+        adamw::set_simd_level(None);
+        assert_eq!(opt.gradient_norms(), want, "{level:?}");
+    }
 }
 
 #[test]

@@ -52,11 +52,16 @@ pub trait Lane: Copy + Send + Sync {
     /// float16, whose conversions cost less a piece at a time (F16C), its `Math`; else `Self`.
     type Piece: Lane<Math = Self::Math>;
     const WIDEN_PIECES: bool = false;
+    /// What the step report's sums of squares of a gradient add in (`crate::squares`): float32
+    /// for float32 and the 16-bit types, float64 for float64.
+    type Square: Arith + Into<f64>;
 
     /// The value as `Math` (exact).
     fn load(self) -> Self::Math;
     /// A `Math` value back in this type (exact: `Math` holds values of the type).
     fn store(x: Self::Math) -> Self;
+    /// A `Math` value as a [`Lane::Square`] (exact).
+    fn square_value(x: Self::Math) -> Self::Square;
 
     /// `src` as pieces (exact; `dst` as long as `src`), with SIMD instructions if `simd`.
     #[inline(always)]
@@ -113,12 +118,17 @@ macro_rules! arith_ieee {
         impl Lane for $t {
             type Math = $t;
             type Piece = $t;
+            type Square = $t;
             #[inline(always)]
             fn load(self) -> $t {
                 self
             }
             #[inline(always)]
             fn store(x: $t) -> Self {
+                x
+            }
+            #[inline(always)]
+            fn square_value(x: $t) -> $t {
                 x
             }
         }

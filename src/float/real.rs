@@ -184,6 +184,7 @@ macro_rules! real_16_bit {
 
         impl Lane for $t {
             type Math = $math;
+            type Square = f32;
             #[inline(always)]
             fn load(self) -> $math {
                 <$math>::from_bits16(self.to_bits())
@@ -191,6 +192,10 @@ macro_rules! real_16_bit {
             #[inline(always)]
             fn store(x: $math) -> Self {
                 <$t>::from_bits(x.to_bits16())
+            }
+            #[inline(always)]
+            fn square_value(x: $math) -> f32 {
+                x.get()
             }
             $($lane)*
         }

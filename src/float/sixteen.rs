@@ -153,6 +153,7 @@ macro_rules! in_float32 {
         impl Lane for $name {
             type Math = $name;
             type Piece = $name;
+            type Square = f32;
             #[inline(always)]
             fn load(self) -> $name {
                 self
@@ -160,6 +161,10 @@ macro_rules! in_float32 {
             #[inline(always)]
             fn store(x: $name) -> Self {
                 x
+            }
+            #[inline(always)]
+            fn square_value(x: $name) -> f32 {
+                x.get()
             }
         }
 

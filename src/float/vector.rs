@@ -48,6 +48,8 @@ pub trait Vector16: Arith {
     fn load(src: &[Self::Element]) -> Self;
     /// The lanes into `dst[..LANES]` (exact: every lane holds a value of the type).
     fn store(self, dst: &mut [Self::Element]);
+    /// The lanes' values as float32 (exact).
+    fn to_f32(self) -> [f32; LANES];
 }
 
 macro_rules! vector16 {
@@ -68,6 +70,7 @@ macro_rules! vector16 {
 
         impl $name {
             /// The lanes as float32.
+            #[inline(always)]
             pub fn lanes(self) -> [f32; LANES] {
                 // SAFETY: registers of eight f32, any bits valid.
                 unsafe { std::mem::transmute::<[__m256; REGISTERS], [f32; LANES]>(self.0) }
@@ -214,6 +217,11 @@ impl Vector16 for Bf16x8 {
     type Element = bf16;
 
     #[inline(always)]
+    fn to_f32(self) -> [f32; LANES] {
+        self.lanes()
+    }
+
+    #[inline(always)]
     fn splat(x: f32) -> Self {
         // SAFETY: AVX, see the module's documentation.
         Bf16x8([unsafe { _mm256_set1_ps(x) }; REGISTERS])
@@ -257,6 +265,11 @@ impl Vector16 for Bf16x8 {
 
 impl Vector16 for F16x8 {
     type Element = f16;
+
+    #[inline(always)]
+    fn to_f32(self) -> [f32; LANES] {
+        self.lanes()
+    }
 
     #[inline(always)]
     fn splat(x: f32) -> Self {

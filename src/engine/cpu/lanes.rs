@@ -17,6 +17,9 @@ use crate::kernels::{StepScalars, VariableOps};
 use crate::simd::SimdLevel;
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{self, Kernel};
+use crate::squares::Squares;
+#[cfg(target_arch = "x86_64")]
+use crate::squares::{GROUP, lane_plus_square};
 
 /// The gradient op of a step in vector lanes: none, or `(g * r) * a`.
 #[derive(Clone, Copy)]
@@ -30,7 +33,9 @@ pub(crate) enum LanesOp<F> {
 pub(crate) trait DenseLanes: Lane {
     /// Runs the step over the longest prefix of whole vectors it can (none without a vector
     /// type, or below AVX2) and returns that prefix's length. Runs under flush-to-zero.
-    /// `slots` are a variable's values, m, v and its EMA average (empty without EMA).
+    /// `slots` are a variable's values, m, v and its EMA average (empty without EMA). With
+    /// `sums`, also the report's squares of `grad` (`crate::squares`), and the prefix is whole
+    /// groups (`grad` starts one).
     #[inline(always)]
     fn dense_lanes<const EMA: bool>(
         _s: &StepScalars<Self::Math>,
@@ -39,6 +44,7 @@ pub(crate) trait DenseLanes: Lane {
         _grad: &[Self],
         _slots: [&mut [Self]; 4],
         _level: SimdLevel,
+        _sums: Option<&mut Squares>,
     ) -> usize {
         0
     }
@@ -59,6 +65,7 @@ macro_rules! dense_lanes_16 {
                 grad: &[Self],
                 slots: [&mut [Self]; 4],
                 level: SimdLevel,
+                sums: Option<&mut Squares>,
             ) -> usize {
                 if level.min(SimdLevel::detected()) < SimdLevel::Avx2 {
                     return 0;
@@ -66,19 +73,21 @@ macro_rules! dense_lanes_16 {
                 let splat = |x: Ftz<Self::Math>| Ftz::<$vector>::new(<$vector>::splat(x.get().get()));
                 let s = s.map(splat);
                 let [var, m, v, average] = slots;
-                let n = var.len() / LANES * LANES;
+                let whole = if sums.is_some() { GROUP } else { LANES };
+                let n = var.len() / whole * whole;
                 let (var, m, v) = (&mut var[..n], &mut m[..n], &mut v[..n]);
                 let average = if EMA { &mut average[..n] } else { &mut average[..0] };
                 let grad = &grad[..n];
                 match op {
                     LanesOp::Identity => {
                         let one = Ftz::<$vector>::ONE;
-                        let kernel = Step::<$vector, false, EMA> { s, ops, r: one, a: one, grad, var, m, v, average };
+                        let kernel =
+                            Step::<$vector, false, EMA> { s, ops, r: one, a: one, grad, var, m, v, average, sums };
                         simd::dispatch(level, kernel)
                     }
                     LanesOp::Scale(r, a) => {
                         let (r, a) = (splat(r), splat(a));
-                        let kernel = Step::<$vector, true, EMA> { s, ops, r, a, grad, var, m, v, average };
+                        let kernel = Step::<$vector, true, EMA> { s, ops, r, a, grad, var, m, v, average, sums };
                         simd::dispatch(level, kernel)
                     }
                 }
@@ -108,7 +117,12 @@ struct Step<'a, V: Vector16, const SCALE: bool, const EMA: bool> {
     m: &'a mut [V::Element],
     v: &'a mut [V::Element],
     average: &'a mut [V::Element],
+    sums: Option<&'a mut Squares>,
 }
+
+// A row of the report's groups is one vector.
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(LANES == crate::squares::LANES && GROUP % LANES == 0);
 
 #[cfg(target_arch = "x86_64")]
 impl<V: Vector16, const SCALE: bool, const EMA: bool> Kernel for Step<'_, V, SCALE, EMA> {
@@ -116,22 +130,45 @@ impl<V: Vector16, const SCALE: bool, const EMA: bool> Kernel for Step<'_, V, SCA
 
     #[inline(always)]
     fn run(self) {
-        let Step { s, ops, r, a, grad, var, m, v, average } = self;
+        let Step { s, ops, r, a, grad, var, m, v, average, sums } = self;
         let mut unused = V::ZERO;
-        for i in (0..var.len()).step_by(LANES) {
-            let mut g = Ftz::<V, HW>::new(V::load(&grad[i..]));
-            if SCALE {
-                g = (g * r.mode()) * a.mode();
+        // Steps the vector at `i` and gives its gradient as given. A macro, not a closure:
+        // everything here must inline into the function compiled for the SIMD level.
+        macro_rules! step {
+            ($i:expr) => {{
+                let i = $i;
+                let given = V::load(&grad[i..]);
+                let mut g = Ftz::<V, HW>::new(given);
+                if SCALE {
+                    g = (g * r.mode()) * a.mode();
+                }
+                let (mut x, mut mt, mut vt) = (V::load(&var[i..]), V::load(&m[i..]), V::load(&v[i..]));
+                let mut avg = if EMA { V::load(&average[i..]) } else { V::ZERO };
+                dense_element::<V, false, EMA, HW>(&s, ops, g, &mut x, &mut mt, &mut vt, &mut unused, &mut avg);
+                x.store(&mut var[i..]);
+                mt.store(&mut m[i..]);
+                vt.store(&mut v[i..]);
+                if EMA {
+                    avg.store(&mut average[i..]);
+                }
+                given
+            }};
+        }
+        let Some(sums) = sums else {
+            for i in (0..var.len()).step_by(LANES) {
+                step!(i);
             }
-            let (mut x, mut mt, mut vt) = (V::load(&var[i..]), V::load(&m[i..]), V::load(&v[i..]));
-            let mut avg = if EMA { V::load(&average[i..]) } else { V::ZERO };
-            dense_element::<V, false, EMA, HW>(&s, ops, g, &mut x, &mut mt, &mut vt, &mut unused, &mut avg);
-            x.store(&mut var[i..]);
-            mt.store(&mut m[i..]);
-            vt.store(&mut v[i..]);
-            if EMA {
-                avg.store(&mut average[i..]);
+            return;
+        };
+        for group in (0..var.len()).step_by(GROUP) {
+            let mut lanes = [0f32; LANES];
+            for row in (group..group + GROUP).step_by(LANES) {
+                let given = step!(row).to_f32();
+                for j in 0..LANES {
+                    lanes[j] = lane_plus_square::<f32, HW>(lanes[j], given[j]);
+                }
             }
+            sums.add_group(&lanes);
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::kernels::{
 };
 use crate::parallel::{Disjoint, Workers};
 use crate::simd::{self, SimdLevel as Isa, set_simd_level, simd_level};
-use crate::squares::{self, Squares, total_of_tasks};
+use crate::squares::{GROUP, Squares, square, total_of_tasks};
 
 /// Variables up to this many elements are one task (run on the calling thread, no hand-off);
 /// larger ones are cut into tasks of this many elements or more. Measured with `cargo bench --bench quick`
@@ -321,8 +321,8 @@ macro_rules! with_modes {
 }
 
 /// The dense step over a whole variable: decay, moments, update, EMA, in one pass. With
-/// `squares`, also the step report's sum of squares of `grad` (`crate::squares`), each block
-/// summed just before it is stepped, while it is in cache: no extra pass over memory.
+/// `squares`, also the step report's sum of squares of `grad` (`crate::squares`), each element
+/// squared as it is stepped: no extra pass over memory.
 #[allow(clippy::too_many_arguments)]
 pub fn dense_step<F: Real + DenseLanes>(
     s: &StepScalars<F>,
@@ -355,66 +355,30 @@ fn dense_parallel<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool,
     let n = slots.len();
     let Some(squares) = squares else {
         if task_count(n) == 1 {
-            return dense_dispatch::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, isa);
+            return dense_dispatch::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, isa, None);
         }
         let slots = slots.shared();
         return for_each_task(workers, n, &|start, end| {
             // SAFETY: each task takes its own range.
             let slots = unsafe { slots.sub(start, end) };
-            dense_dispatch::<F, C, AMSGRAD, EMA>(s, ops, clip, &grad[start..end], slots, isa)
+            dense_dispatch::<F, C, AMSGRAD, EMA>(s, ops, clip, &grad[start..end], slots, isa, None)
         });
-    };
-    let step_task = |grad: &[F], mut slots: SlotSlices<'_, F>| {
-        let mut sums = Squares::default();
-        for start in (0..grad.len()).step_by(REPORT_BLOCK) {
-            let end = (start + REPORT_BLOCK).min(grad.len());
-            add_squares(&mut sums, &grad[start..end], isa);
-            dense_dispatch::<F, C, AMSGRAD, EMA>(s, ops, clip, &grad[start..end], slots.sub(start, end), isa);
-        }
-        sums.total()
     };
     *squares = in_tasks(
         workers,
         n,
         &|start, end, slots: &SharedSlots<'_, F>| {
+            let mut sums = Squares::default();
             // SAFETY: each task takes its own range.
-            step_task(&grad[start..end], unsafe { slots.sub(start, end) })
+            let slots = unsafe { slots.sub(start, end) };
+            dense_dispatch::<F, C, AMSGRAD, EMA>(s, ops, clip, &grad[start..end], slots, isa, Some(&mut sums));
+            sums.total()
         },
         slots,
     );
 }
 
-/// `sums.add(values)` compiled for the SIMD level `isa`.
-fn add_squares<F: Real>(sums: &mut Squares, values: &[F], isa: Isa) {
-    /// # Safety
-    /// The CPU must support the target features (checked by `SimdLevel::detected`).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,f16c")]
-    unsafe fn avx512<F: Real>(sums: &mut Squares, values: &[F]) {
-        sums.add(values, true)
-    }
-    /// # Safety
-    /// As above.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,f16c")]
-    unsafe fn avx2<F: Real>(sums: &mut Squares, values: &[F]) {
-        sums.add(values, true)
-    }
-    match isa {
-        // SAFETY: `simd_level` returns these only after the CPU reported the feature.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { avx512(sums, values) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { avx2(sums, values) },
-        _ => sums.add(values, false),
-    }
-}
-
-/// Elements of a gradient summed for the report just before they are stepped (a multiple of 512,
-/// `crate::squares`; 16 KiB of float32, well inside the first-level cache).
-const REPORT_BLOCK: usize = 4096;
-const _: () = assert!(REPORT_BLOCK % squares::GROUP == 0 && WIDEN % squares::GROUP == 0);
+const _: () = assert!(WIDEN % GROUP == 0 && PIECE == GROUP);
 
 /// Runs `task(start, end, slots)` over the tasks of a pass over the slots and returns the sum of
 /// the tasks' results in task order, from 0 (`crate::squares::total_of_tasks`).
@@ -454,9 +418,12 @@ macro_rules! isa_variant {
     };
 }
 
-isa_variant!(dense_avx512, "avx512f,avx512bw,avx512vl,avx2,f16c", dense_chunk, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, grad: &[F], slots: SlotSlices<'_, F>));
-isa_variant!(dense_avx2, "avx2,f16c", dense_chunk, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, grad: &[F], slots: SlotSlices<'_, F>));
+isa_variant!(dense_avx512, "avx512f,avx512bw,avx512vl,avx2,f16c", dense_chunk, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, grad: &[F], slots: SlotSlices<'_, F>, sums: Option<&mut Squares>));
+isa_variant!(dense_avx2, "avx2,f16c", dense_chunk, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, grad: &[F], slots: SlotSlices<'_, F>, sums: Option<&mut Squares>));
 
+/// The dense step of one task (or a piece of one) at the SIMD level `isa`, under
+/// flush-to-zero. With `sums`, also the report's squares of `grad` (`crate::squares`): `grad`
+/// starts a group of the task, and is the task's last piece or whole groups.
 // Not inlined: dense_parallel calls it from three places per mode, and the copies cost about a
 // megabyte of a static program; the call is once per task.
 #[inline(never)]
@@ -467,12 +434,13 @@ fn dense_dispatch<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool,
     grad: &[F],
     slots: SlotSlices<'_, F>,
     isa: Isa,
+    mut sums: Option<&mut Squares>,
 ) {
     let _flush = FlushToZero::new();
     let in_lanes = match clip.lanes_op() {
         Some(op) if !AMSGRAD => {
             let lanes = [&mut *slots.var, &mut *slots.m, &mut *slots.v, &mut *slots.average];
-            F::dense_lanes::<EMA>(s, ops, op, grad, lanes, isa)
+            F::dense_lanes::<EMA>(s, ops, op, grad, lanes, isa, sums.as_deref_mut())
         }
         _ => 0,
     };
@@ -480,16 +448,17 @@ fn dense_dispatch<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool,
     match isa {
         // SAFETY: `simd_level` returns these only after the CPU reported the feature.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { dense_avx512::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots) },
+        Isa::Avx512 => unsafe { dense_avx512::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, sums) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { dense_avx2::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots) },
-        _ => dense_chunk::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots),
+        Isa::Avx2 => unsafe { dense_avx2::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, sums) },
+        _ => dense_chunk::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, sums),
     }
 }
 
-/// Elements of a 16-bit slice widened at a time (`Lane::WIDEN_PIECES`): six buffers on the stack.
-const PIECE: usize = 256;
+/// Elements of a 16-bit slice widened at a time (`Lane::WIDEN_PIECES`): six buffers on the
+/// stack. One group of the report's sums, so that each piece starts one.
+const PIECE: usize = GROUP;
 
 /// The dense loop over one chunk, a piece at a time for a type that widens pieces first.
 #[inline(always)]
@@ -499,9 +468,10 @@ fn dense_chunk<F: Lane, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool
     clip: C,
     grad: &[F],
     slots: SlotSlices<'_, F>,
+    mut sums: Option<&mut Squares>,
 ) {
     if !F::WIDEN_PIECES {
-        return dense_loop::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots);
+        return dense_loop::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, sums);
     }
     let simd = simd_enabled();
     let SlotSlices { var, m, v, vhat, average } = slots;
@@ -527,7 +497,7 @@ fn dense_chunk<F: Lane, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool
             vhat: if AMSGRAD { &mut vh[..k] } else { &mut [] },
             average: if EMA { &mut avg[..k] } else { &mut [] },
         };
-        dense_loop::<F::Piece, C, AMSGRAD, EMA>(s, ops, clip, &g[..k], piece);
+        dense_loop::<F::Piece, C, AMSGRAD, EMA>(s, ops, clip, &g[..k], piece, sums.as_deref_mut());
         F::narrow_piece(&x[..k], &mut var[start..end], simd);
         F::narrow_piece(&mp[..k], &mut m[start..end], simd);
         F::narrow_piece(&vp[..k], &mut v[start..end], simd);
@@ -541,35 +511,103 @@ fn dense_chunk<F: Lane, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool
 }
 
 /// The dense loop over one chunk: equal-length slices, no branch that varies per element.
+/// With `sums`, each element's gradient is squared into its group lane as it is stepped
+/// (`crate::squares`; the chunk starts a group, and is the task's last or whole groups).
 #[inline(always)]
-#[allow(clippy::needless_range_loop)] // one index into seven slices reads best
 fn dense_loop<F: Lane, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
     s: &StepScalars<F::Math>,
     ops: VariableOps,
     clip: C,
     grad: &[F],
     slots: SlotSlices<'_, F>,
+    sums: Option<&mut Squares>,
 ) {
     let SlotSlices { var, m, v, vhat, average } = slots;
     let n = var.len();
     let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
     let vhat = if AMSGRAD { &mut vhat[..n] } else { &mut vhat[..0] };
     let average = if EMA { &mut average[..n] } else { &mut average[..0] };
-    for i in 0..n {
-        let g = clip.apply(Ftz::<F::Math, HW>::new(grad[i].load()));
-        let mut e = Element::<F>::load::<AMSGRAD, EMA>(var, m, v, vhat, average, i);
-        dense_element::<F::Math, AMSGRAD, EMA, HW>(
-            s,
-            ops,
-            g,
-            &mut e.var,
-            &mut e.m,
-            &mut e.v,
-            &mut e.vhat,
-            &mut e.average,
-        );
-        e.store::<AMSGRAD, EMA>(var, m, v, vhat, average, i);
+    let Some(sums) = sums else {
+        for i in 0..n {
+            step_element::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, var, m, v, vhat, average, i);
+        }
+        return;
+    };
+    // Each group is stepped by the plain loop, which also writes each gradient's square to a
+    // buffer in the first-level cache; the squares are then added into the group's lanes. (A
+    // loop that added them into the lanes itself would carry the lanes through memory from row
+    // to row, and run a fifth slower.)
+    let mut group_squares = [<F::Square as Arith>::ZERO; GROUP];
+    for group in (0..n).step_by(GROUP) {
+        let end = (group + GROUP).min(n);
+        let r = group..end;
+        let (g, x, mr, vr) = (&grad[r.clone()], &mut var[r.clone()], &mut m[r.clone()], &mut v[r.clone()]);
+        let vh = if AMSGRAD { &mut vhat[r.clone()] } else { &mut vhat[..0] };
+        let avg = if EMA { &mut average[r] } else { &mut average[..0] };
+        let squares = &mut group_squares[..end - group];
+        step_squaring::<F, C, AMSGRAD, EMA>(s, ops, clip, g, x, mr, vr, vh, avg, squares);
+        sums.add_group_squares::<_, HW>(squares);
     }
+}
+
+/// The plain loop over a group, each gradient's square (`crate::squares::square`) written to
+/// `squares`. A function of its own, each slice a reference argument, so that the compiler
+/// knows they do not overlap.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn step_squaring<F: Lane, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
+    s: &StepScalars<F::Math>,
+    ops: VariableOps,
+    clip: C,
+    grad: &[F],
+    var: &mut [F],
+    m: &mut [F],
+    v: &mut [F],
+    vhat: &mut [F],
+    average: &mut [F],
+    squares: &mut [F::Square],
+) {
+    let n = var.len();
+    let (grad, m, v, squares) = (&grad[..n], &mut m[..n], &mut v[..n], &mut squares[..n]);
+    // The loop taken apart on the decay flag by hand (the compiler does it for the plain loop,
+    // not for this one inside the groups' loop): a constant flag leaves no branch per element.
+    macro_rules! squaring_loop {
+        ($ops:expr) => {
+            for i in 0..n {
+                let given = step_element::<F, C, AMSGRAD, EMA>(s, $ops, clip, grad, var, m, v, vhat, average, i);
+                squares[i] = square::<_, HW>(F::square_value(given));
+            }
+        };
+    }
+    if ops.decay {
+        squaring_loop!(VariableOps { decay: true, ..ops })
+    } else {
+        squaring_loop!(VariableOps { decay: false, ..ops })
+    }
+}
+
+/// Steps element `i` of the slices (each at least `i + 1` long, or empty when its mode is off)
+/// and returns its gradient as given, before the gradient op.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn step_element<F: Lane, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
+    s: &StepScalars<F::Math>,
+    ops: VariableOps,
+    clip: C,
+    grad: &[F],
+    var: &mut [F],
+    m: &mut [F],
+    v: &mut [F],
+    vhat: &mut [F],
+    average: &mut [F],
+    i: usize,
+) -> F::Math {
+    let given = grad[i].load();
+    let g = clip.apply(Ftz::<F::Math, HW>::new(given));
+    let mut e = Element::<F>::load::<AMSGRAD, EMA>(var, m, v, vhat, average, i);
+    dense_element::<F::Math, AMSGRAD, EMA, HW>(s, ops, g, &mut e.var, &mut e.m, &mut e.v, &mut e.vhat, &mut e.average);
+    e.store::<AMSGRAD, EMA>(var, m, v, vhat, average, i);
+    given
 }
 
 /// A sparse gradient after validation: `entries` holds `(row, position)` for every index the
@@ -808,20 +846,33 @@ impl<G: Real, H: Real> simd::Kernel for MasterPieces<'_, G, H> {
         let MasterPieces { s, ops, op, grad, mut slots, out, level, report } = self;
         let simd = level > Isa::Portable;
         let mut widened = [0f32; WIDEN];
-        let mut sums = Squares::default();
+        let mut sums = report.then(Squares::default);
         for start in (0..grad.len()).step_by(WIDEN) {
             let end = (start + WIDEN).min(grad.len());
             let piece = &mut widened[..end - start];
             G::widen_slice(&grad[start..end], piece, simd); // exact for every 16-bit value
-            if report {
+            if let Some(sums) = &mut sums {
                 sums.add(piece, simd);
             }
             let mut part = slots.sub(start, end);
-            dense_step(s, ops, op, piece, part.reborrow(), Workers::calling_thread(), None);
+            dense_piece(s, ops, op, piece, part.reborrow(), level);
             H::round_slice(part.var, &mut out[start..end], simd);
         }
-        sums.total()
+        sums.map_or(0.0, |sums| sums.total())
     }
+}
+
+/// The dense step of one piece of a task on the calling thread, at the SIMD level `isa`.
+fn dense_piece(
+    s: &StepScalars<f32>,
+    ops: VariableOps,
+    op: GradientOp<f32>,
+    grad: &[f32],
+    slots: SlotSlices<'_, f32>,
+    isa: Isa,
+) {
+    let s = &s.to_math();
+    with_modes!(op.to_math(), slots, |c, A, E| dense_dispatch::<f32, _, A, E>(s, ops, c, grad, slots, isa, None))
 }
 
 /// The caller's values of a variable with a master copy: the master rounded to nearest even.
