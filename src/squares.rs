@@ -16,7 +16,7 @@
 //! Where the sums are taken: the dense loops write each element's square to a buffer as they
 //! step it and add a group's squares into its lanes after the group ([`square`],
 //! [`Squares::add_group_squares`]); the 16-bit vector loops add each row of squares into lanes
-//! held in registers ([`lane_plus_square`]); [`Squares::add`] sums a slice on its own (a
+//! held in registers ([`add_row`]); [`Squares::add`] sums a slice on its own (a
 //! master's widened gradient piece, in cache; a sparse gradient's values).
 
 use crate::dtype::Shared;
@@ -45,13 +45,6 @@ const PIECE: usize = 512;
 pub fn square<S: Arith, const HW: bool>(x: S) -> S {
     let x = Ftz::<S, HW>::new(x);
     (x * x).get()
-}
-
-/// A group lane plus the square of `x`: `lane + x · x`, each operation rounded and flushed to
-/// zero (`HW` as for [`square`]).
-#[inline(always)]
-pub fn lane_plus_square<S: Arith, const HW: bool>(lane: S, x: S) -> S {
-    (Ftz::<S, HW>::new(lane) + Ftz::new(square::<S, HW>(x))).get()
 }
 
 impl Squares {
@@ -94,39 +87,28 @@ impl Squares {
     }
 
     /// Adds the squares of one group's `values` (at most 512, the group's elements), as
-    /// [`lane_plus_square`] does (`HW` as for [`square`]).
+    /// [`Squares::add_group_squares`] adds them once squared (`HW` as for [`square`]).
     #[inline(always)]
-    #[allow(clippy::needless_range_loop)] // one index into a row and the lanes reads best
     fn add_group_of<L: Lane, const HW: bool>(&mut self, values: &[L]) {
         let mut lanes = [<L::Square as Arith>::ZERO; LANES];
         let rows = values.chunks_exact(LANES);
         let tail = rows.remainder();
         for row in rows {
-            let row: &[L; LANES] = row.try_into().expect("a row of LANES values");
-            for j in 0..LANES {
-                lanes[j] = lane_plus_square::<_, HW>(lanes[j], L::square_value(row[j].load()));
-            }
+            add_row::<_, HW>(&mut lanes, &row_squares::<L, HW>(row.try_into().expect("a row of LANES values")));
         }
         if !tail.is_empty() {
-            // Padded with zeros, which add nothing (`lane + 0 · 0` is `lane`), so that the
-            // lanes are indexed by constants only and stay in registers.
-            let mut last = [<L::Square as Arith>::ZERO; LANES];
-            for (x, &value) in last.iter_mut().zip(tail) {
-                *x = L::square_value(value.load());
-            }
-            for j in 0..LANES {
-                lanes[j] = lane_plus_square::<_, HW>(lanes[j], last[j]);
-            }
+            let mut last = [L::store(<L::Math as Arith>::ZERO); LANES];
+            last[..tail.len()].copy_from_slice(tail);
+            add_row::<_, HW>(&mut lanes, &row_squares::<L, HW>(&last));
         }
         self.add_group(&lanes);
     }
 
     /// Adds one group's squares (`squares[j]` the square of its element `j`, as [`square`]
     /// makes it; at most 512) into its lanes, each lane in element order from 0, then the lanes
-    /// into the task lanes: the same bits as [`lane_plus_square`] element by element. A short
-    /// last row is padded with zeros, which add nothing (`lane + 0` is `lane`), so that the
-    /// lanes are indexed by constants only and stay in registers; the additions run across the
-    /// lanes, which vectorizing does not reorder.
+    /// into the task lanes. A short last row is padded with zeros, which add nothing (`lane + 0`
+    /// is `lane`), so that the lanes are indexed by constants only and stay in registers; the
+    /// additions run across the lanes, which vectorizing does not reorder.
     #[inline(always)]
     #[allow(clippy::needless_range_loop)] // one index into a row and the lanes reads best
     pub fn add_group_squares<S: Arith + Into<f64>, const HW: bool>(&mut self, squares: &[S]) {
@@ -150,10 +132,23 @@ impl Squares {
     }
 }
 
-/// Each lane plus its square from `row`, rounded and flushed (`HW` as for [`square`]).
+/// The squares of a row of values ([`square`] of each, in [`Lane::Square`]).
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // one index into the row and its squares reads best
+pub fn row_squares<L: Lane, const HW: bool>(row: &[L; LANES]) -> [L::Square; LANES] {
+    let mut squares = [<L::Square as Arith>::ZERO; LANES];
+    for j in 0..LANES {
+        squares[j] = square::<_, HW>(L::square_value(row[j].load()));
+    }
+    squares
+}
+
+/// Each group lane plus its element's square from a row of the group (`row[j]` the square of
+/// element `j`, as [`square`] makes it): `lane + x · x` once the square is taken, rounded and
+/// flushed (`HW` as for [`square`]).
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // one index into a row and the lanes reads best
-fn add_row<S: Arith, const HW: bool>(lanes: &mut [S; LANES], row: &[S; LANES]) {
+pub fn add_row<S: Arith, const HW: bool>(lanes: &mut [S; LANES], row: &[S; LANES]) {
     for j in 0..LANES {
         lanes[j] = (Ftz::<S, HW>::new(lanes[j]) + Ftz::new(row[j])).get();
     }

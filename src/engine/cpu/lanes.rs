@@ -19,7 +19,7 @@ use crate::simd::SimdLevel;
 use crate::simd::{self, Kernel};
 use crate::squares::Squares;
 #[cfg(target_arch = "x86_64")]
-use crate::squares::{GROUP, lane_plus_square};
+use crate::squares::{GROUP, add_row, row_squares};
 
 /// The gradient op of a step in vector lanes: none, or `(g * r) * a`.
 #[derive(Clone, Copy)]
@@ -164,9 +164,7 @@ impl<V: Vector16, const SCALE: bool, const EMA: bool> Kernel for Step<'_, V, SCA
             let mut lanes = [0f32; LANES];
             for row in (group..group + GROUP).step_by(LANES) {
                 let given = step!(row).to_f32();
-                for j in 0..LANES {
-                    lanes[j] = lane_plus_square::<f32, HW>(lanes[j], given[j]);
-                }
+                add_row::<f32, HW>(&mut lanes, &row_squares::<f32, HW>(&given));
             }
             sums.add_group(&lanes);
         }

@@ -855,24 +855,11 @@ impl<G: Real, H: Real> simd::Kernel for MasterPieces<'_, G, H> {
                 sums.add(piece, simd);
             }
             let mut part = slots.sub(start, end);
-            dense_piece(s, ops, op, piece, part.reborrow(), level);
+            dense_step(s, ops, op, piece, part.reborrow(), Workers::calling_thread(), None);
             H::round_slice(part.var, &mut out[start..end], simd);
         }
         sums.map_or(0.0, |sums| sums.total())
     }
-}
-
-/// The dense step of one piece of a task on the calling thread, at the SIMD level `isa`.
-fn dense_piece(
-    s: &StepScalars<f32>,
-    ops: VariableOps,
-    op: GradientOp<f32>,
-    grad: &[f32],
-    slots: SlotSlices<'_, f32>,
-    isa: Isa,
-) {
-    let s = &s.to_math();
-    with_modes!(op.to_math(), slots, |c, A, E| dense_dispatch::<f32, _, A, E>(s, ops, c, grad, slots, isa, None))
 }
 
 /// The caller's values of a variable with a master copy: the master rounded to nearest even.
