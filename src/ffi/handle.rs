@@ -39,6 +39,18 @@ pub(crate) struct State {
     pub ranges: Vec<ByteRange>,
 }
 
+impl State {
+    /// Reserves the step's scratch for `variables` entries, so that a step allocates nothing: a
+    /// copy of the entries, and up to four byte ranges per entry (data, dense or values,
+    /// indices).
+    pub fn reserve_step_scratch(&mut self, variables: usize) -> Result<(), FfiError> {
+        let oom = |_| FfiError::new(adamw_status::OutOfMemory, "too many variables");
+        self.entries.try_reserve_exact(variables.saturating_sub(self.entries.len())).map_err(oom)?;
+        let ranges = variables.saturating_mul(4);
+        self.ranges.try_reserve_exact(ranges.saturating_sub(self.ranges.len())).map_err(oom)
+    }
+}
+
 fn thread_token() -> usize {
     thread_local!(static TOKEN: u8 = const { 0 });
     TOKEN.with(|t| t as *const u8 as usize)

@@ -202,17 +202,8 @@ pub unsafe extern "C" fn adamw_optimizer_build(
     unsafe {
         with_optimizer(optimizer, |s| {
             let (specs, values) = variable_specs(&s.optimizer, variables, num_variables)?;
-            // Scratch for apply_gradients, so that a step allocates nothing: a copy of the
-            // entries, and up to four byte ranges per entry (data, dense or values, indices).
-            let oom = |_| FfiError::new(adamw_status::OutOfMemory, "too many variables");
-            let mut entries = Vec::new();
-            entries.try_reserve_exact(num_variables).map_err(oom)?;
-            let mut ranges = Vec::new();
-            ranges.try_reserve_exact(num_variables.saturating_mul(4)).map_err(oom)?;
-            s.optimizer.build(&specs, &values)?;
-            s.entries = entries;
-            s.ranges = ranges;
-            Ok(())
+            s.reserve_step_scratch(num_variables)?;
+            Ok(s.optimizer.build(&specs, &values)?)
         })
     }
 }
@@ -240,12 +231,8 @@ pub unsafe extern "C" fn adamw_optimizer_add_variables(
     unsafe {
         with_optimizer(optimizer, |s| {
             let (specs, values) = variable_specs(&s.optimizer, variables, num_variables)?;
-            // The step's scratch grows with the variables (a step allocates nothing): room for
-            // every variable, counted from what the scratch holds now.
-            let oom = |_| FfiError::new(adamw_status::OutOfMemory, "too many variables");
-            let all = s.optimizer.num_built_variables().saturating_add(num_variables);
-            s.entries.try_reserve_exact(all.saturating_sub(s.entries.len())).map_err(oom)?;
-            s.ranges.try_reserve_exact(all.saturating_mul(4).saturating_sub(s.ranges.len())).map_err(oom)?;
+            // The step's scratch grows with the variables: room for every variable.
+            s.reserve_step_scratch(s.optimizer.num_built_variables().saturating_add(num_variables))?;
             Ok(s.optimizer.add_variables(&specs, &values)?)
         })
     }
