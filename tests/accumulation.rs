@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use adamw::{Config, DType, Error, Gradient, GradientEntry, LossScale, Optimizer, TensorMut, TensorRef, VariableSpec};
-use common::{noise, noise_step};
+use common::{dense_entries, noise, noise_step};
 use serde_json::Value;
 
 fn data(file: &str) -> PathBuf {
@@ -232,16 +232,7 @@ fn the_guard_checks_every_call_before_it_accumulates() {
         let mut grads: Vec<Vec<f32>> =
             values.iter().enumerate().map(|(i, v)| noise(k * 10 + i as u64, v.len())).collect();
         grads[0][12_345] = f32::NAN;
-        let mut entries: Vec<GradientEntry> = values
-            .iter_mut()
-            .zip(&grads)
-            .enumerate()
-            .map(|(i, (v, g))| GradientEntry {
-                variable: i,
-                values: TensorMut::F32(v),
-                gradient: Some(Gradient::Dense(TensorRef::F32(g))),
-            })
-            .collect();
+        let mut entries = dense_entries(&mut values, &grads);
         let err = opt.apply_gradients(&mut entries[..]).unwrap_err();
         assert!(matches!(&err, Error::NonFiniteGradient(m) if m.contains("element 12345")), "{err:?}");
         assert_eq!((opt.save_own_variables().unwrap(), values.clone(), opt.calls()), before, "call {k}");

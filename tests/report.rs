@@ -7,7 +7,7 @@ use adamw::{
     Config, DType, Error, Gradient, GradientEntry, LossScale, NormSource, Optimizer, SimdLevel, TensorMut, TensorRef,
     VariableSpec,
 };
-use common::noise;
+use common::{dense_entries, noise};
 use half::{bf16, f16};
 
 /// The report's order written out: within each task (the update pass's: one up to 32768
@@ -71,17 +71,7 @@ fn stepped(config: Config, report: bool, steps: u64, scale: f32) -> (Optimizer, 
             .map(|(i, &n)| noise(7 * step + i as u64, n).iter().map(|g| g * scale).collect::<Vec<f32>>())
             .collect();
         let listed = if step + 1 == steps { 2 } else { 3 };
-        let mut entries: Vec<GradientEntry> = values
-            .iter_mut()
-            .zip(&grads)
-            .take(listed)
-            .enumerate()
-            .map(|(i, (v, g))| GradientEntry {
-                variable: i,
-                values: TensorMut::F32(v),
-                gradient: Some(Gradient::Dense(TensorRef::F32(g))),
-            })
-            .collect();
+        let mut entries = dense_entries(&mut values[..listed], &grads);
         opt.apply_gradients(&mut entries[..]).unwrap();
     }
     (opt, grads)

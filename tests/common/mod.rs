@@ -22,17 +22,28 @@ pub fn noise_step<V: AsMut<[f32]>>(
 ) -> adamw::Result<i64> {
     let grads: Vec<Vec<f32>> =
         values.iter_mut().enumerate().map(|(i, v)| noise(seed * 10 + i as u64, v.as_mut().len())).collect();
-    let mut entries: Vec<adamw::GradientEntry> = values
+    let mut entries = dense_entries(values, &grads);
+    for (i, entry) in entries.iter_mut().enumerate() {
+        if with.is_some_and(|w| !w[i]) {
+            entry.gradient = None;
+        }
+    }
+    opt.apply_gradients(&mut entries[..])
+}
+
+/// An entry for each of `values` (variables 0, 1, …), variable i with the dense float32
+/// gradient `grads[i]` (as many entries as the shorter of the two lists).
+pub fn dense_entries<'a, V: AsMut<[f32]>>(values: &'a mut [V], grads: &'a [Vec<f32>]) -> Vec<adamw::GradientEntry<'a>> {
+    values
         .iter_mut()
-        .zip(&grads)
+        .zip(grads)
         .enumerate()
         .map(|(i, (v, g))| adamw::GradientEntry {
             variable: i,
             values: adamw::TensorMut::F32(v.as_mut()),
-            gradient: with.is_none_or(|w| w[i]).then_some(adamw::Gradient::Dense(adamw::TensorRef::F32(g))),
+            gradient: Some(adamw::Gradient::Dense(adamw::TensorRef::F32(g))),
         })
-        .collect();
-    opt.apply_gradients(&mut entries[..])
+        .collect()
 }
 
 use std::sync::{Arc, Barrier, Mutex};
