@@ -352,13 +352,13 @@ pub fn reshard(
     // Per sharded variable: the inputs' ranges must partition it.
     for (v, held) in base.variables.iter().enumerate() {
         let full: usize = held.shape.iter().product();
-        if let Some((offset, len)) = target[v] {
-            if offset.checked_add(len).is_none_or(|end| end > full) {
-                return Err(mismatch(format!(
-                    "the range {offset}..{} lies outside variable {v}'s {full} elements",
-                    offset + len
-                )));
-            }
+        if let Some((offset, len)) = target[v]
+            && offset.checked_add(len).is_none_or(|end| end > full)
+        {
+            return Err(mismatch(format!(
+                "the range {offset}..{} lies outside variable {v}'s {full} elements",
+                offset + len
+            )));
         }
         if !held.sharded {
             continue;

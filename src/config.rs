@@ -308,12 +308,12 @@ impl Config {
                     py_float(self.ema_momentum)
                 )));
             }
-            if let Some(freq) = self.ema_overwrite_frequency.filter(|&f| f != 0) {
-                if freq < 1 {
-                    return Err(Error::InvalidArgument(format!(
-                        "`ema_overwrite_frequency` must be an integer > 1 or None. Received: ema_overwrite_frequency={freq}"
-                    )));
-                }
+            if let Some(freq) = self.ema_overwrite_frequency.filter(|&f| f != 0)
+                && freq < 1
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "`ema_overwrite_frequency` must be an integer > 1 or None. Received: ema_overwrite_frequency={freq}"
+                )));
             }
         }
         if let LearningRate::Schedule(s) = &self.learning_rate {
@@ -443,12 +443,12 @@ impl Config {
         // Popped silently by Keras: `lr` is ignored (with a warning there), the legacy flag is informational.
         k.take("lr");
         k.take("is_legacy_optimizer");
-        if let Some(mesh) = k.take("mesh") {
-            if !mesh.is_null() {
-                return Err(Error::InvalidConfig(
-                    "`mesh` cannot be given in JSON; sharded state is configured through the API".into(),
-                ));
-            }
+        if let Some(mesh) = k.take("mesh")
+            && !mesh.is_null()
+        {
+            return Err(Error::InvalidConfig(
+                "`mesh` cannot be given in JSON; sharded state is configured through the API".into(),
+            ));
         }
         if let Some(name) = k.string("name")? {
             c.name = name;
@@ -524,12 +524,12 @@ impl Config {
             Some(n) => Some(check_accumulation_steps(n)?),
         };
         // Keras 3 writes its own scaling factor; only its default (none) is understood here.
-        if let Some(factor) = k.take("loss_scale_factor") {
-            if !factor.is_null() {
-                return Err(Error::InvalidConfig(format!(
-                    "Keras 3's `loss_scale_factor` is not supported (got {factor}); scale the loss through the loss-scale optimizer (docs/numerics.md §19)"
-                )));
-            }
+        if let Some(factor) = k.take("loss_scale_factor")
+            && !factor.is_null()
+        {
+            return Err(Error::InvalidConfig(format!(
+                "Keras 3's `loss_scale_factor` is not supported (got {factor}); scale the loss through the loss-scale optimizer (docs/numerics.md §19)"
+            )));
         }
         k.finish()?;
         c.validate()?;

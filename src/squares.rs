@@ -13,11 +13,12 @@
 //! added in task order, from 0. (Each float32 lane sums at most sixteen squares before float64
 //! takes over, so the norm is good to about 1e-6 relative.)
 //!
-//! Where the sums are taken: the dense loops write each element's square to a buffer as they
-//! step it and add a group's squares into its lanes after the group ([`square`],
-//! [`Squares::add_group_squares`]); the 16-bit vector loops add each row of squares into lanes
-//! held in registers ([`add_row`]); [`Squares::add`] sums a slice on its own (a
-//! master's widened gradient piece, in cache; a sparse gradient's values).
+//! Where the sums are taken: the vector loops (`engine::cpu::lanes`: 16-bit and float32
+//! variables) add each row's squares into lanes held in registers ([`plus_square`]); the other
+//! dense loops write each element's square to a buffer as they step it and add a group's
+//! squares into its lanes after the group ([`square`], [`Squares::add_group_squares`]);
+//! [`Squares::add`] sums a slice on its own (a master's widened gradient piece, in cache; a
+//! sparse gradient's values).
 
 use crate::dtype::Shared;
 use crate::float::{Arith, FlushToZero, Ftz, HARDWARE_FLUSH as HW, Lane, Real};
@@ -45,6 +46,13 @@ const PIECE: usize = 512;
 pub fn square<S: Arith, const HW: bool>(x: S) -> S {
     let x = Ftz::<S, HW>::new(x);
     (x * x).get()
+}
+
+/// A lane plus the square of `x`, `lane + x · x`, each operation rounded and flushed as in
+/// [`square`] and [`add_row`]: what the vector loops do to a row of lanes held in registers.
+#[inline(always)]
+pub fn plus_square<S: Arith, const HW: bool>(lane: S, x: S) -> S {
+    (Ftz::<S, HW>::new(lane) + Ftz::new(square::<S, HW>(x))).get()
 }
 
 impl Squares {

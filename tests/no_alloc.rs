@@ -477,7 +477,7 @@ fn device_steps_allocate_nothing() {
         let indices: Vec<i64> = (0..64).map(|i| (i * 7 % rows) as i64).collect();
         let sparse_rows = vec![0.3f32; 64 * cols];
         let mut on_device = |k: usize| {
-            let indices = if k % 2 == 0 {
+            let indices = if k.is_multiple_of(2) {
                 DeviceIndices::Host(&indices)
             } else {
                 DeviceIndices::Device { address: indices.as_ptr() as u64, len: indices.len() }

@@ -119,7 +119,7 @@ pub(crate) unsafe fn get<'a>(ptr: *const adamw_optimizer) -> Result<&'a Handle, 
     if ptr.is_null() {
         return Err(FfiError::null("optimizer"));
     }
-    if (ptr as usize) % std::mem::align_of::<Handle>() != 0 {
+    if !(ptr as usize).is_multiple_of(std::mem::align_of::<Handle>()) {
         return Err(FfiError::invalid("`optimizer` is not a libadamw optimizer handle"));
     }
     // SAFETY: non-NULL and aligned; by the caller's contract it points at a live Handle.

@@ -26,7 +26,7 @@ pub fn check_parts<P>(
     if ptr.is_null() {
         return Err(FfiError::new(adamw_status::NullArgument, format!("`{}` is NULL but its length is {len}", what())));
     }
-    if (ptr as usize) % align != 0 {
+    if !(ptr as usize).is_multiple_of(align) {
         return Err(FfiError::invalid(format!("`{}` is not aligned to {align} bytes", what())));
     }
     if len.checked_mul(size).is_none_or(|bytes| bytes > isize::MAX as usize) {

@@ -3,10 +3,13 @@
 //! - [`arith`]: IEEE operations one at a time under TensorFlow's flush-to-zero ([`Ftz`]).
 //! - [`real`]: the dtypes a variable may have, how Python numbers reach them, glibc's libm.
 //! - [`sixteen`]: bfloat16 and float16 arithmetic held in float32, vectorizable.
-//! - [`vector`]: the same arithmetic on eight lanes at a time, with AVX2 and F16C.
+//! - [`registers`]: thirty-two float32 lanes in AVX or AVX-512 registers.
+//! - [`vector`]: the dtypes' arithmetic on those lanes, thirty-two values at a time.
 
 mod arith;
 mod real;
+#[cfg(target_arch = "x86_64")]
+mod registers;
 mod sixteen;
 #[cfg(target_arch = "x86_64")]
 mod vector;
@@ -14,7 +17,9 @@ mod vector;
 pub use arith::{Arith, FlushToZero, Ftz, HARDWARE_FLUSH, Lane};
 pub use real::{Real, libm_cosf, libm_logf};
 pub(crate) use real::{round_into, widen};
+#[cfg(target_arch = "x86_64")]
+pub(crate) use registers::{Registers, Ymm4, Zmm2};
 #[cfg(any(feature = "cuda", feature = "host-kernels"))]
 pub(crate) use sixteen::{Bf16Math, F16Math};
 #[cfg(target_arch = "x86_64")]
-pub(crate) use vector::{Bf16x8, F16x8, LANES, Vector16};
+pub(crate) use vector::{LANES, LaneElement, Vector};

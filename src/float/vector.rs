@@ -1,335 +1,224 @@
-//! Thirty-two bfloat16 or float16 values in four AVX registers, with TensorFlow's arithmetic: every
-//! operation one float32 vector operation whose result is rounded to the 16-bit type, to
-//! nearest even (docs/numerics.md §17). The same bits as [`super::Bf16Math`] and
-//! [`super::F16Math`] lane by lane (tested below, exhaustively for the roundings and unary steps).
+//! Thirty-two values of a dtype held as float32 lanes in vector registers, with the dtype's
+//! arithmetic as TensorFlow's CPU kernels do it: every operation one float32 vector operation,
+//! whose result is rounded to the dtype (bfloat16 and float16, to nearest even,
+//! docs/numerics.md §17) or kept (float32). The same bits as [`super::Bf16Math`],
+//! [`super::F16Math`] and `f32` lane by lane (tested below, exhaustively for the roundings and
+//! unary steps, at each register width).
 //!
-//! - bfloat16 rounds in integer lanes (add `0x7fff` plus the kept lowest bit, clear the low half);
-//! - float16 rounds through F16C (`vcvtps2ph` then `vcvtph2ps`), which rounds to nearest even,
-//!   keeps float16's subnormals and overflows to infinity, as IEEE does. Its float32 inputs are
-//!   the results of float32 operations under flush-to-zero, never float32 subnormals.
-//!
-//! Every function here needs AVX2 and F16C: they are `#[inline(always)]` and run only inside
-//! functions compiled for those features ([`crate::simd::dispatch`] at level AVX2 or above).
-//! Comparisons are not defined (the loops that use these types have no `tf.maximum`).
+//! [`Vector`] is generic over the registers ([`super::registers`]): four AVX registers at the AVX2
+//! level, two AVX-512 registers at the AVX-512 level. Its functions run only inside functions
+//! compiled for the registers' level. Comparisons are not defined (the loops that use these
+//! types have no `tf.maximum`).
 
-// Index loops over registers: every call between an intrinsic and the function compiled for
-// AVX2 must be inlined, and iterator adapters are not sure to be.
-#![allow(clippy::needless_range_loop)]
-
-use std::arch::x86_64::*;
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
 use half::{bf16, f16};
 
 use super::arith::Arith;
+pub(crate) use super::registers::LANES;
+use super::registers::Registers;
 
-/// AVX registers per vector: four, so that each step of the element function has four
-/// independent operations in flight (its chain of rounded operations is long). Measured with
-/// `cargo bench --bench modes -- --modes bf16,f16` (Zen 2, AVX2): one register 0.65 / 0.58 G
-/// params/s at 1M, two 0.78 / 0.69, four 0.87 / 0.84.
-const REGISTERS: usize = 4;
-/// 16-bit values per vector.
-pub(crate) const LANES: usize = 8 * REGISTERS;
-
-/// Every lane `x`, at compile time (`x` must be a value of the 16-bit types: 0, 1, infinity).
-const fn splat_const(x: f32) -> [__m256; REGISTERS] {
-    // SAFETY: registers are plain f32 lanes, and every bit pattern of them is valid.
-    unsafe { std::mem::transmute::<[f32; LANES], [__m256; REGISTERS]>([x; LANES]) }
+/// A dtype the vector lanes hold: how its values load, store, and how an operation's float32
+/// result is rounded to it.
+pub trait LaneElement: Copy + Send + Sync + fmt::Debug + 'static {
+    /// An operation's result rounded to the dtype.
+    fn round<R: Registers>(x: R) -> R;
+    /// `src[..LANES]` widened exactly.
+    fn load<R: Registers>(src: &[Self]) -> R;
+    /// The lanes (values of the dtype) into `dst[..LANES]`, exactly.
+    fn store<R: Registers>(x: R, dst: &mut [Self]);
 }
 
-/// [`LANES`] 16-bit values held as float32 lanes, with the 16-bit type's arithmetic.
-pub trait Vector16: Arith {
-    /// The 16-bit element type.
-    type Element: Copy;
-    /// Every lane `x` (a value of the 16-bit type, as float32).
-    fn splat(x: f32) -> Self;
+impl LaneElement for f32 {
+    #[inline(always)]
+    fn round<R: Registers>(x: R) -> R {
+        x
+    }
+    #[inline(always)]
+    fn load<R: Registers>(src: &[f32]) -> R {
+        R::load_f32(src)
+    }
+    #[inline(always)]
+    fn store<R: Registers>(x: R, dst: &mut [f32]) {
+        x.store_f32(dst)
+    }
+}
+
+impl LaneElement for bf16 {
+    #[inline(always)]
+    fn round<R: Registers>(x: R) -> R {
+        x.round_bf16()
+    }
+    #[inline(always)]
+    fn load<R: Registers>(src: &[bf16]) -> R {
+        R::load_bf16(src)
+    }
+    #[inline(always)]
+    fn store<R: Registers>(x: R, dst: &mut [bf16]) {
+        x.store_bf16(dst)
+    }
+}
+
+impl LaneElement for f16 {
+    #[inline(always)]
+    fn round<R: Registers>(x: R) -> R {
+        x.round_f16()
+    }
+    #[inline(always)]
+    fn load<R: Registers>(src: &[f16]) -> R {
+        R::load_f16(src)
+    }
+    #[inline(always)]
+    fn store<R: Registers>(x: R, dst: &mut [f16]) {
+        x.store_f16(dst)
+    }
+}
+
+/// [`LANES`] values of `T` in registers `R`, with `T`'s arithmetic.
+///
+/// Invariant: every lane holds a value of `T`.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct Vector<R, T>(R, PhantomData<T>);
+
+impl<R: Registers, T: LaneElement> Vector<R, T> {
+    /// Every lane `x` (a value of `T`, as float32).
+    #[inline(always)]
+    pub fn splat(x: f32) -> Self {
+        Vector(R::splat(x), PhantomData)
+    }
     /// Elements `src[..LANES]`, widened exactly (a signaling NaN is quieted).
-    fn load(src: &[Self::Element]) -> Self;
-    /// The lanes into `dst[..LANES]` (exact: every lane holds a value of the type).
-    fn store(self, dst: &mut [Self::Element]);
+    #[inline(always)]
+    pub fn load(src: &[T]) -> Self {
+        Vector(T::load(src), PhantomData)
+    }
+    /// The lanes into `dst[..LANES]` (exact: every lane holds a value of `T`).
+    #[inline(always)]
+    pub fn store(self, dst: &mut [T]) {
+        T::store(self.0, dst)
+    }
     /// The lanes' values as float32 (exact).
-    fn to_f32(self) -> [f32; LANES];
+    #[inline(always)]
+    pub fn lanes(self) -> [f32; LANES] {
+        self.0.lanes()
+    }
+    /// The same values with float32's arithmetic (exact: float32 holds every value of `T`).
+    #[inline(always)]
+    pub fn as_f32(self) -> Vector<R, f32> {
+        Vector(self.0, PhantomData)
+    }
+    /// Registers of float32 values, each rounded to `T`.
+    #[inline(always)]
+    pub fn round(x: R) -> Self {
+        Vector(T::round(x), PhantomData)
+    }
 }
 
-macro_rules! vector16 {
-    ($name:ident, $element:ty, $doc:literal) => {
-        #[doc = $doc]
-        ///
-        /// Invariant: every lane holds a value of the 16-bit type.
-        #[derive(Clone, Copy)]
-        #[repr(transparent)]
-        pub struct $name([__m256; REGISTERS]);
+impl<R: Registers, T: LaneElement> fmt::Debug for Vector<R, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Vector").field(&self.lanes()).finish()
+    }
+}
 
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                let lanes: [f32; LANES] = self.lanes();
-                f.debug_tuple(stringify!($name)).field(&lanes).finish()
-            }
-        }
+impl<R: Registers, T: LaneElement> Default for Vector<R, T> {
+    #[inline(always)]
+    fn default() -> Self {
+        Self::ZERO
+    }
+}
 
-        impl $name {
-            /// The lanes as float32.
-            #[inline(always)]
-            pub fn lanes(self) -> [f32; LANES] {
-                // SAFETY: registers of eight f32, any bits valid.
-                unsafe { std::mem::transmute::<[__m256; REGISTERS], [f32; LANES]>(self.0) }
-            }
+/// Not an order: the loops that use vectors compare nothing.
+impl<R: Registers, T: LaneElement> PartialEq for Vector<R, T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.lanes().map(f32::to_bits) == other.lanes().map(f32::to_bits)
+    }
+}
+impl<R: Registers, T: LaneElement> PartialOrd for Vector<R, T> {
+    fn partial_cmp(&self, _: &Self) -> Option<std::cmp::Ordering> {
+        None
+    }
+}
 
-            /// Registers of float32 values, each rounded to the type.
-            #[inline(always)]
-            pub fn round(mut x: [__m256; REGISTERS]) -> Self {
-                // Plain loops here and below: every call between the intrinsics and the
-                // function compiled for AVX2 must be inlined (closures would not be).
-                for k in 0..REGISTERS {
-                    x[k] = Self::round_lanes(x[k]);
-                }
-                $name(x)
-            }
-        }
-
-        impl Default for $name {
-            #[inline(always)]
-            fn default() -> Self {
-                Self::ZERO
-            }
-        }
-
-        /// Not an order: the loops that use vectors compare nothing.
-        impl PartialEq for $name {
-            fn eq(&self, other: &Self) -> bool {
-                self.lanes().map(f32::to_bits) == other.lanes().map(f32::to_bits)
-            }
-        }
-        impl PartialOrd for $name {
-            fn partial_cmp(&self, _: &Self) -> Option<std::cmp::Ordering> {
-                None
-            }
-        }
-
-        vector16!(@op $name, Add, add, _mm256_add_ps);
-        vector16!(@op $name, Sub, sub, _mm256_sub_ps);
-        vector16!(@op $name, Mul, mul, _mm256_mul_ps);
-        vector16!(@op $name, Div, div, _mm256_div_ps);
-
-        impl Neg for $name {
-            type Output = Self;
-            #[inline(always)]
-            fn neg(self) -> Self {
-                let mut x = self.0;
-                for k in 0..REGISTERS {
-                    // SAFETY: AVX, see the module's documentation. Negation is exact.
-                    x[k] = unsafe { _mm256_xor_ps(x[k], _mm256_set1_ps(-0.0)) };
-                }
-                $name(x)
-            }
-        }
-
-        impl Arith for $name {
-            const ZERO: Self = $name(splat_const(0.0));
-            const ONE: Self = $name(splat_const(1.0));
-            const INFINITY: Self = $name(splat_const(f32::INFINITY));
-            const MIN_NORMAL: Self = Self::ZERO;
-
-            #[inline(always)]
-            fn abs(self) -> Self {
-                let mut x = self.0;
-                for k in 0..REGISTERS {
-                    // SAFETY: AVX, see the module's documentation.
-                    x[k] = unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), x[k]) };
-                }
-                $name(x)
-            }
-            #[inline(always)]
-            fn sqrt(self) -> Self {
-                let mut x = self.0;
-                for k in 0..REGISTERS {
-                    // SAFETY: AVX, see the module's documentation.
-                    x[k] = unsafe { _mm256_sqrt_ps(x[k]) };
-                }
-                Self::round(x)
-            }
-            fn is_nan(self) -> bool {
-                self.lanes().iter().any(|x| x.is_nan())
-            }
-            #[inline(always)]
-            fn copysign(self, sign: Self) -> Self {
-                let mut x = self.0;
-                for k in 0..REGISTERS {
-                    // SAFETY: AVX, see the module's documentation.
-                    x[k] = unsafe {
-                        let s = _mm256_set1_ps(-0.0);
-                        _mm256_or_ps(_mm256_andnot_ps(s, x[k]), _mm256_and_ps(s, sign.0[k]))
-                    };
-                }
-                $name(x)
-            }
-            /// Lanes are never flushed by the vector types (they run under hardware flushing).
-            fn flush(self) -> Self {
-                self
-            }
-        }
-    };
-    (@op $name:ident, $trait:ident, $method:ident, $intrinsic:ident) => {
-        impl $trait for $name {
+macro_rules! rounded_op {
+    ($trait:ident, $method:ident) => {
+        impl<R: Registers, T: LaneElement> $trait for Vector<R, T> {
             type Output = Self;
             #[inline(always)]
             fn $method(self, rhs: Self) -> Self {
-                let mut x = self.0;
-                for k in 0..REGISTERS {
-                    // SAFETY: AVX, see the module's documentation.
-                    x[k] = unsafe { $intrinsic(x[k], rhs.0[k]) };
-                }
-                Self::round(x)
+                Self::round(self.0.$method(rhs.0))
             }
         }
     };
 }
+rounded_op!(Add, add);
+rounded_op!(Sub, sub);
+rounded_op!(Mul, mul);
+rounded_op!(Div, div);
 
-vector16!(Bf16x8, bf16, "bfloat16 values, `LANES` at a time, with TensorFlow's bfloat16 arithmetic.");
-vector16!(F16x8, f16, "float16 values, `LANES` at a time, with TensorFlow's float16 arithmetic.");
-
-impl Bf16x8 {
-    /// Each lane rounded to bfloat16, to nearest even, for the result of an operation on
-    /// bfloat16 values (a NaN result has zero low bits and stays, as `round_bf16_result`).
+impl<R: Registers, T: LaneElement> Neg for Vector<R, T> {
+    type Output = Self;
+    /// Exact.
     #[inline(always)]
-    fn round_lanes(x: __m256) -> __m256 {
-        // SAFETY: AVX2, see the module's documentation.
-        unsafe {
-            let b = _mm256_castps_si256(x);
-            let lowest_kept = _mm256_and_si256(_mm256_srli_epi32::<16>(b), _mm256_set1_epi32(1));
-            let biased = _mm256_add_epi32(b, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lowest_kept));
-            _mm256_castsi256_ps(_mm256_and_si256(biased, _mm256_set1_epi32(0xffff_0000u32 as i32)))
-        }
+    fn neg(self) -> Self {
+        Vector(self.0.neg(), PhantomData)
     }
 }
 
-impl F16x8 {
-    /// Each lane rounded to float16, to nearest even, through F16C.
+impl<R: Registers, T: LaneElement> Arith for Vector<R, T> {
+    const ZERO: Self = Vector(R::ZERO, PhantomData);
+    const ONE: Self = Vector(R::ONE, PhantomData);
+    const INFINITY: Self = Vector(R::INFINITY, PhantomData);
+    const MIN_NORMAL: Self = Self::ZERO;
+
     #[inline(always)]
-    fn round_lanes(x: __m256) -> __m256 {
-        // SAFETY: F16C, see the module's documentation.
-        unsafe { _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x)) }
+    fn abs(self) -> Self {
+        Vector(self.0.abs(), PhantomData)
     }
-}
-
-impl Vector16 for Bf16x8 {
-    type Element = bf16;
-
     #[inline(always)]
-    fn to_f32(self) -> [f32; LANES] {
-        self.lanes()
+    fn sqrt(self) -> Self {
+        Self::round(self.0.sqrt())
     }
-
-    #[inline(always)]
-    fn splat(x: f32) -> Self {
-        // SAFETY: AVX, see the module's documentation.
-        Bf16x8([unsafe { _mm256_set1_ps(x) }; REGISTERS])
+    fn is_nan(self) -> bool {
+        self.lanes().iter().any(|x| x.is_nan())
     }
-
     #[inline(always)]
-    fn load(src: &[bf16]) -> Self {
-        let src = &src[..LANES];
-        let mut x = Self::ZERO.0;
-        for k in 0..REGISTERS {
-            // SAFETY: AVX2; 16 bytes are readable at src[8 * k] (eight elements), unaligned
-            // loads allowed.
-            x[k] = unsafe {
-                let halves = _mm_loadu_si128(src.as_ptr().add(8 * k).cast::<__m128i>());
-                let wide = _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(halves));
-                // A NaN (magnitude above infinity's) is quieted, as `bf16_to_f32` does.
-                let magnitude = _mm256_and_si256(wide, _mm256_set1_epi32(0x7fff_ffff));
-                let nan = _mm256_cmpgt_epi32(magnitude, _mm256_set1_epi32(0x7f80_0000));
-                let quiet = _mm256_and_si256(nan, _mm256_set1_epi32(0x0040_0000));
-                _mm256_castsi256_ps(_mm256_or_si256(wide, quiet))
-            };
-        }
-        Bf16x8(x)
+    fn copysign(self, sign: Self) -> Self {
+        Vector(self.0.copysign(sign.0), PhantomData)
     }
-
-    #[inline(always)]
-    fn store(self, dst: &mut [bf16]) {
-        let dst = &mut dst[..LANES];
-        for k in 0..REGISTERS {
-            let register = self.0[k];
-            // SAFETY: AVX2; 16 bytes are writable at dst[8 * k]. The lanes are bfloat16 values:
-            // their high halves are the bits, and packing the shifted lanes saturates nothing.
-            unsafe {
-                let high = _mm256_srli_epi32::<16>(_mm256_castps_si256(register));
-                let packed = _mm_packus_epi32(_mm256_castsi256_si128(high), _mm256_extracti128_si256::<1>(high));
-                _mm_storeu_si128(dst.as_mut_ptr().add(8 * k).cast::<__m128i>(), packed);
-            }
-        }
-    }
-}
-
-impl Vector16 for F16x8 {
-    type Element = f16;
-
-    #[inline(always)]
-    fn to_f32(self) -> [f32; LANES] {
-        self.lanes()
-    }
-
-    #[inline(always)]
-    fn splat(x: f32) -> Self {
-        // SAFETY: AVX, see the module's documentation.
-        F16x8([unsafe { _mm256_set1_ps(x) }; REGISTERS])
-    }
-
-    #[inline(always)]
-    fn load(src: &[f16]) -> Self {
-        let src = &src[..LANES];
-        let mut x = Self::ZERO.0;
-        for k in 0..REGISTERS {
-            // SAFETY: F16C; 16 bytes are readable at src[8 * k]. `vcvtph2ps` quiets a signaling
-            // NaN and widens float16's subnormals exactly, as `f16_to_f32` does.
-            x[k] = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(src.as_ptr().add(8 * k).cast::<__m128i>())) };
-        }
-        F16x8(x)
-    }
-
-    #[inline(always)]
-    fn store(self, dst: &mut [f16]) {
-        let dst = &mut dst[..LANES];
-        for k in 0..REGISTERS {
-            let register = self.0[k];
-            // SAFETY: F16C; 16 bytes are writable at dst[8 * k]; the lanes are float16 values.
-            unsafe {
-                let halves = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(register);
-                _mm_storeu_si128(dst.as_mut_ptr().add(8 * k).cast::<__m128i>(), halves);
-            }
-        }
+    /// Lanes are never flushed by the vector types (they run under hardware flushing).
+    fn flush(self) -> Self {
+        self
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::float::{Bf16Math, F16Math, FlushToZero, Lane};
+    use crate::float::registers::{Ymm4, Zmm2};
+    use crate::float::{Bf16Math, F16Math, FlushToZero, Ftz, Lane};
     use crate::simd::{Kernel, SimdLevel, dispatch};
 
-    /// Runs `f` compiled for AVX2 (the vector types' requirement), if the processor has it.
-    fn on_avx2(f: impl FnOnce()) {
-        struct Run<F>(F);
-        impl<F: FnOnce()> Kernel for Run<F> {
+    /// Runs `ymm` compiled for AVX2 and `zmm` compiled for AVX-512, under flush-to-zero, each
+    /// where the processor has the level.
+    fn at_every_width(ymm: fn(), zmm: fn()) {
+        struct Run(fn());
+        impl Kernel for Run {
             type Output = ();
             #[inline(always)]
             fn run(self) {
                 (self.0)()
             }
         }
-        if SimdLevel::detected() >= SimdLevel::Avx2 {
-            let _flush = FlushToZero::new();
-            dispatch(SimdLevel::Avx2, Run(f));
-        } else {
-            eprintln!("skipped: this processor has no AVX2 and F16C");
+        let _flush = FlushToZero::new();
+        for (level, f, name) in [(SimdLevel::Avx2, ymm, "AVX2"), (SimdLevel::Avx512, zmm, "AVX-512")] {
+            if SimdLevel::detected() >= level {
+                dispatch(level, Run(f));
+            } else {
+                eprintln!("skipped at {name}: this processor does not have it");
+            }
         }
-    }
-
-    fn vector_of(x: [f32; LANES]) -> [__m256; REGISTERS] {
-        // SAFETY: f32 lanes.
-        unsafe { std::mem::transmute::<[f32; LANES], [__m256; REGISTERS]>(x) }
     }
 
     /// Every 16-bit value loads and stores as the scalar types do, and every one's square root
@@ -337,12 +226,15 @@ mod tests {
     /// payloads, subnormals) round as the scalar roundings of operation results.
     #[test]
     fn lanes_are_the_scalar_arithmetic() {
-        on_avx2(|| {
+        at_every_width(unary::<Ymm4>, unary::<Zmm2>);
+
+        #[inline(always)]
+        fn unary<R: Registers>() {
             let all: Vec<u16> = (0..=u16::MAX).collect();
             for chunk in all.chunks(LANES) {
                 let b: Vec<bf16> = chunk.iter().map(|&x| bf16::from_bits(x)).collect();
                 let h: Vec<f16> = chunk.iter().map(|&x| f16::from_bits(x)).collect();
-                let (vb, vh) = (Bf16x8::load(&b), F16x8::load(&h));
+                let (vb, vh) = (Vector::<R, bf16>::load(&b), Vector::<R, f16>::load(&h));
                 for lane in 0..LANES {
                     let (sb, sh) = (b[lane].load(), h[lane].load());
                     assert_eq!(vb.lanes()[lane].to_bits(), sb.get().to_bits(), "bf16 {:#x}", chunk[lane]);
@@ -351,22 +243,32 @@ mod tests {
                     assert_eq!(vh.sqrt().lanes()[lane].to_bits(), sh.sqrt().get().to_bits());
                     assert_eq!((-vb).lanes()[lane].to_bits(), (-sb).get().to_bits());
                     assert_eq!((-vh).lanes()[lane].to_bits(), (-sh).get().to_bits());
+                    assert_eq!(vb.abs().lanes()[lane].to_bits(), sb.abs().get().to_bits());
+                    let sign = Vector::<R, bf16>::splat(-0.0);
+                    assert_eq!(
+                        vb.copysign(sign).lanes()[lane].to_bits(),
+                        sb.copysign(Bf16Math::round(-0.0)).get().to_bits()
+                    );
                 }
                 let (mut ob, mut oh) = ([bf16::ZERO; LANES], [f16::ZERO; LANES]);
                 vb.store(&mut ob);
                 vh.store(&mut oh);
                 for lane in 0..LANES {
-                    assert_eq!(ob[lane].to_bits(), bf16::store(b[lane].load()).to_bits());
-                    assert_eq!(oh[lane].to_bits(), f16::store(h[lane].load()).to_bits());
+                    assert_eq!(ob[lane].to_bits(), <bf16 as Lane>::store(b[lane].load()).to_bits());
+                    assert_eq!(oh[lane].to_bits(), <f16 as Lane>::store(h[lane].load()).to_bits());
                 }
             }
             let inputs = crate::float::sixteen::tests::float32_inputs();
             for chunk in inputs.chunks_exact(LANES) {
-                let x: [f32; LANES] = chunk.try_into().unwrap();
-                let (rb, rh) = (Bf16x8::round(vector_of(x)).lanes(), F16x8::round(vector_of(x)).lanes());
+                let registers = R::load_f32(chunk);
+                let (rb, rh) =
+                    (Vector::<R, bf16>::round(registers).lanes(), Vector::<R, f16>::round(registers).lanes());
+                let mut out = [0f32; LANES];
+                Vector::<R, f32>::load(chunk).store(&mut out);
                 for lane in 0..LANES {
+                    let v = chunk[lane];
+                    assert_eq!(out[lane].to_bits(), v.to_bits(), "f32 load and store {v:e}");
                     // The vector roundings serve operation results only: NaNs with zero low bits.
-                    let v = x[lane];
                     if v.is_nan() && v.to_bits() & 0xffff != 0 {
                         continue;
                     }
@@ -380,56 +282,59 @@ mod tests {
                     }
                 }
             }
-        });
+        }
     }
 
-    /// The four operations on lanes give the scalar types' bits, for pairs of 16-bit values
-    /// drawn across the whole range (every exponent, both signs, zeros, infinities, NaN).
+    /// The four operations on lanes give the scalar types' bits, for pairs of values drawn
+    /// across the whole range (every exponent, both signs, zeros, infinities, NaN, and for
+    /// float32 subnormals, flushed by the processor as the scalar operations are).
     #[test]
     fn operations_are_the_scalar_operations() {
-        on_avx2(|| {
+        at_every_width(binary::<Ymm4>, binary::<Zmm2>);
+
+        #[inline(always)]
+        fn binary<R: Registers>() {
             let mut state = 0x9e37_79b9_7f4a_7c15u64;
             let mut next = || {
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;
-                state as u16
+                state
             };
-            for _ in 0..200_000 {
-                let a: [u16; LANES] = std::array::from_fn(|_| next());
-                let c: [u16; LANES] = std::array::from_fn(|_| next());
-                check::<Bf16x8>(
-                    a,
-                    c,
-                    bf16::from_bits,
-                    |x: bf16| x.load().get(),
+            for _ in 0..100_000 {
+                let a: [u64; LANES] = std::array::from_fn(|_| next());
+                let c: [u64; LANES] = std::array::from_fn(|_| next());
+                check::<R, bf16>(
+                    a.map(|x| bf16::from_bits(x as u16)),
+                    c.map(|x| bf16::from_bits(x as u16)),
                     |x, y, op| {
                         let (x, y) = (x.load(), y.load());
                         [x + y, x - y, x * y, x / y][op].get()
                     },
                 );
-                check::<F16x8>(
-                    a,
-                    c,
-                    f16::from_bits,
-                    |x: f16| x.load().get(),
+                check::<R, f16>(
+                    a.map(|x| f16::from_bits(x as u16)),
+                    c.map(|x| f16::from_bits(x as u16)),
                     |x, y, op| {
                         let (x, y) = (x.load(), y.load());
+                        [x + y, x - y, x * y, x / y][op].get()
+                    },
+                );
+                check::<R, f32>(
+                    a.map(|x| f32::from_bits(x as u32)),
+                    c.map(|x| f32::from_bits(x as u32)),
+                    |x, y, op| {
+                        let (x, y) = (Ftz::<f32, true>::new(x), Ftz::<f32, true>::new(y));
                         [x + y, x - y, x * y, x / y][op].get()
                     },
                 );
             }
-        });
+        }
 
-        fn check<V: Vector16>(
-            a: [u16; LANES],
-            c: [u16; LANES],
-            of: impl Fn(u16) -> V::Element,
-            value: impl Fn(V::Element) -> f32,
-            scalar: impl Fn(V::Element, V::Element, usize) -> f32,
-        ) {
-            let (ea, ec): ([V::Element; LANES], [V::Element; LANES]) = (a.map(&of), c.map(&of));
-            let (va, vc) = (V::load(&ea), V::load(&ec));
+        #[inline(always)]
+        fn check<R: Registers, T: LaneElement>(ea: [T; LANES], ec: [T; LANES], scalar: impl Fn(T, T, usize) -> f32) {
+            let value = |x: T| Vector::<R, T>::load(&[x; LANES]).lanes()[0];
+            let (va, vc) = (Vector::<R, T>::load(&ea), Vector::<R, T>::load(&ec));
             let results = [va + vc, va - vc, va * vc, va / vc];
             for (op, v) in results.iter().enumerate() {
                 let mut out = ea;
@@ -438,9 +343,9 @@ mod tests {
                     let (got, want) = (value(out[lane]), scalar(ea[lane], ec[lane], op));
                     assert!(
                         got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
-                        "op {op} on {:#x}, {:#x}: {got:e} vs {want:e}",
-                        a[lane],
-                        c[lane]
+                        "op {op} on {:?}, {:?}: {got:e} vs {want:e}",
+                        ea[lane],
+                        ec[lane]
                     );
                 }
             }

@@ -210,7 +210,7 @@ pub fn variables_of(store: &KerasStore, config: &Config) -> Result<Vec<VariableS
     store.check_counter("the store")?;
     let per_variable = 2 + usize::from(config.use_ema) + usize::from(config.amsgrad);
     let slots = store.tensors.len() - 1;
-    if slots % per_variable != 0 {
+    if !slots.is_multiple_of(per_variable) {
         return Err(Error::CheckpointMismatch(format!(
             "the store holds {slots} slots, which is not {per_variable} per variable (use_ema {}, amsgrad {})",
             config.use_ema, config.amsgrad

@@ -262,19 +262,19 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut CallEntries<'_>) 
     // until every rank arrives, so it runs here, on the calling thread, never on a pool thread
     // (ranks as threads of one process sharing a pool could starve each other).
     if norm_clipping && !norms_first {
-        if let Some(mesh) = &config.mesh {
-            if !built.leaves_known {
-                // Once: which leaves of the sharded sums the ranks' shard boundaries split.
-                let mut census = Vec::new();
-                state.engine.leaf_census(halve, &mut census);
-                mesh.all_reduce(&mut census)?;
-                let room = state.engine.set_split_leaves(halve, &census)?;
-                built
-                    .norm_shared
-                    .try_reserve_exact(room)
-                    .map_err(|_| Error::OutOfMemory("the sharded clip norms".into()))?;
-                built.leaves_known = true;
-            }
+        if let Some(mesh) = &config.mesh
+            && !built.leaves_known
+        {
+            // Once: which leaves of the sharded sums the ranks' shard boundaries split.
+            let mut census = Vec::new();
+            state.engine.leaf_census(halve, &mut census);
+            mesh.all_reduce(&mut census)?;
+            let room = state.engine.set_split_leaves(halve, &census)?;
+            built
+                .norm_shared
+                .try_reserve_exact(room)
+                .map_err(|_| Error::OutOfMemory("the sharded clip norms".into()))?;
+            built.leaves_known = true;
         }
         state.engine.norm_partials(entries, halve, loss_scale, &mut built.norm_partials, &mut built.norm_shared)?;
         if let Some(mesh) = &config.mesh {

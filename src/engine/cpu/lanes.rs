@@ -1,7 +1,12 @@
-//! The dense step of bfloat16 and float16 variables in vector lanes: thirty-two elements at a time in
-//! [`Bf16x8`] / [`F16x8`], the same element function ([`dense_element`]) as every other loop,
-//! so the same formula and bits, at AVX2 speed (one F16C round trip, or four integer operations,
-//! per rounded operation instead of the portable rounding's dozen).
+//! The dense step in vector lanes: thirty-two elements at a time in a [`Vector`], four AVX
+//! registers at the AVX2 level and two AVX-512 registers at the AVX-512 level, through the same
+//! element function ([`dense_element`]) as every other loop, so the same formula and bits.
+//!
+//! - **bfloat16 and float16**: always. Each rounded operation is one vector operation and an
+//!   F16C round trip or five integer operations, instead of the portable rounding's dozen.
+//! - **float32**: only when the step report sums the gradient's squares. The lanes then stay in
+//!   registers from row to row ([`plus_square`]), where the compiler's loop would store each
+//!   square and add it back; without the sums the compiler's loop is as fast.
 //!
 //! It serves the forms of the step the vector types can express: no amsgrad (`tf.maximum` would
 //! compare lanes) and a gradient op that is the identity or multiplications (a loss scale's
@@ -9,7 +14,7 @@
 //! portable-vectorized loops.
 
 #[cfg(target_arch = "x86_64")]
-use crate::float::{Bf16x8, F16x8, HARDWARE_FLUSH as HW, LANES, Vector16};
+use crate::float::{Arith, HARDWARE_FLUSH as HW, LANES, LaneElement, Registers, Vector, Ymm4, Zmm2};
 use crate::float::{Ftz, Lane};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::dense_element;
@@ -19,7 +24,7 @@ use crate::simd::SimdLevel;
 use crate::simd::{self, Kernel};
 use crate::squares::Squares;
 #[cfg(target_arch = "x86_64")]
-use crate::squares::{GROUP, add_row, row_squares};
+use crate::squares::{GROUP, plus_square};
 
 /// The gradient op of a step in vector lanes: none, or `(g * r) * a`.
 #[derive(Clone, Copy)]
@@ -50,12 +55,11 @@ pub(crate) trait DenseLanes: Lane {
     }
 }
 
-impl DenseLanes for f32 {}
 impl DenseLanes for f64 {}
 
 #[cfg(target_arch = "x86_64")]
-macro_rules! dense_lanes_16 {
-    ($element:ty, $vector:ty) => {
+macro_rules! dense_lanes {
+    ($element:ty, |$x:ident| $as_f32:expr, only_with_sums: $only_with_sums:expr) => {
         impl DenseLanes for $element {
             #[inline(always)]
             fn dense_lanes<const EMA: bool>(
@@ -67,84 +71,114 @@ macro_rules! dense_lanes_16 {
                 level: SimdLevel,
                 sums: Option<&mut Squares>,
             ) -> usize {
-                if level.min(SimdLevel::detected()) < SimdLevel::Avx2 {
+                if $only_with_sums && sums.is_none() {
                     return 0;
                 }
-                let splat = |x: Ftz<Self::Math>| Ftz::<$vector>::new(<$vector>::splat(x.get().get()));
-                let s = s.map(splat);
-                let [var, m, v, average] = slots;
-                let whole = if sums.is_some() { GROUP } else { LANES };
-                let n = var.len() / whole * whole;
-                let (var, m, v) = (&mut var[..n], &mut m[..n], &mut v[..n]);
-                let average = if EMA { &mut average[..n] } else { &mut average[..0] };
-                let grad = &grad[..n];
-                match op {
-                    LanesOp::Identity => {
-                        let one = Ftz::<$vector>::ONE;
-                        let kernel =
-                            Step::<$vector, false, EMA> { s, ops, r: one, a: one, grad, var, m, v, average, sums };
-                        simd::dispatch(level, kernel)
+                match level.min(SimdLevel::detected()) {
+                    SimdLevel::Portable => 0,
+                    SimdLevel::Avx2 => {
+                        lanes_in::<Ymm4, $element, EMA>(s, ops, op, grad, slots, level, sums, |$x| $as_f32)
                     }
-                    LanesOp::Scale(r, a) => {
-                        let (r, a) = (splat(r), splat(a));
-                        let kernel = Step::<$vector, true, EMA> { s, ops, r, a, grad, var, m, v, average, sums };
-                        simd::dispatch(level, kernel)
+                    SimdLevel::Avx512 => {
+                        lanes_in::<Zmm2, $element, EMA>(s, ops, op, grad, slots, level, sums, |$x| $as_f32)
                     }
                 }
-                n
             }
         }
     };
 }
 #[cfg(target_arch = "x86_64")]
-dense_lanes_16!(half::bf16, Bf16x8);
+dense_lanes!(f32, |x| x.get(), only_with_sums: true);
 #[cfg(target_arch = "x86_64")]
-dense_lanes_16!(half::f16, F16x8);
+dense_lanes!(half::bf16, |x| x.get().get(), only_with_sums: false);
+#[cfg(target_arch = "x86_64")]
+dense_lanes!(half::f16, |x| x.get().get(), only_with_sums: false);
+#[cfg(not(target_arch = "x86_64"))]
+impl DenseLanes for f32 {}
 #[cfg(not(target_arch = "x86_64"))]
 impl DenseLanes for half::bf16 {}
 #[cfg(not(target_arch = "x86_64"))]
 impl DenseLanes for half::f16 {}
 
+/// [`DenseLanes::dense_lanes`] in registers `R` (whose level `level` has).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn lanes_in<R: Registers, T: Lane + LaneElement, const EMA: bool>(
+    s: &StepScalars<T::Math>,
+    ops: VariableOps,
+    op: LanesOp<T::Math>,
+    grad: &[T],
+    slots: [&mut [T]; 4],
+    level: SimdLevel,
+    sums: Option<&mut Squares>,
+    as_f32: impl Fn(Ftz<T::Math>) -> f32,
+) -> usize {
+    let splat = |x: Ftz<T::Math>| Ftz::<Vector<R, T>>::new(Vector::splat(as_f32(x)));
+    let s = s.map(splat);
+    let [var, m, v, average] = slots;
+    let whole = if sums.is_some() { GROUP } else { LANES };
+    let n = var.len() / whole * whole;
+    let (var, m, v) = (&mut var[..n], &mut m[..n], &mut v[..n]);
+    let average = if EMA { &mut average[..n] } else { &mut average[..0] };
+    let grad = &grad[..n];
+    match op {
+        LanesOp::Identity => {
+            let one = Ftz::<Vector<R, T>>::ONE;
+            let kernel = Step::<R, T, false, EMA> { s, ops, r: one, a: one, grad, var, m, v, average, sums };
+            simd::dispatch(level, kernel)
+        }
+        LanesOp::Scale(r, a) => {
+            let (r, a) = (splat(r), splat(a));
+            let kernel = Step::<R, T, true, EMA> { s, ops, r, a, grad, var, m, v, average, sums };
+            simd::dispatch(level, kernel)
+        }
+    }
+    n
+}
+
 /// The step over whole vectors, as a kernel for [`simd::dispatch`] (at AVX2 or above).
 #[cfg(target_arch = "x86_64")]
-struct Step<'a, V: Vector16, const SCALE: bool, const EMA: bool> {
-    s: StepScalars<V>,
+struct Step<'a, R, T, const SCALE: bool, const EMA: bool> {
+    s: StepScalars<Vector<R, T>>,
     ops: VariableOps,
-    r: Ftz<V>,
-    a: Ftz<V>,
-    grad: &'a [V::Element],
-    var: &'a mut [V::Element],
-    m: &'a mut [V::Element],
-    v: &'a mut [V::Element],
-    average: &'a mut [V::Element],
+    r: Ftz<Vector<R, T>>,
+    a: Ftz<Vector<R, T>>,
+    grad: &'a [T],
+    var: &'a mut [T],
+    m: &'a mut [T],
+    v: &'a mut [T],
+    average: &'a mut [T],
     sums: Option<&'a mut Squares>,
 }
 
 // A row of the report's groups is one vector.
 #[cfg(target_arch = "x86_64")]
-const _: () = assert!(LANES == crate::squares::LANES && GROUP % LANES == 0);
+const _: () = assert!(LANES == crate::squares::LANES && GROUP.is_multiple_of(LANES));
 
 #[cfg(target_arch = "x86_64")]
-impl<V: Vector16, const SCALE: bool, const EMA: bool> Kernel for Step<'_, V, SCALE, EMA> {
+impl<R: Registers, T: LaneElement, const SCALE: bool, const EMA: bool> Kernel for Step<'_, R, T, SCALE, EMA> {
     type Output = ();
 
     #[inline(always)]
     fn run(self) {
+        type V<R, T> = Vector<R, T>;
         let Step { s, ops, r, a, grad, var, m, v, average, sums } = self;
-        let mut unused = V::ZERO;
+        let mut unused = V::<R, T>::ZERO;
         // Steps the vector at `i` and gives its gradient as given. A macro, not a closure:
         // everything here must inline into the function compiled for the SIMD level.
         macro_rules! step {
             ($i:expr) => {{
                 let i = $i;
-                let given = V::load(&grad[i..]);
-                let mut g = Ftz::<V, HW>::new(given);
+                let given = V::<R, T>::load(&grad[i..]);
+                let mut g = Ftz::<V<R, T>, HW>::new(given);
                 if SCALE {
                     g = (g * r.mode()) * a.mode();
                 }
-                let (mut x, mut mt, mut vt) = (V::load(&var[i..]), V::load(&m[i..]), V::load(&v[i..]));
-                let mut avg = if EMA { V::load(&average[i..]) } else { V::ZERO };
-                dense_element::<V, false, EMA, HW>(&s, ops, g, &mut x, &mut mt, &mut vt, &mut unused, &mut avg);
+                let (mut x, mut mt, mut vt) =
+                    (V::<R, T>::load(&var[i..]), V::<R, T>::load(&m[i..]), V::<R, T>::load(&v[i..]));
+                let mut avg = if EMA { V::<R, T>::load(&average[i..]) } else { V::<R, T>::ZERO };
+                dense_element::<V<R, T>, false, EMA, HW>(&s, ops, g, &mut x, &mut mt, &mut vt, &mut unused, &mut avg);
                 x.store(&mut var[i..]);
                 mt.store(&mut m[i..]);
                 vt.store(&mut v[i..]);
@@ -161,12 +195,11 @@ impl<V: Vector16, const SCALE: bool, const EMA: bool> Kernel for Step<'_, V, SCA
             return;
         };
         for group in (0..var.len()).step_by(GROUP) {
-            let mut lanes = [0f32; LANES];
+            let mut lanes = V::<R, f32>::ZERO;
             for row in (group..group + GROUP).step_by(LANES) {
-                let given = step!(row).to_f32();
-                add_row::<f32, HW>(&mut lanes, &row_squares::<f32, HW>(&given));
+                lanes = plus_square::<_, HW>(lanes, step!(row).as_f32());
             }
-            sums.add_group(&lanes);
+            sums.add_group(&lanes.lanes());
         }
     }
 }

@@ -378,7 +378,7 @@ fn dense_parallel<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool,
     );
 }
 
-const _: () = assert!(WIDEN % GROUP == 0 && PIECE == GROUP);
+const _: () = assert!(WIDEN.is_multiple_of(GROUP) && PIECE == GROUP);
 
 /// Runs `task(start, end, slots)` over the tasks of a pass over the slots and returns the sum of
 /// the tasks' results in task order, from 0 (`crate::squares::total_of_tasks`).

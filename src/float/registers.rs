@@ -1,0 +1,398 @@
+//! Thirty-two float32 lanes held in vector registers of one width, with plain IEEE operations,
+//! the roundings of their results to bfloat16 and float16, and the loads and stores of every
+//! element type the vector lanes step ([`super::vector`] builds the dtypes' arithmetic on them).
+//!
+//! - [`Ymm4`]: four AVX registers. Every function needs AVX2 and F16C.
+//! - [`Zmm2`]: two AVX-512 registers. Every function needs AVX-512 F and BW (with AVX2 and F16C).
+//!
+//! The functions are `#[inline(always)]` and run only inside functions compiled for those
+//! features ([`crate::simd::dispatch`] at the matching level, or above): that is the safety
+//! invariant every `unsafe` block here relies on.
+//!
+//! The roundings serve operation results only, which under flush-to-zero are never float32
+//! subnormals and whose NaNs have zero low bits (they come from 16-bit operands or the processor's
+//! default NaN). Both widths round the same way: bfloat16 in integer lanes (add `0x7fff` plus the
+//! kept lowest bit, clear the low half), float16 by a `vcvtps2ph` / `vcvtph2ps` round trip, which
+//! rounds to nearest even, keeps float16's subnormals and overflows to infinity, as IEEE does.
+
+// Index loops over registers: every call between an intrinsic and the function compiled for
+// the level must be inlined, and iterator adapters are not sure to be.
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::x86_64::*;
+
+use half::{bf16, f16};
+
+/// Float32 lanes per [`Registers`] value.
+pub(crate) const LANES: usize = 32;
+
+/// [`LANES`] float32 lanes in registers, each operation one vector instruction per register.
+pub trait Registers: Copy + Send + Sync + 'static {
+    const ZERO: Self;
+    const ONE: Self;
+    const INFINITY: Self;
+
+    fn splat(x: f32) -> Self;
+    fn lanes(self) -> [f32; LANES];
+    fn add(self, rhs: Self) -> Self;
+    fn sub(self, rhs: Self) -> Self;
+    fn mul(self, rhs: Self) -> Self;
+    fn div(self, rhs: Self) -> Self;
+    fn sqrt(self) -> Self;
+    fn neg(self) -> Self;
+    fn abs(self) -> Self;
+    /// The magnitudes of `self` with the signs of `sign`.
+    fn copysign(self, sign: Self) -> Self;
+
+    /// Each lane rounded to bfloat16, to nearest even (a NaN with zero low bits stays).
+    fn round_bf16(self) -> Self;
+    /// Each lane rounded to float16, to nearest even.
+    fn round_f16(self) -> Self;
+
+    /// `src[..LANES]`.
+    fn load_f32(src: &[f32]) -> Self;
+    /// The lanes into `dst[..LANES]`.
+    fn store_f32(self, dst: &mut [f32]);
+    /// `src[..LANES]` widened exactly (a signaling NaN is quieted, as `bf16_to_f32` does).
+    fn load_bf16(src: &[bf16]) -> Self;
+    /// The lanes, bfloat16 values, into `dst[..LANES]` (exact).
+    fn store_bf16(self, dst: &mut [bf16]);
+    /// `src[..LANES]` widened exactly (`vcvtph2ps` quiets a signaling NaN and widens
+    /// subnormals exactly, as `f16_to_f32` does).
+    fn load_f16(src: &[f16]) -> Self;
+    /// The lanes, float16 values, into `dst[..LANES]` (exact).
+    fn store_f16(self, dst: &mut [f16]);
+}
+
+/// Every lane `x`, at compile time.
+const fn splat_const<R: Copy>(x: f32) -> R {
+    assert!(std::mem::size_of::<R>() == std::mem::size_of::<[f32; LANES]>());
+    // SAFETY: `R` is registers of f32 lanes of this size (asserted), any bits valid.
+    unsafe { std::mem::transmute_copy::<[f32; LANES], R>(&[x; LANES]) }
+}
+
+/// The low half of each lane cleared, the result rounded to nearest even at bit 16.
+macro_rules! bf16_rounding {
+    ($bits:expr, $srli:ident, $and:ident, $add:ident, $set1:ident) => {{
+        let b = $bits;
+        let lowest_kept = $and($srli::<16>(b), $set1(1));
+        let biased = $add(b, $add($set1(0x7fff), lowest_kept));
+        $and(biased, $set1(0xffff_0000u32 as i32))
+    }};
+}
+
+/// Four AVX registers: [`LANES`] float32 lanes with AVX2 and F16C.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct Ymm4([__m256; 4]);
+
+/// Every register of `$v` (and of `$w`) through `$f`, an expression of intrinsics of the
+/// registers' width.
+macro_rules! each {
+    ($v:expr, |$x:ident| $f:expr) => {{
+        let mut r = $v;
+        for k in 0..r.len() {
+            let $x = r[k];
+            // SAFETY: the registers' target features, which every function here runs under
+            // (see the module's documentation).
+            r[k] = unsafe { $f };
+        }
+        r
+    }};
+    ($v:expr, $w:expr, |$x:ident, $y:ident| $f:expr) => {{
+        let (mut r, w) = ($v, $w);
+        for k in 0..r.len() {
+            let ($x, $y) = (r[k], w[k]);
+            // SAFETY: as above.
+            r[k] = unsafe { $f };
+        }
+        r
+    }};
+}
+
+impl Registers for Ymm4 {
+    const ZERO: Self = splat_const(0.0);
+    const ONE: Self = splat_const(1.0);
+    const INFINITY: Self = splat_const(f32::INFINITY);
+
+    #[inline(always)]
+    fn splat(x: f32) -> Self {
+        // SAFETY: AVX, see the module's documentation.
+        Ymm4([unsafe { _mm256_set1_ps(x) }; 4])
+    }
+    #[inline(always)]
+    fn lanes(self) -> [f32; LANES] {
+        // SAFETY: registers of f32 lanes, any bits valid.
+        unsafe { std::mem::transmute::<[__m256; 4], [f32; LANES]>(self.0) }
+    }
+    #[inline(always)]
+    fn add(self, rhs: Self) -> Self {
+        Ymm4(each!(self.0, rhs.0, |x, y| _mm256_add_ps(x, y)))
+    }
+    #[inline(always)]
+    fn sub(self, rhs: Self) -> Self {
+        Ymm4(each!(self.0, rhs.0, |x, y| _mm256_sub_ps(x, y)))
+    }
+    #[inline(always)]
+    fn mul(self, rhs: Self) -> Self {
+        Ymm4(each!(self.0, rhs.0, |x, y| _mm256_mul_ps(x, y)))
+    }
+    #[inline(always)]
+    fn div(self, rhs: Self) -> Self {
+        Ymm4(each!(self.0, rhs.0, |x, y| _mm256_div_ps(x, y)))
+    }
+    #[inline(always)]
+    fn sqrt(self) -> Self {
+        Ymm4(each!(self.0, |x| _mm256_sqrt_ps(x)))
+    }
+    #[inline(always)]
+    fn neg(self) -> Self {
+        Ymm4(each!(self.0, |x| _mm256_xor_ps(x, _mm256_set1_ps(-0.0))))
+    }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        Ymm4(each!(self.0, |x| _mm256_andnot_ps(_mm256_set1_ps(-0.0), x)))
+    }
+    #[inline(always)]
+    fn copysign(self, sign: Self) -> Self {
+        Ymm4(each!(self.0, sign.0, |x, s| {
+            let bit = _mm256_set1_ps(-0.0);
+            _mm256_or_ps(_mm256_andnot_ps(bit, x), _mm256_and_ps(bit, s))
+        }))
+    }
+    #[inline(always)]
+    fn round_bf16(self) -> Self {
+        Ymm4(each!(self.0, |x| {
+            _mm256_castsi256_ps(bf16_rounding!(
+                _mm256_castps_si256(x),
+                _mm256_srli_epi32,
+                _mm256_and_si256,
+                _mm256_add_epi32,
+                _mm256_set1_epi32
+            ))
+        }))
+    }
+    #[inline(always)]
+    fn round_f16(self) -> Self {
+        Ymm4(each!(self.0, |x| _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))))
+    }
+
+    #[inline(always)]
+    fn load_f32(src: &[f32]) -> Self {
+        let src = &src[..LANES];
+        let mut x = Self::ZERO.0;
+        for k in 0..4 {
+            // SAFETY: AVX; 32 bytes are readable at src[8 * k], unaligned loads allowed.
+            x[k] = unsafe { _mm256_loadu_ps(src.as_ptr().add(8 * k)) };
+        }
+        Ymm4(x)
+    }
+    #[inline(always)]
+    fn store_f32(self, dst: &mut [f32]) {
+        let dst = &mut dst[..LANES];
+        for k in 0..4 {
+            // SAFETY: AVX; 32 bytes are writable at dst[8 * k].
+            unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(8 * k), self.0[k]) };
+        }
+    }
+    #[inline(always)]
+    fn load_bf16(src: &[bf16]) -> Self {
+        let src = &src[..LANES];
+        let mut x = Self::ZERO.0;
+        for k in 0..4 {
+            // SAFETY: AVX2; 16 bytes are readable at src[8 * k] (eight elements).
+            x[k] = unsafe {
+                let halves = _mm_loadu_si128(src.as_ptr().add(8 * k).cast::<__m128i>());
+                let wide = _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(halves));
+                // A NaN (magnitude above infinity's) is quieted.
+                let magnitude = _mm256_and_si256(wide, _mm256_set1_epi32(0x7fff_ffff));
+                let nan = _mm256_cmpgt_epi32(magnitude, _mm256_set1_epi32(0x7f80_0000));
+                let quiet = _mm256_and_si256(nan, _mm256_set1_epi32(0x0040_0000));
+                _mm256_castsi256_ps(_mm256_or_si256(wide, quiet))
+            };
+        }
+        Ymm4(x)
+    }
+    #[inline(always)]
+    fn store_bf16(self, dst: &mut [bf16]) {
+        let dst = &mut dst[..LANES];
+        for k in 0..4 {
+            // SAFETY: AVX2; 16 bytes are writable at dst[8 * k]. The lanes are bfloat16 values:
+            // their high halves are the bits, and packing the shifted lanes saturates nothing.
+            unsafe {
+                let high = _mm256_srli_epi32::<16>(_mm256_castps_si256(self.0[k]));
+                let packed = _mm_packus_epi32(_mm256_castsi256_si128(high), _mm256_extracti128_si256::<1>(high));
+                _mm_storeu_si128(dst.as_mut_ptr().add(8 * k).cast::<__m128i>(), packed);
+            }
+        }
+    }
+    #[inline(always)]
+    fn load_f16(src: &[f16]) -> Self {
+        let src = &src[..LANES];
+        let mut x = Self::ZERO.0;
+        for k in 0..4 {
+            // SAFETY: F16C; 16 bytes are readable at src[8 * k].
+            x[k] = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(src.as_ptr().add(8 * k).cast::<__m128i>())) };
+        }
+        Ymm4(x)
+    }
+    #[inline(always)]
+    fn store_f16(self, dst: &mut [f16]) {
+        let dst = &mut dst[..LANES];
+        for k in 0..4 {
+            // SAFETY: F16C; 16 bytes are writable at dst[8 * k]; the lanes are float16 values.
+            unsafe {
+                let halves = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(self.0[k]);
+                _mm_storeu_si128(dst.as_mut_ptr().add(8 * k).cast::<__m128i>(), halves);
+            }
+        }
+    }
+}
+
+/// Two AVX-512 registers: [`LANES`] float32 lanes with AVX-512 F and BW.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct Zmm2([__m512; 2]);
+
+impl Registers for Zmm2 {
+    const ZERO: Self = splat_const(0.0);
+    const ONE: Self = splat_const(1.0);
+    const INFINITY: Self = splat_const(f32::INFINITY);
+
+    #[inline(always)]
+    fn splat(x: f32) -> Self {
+        // SAFETY: AVX-512 F, see the module's documentation.
+        Zmm2([unsafe { _mm512_set1_ps(x) }; 2])
+    }
+    #[inline(always)]
+    fn lanes(self) -> [f32; LANES] {
+        // SAFETY: registers of f32 lanes, any bits valid.
+        unsafe { std::mem::transmute::<[__m512; 2], [f32; LANES]>(self.0) }
+    }
+    #[inline(always)]
+    fn add(self, rhs: Self) -> Self {
+        Zmm2(each!(self.0, rhs.0, |x, y| _mm512_add_ps(x, y)))
+    }
+    #[inline(always)]
+    fn sub(self, rhs: Self) -> Self {
+        Zmm2(each!(self.0, rhs.0, |x, y| _mm512_sub_ps(x, y)))
+    }
+    #[inline(always)]
+    fn mul(self, rhs: Self) -> Self {
+        Zmm2(each!(self.0, rhs.0, |x, y| _mm512_mul_ps(x, y)))
+    }
+    #[inline(always)]
+    fn div(self, rhs: Self) -> Self {
+        Zmm2(each!(self.0, rhs.0, |x, y| _mm512_div_ps(x, y)))
+    }
+    #[inline(always)]
+    fn sqrt(self) -> Self {
+        Zmm2(each!(self.0, |x| _mm512_sqrt_ps(x)))
+    }
+    #[inline(always)]
+    fn neg(self) -> Self {
+        Zmm2(each!(self.0, |x| {
+            _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), _mm512_set1_epi32(i32::MIN)))
+        }))
+    }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        Zmm2(each!(self.0, |x| _mm512_abs_ps(x)))
+    }
+    #[inline(always)]
+    fn copysign(self, sign: Self) -> Self {
+        Zmm2(each!(self.0, sign.0, |x, s| {
+            // Bitwise `mask ? s : x` with the sign bit as the mask.
+            _mm512_castsi512_ps(_mm512_ternarylogic_epi32::<0xca>(
+                _mm512_set1_epi32(i32::MIN),
+                _mm512_castps_si512(s),
+                _mm512_castps_si512(x),
+            ))
+        }))
+    }
+    #[inline(always)]
+    fn round_bf16(self) -> Self {
+        Zmm2(each!(self.0, |x| {
+            _mm512_castsi512_ps(bf16_rounding!(
+                _mm512_castps_si512(x),
+                _mm512_srli_epi32,
+                _mm512_and_si512,
+                _mm512_add_epi32,
+                _mm512_set1_epi32
+            ))
+        }))
+    }
+    #[inline(always)]
+    fn round_f16(self) -> Self {
+        Zmm2(each!(self.0, |x| _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))))
+    }
+
+    #[inline(always)]
+    fn load_f32(src: &[f32]) -> Self {
+        let src = &src[..LANES];
+        let mut x = Self::ZERO.0;
+        for k in 0..2 {
+            // SAFETY: AVX-512 F; 64 bytes are readable at src[16 * k], unaligned loads allowed.
+            x[k] = unsafe { _mm512_loadu_ps(src.as_ptr().add(16 * k)) };
+        }
+        Zmm2(x)
+    }
+    #[inline(always)]
+    fn store_f32(self, dst: &mut [f32]) {
+        let dst = &mut dst[..LANES];
+        for k in 0..2 {
+            // SAFETY: AVX-512 F; 64 bytes are writable at dst[16 * k].
+            unsafe { _mm512_storeu_ps(dst.as_mut_ptr().add(16 * k), self.0[k]) };
+        }
+    }
+    #[inline(always)]
+    fn load_bf16(src: &[bf16]) -> Self {
+        let src = &src[..LANES];
+        let mut x = Self::ZERO.0;
+        for k in 0..2 {
+            // SAFETY: AVX-512 F; 32 bytes are readable at src[16 * k] (sixteen elements).
+            x[k] = unsafe {
+                let halves = _mm256_loadu_si256(src.as_ptr().add(16 * k).cast::<__m256i>());
+                let wide = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(halves));
+                // A NaN (magnitude above infinity's) is quieted.
+                let magnitude = _mm512_and_si512(wide, _mm512_set1_epi32(0x7fff_ffff));
+                let nan = _mm512_cmpgt_epi32_mask(magnitude, _mm512_set1_epi32(0x7f80_0000));
+                _mm512_castsi512_ps(_mm512_mask_or_epi32(wide, nan, wide, _mm512_set1_epi32(0x0040_0000)))
+            };
+        }
+        Zmm2(x)
+    }
+    #[inline(always)]
+    fn store_bf16(self, dst: &mut [bf16]) {
+        let dst = &mut dst[..LANES];
+        for k in 0..2 {
+            // SAFETY: AVX-512 F; 32 bytes are writable at dst[16 * k]. The lanes are bfloat16
+            // values: their high halves are the bits, which `vpmovdw` keeps.
+            unsafe {
+                let high = _mm512_srli_epi32::<16>(_mm512_castps_si512(self.0[k]));
+                _mm256_storeu_si256(dst.as_mut_ptr().add(16 * k).cast::<__m256i>(), _mm512_cvtepi32_epi16(high));
+            }
+        }
+    }
+    #[inline(always)]
+    fn load_f16(src: &[f16]) -> Self {
+        let src = &src[..LANES];
+        let mut x = Self::ZERO.0;
+        for k in 0..2 {
+            // SAFETY: AVX-512 F; 32 bytes are readable at src[16 * k].
+            x[k] = unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(src.as_ptr().add(16 * k).cast::<__m256i>())) };
+        }
+        Zmm2(x)
+    }
+    #[inline(always)]
+    fn store_f16(self, dst: &mut [f16]) {
+        let dst = &mut dst[..LANES];
+        for k in 0..2 {
+            // SAFETY: AVX-512 F; 32 bytes are writable at dst[16 * k]; the lanes are float16 values.
+            unsafe {
+                let halves = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(self.0[k]);
+                _mm256_storeu_si256(dst.as_mut_ptr().add(16 * k).cast::<__m256i>(), halves);
+            }
+        }
+    }
+}
