@@ -164,39 +164,46 @@ impl<R: Registers, T: LaneElement, const SCALE: bool, const EMA: bool> Kernel fo
     fn run(self) {
         type V<R, T> = Vector<R, T>;
         let Step { s, ops, r, a, grad, var, m, v, average, sums } = self;
+        // Rows of whole vectors, all of one length (checked once here, so not per row).
+        let (grad, var) = (grad.as_chunks::<LANES>().0, var.as_chunks_mut::<LANES>().0);
+        let (m, v) = (m.as_chunks_mut::<LANES>().0, v.as_chunks_mut::<LANES>().0);
+        let average = average.as_chunks_mut::<LANES>().0;
+        let rows = var.len();
+        assert!(grad.len() == rows && m.len() == rows && v.len() == rows && (!EMA || average.len() == rows));
         let mut unused = V::<R, T>::ZERO;
-        // Steps the vector at `i` and gives its gradient as given. A macro, not a closure:
-        // everything here must inline into the function compiled for the SIMD level.
+        // Steps row `i` and gives its gradient as given. A macro, not a closure: everything
+        // here must inline into the function compiled for the SIMD level.
         macro_rules! step {
             ($i:expr) => {{
                 let i = $i;
-                let given = V::<R, T>::load(&grad[i..]);
+                let given = V::<R, T>::load(&grad[i]);
                 let mut g = Ftz::<V<R, T>, HW>::new(given);
                 if SCALE {
                     g = (g * r.mode()) * a.mode();
                 }
                 let (mut x, mut mt, mut vt) =
-                    (V::<R, T>::load(&var[i..]), V::<R, T>::load(&m[i..]), V::<R, T>::load(&v[i..]));
-                let mut avg = if EMA { V::<R, T>::load(&average[i..]) } else { V::<R, T>::ZERO };
+                    (V::<R, T>::load(&var[i]), V::<R, T>::load(&m[i]), V::<R, T>::load(&v[i]));
+                let mut avg = if EMA { V::<R, T>::load(&average[i]) } else { V::<R, T>::ZERO };
                 dense_element::<V<R, T>, false, EMA, HW>(&s, ops, g, &mut x, &mut mt, &mut vt, &mut unused, &mut avg);
-                x.store(&mut var[i..]);
-                mt.store(&mut m[i..]);
-                vt.store(&mut v[i..]);
+                x.store(&mut var[i]);
+                mt.store(&mut m[i]);
+                vt.store(&mut v[i]);
                 if EMA {
-                    avg.store(&mut average[i..]);
+                    avg.store(&mut average[i]);
                 }
                 given
             }};
         }
         let Some(sums) = sums else {
-            for i in (0..var.len()).step_by(LANES) {
+            for i in 0..rows {
                 step!(i);
             }
             return;
         };
-        for group in (0..var.len()).step_by(GROUP) {
+        const ROWS_PER_GROUP: usize = GROUP / LANES;
+        for group in (0..rows).step_by(ROWS_PER_GROUP) {
             let mut lanes = V::<R, f32>::ZERO;
-            for row in (group..group + GROUP).step_by(LANES) {
+            for row in group..group + ROWS_PER_GROUP {
                 lanes = plus_square::<_, HW>(lanes, step!(row).as_f32());
             }
             sums.add_group(&lanes.lanes());
