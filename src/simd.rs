@@ -117,6 +117,24 @@ pub(crate) fn dispatch<K: Kernel>(level: SimdLevel, kernel: K) -> K::Output {
     kernel.run()
 }
 
+/// Runs `kernel` compiled for `level` exactly. With `level` a constant, only that level's copy
+/// of the kernel is compiled into the caller (where [`dispatch`] compiles one per level).
+///
+/// # Safety
+/// The processor must have `level` (`level <= SimdLevel::detected()`).
+#[inline(always)]
+pub(crate) unsafe fn dispatch_supported<K: Kernel>(level: SimdLevel, kernel: K) -> K::Output {
+    match level {
+        // SAFETY: the caller's guarantee.
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => unsafe { run_avx512(kernel) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => unsafe { run_avx2(kernel) },
+        _ => kernel.run(),
+    }
+}
+
 /// # Safety
 /// The processor must have AVX-512 F, BW and VL, AVX2 and F16C.
 #[cfg(target_arch = "x86_64")]

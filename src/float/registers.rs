@@ -6,7 +6,7 @@
 //! - [`Zmm2`]: two AVX-512 registers. Every function needs AVX-512 F and BW (with AVX2 and F16C).
 //!
 //! The functions are `#[inline(always)]` and run only inside functions compiled for those
-//! features ([`crate::simd::dispatch`] at the matching level, or above): that is the safety
+//! features ([`crate::simd`]'s dispatch at [`Registers::LEVEL`] or above): that is the safety
 //! invariant every `unsafe` block here relies on.
 //!
 //! The roundings serve operation results only, which under flush-to-zero are never float32
@@ -23,11 +23,15 @@ use std::arch::x86_64::*;
 
 use half::{bf16, f16};
 
+use crate::simd::SimdLevel;
+
 /// Float32 lanes per [`Registers`] value.
 pub(crate) const LANES: usize = 32;
 
 /// [`LANES`] float32 lanes in registers, each operation one vector instruction per register.
 pub trait Registers: Copy + Send + Sync + 'static {
+    /// The SIMD level whose features every function needs.
+    const LEVEL: SimdLevel;
     const ZERO: Self;
     const ONE: Self;
     const INFINITY: Self;
@@ -111,6 +115,7 @@ macro_rules! each {
 }
 
 impl Registers for Ymm4 {
+    const LEVEL: SimdLevel = SimdLevel::Avx2;
     const ZERO: Self = splat_const(0.0);
     const ONE: Self = splat_const(1.0);
     const INFINITY: Self = splat_const(f32::INFINITY);
@@ -255,6 +260,7 @@ impl Registers for Ymm4 {
 pub struct Zmm2([__m512; 2]);
 
 impl Registers for Zmm2 {
+    const LEVEL: SimdLevel = SimdLevel::Avx512;
     const ZERO: Self = splat_const(0.0);
     const ONE: Self = splat_const(1.0);
     const INFINITY: Self = splat_const(f32::INFINITY);

@@ -76,12 +76,8 @@ macro_rules! dense_lanes {
                 }
                 match level.min(SimdLevel::detected()) {
                     SimdLevel::Portable => 0,
-                    SimdLevel::Avx2 => {
-                        lanes_in::<Ymm4, $element, EMA>(s, ops, op, grad, slots, level, sums, |$x| $as_f32)
-                    }
-                    SimdLevel::Avx512 => {
-                        lanes_in::<Zmm2, $element, EMA>(s, ops, op, grad, slots, level, sums, |$x| $as_f32)
-                    }
+                    SimdLevel::Avx2 => lanes_in::<Ymm4, $element, EMA>(s, ops, op, grad, slots, sums, |$x| $as_f32),
+                    SimdLevel::Avx512 => lanes_in::<Zmm2, $element, EMA>(s, ops, op, grad, slots, sums, |$x| $as_f32),
                 }
             }
         }
@@ -100,17 +96,15 @@ impl DenseLanes for half::bf16 {}
 #[cfg(not(target_arch = "x86_64"))]
 impl DenseLanes for half::f16 {}
 
-/// [`DenseLanes::dense_lanes`] in registers `R` (whose level `level` has).
+/// [`DenseLanes::dense_lanes`] in registers `R`, whose level the processor has.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn lanes_in<R: Registers, T: Lane + LaneElement, const EMA: bool>(
     s: &StepScalars<T::Math>,
     ops: VariableOps,
     op: LanesOp<T::Math>,
     grad: &[T],
     slots: [&mut [T]; 4],
-    level: SimdLevel,
     sums: Option<&mut Squares>,
     as_f32: impl Fn(Ftz<T::Math>) -> f32,
 ) -> usize {
@@ -126,12 +120,14 @@ fn lanes_in<R: Registers, T: Lane + LaneElement, const EMA: bool>(
         LanesOp::Identity => {
             let one = Ftz::<Vector<R, T>>::ONE;
             let kernel = Step::<R, T, false, EMA> { s, ops, r: one, a: one, grad, var, m, v, average, sums };
-            simd::dispatch(level, kernel)
+            // SAFETY: the caller checked the processor has `R::LEVEL`.
+            unsafe { simd::dispatch_supported(R::LEVEL, kernel) }
         }
         LanesOp::Scale(r, a) => {
             let (r, a) = (splat(r), splat(a));
             let kernel = Step::<R, T, true, EMA> { s, ops, r, a, grad, var, m, v, average, sums };
-            simd::dispatch(level, kernel)
+            // SAFETY: as above.
+            unsafe { simd::dispatch_supported(R::LEVEL, kernel) }
         }
     }
     n
