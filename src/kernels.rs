@@ -51,6 +51,7 @@ fn load<F: Real>(x: Ftz<F>) -> Ftz<F::Math> {
 
 impl<F: Arith> StepScalars<F> {
     /// The same scalars with `f` applied to each (a change of type, e.g. into vector lanes).
+    #[inline(always)]
     pub fn map<G: Arith>(&self, f: impl Fn(Ftz<F>) -> Ftz<G>) -> StepScalars<G> {
         StepScalars {
             lr: f(self.lr),

@@ -25,6 +25,8 @@ use crate::simd::{self, Kernel};
 use crate::squares::Squares;
 #[cfg(target_arch = "x86_64")]
 use crate::squares::{GROUP, plus_square};
+#[cfg(target_arch = "x86_64")]
+use std::marker::PhantomData;
 
 /// The gradient op of a step in vector lanes: none, or `(g * r) * a`.
 #[derive(Clone, Copy)]
@@ -108,8 +110,11 @@ fn lanes_in<R: Registers, T: Lane + LaneElement, const EMA: bool>(
     sums: Option<&mut Squares>,
     as_f32: impl Fn(Ftz<T::Math>) -> f32,
 ) -> usize {
-    let splat = |x: Ftz<T::Math>| Ftz::<Vector<R, T>>::new(Vector::splat(as_f32(x)));
-    let s = s.map(splat);
+    // Scalars go to the kernel as float32 and are splat there: each becomes one broadcast into
+    // a register, where registers built here would be copied through memory on every call (a
+    // master step calls this for every 1024 elements).
+    let scalar = |x: Ftz<T::Math>| Ftz::<f32>::new(as_f32(x));
+    let s = s.map(scalar);
     let [var, m, v, average] = slots;
     let whole = if sums.is_some() { GROUP } else { LANES };
     let n = var.len() / whole * whole;
@@ -118,14 +123,27 @@ fn lanes_in<R: Registers, T: Lane + LaneElement, const EMA: bool>(
     let grad = &grad[..n];
     match op {
         LanesOp::Identity => {
-            let one = Ftz::<Vector<R, T>>::ONE;
-            let kernel = Step::<R, T, false, EMA> { s, ops, r: one, a: one, grad, var, m, v, average, sums };
+            let one = Ftz::new(1.0);
+            let kernel = Step::<R, T, false, EMA> {
+                s,
+                ops,
+                r: one,
+                a: one,
+                grad,
+                var,
+                m,
+                v,
+                average,
+                sums,
+                _registers: PhantomData,
+            };
             // SAFETY: the caller checked the processor has `R::LEVEL`.
             unsafe { simd::dispatch_supported(R::LEVEL, kernel) }
         }
         LanesOp::Scale(r, a) => {
-            let (r, a) = (splat(r), splat(a));
-            let kernel = Step::<R, T, true, EMA> { s, ops, r, a, grad, var, m, v, average, sums };
+            let (r, a) = (scalar(r), scalar(a));
+            let kernel =
+                Step::<R, T, true, EMA> { s, ops, r, a, grad, var, m, v, average, sums, _registers: PhantomData };
             // SAFETY: as above.
             unsafe { simd::dispatch_supported(R::LEVEL, kernel) }
         }
@@ -136,16 +154,18 @@ fn lanes_in<R: Registers, T: Lane + LaneElement, const EMA: bool>(
 /// The step over whole vectors, as a kernel for [`simd::dispatch`] (at AVX2 or above).
 #[cfg(target_arch = "x86_64")]
 struct Step<'a, R, T, const SCALE: bool, const EMA: bool> {
-    s: StepScalars<Vector<R, T>>,
+    s: StepScalars<f32>,
     ops: VariableOps,
-    r: Ftz<Vector<R, T>>,
-    a: Ftz<Vector<R, T>>,
+    /// With `SCALE`, the gradient op is `(g * r) * a`.
+    r: Ftz<f32>,
+    a: Ftz<f32>,
     grad: &'a [T],
     var: &'a mut [T],
     m: &'a mut [T],
     v: &'a mut [T],
     average: &'a mut [T],
     sums: Option<&'a mut Squares>,
+    _registers: PhantomData<R>,
 }
 
 // A row of the report's groups is one vector.
@@ -159,7 +179,9 @@ impl<R: Registers, T: LaneElement, const SCALE: bool, const EMA: bool> Kernel fo
     #[inline(always)]
     fn run(self) {
         type V<R, T> = Vector<R, T>;
-        let Step { s, ops, r, a, grad, var, m, v, average, sums } = self;
+        let Step { s, ops, r, a, grad, var, m, v, average, sums, _registers } = self;
+        let splat = |x: Ftz<f32>| Ftz::<V<R, T>>::new(V::<R, T>::splat(x.get()));
+        let (s, r, a) = (s.map(splat), splat(r), splat(a));
         // Rows of whole vectors, all of one length (checked once here, so not per row).
         let (grad, var) = (grad.as_chunks::<LANES>().0, var.as_chunks_mut::<LANES>().0);
         let (m, v) = (m.as_chunks_mut::<LANES>().0, v.as_chunks_mut::<LANES>().0);
