@@ -38,6 +38,10 @@ pub(crate) enum LanesOp<F> {
 
 /// Element types whose dense step may run in vector lanes.
 pub(crate) trait DenseLanes: Lane {
+    /// Whether [`DenseLanes::dense_lanes`] takes every whole vector at AVX2 and above, with or
+    /// without `sums` (for a gradient op the lanes can run, without amsgrad).
+    const ALWAYS_IN_LANES: bool = false;
+
     /// Runs the step over the longest prefix of whole vectors it can (none without a vector
     /// type, or below AVX2) and returns that prefix's length. Runs under flush-to-zero.
     /// `slots` are a variable's values, m, v and its EMA average (empty without EMA). With
@@ -63,6 +67,8 @@ impl DenseLanes for f64 {}
 macro_rules! dense_lanes {
     ($element:ty, |$x:ident| $as_f32:expr, only_with_sums: $only_with_sums:expr) => {
         impl DenseLanes for $element {
+            const ALWAYS_IN_LANES: bool = !$only_with_sums;
+
             #[inline(always)]
             fn dense_lanes<const EMA: bool>(
                 s: &StepScalars<Self::Math>,

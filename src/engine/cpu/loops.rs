@@ -218,10 +218,12 @@ impl<F: Lane> Element<F> {
 trait ClipOp<F: Arith>: Copy + Send + Sync {
     fn apply<const H: bool>(self, g: Ftz<F, H>) -> Ftz<F, H>;
 
-    /// The op for the vector-lane loops, if they can run it.
+    /// The op for the vector-lane loops, if they can run it (`Some` exactly when `IN_LANES`).
     fn lanes_op(self) -> Option<LanesOp<F>> {
         None
     }
+    /// Whether the vector-lane loops can run this op.
+    const IN_LANES: bool = false;
 }
 
 #[derive(Clone, Copy)]
@@ -251,6 +253,7 @@ impl<F: Arith> ClipOp<F> for NoClip {
     fn lanes_op(self) -> Option<LanesOp<F>> {
         Some(LanesOp::Identity)
     }
+    const IN_LANES: bool = true;
 }
 
 impl<F: Arith> ClipOp<F> for Scaled<F> {
@@ -262,6 +265,7 @@ impl<F: Arith> ClipOp<F> for Scaled<F> {
     fn lanes_op(self) -> Option<LanesOp<F>> {
         Some(LanesOp::Scale(self.r, self.a))
     }
+    const IN_LANES: bool = true;
 }
 
 impl<F: Arith> ClipOp<F> for Clamped<F> {
@@ -469,6 +473,12 @@ fn dense_dispatch<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool,
         _ => 0,
     };
     let (grad, slots) = if in_lanes > 0 { (&grad[in_lanes..], slots.split_at(in_lanes).1) } else { (grad, slots) };
+    if F::ALWAYS_IN_LANES && C::IN_LANES && !AMSGRAD {
+        // At AVX2 and above the vector lanes took every whole vector (every whole group with
+        // `sums`): what is left is shorter, and the portable loop runs it. So no SIMD copy of
+        // this mode's dense loop is compiled at all.
+        return dense_chunk::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, sums);
+    }
     match isa {
         // SAFETY: `simd_level` returns these only after the CPU reported the feature.
         #[cfg(target_arch = "x86_64")]
