@@ -282,46 +282,56 @@ impl<F: Arith> ClipOp<F> for Fixed<F> {
     }
 }
 
-/// Calls `$body` with the monomorphized loop for the gradient op's form and the amsgrad / EMA modes.
+/// Calls `$call` with the monomorphized loop for the gradient op's form (`$c`) and the amsgrad /
+/// EMA modes (`$a`, `$e`). With `two_forms:`, only two forms: the identity, and the full fused
+/// op for every other (the same bits, `fused_gradient_ops_are_the_ops`), for loops where the op
+/// is not the cost and each form would be one more copy of the loop.
 macro_rules! with_modes {
     ($op:expr, $slots:expr, |$c:ident, $a:ident, $e:ident| $call:expr) => {{
-        macro_rules! modes {
-            ($cc:expr) => {
-                match ($slots.amsgrad(), $slots.ema()) {
-                    (false, false) => {
-                        let $c = $cc;
-                        const $a: bool = false;
-                        const $e: bool = false;
-                        $call
-                    }
-                    (true, false) => {
-                        let $c = $cc;
-                        const $a: bool = true;
-                        const $e: bool = false;
-                        $call
-                    }
-                    (false, true) => {
-                        let $c = $cc;
-                        const $a: bool = false;
-                        const $e: bool = true;
-                        $call
-                    }
-                    (true, true) => {
-                        let $c = $cc;
-                        const $a: bool = true;
-                        const $e: bool = true;
-                        $call
-                    }
-                }
-            };
-        }
         match $op.form() {
-            GradientForm::Identity => modes!(NoClip),
-            GradientForm::Scale { r, a } => modes!(Scaled { r, a }),
-            GradientForm::Clamp { r, hi, lo } => modes!(Clamped { r, hi, lo }),
-            GradientForm::Full(fused) => modes!(Fixed(fused)),
+            GradientForm::Identity => with_modes!(@slots NoClip, $slots, |$c, $a, $e| $call),
+            GradientForm::Scale { r, a } => with_modes!(@slots Scaled { r, a }, $slots, |$c, $a, $e| $call),
+            GradientForm::Clamp { r, hi, lo } => {
+                with_modes!(@slots Clamped { r, hi, lo }, $slots, |$c, $a, $e| $call)
+            }
+            GradientForm::Full(fused) => with_modes!(@slots Fixed(fused), $slots, |$c, $a, $e| $call),
         }
     }};
+    (two_forms: $op:expr, $slots:expr, |$c:ident, $a:ident, $e:ident| $call:expr) => {{
+        let op = $op;
+        match op.form() {
+            GradientForm::Identity => with_modes!(@slots NoClip, $slots, |$c, $a, $e| $call),
+            _ => with_modes!(@slots Fixed(op.fused()), $slots, |$c, $a, $e| $call),
+        }
+    }};
+    (@slots $cc:expr, $slots:expr, |$c:ident, $a:ident, $e:ident| $call:expr) => {
+        match ($slots.amsgrad(), $slots.ema()) {
+            (false, false) => {
+                let $c = $cc;
+                const $a: bool = false;
+                const $e: bool = false;
+                $call
+            }
+            (true, false) => {
+                let $c = $cc;
+                const $a: bool = true;
+                const $e: bool = false;
+                $call
+            }
+            (false, true) => {
+                let $c = $cc;
+                const $a: bool = false;
+                const $e: bool = true;
+                $call
+            }
+            (true, true) => {
+                let $c = $cc;
+                const $a: bool = true;
+                const $e: bool = true;
+                $call
+            }
+        }
+    };
 }
 
 /// The dense step over a whole variable: decay, moments, update, EMA, in one pass. With
@@ -669,7 +679,7 @@ pub fn sparse_step<F: Real>(
 ) {
     let isa = simd_level();
     let s = &s.to_math();
-    with_modes!(op.to_math(), slots, |c, A, E| sparse_parallel::<F, _, A, E>(
+    with_modes!(two_forms: op.to_math(), slots, |c, A, E| sparse_parallel::<F, _, A, E>(
         s,
         ops,
         c,
