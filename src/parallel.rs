@@ -167,12 +167,6 @@ impl Workers {
         }
     }
 
-    /// Runs on the calling thread only (what a task's inner loops are given).
-    pub fn calling_thread() -> &'static Workers {
-        static CALLING_THREAD: Workers = Workers::new(1);
-        &CALLING_THREAD
-    }
-
     fn pool(&self) -> Option<&Arc<Pool>> {
         self.own_pool
             .get_or_init(|| match self.threads {

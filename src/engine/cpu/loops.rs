@@ -355,28 +355,20 @@ pub fn dense_step<F: Real + DenseLanes>(
     ))
 }
 
-/// The dense step of a piece of a task on the calling thread, adding the report's squares of
-/// `grad` into the task's `sums`: `grad` starts a group of the task, and is the task's last
-/// piece or whole groups.
-fn dense_piece_summed<F: Real + DenseLanes>(
+/// The dense step of a piece of a task on the calling thread. With `sums`, also the report's
+/// squares of `grad`, added into the task's sums: `grad` starts a group of the task, and is the
+/// task's last piece or whole groups.
+fn dense_piece<F: Real + DenseLanes>(
     s: &StepScalars<F>,
     ops: VariableOps,
     op: GradientOp<F>,
     grad: &[F],
     slots: SlotSlices<'_, F>,
     isa: Isa,
-    sums: &mut Squares,
+    sums: Option<&mut Squares>,
 ) {
     let s = &s.to_math();
-    with_modes!(op.to_math(), slots, |c, A, E| dense_dispatch::<F, _, A, E>(
-        s,
-        ops,
-        c,
-        grad,
-        slots,
-        isa,
-        Some(&mut *sums)
-    ))
+    with_modes!(op.to_math(), slots, |c, A, E| dense_dispatch::<F, _, A, E>(s, ops, c, grad, slots, isa, sums))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -896,10 +888,7 @@ impl<G: Real, H: Real> simd::Kernel for MasterPieces<'_, G, H> {
             let piece = &mut widened[..end - start];
             G::widen_slice(&grad[start..end], piece, simd); // exact for every 16-bit value
             let mut part = slots.sub(start, end);
-            match &mut sums {
-                Some(sums) => dense_piece_summed(s, ops, op, piece, part.reborrow(), level, sums),
-                None => dense_step(s, ops, op, piece, part.reborrow(), Workers::calling_thread(), None),
-            }
+            dense_piece(s, ops, op, piece, part.reborrow(), level, sums.as_mut());
             H::round_slice(part.var, &mut out[start..end], simd);
         }
         sums.map_or(0.0, |sums| sums.total())
