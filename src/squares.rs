@@ -14,11 +14,11 @@
 //! takes over, so the norm is good to about 1e-6 relative.)
 //!
 //! Where the sums are taken: the vector loops (`engine::cpu::lanes`: 16-bit and float32
-//! variables) add each row's squares into lanes held in registers ([`plus_square`]); the other
-//! dense loops write each element's square to a buffer as they step it and add a group's
-//! squares into its lanes after the group ([`square`], [`Squares::add_group_squares`]);
-//! [`Squares::add`] sums a slice on its own (a master's widened gradient piece, in cache; a
-//! sparse gradient's values).
+//! variables, and a master's widened gradient pieces) add each row's squares into lanes held in
+//! registers ([`plus_square`]); the other dense loops write each element's square to a buffer
+//! as they step it and add a group's squares into its lanes after the group ([`square`],
+//! [`Squares::add_group_squares`]); [`Squares::add`] sums a slice on its own (a sparse
+//! gradient's values).
 
 use crate::dtype::Shared;
 use crate::float::{Arith, FlushToZero, Ftz, HARDWARE_FLUSH as HW, Lane, Real};
@@ -86,30 +86,18 @@ impl Squares {
         }
     }
 
-    /// The groups' loop, under the caller's `FlushToZero` guard.
+    /// The groups' loop, under the caller's `FlushToZero` guard: each group's squares, then
+    /// [`Squares::add_group_squares`].
     #[inline(always)]
     fn add_groups<L: Lane>(&mut self, values: &[L]) {
+        let mut squares = [<L::Square as Arith>::ZERO; GROUP];
         for group in values.chunks(GROUP) {
-            self.add_group_of::<L, HW>(group);
+            let squares = &mut squares[..group.len()];
+            for (square_of, &x) in squares.iter_mut().zip(group) {
+                *square_of = square::<_, HW>(L::square_value(x.load()));
+            }
+            self.add_group_squares::<_, HW>(squares);
         }
-    }
-
-    /// Adds the squares of one group's `values` (at most 512, the group's elements), as
-    /// [`Squares::add_group_squares`] adds them once squared (`HW` as for [`square`]).
-    #[inline(always)]
-    fn add_group_of<L: Lane, const HW: bool>(&mut self, values: &[L]) {
-        let mut lanes = [<L::Square as Arith>::ZERO; LANES];
-        let rows = values.chunks_exact(LANES);
-        let tail = rows.remainder();
-        for row in rows {
-            add_row::<_, HW>(&mut lanes, &row_squares::<L, HW>(row.try_into().expect("a row of LANES values")));
-        }
-        if !tail.is_empty() {
-            let mut last = [L::store(<L::Math as Arith>::ZERO); LANES];
-            last[..tail.len()].copy_from_slice(tail);
-            add_row::<_, HW>(&mut lanes, &row_squares::<L, HW>(&last));
-        }
-        self.add_group(&lanes);
     }
 
     /// Adds one group's squares (`squares[j]` the square of its element `j`, as [`square`]
@@ -138,17 +126,6 @@ impl Squares {
     pub fn total(&self) -> f64 {
         self.0.iter().fold(0.0, |sum, &lane| sum + lane)
     }
-}
-
-/// The squares of a row of values ([`square`] of each, in [`Lane::Square`]).
-#[inline(always)]
-#[allow(clippy::needless_range_loop)] // one index into the row and its squares reads best
-pub fn row_squares<L: Lane, const HW: bool>(row: &[L; LANES]) -> [L::Square; LANES] {
-    let mut squares = [<L::Square as Arith>::ZERO; LANES];
-    for j in 0..LANES {
-        squares[j] = square::<_, HW>(L::square_value(row[j].load()));
-    }
-    squares
 }
 
 /// Each group lane plus its element's square from a row of the group (`row[j]` the square of
