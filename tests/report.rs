@@ -9,6 +9,7 @@ use adamw::{
 };
 use common::{dense_entries, noise};
 use half::{bf16, f16};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 
 /// The report's order written out: within each task (the update pass's: one up to 32768
 /// elements, else tasks of max(32768, ceil(n / 256) rounded up to 64) elements), groups of 512
@@ -242,21 +243,9 @@ fn sixteen_bit_and_float64_variables_report_the_documented_norms() {
         .unwrap();
         let (mut b, mut h, mut d) = (vec![bf16::ONE; lens[0]], vec![f16::ONE; lens[1]], vec![1.0f64; lens[2]]);
         let mut entries = [
-            GradientEntry {
-                variable: 0,
-                values: TensorMut::BF16(&mut b),
-                gradient: Some(Gradient::Dense(TensorRef::BF16(&gb))),
-            },
-            GradientEntry {
-                variable: 1,
-                values: TensorMut::F16(&mut h),
-                gradient: Some(Gradient::Dense(TensorRef::F16(&gh))),
-            },
-            GradientEntry {
-                variable: 2,
-                values: TensorMut::F64(&mut d),
-                gradient: Some(Gradient::Dense(TensorRef::F64(&gd))),
-            },
+            GradientEntry::dense(0, ArrayViewMut1::from(&mut b[..]), ArrayView1::from(&gb[..])).unwrap(),
+            GradientEntry::dense(1, ArrayViewMut1::from(&mut h[..]), ArrayView1::from(&gh[..])).unwrap(),
+            GradientEntry::dense(2, ArrayViewMut1::from(&mut d[..]), ArrayView1::from(&gd[..])).unwrap(),
         ];
         opt.apply_gradients(&mut entries[..]).unwrap();
         adamw::set_simd_level(None);
@@ -281,16 +270,14 @@ fn masters_and_sparse_gradients_report_their_norms() {
     let mut e = vec![0.25f32; 200];
     let (indices, rows) = ([3i64, 7, 3], noise(3, 12));
     let mut entries = [
-        GradientEntry {
-            variable: 0,
-            values: TensorMut::BF16(&mut b),
-            gradient: Some(Gradient::Dense(TensorRef::BF16(&g))),
-        },
-        GradientEntry {
-            variable: 1,
-            values: TensorMut::F32(&mut e),
-            gradient: Some(Gradient::Sparse { indices: &indices, values: TensorRef::F32(&rows) }),
-        },
+        GradientEntry::dense(0, ArrayViewMut1::from(&mut b[..]), ArrayView1::from(&g[..])).unwrap(),
+        GradientEntry::sparse(
+            1,
+            ArrayViewMut2::from_shape((50, 4), &mut e[..]).unwrap(),
+            &indices,
+            ArrayView2::from_shape((3, 4), &rows[..]).unwrap(),
+        )
+        .unwrap(),
     ];
     opt.apply_gradients(&mut entries[..]).unwrap();
     let want_b = documented_sum(&g.iter().map(|x| x.to_f32()).collect::<Vec<_>>()).sqrt();
