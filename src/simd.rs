@@ -105,16 +105,8 @@ pub(crate) trait Kernel {
 /// from [`simd_level`] never is higher).
 #[inline(always)]
 pub(crate) fn dispatch<K: Kernel>(level: SimdLevel, kernel: K) -> K::Output {
-    #[cfg(target_arch = "x86_64")]
-    match level.min(SimdLevel::detected()) {
-        // SAFETY: the processor reported every feature of the level (`SimdLevel::detected`).
-        SimdLevel::Avx512 => return unsafe { run_avx512(kernel) },
-        // SAFETY: as above.
-        SimdLevel::Avx2 => return unsafe { run_avx2(kernel) },
-        SimdLevel::Portable => {}
-    }
-    let _ = level;
-    kernel.run()
+    // SAFETY: the processor reported every feature of the level (`SimdLevel::detected`).
+    unsafe { dispatch_supported(level.min(SimdLevel::detected()), kernel) }
 }
 
 /// Runs `kernel` compiled for `level` exactly. With `level` a constant, only that level's copy
