@@ -129,6 +129,15 @@ pub trait GradientEntries {
     }
     /// Entry `i` (< `len()`).
     fn get(&mut self, i: usize) -> GradientEntry<'_>;
+    /// Gives `visit` every entry in list order, all borrowed at once for as long as `self` is
+    /// (entries never share memory), and returns true; or returns false without calling it,
+    /// as the default does. A step whose entries are all borrowed at once runs the dense
+    /// updates of every variable as one list of tasks (multi-tensor); otherwise it runs them
+    /// one variable at a time, with the same bits.
+    fn visit_all<'s>(&'s mut self, visit: &mut dyn FnMut(GradientEntry<'s>)) -> bool {
+        let _ = visit;
+        false
+    }
 }
 
 impl GradientEntries for [GradientEntry<'_>] {
@@ -137,6 +146,10 @@ impl GradientEntries for [GradientEntry<'_>] {
     }
     fn get(&mut self, i: usize) -> GradientEntry<'_> {
         self[i].reborrow()
+    }
+    fn visit_all<'s>(&'s mut self, visit: &mut dyn FnMut(GradientEntry<'s>)) -> bool {
+        self.iter_mut().for_each(|entry| visit(entry.reborrow()));
+        true
     }
 }
 

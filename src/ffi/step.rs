@@ -64,6 +64,36 @@ impl Entries<'_> {
         }
         check_disjoint(ranges, |r| describe_range(optimizer, "entries", r, entries[r.entry].variable))
     }
+
+    /// Entry `i`, its slices made from the caller's pointers.
+    ///
+    /// # Safety
+    /// While the entry lives, nothing else reaches the buffers it writes: no other borrow of
+    /// entry `i`, and no use of the buffers outside the entries (`Entries::check` verified
+    /// that entries share no written byte).
+    unsafe fn entry<'s>(&self, i: usize) -> GradientEntry<'s> {
+        let e = self.entries[i];
+        // `Entries::check` decoded every dtype; the fallback is never taken.
+        let (dtype, gradient_dtype) = entry_dtypes(e.dtype, String::new).unwrap_or((DType::F32, DType::F32));
+        // SAFETY: `Entries::check` verified every pointer (non-NULL where the length is
+        // non-zero, aligned, size within isize::MAX) and that written buffers overlap nothing;
+        // the caller guarantees each points at the stated number of elements for the call.
+        unsafe {
+            let empty = || empty_ref(gradient_dtype);
+            let values = tensor_mut(dtype, e.data, e.len, "data").unwrap_or_else(|_| empty_mut(dtype));
+            let gradient = if !e.dense.is_null() {
+                Some(Gradient::Dense(tensor_ref(gradient_dtype, e.dense, e.len, "dense").unwrap_or_else(|_| empty())))
+            } else if !e.values.is_null() || !e.indices.is_null() {
+                Some(Gradient::Sparse {
+                    indices: slice(e.indices, e.num_indices, "indices").unwrap_or(&[]),
+                    values: tensor_ref(gradient_dtype, e.values, e.num_values, "values").unwrap_or_else(|_| empty()),
+                })
+            } else {
+                None
+            };
+            GradientEntry { variable: e.variable, values, gradient }
+        }
+    }
 }
 
 /// A buffer of a call, for messages: `entries[1].data (variable 0, `dense/kernel`)`.
@@ -112,29 +142,19 @@ impl GradientEntries for Entries<'_> {
     }
 
     fn get(&mut self, i: usize) -> GradientEntry<'_> {
-        let e = self.entries[i];
-        // `Entries::check` decoded every dtype; the fallback is never taken.
-        let (dtype, gradient_dtype) = entry_dtypes(e.dtype, String::new).unwrap_or((DType::F32, DType::F32));
-        // SAFETY: `Entries::check` verified every pointer (non-NULL where the length is
-        // non-zero, aligned, size within isize::MAX) and that written buffers overlap nothing;
-        // the caller guarantees each points at the stated number of elements for the call.
-        unsafe {
-            let empty = || empty_ref(gradient_dtype);
-            let values = tensor_mut(dtype, e.data, e.len, "data").unwrap_or_else(|_| empty_mut(dtype));
-            let gradient = if !e.dense.is_null() {
-                Some(Gradient::Dense(tensor_ref(gradient_dtype, e.dense, e.len, "dense").unwrap_or_else(|_| empty())))
-            } else if !e.values.is_null() || !e.indices.is_null() {
-                Some(Gradient::Sparse {
-                    indices: slice(e.indices, e.num_indices, "indices").unwrap_or(&[]),
-                    values: tensor_ref(gradient_dtype, e.values, e.num_values, "values").unwrap_or_else(|_| empty()),
-                })
-            } else {
-                None
-            };
-            GradientEntry { variable: e.variable, values, gradient }
-        }
+        // SAFETY: the entry is borrowed for as long as `self` is, mutably.
+        unsafe { self.entry(i) }
+    }
+
+    fn visit_all<'s>(&'s mut self, visit: &mut dyn FnMut(GradientEntry<'s>)) -> bool {
+        // SAFETY: `Entries::check` verified that no buffer an entry writes overlaps any other
+        // buffer of the call, so the entries can all be borrowed at once; for as long as `self`
+        // is, mutably.
+        (0..self.entries.len()).for_each(|i| visit(unsafe { self.entry(i) }));
+        true
     }
 }
+
 
 /// Runs `step` over the checked entries of a call.
 ///

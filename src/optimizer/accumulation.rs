@@ -160,4 +160,13 @@ impl GradientEntries for Averaged<'_> {
         let gradient = entry.gradient.map(|_| Gradient::Dense(self.accumulators[variable].as_ref()));
         GradientEntry { variable, values: entry.values, gradient }
     }
+
+    fn visit_all<'s>(&'s mut self, visit: &mut dyn FnMut(GradientEntry<'s>)) -> bool {
+        let accumulators = self.accumulators;
+        self.entries.visit_all(&mut |entry| {
+            let variable = entry.variable;
+            let gradient = entry.gradient.map(|_| Gradient::Dense(accumulators[variable].as_ref()));
+            visit(GradientEntry { variable, values: entry.values, gradient })
+        })
+    }
 }

@@ -1093,4 +1093,7 @@ impl<S: GradientEntries + ?Sized> GradientEntries for DynEntries<'_, S> {
     fn get(&mut self, i: usize) -> GradientEntry<'_> {
         self.0.get(i)
     }
+    fn visit_all<'s>(&'s mut self, visit: &mut dyn FnMut(GradientEntry<'s>)) -> bool {
+        self.0.visit_all(visit)
+    }
 }

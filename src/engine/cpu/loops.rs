@@ -334,25 +334,66 @@ macro_rules! with_modes {
     };
 }
 
-/// The dense step over a whole variable: decay, moments, update, EMA, in one pass. With
-/// `squares`, also the step report's sum of squares of `grad` (`crate::squares`), each element
-/// squared as it is stepped: no extra pass over memory.
+/// The dense step over a whole variable with the step report's sum of squares of `grad`
+/// (`crate::squares`), each element squared as it is stepped: no extra pass over memory. The
+/// sums follow the variable's own tasks, so it is stepped alone (a [`DensePart`] without them).
 #[allow(clippy::too_many_arguments)]
-pub fn dense_step<F: Real + DenseLanes>(
+pub fn dense_step_with_squares<F: Real + DenseLanes>(
     s: &StepScalars<F>,
     ops: VariableOps,
     op: GradientOp<F>,
     grad: &[F],
     slots: SlotSlices<'_, F>,
     workers: &Workers,
-    squares: Option<&mut f64>,
+    squares: &mut f64,
 ) {
     assert_eq!(grad.len(), slots.len(), "gradient and variable lengths are checked before the step");
     let isa = simd_level();
     let s = &s.to_math();
-    with_modes!(op.to_math(), slots, |c, A, E| dense_parallel::<F, _, A, E>(
-        s, ops, c, grad, slots, workers, isa, squares
-    ))
+    *squares = with_modes!(op.to_math(), slots, |c, A, E| in_tasks(
+        workers,
+        grad.len(),
+        &|start, end, slots: &SharedSlots<'_, F>| {
+            let mut sums = Squares::default();
+            // SAFETY: each task takes its own range.
+            let slots = unsafe { slots.sub(start, end) };
+            dense_dispatch::<F, _, A, E>(s, ops, c, &grad[start..end], slots, isa, Some(&mut sums));
+            sums.total()
+        },
+        slots,
+    ));
+}
+
+/// One variable's dense step (decay, moments, update, EMA, in one pass) as a part of a run
+/// over many variables (`super::batch`): the elements are independent, so any range of them
+/// steps alone with the same bits.
+pub(crate) struct DensePart<'a, F> {
+    s: &'a StepScalars<F>,
+    ops: VariableOps,
+    op: GradientOp<F>,
+    grad: &'a [F],
+    slots: SharedSlots<'a, F>,
+}
+
+impl<'a, F: Real + DenseLanes> DensePart<'a, F> {
+    pub fn new(s: &'a StepScalars<F>, ops: VariableOps, op: GradientOp<F>, grad: &'a [F], slots: SlotSlices<'a, F>) -> Self {
+        assert_eq!(grad.len(), slots.len(), "gradient and variable lengths are checked before the step");
+        DensePart { s, ops, op, grad, slots: slots.shared() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.grad.len()
+    }
+
+    /// Steps elements `start..end` at the SIMD level `isa`.
+    ///
+    /// # Safety
+    /// No two calls in flight at once step overlapping ranges.
+    pub unsafe fn step(&self, start: usize, end: usize, isa: Isa) {
+        // SAFETY: the caller's contract.
+        let slots = unsafe { self.slots.sub(start, end) };
+        dense_piece(self.s, self.ops, self.op, &self.grad[start..end], slots, isa, None)
+    }
 }
 
 /// The dense step of a piece of a task on the calling thread. With `sums`, also the report's
@@ -369,43 +410,6 @@ fn dense_piece<F: Real + DenseLanes>(
 ) {
     let s = &s.to_math();
     with_modes!(op.to_math(), slots, |c, A, E| dense_dispatch::<F, _, A, E>(s, ops, c, grad, slots, isa, sums))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn dense_parallel<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
-    s: &StepScalars<F::Math>,
-    ops: VariableOps,
-    clip: C,
-    grad: &[F],
-    slots: SlotSlices<'_, F>,
-    workers: &Workers,
-    isa: Isa,
-    squares: Option<&mut f64>,
-) {
-    let n = slots.len();
-    let Some(squares) = squares else {
-        if task_count(n) == 1 {
-            return dense_dispatch::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, isa, None);
-        }
-        let slots = slots.shared();
-        return for_each_task(workers, n, &|start, end| {
-            // SAFETY: each task takes its own range.
-            let slots = unsafe { slots.sub(start, end) };
-            dense_dispatch::<F, C, AMSGRAD, EMA>(s, ops, clip, &grad[start..end], slots, isa, None)
-        });
-    };
-    *squares = in_tasks(
-        workers,
-        n,
-        &|start, end, slots: &SharedSlots<'_, F>| {
-            let mut sums = Squares::default();
-            // SAFETY: each task takes its own range.
-            let slots = unsafe { slots.sub(start, end) };
-            dense_dispatch::<F, C, AMSGRAD, EMA>(s, ops, clip, &grad[start..end], slots, isa, Some(&mut sums));
-            sums.total()
-        },
-        slots,
-    );
 }
 
 const _: () = assert!(WIDEN.is_multiple_of(GROUP) && PIECE == GROUP);
@@ -454,8 +458,8 @@ isa_variant!(dense_avx2, "avx2,f16c", dense_chunk, (s: &StepScalars<F::Math>, op
 /// The dense step of one task (or a piece of one) at the SIMD level `isa`, under
 /// flush-to-zero. With `sums`, also the report's squares of `grad` (`crate::squares`): `grad`
 /// starts a group of the task, and is the task's last piece or whole groups.
-// Not inlined: dense_parallel calls it from three places per mode, and the copies cost about a
-// megabyte of a static program; the call is once per task.
+// Not inlined: a copy per caller (a piece of a run, a task with the report's sums) costs a
+// static program hundreds of kilobytes; the call is once per piece.
 #[inline(never)]
 fn dense_dispatch<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
     s: &StepScalars<F::Math>,

@@ -9,23 +9,25 @@
 //! every element is independent, so whoever runs them never changes a bit.
 
 mod accumulate;
+mod batch;
 mod lanes;
 pub(crate) mod loops;
 
 use std::sync::Arc;
 
-use loops::{SlotSlices, SparseRows};
+use batch::{BatchRoom, Batched, DenseBatch};
+use loops::{DensePart, SlotSlices, SparseRows};
 
 use super::{Engine, NonFinite, Slot, Slots, StepPlan, VariableLayout};
 use crate::dtype::{DType, Element, TensorBuf, TensorMut, TensorRef, each_float, with_float};
 use crate::error::{Error, Result, invalid};
 use crate::float::{Arith, Ftz, HARDWARE_FLUSH as HW, Real, widen};
 use crate::kernels;
-use crate::parallel::{ParallelFor, Workers};
+use crate::parallel::{Disjoint, ParallelFor, Workers};
 use crate::reduction;
 use crate::simd::{self, SimdLevel, simd_level};
 use crate::squares::{Squares, total_of_tasks};
-use crate::tensor::{CallEntries, Gradient, GradientEntries};
+use crate::tensor::{CallEntries, Gradient, GradientEntries, GradientEntry};
 
 /// One variable's state in host memory; a slot that is off is empty.
 #[derive(Debug)]
@@ -78,6 +80,8 @@ pub(crate) struct CpuEngine {
     widened_rows: Vec<f32>,
     /// The longest row of a variable with a master copy (what `reserve_sparse` reserves for).
     master_row_len: usize,
+    /// Room for the dense steps of a call's variables, run together (`batch`).
+    batch_room: BatchRoom,
 }
 
 impl CpuEngine {
@@ -89,12 +93,14 @@ impl CpuEngine {
             sparse_rows: Vec::new(),
             widened_rows: Vec::new(),
             master_row_len: 0,
+            batch_room: BatchRoom::default(),
         })
     }
 }
 
 impl Engine for CpuEngine {
     fn build(&mut self, layouts: &[VariableLayout], slots: Slots, initial: &[TensorRef<'_>]) -> Result<()> {
+        self.batch_room.reserve(layouts.len())?;
         self.variables = variable_slots(layouts, slots, initial)?;
         self.master_row_len = master_row_len(&self.variables);
         Ok(())
@@ -104,6 +110,7 @@ impl Engine for CpuEngine {
         let added = variable_slots(layouts, slots, initial)?;
         let oom = |_| Error::OutOfMemory("too many variables".into());
         self.variables.try_reserve_exact(added.len()).map_err(oom)?;
+        self.batch_room.reserve(self.variables.len() + added.len())?;
         // What reserve_sparse reserved covers the added variables' rows too.
         let row_len = master_row_len(&added).max(self.master_row_len);
         let widened = self.sparse_rows.capacity().saturating_mul(row_len);
@@ -232,23 +239,32 @@ impl Engine for CpuEngine {
         &mut self,
         plan: &StepPlan<'_>,
         entries: &mut CallEntries<'_>,
-        mut squares: Option<&mut [f64]>,
+        squares: Option<&mut [f64]>,
     ) -> Result<()> {
         let entries = host(entries)?;
-        let CpuEngine { variables, sparse_rows, widened_rows, workers, .. } = self;
-        {
-            let mut with_gradient = 0;
+        let CpuEngine { variables, sparse_rows, widened_rows, workers, batch_room, .. } = self;
+        let mut call = CallStep {
+            states: Disjoint::new(variables.as_mut_slice()),
+            plan,
+            squares,
+            scratch: Scratch { sparse_rows, widened_rows },
+            workers,
+            with_gradient: 0,
+        };
+        let mut room = std::mem::take(batch_room);
+        // Every entry at once where the entries allow it: one run for all dense steps.
+        let mut batch = DenseBatch::new(room);
+        if entries.visit_all(&mut |entry| call.step_entry(entry, &mut batch)) {
+            room = batch.run(workers);
+        } else {
+            room = batch.run(workers);
             for i in 0..entries.len() {
-                let entry = entries.get(i);
-                let Some(gradient) = entry.gradient else { continue };
-                let k = with_gradient;
-                with_gradient += 1;
-                let (variable, state) = (entry.variable, &mut variables[entry.variable]);
-                let listed = Listed { k, variable, squares: squares.as_deref_mut().map(|s| &mut s[k]) };
-                let scratch = Scratch { sparse_rows: &mut *sparse_rows, widened_rows: &mut *widened_rows };
-                each_float!(entry.values, values => step_variable(state, values, gradient, plan, listed, scratch, workers), _ => {})
+                let mut batch = DenseBatch::new(room);
+                call.step_entry(entries.get(i), &mut batch);
+                room = batch.run(workers);
             }
         }
+        *batch_room = room;
         Ok(())
     }
 
@@ -539,6 +555,39 @@ struct Scratch<'a> {
     widened_rows: &'a mut Vec<f32>,
 }
 
+/// What an `apply_gradients` call's step takes from the engine and the call.
+struct CallStep<'c, 'p> {
+    /// The variables' states, each taken by the one entry that lists its variable.
+    states: Disjoint<'c, VariableSlots>,
+    plan: &'c StepPlan<'p>,
+    squares: Option<&'c mut [f64]>,
+    scratch: Scratch<'c>,
+    workers: &'c Workers,
+    /// The entries with a gradient seen so far.
+    with_gradient: usize,
+}
+
+impl<'c> CallStep<'c, '_> {
+    /// Steps the next entry of the call, or adds its dense step to `batch`.
+    fn step_entry<'x>(&mut self, entry: GradientEntry<'x>, batch: &mut DenseBatch<'x>)
+    where
+        'c: 'x,
+    {
+        let Some(gradient) = entry.gradient else { return };
+        let k = self.with_gradient;
+        self.with_gradient += 1;
+        let variable = entry.variable;
+        // SAFETY: validation lets no variable be listed twice in a call, so each entry takes
+        // its own variable's state.
+        let state: &'x mut VariableSlots = &mut unsafe { self.states.range(variable, variable + 1) }[0];
+        let listed = Listed { k, variable, squares: self.squares.as_deref_mut().map(|s| &mut s[k]) };
+        let Scratch { sparse_rows, widened_rows } = &mut self.scratch;
+        let scratch = Scratch { sparse_rows, widened_rows };
+        let (plan, workers) = (self.plan, self.workers);
+        each_float!(entry.values, values => step_variable(state, values, gradient, plan, listed, scratch, workers, batch), _ => {})
+    }
+}
+
 /// Which entry of a call a step is for, and where its report's sum of squares goes.
 struct Listed<'a> {
     /// Its position among the call's entries with a gradient.
@@ -556,15 +605,18 @@ fn sparse_squares<G: Real>(values: &[G]) -> f64 {
     total_of_tasks(&[sums.total()])
 }
 
-/// Decays and updates a built variable with its gradient.
-fn step_variable<F: Real + lanes::DenseLanes>(
-    state: &mut VariableSlots,
-    values: &mut [F],
-    gradient: Gradient<'_>,
-    plan: &StepPlan<'_>,
+/// Decays and updates a built variable with its gradient; a dense step without the report's
+/// sums joins `batch`, to run with the call's other variables.
+#[allow(clippy::too_many_arguments)]
+fn step_variable<'a, F: Batched>(
+    state: &'a mut VariableSlots,
+    values: &'a mut [F],
+    gradient: Gradient<'a>,
+    plan: &'a StepPlan<'_>,
     listed: Listed<'_>,
     scratch: Scratch<'_>,
     workers: &Workers,
+    batch: &mut DenseBatch<'a>,
 ) {
     if state.has_master() {
         return step_master(state, values, gradient, plan, listed, scratch, workers);
@@ -577,7 +629,10 @@ fn step_variable<F: Real + lanes::DenseLanes>(
     let slots = slot_slices(values, m, v, vhat, average);
     let gradient_values = gradient.values().typed::<F>().unwrap_or_default();
     match gradient {
-        Gradient::Dense(_) => loops::dense_step(s, ops, op, gradient_values, slots, workers, squares),
+        Gradient::Dense(_) => match squares {
+            Some(squares) => loops::dense_step_with_squares(s, ops, op, gradient_values, slots, workers, squares),
+            None => batch.push(DensePart::new(s, ops, op, gradient_values, slots)),
+        },
         Gradient::Sparse { indices, .. } => {
             if let Some(squares) = squares {
                 *squares = sparse_squares(gradient_values);
