@@ -180,3 +180,123 @@ fn a_closure_runs_the_tasks_with_one_threads_bits() {
     assert!(calls.load(std::sync::atomic::Ordering::Relaxed) > 0, "the closure was never called");
     assert!(run(3, None) == one, "a pool of 3 differs from one thread");
 }
+
+/// A variable's values or gradient in one of the four float dtypes.
+#[derive(Clone, PartialEq, Debug)]
+enum Values {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    BF16(Vec<half::bf16>),
+    F16(Vec<half::f16>),
+}
+
+impl Values {
+    fn new(dtype: usize, n: usize, f: impl Fn(usize) -> f64) -> Values {
+        let xs = (0..n).map(f);
+        match dtype % 4 {
+            0 => Values::F32(xs.map(|x| x as f32).collect()),
+            1 => Values::F64(xs.collect()),
+            2 => Values::BF16(xs.map(half::bf16::from_f64).collect()),
+            _ => Values::F16(xs.map(half::f16::from_f64).collect()),
+        }
+    }
+
+    fn dtype(&self) -> adamw::DType {
+        match self {
+            Values::F32(_) => adamw::DType::F32,
+            Values::F64(_) => adamw::DType::F64,
+            Values::BF16(_) => adamw::DType::BF16,
+            Values::F16(_) => adamw::DType::F16,
+        }
+    }
+
+    fn as_ref(&self) -> adamw::TensorRef<'_> {
+        match self {
+            Values::F32(x) => adamw::TensorRef::F32(x),
+            Values::F64(x) => adamw::TensorRef::F64(x),
+            Values::BF16(x) => adamw::TensorRef::BF16(x),
+            Values::F16(x) => adamw::TensorRef::F16(x),
+        }
+    }
+
+    fn as_mut(&mut self) -> adamw::TensorMut<'_> {
+        match self {
+            Values::F32(x) => adamw::TensorMut::F32(x),
+            Values::F64(x) => adamw::TensorMut::F64(x),
+            Values::BF16(x) => adamw::TensorMut::BF16(x),
+            Values::F16(x) => adamw::TensorMut::F16(x),
+        }
+    }
+}
+
+/// Entries read one at a time: what a `GradientEntries` without `visit_all` gives the step.
+struct OneAtATime<'e, 'a>(&'e mut [adamw::GradientEntry<'a>]);
+
+impl adamw::GradientEntries for OneAtATime<'_, '_> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn get(&mut self, i: usize) -> adamw::GradientEntry<'_> {
+        self.0[i].reborrow()
+    }
+}
+
+/// The dense steps of a call's variables run as one list of tasks (the variables laid end to
+/// end, a task taking the end of one and the start of the next): every variable gets the bits
+/// it gets stepped alone in an optimizer of its own, for every dtype, at sizes around the task
+/// length, with amsgrad, EMA and a per-variable clip, whoever runs the tasks, and when the
+/// entries are read one at a time.
+#[test]
+fn variables_stepped_together_get_the_bits_of_each_alone() {
+    use adamw::{Config, Gradient, GradientEntry, Optimizer, ParallelFor, VariableSpec};
+    use std::sync::Arc;
+    const SIZES: [usize; 12] = [1, 31, 1024, 40_000, 3, 100_003, 65_536, 7, 32_768, 32_769, 5_000, 70_001];
+    const STEPS: usize = 3;
+    let initial: Vec<Values> =
+        SIZES.iter().enumerate().map(|(k, &n)| Values::new(k, n, |i| ((i * 7919 + k) % 1000) as f64 * 1e-3 - 0.5)).collect();
+    let gradient = |k: usize, step: usize| {
+        Values::new(k, SIZES[k], |i| ((i * 613 + k * 31 + step) % 977) as f64 * 1e-3 - 0.488)
+    };
+    let configs = [
+        Config::default(),
+        Config { amsgrad: true, use_ema: true, ema_overwrite_frequency: Some(2), clipvalue: Some(0.3), ..Config::default() },
+        Config { clipnorm: Some(0.5), ..Config::default() },
+    ];
+    // Steps `variables` (indices into SIZES) in one optimizer, `STEPS` calls.
+    let run = |config: &Config, variables: &[usize], hook: Option<Arc<dyn ParallelFor>>, one_at_a_time: bool| {
+        let mut opt = Optimizer::new(config.clone()).unwrap();
+        opt.set_parallel_for(hook);
+        let specs: Vec<VariableSpec> = variables
+            .iter()
+            .map(|&k| VariableSpec::new(&format!("v{k}"), initial[k].dtype(), &[SIZES[k]]))
+            .collect();
+        let mut values: Vec<Values> = variables.iter().map(|&k| initial[k].clone()).collect();
+        opt.build(&specs, &values.iter().map(Values::as_ref).collect::<Vec<_>>()).unwrap();
+        for step in 0..STEPS {
+            let grads: Vec<Values> = variables.iter().map(|&k| gradient(k, step)).collect();
+            let mut entries: Vec<GradientEntry> = values
+                .iter_mut()
+                .zip(&grads)
+                .enumerate()
+                .map(|(i, (v, g))| GradientEntry { variable: i, values: v.as_mut(), gradient: Some(Gradient::Dense(g.as_ref())) })
+                .collect();
+            if one_at_a_time {
+                opt.apply_gradients(&mut OneAtATime(&mut entries)).unwrap();
+            } else {
+                opt.apply_gradients(&mut entries[..]).unwrap();
+            }
+        }
+        values
+    };
+    let reversed: Arc<dyn ParallelFor> = Arc::new(|n: usize, task: &(dyn Fn(usize) + Sync)| (0..n).rev().for_each(task));
+    let all: Vec<usize> = (0..SIZES.len()).collect();
+    for (c, config) in configs.iter().enumerate() {
+        let alone: Vec<Values> = all.iter().map(|&k| run(config, &[k], None, false).remove(0)).collect();
+        for threads in [1, 2, 3] {
+            let config = Config { threads, ..config.clone() };
+            assert!(run(&config, &all, None, false) == alone, "config {c}, {threads} threads: differs from each alone");
+            assert!(run(&config, &all, None, true) == alone, "config {c}, {threads} threads, one at a time: differs");
+        }
+        assert!(run(config, &all, Some(reversed.clone()), false) == alone, "config {c}, reversed hook: differs");
+    }
+}
