@@ -290,9 +290,9 @@ typedef struct adamw_config {
   // Threads for a step (not a Keras argument): 0 (default) uses a pool shared by the process
   // (one thread per core, the caller one of them); 1 runs on the calling thread and never
   // starts or uses another thread; N > 1 gives this optimizer a pool of N threads of its own
-  // (the caller and N - 1 started at the first step that needs them). Only variables over
-  // 32K elements are cut into tasks for other threads. Results are the same bits for every
-  // value. An engine with a thread pool of its own gives it instead with
+  // (the caller and N - 1 started at the first step that needs them). Only passes over more
+  // than 32K elements (the dense updates of a call's variables count together) are cut into
+  // tasks for other threads. Results are the same bits for every value. An engine with a thread pool of its own gives it instead with
   // `adamw_optimizer_set_parallel_for`.
   uint32_t threads;
 } adamw_config;
@@ -949,7 +949,9 @@ enum adamw_status adamw_optimizer_reserve_sparse(struct adamw_optimizer *optimiz
 //    thread's part of the variables in its cache;
 //  - `task` must not be called after `parallel_for` returned, and `parallel_for` must not call
 //    this optimizer (it would return ADAMW_STATUS_BUSY);
-//  - small steps (no variable over 32K elements) run on the calling thread without a call;
+//  - a call's dense updates are one list of tasks over all its variables (a task may end one
+//    variable and start the next); a pass of at most 32K elements runs on the calling thread
+//    without a call, so a small step (its dense updates 32K elements in all) makes none;
 //  - with a hook set, libadamw starts no thread of its own. Callbacks, sharded all-reduce and
 //    optimizers on a device (which keep the hook for nothing) work as without one.
 //

@@ -164,9 +164,9 @@ pub struct adamw_config {
     /// Threads for a step (not a Keras argument): 0 (default) uses a pool shared by the process
     /// (one thread per core, the caller one of them); 1 runs on the calling thread and never
     /// starts or uses another thread; N > 1 gives this optimizer a pool of N threads of its own
-    /// (the caller and N - 1 started at the first step that needs them). Only variables over
-    /// 32K elements are cut into tasks for other threads. Results are the same bits for every
-    /// value. An engine with a thread pool of its own gives it instead with
+    /// (the caller and N - 1 started at the first step that needs them). Only passes over more
+    /// than 32K elements (the dense updates of a call's variables count together) are cut into
+    /// tasks for other threads. Results are the same bits for every value. An engine with a thread pool of its own gives it instead with
     /// `adamw_optimizer_set_parallel_for`.
     pub threads: u32,
 }

@@ -70,7 +70,9 @@ impl ParallelFor for CParallelFor {
 ///    thread's part of the variables in its cache;
 ///  - `task` must not be called after `parallel_for` returned, and `parallel_for` must not call
 ///    this optimizer (it would return ADAMW_STATUS_BUSY);
-///  - small steps (no variable over 32K elements) run on the calling thread without a call;
+///  - a call's dense updates are one list of tasks over all its variables (a task may end one
+///    variable and start the next); a pass of at most 32K elements runs on the calling thread
+///    without a call, so a small step (its dense updates 32K elements in all) makes none;
 ///  - with a hook set, libadamw starts no thread of its own. Callbacks, sharded all-reduce and
 ///    optimizers on a device (which keep the hook for nothing) work as without one.
 ///

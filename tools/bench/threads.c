@@ -10,7 +10,8 @@
  * starts; only the step is timed.
  *
  * Arguments: [seconds per round, default 0.05] [one way only: 0, 1 or 2] [shape sets whose name
- * contains this]; BENCH_PRINT_ROUNDS=1 prints every round's time to stderr.
+ * contains this]; BENCH_ROUNDS=N sets the rounds (default 11, at most 101); BENCH_PRINT_ROUNDS=1
+ * prints every round's time to stderr.
  * Build and run: bash tools/bench_threads.sh (gcc -O3 -march=native -fno-math-errno, so that
  * the loop vectorizes; prints the machine and the table). It measures;
  * it asserts nothing. */
@@ -158,12 +159,14 @@ static int by_value(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-#define ROUNDS 11
+#define MAX_ROUNDS 101
 
 int main(int argc, char **argv) {
     double seconds_per_round = argc > 1 ? atof(argv[1]) : 0.05;
     int only = argc > 2 ? atoi(argv[2]) : -1; /* time one way only: 0, 1 or 2 (-1: all) */
     const char *set_filter = argc > 3 ? argv[3] : ""; /* shape sets whose name contains this */
+    int rounds = getenv("BENCH_ROUNDS") ? atoi(getenv("BENCH_ROUNDS")) : 11;
+    if (rounds < 1 || rounds > MAX_ROUNDS) rounds = 11;
     shape_set sets[4] = {{"100 x 1K", 100, {0}}, {"GPT-like 16 (3.15M)", 16, {0}}, {"1M", 1, {1 << 20}}, {"16M", 1, {1 << 24}}};
     for (size_t k = 0; k < 100; k++) sets[0].sizes[k] = 1024;
     /* A GPT-2-like block at width 256: wte, wpe, ln1 w/b, qkv w/b, attention projection w/b,
@@ -171,7 +174,7 @@ int main(int argc, char **argv) {
     const size_t c = 256, gpt[16] = {8192 * c, 1024 * c, c, c, c * 3 * c, 3 * c, c * c, c, c, c, c * 4 * c, 4 * c, 4 * c * c, c, c, c};
     memcpy(sets[1].sizes, gpt, sizeof gpt);
     printf("# OpenMP threads %d; median of %d rounds, each way alternating; microseconds per step\n",
-           omp_get_max_threads(), ROUNDS);
+           omp_get_max_threads(), rounds);
     printf("%-22s %-6s %14s %14s %14s %10s %10s\n", "shapes", "busy", way_names[0], way_names[1], way_names[2],
            "default/omp", "hook/omp");
     for (size_t s = 0; s < 4; s++) {
@@ -186,8 +189,8 @@ int main(int argc, char **argv) {
                 calibrate++;
             }
             int steps = (int)(calibrate * seconds_per_round / (now() - t0)) + 1;
-            double times[N_WAYS][ROUNDS];
-            for (int r = 0; r < ROUNDS; r++) {
+            double times[N_WAYS][MAX_ROUNDS];
+            for (int r = 0; r < rounds; r++) {
                 for (int w0 = 0; w0 < N_WAYS; w0++) {
                     int way = (w0 + r) % N_WAYS; /* rotate who goes first */
                     if (only >= 0 && way != only) continue;
@@ -207,13 +210,13 @@ int main(int argc, char **argv) {
             }
             if (getenv("BENCH_PRINT_ROUNDS"))
                 for (int w = 0; w < N_WAYS; w++) {
-                    for (int r = 0; r < ROUNDS; r++) fprintf(stderr, " %7.0f", times[w][r]);
+                    for (int r = 0; r < rounds; r++) fprintf(stderr, " %7.0f", times[w][r]);
                     fprintf(stderr, "  <- %s\n", way_names[w]);
                 }
             double median[N_WAYS];
             for (int w = 0; w < N_WAYS; w++) {
-                qsort(times[w], ROUNDS, sizeof(double), by_value);
-                median[w] = times[w][ROUNDS / 2];
+                qsort(times[w], (size_t)rounds, sizeof(double), by_value);
+                median[w] = times[w][rounds / 2];
             }
             printf("%-22s %-6s %14.1f %14.1f %14.1f %10.2f %10.2f\n", sets[s].name, busy ? "yes" : "no", median[LIB_DEFAULT],
                    median[LIB_HOOK], median[OMP_LOOP], median[LIB_DEFAULT] / median[OMP_LOOP],

@@ -5,9 +5,11 @@
 //!   is compiled three times: for AVX-512, for AVX2 and portably, picked at run time. Vector
 //!   IEEE division and square root round like scalar ones and nothing is fused, so every path
 //!   gives the same bits (tested with the SIMD paths switched off).
-//! - **Parallel**: a large variable is cut into tasks of `CHUNK` elements or more, by its length alone,
-//!   which [`Workers`] runs (the calling thread, the pool, or the caller's hook); the elements
-//!   are independent, so whoever runs the tasks never changes a bit.
+//! - **Parallel**: a pass over more than `CHUNK` elements is cut into tasks of `CHUNK` elements
+//!   or more, by its length alone, which [`Workers`] runs (the calling thread, the pool, or the
+//!   caller's hook); the dense updates of a call's variables are one such pass over all of them
+//!   (`super::batch`). The elements are independent, so whoever runs the tasks never changes a
+//!   bit.
 //! - **Flush-to-zero**: on x86-64 each loop runs under a [`FlushToZero`] guard, the processor
 //!   mode TF's kernels run in, and the element functions skip their explicit flushes (`HW`).
 //! - Nothing here allocates.

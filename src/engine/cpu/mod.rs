@@ -3,10 +3,12 @@
 //!
 //! Threads: `threads = 0` uses a pool shared by the process, 1 runs everything on the calling
 //! thread, N > 1 gives the engine a pool of its own; a parallel-for hook runs the tasks on the
-//! caller's threads instead. A pass is handed to other threads only when a variable is large
-//! enough to cut (more than `loops::CHUNK` elements); otherwise it stays on the calling
-//! thread, where a hand-off would only add its cost. Tasks are cut by the shapes alone and
-//! every element is independent, so whoever runs them never changes a bit.
+//! caller's threads instead. A pass is handed to other threads only when it is large enough to
+//! cut (more than `loops::CHUNK` elements); otherwise it stays on the calling thread, where a
+//! hand-off would only add its cost. The dense updates of a call's variables are one pass over
+//! all of them ([`batch`]); the report's sums, clip norms, finite checks, sparse and master
+//! steps run a variable at a time. Tasks are cut by the shapes alone and every element is
+//! independent, so whoever runs them never changes a bit.
 
 mod accumulate;
 mod batch;
