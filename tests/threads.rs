@@ -252,24 +252,30 @@ fn variables_stepped_together_get_the_bits_of_each_alone() {
     use std::sync::Arc;
     const SIZES: [usize; 12] = [1, 31, 1024, 40_000, 3, 100_003, 65_536, 7, 32_768, 32_769, 5_000, 70_001];
     const STEPS: usize = 3;
-    let initial: Vec<Values> =
-        SIZES.iter().enumerate().map(|(k, &n)| Values::new(k, n, |i| ((i * 7919 + k) % 1000) as f64 * 1e-3 - 0.5)).collect();
-    let gradient = |k: usize, step: usize| {
-        Values::new(k, SIZES[k], |i| ((i * 613 + k * 31 + step) % 977) as f64 * 1e-3 - 0.488)
-    };
+    let initial: Vec<Values> = SIZES
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| Values::new(k, n, |i| ((i * 7919 + k) % 1000) as f64 * 1e-3 - 0.5))
+        .collect();
+    let gradient =
+        |k: usize, step: usize| Values::new(k, SIZES[k], |i| ((i * 613 + k * 31 + step) % 977) as f64 * 1e-3 - 0.488);
     let configs = [
         Config::default(),
-        Config { amsgrad: true, use_ema: true, ema_overwrite_frequency: Some(2), clipvalue: Some(0.3), ..Config::default() },
+        Config {
+            amsgrad: true,
+            use_ema: true,
+            ema_overwrite_frequency: Some(2),
+            clipvalue: Some(0.3),
+            ..Config::default()
+        },
         Config { clipnorm: Some(0.5), ..Config::default() },
     ];
     // Steps `variables` (indices into SIZES) in one optimizer, `STEPS` calls.
     let run = |config: &Config, variables: &[usize], hook: Option<Arc<dyn ParallelFor>>, one_at_a_time: bool| {
         let mut opt = Optimizer::new(config.clone()).unwrap();
         opt.set_parallel_for(hook);
-        let specs: Vec<VariableSpec> = variables
-            .iter()
-            .map(|&k| VariableSpec::new(&format!("v{k}"), initial[k].dtype(), &[SIZES[k]]))
-            .collect();
+        let specs: Vec<VariableSpec> =
+            variables.iter().map(|&k| VariableSpec::new(format!("v{k}"), initial[k].dtype(), &[SIZES[k]])).collect();
         let mut values: Vec<Values> = variables.iter().map(|&k| initial[k].clone()).collect();
         opt.build(&specs, &values.iter().map(Values::as_ref).collect::<Vec<_>>()).unwrap();
         for step in 0..STEPS {
@@ -278,7 +284,11 @@ fn variables_stepped_together_get_the_bits_of_each_alone() {
                 .iter_mut()
                 .zip(&grads)
                 .enumerate()
-                .map(|(i, (v, g))| GradientEntry { variable: i, values: v.as_mut(), gradient: Some(Gradient::Dense(g.as_ref())) })
+                .map(|(i, (v, g))| GradientEntry {
+                    variable: i,
+                    values: v.as_mut(),
+                    gradient: Some(Gradient::Dense(g.as_ref())),
+                })
                 .collect();
             if one_at_a_time {
                 opt.apply_gradients(&mut OneAtATime(&mut entries)).unwrap();
@@ -288,7 +298,8 @@ fn variables_stepped_together_get_the_bits_of_each_alone() {
         }
         values
     };
-    let reversed: Arc<dyn ParallelFor> = Arc::new(|n: usize, task: &(dyn Fn(usize) + Sync)| (0..n).rev().for_each(task));
+    let reversed: Arc<dyn ParallelFor> =
+        Arc::new(|n: usize, task: &(dyn Fn(usize) + Sync)| (0..n).rev().for_each(task));
     let all: Vec<usize> = (0..SIZES.len()).collect();
     for (c, config) in configs.iter().enumerate() {
         let alone: Vec<Values> = all.iter().map(|&k| run(config, &[k], None, false).remove(0)).collect();

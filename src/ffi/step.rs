@@ -155,7 +155,6 @@ impl GradientEntries for Entries<'_> {
     }
 }
 
-
 /// Runs `step` over the checked entries of a call.
 ///
 /// # Safety

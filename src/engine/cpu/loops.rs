@@ -378,7 +378,13 @@ pub(crate) struct DensePart<'a, F> {
 }
 
 impl<'a, F: Real + DenseLanes> DensePart<'a, F> {
-    pub fn new(s: &'a StepScalars<F>, ops: VariableOps, op: GradientOp<F>, grad: &'a [F], slots: SlotSlices<'a, F>) -> Self {
+    pub fn new(
+        s: &'a StepScalars<F>,
+        ops: VariableOps,
+        op: GradientOp<F>,
+        grad: &'a [F],
+        slots: SlotSlices<'a, F>,
+    ) -> Self {
         assert_eq!(grad.len(), slots.len(), "gradient and variable lengths are checked before the step");
         DensePart { s, ops, op, grad, slots: slots.shared() }
     }

@@ -237,12 +237,7 @@ impl Engine for CpuEngine {
         }
     }
 
-    fn step(
-        &mut self,
-        plan: &StepPlan<'_>,
-        entries: &mut CallEntries<'_>,
-        squares: Option<&mut [f64]>,
-    ) -> Result<()> {
+    fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_>, squares: Option<&mut [f64]>) -> Result<()> {
         let entries = host(entries)?;
         let CpuEngine { variables, sparse_rows, widened_rows, workers, batch_room, .. } = self;
         let mut call = CallStep {
