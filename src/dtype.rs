@@ -137,6 +137,7 @@ macro_rules! map_dtype {
         }
     };
 }
+pub(crate) use map_dtype;
 
 /// Evaluates `$body` with `$x` bound to the container inside `$tensor` when its dtype is one a
 /// variable may have (a float), and `$other` for the others.

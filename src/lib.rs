@@ -31,6 +31,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+mod aligned;
 mod checkpoint;
 mod config;
 mod dtype;

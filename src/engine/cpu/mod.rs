@@ -21,7 +21,8 @@ use batch::{BatchRoom, Batched, DenseBatch};
 use loops::{DensePart, SlotSlices, SparseRows};
 
 use super::{Engine, NonFinite, Slot, Slots, StepPlan, VariableLayout};
-use crate::dtype::{DType, Element, TensorBuf, TensorMut, TensorRef, each_float, with_float};
+use crate::aligned::SlotBuf;
+use crate::dtype::{Element, TensorBuf, TensorMut, TensorRef, each_float, with_float};
 use crate::error::{Error, Result, invalid};
 use crate::float::{Arith, Ftz, HARDWARE_FLUSH as HW, Real, widen};
 use crate::kernels;
@@ -35,18 +36,18 @@ use crate::tensor::{CallEntries, Gradient, GradientEntries, GradientEntry};
 #[derive(Debug)]
 struct VariableSlots {
     layout: VariableLayout,
-    m: TensorBuf,
-    v: TensorBuf,
-    vhat: TensorBuf,
-    average: TensorBuf,
-    master: TensorBuf,
+    m: SlotBuf,
+    v: SlotBuf,
+    vhat: SlotBuf,
+    average: SlotBuf,
+    master: SlotBuf,
     /// A sharded variable's leaves of its clip-norm sum that shard boundaries split
     /// (`reduction::split_leaves`); empty until the ranks' census.
     split_leaves: Vec<bool>,
 }
 
 impl VariableSlots {
-    fn slot(&self, slot: Slot) -> &TensorBuf {
+    fn slot(&self, slot: Slot) -> &SlotBuf {
         match slot {
             Slot::M => &self.m,
             Slot::V => &self.v,
@@ -56,7 +57,7 @@ impl VariableSlots {
         }
     }
 
-    fn slot_mut(&mut self, slot: Slot) -> &mut TensorBuf {
+    fn slot_mut(&mut self, slot: Slot) -> &mut SlotBuf {
         match slot {
             Slot::M => &mut self.m,
             Slot::V => &mut self.v,
@@ -314,6 +315,19 @@ impl Engine for CpuEngine {
     }
 }
 
+/// Where each slot of a large variable starts within a page (`crate::aligned`): 512 bytes or
+/// more from one another and from the offsets of the caller's buffers (0 to 128), so that no
+/// load of one waits on a store still in flight to another (4K aliasing).
+fn page_offset(slot: Slot) -> usize {
+    match slot {
+        Slot::Master => 512,
+        Slot::M => 1024,
+        Slot::V => 2048,
+        Slot::Vhat => 3072,
+        Slot::Average => 3584,
+    }
+}
+
 /// The state of variables with `layouts`: m and v zeroed, the optional slots as `slots` says,
 /// the averages and masters from `initial` in the state's dtype.
 fn variable_slots(layouts: &[VariableLayout], slots: Slots, initial: &[TensorRef<'_>]) -> Result<Vec<VariableSlots>> {
@@ -321,20 +335,24 @@ fn variable_slots(layouts: &[VariableLayout], slots: Slots, initial: &[TensorRef
     variables.try_reserve_exact(layouts.len()).map_err(|_| Error::OutOfMemory("too many variables".into()))?;
     for (i, layout) in layouts.iter().enumerate() {
         let (dtype, len) = (layout.dtype, layout.len);
-        let optional = |on: bool| TensorBuf::zeros(dtype, if on { len } else { 0 });
+        let zeros = |slot: Slot, on: bool| SlotBuf::zeros(dtype, if on { len } else { 0 }, page_offset(slot));
         // A copy of the initial values in the state's dtype, or an empty slot.
-        let copy = |on: bool| match (on, initial.get(i)) {
-            (true, Some(&values)) => widened(values, dtype),
+        let copy = |slot: Slot, on: bool| match (on, initial.get(i)) {
+            (true, Some(&values)) => {
+                let mut buf = SlotBuf::zeros(dtype, values.len(), page_offset(slot))?;
+                widen_into(values, buf.as_mut())?;
+                Ok(buf)
+            }
             (true, None) => Err(Error::Internal(format!("no initial values for variable {i}"))),
-            (false, _) => optional(false),
+            (false, _) => zeros(slot, false),
         };
         variables.push(VariableSlots {
             layout: *layout,
-            m: TensorBuf::zeros(dtype, len)?,
-            v: TensorBuf::zeros(dtype, len)?,
-            vhat: optional(slots.amsgrad)?,
-            average: copy(slots.ema)?,
-            master: copy(layout.has_master())?,
+            m: zeros(Slot::M, true)?,
+            v: zeros(Slot::V, true)?,
+            vhat: zeros(Slot::Vhat, slots.amsgrad)?,
+            average: copy(Slot::Average, slots.ema)?,
+            master: copy(Slot::Master, layout.has_master())?,
             split_leaves: Vec::new(),
         });
     }
@@ -534,16 +552,34 @@ fn sum_of<G: Real>(
     0.0
 }
 
-/// A copy of `values` in `dtype`: the same, or widened to a master's float32.
-pub(crate) fn widened(values: TensorRef<'_>, dtype: DType) -> Result<TensorBuf> {
-    if values.dtype() == dtype {
-        return TensorBuf::copy_of(values);
-    }
-    let mut out = TensorBuf::zeros(DType::F32, values.len())?;
-    if let Some(dst) = f32::unwrap(out.as_mut()) {
-        each_float!(values, src => Real::widen_slice(src, dst, loops::simd_enabled()), _ => {})
-    }
+/// A copy of `values` in `dtype`: the same, or widened to a master's float32 (the device
+/// engine's copy at build).
+#[cfg(any(feature = "cuda", feature = "host-kernels"))]
+pub(crate) fn widened(values: TensorRef<'_>, dtype: crate::dtype::DType) -> Result<TensorBuf> {
+    let mut out = TensorBuf::zeros(dtype, values.len())?;
+    widen_into(values, out.as_mut())?;
     Ok(out)
+}
+
+/// Copies `values` into `out` (of the same length): the same dtype, or widened to a master's
+/// float32.
+fn widen_into(values: TensorRef<'_>, mut out: TensorMut<'_>) -> Result<()> {
+    if values.dtype() == out.dtype() {
+        return out.copy_from(values);
+    }
+    let (dtype, len) = (out.dtype(), out.len());
+    match f32::unwrap(out) {
+        Some(dst) if dst.len() == values.len() => {
+            each_float!(values, src => Real::widen_slice(src, dst, loops::simd_enabled()), _ => {});
+            Ok(())
+        }
+        _ => Err(Error::Internal(format!(
+            "copy of {} {} elements into {len} {} elements",
+            values.len(),
+            values.dtype().name(),
+            dtype.name()
+        ))),
+    }
 }
 
 /// The buffers a sparse step reuses (within the capacity of earlier steps or `reserve_sparse`).
@@ -644,10 +680,10 @@ fn step_variable<'a, F: Batched>(
 /// dtype (validation matched every dtype to the layout's, so none is empty by mistake).
 fn slot_slices<'a, F: Real>(
     var: &'a mut [F],
-    m: &'a mut TensorBuf,
-    v: &'a mut TensorBuf,
-    vhat: &'a mut TensorBuf,
-    average: &'a mut TensorBuf,
+    m: &'a mut SlotBuf,
+    v: &'a mut SlotBuf,
+    vhat: &'a mut SlotBuf,
+    average: &'a mut SlotBuf,
 ) -> SlotSlices<'a, F> {
     SlotSlices { var, m: typed_slot(m), v: typed_slot(v), vhat: typed_slot(vhat), average: typed_slot(average) }
 }
@@ -704,6 +740,6 @@ fn step_master<H: Real>(
 }
 
 /// A slot as `F`: validation matched every dtype to the layout's, so it is never empty by mistake.
-fn typed_slot<F: Real>(slot: &mut TensorBuf) -> &mut [F] {
+fn typed_slot<F: Real>(slot: &mut SlotBuf) -> &mut [F] {
     F::unwrap(slot.as_mut()).unwrap_or_default()
 }
