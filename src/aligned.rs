@@ -110,7 +110,7 @@ pub(crate) type SlotBuf = Tensor<Aligned>;
 impl SlotBuf {
     /// `len` zeros of `dtype` (at `page_offset` when large: [`AlignedVec::zeros`]), or
     /// `OutOfMemory`.
-    pub fn zeros(dtype: DType, len: usize, page_offset: usize) -> Result<Self> {
+    pub(crate) fn zeros(dtype: DType, len: usize, page_offset: usize) -> Result<Self> {
         Ok(match dtype {
             DType::F32 => Tensor::F32(AlignedVec::zeros(len, page_offset)?),
             DType::F64 => Tensor::F64(AlignedVec::zeros(len, page_offset)?),
@@ -121,12 +121,12 @@ impl SlotBuf {
     }
 
     /// The elements, read-only.
-    pub fn as_ref(&self) -> TensorRef<'_> {
+    pub(crate) fn as_ref(&self) -> TensorRef<'_> {
         map_dtype!(self, x => &**x)
     }
 
     /// The elements, for writing.
-    pub fn as_mut(&mut self) -> TensorMut<'_> {
+    pub(crate) fn as_mut(&mut self) -> TensorMut<'_> {
         map_dtype!(self, x => &mut **x)
     }
 }
