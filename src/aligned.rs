@@ -8,7 +8,7 @@
 //! stores to the other. `tools/bench/page_offsets.c` times a plain float32 loop over `w`, `g`,
 //! `m`, `v` at chosen page offsets, against all four at offset 0 (AMD EPYC Zen 4, one thread,
 //! 64K and 1M elements, two runs): `m`, `v` 64 bytes past `w`, `g` 1.11–1.19×; at 64 with `w`,
-//! `g` at 16 1.24–1.37×; 64 bytes before 1.22–1.49×; `m` at 1024 and `v` at 2048 0.96–1.01×.
+//! `g` at 16 1.24–1.37×; 64 bytes before 1.21–1.49×; `m` at 1024 and `v` at 2048 0.96–1.01×.
 //! So a large slot starts at an offset within a page of its own ([`AlignedVec::zeros`]), chosen
 //! by the engine far from the other slots and from the offsets callers' allocators give.
 
