@@ -12,20 +12,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "plain_adamw.h"
+
 static double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static void adamw_range(float *restrict w, const float *restrict g, float *restrict m, float *restrict v, long n,
-                        float alpha, float decay, float one_b1, float one_b2, float eps) {
-    for (long i = 0; i < n; i++) {
-        float x = w[i] - w[i] * decay;
-        m[i] += (g[i] - m[i]) * one_b1;
-        v[i] += (g[i] * g[i] - v[i]) * one_b2;
-        w[i] = x - m[i] * alpha / (sqrtf(v[i]) + eps);
-    }
 }
 
 /* n floats starting `offset` bytes into a page. */

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "adamw.h"
+#include "plain_adamw.h"
 
 static double now(void) {
     struct timespec t;
@@ -37,17 +38,6 @@ typedef struct {
     size_t n;
     float *w, *g, *m, *v;
 } tensor;
-
-/* One thread's share: restrict pointers, so that the loop is vectorized without alias checks. */
-static void adamw_range(float *restrict w, const float *restrict g, float *restrict m, float *restrict v, long n,
-                        float alpha, float decay, float one_b1, float one_b2, float eps) {
-    for (long i = 0; i < n; i++) {
-        float x = w[i] - w[i] * decay;
-        m[i] += (g[i] - m[i]) * one_b1;
-        v[i] += (g[i] * g[i] - v[i]) * one_b2;
-        w[i] = x - m[i] * alpha / (sqrtf(v[i]) + eps);
-    }
-}
 
 static void omp_adamw(tensor *t, size_t count, int64_t step) {
     const double lr = 0.001, b1 = 0.9, b2 = 0.999, eps = 1e-7, wd = 0.004;
