@@ -249,13 +249,11 @@ impl Engine for CpuEngine {
             workers,
             with_gradient: 0,
         };
-        let mut room = std::mem::take(batch_room);
         // Every entry at once where the entries allow it: one run for all dense steps.
-        let mut batch = DenseBatch::new(room);
-        if entries.visit_all(&mut |entry| call.step_entry(entry, &mut batch)) {
-            room = batch.run(workers);
-        } else {
-            room = batch.run(workers);
+        let mut batch = DenseBatch::new(std::mem::take(batch_room));
+        let all_at_once = entries.visit_all(&mut |entry| call.step_entry(entry, &mut batch));
+        let mut room = batch.run(workers);
+        if !all_at_once {
             for i in 0..entries.len() {
                 let mut batch = DenseBatch::new(room);
                 call.step_entry(entries.get(i), &mut batch);
