@@ -16,7 +16,7 @@ use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::fmt;
 use std::ptr::NonNull;
 
-use crate::dtype::{DType, Element, Storage, Tensor, TensorMut, TensorRef, map_dtype};
+use crate::dtype::{DType, Element, Storage, Tensor, TensorMut, TensorRef, map_dtype, with_element};
 use crate::error::{Error, Result};
 
 /// The alignment of every buffer here: a cache line.
@@ -111,13 +111,7 @@ impl SlotBuf {
     /// `len` zeros of `dtype` (at `page_offset` when large: [`AlignedVec::zeros`]), or
     /// `OutOfMemory`.
     pub(crate) fn zeros(dtype: DType, len: usize, page_offset: usize) -> Result<Self> {
-        Ok(match dtype {
-            DType::F32 => Tensor::F32(AlignedVec::zeros(len, page_offset)?),
-            DType::F64 => Tensor::F64(AlignedVec::zeros(len, page_offset)?),
-            DType::I64 => Tensor::I64(AlignedVec::zeros(len, page_offset)?),
-            DType::BF16 => Tensor::BF16(AlignedVec::zeros(len, page_offset)?),
-            DType::F16 => Tensor::F16(AlignedVec::zeros(len, page_offset)?),
-        })
+        with_element!(dtype, T => Ok(T::wrap::<Aligned>(AlignedVec::zeros(len, page_offset)?)))
     }
 
     /// The elements, read-only.
@@ -147,13 +141,8 @@ mod tests {
                     assert!(x.iter().enumerate().all(|(i, v)| *v == i as f32));
                 }
                 if len > 0 {
-                    let address = match buf.as_ref() {
-                        Tensor::F32(x) => x.as_ptr() as usize,
-                        Tensor::F64(x) => x.as_ptr() as usize,
-                        Tensor::I64(x) => x.as_ptr() as usize,
-                        Tensor::BF16(x) => x.as_ptr() as usize,
-                        Tensor::F16(x) => x.as_ptr() as usize,
-                    };
+                    let address = with_element!(dtype, T => T::unwrap(buf.as_ref()).map(|x| x.as_ptr() as usize))
+                        .expect("the slot has its dtype");
                     assert_eq!(address % ALIGN, 0, "{len} {dtype:?}");
                     if len * dtype.size() >= PLACED_FROM {
                         assert_eq!(address % PAGE, 960, "{len} {dtype:?}: 1000 rounded down to a cache line");
