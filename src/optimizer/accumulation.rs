@@ -155,18 +155,18 @@ impl GradientEntries for Averaged<'_> {
     }
 
     fn get(&mut self, i: usize) -> GradientEntry<'_> {
-        let entry = self.entries.get(i);
-        let variable = entry.variable;
-        let gradient = entry.gradient.map(|_| Gradient::Dense(self.accumulators[variable].as_ref()));
-        GradientEntry { variable, values: entry.values, gradient }
+        averaged(self.accumulators, self.entries.get(i))
     }
 
     fn visit_all<'s>(&'s mut self, visit: &mut dyn FnMut(GradientEntry<'s>)) -> bool {
         let accumulators = self.accumulators;
-        self.entries.visit_all(&mut |entry| {
-            let variable = entry.variable;
-            let gradient = entry.gradient.map(|_| Gradient::Dense(accumulators[variable].as_ref()));
-            visit(GradientEntry { variable, values: entry.values, gradient })
-        })
+        self.entries.visit_all(&mut |entry| visit(averaged(accumulators, entry)))
     }
+}
+
+/// `entry` with its accumulator as its gradient, where it has one.
+fn averaged<'e>(accumulators: &'e [TensorBuf], entry: GradientEntry<'e>) -> GradientEntry<'e> {
+    let variable = entry.variable;
+    let gradient = entry.gradient.map(|_| Gradient::Dense(accumulators[variable].as_ref()));
+    GradientEntry { variable, values: entry.values, gradient }
 }
