@@ -79,8 +79,9 @@ pub(crate) struct BatchRoom(Vec<(usize, DenseWork<'static>)>);
 impl BatchRoom {
     /// Room for the parts of `variables` variables.
     pub fn reserve(&mut self, variables: usize) -> Result<()> {
+        // The room is empty between steps, so this makes its capacity `variables` or more.
         self.0
-            .try_reserve_exact(variables.saturating_sub(self.0.len()))
+            .try_reserve_exact(variables)
             .map_err(|_| Error::OutOfMemory(format!("no room to step {variables} variables")))
     }
 }
