@@ -292,8 +292,8 @@ typedef struct adamw_config {
   // starts or uses another thread; N > 1 gives this optimizer a pool of N threads of its own
   // (the caller and N - 1 started at the first step that needs them). Only passes over more
   // than 32K elements (the dense updates of a call's variables count together) are cut into
-  // tasks for other threads. Results are the same bits for every value. An engine with a thread pool of its own gives it instead with
-  // `adamw_optimizer_set_parallel_for`.
+  // tasks for other threads. Results are the same bits for every value. An engine with a
+  // thread pool of its own gives it instead with `adamw_optimizer_set_parallel_for`.
   uint32_t threads;
 } adamw_config;
 
