@@ -281,6 +281,18 @@ pub enum GradientForm<F> {
 }
 
 impl<F: Arith> GradientForm<F> {
+    /// The same op as a [`FusedGradientOp`], the parts the form leaves out at their neutral
+    /// values: for loops compiled for that form only.
+    pub fn fused(self) -> FusedGradientOp<F> {
+        let (one, inf) = (Ftz::ONE, Ftz::INFINITY);
+        match self {
+            GradientForm::Identity => FusedGradientOp { r: one, a: one, d: one, hi: inf, lo: -inf },
+            GradientForm::Scale { r, a } => FusedGradientOp { r, a, d: one, hi: inf, lo: -inf },
+            GradientForm::Clamp { r, hi, lo } => FusedGradientOp { r, a: one, d: one, hi, lo },
+            GradientForm::Full(fused) => fused,
+        }
+    }
+
     /// The op on one element (the loops inline each form's line of this).
     #[cfg(test)]
     pub fn apply<const HW: bool>(self, g: Ftz<F, HW>) -> Ftz<F, HW> {
@@ -477,7 +489,7 @@ mod tests {
         }
     }
 
-    /// Every compiled form gives the op's bits.
+    /// Every compiled form gives the op's bits, and so does its fused op.
     #[test]
     fn gradient_forms_are_the_ops() {
         let clips = [
@@ -494,12 +506,14 @@ mod tests {
                 let op = GradientOp { unscale, clip };
                 for &g in &values {
                     let g = Ftz::<f32>::new(g);
-                    let got = op.form().apply(g);
                     let want = op.apply(g);
-                    assert!(
-                        want.get().to_bits() == got.get().to_bits() || (want.get().is_nan() && got.get().is_nan()),
-                        "{op:?} on {g:?}: {want:?} vs {got:?}"
-                    );
+                    // Each form as compiled for it, and as the one fused form the fallback loops run.
+                    for got in [op.form().apply(g), op.form().fused().apply(g)] {
+                        assert!(
+                            want.get().to_bits() == got.get().to_bits() || (want.get().is_nan() && got.get().is_nan()),
+                            "{op:?} on {g:?}: {want:?} vs {got:?}"
+                        );
+                    }
                 }
             }
         }

@@ -15,6 +15,9 @@ libs=(target/release/libadamw.a -lm -ldl -lpthread)
 echo "-- C: train_linear"
 bash tools/run-example.sh | tail -n 3
 
+# The other examples link the release build of this checkout.
+cargo build --release --locked 2>&1 | tail -n 1
+
 echo "-- C: game_loop"
 cc -std=c11 -O2 -Wall -Wextra -Wpedantic -Werror -Iinclude examples/c/game_loop.c "${libs[@]}" \
     -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=posix_memalign -o "$out/game_loop"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs libadamw into a temporary prefix and builds examples/cmake against it with CMake
+# Installs libadamw into a temporary prefix; checks the size of the main example linked
+# statically against it; builds examples/cmake against it with CMake
 # (find_package, shared and static) and with pkg-config; checks that the shared library exports
 # only adamw_* symbols and has the SONAME libadamw.so.<ABI>; copies the Go package out of the
 # tree and builds, vets and tests it and a consumer module against the installed library.
@@ -10,6 +11,13 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 prefix="$work/prefix"
 bash tools/install.sh "$prefix" > /dev/null
+
+echo "-- the main example linked statically against the installed archive: at most 4 MB, unstripped"
+cc -std=c11 -O2 -I"$prefix/include" examples/c/train_linear.c "$prefix/lib/libadamw.a" -lm -ldl -lpthread \
+    -Wl,--gc-sections -o "$work/train_linear"
+bytes=$(wc -c < "$work/train_linear")
+[ "$bytes" -le 4000000 ] || { echo "error: the static main example is $bytes bytes, over 4 MB"; exit 1; }
+echo "$bytes bytes"
 
 echo "-- exported symbols and SONAME"
 others=$(nm -D --defined-only "$prefix/lib/libadamw.so" | awk '{print $3}' | grep -v '^adamw_' || true)

@@ -1,10 +1,11 @@
 //! The CPU engine's loops: the element functions of `kernels` run over a variable's slices.
 //!
 //! - **Vectorized**: the loops are written so that the compiler vectorizes them (equal-length
-//!   slices, the clip mode and the amsgrad / EMA modes as compile-time parameters), and each one
-//!   is compiled three times: for AVX-512, for AVX2 and portably, picked at run time. Vector
-//!   IEEE division and square root round like scalar ones and nothing is fused, so every path
-//!   gives the same bits (tested with the SIMD paths switched off).
+//!   slices, the clip mode and the amsgrad / EMA modes as compile-time parameters), compiled
+//!   for AVX2 and portably, and float32's for AVX-512 too, picked at run time (on x86-64 the
+//!   portable loops are a fallback, compiled for one gradient op form). Vector IEEE division and
+//!   square root round like scalar ones and nothing is fused, so every path gives the same bits
+//!   (tested with the SIMD paths switched off).
 //! - **Parallel**: a pass over more than `CHUNK` elements is cut into tasks of `CHUNK` elements
 //!   or more, by its length alone, which [`Workers`] runs (the calling thread, the pool, or the
 //!   caller's hook); the dense updates of a call's variables are one such pass over all of them
@@ -220,6 +221,9 @@ impl<F: Lane> Element<F> {
 trait ClipOp<F: Arith>: Copy + Send + Sync {
     fn apply<const H: bool>(self, g: Ftz<F, H>) -> Ftz<F, H>;
 
+    /// The op as a [`GradientForm`] (whose [`GradientForm::fused`] the fallback loops run).
+    fn form(self) -> GradientForm<F>;
+
     /// The op for the vector-lane loops, if they can run it (`Some` exactly when `IN_LANES`).
     fn lanes_op(self) -> Option<LanesOp<F>> {
         None
@@ -252,6 +256,10 @@ impl<F: Arith> ClipOp<F> for NoClip {
         g
     }
 
+    fn form(self) -> GradientForm<F> {
+        GradientForm::Identity
+    }
+
     fn lanes_op(self) -> Option<LanesOp<F>> {
         Some(LanesOp::Identity)
     }
@@ -262,6 +270,10 @@ impl<F: Arith> ClipOp<F> for Scaled<F> {
     #[inline(always)]
     fn apply<const H: bool>(self, g: Ftz<F, H>) -> Ftz<F, H> {
         (g * self.r.mode()) * self.a.mode()
+    }
+
+    fn form(self) -> GradientForm<F> {
+        GradientForm::Scale { r: self.r, a: self.a }
     }
 
     fn lanes_op(self) -> Option<LanesOp<F>> {
@@ -275,6 +287,10 @@ impl<F: Arith> ClipOp<F> for Clamped<F> {
     fn apply<const H: bool>(self, g: Ftz<F, H>) -> Ftz<F, H> {
         clamp(g * self.r.mode(), self.hi.mode(), self.lo.mode())
     }
+
+    fn form(self) -> GradientForm<F> {
+        GradientForm::Clamp { r: self.r, hi: self.hi, lo: self.lo }
+    }
 }
 
 impl<F: Arith> ClipOp<F> for Fixed<F> {
@@ -282,21 +298,27 @@ impl<F: Arith> ClipOp<F> for Fixed<F> {
     fn apply<const H: bool>(self, g: Ftz<F, H>) -> Ftz<F, H> {
         self.0.apply(g)
     }
+
+    fn form(self) -> GradientForm<F> {
+        GradientForm::Full(self.0)
+    }
 }
 
 /// Calls `$call` with the monomorphized loop for the gradient op's form (`$c`) and the amsgrad /
-/// EMA modes (`$a`, `$e`). With `two_forms:`, only two forms: the identity, and the full fused
-/// op for every other (the same bits, `fused_gradient_ops_are_the_ops`), for loops where the op
-/// is not the cost and each form would be one more copy of the loop.
+/// EMA modes (`$a`, `$e`); a value clip has a form of its own only where `$value_clip_form`
+/// (else the full fused op runs it, the same bits). With `two_forms:`, only two forms: the
+/// identity, and the full fused op for every other (the same bits,
+/// `fused_gradient_ops_are_the_ops`), for loops where the op is not the cost and each form
+/// would be one more copy of the loop.
 macro_rules! with_modes {
-    ($op:expr, $slots:expr, |$c:ident, $a:ident, $e:ident| $call:expr) => {{
+    ($op:expr, $slots:expr, value_clip_form: $value_clip_form:expr, |$c:ident, $a:ident, $e:ident| $call:expr) => {{
         match $op.form() {
             GradientForm::Identity => with_modes!(@slots NoClip, $slots, |$c, $a, $e| $call),
             GradientForm::Scale { r, a } => with_modes!(@slots Scaled { r, a }, $slots, |$c, $a, $e| $call),
-            GradientForm::Clamp { r, hi, lo } => {
+            GradientForm::Clamp { r, hi, lo } if $value_clip_form => {
                 with_modes!(@slots Clamped { r, hi, lo }, $slots, |$c, $a, $e| $call)
             }
-            GradientForm::Full(fused) => with_modes!(@slots Fixed(fused), $slots, |$c, $a, $e| $call),
+            form => with_modes!(@slots Fixed(form.fused()), $slots, |$c, $a, $e| $call),
         }
     }};
     (two_forms: $op:expr, $slots:expr, |$c:ident, $a:ident, $e:ident| $call:expr) => {{
@@ -352,7 +374,7 @@ pub fn dense_step_with_squares<F: Real + DenseLanes>(
     assert_eq!(grad.len(), slots.len(), "gradient and variable lengths are checked before the step");
     let isa = simd_level();
     let s = &s.to_math();
-    *squares = with_modes!(op.to_math(), slots, |c, A, E| in_tasks(
+    *squares = with_modes!(op.to_math(), slots, value_clip_form: F::VALUE_CLIP_LOOPS, |c, A, E| in_tasks(
         workers,
         grad.len(),
         &|start, end, slots: &SharedSlots<'_, F>| {
@@ -417,7 +439,9 @@ fn dense_piece<F: Real + DenseLanes>(
     sums: Option<&mut Squares>,
 ) {
     let s = &s.to_math();
-    with_modes!(op.to_math(), slots, |c, A, E| dense_dispatch::<F, _, A, E>(s, ops, c, grad, slots, isa, sums))
+    with_modes!(op.to_math(), slots, value_clip_form: F::VALUE_CLIP_LOOPS, |c, A, E| {
+        dense_dispatch::<F, _, A, E>(s, ops, c, grad, slots, isa, sums)
+    })
 }
 
 const _: () = assert!(WIDEN.is_multiple_of(GROUP) && PIECE == GROUP);
@@ -491,17 +515,54 @@ fn dense_dispatch<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool,
         // At AVX2 and above the vector lanes took every whole vector (every whole group with
         // `sums`): what is left is shorter, and the portable loop runs it. So no SIMD copy of
         // this mode's dense loop is compiled at all.
-        return dense_chunk::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, sums);
+        return dense_fallback::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, sums);
     }
     match isa {
         // SAFETY: `simd_level` returns these only after the CPU reported the feature.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { dense_avx512::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, sums) },
-        // SAFETY: as above.
+        Isa::Avx512 if F::AVX512_LOOPS => unsafe {
+            dense_avx512::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, sums)
+        },
+        // SAFETY: as above (the AVX-512 level includes AVX2 and F16C).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { dense_avx2::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, sums) },
-        _ => dense_chunk::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, sums),
+        Isa::Avx512 | Isa::Avx2 => unsafe { dense_avx2::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, sums) },
+        _ => dense_fallback::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, sums),
     }
+}
+
+/// Whether the portable loops are a fallback only: on x86-64 the SIMD levels run every step
+/// but the last elements of a 16-bit one's vectors, and machines without AVX2.
+const PORTABLE_IS_FALLBACK: bool = cfg!(target_arch = "x86_64");
+
+/// The portable dense loop. Where it is a fallback only, it is compiled for one gradient op,
+/// the fused one (the same bits, `gradient_forms_are_the_ops`), not for each form: a fourth of
+/// the code of a static program's step loops, for a few elements a step.
+#[inline(always)]
+fn dense_fallback<F: Lane, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
+    s: &StepScalars<F::Math>,
+    ops: VariableOps,
+    clip: C,
+    grad: &[F],
+    slots: SlotSlices<'_, F>,
+    sums: Option<&mut Squares>,
+) {
+    if PORTABLE_IS_FALLBACK {
+        dense_portable_fused::<F, AMSGRAD, EMA>(s, ops, clip.form().fused(), grad, slots, sums)
+    } else {
+        dense_chunk::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, sums)
+    }
+}
+
+#[inline(never)]
+fn dense_portable_fused<F: Lane, const AMSGRAD: bool, const EMA: bool>(
+    s: &StepScalars<F::Math>,
+    ops: VariableOps,
+    fused: FusedGradientOp<F::Math>,
+    grad: &[F],
+    slots: SlotSlices<'_, F>,
+    sums: Option<&mut Squares>,
+) {
+    dense_chunk::<F, Fixed<F::Math>, AMSGRAD, EMA>(s, ops, Fixed(fused), grad, slots, sums)
 }
 
 /// Elements of a 16-bit slice widened at a time (`Lane::WIDEN_PIECES`): six buffers on the
