@@ -385,3 +385,23 @@ fn the_finite_check_fused_with_the_norms_finds_the_element() {
         assert_eq!(steps, 1, "{config:?}");
     }
 }
+
+/// Exclusion patterns read as Python's `re` reads them where the two agree: `\w` and `(?i)` are
+/// Unicode-aware; a Unicode property class, which Python lacks, is an invalid pattern.
+#[test]
+fn exclusion_patterns_read_unicode_as_python_does() {
+    let names = ["schicht_ü/kernel", "Ärger/bias", "plain/w"];
+    let specs: Vec<VariableSpec> = names.iter().map(|&n| VariableSpec::new(n, DType::F32, &[2])).collect();
+    let mut opt = Optimizer::new(Config::default()).unwrap();
+    opt.exclude_from_weight_decay(&[], &[r"_\w/", "(?i)^ärger"]).unwrap();
+    opt.build(&specs, &[]).unwrap();
+    let decayed: Vec<bool> = (0..3).map(|i| opt.variable_properties(i).unwrap().decayed).collect();
+    assert_eq!(decayed, [false, false, true]);
+
+    let mut opt = Optimizer::new(Config::default()).unwrap();
+    for pattern in [r"\p{L}", r"[\PL]", r"a\\\pL"] {
+        let refused = opt.exclude_from_weight_decay(&[], &["bias", pattern]);
+        assert!(matches!(&refused, Err(Error::InvalidArgument(m)) if m.contains("property")), "{refused:?}");
+    }
+    opt.exclude_from_weight_decay(&[], &[r"\\p"]).unwrap(); // a backslash, then p
+}

@@ -155,7 +155,9 @@ pub unsafe extern "C" fn adamw_optimizer_set_learning_rate(
 
 /// Excludes variables from weight decay (Keras: `exclude_from_weight_decay(var_list, var_names)`);
 /// before build only; a second call replaces both lists. `variables` are indices into the list
-/// build will receive; `patterns` are regular expressions searched in each variable's `name:0`.
+/// build will receive; `patterns` are regular expressions searched in each variable's `name:0`
+/// (Rust's regex syntax; `\w`, `\d`, `\s` and `(?i)` Unicode-aware as in Python's `re`; no
+/// look-around and no Unicode property classes `\p{..}`, which Python lacks too).
 /// Ownership: both arrays and the strings are read during the call.
 /// NULL: `optimizer` must not be NULL; `variables` / `patterns` may be NULL only when their count is 0.
 /// Threads: serialized with other calls.

@@ -238,7 +238,7 @@ impl Optimizer {
         }
         let compiled = patterns
             .iter()
-            .map(|p| Regex::new(p).map_err(|e| invalid!("invalid exclude_from_weight_decay pattern {p:?}: {e}")))
+            .map(|p| exclusion_pattern(p).map_err(|e| invalid!("invalid exclude_from_weight_decay pattern {p:?}: {e}")))
             .collect::<Result<Vec<_>>>()?;
         self.state.exclude_patterns = compiled;
         self.state.exclude_variables = variables.to_vec();
@@ -1072,6 +1072,19 @@ fn new_accumulators(config: &Config, layouts: &[crate::engine::VariableLayout]) 
 
 /// Whether each of `variables` (numbered from `first`) is excluded from weight decay: by
 /// index, by a name pattern, or by `weight_decay_min_ndim`.
+/// An exclusion pattern as a regex. Unicode property classes (`\p{..}`, `\P{..}`) are refused
+/// here rather than by the regex crate: Python's `re` has none ("bad escape"), and the crate
+/// compiles them or not depending on its features (the library leaves out their tables).
+fn exclusion_pattern(pattern: &str) -> std::result::Result<Regex, String> {
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' && matches!(chars.next(), Some('p' | 'P')) {
+            return Err("Unicode property classes (\\p, \\P) are not supported, as in Python's re".into());
+        }
+    }
+    Regex::new(pattern).map_err(|e| e.to_string())
+}
+
 fn exclusions(s: &State, variables: &[state::VariableState], first: usize) -> Vec<bool> {
     let min_ndim = s.config.weight_decay_min_ndim;
     let excluded = |i: usize, var: &state::VariableState| {
