@@ -43,18 +43,14 @@ pub(crate) trait DenseLanes: Lane {
     /// without `sums` (for a gradient op the lanes can run, without amsgrad).
     const ALWAYS_IN_LANES: bool = false;
 
-    /// Whether the compiler-vectorized loops of this type are compiled for AVX-512 as well as
-    /// for AVX2. Only float32's are: its steps outside the lanes are the common ones (every
-    /// float32 step without the report). float64 and the 16-bit steps outside the lanes
-    /// (amsgrad, value clips) run their AVX2 loops on AVX-512 machines, the same bits: a
-    /// twentieth of a static program for a tenth of speed in cache (float64, Zen 4) and none
-    /// at memory speed (BENCHMARKS.md, "Code size").
+    /// Whether the compiler-vectorized loops of this type (the dense step's, and the sparse
+    /// step's over rows without a gradient) are compiled for AVX-512 as well as for AVX2. Only
+    /// float32's are: its steps outside the lanes are the common ones (every float32 step
+    /// without the report). float64 and the 16-bit steps outside the lanes (amsgrad, clips but
+    /// the global one) run their AVX2 loops on AVX-512 machines, with the same bits: a fifth of
+    /// a static program, for 6–8% of float64's speed in cache and none at memory speed on a
+    /// Zen 4 (BENCHMARKS.md, "Code size").
     const AVX512_LOOPS: bool = false;
-
-    /// Whether the dense loops have a form of their own for a value clip (`clipvalue`). Only
-    /// float32's do; the other types run it as the full fused op (a division by one more per
-    /// element, the same bits), one copy of each loop fewer.
-    const VALUE_CLIP_LOOPS: bool = false;
 
     /// Runs the step over the longest prefix of whole vectors it can (none without a vector
     /// type, or below AVX2) and returns that prefix's length. Runs under flush-to-zero.
@@ -79,11 +75,10 @@ impl DenseLanes for f64 {}
 
 #[cfg(target_arch = "x86_64")]
 macro_rules! dense_lanes {
-    ($element:ty, |$x:ident| $as_f32:expr, only_with_sums: $only_with_sums:expr, all_loops: $all_loops:expr) => {
+    ($element:ty, |$x:ident| $as_f32:expr, only_with_sums: $only_with_sums:expr, avx512_loops: $avx512_loops:expr) => {
         impl DenseLanes for $element {
             const ALWAYS_IN_LANES: bool = !$only_with_sums;
-            const AVX512_LOOPS: bool = $all_loops;
-            const VALUE_CLIP_LOOPS: bool = $all_loops;
+            const AVX512_LOOPS: bool = $avx512_loops;
 
             #[inline(always)]
             fn dense_lanes<const EMA: bool>(
@@ -108,15 +103,13 @@ macro_rules! dense_lanes {
     };
 }
 #[cfg(target_arch = "x86_64")]
-dense_lanes!(f32, |x| x.get(), only_with_sums: true, all_loops: true);
+dense_lanes!(f32, |x| x.get(), only_with_sums: true, avx512_loops: true);
 #[cfg(target_arch = "x86_64")]
-dense_lanes!(half::bf16, |x| x.get().get(), only_with_sums: false, all_loops: false);
+dense_lanes!(half::bf16, |x| x.get().get(), only_with_sums: false, avx512_loops: false);
 #[cfg(target_arch = "x86_64")]
-dense_lanes!(half::f16, |x| x.get().get(), only_with_sums: false, all_loops: false);
+dense_lanes!(half::f16, |x| x.get().get(), only_with_sums: false, avx512_loops: false);
 #[cfg(not(target_arch = "x86_64"))]
-impl DenseLanes for f32 {
-    const VALUE_CLIP_LOOPS: bool = true;
-}
+impl DenseLanes for f32 {}
 #[cfg(not(target_arch = "x86_64"))]
 impl DenseLanes for half::bf16 {}
 #[cfg(not(target_arch = "x86_64"))]

@@ -230,6 +230,12 @@ trait ClipOp<F: Arith>: Copy + Send + Sync {
     }
     /// Whether the vector-lane loops can run this op.
     const IN_LANES: bool = false;
+
+    /// Whether the SIMD loops of this op sum the report's squares. The update pass sums them
+    /// only when no clip norm computes the norms, so the full fused op (a norm clip's form)
+    /// meets them only with a value clip whose bounds are NaN: the portable loop runs that, and
+    /// this form's SIMD loops carry no summing copy.
+    const SUMS_IN_SIMD: bool = true;
 }
 
 #[derive(Clone, Copy)]
@@ -299,26 +305,26 @@ impl<F: Arith> ClipOp<F> for Fixed<F> {
         self.0.apply(g)
     }
 
+    const SUMS_IN_SIMD: bool = false;
+
     fn form(self) -> GradientForm<F> {
         GradientForm::Full(self.0)
     }
 }
 
 /// Calls `$call` with the monomorphized loop for the gradient op's form (`$c`) and the amsgrad /
-/// EMA modes (`$a`, `$e`); a value clip has a form of its own only where `$value_clip_form`
-/// (else the full fused op runs it, the same bits). With `two_forms:`, only two forms: the
-/// identity, and the full fused op for every other (the same bits,
-/// `fused_gradient_ops_are_the_ops`), for loops where the op is not the cost and each form
-/// would be one more copy of the loop.
+/// EMA modes (`$a`, `$e`). With `two_forms:`, only two forms: the identity, and the full fused
+/// op for every other (the same bits, `fused_gradient_ops_are_the_ops`), for loops where the op
+/// is not the cost and each form would be one more copy of the loop.
 macro_rules! with_modes {
-    ($op:expr, $slots:expr, value_clip_form: $value_clip_form:expr, |$c:ident, $a:ident, $e:ident| $call:expr) => {{
+    ($op:expr, $slots:expr, |$c:ident, $a:ident, $e:ident| $call:expr) => {{
         match $op.form() {
             GradientForm::Identity => with_modes!(@slots NoClip, $slots, |$c, $a, $e| $call),
             GradientForm::Scale { r, a } => with_modes!(@slots Scaled { r, a }, $slots, |$c, $a, $e| $call),
-            GradientForm::Clamp { r, hi, lo } if $value_clip_form => {
+            GradientForm::Clamp { r, hi, lo } => {
                 with_modes!(@slots Clamped { r, hi, lo }, $slots, |$c, $a, $e| $call)
             }
-            form => with_modes!(@slots Fixed(form.fused()), $slots, |$c, $a, $e| $call),
+            GradientForm::Full(fused) => with_modes!(@slots Fixed(fused), $slots, |$c, $a, $e| $call),
         }
     }};
     (two_forms: $op:expr, $slots:expr, |$c:ident, $a:ident, $e:ident| $call:expr) => {{
@@ -374,7 +380,7 @@ pub fn dense_step_with_squares<F: Real + DenseLanes>(
     assert_eq!(grad.len(), slots.len(), "gradient and variable lengths are checked before the step");
     let isa = simd_level();
     let s = &s.to_math();
-    *squares = with_modes!(op.to_math(), slots, value_clip_form: F::VALUE_CLIP_LOOPS, |c, A, E| in_tasks(
+    *squares = with_modes!(op.to_math(), slots, |c, A, E| in_tasks(
         workers,
         grad.len(),
         &|start, end, slots: &SharedSlots<'_, F>| {
@@ -439,9 +445,7 @@ fn dense_piece<F: Real + DenseLanes>(
     sums: Option<&mut Squares>,
 ) {
     let s = &s.to_math();
-    with_modes!(op.to_math(), slots, value_clip_form: F::VALUE_CLIP_LOOPS, |c, A, E| {
-        dense_dispatch::<F, _, A, E>(s, ops, c, grad, slots, isa, sums)
-    })
+    with_modes!(op.to_math(), slots, |c, A, E| dense_dispatch::<F, _, A, E>(s, ops, c, grad, slots, isa, sums))
 }
 
 const _: () = assert!(WIDEN.is_multiple_of(GROUP) && PIECE == GROUP);
@@ -484,8 +488,8 @@ macro_rules! isa_variant {
     };
 }
 
-isa_variant!(dense_avx512, "avx512f,avx512bw,avx512vl,avx2,f16c", dense_chunk, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, grad: &[F], slots: SlotSlices<'_, F>, sums: Option<&mut Squares>));
-isa_variant!(dense_avx2, "avx2,f16c", dense_chunk, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, grad: &[F], slots: SlotSlices<'_, F>, sums: Option<&mut Squares>));
+isa_variant!(dense_avx512, "avx512f,avx512bw,avx512vl,avx2,f16c", dense_simd, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, grad: &[F], slots: SlotSlices<'_, F>, sums: Option<&mut Squares>));
+isa_variant!(dense_avx2, "avx2,f16c", dense_simd, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, grad: &[F], slots: SlotSlices<'_, F>, sums: Option<&mut Squares>));
 
 /// The dense step of one task (or a piece of one) at the SIMD level `isa`, under
 /// flush-to-zero. With `sums`, also the report's squares of `grad` (`crate::squares`): `grad`
@@ -515,6 +519,9 @@ fn dense_dispatch<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool,
         // At AVX2 and above the vector lanes took every whole vector (every whole group with
         // `sums`): what is left is shorter, and the portable loop runs it. So no SIMD copy of
         // this mode's dense loop is compiled at all.
+        return dense_fallback::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, sums);
+    }
+    if !C::SUMS_IN_SIMD && sums.is_some() {
         return dense_fallback::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, sums);
     }
     match isa {
@@ -563,6 +570,21 @@ fn dense_portable_fused<F: Lane, const AMSGRAD: bool, const EMA: bool>(
     sums: Option<&mut Squares>,
 ) {
     dense_chunk::<F, Fixed<F::Math>, AMSGRAD, EMA>(s, ops, Fixed(fused), grad, slots, sums)
+}
+
+/// The dense loop of the SIMD levels: with the report's sums only for an op whose SIMD loops
+/// sum them (`ClipOp::SUMS_IN_SIMD`; `dense_dispatch` sends the others to the portable loop).
+#[inline(always)]
+fn dense_simd<F: Lane, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
+    s: &StepScalars<F::Math>,
+    ops: VariableOps,
+    clip: C,
+    grad: &[F],
+    slots: SlotSlices<'_, F>,
+    sums: Option<&mut Squares>,
+) {
+    let sums = if C::SUMS_IN_SIMD { sums } else { None };
+    dense_chunk::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, sums)
 }
 
 /// Elements of a 16-bit slice widened at a time (`Lane::WIDEN_PIECES`): six buffers on the
@@ -733,7 +755,7 @@ pub struct SparseRows<'a, F> {
 /// decays; elements of rows with a gradient also receive their duplicates' sum (from +0.0, in
 /// the caller's order). `first_element` is the flat index of `slots[0]` in the whole variable
 /// (a shard's offset, else 0); rows are the whole variable's.
-pub fn sparse_step<F: Real>(
+pub fn sparse_step<F: Real + DenseLanes>(
     s: &StepScalars<F>,
     ops: VariableOps,
     op: GradientOp<F>,
@@ -757,7 +779,7 @@ pub fn sparse_step<F: Real>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn sparse_parallel<F: Real, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
+fn sparse_parallel<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
     s: &StepScalars<F::Math>,
     ops: VariableOps,
     clip: C,
@@ -782,7 +804,7 @@ fn sparse_parallel<F: Real, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: 
 
 /// One chunk of the sparse step: the spans between rows with a gradient run the vectorized
 /// no-gradient loop; the rows with one sum their duplicates element by element.
-fn sparse_serial<F: Real, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
+fn sparse_serial<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
     s: &StepScalars<F::Math>,
     ops: VariableOps,
     clip: C,
@@ -848,7 +870,7 @@ isa_variant!(untouched_avx512_inner, "avx512f,avx512bw,avx512vl,avx2,f16c", unto
 isa_variant!(untouched_avx2_inner, "avx2,f16c", untouched_generic, (s: &StepScalars<F::Math>, ops: VariableOps, clip: C, slots: SlotSlices<'_, F>));
 
 #[inline(always)]
-fn untouched_dispatch<F: Real, const AMSGRAD: bool, const EMA: bool>(
+fn untouched_dispatch<F: Real + DenseLanes, const AMSGRAD: bool, const EMA: bool>(
     s: &StepScalars<F::Math>,
     ops: VariableOps,
     slots: SlotSlices<'_, F>,
@@ -857,10 +879,12 @@ fn untouched_dispatch<F: Real, const AMSGRAD: bool, const EMA: bool>(
     match isa {
         // SAFETY: `simd_level` returns these only after the CPU reported the feature.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { untouched_avx512_inner::<F, NoClip, AMSGRAD, EMA>(s, ops, NoClip, slots) },
-        // SAFETY: as above.
+        Isa::Avx512 if F::AVX512_LOOPS => unsafe {
+            untouched_avx512_inner::<F, NoClip, AMSGRAD, EMA>(s, ops, NoClip, slots)
+        },
+        // SAFETY: as above (the AVX-512 level includes AVX2 and F16C).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { untouched_avx2_inner::<F, NoClip, AMSGRAD, EMA>(s, ops, NoClip, slots) },
+        Isa::Avx512 | Isa::Avx2 => unsafe { untouched_avx2_inner::<F, NoClip, AMSGRAD, EMA>(s, ops, NoClip, slots) },
         _ => untouched_generic::<F, NoClip, AMSGRAD, EMA>(s, ops, NoClip, slots),
     }
 }
