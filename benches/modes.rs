@@ -149,6 +149,14 @@ const MODES: &[ModeSpec] = &[
         passes: &[PLAIN16],
     },
     ModeSpec {
+        name: "bf16_clipnorm",
+        dtype: DType::BF16,
+        config: || Config { clipnorm: Some(1e-3), ..base() },
+        sparse_rows_percent: 0,
+        report_norms: false,
+        passes: &[&[(2, R)], PLAIN16],
+    },
+    ModeSpec {
         name: "f16",
         dtype: DType::F16,
         config: base,

@@ -309,8 +309,7 @@ impl<F: Arith> GradientForm<F> {
 /// bound (a NaN `x` compares false and stays), in one comparison and selection per bound.
 #[inline(always)]
 pub fn clamp<F: Arith, const HW: bool>(x: Ftz<F, HW>, hi: Ftz<F, HW>, lo: Ftz<F, HW>) -> Ftz<F, HW> {
-    let below_hi = if x > hi { hi } else { x };
-    if below_hi < lo { lo } else { below_hi }
+    x.clip_to(hi, lo)
 }
 
 /// A [`GradientOp`] as `max(min(((g * r) * a) / d, hi), lo)`, with the factors and bounds that
@@ -328,8 +327,8 @@ pub struct FusedGradientOp<F> {
 }
 
 impl<F: Arith> FusedGradientOp<F> {
-    #[cfg(any(feature = "cuda", feature = "host-kernels"))]
-    /// `[r, a, d, hi, lo]`, for engines that run the op elsewhere (the device kernels).
+    /// `[r, a, d, hi, lo]`, for loops that run the op in parts (the device kernels, the vector
+    /// lanes).
     pub fn parts(&self) -> [Ftz<F>; 5] {
         [self.r, self.a, self.d, self.hi, self.lo]
     }
@@ -515,6 +514,22 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// With bounds that are numbers, the fused op's `tf.minimum` and `tf.maximum` are the value
+    /// clip's comparisons (what the vector lanes run for the full fused op).
+    #[test]
+    fn nan_propagating_bounds_that_are_numbers_are_the_clip() {
+        let values = [0.25f32, -0.25, 0.0, -0.0, 3.0, -3.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -f32::NAN];
+        let bounds = [(0.25f32, -0.25f32), (0.0, -0.0), (-0.0, 0.0), (f32::INFINITY, f32::NEG_INFINITY), (-1.0, -2.0)];
+        for &x in &values {
+            for (hi, lo) in bounds {
+                let x = Ftz::<f32>::new(x);
+                let (hi, lo) = (Ftz::new(hi), Ftz::new(lo));
+                let (fused, clip) = (x.min_nan(hi).max_nan(lo).get(), x.clip_to(hi, lo).get());
+                assert_eq!(fused.to_bits(), clip.to_bits(), "{x:?} to ({hi:?}, {lo:?})");
             }
         }
     }

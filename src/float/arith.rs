@@ -36,6 +36,16 @@ pub trait Arith:
     fn is_nan(self) -> bool;
     fn copysign(self, sign: Self) -> Self;
 
+    /// A value clip (`tf.maximum(tf.minimum(x, hi), lo)` for bounds that are not NaN): `hi`
+    /// where `self > hi`, then `lo` where that is below `lo`; a NaN stays. Comparisons and
+    /// selections only, so exact. (Not `clamp`: `f32::clamp` would be called instead, with
+    /// its bounds the other way round.)
+    #[inline(always)]
+    fn clip_to(self, hi: Self, lo: Self) -> Self {
+        let below_hi = if self > hi { hi } else { self };
+        if below_hi < lo { lo } else { below_hi }
+    }
+
     /// Flush-to-zero: a subnormal becomes a zero of the same sign.
     #[inline(always)]
     fn flush(self) -> Self {
@@ -178,6 +188,12 @@ impl<F: Arith, const HW: bool> Ftz<F, HW> {
     #[inline(always)]
     pub fn sqrt(self) -> Self {
         Ftz(flushed::<F, HW>(self.0.sqrt()))
+    }
+
+    /// [`Arith::clip_to`] (its result is an operand: nothing to flush).
+    #[inline(always)]
+    pub fn clip_to(self, hi: Self, lo: Self) -> Self {
+        Ftz(self.0.clip_to(hi.0, lo.0))
     }
 
     /// `tf.maximum`: NaN in either operand gives NaN (Rust's `max` would drop it).

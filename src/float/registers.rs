@@ -47,6 +47,9 @@ pub trait Registers: Copy + Send + Sync + 'static {
     fn abs(self) -> Self;
     /// The magnitudes of `self` with the signs of `sign`.
     fn copysign(self, sign: Self) -> Self;
+    /// A value clip ([`super::Arith::clip_to`]) with bounds that are not NaN: `minps(hi, x)`
+    /// is `hi < x ? hi : x` and gives `x` when it is NaN, and `maxps(lo, ..)` likewise.
+    fn clip_to(self, hi: Self, lo: Self) -> Self;
 
     /// Each lane rounded to bfloat16, to nearest even (a NaN with zero low bits stays).
     fn round_bf16(self) -> Self;
@@ -157,6 +160,11 @@ impl Registers for Ymm4 {
     #[inline(always)]
     fn abs(self) -> Self {
         Ymm4(each!(self.0, |x| _mm256_andnot_ps(_mm256_set1_ps(-0.0), x)))
+    }
+    #[inline(always)]
+    fn clip_to(self, hi: Self, lo: Self) -> Self {
+        let below_hi = each!(hi.0, self.0, |h, x| _mm256_min_ps(h, x));
+        Ymm4(each!(lo.0, below_hi, |l, b| _mm256_max_ps(l, b)))
     }
     #[inline(always)]
     fn copysign(self, sign: Self) -> Self {
@@ -304,6 +312,11 @@ impl Registers for Zmm2 {
     #[inline(always)]
     fn abs(self) -> Self {
         Zmm2(each!(self.0, |x| _mm512_abs_ps(x)))
+    }
+    #[inline(always)]
+    fn clip_to(self, hi: Self, lo: Self) -> Self {
+        let below_hi = each!(hi.0, self.0, |h, x| _mm512_min_ps(h, x));
+        Zmm2(each!(lo.0, below_hi, |l, b| _mm512_max_ps(l, b)))
     }
     #[inline(always)]
     fn copysign(self, sign: Self) -> Self {

@@ -8,7 +8,8 @@
 //! [`Vector`] is generic over the registers ([`super::registers`]): four AVX registers at the AVX2
 //! level, two AVX-512 registers at the AVX-512 level. Its functions run only inside functions
 //! compiled for the registers' level. Comparisons are not defined (the loops that use these
-//! types have no `tf.maximum`).
+//! types have no `tf.maximum`); a value clip is one operation of its own
+//! ([`Arith::clip_to`]).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -187,6 +188,12 @@ impl<R: Registers, T: LaneElement> Arith for Vector<R, T> {
     fn copysign(self, sign: Self) -> Self {
         Vector(self.0.copysign(sign.0), PhantomData)
     }
+    /// Exact: each lane is one of its operands. The bounds are not NaN (the lanes run value
+    /// clips with numbers as bounds only).
+    #[inline(always)]
+    fn clip_to(self, hi: Self, lo: Self) -> Self {
+        Vector(self.0.clip_to(hi.0, lo.0), PhantomData)
+    }
     /// Lanes are never flushed by the vector types (they run under hardware flushing).
     fn flush(self) -> Self {
         self
@@ -279,6 +286,48 @@ mod tests {
                     assert_eq!(rb[lane].to_bits(), Bf16Math::round(v).get().to_bits(), "bf16 round {v:e}");
                     if !(v.is_nan() && v.to_bits() & 0x1fff != 0) {
                         assert_eq!(rh[lane].to_bits(), F16Math::round(v).get().to_bits(), "f16 round {v:e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A value clip on lanes gives the scalar clip's bits: every bfloat16 and float16 value
+    /// (NaNs, infinities, both zeros; not bfloat16's subnormals, which no operation yields under
+    /// flush-to-zero) against bounds that are numbers, zeros of either sign and infinities among
+    /// them.
+    #[test]
+    fn value_clips_are_the_scalar_clip() {
+        at_every_width(clips::<Ymm4>, clips::<Zmm2>);
+
+        #[inline(always)]
+        fn clips<R: Registers>() {
+            let bounds = [
+                (0.25f32, -0.25f32),
+                (0.0, -0.0),
+                (-0.0, 0.0),
+                (0.0, 0.0),
+                (f32::INFINITY, f32::NEG_INFINITY),
+                (-1.5, -3.0),
+                (1e-3, 1e-3),
+                (65504.0, -65504.0),
+            ];
+            let all: Vec<u16> = (0..=u16::MAX).collect();
+            for chunk in all.chunks(LANES) {
+                let b: Vec<bf16> = chunk.iter().map(|&x| bf16::from_bits(x)).collect();
+                let h: Vec<f16> = chunk.iter().map(|&x| f16::from_bits(x)).collect();
+                for (hi, lo) in bounds {
+                    let vb = Vector::<R, bf16>::load(&b).clip_to(Vector::splat(hi), Vector::splat(lo)).lanes();
+                    let vh = Vector::<R, f16>::load(&h).clip_to(Vector::splat(hi), Vector::splat(lo)).lanes();
+                    for lane in 0..LANES {
+                        let (sb, sh) = (b[lane].load().get(), h[lane].load().get());
+                        let (wb, wh) = (sb.clip_to(hi, lo), sh.clip_to(hi, lo));
+                        // A clip follows an operation, whose result under flush-to-zero is never
+                        // a float32 subnormal (bfloat16's subnormals are).
+                        if !(sb != 0.0 && sb.abs() < f32::MIN_POSITIVE) {
+                            assert_eq!(vb[lane].to_bits(), wb.to_bits(), "bf16 {:#x} to ({hi}, {lo})", chunk[lane]);
+                        }
+                        assert_eq!(vh[lane].to_bits(), wh.to_bits(), "f16 {:#x} to ({hi}, {lo})", chunk[lane]);
                     }
                 }
             }

@@ -9,10 +9,9 @@
 //!   square and add it back; without the sums the compiler's loop runs (in cache it measured about
 //!   a tenth faster than this one on a Zen 4, BENCHMARKS.md).
 //!
-//! It serves the forms of the step the vector types can express: no amsgrad (`tf.maximum` would
-//! compare lanes) and a gradient op that is the identity or multiplications (a loss scale's
-//! unscaling, a global clip). Everything else, and the last elements short of a whole vector, runs the
-//! portable-vectorized loops.
+//! It serves every gradient op (a loss scale's unscaling, every clip; a value clip with bounds
+//! that are numbers) but not amsgrad (`tf.maximum` would compare lanes). Amsgrad, and the last
+//! elements short of a whole vector, run the portable-vectorized loops.
 
 #[cfg(target_arch = "x86_64")]
 use crate::float::{Arith, HARDWARE_FLUSH as HW, LANES, LaneElement, Registers, Vector, Ymm4, Zmm2};
@@ -29,12 +28,26 @@ use crate::squares::{GROUP, plus_square};
 #[cfg(target_arch = "x86_64")]
 use std::marker::PhantomData;
 
-/// The gradient op of a step in vector lanes: none, or `(g * r) * a`.
+/// The gradient op of a step in vector lanes, in the forms of [`crate::kernels::GradientForm`]:
+/// none; `(g * r) * a`; `clip(g * r, hi, lo)`; `clip(((g * r) * a) / d, hi, lo)`. The bounds of
+/// a clip are numbers (`clip` is [`crate::float::Arith::clip_to`]; with such bounds it is the
+/// fused op's `tf.minimum` and `tf.maximum`).
 #[derive(Clone, Copy)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) enum LanesOp<F> {
     Identity,
     Scale(Ftz<F>, Ftz<F>),
+    Clamp { r: Ftz<F>, hi: Ftz<F>, lo: Ftz<F> },
+    Full { r: Ftz<F>, a: Ftz<F>, d: Ftz<F>, hi: Ftz<F>, lo: Ftz<F> },
+}
+
+/// The forms of [`LanesOp`], as the lanes kernel's compile-time parameter.
+#[cfg(target_arch = "x86_64")]
+mod form {
+    pub const IDENTITY: u8 = 0;
+    pub const SCALE: u8 = 1;
+    pub const CLAMP: u8 = 2;
+    pub const FULL: u8 = 3;
 }
 
 /// Element types whose dense step may run in vector lanes.
@@ -138,44 +151,38 @@ fn lanes_in<R: Registers, T: Lane + LaneElement, const EMA: bool>(
     let (var, m, v) = (&mut var[..n], &mut m[..n], &mut v[..n]);
     let average = if EMA { &mut average[..n] } else { &mut average[..0] };
     let grad = &grad[..n];
-    match op {
-        LanesOp::Identity => {
-            let one = Ftz::new(1.0);
-            let kernel = Step::<R, T, false, EMA> {
-                s,
-                ops,
-                r: one,
-                a: one,
-                grad,
-                var,
-                m,
-                v,
-                average,
-                sums,
-                _registers: PhantomData,
-            };
+    let (one, inf) = (Ftz::new(1.0), Ftz::new(f32::INFINITY));
+    // The op's parts as float32, the unused ones neutral.
+    let (parts, form) = match op {
+        LanesOp::Identity => ([one, one, one, inf, -inf], form::IDENTITY),
+        LanesOp::Scale(r, a) => ([scalar(r), scalar(a), one, inf, -inf], form::SCALE),
+        LanesOp::Clamp { r, hi, lo } => ([scalar(r), one, one, scalar(hi), scalar(lo)], form::CLAMP),
+        LanesOp::Full { r, a, d, hi, lo } => ([r, a, d, hi, lo].map(scalar), form::FULL),
+    };
+    macro_rules! run {
+        ($form:expr) => {{
+            let kernel =
+                Step::<R, T, { $form }, EMA> { s, ops, parts, grad, var, m, v, average, sums, _registers: PhantomData };
             // SAFETY: the caller checked the processor has `R::LEVEL`.
             unsafe { simd::dispatch_supported(R::LEVEL, kernel) }
-        }
-        LanesOp::Scale(r, a) => {
-            let (r, a) = (scalar(r), scalar(a));
-            let kernel =
-                Step::<R, T, true, EMA> { s, ops, r, a, grad, var, m, v, average, sums, _registers: PhantomData };
-            // SAFETY: as above.
-            unsafe { simd::dispatch_supported(R::LEVEL, kernel) }
-        }
+        }};
+    }
+    match form {
+        form::IDENTITY => run!(form::IDENTITY),
+        form::SCALE => run!(form::SCALE),
+        form::CLAMP => run!(form::CLAMP),
+        _ => run!(form::FULL),
     }
     n
 }
 
 /// The step over whole vectors, as a kernel run at its registers' level (`R::LEVEL`).
 #[cfg(target_arch = "x86_64")]
-struct Step<'a, R, T, const SCALE: bool, const EMA: bool> {
+struct Step<'a, R, T, const FORM: u8, const EMA: bool> {
     s: StepScalars<f32>,
     ops: VariableOps,
-    /// With `SCALE`, the gradient op is `(g * r) * a`.
-    r: Ftz<f32>,
-    a: Ftz<f32>,
+    /// The gradient op's `[r, a, d, hi, lo]` ([`LanesOp`]), those its form leaves out neutral.
+    parts: [Ftz<f32>; 5],
     grad: &'a [T],
     var: &'a mut [T],
     m: &'a mut [T],
@@ -190,15 +197,16 @@ struct Step<'a, R, T, const SCALE: bool, const EMA: bool> {
 const _: () = assert!(LANES == crate::squares::LANES && GROUP.is_multiple_of(LANES));
 
 #[cfg(target_arch = "x86_64")]
-impl<R: Registers, T: LaneElement, const SCALE: bool, const EMA: bool> Kernel for Step<'_, R, T, SCALE, EMA> {
+impl<R: Registers, T: LaneElement, const FORM: u8, const EMA: bool> Kernel for Step<'_, R, T, FORM, EMA> {
     type Output = ();
 
     #[inline(always)]
     fn run(self) {
         type V<R, T> = Vector<R, T>;
-        let Step { s, ops, r, a, grad, var, m, v, average, sums, _registers } = self;
+        let Step { s, ops, parts, grad, var, m, v, average, sums, _registers } = self;
         let splat = |x: Ftz<f32>| Ftz::<V<R, T>>::new(V::<R, T>::splat(x.get()));
-        let (s, r, a) = (s.map(splat), splat(r), splat(a));
+        let s = s.map(splat);
+        let [r, a, d, hi, lo] = parts.map(|x| splat(x).mode::<HW>());
         // Rows of whole vectors, all of one length (checked once here, so not per row).
         let (grad, var) = (grad.as_chunks::<LANES>().0, var.as_chunks_mut::<LANES>().0);
         let (m, v) = (m.as_chunks_mut::<LANES>().0, v.as_chunks_mut::<LANES>().0);
@@ -212,10 +220,13 @@ impl<R: Registers, T: LaneElement, const SCALE: bool, const EMA: bool> Kernel fo
             ($i:expr) => {{
                 let i = $i;
                 let given = V::<R, T>::load(&grad[i]);
-                let mut g = Ftz::<V<R, T>, HW>::new(given);
-                if SCALE {
-                    g = (g * r.mode()) * a.mode();
-                }
+                let g = Ftz::<V<R, T>, HW>::new(given);
+                let g = match FORM {
+                    form::SCALE => (g * r) * a,
+                    form::CLAMP => (g * r).clip_to(hi, lo),
+                    form::FULL => (((g * r) * a) / d).clip_to(hi, lo),
+                    _ => g,
+                };
                 let (mut x, mut mt, mut vt) =
                     (V::<R, T>::load(&var[i]), V::<R, T>::load(&m[i]), V::<R, T>::load(&v[i]));
                 let mut avg = if EMA { V::<R, T>::load(&average[i]) } else { V::<R, T>::ZERO };

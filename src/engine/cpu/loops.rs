@@ -224,7 +224,8 @@ trait ClipOp<F: Arith>: Copy + Send + Sync {
     /// The op as a [`GradientForm`] (whose [`GradientForm::fused`] the fallback loops run).
     fn form(self) -> GradientForm<F>;
 
-    /// The op for the vector-lane loops, if they can run it (`Some` exactly when `IN_LANES`).
+    /// The op for the vector-lane loops, if they can run it: never unless `IN_LANES`, and
+    /// then for every value of the op but a NaN bound.
     fn lanes_op(self) -> Option<LanesOp<F>> {
         None
     }
@@ -294,6 +295,11 @@ impl<F: Arith> ClipOp<F> for Clamped<F> {
         clamp(g * self.r.mode(), self.hi.mode(), self.lo.mode())
     }
 
+    fn lanes_op(self) -> Option<LanesOp<F>> {
+        Some(LanesOp::Clamp { r: self.r, hi: self.hi, lo: self.lo })
+    }
+    const IN_LANES: bool = true;
+
     fn form(self) -> GradientForm<F> {
         GradientForm::Clamp { r: self.r, hi: self.hi, lo: self.lo }
     }
@@ -304,6 +310,14 @@ impl<F: Arith> ClipOp<F> for Fixed<F> {
     fn apply<const H: bool>(self, g: Ftz<F, H>) -> Ftz<F, H> {
         self.0.apply(g)
     }
+
+    /// In lanes only with bounds that are numbers (every norm clip; a value clip with a NaN
+    /// bound makes every gradient NaN, and the portable loop runs it).
+    fn lanes_op(self) -> Option<LanesOp<F>> {
+        let [r, a, d, hi, lo] = self.0.parts();
+        (!hi.get().is_nan() && !lo.get().is_nan()).then_some(LanesOp::Full { r, a, d, hi, lo })
+    }
+    const IN_LANES: bool = true;
 
     const SUMS_IN_SIMD: bool = false;
 
