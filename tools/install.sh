@@ -7,8 +7,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix=${1:-/usr/local}
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
-abi=$(sed -n 's/^#define ADAMW_ABI_VERSION \([0-9]*\)/\1/p' include/adamw.h)
+# The first line of `file` that matches `pattern` (a bash regex with one group): its group.
+# Bash alone, so that installing needs only cargo, a C compiler and coreutils.
+first_match() {
+    local line
+    while IFS= read -r line; do
+        if [[ $line =~ $2 ]]; then
+            echo "${BASH_REMATCH[1]}"
+            return
+        fi
+    done < "$1"
+    echo "error: nothing in $1 matches $2" >&2
+    exit 1
+}
+version=$(first_match Cargo.toml '^version = "(.*)"')
+abi=$(first_match include/adamw.h '^#define ADAMW_ABI_VERSION ([0-9]+)')
 # The `dist` profile: the release build linked as one unit (Cargo.toml).
 cargo build --profile dist --locked --lib
 mkdir -p "$prefix/include/adamw" "$prefix/lib/pkgconfig" "$prefix/lib/cmake/adamw"
@@ -25,7 +38,13 @@ fi
 install -m 755 target/dist/libadamw.so "$prefix/lib/libadamw.so.$version"
 ln -sf "libadamw.so.$version" "$prefix/lib/libadamw.so.$abi"
 ln -sf "libadamw.so.$abi" "$prefix/lib/libadamw.so"
-subst() { sed -e "s|@PREFIX@|$prefix|g" -e "s|@VERSION@|$version|g" -e "s|@ABI@|$abi|g" "$1" > "$2"; }
+subst() {
+    local text
+    text=$(< "$1")
+    text=${text//@PREFIX@/$prefix}
+    text=${text//@VERSION@/$version}
+    printf '%s\n' "${text//@ABI@/$abi}" > "$2"
+}
 subst packaging/adamw.pc.in "$prefix/lib/pkgconfig/adamw.pc"
 subst packaging/adamw-static.pc.in "$prefix/lib/pkgconfig/adamw-static.pc"
 subst packaging/adamwConfig.cmake "$prefix/lib/cmake/adamw/adamwConfig.cmake"

@@ -3,7 +3,8 @@
 # statically against it; builds examples/cmake against it with CMake
 # (find_package, shared and static) and with pkg-config; checks that the shared library exports
 # only adamw_* symbols and has the SONAME libadamw.so.<ABI>; copies the Go package out of the
-# tree and builds, vets and tests it and a consumer module against the installed library.
+# tree and builds, vets and tests it and a consumer module against the installed library;
+# packages the Rust crate and builds it from the package alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -62,4 +63,10 @@ cp tests/packaging/go_consumer.go "$work/go-consumer/main.go"
     cd "$work/go-package" && go vet ./... && go test -count=1 ./... | grep -E '^(ok|FAIL)'
     cd "$work/go-consumer" && go vet . && go run .
 )
-echo "packaging: 3 C/C++ consumers and a Go consumer built and ran"
+echo "-- the Rust crate: cargo package (the files crates.io would get, built on their own)"
+extra=$(cargo package --list --locked --allow-dirty 2>/dev/null | grep -E '^(tests|tools|fuzz|bindings|examples|benches)/' || true)
+[ -z "$extra" ] || { echo "error: the crate would carry files it does not need:"; echo "$extra"; exit 1; }
+rm -f target/package/adamw-*.crate
+cargo package --locked --allow-dirty > "$work/package.log" 2>&1 || { cat "$work/package.log"; echo "error: cargo package failed"; exit 1; }
+ls target/package/adamw-*.crate
+echo "packaging: 3 C/C++ consumers, a Go consumer and the crate built and ran"
