@@ -157,6 +157,14 @@ const MODES: &[ModeSpec] = &[
         passes: &[&[(2, R)], PLAIN16],
     },
     ModeSpec {
+        name: "bf16_amsgrad",
+        dtype: DType::BF16,
+        config: || Config { amsgrad: true, ..base() },
+        sparse_rows_percent: 0,
+        report_norms: false,
+        passes: &[&[(2, R), (2, M), (2, M), (2, M), (2, M)]],
+    },
+    ModeSpec {
         name: "f16",
         dtype: DType::F16,
         config: base,

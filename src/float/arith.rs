@@ -46,6 +46,20 @@ pub trait Arith:
         if below_hi < lo { lo } else { below_hi }
     }
 
+    /// `tf.maximum`: `self` where it is NaN or not below `other`, else `other` (so NaN in
+    /// either operand gives NaN). Comparisons and selections only, so exact; each result is one
+    /// operand's bits.
+    #[inline(always)]
+    fn max_nan(self, other: Self) -> Self {
+        if self.is_nan() || other.is_nan() {
+            if self.is_nan() { self } else { other }
+        } else if self >= other {
+            self
+        } else {
+            other
+        }
+    }
+
     /// Flush-to-zero: a subnormal becomes a zero of the same sign.
     #[inline(always)]
     fn flush(self) -> Self {
@@ -199,13 +213,7 @@ impl<F: Arith, const HW: bool> Ftz<F, HW> {
     /// `tf.maximum`: NaN in either operand gives NaN (Rust's `max` would drop it).
     #[inline(always)]
     pub fn max_nan(self, other: Self) -> Self {
-        if self.0.is_nan() || other.0.is_nan() {
-            Ftz(if self.0.is_nan() { self.0 } else { other.0 })
-        } else if self.0 >= other.0 {
-            self
-        } else {
-            other
-        }
+        Ftz(self.0.max_nan(other.0))
     }
 
     /// `tf.minimum`: NaN in either operand gives NaN.

@@ -47,6 +47,10 @@ pub trait Registers: Copy + Send + Sync + 'static {
     fn abs(self) -> Self;
     /// The magnitudes of `self` with the signs of `sign`.
     fn copysign(self, sign: Self) -> Self;
+    /// `tf.maximum` ([`super::Arith::max_nan`]): each lane `other` where `self < other` or
+    /// `other` is NaN, unless `self` is NaN; the comparisons under the processor's flush mode,
+    /// as the scalar ones, and each lane one operand's bits.
+    fn max_nan(self, other: Self) -> Self;
     /// A value clip ([`super::Arith::clip_to`]) with bounds that are not NaN: `minps(hi, x)`
     /// is `hi < x ? hi : x` and gives `x` when it is NaN, and `maxps(lo, ..)` likewise.
     fn clip_to(self, hi: Self, lo: Self) -> Self;
@@ -160,6 +164,13 @@ impl Registers for Ymm4 {
     #[inline(always)]
     fn abs(self) -> Self {
         Ymm4(each!(self.0, |x| _mm256_andnot_ps(_mm256_set1_ps(-0.0), x)))
+    }
+    #[inline(always)]
+    fn max_nan(self, other: Self) -> Self {
+        Ymm4(each!(self.0, other.0, |a, b| {
+            let take_b = _mm256_and_ps(_mm256_cmp_ps::<_CMP_NGE_UQ>(a, b), _mm256_cmp_ps::<_CMP_ORD_Q>(a, a));
+            _mm256_blendv_ps(a, b, take_b)
+        }))
     }
     #[inline(always)]
     fn clip_to(self, hi: Self, lo: Self) -> Self {
@@ -312,6 +323,13 @@ impl Registers for Zmm2 {
     #[inline(always)]
     fn abs(self) -> Self {
         Zmm2(each!(self.0, |x| _mm512_abs_ps(x)))
+    }
+    #[inline(always)]
+    fn max_nan(self, other: Self) -> Self {
+        Zmm2(each!(self.0, other.0, |a, b| {
+            let take_b = _mm512_cmp_ps_mask::<_CMP_NGE_UQ>(a, b) & _mm512_cmp_ps_mask::<_CMP_ORD_Q>(a, a);
+            _mm512_mask_blend_ps(take_b, a, b)
+        }))
     }
     #[inline(always)]
     fn clip_to(self, hi: Self, lo: Self) -> Self {

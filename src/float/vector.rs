@@ -7,9 +7,8 @@
 //!
 //! [`Vector`] is generic over the registers ([`super::registers`]): four AVX registers at the AVX2
 //! level, two AVX-512 registers at the AVX-512 level. Its functions run only inside functions
-//! compiled for the registers' level. Comparisons are not defined (the loops that use these
-//! types have no `tf.maximum`); a value clip is one operation of its own
-//! ([`Arith::clip_to`]).
+//! compiled for the registers' level. Comparisons are not defined: `tf.maximum` and a value
+//! clip are operations of their own ([`Arith::max_nan`], [`Arith::clip_to`]).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -188,6 +187,11 @@ impl<R: Registers, T: LaneElement> Arith for Vector<R, T> {
     fn copysign(self, sign: Self) -> Self {
         Vector(self.0.copysign(sign.0), PhantomData)
     }
+    /// Exact: each lane is one of its operands.
+    #[inline(always)]
+    fn max_nan(self, other: Self) -> Self {
+        Vector(self.0.max_nan(other.0), PhantomData)
+    }
     /// Exact: each lane is one of its operands. The bounds are not NaN (the lanes run value
     /// clips with numbers as bounds only).
     #[inline(always)]
@@ -328,6 +332,39 @@ mod tests {
                             assert_eq!(vb[lane].to_bits(), wb.to_bits(), "bf16 {:#x} to ({hi}, {lo})", chunk[lane]);
                         }
                         assert_eq!(vh[lane].to_bits(), wh.to_bits(), "f16 {:#x} to ({hi}, {lo})", chunk[lane]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `tf.maximum` on lanes gives the scalar one's bits: every bfloat16 and float16 value,
+    /// as either operand, against NaNs, zeros of either sign, infinities, ordinary and tiny
+    /// values (bfloat16's subnormals included: both compare them as zero, and keep their bits).
+    #[test]
+    fn maxima_are_the_scalar_maximum() {
+        at_every_width(maxima::<Ymm4>, maxima::<Zmm2>);
+
+        #[inline(always)]
+        fn maxima<R: Registers>() {
+            let others = [f32::NAN, -f32::NAN, 0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, 1.0, -1.0, 3.0e-5, 1e-40];
+            let all: Vec<u16> = (0..=u16::MAX).collect();
+            for chunk in all.chunks(LANES) {
+                let b: Vec<bf16> = chunk.iter().map(|&x| bf16::from_bits(x)).collect();
+                let h: Vec<f16> = chunk.iter().map(|&x| f16::from_bits(x)).collect();
+                let (vb, vh) = (Vector::<R, bf16>::load(&b), Vector::<R, f16>::load(&h));
+                for other in others {
+                    let o = Vector::<R, bf16>::splat(other);
+                    let (first, second) = (vb.max_nan(o).lanes(), o.max_nan(vb).lanes());
+                    let oh = Vector::<R, f16>::splat(other);
+                    let (first_h, second_h) = (vh.max_nan(oh).lanes(), oh.max_nan(vh).lanes());
+                    for lane in 0..LANES {
+                        let (x, y) = (b[lane].load().get(), h[lane].load().get());
+                        let what = |t: &str| format!("{t} {:#x} and {other:e}", chunk[lane]);
+                        assert_eq!(first[lane].to_bits(), x.max_nan(other).to_bits(), "{}", what("bf16"));
+                        assert_eq!(second[lane].to_bits(), other.max_nan(x).to_bits(), "{}", what("bf16, swapped"));
+                        assert_eq!(first_h[lane].to_bits(), y.max_nan(other).to_bits(), "{}", what("f16"));
+                        assert_eq!(second_h[lane].to_bits(), other.max_nan(y).to_bits(), "{}", what("f16, swapped"));
                     }
                 }
             }

@@ -9,9 +9,9 @@
 //!   square and add it back; without the sums the compiler's loop runs (in cache it measured about
 //!   a tenth faster than this one on a Zen 4, BENCHMARKS.md).
 //!
-//! It serves every gradient op (a loss scale's unscaling, every clip; a value clip with bounds
-//! that are numbers) but not amsgrad (`tf.maximum` would compare lanes). Amsgrad, and the last
-//! elements short of a whole vector, run the portable-vectorized loops.
+//! It serves every form of the step: amsgrad (`tf.maximum` as a lane operation), EMA, and every
+//! gradient op (a loss scale's unscaling, every clip; a value clip with bounds that are
+//! numbers). The last elements short of a whole vector run the portable-vectorized loops.
 
 #[cfg(target_arch = "x86_64")]
 use crate::float::{Arith, HARDWARE_FLUSH as HW, LANES, LaneElement, Registers, Vector, Ymm4, Zmm2};
@@ -44,39 +44,40 @@ pub(crate) enum LanesOp<F> {
 /// The forms of [`LanesOp`], as the lanes kernel's compile-time parameter.
 #[cfg(target_arch = "x86_64")]
 mod form {
-    pub const IDENTITY: u8 = 0;
-    pub const SCALE: u8 = 1;
-    pub const CLAMP: u8 = 2;
-    pub const FULL: u8 = 3;
+    pub(super) const IDENTITY: u8 = 0;
+    pub(super) const SCALE: u8 = 1;
+    pub(super) const CLAMP: u8 = 2;
+    pub(super) const FULL: u8 = 3;
 }
 
 /// Element types whose dense step may run in vector lanes.
 pub(crate) trait DenseLanes: Lane {
     /// Whether [`DenseLanes::dense_lanes`] takes every whole vector at AVX2 and above, with or
-    /// without `sums` (for a gradient op the lanes can run, without amsgrad).
+    /// without `sums` (for a gradient op the lanes can run: every one but a value clip with a
+    /// NaN bound).
     const ALWAYS_IN_LANES: bool = false;
 
     /// Whether the compiler-vectorized loops of this type (the dense step's, and the sparse
     /// step's over rows without a gradient) are compiled for AVX-512 as well as for AVX2. Only
     /// float32's are: its steps outside the lanes are the common ones (every float32 step
-    /// without the report). float64 and the 16-bit steps outside the lanes (amsgrad, clips but
-    /// the global one) run their AVX2 loops on AVX-512 machines, with the same bits: a fifth of
-    /// a static program, for 6–8% of float64's speed in cache and none at memory speed on a
-    /// Zen 4 (BENCHMARKS.md, "Code size").
+    /// without the report). float64 runs its AVX2 loops on AVX-512 machines, with the same
+    /// bits: less code, for 6–11% of float64's speed in cache and none at memory speed on a
+    /// Zen 4 (BENCHMARKS.md, "Code size"). (The 16-bit types step in the lanes.)
     const AVX512_LOOPS: bool = false;
 
     /// Runs the step over the longest prefix of whole vectors it can (none without a vector
     /// type, or below AVX2) and returns that prefix's length. Runs under flush-to-zero.
-    /// `slots` are a variable's values, m, v and its EMA average (empty without EMA). With
+    /// `slots` are a variable's values, m, v, vhat (empty without amsgrad) and its EMA average
+    /// (empty without EMA). With
     /// `sums`, also the report's squares of `grad` (`crate::squares`), and the prefix is whole
     /// groups (`grad` starts one).
     #[inline(always)]
-    fn dense_lanes<const EMA: bool>(
+    fn dense_lanes<const AMSGRAD: bool, const EMA: bool>(
         _s: &StepScalars<Self::Math>,
         _ops: VariableOps,
         _op: LanesOp<Self::Math>,
         _grad: &[Self],
-        _slots: [&mut [Self]; 4],
+        _slots: [&mut [Self]; 5],
         _level: SimdLevel,
         _sums: Option<&mut Squares>,
     ) -> usize {
@@ -94,12 +95,12 @@ macro_rules! dense_lanes {
             const AVX512_LOOPS: bool = $avx512_loops;
 
             #[inline(always)]
-            fn dense_lanes<const EMA: bool>(
+            fn dense_lanes<const AMSGRAD: bool, const EMA: bool>(
                 s: &StepScalars<Self::Math>,
                 ops: VariableOps,
                 op: LanesOp<Self::Math>,
                 grad: &[Self],
-                slots: [&mut [Self]; 4],
+                slots: [&mut [Self]; 5],
                 level: SimdLevel,
                 sums: Option<&mut Squares>,
             ) -> usize {
@@ -108,8 +109,12 @@ macro_rules! dense_lanes {
                 }
                 match level.min(SimdLevel::detected()) {
                     SimdLevel::Portable => 0,
-                    SimdLevel::Avx2 => lanes_in::<Ymm4, $element, EMA>(s, ops, op, grad, slots, sums, |$x| $as_f32),
-                    SimdLevel::Avx512 => lanes_in::<Zmm2, $element, EMA>(s, ops, op, grad, slots, sums, |$x| $as_f32),
+                    SimdLevel::Avx2 => {
+                        lanes_in::<Ymm4, $element, AMSGRAD, EMA>(s, ops, op, grad, slots, sums, |$x| $as_f32)
+                    }
+                    SimdLevel::Avx512 => {
+                        lanes_in::<Zmm2, $element, AMSGRAD, EMA>(s, ops, op, grad, slots, sums, |$x| $as_f32)
+                    }
                 }
             }
         }
@@ -131,12 +136,12 @@ impl DenseLanes for half::f16 {}
 /// [`DenseLanes::dense_lanes`] in registers `R`, whose level the processor has.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn lanes_in<R: Registers, T: Lane + LaneElement, const EMA: bool>(
+fn lanes_in<R: Registers, T: Lane + LaneElement, const AMSGRAD: bool, const EMA: bool>(
     s: &StepScalars<T::Math>,
     ops: VariableOps,
     op: LanesOp<T::Math>,
     grad: &[T],
-    slots: [&mut [T]; 4],
+    slots: [&mut [T]; 5],
     sums: Option<&mut Squares>,
     as_f32: impl Fn(Ftz<T::Math>) -> f32,
 ) -> usize {
@@ -145,10 +150,11 @@ fn lanes_in<R: Registers, T: Lane + LaneElement, const EMA: bool>(
     // master step calls this for every 1024 elements).
     let scalar = |x: Ftz<T::Math>| Ftz::<f32>::new(as_f32(x));
     let s = s.map(scalar);
-    let [var, m, v, average] = slots;
+    let [var, m, v, vhat, average] = slots;
     let whole = if sums.is_some() { GROUP } else { LANES };
     let n = var.len() / whole * whole;
     let (var, m, v) = (&mut var[..n], &mut m[..n], &mut v[..n]);
+    let vhat = if AMSGRAD { &mut vhat[..n] } else { &mut vhat[..0] };
     let average = if EMA { &mut average[..n] } else { &mut average[..0] };
     let grad = &grad[..n];
     let (one, inf) = (Ftz::new(1.0), Ftz::new(f32::INFINITY));
@@ -161,8 +167,19 @@ fn lanes_in<R: Registers, T: Lane + LaneElement, const EMA: bool>(
     };
     macro_rules! run {
         ($form:expr) => {{
-            let kernel =
-                Step::<R, T, { $form }, EMA> { s, ops, parts, grad, var, m, v, average, sums, _registers: PhantomData };
+            let kernel = Step::<R, T, { $form }, AMSGRAD, EMA> {
+                s,
+                ops,
+                parts,
+                grad,
+                var,
+                m,
+                v,
+                vhat,
+                average,
+                sums,
+                _registers: PhantomData,
+            };
             // SAFETY: the caller checked the processor has `R::LEVEL`.
             unsafe { simd::dispatch_supported(R::LEVEL, kernel) }
         }};
@@ -178,7 +195,7 @@ fn lanes_in<R: Registers, T: Lane + LaneElement, const EMA: bool>(
 
 /// The step over whole vectors, as a kernel run at its registers' level (`R::LEVEL`).
 #[cfg(target_arch = "x86_64")]
-struct Step<'a, R, T, const FORM: u8, const EMA: bool> {
+struct Step<'a, R, T, const FORM: u8, const AMSGRAD: bool, const EMA: bool> {
     s: StepScalars<f32>,
     ops: VariableOps,
     /// The gradient op's `[r, a, d, hi, lo]` ([`LanesOp`]), those its form leaves out neutral.
@@ -187,6 +204,7 @@ struct Step<'a, R, T, const FORM: u8, const EMA: bool> {
     var: &'a mut [T],
     m: &'a mut [T],
     v: &'a mut [T],
+    vhat: &'a mut [T],
     average: &'a mut [T],
     sums: Option<&'a mut Squares>,
     _registers: PhantomData<R>,
@@ -197,23 +215,25 @@ struct Step<'a, R, T, const FORM: u8, const EMA: bool> {
 const _: () = assert!(LANES == crate::squares::LANES && GROUP.is_multiple_of(LANES));
 
 #[cfg(target_arch = "x86_64")]
-impl<R: Registers, T: LaneElement, const FORM: u8, const EMA: bool> Kernel for Step<'_, R, T, FORM, EMA> {
+impl<R: Registers, T: LaneElement, const FORM: u8, const AMSGRAD: bool, const EMA: bool> Kernel
+    for Step<'_, R, T, FORM, AMSGRAD, EMA>
+{
     type Output = ();
 
     #[inline(always)]
     fn run(self) {
         type V<R, T> = Vector<R, T>;
-        let Step { s, ops, parts, grad, var, m, v, average, sums, _registers } = self;
+        let Step { s, ops, parts, grad, var, m, v, vhat, average, sums, _registers } = self;
         let splat = |x: Ftz<f32>| Ftz::<V<R, T>>::new(V::<R, T>::splat(x.get()));
         let s = s.map(splat);
         let [r, a, d, hi, lo] = parts.map(|x| splat(x).mode::<HW>());
         // Rows of whole vectors, all of one length (checked once here, so not per row).
         let (grad, var) = (grad.as_chunks::<LANES>().0, var.as_chunks_mut::<LANES>().0);
         let (m, v) = (m.as_chunks_mut::<LANES>().0, v.as_chunks_mut::<LANES>().0);
-        let average = average.as_chunks_mut::<LANES>().0;
+        let (vhat, average) = (vhat.as_chunks_mut::<LANES>().0, average.as_chunks_mut::<LANES>().0);
         let rows = var.len();
-        assert!(grad.len() == rows && m.len() == rows && v.len() == rows && (!EMA || average.len() == rows));
-        let mut unused = V::<R, T>::ZERO;
+        assert!(grad.len() == rows && m.len() == rows && v.len() == rows);
+        assert!((!AMSGRAD || vhat.len() == rows) && (!EMA || average.len() == rows));
         // Steps row `i` and gives its gradient as given. A macro, not a closure: everything
         // here must inline into the function compiled for the SIMD level.
         macro_rules! step {
@@ -229,13 +249,17 @@ impl<R: Registers, T: LaneElement, const FORM: u8, const EMA: bool> Kernel for S
                 };
                 let (mut x, mut mt, mut vt) =
                     (V::<R, T>::load(&var[i]), V::<R, T>::load(&m[i]), V::<R, T>::load(&v[i]));
+                let mut vh = if AMSGRAD { V::<R, T>::load(&vhat[i]) } else { V::<R, T>::ZERO };
                 let mut avg = if EMA { V::<R, T>::load(&average[i]) } else { V::<R, T>::ZERO };
-                dense_element::<V<R, T>, false, EMA, HW>(&s, ops, g, &mut x, &mut mt, &mut vt, &mut unused, &mut avg);
+                dense_element::<V<R, T>, AMSGRAD, EMA, HW>(&s, ops, g, &mut x, &mut mt, &mut vt, &mut vh, &mut avg);
                 x.store(&mut var[i]);
                 mt.store(&mut m[i]);
                 vt.store(&mut v[i]);
                 if EMA {
                     avg.store(&mut average[i]);
+                }
+                if AMSGRAD {
+                    vh.store(&mut vhat[i]);
                 }
                 given
             }};

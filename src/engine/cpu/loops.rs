@@ -522,14 +522,14 @@ fn dense_dispatch<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool,
 ) {
     let _flush = FlushToZero::new();
     let in_lanes = match clip.lanes_op() {
-        Some(op) if !AMSGRAD => {
-            let lanes = [&mut *slots.var, &mut *slots.m, &mut *slots.v, &mut *slots.average];
-            F::dense_lanes::<EMA>(s, ops, op, grad, lanes, isa, sums.as_deref_mut())
+        Some(op) => {
+            let lanes = [&mut *slots.var, &mut *slots.m, &mut *slots.v, &mut *slots.vhat, &mut *slots.average];
+            F::dense_lanes::<AMSGRAD, EMA>(s, ops, op, grad, lanes, isa, sums.as_deref_mut())
         }
         _ => 0,
     };
     let (grad, slots) = if in_lanes > 0 { (&grad[in_lanes..], slots.split_at(in_lanes).1) } else { (grad, slots) };
-    if F::ALWAYS_IN_LANES && C::IN_LANES && !AMSGRAD {
+    if F::ALWAYS_IN_LANES && C::IN_LANES {
         // At AVX2 and above the vector lanes took every whole vector (every whole group with
         // `sums`): what is left is shorter, and the portable loop runs it. So no SIMD copy of
         // this mode's dense loop is compiled at all.
