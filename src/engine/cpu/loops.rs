@@ -574,6 +574,7 @@ fn dense_fallback<F: Lane, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: b
     }
 }
 
+/// [`dense_chunk`] with the fused op: one copy per type and amsgrad / EMA mode.
 #[inline(never)]
 fn dense_portable_fused<F: Lane, const AMSGRAD: bool, const EMA: bool>(
     s: &StepScalars<F::Math>,
