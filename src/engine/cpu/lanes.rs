@@ -157,20 +157,12 @@ fn lanes_in<R: Registers, T: Lane + LaneElement, const AMSGRAD: bool, const EMA:
     let vhat = if AMSGRAD { &mut vhat[..n] } else { &mut vhat[..0] };
     let average = if EMA { &mut average[..n] } else { &mut average[..0] };
     let grad = &grad[..n];
-    let (one, inf) = (Ftz::new(1.0), Ftz::new(f32::INFINITY));
-    // The op's parts as float32, the unused ones neutral.
-    let (parts, form) = match op {
-        LanesOp::Identity => ([one, one, one, inf, -inf], form::IDENTITY),
-        LanesOp::Scale(r, a) => ([scalar(r), scalar(a), one, inf, -inf], form::SCALE),
-        LanesOp::Clamp { r, hi, lo } => ([scalar(r), one, one, scalar(hi), scalar(lo)], form::CLAMP),
-        LanesOp::Full { r, a, d, hi, lo } => ([r, a, d, hi, lo].map(scalar), form::FULL),
-    };
     macro_rules! run {
-        ($form:expr) => {{
+        ($form:expr, $parts:expr) => {{
             let kernel = Step::<R, T, { $form }, AMSGRAD, EMA> {
                 s,
                 ops,
-                parts,
+                parts: $parts,
                 grad,
                 var,
                 m,
@@ -184,11 +176,13 @@ fn lanes_in<R: Registers, T: Lane + LaneElement, const AMSGRAD: bool, const EMA:
             unsafe { simd::dispatch_supported(R::LEVEL, kernel) }
         }};
     }
-    match form {
-        form::IDENTITY => run!(form::IDENTITY),
-        form::SCALE => run!(form::SCALE),
-        form::CLAMP => run!(form::CLAMP),
-        _ => run!(form::FULL),
+    // The op's parts as float32, those its form leaves out neutral.
+    let (one, inf) = (Ftz::new(1.0), Ftz::new(f32::INFINITY));
+    match op {
+        LanesOp::Identity => run!(form::IDENTITY, [one, one, one, inf, -inf]),
+        LanesOp::Scale(r, a) => run!(form::SCALE, [scalar(r), scalar(a), one, inf, -inf]),
+        LanesOp::Clamp { r, hi, lo } => run!(form::CLAMP, [scalar(r), one, one, scalar(hi), scalar(lo)]),
+        LanesOp::Full { r, a, d, hi, lo } => run!(form::FULL, [r, a, d, hi, lo].map(scalar)),
     }
     n
 }
