@@ -51,6 +51,7 @@ pub fn square<S: Arith, const HW: bool>(x: S) -> S {
 /// A lane plus the square of `x`, `lane + x · x`, each operation rounded and flushed as in
 /// [`square`] and [`add_row`]: what the vector loops do to a row of lanes held in registers.
 #[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the vector loops are x86-64's
 pub fn plus_square<S: Arith, const HW: bool>(lane: S, x: S) -> S {
     (Ftz::<S, HW>::new(lane) + Ftz::new(square::<S, HW>(x))).get()
 }

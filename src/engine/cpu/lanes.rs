@@ -63,6 +63,7 @@ pub(crate) trait DenseLanes: Lane {
     /// without the report). float64 runs its AVX2 loops on AVX-512 machines, with the same
     /// bits: less code, for 6–11% of float64's speed in cache and none at memory speed on a
     /// Zen 4 (BENCHMARKS.md, "Code size"). (The 16-bit types step in the lanes.)
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     const AVX512_LOOPS: bool = false;
 
     /// Runs the step over the longest prefix of whole vectors it can (none without a vector

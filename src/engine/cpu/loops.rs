@@ -590,6 +590,7 @@ fn dense_portable_fused<F: Lane, const AMSGRAD: bool, const EMA: bool>(
 /// The dense loop of the SIMD levels: with the report's sums only for an op whose SIMD loops
 /// sum them (`ClipOp::SUMS_IN_SIMD`; `dense_dispatch` sends the others to the portable loop).
 #[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn dense_simd<F: Lane, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
     s: &StepScalars<F::Math>,
     ops: VariableOps,
