@@ -255,35 +255,52 @@ fn sixteen_bit_and_float64_variables_report_the_documented_norms() {
 
 #[test]
 fn masters_and_sparse_gradients_report_their_norms() {
-    // A bfloat16 variable with a master copy: the gradient widened exactly, then summed.
-    let mut opt = Optimizer::new(Config { master_weights: true, threads: 3, ..Config::default() }).unwrap();
-    opt.set_report_norms(true);
-    let n = 70_000;
-    let init: Vec<bf16> = noise(1, n).iter().map(|&x| bf16::from_f32(x)).collect();
-    opt.build(
-        &[VariableSpec::new("b", DType::BF16, &[n]), VariableSpec::new("e", DType::F32, &[50, 4])],
-        &[TensorRef::BF16(&init), TensorRef::F32(&[0.0; 200])],
-    )
-    .unwrap();
-    let mut b = init.clone();
-    let g: Vec<bf16> = noise(2, n).iter().map(|&x| bf16::from_f32(x)).collect();
-    let mut e = vec![0.25f32; 200];
-    let (indices, rows) = ([3i64, 7, 3], noise(3, 12));
-    let mut entries = [
-        GradientEntry::dense(0, ArrayViewMut1::from(&mut b[..]), ArrayView1::from(&g[..])).unwrap(),
-        GradientEntry::sparse(
-            1,
-            ArrayViewMut2::from_shape((50, 4), &mut e[..]).unwrap(),
-            &indices,
-            ArrayView2::from_shape((3, 4), &rows[..]).unwrap(),
+    // Variables with a master copy: the gradient widened exactly, then summed (the whole groups
+    // as they are widened, in vector lanes at AVX2 and above), at every SIMD level. 70,000
+    // elements on 3 threads: tasks of whole pieces and a last one that ends mid-group.
+    for level in [SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512] {
+        if level > SimdLevel::detected() {
+            continue;
+        }
+        adamw::set_simd_level(Some(level));
+        let mut opt = Optimizer::new(Config { master_weights: true, threads: 3, ..Config::default() }).unwrap();
+        opt.set_report_norms(true);
+        let n = 70_000;
+        let init: Vec<bf16> = noise(1, n).iter().map(|&x| bf16::from_f32(x)).collect();
+        let init_h: Vec<f16> = noise(4, n).iter().map(|&x| f16::from_f32(x)).collect();
+        opt.build(
+            &[
+                VariableSpec::new("b", DType::BF16, &[n]),
+                VariableSpec::new("e", DType::F32, &[50, 4]),
+                VariableSpec::new("h", DType::F16, &[n]),
+            ],
+            &[TensorRef::BF16(&init), TensorRef::F32(&[0.0; 200]), TensorRef::F16(&init_h)],
         )
-        .unwrap(),
-    ];
-    opt.apply_gradients(&mut entries[..]).unwrap();
-    let want_b = documented_sum(&g.iter().map(|x| x.to_f32()).collect::<Vec<_>>()).sqrt();
-    // A sparse gradient: its values as passed (a repeated row counted each time), in one task.
-    let want_e = documented_sum(&rows).sqrt();
-    assert_eq!(opt.gradient_norms(), [want_b, want_e]);
+        .unwrap();
+        let (mut b, mut h) = (init.clone(), init_h.clone());
+        let g: Vec<bf16> = noise(2, n).iter().map(|&x| bf16::from_f32(x)).collect();
+        let gh: Vec<f16> = noise(5, n).iter().map(|&x| f16::from_f32(x)).collect();
+        let mut e = vec![0.25f32; 200];
+        let (indices, rows) = ([3i64, 7, 3], noise(3, 12));
+        let mut entries = [
+            GradientEntry::dense(0, ArrayViewMut1::from(&mut b[..]), ArrayView1::from(&g[..])).unwrap(),
+            GradientEntry::sparse(
+                1,
+                ArrayViewMut2::from_shape((50, 4), &mut e[..]).unwrap(),
+                &indices,
+                ArrayView2::from_shape((3, 4), &rows[..]).unwrap(),
+            )
+            .unwrap(),
+            GradientEntry::dense(2, ArrayViewMut1::from(&mut h[..]), ArrayView1::from(&gh[..])).unwrap(),
+        ];
+        opt.apply_gradients(&mut entries[..]).unwrap();
+        adamw::set_simd_level(None);
+        let want_b = documented_sum(&g.iter().map(|x| x.to_f32()).collect::<Vec<_>>()).sqrt();
+        // A sparse gradient: its values as passed (a repeated row counted each time), in one task.
+        let want_e = documented_sum(&rows).sqrt();
+        let want_h = documented_sum(&gh.iter().map(|x| x.to_f32()).collect::<Vec<_>>()).sqrt();
+        assert_eq!(opt.gradient_norms(), [want_b, want_e, want_h], "at {level:?}");
+    }
 }
 
 #[cfg(feature = "host-kernels")]

@@ -13,9 +13,10 @@
 //! gradient op (a loss scale's unscaling, every clip; a value clip with bounds that are
 //! numbers). The last elements short of a whole vector run the portable-vectorized loops.
 
+use crate::dtype::Shared;
 #[cfg(target_arch = "x86_64")]
 use crate::float::{Arith, HARDWARE_FLUSH as HW, LANES, LaneElement, Registers, Vector, Ymm4, Zmm2};
-use crate::float::{Ftz, Lane};
+use crate::float::{FlushToZero, Ftz, Lane, Real};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::dense_element;
 use crate::kernels::{StepScalars, VariableOps};
@@ -270,6 +271,95 @@ impl<R: Registers, T: LaneElement, const FORM: u8, const AMSGRAD: bool, const EM
             let mut lanes = V::<R, f32>::ZERO;
             for row in group..group + ROWS_PER_GROUP {
                 lanes = plus_square::<_, HW>(lanes, step!(row).as_f32());
+            }
+            sums.add_group(&lanes.lanes());
+        }
+    }
+}
+
+/// Widens a master step's gradient piece `src` exactly into `dst` (as long) and adds the squares
+/// of the widened values into `sums` (the report's order, `crate::squares`; `src` starts a group
+/// of its task), in one pass: the whole groups in vector lanes at AVX2 and above (each row's
+/// squares added into 32 float32 lanes held in registers, as the step's own vector loops do),
+/// the rest as [`Squares::add`] does. The step then runs without the sums, in the compiler's
+/// loop, which is faster in cache than the vector loop (`lanes.rs`' float32 note).
+pub(crate) fn widen_summed<G: Real>(src: &[G], dst: &mut [f32], sums: &mut Squares, level: SimdLevel) {
+    let simd = level > SimdLevel::Portable;
+    let _flush = FlushToZero::new();
+    let whole = widened_groups_in_lanes(src, dst, sums, level);
+    G::widen_slice(&src[whole..], &mut dst[whole..], simd); // exact for every 16-bit value
+    sums.add(&dst[whole..], simd);
+}
+
+/// The whole groups of [`widen_summed`] in vector lanes, where the level and type allow: their
+/// length (0 where not).
+#[cfg(target_arch = "x86_64")]
+fn widened_groups_in_lanes<G: Real>(src: &[G], dst: &mut [f32], sums: &mut Squares, level: SimdLevel) -> usize {
+    let whole = src.len() / GROUP * GROUP;
+    let tensor = G::wrap::<Shared<'_>>(&src[..whole]);
+    let dst = &mut dst[..whole];
+    macro_rules! run {
+        ($src:expr) => {
+            match level.min(SimdLevel::detected()) {
+                SimdLevel::Portable => return 0,
+                // SAFETY: the processor has the level (`min` with the detected one).
+                SimdLevel::Avx2 => unsafe {
+                    simd::dispatch_supported(
+                        level,
+                        WidenSummed::<Ymm4, _> { src: $src, dst, sums, _registers: PhantomData },
+                    )
+                },
+                // SAFETY: as above.
+                SimdLevel::Avx512 => unsafe {
+                    simd::dispatch_supported(
+                        level,
+                        WidenSummed::<Zmm2, _> { src: $src, dst, sums, _registers: PhantomData },
+                    )
+                },
+            }
+        };
+    }
+    if let Some(src) = tensor.typed::<half::bf16>() {
+        run!(src)
+    } else if let Some(src) = tensor.typed::<half::f16>() {
+        run!(src)
+    } else if let Some(src) = tensor.typed::<f32>() {
+        run!(src)
+    } else {
+        return 0;
+    }
+    whole
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn widened_groups_in_lanes<G: Real>(_: &[G], _: &mut [f32], _: &mut Squares, _: SimdLevel) -> usize {
+    0
+}
+
+/// [`widen_summed`]'s whole groups, as a kernel run at its registers' level (`R::LEVEL`).
+#[cfg(target_arch = "x86_64")]
+struct WidenSummed<'a, R, T> {
+    src: &'a [T],
+    dst: &'a mut [f32],
+    sums: &'a mut Squares,
+    _registers: PhantomData<R>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<R: Registers, T: LaneElement> Kernel for WidenSummed<'_, R, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let WidenSummed { src, dst, sums, _registers } = self;
+        let (src, dst) = (src.as_chunks::<LANES>().0, dst.as_chunks_mut::<LANES>().0);
+        assert!(src.len() == dst.len() && src.len().is_multiple_of(GROUP / LANES));
+        for (src, dst) in src.chunks_exact(GROUP / LANES).zip(dst.chunks_exact_mut(GROUP / LANES)) {
+            let mut lanes = Vector::<R, f32>::ZERO;
+            for (src, dst) in src.iter().zip(dst) {
+                let x = Vector::<R, T>::load(src).as_f32();
+                x.store(dst);
+                lanes = plus_square::<_, HW>(lanes, x);
             }
             sums.add_group(&lanes.lanes());
         }

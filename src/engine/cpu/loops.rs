@@ -15,7 +15,7 @@
 //!   mode TF's kernels run in, and the element functions skip their explicit flushes (`HW`).
 //! - Nothing here allocates.
 
-use super::lanes::{DenseLanes, LanesOp};
+use super::lanes::{DenseLanes, LanesOp, widen_summed};
 use crate::float::{Arith, FlushToZero, Ftz, HARDWARE_FLUSH as HW, Lane, Real};
 use crate::kernels::{
     FusedGradientOp, GradientForm, GradientOp, StepScalars, VariableOps, clamp, dense_element, sparse_element,
@@ -999,9 +999,14 @@ impl<G: Real, H: Real> simd::Kernel for MasterPieces<'_, G, H> {
         for start in (0..grad.len()).step_by(WIDEN) {
             let end = (start + WIDEN).min(grad.len());
             let piece = &mut widened[..end - start];
-            G::widen_slice(&grad[start..end], piece, simd); // exact for every 16-bit value
+            // The report's sums are taken as the gradient is widened (exact for every 16-bit
+            // value), so that the step runs its plain loop.
+            match sums.as_mut() {
+                Some(sums) => widen_summed(&grad[start..end], piece, sums, level),
+                None => G::widen_slice(&grad[start..end], piece, simd),
+            }
             let mut part = slots.sub(start, end);
-            dense_piece(s, ops, op, piece, part.reborrow(), level, sums.as_mut());
+            dense_piece(s, ops, op, piece, part.reborrow(), level, None);
             H::round_slice(part.var, &mut out[start..end], simd);
         }
         sums.map_or(0.0, |sums| sums.total())
