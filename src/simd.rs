@@ -2,7 +2,7 @@
 //!
 //! The processor is asked once (`cpuid`, through std's cached detection); the loops then run the
 //! best level it has, or a lower one when the process asks for it: the environment variable
-//! `ADAMW_SIMD` (`portable`, `avx2` or `avx512`, read once, at the first step) or
+//! `ADAMW_SIMD` (`portable`, `avx2`, `avx512` or `avx512bf16`, read once, at the first step) or
 //! [`set_simd_level`]. Every level gives the same bits (the conformance suites run through each
 //! one the processor has); lower levels exist to test that and to rule a path out.
 //!
@@ -13,8 +13,10 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// An instruction set level of the CPU loops, from the portable one up.
+/// An instruction set level of the CPU loops, from the portable one up. Levels may be added (a
+/// match needs a wildcard arm).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum SimdLevel {
     /// What the build targets (x86-64's SSE2, aarch64's NEON): runs everywhere.
     Portable,
@@ -22,11 +24,14 @@ pub enum SimdLevel {
     Avx2,
     /// AVX-512 F, BW and VL, with AVX2 and F16C.
     Avx512,
+    /// [`SimdLevel::Avx512`] with AVX512_BF16, whose conversions round a bfloat16 step's
+    /// results (`vcvtne2ps2bf16`); every other loop runs as at the AVX-512 level.
+    Avx512Bf16,
 }
 
 impl SimdLevel {
     /// Every level, lowest first.
-    pub const ALL: [SimdLevel; 3] = [SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512];
+    pub const ALL: [SimdLevel; 4] = [SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512, SimdLevel::Avx512Bf16];
 
     /// The level's name, as `ADAMW_SIMD` takes it.
     pub fn name(self) -> &'static str {
@@ -34,6 +39,7 @@ impl SimdLevel {
             SimdLevel::Portable => "portable",
             SimdLevel::Avx2 => "avx2",
             SimdLevel::Avx512 => "avx512",
+            SimdLevel::Avx512Bf16 => "avx512bf16",
         }
     }
 
@@ -50,7 +56,7 @@ impl SimdLevel {
             {
                 use std::arch::is_x86_feature_detected as has;
                 if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx2") && has!("f16c") {
-                    return SimdLevel::Avx512;
+                    return if has!("avx512bf16") { SimdLevel::Avx512Bf16 } else { SimdLevel::Avx512 };
                 }
                 if has!("avx2") && has!("f16c") {
                     return SimdLevel::Avx2;
@@ -117,9 +123,10 @@ pub(crate) fn dispatch<K: Kernel>(level: SimdLevel, kernel: K) -> K::Output {
 #[inline(always)]
 pub(crate) unsafe fn dispatch_supported<K: Kernel>(level: SimdLevel, kernel: K) -> K::Output {
     match level {
-        // SAFETY: the caller's guarantee.
+        // SAFETY: the caller's guarantee (the AVX512_BF16 level has every AVX-512 feature; its
+        // conversions are used only by kernels run through `run_avx512bf16`).
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 => unsafe { run_avx512(kernel) },
+        SimdLevel::Avx512 | SimdLevel::Avx512Bf16 => unsafe { run_avx512(kernel) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx2 => unsafe { run_avx2(kernel) },
@@ -131,7 +138,15 @@ pub(crate) unsafe fn dispatch_supported<K: Kernel>(level: SimdLevel, kernel: K) 
 /// The processor must have AVX-512 F, BW and VL, AVX2 and F16C.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,f16c")]
-unsafe fn run_avx512<K: Kernel>(kernel: K) -> K::Output {
+pub(crate) unsafe fn run_avx512<K: Kernel>(kernel: K) -> K::Output {
+    kernel.run()
+}
+
+/// # Safety
+/// The processor must have AVX-512 F, BW, VL and BF16, AVX2 and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,f16c")]
+pub(crate) unsafe fn run_avx512bf16<K: Kernel>(kernel: K) -> K::Output {
     kernel.run()
 }
 
@@ -139,6 +154,6 @@ unsafe fn run_avx512<K: Kernel>(kernel: K) -> K::Output {
 /// The processor must have AVX2 and F16C.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn run_avx2<K: Kernel>(kernel: K) -> K::Output {
+pub(crate) unsafe fn run_avx2<K: Kernel>(kernel: K) -> K::Output {
     kernel.run()
 }

@@ -112,10 +112,7 @@ fn without_a_clip_the_update_pass_gives_the_documented_norms() {
 fn tiny_squares_count_as_zero_as_the_step_flushes_them() {
     // Gradients below 2e-19: the squares of about half of them are float32 subnormals, which
     // the step's flush-to-zero arithmetic drops, on every SIMD level.
-    for level in [SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512] {
-        if level > SimdLevel::detected() {
-            continue;
-        }
+    for level in SimdLevel::supported() {
         adamw::set_simd_level(Some(level));
         let (opt, grads) = stepped(Config::default(), true, 2, 2e-19);
         adamw::set_simd_level(None);
@@ -131,10 +128,7 @@ fn tiny_squares_count_as_zero_as_the_step_flushes_them() {
 #[test]
 fn the_update_pass_norms_are_the_same_bits_on_every_simd_level() {
     let mut seen = Vec::new();
-    for level in [SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512] {
-        if level > SimdLevel::detected() {
-            continue;
-        }
+    for level in SimdLevel::supported() {
         adamw::set_simd_level(Some(level));
         let (opt, _) = stepped(Config::default(), true, 2, 1.0);
         seen.push(opt.gradient_norms().iter().map(|x| x.to_bits()).collect::<Vec<_>>());
@@ -225,10 +219,7 @@ fn sixteen_bit_and_float64_variables_report_the_documented_norms() {
         documented_sum(&gh.iter().map(|x| x.to_f32()).collect::<Vec<_>>()).sqrt(),
         documented_sum_wide(&gd).sqrt(),
     ];
-    for level in [SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512] {
-        if level > SimdLevel::detected() {
-            continue;
-        }
+    for level in SimdLevel::supported() {
         adamw::set_simd_level(Some(level));
         let mut opt = Optimizer::new(Config { threads: 2, ..Config::default() }).unwrap();
         opt.set_report_norms(true);
@@ -258,10 +249,7 @@ fn masters_and_sparse_gradients_report_their_norms() {
     // Variables with a master copy: the gradient widened exactly, then summed (the whole groups
     // as they are widened, in vector lanes at AVX2 and above), at every SIMD level. 70,000
     // elements on 3 threads: tasks of whole pieces and a last one that ends mid-group.
-    for level in [SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512] {
-        if level > SimdLevel::detected() {
-            continue;
-        }
+    for level in SimdLevel::supported() {
         adamw::set_simd_level(Some(level));
         let mut opt = Optimizer::new(Config { master_weights: true, threads: 3, ..Config::default() }).unwrap();
         opt.set_report_norms(true);

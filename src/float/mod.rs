@@ -18,7 +18,7 @@ pub use arith::{Arith, FlushToZero, Ftz, HARDWARE_FLUSH, Lane};
 pub use real::{Real, libm_cosf, libm_logf};
 pub(crate) use real::{round_into, widen};
 #[cfg(target_arch = "x86_64")]
-pub(crate) use registers::{Registers, Ymm4, Zmm2};
+pub(crate) use registers::{Registers, Ymm4, Zmm2, Zmm2Bf16};
 #[cfg(any(feature = "cuda", feature = "host-kernels"))]
 pub(crate) use sixteen::{Bf16Math, F16Math};
 #[cfg(target_arch = "x86_64")]

@@ -4,6 +4,8 @@
 //!
 //! - [`Ymm4`]: four AVX registers. Every function needs AVX2 and F16C.
 //! - [`Zmm2`]: two AVX-512 registers. Every function needs AVX-512 F and BW (with AVX2 and F16C).
+//!   `Zmm2<true>` ([`Zmm2Bf16`]) also needs AVX512_BF16: it rounds to bfloat16 with
+//!   `vcvtne2ps2bf16`, and loads and stores bfloat16 a whole 64-byte row at a time.
 //!
 //! The functions are `#[inline(always)]` and run only inside functions compiled for those
 //! features ([`crate::simd`]'s dispatch at [`Registers::LEVEL`] or above): that is the safety
@@ -14,6 +16,10 @@
 //! default NaN). Both widths round the same way: bfloat16 in integer lanes (add `0x7fff` plus the
 //! kept lowest bit, clear the low half), float16 by a `vcvtps2ph` / `vcvtph2ps` round trip, which
 //! rounds to nearest even, keeps float16's subnormals and overflows to infinity, as IEEE does.
+//! `vcvtne2ps2bf16` rounds to nearest even too; it reads a subnormal as zero and flushes a
+//! subnormal result, neither of which an operation's result under flush-to-zero can give (a
+//! normal float32 rounds to a normal bfloat16, whose exponent range is float32's), and it keeps a
+//! NaN's high bits, quieted, as the integer rounding does with zero low bits.
 
 // Index loops over registers: every call between an intrinsic and the function compiled for
 // the level must be inlined, and iterator adapters are not sure to be.
@@ -23,7 +29,7 @@ use std::arch::x86_64::*;
 
 use half::{bf16, f16};
 
-use crate::simd::SimdLevel;
+use crate::simd::{self, Kernel, SimdLevel};
 
 /// Float32 lanes per [`Registers`] value.
 pub(crate) const LANES: usize = 32;
@@ -32,6 +38,13 @@ pub(crate) const LANES: usize = 32;
 pub trait Registers: Copy + Send + Sync + 'static {
     /// The SIMD level whose features every function needs.
     const LEVEL: SimdLevel;
+
+    /// Runs `kernel` compiled for the features of [`Registers::LEVEL`].
+    ///
+    /// # Safety
+    /// The processor must have the level (`Self::LEVEL <= SimdLevel::detected()`).
+    unsafe fn run<K: Kernel>(kernel: K) -> K::Output;
+
     const ZERO: Self;
     const ONE: Self;
     const INFINITY: Self;
@@ -65,7 +78,14 @@ pub trait Registers: Copy + Send + Sync + 'static {
     /// The lanes into `dst[..LANES]`.
     fn store_f32(self, dst: &mut [f32]);
     /// `src[..LANES]` widened exactly (a signaling NaN is quieted, as `bf16_to_f32` does).
-    fn load_bf16(src: &[bf16]) -> Self;
+    #[inline(always)]
+    fn load_bf16(src: &[bf16]) -> Self {
+        Self::widen_bf16(src).quiet()
+    }
+    /// `src[..LANES]` widened bit for bit: a signaling NaN stays signaling.
+    fn widen_bf16(src: &[bf16]) -> Self;
+    /// Each NaN lane made quiet (its quiet bit set; other lanes as they are).
+    fn quiet(self) -> Self;
     /// The lanes, bfloat16 values, into `dst[..LANES]` (exact).
     fn store_bf16(self, dst: &mut [bf16]);
     /// `src[..LANES]` widened exactly (`vcvtph2ps` quiets a signaling NaN and widens
@@ -123,6 +143,12 @@ macro_rules! each {
 
 impl Registers for Ymm4 {
     const LEVEL: SimdLevel = SimdLevel::Avx2;
+
+    #[inline(always)]
+    unsafe fn run<K: Kernel>(kernel: K) -> K::Output {
+        // SAFETY: the caller's guarantee.
+        unsafe { simd::run_avx2(kernel) }
+    }
     const ZERO: Self = splat_const(0.0);
     const ONE: Self = splat_const(1.0);
     const INFINITY: Self = splat_const(f32::INFINITY);
@@ -220,22 +246,28 @@ impl Registers for Ymm4 {
         }
     }
     #[inline(always)]
-    fn load_bf16(src: &[bf16]) -> Self {
+    fn widen_bf16(src: &[bf16]) -> Self {
         let src = &src[..LANES];
         let mut x = Self::ZERO.0;
         for k in 0..4 {
             // SAFETY: AVX2; 16 bytes are readable at src[8 * k] (eight elements).
             x[k] = unsafe {
                 let halves = _mm_loadu_si128(src.as_ptr().add(8 * k).cast::<__m128i>());
-                let wide = _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(halves));
-                // A NaN (magnitude above infinity's) is quieted.
-                let magnitude = _mm256_and_si256(wide, _mm256_set1_epi32(0x7fff_ffff));
-                let nan = _mm256_cmpgt_epi32(magnitude, _mm256_set1_epi32(0x7f80_0000));
-                let quiet = _mm256_and_si256(nan, _mm256_set1_epi32(0x0040_0000));
-                _mm256_castsi256_ps(_mm256_or_si256(wide, quiet))
+                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(halves)))
             };
         }
         Ymm4(x)
+    }
+    #[inline(always)]
+    fn quiet(self) -> Self {
+        Ymm4(each!(self.0, |x| {
+            // A NaN's magnitude is above infinity's.
+            let wide = _mm256_castps_si256(x);
+            let magnitude = _mm256_and_si256(wide, _mm256_set1_epi32(0x7fff_ffff));
+            let nan = _mm256_cmpgt_epi32(magnitude, _mm256_set1_epi32(0x7f80_0000));
+            let quiet = _mm256_and_si256(nan, _mm256_set1_epi32(0x0040_0000));
+            _mm256_castsi256_ps(_mm256_or_si256(wide, quiet))
+        }))
     }
     #[inline(always)]
     fn store_bf16(self, dst: &mut [bf16]) {
@@ -273,13 +305,71 @@ impl Registers for Ymm4 {
     }
 }
 
-/// Two AVX-512 registers: [`LANES`] float32 lanes with AVX-512 F and BW.
+/// Two AVX-512 registers: [`LANES`] float32 lanes with AVX-512 F and BW; with `BF16`, also
+/// AVX512_BF16's conversions for bfloat16 (the same bits).
 #[derive(Clone, Copy)]
 #[repr(transparent)]
-pub struct Zmm2([__m512; 2]);
+pub struct Zmm2<const BF16: bool = false>([__m512; 2]);
 
-impl Registers for Zmm2 {
-    const LEVEL: SimdLevel = SimdLevel::Avx512;
+/// [`Zmm2`] with AVX512_BF16.
+pub type Zmm2Bf16 = Zmm2<true>;
+
+/// Word indices for `vpermw`/`vpermt2w`: each float32 lane's bfloat16 is its high word, so the
+/// row's `k`-th value is word `2k + 1` of its register.
+mod words {
+    use std::arch::x86_64::__m512i;
+
+    /// The indices as a register.
+    const fn register(words: [u16; 32]) -> __m512i {
+        // SAFETY: 64 bytes of integers, any bits valid.
+        unsafe { std::mem::transmute::<[u16; 32], __m512i>(words) }
+    }
+    /// `(low, high, narrow)`, see below.
+    const fn tables() -> [[u16; 32]; 3] {
+        let mut t = [[0u16; 32]; 3];
+        let mut i = 0;
+        while i < 32 {
+            t[0][i] = (i / 2) as u16;
+            t[1][i] = (16 + i / 2) as u16;
+            t[2][i] = if i < 16 { 2 * i + 1 } else { 32 + 2 * (i - 16) + 1 } as u16;
+            i += 1;
+        }
+        t
+    }
+    /// Word `2k + 1` of the result is word `k` (the row's first sixteen values, packed).
+    pub(super) const WIDEN_LOW: __m512i = register(tables()[0]);
+    /// Word `2k + 1` of the result is word `16 + k` (the row's last sixteen values).
+    pub(super) const WIDEN_HIGH: __m512i = register(tables()[1]);
+    /// Word `k` is the high word of lane `k` of the first register, then of the second
+    /// (`vpermt2w`: bit 5 of an index picks the second).
+    pub(super) const NARROW: __m512i = register(tables()[2]);
+    /// The odd words: the high word of every float32 lane.
+    pub(super) const HIGH_WORDS: u32 = 0xaaaa_aaaa;
+}
+
+impl<const BF16: bool> Zmm2<BF16> {
+    /// A row of 32 bfloat16 values, packed in one register, widened exactly into the lanes
+    /// (AVX-512 BW; the high word of each lane, the low word zero).
+    #[inline(always)]
+    fn widen_bf16_row(packed: __m512i) -> [__m512i; 2] {
+        // SAFETY: AVX-512 BW, see the module's documentation.
+        unsafe {
+            [
+                _mm512_maskz_permutexvar_epi16(words::HIGH_WORDS, words::WIDEN_LOW, packed),
+                _mm512_maskz_permutexvar_epi16(words::HIGH_WORDS, words::WIDEN_HIGH, packed),
+            ]
+        }
+    }
+}
+
+impl<const BF16: bool> Registers for Zmm2<BF16> {
+    const LEVEL: SimdLevel = if BF16 { SimdLevel::Avx512Bf16 } else { SimdLevel::Avx512 };
+
+    #[inline(always)]
+    unsafe fn run<K: Kernel>(kernel: K) -> K::Output {
+        // SAFETY: the caller's guarantee.
+        unsafe { if BF16 { simd::run_avx512bf16(kernel) } else { simd::run_avx512(kernel) } }
+    }
     const ZERO: Self = splat_const(0.0);
     const ONE: Self = splat_const(1.0);
     const INFINITY: Self = splat_const(f32::INFINITY);
@@ -349,6 +439,14 @@ impl Registers for Zmm2 {
     }
     #[inline(always)]
     fn round_bf16(self) -> Self {
+        if BF16 {
+            // SAFETY: AVX512_BF16 (`BF16`) and BW; the conversion packs the first register's
+            // values into the low words, the second's into the high ones.
+            let packed = unsafe { std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(self.0[1], self.0[0])) };
+            let [low, high] = Self::widen_bf16_row(packed);
+            // SAFETY: AVX-512 F.
+            return Zmm2(unsafe { [_mm512_castsi512_ps(low), _mm512_castsi512_ps(high)] });
+        }
         Zmm2(each!(self.0, |x| {
             _mm512_castsi512_ps(bf16_rounding!(
                 _mm512_castps_si512(x),
@@ -383,25 +481,46 @@ impl Registers for Zmm2 {
         }
     }
     #[inline(always)]
-    fn load_bf16(src: &[bf16]) -> Self {
+    fn widen_bf16(src: &[bf16]) -> Self {
         let src = &src[..LANES];
+        if BF16 {
+            // SAFETY: AVX-512 F; 64 bytes (the row) are readable at src.
+            let [low, high] = Self::widen_bf16_row(unsafe { _mm512_loadu_si512(src.as_ptr().cast()) });
+            // SAFETY: AVX-512 F.
+            return Zmm2(unsafe { [_mm512_castsi512_ps(low), _mm512_castsi512_ps(high)] });
+        }
         let mut x = Self::ZERO.0;
         for k in 0..2 {
             // SAFETY: AVX-512 F; 32 bytes are readable at src[16 * k] (sixteen elements).
             x[k] = unsafe {
                 let halves = _mm256_loadu_si256(src.as_ptr().add(16 * k).cast::<__m256i>());
-                let wide = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(halves));
-                // A NaN (magnitude above infinity's) is quieted.
-                let magnitude = _mm512_and_si512(wide, _mm512_set1_epi32(0x7fff_ffff));
-                let nan = _mm512_cmpgt_epi32_mask(magnitude, _mm512_set1_epi32(0x7f80_0000));
-                _mm512_castsi512_ps(_mm512_mask_or_epi32(wide, nan, wide, _mm512_set1_epi32(0x0040_0000)))
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(halves)))
             };
         }
         Zmm2(x)
     }
     #[inline(always)]
+    fn quiet(self) -> Self {
+        Zmm2(each!(self.0, |x| {
+            // A NaN's magnitude is above infinity's.
+            let wide = _mm512_castps_si512(x);
+            let magnitude = _mm512_and_si512(wide, _mm512_set1_epi32(0x7fff_ffff));
+            let nan = _mm512_cmpgt_epi32_mask(magnitude, _mm512_set1_epi32(0x7f80_0000));
+            _mm512_castsi512_ps(_mm512_mask_or_epi32(wide, nan, wide, _mm512_set1_epi32(0x0040_0000)))
+        }))
+    }
+    #[inline(always)]
     fn store_bf16(self, dst: &mut [bf16]) {
         let dst = &mut dst[..LANES];
+        if BF16 {
+            // SAFETY: AVX-512 F and BW; 64 bytes are writable at dst. The lanes are bfloat16
+            // values: their high words are the bits, which `vpermt2w` packs in order.
+            unsafe {
+                let (a, b) = (_mm512_castps_si512(self.0[0]), _mm512_castps_si512(self.0[1]));
+                _mm512_storeu_si512(dst.as_mut_ptr().cast(), _mm512_permutex2var_epi16(a, words::NARROW, b));
+            }
+            return;
+        }
         for k in 0..2 {
             // SAFETY: AVX-512 F; 32 bytes are writable at dst[16 * k]. The lanes are bfloat16
             // values: their high halves are the bits, which `vpmovdw` keeps.

@@ -27,6 +27,13 @@ pub trait LaneElement: Copy + Send + Sync + fmt::Debug + 'static {
     fn round<R: Registers>(x: R) -> R;
     /// `src[..LANES]` widened exactly.
     fn load<R: Registers>(src: &[Self]) -> R;
+    /// `src[..LANES]` widened exactly, for values that only enter arithmetic: a signaling NaN
+    /// may stay signaling (the first operation quiets it and keeps its payload, as an IEEE
+    /// operation on x86-64 does, so the result is the bits of one on the loaded value).
+    #[inline(always)]
+    fn load_operand<R: Registers>(src: &[Self]) -> R {
+        Self::load(src)
+    }
     /// The lanes (values of the dtype) into `dst[..LANES]`, exactly.
     fn store<R: Registers>(x: R, dst: &mut [Self]);
 }
@@ -54,6 +61,10 @@ impl LaneElement for bf16 {
     #[inline(always)]
     fn load<R: Registers>(src: &[bf16]) -> R {
         R::load_bf16(src)
+    }
+    #[inline(always)]
+    fn load_operand<R: Registers>(src: &[bf16]) -> R {
+        R::widen_bf16(src)
     }
     #[inline(always)]
     fn store<R: Registers>(x: R, dst: &mut [bf16]) {
@@ -93,6 +104,12 @@ impl<R: Registers, T: LaneElement> Vector<R, T> {
     #[inline(always)]
     pub fn load(src: &[T]) -> Self {
         Vector(T::load(src), PhantomData)
+    }
+    /// Elements `src[..LANES]`, widened exactly, for values that only enter arithmetic
+    /// ([`LaneElement::load_operand`]: a signaling NaN may stay signaling).
+    #[inline(always)]
+    pub fn load_operand(src: &[T]) -> Self {
+        Vector(T::load_operand(src), PhantomData)
     }
     /// The lanes into `dst[..LANES]` (exact: every lane holds a value of `T`).
     #[inline(always)]
@@ -207,13 +224,13 @@ impl<R: Registers, T: LaneElement> Arith for Vector<R, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::float::registers::{Ymm4, Zmm2};
+    use crate::float::registers::{Ymm4, Zmm2, Zmm2Bf16};
     use crate::float::{Bf16Math, F16Math, FlushToZero, Ftz, Lane};
-    use crate::simd::{Kernel, SimdLevel, dispatch};
+    use crate::simd::{Kernel, SimdLevel};
 
-    /// Runs `ymm` compiled for AVX2 and `zmm` compiled for AVX-512, under flush-to-zero, each
-    /// where the processor has the level.
-    fn at_every_width(ymm: fn(), zmm: fn()) {
+    /// Runs `ymm` compiled for AVX2, `zmm` for AVX-512 and `zmm_bf16` for AVX512_BF16, under
+    /// flush-to-zero, each where the processor has the level.
+    fn at_every_width(ymm: fn(), zmm: fn(), zmm_bf16: fn()) {
         struct Run(fn());
         impl Kernel for Run {
             type Output = ();
@@ -223,11 +240,18 @@ mod tests {
             }
         }
         let _flush = FlushToZero::new();
-        for (level, f, name) in [(SimdLevel::Avx2, ymm, "AVX2"), (SimdLevel::Avx512, zmm, "AVX-512")] {
-            if SimdLevel::detected() >= level {
-                dispatch(level, Run(f));
-            } else {
-                eprintln!("skipped at {name}: this processor does not have it");
+        for (level, f) in [(Ymm4::LEVEL, ymm), (Zmm2::<false>::LEVEL, zmm), (Zmm2Bf16::LEVEL, zmm_bf16)] {
+            if SimdLevel::detected() < level {
+                eprintln!("skipped at {}: this processor does not have it", level.name());
+                continue;
+            }
+            // SAFETY: the processor has the level (checked above).
+            unsafe {
+                match level {
+                    SimdLevel::Avx2 => Ymm4::run(Run(f)),
+                    SimdLevel::Avx512 => <Zmm2>::run(Run(f)),
+                    _ => Zmm2Bf16::run(Run(f)),
+                }
             }
         }
     }
@@ -237,7 +261,7 @@ mod tests {
     /// payloads, subnormals) round as the scalar roundings of operation results.
     #[test]
     fn lanes_are_the_scalar_arithmetic() {
-        at_every_width(unary::<Ymm4>, unary::<Zmm2>);
+        at_every_width(unary::<Ymm4>, unary::<Zmm2>, unary::<Zmm2Bf16>);
 
         #[inline(always)]
         fn unary<R: Registers>() {
@@ -246,8 +270,21 @@ mod tests {
                 let b: Vec<bf16> = chunk.iter().map(|&x| bf16::from_bits(x)).collect();
                 let h: Vec<f16> = chunk.iter().map(|&x| f16::from_bits(x)).collect();
                 let (vb, vh) = (Vector::<R, bf16>::load(&b), Vector::<R, f16>::load(&h));
+                // An operand load gives every operation the bits of one on the quieting load.
+                let (ob, oh) = (Vector::<R, bf16>::load_operand(&b), Vector::<R, f16>::load_operand(&h));
+                let (one_b, one_h) = (Vector::<R, bf16>::splat(1.0), Vector::<R, f16>::splat(1.0));
+                let (nan_b, nan_h) = (Vector::<R, bf16>::splat(f32::NAN), Vector::<R, f16>::splat(f32::NAN));
+                for (x, y) in [(ob * one_b, vb * one_b), (one_b * ob, one_b * vb), (ob + nan_b, vb + nan_b)] {
+                    assert_eq!(x.lanes().map(f32::to_bits), y.lanes().map(f32::to_bits), "bf16 operand {chunk:x?}");
+                }
+                for (x, y) in [(oh * one_h, vh * one_h), (one_h * oh, one_h * vh), (oh + nan_h, vh + nan_h)] {
+                    assert_eq!(x.lanes().map(f32::to_bits), y.lanes().map(f32::to_bits), "f16 operand {chunk:x?}");
+                }
                 for lane in 0..LANES {
                     let (sb, sh) = (b[lane].load(), h[lane].load());
+                    if !sb.get().is_nan() {
+                        assert_eq!(ob.lanes()[lane].to_bits(), sb.get().to_bits(), "bf16 operand {:#x}", chunk[lane]);
+                    }
                     assert_eq!(vb.lanes()[lane].to_bits(), sb.get().to_bits(), "bf16 {:#x}", chunk[lane]);
                     assert_eq!(vh.lanes()[lane].to_bits(), sh.get().to_bits(), "f16 {:#x}", chunk[lane]);
                     assert_eq!(vb.sqrt().lanes()[lane].to_bits(), sb.sqrt().get().to_bits());
@@ -302,7 +339,7 @@ mod tests {
     /// them.
     #[test]
     fn value_clips_are_the_scalar_clip() {
-        at_every_width(clips::<Ymm4>, clips::<Zmm2>);
+        at_every_width(clips::<Ymm4>, clips::<Zmm2>, clips::<Zmm2Bf16>);
 
         #[inline(always)]
         fn clips<R: Registers>() {
@@ -343,7 +380,7 @@ mod tests {
     /// values (bfloat16's subnormals included: both compare them as zero, and keep their bits).
     #[test]
     fn maxima_are_the_scalar_maximum() {
-        at_every_width(maxima::<Ymm4>, maxima::<Zmm2>);
+        at_every_width(maxima::<Ymm4>, maxima::<Zmm2>, maxima::<Zmm2Bf16>);
 
         #[inline(always)]
         fn maxima<R: Registers>() {
@@ -376,7 +413,7 @@ mod tests {
     /// float32 subnormals, flushed by the processor as the scalar operations are).
     #[test]
     fn operations_are_the_scalar_operations() {
-        at_every_width(binary::<Ymm4>, binary::<Zmm2>);
+        at_every_width(binary::<Ymm4>, binary::<Zmm2>, binary::<Zmm2Bf16>);
 
         #[inline(always)]
         fn binary<R: Registers>() {

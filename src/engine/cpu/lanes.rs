@@ -13,16 +13,17 @@
 //! gradient op (a loss scale's unscaling, every clip; a value clip with bounds that are
 //! numbers). The last elements short of a whole vector run the portable-vectorized loops.
 
+#[cfg(target_arch = "x86_64")]
 use crate::dtype::Shared;
 #[cfg(target_arch = "x86_64")]
-use crate::float::{Arith, HARDWARE_FLUSH as HW, LANES, LaneElement, Registers, Vector, Ymm4, Zmm2};
+use crate::float::{Arith, HARDWARE_FLUSH as HW, LANES, LaneElement, Registers, Vector, Ymm4, Zmm2, Zmm2Bf16};
 use crate::float::{FlushToZero, Ftz, Lane, Real};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::dense_element;
 use crate::kernels::{StepScalars, VariableOps};
-use crate::simd::SimdLevel;
 #[cfg(target_arch = "x86_64")]
-use crate::simd::{self, Kernel};
+use crate::simd::Kernel;
+use crate::simd::SimdLevel;
 use crate::squares::Squares;
 #[cfg(target_arch = "x86_64")]
 use crate::squares::{GROUP, plus_square};
@@ -91,7 +92,8 @@ impl DenseLanes for f64 {}
 
 #[cfg(target_arch = "x86_64")]
 macro_rules! dense_lanes {
-    ($element:ty, |$x:ident| $as_f32:expr, only_with_sums: $only_with_sums:expr, avx512_loops: $avx512_loops:expr) => {
+    ($element:ty, |$x:ident| $as_f32:expr, only_with_sums: $only_with_sums:expr, avx512_loops: $avx512_loops:expr,
+     avx512bf16: $avx512bf16:ty) => {
         impl DenseLanes for $element {
             const ALWAYS_IN_LANES: bool = !$only_with_sums;
             const AVX512_LOOPS: bool = $avx512_loops;
@@ -117,17 +119,19 @@ macro_rules! dense_lanes {
                     SimdLevel::Avx512 => {
                         lanes_in::<Zmm2, $element, AMSGRAD, EMA>(s, ops, op, grad, slots, sums, |$x| $as_f32)
                     }
+                    _ => lanes_in::<$avx512bf16, $element, AMSGRAD, EMA>(s, ops, op, grad, slots, sums, |$x| $as_f32),
                 }
             }
         }
     };
 }
 #[cfg(target_arch = "x86_64")]
-dense_lanes!(f32, |x| x.get(), only_with_sums: true, avx512_loops: true);
+dense_lanes!(f32, |x| x.get(), only_with_sums: true, avx512_loops: true, avx512bf16: Zmm2);
+// Only bfloat16 has a step of its own at the AVX512_BF16 level (its roundings, loads and stores).
 #[cfg(target_arch = "x86_64")]
-dense_lanes!(half::bf16, |x| x.get().get(), only_with_sums: false, avx512_loops: false);
+dense_lanes!(half::bf16, |x| x.get().get(), only_with_sums: false, avx512_loops: false, avx512bf16: Zmm2Bf16);
 #[cfg(target_arch = "x86_64")]
-dense_lanes!(half::f16, |x| x.get().get(), only_with_sums: false, avx512_loops: false);
+dense_lanes!(half::f16, |x| x.get().get(), only_with_sums: false, avx512_loops: false, avx512bf16: Zmm2);
 #[cfg(not(target_arch = "x86_64"))]
 impl DenseLanes for f32 {}
 #[cfg(not(target_arch = "x86_64"))]
@@ -150,6 +154,7 @@ fn lanes_in<R: Registers, T: Lane + LaneElement, const AMSGRAD: bool, const EMA:
     // Scalars go to the kernel as float32 and are splat there: each becomes one broadcast into
     // a register, where registers built here would be copied through memory on every call (a
     // master step calls this for every 1024 elements).
+    debug_assert!(R::LEVEL <= SimdLevel::detected());
     let scalar = |x: Ftz<T::Math>| Ftz::<f32>::new(as_f32(x));
     let s = s.map(scalar);
     let [var, m, v, vhat, average] = slots;
@@ -175,7 +180,7 @@ fn lanes_in<R: Registers, T: Lane + LaneElement, const AMSGRAD: bool, const EMA:
                 _registers: PhantomData,
             };
             // SAFETY: the caller checked the processor has `R::LEVEL`.
-            unsafe { simd::dispatch_supported(R::LEVEL, kernel) }
+            unsafe { R::run(kernel) }
         }};
     }
     // The op's parts as float32, those its form leaves out neutral.
@@ -235,7 +240,10 @@ impl<R: Registers, T: LaneElement, const FORM: u8, const AMSGRAD: bool, const EM
         macro_rules! step {
             ($i:expr) => {{
                 let i = $i;
-                let given = V::<R, T>::load(&grad[i]);
+                // Every value but vhat's enters arithmetic before it is stored or returned (a
+                // clip passes a NaN gradient on to `g - m`; `given` is squared), so it may load
+                // with a signaling NaN left signaling. `tf.maximum` passes vhat's on as it is.
+                let given = V::<R, T>::load_operand(&grad[i]);
                 let g = Ftz::<V<R, T>, HW>::new(given);
                 let g = match FORM {
                     form::SCALE => (g * r) * a,
@@ -244,9 +252,9 @@ impl<R: Registers, T: LaneElement, const FORM: u8, const AMSGRAD: bool, const EM
                     _ => g,
                 };
                 let (mut x, mut mt, mut vt) =
-                    (V::<R, T>::load(&var[i]), V::<R, T>::load(&m[i]), V::<R, T>::load(&v[i]));
+                    (V::<R, T>::load_operand(&var[i]), V::<R, T>::load_operand(&m[i]), V::<R, T>::load_operand(&v[i]));
                 let mut vh = if AMSGRAD { V::<R, T>::load(&vhat[i]) } else { V::<R, T>::ZERO };
-                let mut avg = if EMA { V::<R, T>::load(&average[i]) } else { V::<R, T>::ZERO };
+                let mut avg = if EMA { V::<R, T>::load_operand(&average[i]) } else { V::<R, T>::ZERO };
                 dense_element::<V<R, T>, AMSGRAD, EMA, HW>(&s, ops, g, &mut x, &mut mt, &mut vt, &mut vh, &mut avg);
                 x.store(&mut var[i]);
                 mt.store(&mut m[i]);
@@ -304,18 +312,10 @@ fn widened_groups_in_lanes<G: Real>(src: &[G], dst: &mut [f32], sums: &mut Squar
                 SimdLevel::Portable => return 0,
                 // SAFETY: the processor has the level (`min` with the detected one).
                 SimdLevel::Avx2 => unsafe {
-                    simd::dispatch_supported(
-                        level,
-                        WidenSummed::<Ymm4, _> { src: $src, dst, sums, _registers: PhantomData },
-                    )
+                    Ymm4::run(WidenSummed::<Ymm4, _> { src: $src, dst, sums, _registers: PhantomData })
                 },
-                // SAFETY: as above.
-                SimdLevel::Avx512 => unsafe {
-                    simd::dispatch_supported(
-                        level,
-                        WidenSummed::<Zmm2, _> { src: $src, dst, sums, _registers: PhantomData },
-                    )
-                },
+                // SAFETY: as above (the AVX512_BF16 level has AVX-512's features).
+                _ => unsafe { <Zmm2>::run(WidenSummed::<Zmm2, _> { src: $src, dst, sums, _registers: PhantomData }) },
             }
         };
     }

@@ -541,12 +541,14 @@ fn dense_dispatch<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool,
     match isa {
         // SAFETY: `simd_level` returns these only after the CPU reported the feature.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if F::AVX512_LOOPS => unsafe {
+        Isa::Avx512 | Isa::Avx512Bf16 if F::AVX512_LOOPS => unsafe {
             dense_avx512::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, sums)
         },
-        // SAFETY: as above (the AVX-512 level includes AVX2 and F16C).
+        // SAFETY: as above (the AVX-512 levels include AVX2 and F16C).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx2 => unsafe { dense_avx2::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, sums) },
+        Isa::Avx512 | Isa::Avx512Bf16 | Isa::Avx2 => unsafe {
+            dense_avx2::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, sums)
+        },
         _ => dense_fallback::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, sums),
     }
 }
@@ -895,12 +897,14 @@ fn untouched_dispatch<F: Real + DenseLanes, const AMSGRAD: bool, const EMA: bool
     match isa {
         // SAFETY: `simd_level` returns these only after the CPU reported the feature.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if F::AVX512_LOOPS => unsafe {
+        Isa::Avx512 | Isa::Avx512Bf16 if F::AVX512_LOOPS => unsafe {
             untouched_avx512_inner::<F, NoClip, AMSGRAD, EMA>(s, ops, NoClip, slots)
         },
-        // SAFETY: as above (the AVX-512 level includes AVX2 and F16C).
+        // SAFETY: as above (the AVX-512 levels include AVX2 and F16C).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx2 => unsafe { untouched_avx2_inner::<F, NoClip, AMSGRAD, EMA>(s, ops, NoClip, slots) },
+        Isa::Avx512 | Isa::Avx512Bf16 | Isa::Avx2 => unsafe {
+            untouched_avx2_inner::<F, NoClip, AMSGRAD, EMA>(s, ops, NoClip, slots)
+        },
         _ => untouched_generic::<F, NoClip, AMSGRAD, EMA>(s, ops, NoClip, slots),
     }
 }
