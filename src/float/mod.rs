@@ -5,8 +5,11 @@
 //! - [`sixteen`]: bfloat16 and float16 arithmetic held in float32, vectorizable.
 //! - [`registers`]: thirty-two float32 lanes in AVX or AVX-512 registers.
 //! - [`vector`]: the dtypes' arithmetic on those lanes, thirty-two values at a time.
+//! - [`pair`]: two values of such a type computed side by side.
 
 mod arith;
+#[cfg(target_arch = "x86_64")]
+mod pair;
 mod real;
 #[cfg(target_arch = "x86_64")]
 mod registers;
@@ -15,6 +18,8 @@ mod sixteen;
 mod vector;
 
 pub use arith::{Arith, FlushToZero, Ftz, HARDWARE_FLUSH, Lane};
+#[cfg(target_arch = "x86_64")]
+pub(crate) use pair::Pair;
 pub use real::{Real, libm_cosf, libm_logf};
 pub(crate) use real::{round_into, widen};
 #[cfg(target_arch = "x86_64")]

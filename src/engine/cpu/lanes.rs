@@ -16,7 +16,7 @@
 #[cfg(target_arch = "x86_64")]
 use crate::dtype::Shared;
 #[cfg(target_arch = "x86_64")]
-use crate::float::{Arith, HARDWARE_FLUSH as HW, LANES, LaneElement, Registers, Vector, Ymm4, Zmm2, Zmm2Bf16};
+use crate::float::{Arith, HARDWARE_FLUSH as HW, LANES, LaneElement, Pair, Registers, Vector, Ymm4, Zmm2, Zmm2Bf16};
 use crate::float::{FlushToZero, Ftz, Lane, Real};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::dense_element;
@@ -226,8 +226,13 @@ impl<R: Registers, T: LaneElement, const FORM: u8, const AMSGRAD: bool, const EM
         type V<R, T> = Vector<R, T>;
         let Step { s, ops, parts, grad, var, m, v, vhat, average, sums, _registers } = self;
         let splat = |x: Ftz<f32>| Ftz::<V<R, T>>::new(V::<R, T>::splat(x.get()));
-        let s = s.map(splat);
-        let [r, a, d, hi, lo] = parts.map(|x| splat(x).mode::<HW>());
+        let splat_pair = |x: Ftz<f32>| {
+            let y = V::<R, T>::splat(x.get());
+            Ftz::<Pair<V<R, T>>>::new(Pair(y, y))
+        };
+        let (s_one, s_two) = (s.map(splat), s.map(splat_pair));
+        let parts_one = parts.map(|x| splat(x).mode::<HW>());
+        let parts_two = parts.map(|x| splat_pair(x).mode::<HW>());
         // Rows of whole vectors, all of one length (checked once here, so not per row).
         let (grad, var) = (grad.as_chunks::<LANES>().0, var.as_chunks_mut::<LANES>().0);
         let (m, v) = (m.as_chunks_mut::<LANES>().0, v.as_chunks_mut::<LANES>().0);
@@ -235,50 +240,80 @@ impl<R: Registers, T: LaneElement, const FORM: u8, const AMSGRAD: bool, const EM
         let rows = var.len();
         assert!(grad.len() == rows && m.len() == rows && v.len() == rows);
         assert!((!AMSGRAD || vhat.len() == rows) && (!EMA || average.len() == rows));
-        // Steps row `i` and gives its gradient as given. A macro, not a closure: everything
+        // Row `i` alone (`one`) or rows `i` and `i + 1` side by side (`two`, a [`Pair`]: the
+        // two rows' chains of dependent operations interleave).
+        macro_rules! load {
+            (one, $f:ident, $src:expr, $i:expr) => {
+                V::<R, T>::$f(&$src[$i])
+            };
+            (two, $f:ident, $src:expr, $i:expr) => {
+                Pair(V::<R, T>::$f(&$src[$i]), V::<R, T>::$f(&$src[$i + 1]))
+            };
+        }
+        macro_rules! store {
+            (one, $x:expr, $dst:expr, $i:expr) => {
+                $x.store(&mut $dst[$i])
+            };
+            (two, $x:expr, $dst:expr, $i:expr) => {{
+                let Pair(first, second) = $x;
+                first.store(&mut $dst[$i]);
+                second.store(&mut $dst[$i + 1]);
+            }};
+        }
+        // Steps the rows and gives their gradient as given. A macro, not a closure: everything
         // here must inline into the function compiled for the SIMD level.
         macro_rules! step {
-            ($i:expr) => {{
+            ($rows:ident, $W:ty, $s:expr, $parts:expr, $i:expr) => {{
                 let i = $i;
+                let [r, a, d, hi, lo] = $parts;
                 // Every value but vhat's enters arithmetic before it is stored or returned (a
                 // clip passes a NaN gradient on to `g - m`; `given` is squared), so it may load
                 // with a signaling NaN left signaling. `tf.maximum` passes vhat's on as it is.
-                let given = V::<R, T>::load_operand(&grad[i]);
-                let g = Ftz::<V<R, T>, HW>::new(given);
+                let given: $W = load!($rows, load_operand, grad, i);
+                let g = Ftz::<$W, HW>::new(given);
                 let g = match FORM {
                     form::SCALE => (g * r) * a,
                     form::CLAMP => (g * r).clip_to(hi, lo),
                     form::FULL => (((g * r) * a) / d).clip_to(hi, lo),
                     _ => g,
                 };
-                let (mut x, mut mt, mut vt) =
-                    (V::<R, T>::load_operand(&var[i]), V::<R, T>::load_operand(&m[i]), V::<R, T>::load_operand(&v[i]));
-                let mut vh = if AMSGRAD { V::<R, T>::load(&vhat[i]) } else { V::<R, T>::ZERO };
-                let mut avg = if EMA { V::<R, T>::load_operand(&average[i]) } else { V::<R, T>::ZERO };
-                dense_element::<V<R, T>, AMSGRAD, EMA, HW>(&s, ops, g, &mut x, &mut mt, &mut vt, &mut vh, &mut avg);
-                x.store(&mut var[i]);
-                mt.store(&mut m[i]);
-                vt.store(&mut v[i]);
+                let (mut x, mut mt, mut vt): ($W, $W, $W) = (
+                    load!($rows, load_operand, var, i),
+                    load!($rows, load_operand, m, i),
+                    load!($rows, load_operand, v, i),
+                );
+                let mut vh: $W = if AMSGRAD { load!($rows, load, vhat, i) } else { <$W>::ZERO };
+                let mut avg: $W = if EMA { load!($rows, load_operand, average, i) } else { <$W>::ZERO };
+                dense_element::<$W, AMSGRAD, EMA, HW>($s, ops, g, &mut x, &mut mt, &mut vt, &mut vh, &mut avg);
+                store!($rows, x, var, i);
+                store!($rows, mt, m, i);
+                store!($rows, vt, v, i);
                 if EMA {
-                    avg.store(&mut average[i]);
+                    store!($rows, avg, average, i);
                 }
                 if AMSGRAD {
-                    vh.store(&mut vhat[i]);
+                    store!($rows, vh, vhat, i);
                 }
                 given
             }};
         }
         let Some(sums) = sums else {
-            for i in 0..rows {
-                step!(i);
+            for i in (0..rows - rows % 2).step_by(2) {
+                step!(two, Pair<V<R, T>>, &s_two, parts_two, i);
+            }
+            if rows % 2 == 1 {
+                step!(one, V<R, T>, &s_one, parts_one, rows - 1);
             }
             return;
         };
         const ROWS_PER_GROUP: usize = GROUP / LANES;
+        const _: () = assert!(ROWS_PER_GROUP.is_multiple_of(2));
         for group in (0..rows).step_by(ROWS_PER_GROUP) {
             let mut lanes = V::<R, f32>::ZERO;
-            for row in group..group + ROWS_PER_GROUP {
-                lanes = plus_square::<_, HW>(lanes, step!(row).as_f32());
+            for row in (group..group + ROWS_PER_GROUP).step_by(2) {
+                let Pair(first, second) = step!(two, Pair<V<R, T>>, &s_two, parts_two, row);
+                lanes = plus_square::<_, HW>(lanes, first.as_f32());
+                lanes = plus_square::<_, HW>(lanes, second.as_f32());
             }
             sums.add_group(&lanes.lanes());
         }
