@@ -856,31 +856,55 @@ fn sparse_serial<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool, 
         if at >= end {
             break;
         }
-        // The touched row's elements that lie in this chunk.
+        // The touched row's elements that lie in this chunk, a piece at a time: the piece's
+        // sums first (each from +0.0, the duplicates in the caller's order), then its step, two
+        // loops without a dependency from element to element, which the compiler vectorizes.
         let group = &rows.entries[next..group_end];
         let row_end = (row_start + row_len).min(end);
         let SlotSlices { var, m, v, vhat, average } = slots.reborrow();
-        for element in at..row_end {
-            let i = element - first;
-            let col = element - row_start;
-            let summed = group.iter().fold(Ftz::<F::Math, HW>::ZERO, |acc, &(_, pos)| {
-                acc + clip.apply(Ftz::<F::Math, HW>::new(rows.values[pos * row_len + col].load()))
-            });
-            let mut e = Element::<F>::load::<AMSGRAD, EMA>(var, m, v, vhat, average, i);
-            sparse_element::<F::Math, AMSGRAD, EMA, HW>(
-                s,
-                ops,
-                Some(summed),
-                &mut e.var,
-                &mut e.m,
-                &mut e.v,
-                &mut e.vhat,
-                &mut e.average,
-            );
-            e.store::<AMSGRAD, EMA>(var, m, v, vhat, average, i);
+        const PIECE: usize = 256;
+        let mut summed = [Ftz::<F::Math, HW>::ZERO; PIECE];
+        for piece_start in (at..row_end).step_by(PIECE) {
+            let len = PIECE.min(row_end - piece_start);
+            let summed = &mut summed[..len];
+            sum_duplicates::<F, C>(clip, group, rows, piece_start - row_start, summed);
+            for (k, &sum) in summed.iter().enumerate() {
+                let i = piece_start - first + k;
+                let mut e = Element::<F>::load::<AMSGRAD, EMA>(var, m, v, vhat, average, i);
+                sparse_element::<F::Math, AMSGRAD, EMA, HW>(
+                    s,
+                    ops,
+                    Some(sum),
+                    &mut e.var,
+                    &mut e.m,
+                    &mut e.v,
+                    &mut e.vhat,
+                    &mut e.average,
+                );
+                e.store::<AMSGRAD, EMA>(var, m, v, vhat, average, i);
+            }
         }
         at = row_end;
         next = group_end;
+    }
+}
+
+/// `summed[k]`: the clipped values at column `col + k` of a row's duplicates `group`, added in
+/// the caller's order from +0.0. Not inlined: one copy per dtype and gradient op, not per mode.
+#[inline(never)]
+fn sum_duplicates<F: Real, C: ClipOp<F::Math>>(
+    clip: C,
+    group: &[(usize, usize)],
+    rows: SparseRows<'_, F>,
+    col: usize,
+    summed: &mut [Ftz<F::Math, HW>],
+) {
+    summed.fill(Ftz::ZERO);
+    for &(_, pos) in group {
+        let values = &rows.values[pos * rows.row_len + col..][..summed.len()];
+        for (sum, value) in summed.iter_mut().zip(values) {
+            *sum = *sum + clip.apply(Ftz::<F::Math, HW>::new(value.load()));
+        }
     }
 }
 
