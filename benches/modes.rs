@@ -282,10 +282,18 @@ fn bench_for(spec: &ModeSpec, n: usize, threads: usize) -> Box<dyn Steps> {
     }
 }
 
-/// The probe's arrays for a mode: one buffer of 32-bit words per array of each pass, with the
-/// word where the array starts in it.
+/// One array of the probe: its element size and access, and a buffer of 32-bit words in which
+/// it starts at word `start`.
+struct ProbeArray {
+    bytes: usize,
+    access: Access,
+    words: Vec<u32>,
+    start: usize,
+}
+
+/// The probe's arrays for a mode, pass by pass.
 struct Probe {
-    passes: Vec<Vec<(usize, Access, Vec<u32>, usize)>>,
+    passes: Vec<Vec<ProbeArray>>,
     n: usize,
 }
 
@@ -310,8 +318,8 @@ impl Probe {
                 pass.iter()
                     .enumerate()
                     .map(|(k, &(bytes, access))| {
-                        let offset = probe_offset(k);
-                        (bytes, access, vec![1u32; offset + n * bytes / 4], offset)
+                        let start = probe_offset(k);
+                        ProbeArray { bytes, access, words: vec![1u32; start + n * bytes / 4], start }
                     })
                     .collect()
             })
@@ -323,7 +331,7 @@ impl Probe {
         let n = self.n;
         for pass in &mut self.passes {
             let arrays: Vec<(usize, Access, usize)> =
-                pass.iter_mut().map(|(b, a, v, offset)| (*b, *a, v[*offset..].as_mut_ptr() as usize)).collect();
+                pass.iter_mut().map(|a| (a.bytes, a.access, a.words[a.start..].as_mut_ptr() as usize)).collect();
             pool.install(|| {
                 (0..n.div_ceil(BLOCK)).into_par_iter().with_min_len(4).for_each(|block| {
                     let (lo, hi) = (block * BLOCK, ((block + 1) * BLOCK).min(n));
