@@ -157,3 +157,24 @@ pub(crate) unsafe fn run_avx512bf16<K: Kernel>(kernel: K) -> K::Output {
 pub(crate) unsafe fn run_avx2<K: Kernel>(kernel: K) -> K::Output {
     kernel.run()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every level's name reads back as the level (as `ADAMW_SIMD` and `adamw-replay --simd`
+    /// take it, in any case), an unknown name as none; the levels this processor supports are
+    /// the lowest ones, up to the detected one.
+    #[test]
+    fn level_names_and_order() {
+        for level in SimdLevel::ALL {
+            assert_eq!(SimdLevel::from_name(level.name()), Some(level));
+            assert_eq!(SimdLevel::from_name(&format!(" {} ", level.name().to_uppercase())), Some(level));
+        }
+        assert_eq!(SimdLevel::from_name("avx512bf"), None);
+        assert!(SimdLevel::ALL.windows(2).all(|pair| pair[0] < pair[1]));
+        let supported = SimdLevel::supported();
+        assert_eq!(supported, SimdLevel::ALL[..supported.len()].to_vec());
+        assert_eq!(supported.last(), Some(&SimdLevel::detected()));
+    }
+}
