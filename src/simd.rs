@@ -115,8 +115,10 @@ pub(crate) fn dispatch<K: Kernel>(level: SimdLevel, kernel: K) -> K::Output {
     unsafe { dispatch_supported(level.min(SimdLevel::detected()), kernel) }
 }
 
-/// Runs `kernel` compiled for `level` exactly. With `level` a constant, only that level's copy
-/// of the kernel is compiled into the caller (where [`dispatch`] compiles one per level).
+/// Runs `kernel` compiled for `level` exactly (the AVX512_BF16 level as AVX-512: a kernel that
+/// needs its conversions runs through `Registers::run`). With `level` a constant, only that
+/// level's copy of the kernel is compiled into the caller (where [`dispatch`] compiles one per
+/// level).
 ///
 /// # Safety
 /// The processor must have `level` (`level <= SimdLevel::detected()`).

@@ -3,7 +3,7 @@
 //!
 //! usage: adamw-replay [--threads N] [--no-simd] [--simd LEVEL] [--device cuda|cuda:N|host-kernels] [CASES.json] > RESULTS.json
 //!   (reads standard input without a file; --threads sets every optimizer's thread setting,
-//!   --no-simd runs the portable loops, --simd portable|avx2|avx512 runs that level or the
+//!   --no-simd runs the portable loops, --simd portable|avx2|avx512|avx512bf16 runs that level or the
 //!   best below it this processor has, --device runs every case on a device: the results must
 //!   not change, except that get_config reports jit_compile as in force)
 
@@ -502,7 +502,7 @@ fn main() -> ExitCode {
         match adamw::SimdLevel::from_name(&name) {
             Some(level) => adamw::set_simd_level(Some(level)),
             None => {
-                eprintln!("adamw-replay: --simd takes portable, avx2 or avx512, not `{name}`");
+                eprintln!("adamw-replay: --simd takes portable, avx2, avx512 or avx512bf16, not `{name}`");
                 return ExitCode::from(2);
             }
         }

@@ -8,8 +8,9 @@
 //!   `vcvtne2ps2bf16`, and loads and stores bfloat16 a whole 64-byte row at a time.
 //!
 //! The functions are `#[inline(always)]` and run only inside functions compiled for those
-//! features ([`crate::simd`]'s dispatch at [`Registers::LEVEL`] or above): that is the safety
-//! invariant every `unsafe` block here relies on.
+//! features ([`Registers::run`], which for `Zmm2<true>` is `simd::run_avx512bf16`; the generic
+//! `simd::dispatch` runs the AVX512_BF16 level as plain AVX-512): that is the safety invariant
+//! every `unsafe` block here relies on.
 //!
 //! The roundings serve operation results only, which under flush-to-zero are never float32
 //! subnormals and whose NaNs have zero low bits (they come from 16-bit operands or the processor's

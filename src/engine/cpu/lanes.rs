@@ -15,7 +15,8 @@
 //!
 //! It serves every form of the step: amsgrad (`tf.maximum` as a lane operation), EMA, and every
 //! gradient op (a loss scale's unscaling, every clip; a value clip with bounds that are
-//! numbers). The last elements short of a whole pair of vectors run the portable loops.
+//! numbers). The last elements short of a whole row (one vector, or two side by side) run the
+//! portable loops.
 
 #[cfg(target_arch = "x86_64")]
 use crate::dtype::Shared;
@@ -58,7 +59,7 @@ mod form {
 
 /// Element types whose dense step may run in vector lanes.
 pub(crate) trait DenseLanes: Lane {
-    /// Whether [`DenseLanes::dense_lanes`] takes every whole vector at AVX2 and above, with or
+    /// Whether [`DenseLanes::dense_lanes`] takes every whole row at AVX2 and above, with or
     /// without `sums` (for a gradient op the lanes can run: every one but a value clip with a
     /// NaN bound).
     const ALWAYS_IN_LANES: bool = false;
@@ -72,8 +73,9 @@ pub(crate) trait DenseLanes: Lane {
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     const AVX512_LOOPS: bool = false;
 
-    /// Runs the step over the longest prefix of whole pairs of vectors it can (none without a
-    /// vector type, or below AVX2) and returns that prefix's length. Runs under flush-to-zero.
+    /// Runs the step over the longest prefix of whole rows it can (a row: one vector, or two
+    /// side by side for the 16-bit types at AVX-512; none without a vector type, or below
+    /// AVX2) and returns that prefix's length. Runs under flush-to-zero.
     /// `slots` are a variable's values, m, v, vhat (empty without amsgrad) and its EMA average
     /// (empty without EMA). With
     /// `sums`, also the report's squares of `grad` (`crate::squares`), and the prefix is whole

@@ -530,8 +530,8 @@ fn dense_dispatch<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool,
     };
     let (grad, slots) = if in_lanes > 0 { (&grad[in_lanes..], slots.split_at(in_lanes).1) } else { (grad, slots) };
     if F::ALWAYS_IN_LANES && C::IN_LANES {
-        // At AVX2 and above the vector lanes took every whole vector (every whole group with
-        // `sums`): what is left is shorter, and the portable loop runs it. So no SIMD copy of
+        // At AVX2 and above the vector lanes took every whole row (of one or two vectors, every
+        // whole group with `sums`): what is left is shorter, and the portable loop runs it. So no SIMD copy of
         // this mode's dense loop is compiled at all.
         return dense_fallback::<F, C, AMSGRAD, EMA>(s, ops, clip, grad, slots, sums);
     }
@@ -821,7 +821,8 @@ fn sparse_parallel<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool
 }
 
 /// One chunk of the sparse step: the spans between rows with a gradient run the vectorized
-/// no-gradient loop; the rows with one sum their duplicates element by element.
+/// no-gradient loop; the rows with one sum their duplicates a piece of 256 columns at a time
+/// ([`sum_duplicates`]) and step the piece.
 fn sparse_serial<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>(
     s: &StepScalars<F::Math>,
     ops: VariableOps,
@@ -857,15 +858,15 @@ fn sparse_serial<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool, 
             break;
         }
         // The touched row's elements that lie in this chunk, a piece at a time: the piece's
-        // sums first (each from +0.0, the duplicates in the caller's order), then its step, two
-        // loops without a dependency from element to element, which the compiler vectorizes.
+        // sums first (each from +0.0, the duplicates in the caller's order), then its step, a
+        // loop without a dependency from element to element (no fold over the duplicates).
         let group = &rows.entries[next..group_end];
         let row_end = (row_start + row_len).min(end);
         let SlotSlices { var, m, v, vhat, average } = slots.reborrow();
-        const PIECE: usize = 256;
-        let mut summed = [Ftz::<F::Math, HW>::ZERO; PIECE];
-        for piece_start in (at..row_end).step_by(PIECE) {
-            let len = PIECE.min(row_end - piece_start);
+        const ROW_PIECE: usize = 256;
+        let mut summed = [Ftz::<F::Math, HW>::ZERO; ROW_PIECE];
+        for piece_start in (at..row_end).step_by(ROW_PIECE) {
+            let len = ROW_PIECE.min(row_end - piece_start);
             let summed = &mut summed[..len];
             sum_duplicates::<F, C>(clip, group, rows, piece_start - row_start, summed);
             for (k, &sum) in summed.iter().enumerate() {
