@@ -871,23 +871,36 @@ fn sparse_serial<F: Real + DenseLanes, C: ClipOp<F::Math>, const AMSGRAD: bool, 
             sum_duplicates::<F, C>(clip, group, rows, piece_start - row_start, summed);
             for (k, &sum) in summed.iter().enumerate() {
                 let i = piece_start - first + k;
-                let mut e = Element::<F>::load::<AMSGRAD, EMA>(var, m, v, vhat, average, i);
-                sparse_element::<F::Math, AMSGRAD, EMA, HW>(
-                    s,
-                    ops,
-                    Some(sum),
-                    &mut e.var,
-                    &mut e.m,
-                    &mut e.v,
-                    &mut e.vhat,
-                    &mut e.average,
-                );
-                e.store::<AMSGRAD, EMA>(var, m, v, vhat, average, i);
+                sparse_at::<F, AMSGRAD, EMA>(s, ops, Some(sum), [var, m, v, vhat, average], i);
             }
         }
         at = row_end;
         next = group_end;
     }
+}
+
+/// Element `i` of the sparse step ([`sparse_element`]): `slots` are the variable's values, m,
+/// v, vhat and average; `summed` its row's summed gradient, or `None` for a row without one.
+#[inline(always)]
+fn sparse_at<F: Lane, const AMSGRAD: bool, const EMA: bool>(
+    s: &StepScalars<F::Math>,
+    ops: VariableOps,
+    summed: Option<Ftz<F::Math, HW>>,
+    [var, m, v, vhat, average]: [&mut [F]; 5],
+    i: usize,
+) {
+    let mut e = Element::<F>::load::<AMSGRAD, EMA>(var, m, v, vhat, average, i);
+    sparse_element::<F::Math, AMSGRAD, EMA, HW>(
+        s,
+        ops,
+        summed,
+        &mut e.var,
+        &mut e.m,
+        &mut e.v,
+        &mut e.vhat,
+        &mut e.average,
+    );
+    e.store::<AMSGRAD, EMA>(var, m, v, vhat, average, i);
 }
 
 /// `summed[k]`: the clipped values at column `col + k` of a row's duplicates `group`, added in
@@ -949,18 +962,7 @@ fn untouched_generic<F: Lane, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA
     let vhat = if AMSGRAD { &mut vhat[..n] } else { &mut vhat[..0] };
     let average = if EMA { &mut average[..n] } else { &mut average[..0] };
     for i in 0..n {
-        let mut e = Element::<F>::load::<AMSGRAD, EMA>(var, m, v, vhat, average, i);
-        sparse_element::<F::Math, AMSGRAD, EMA, HW>(
-            s,
-            ops,
-            None,
-            &mut e.var,
-            &mut e.m,
-            &mut e.v,
-            &mut e.vhat,
-            &mut e.average,
-        );
-        e.store::<AMSGRAD, EMA>(var, m, v, vhat, average, i);
+        sparse_at::<F, AMSGRAD, EMA>(s, ops, None, [var, m, v, vhat, average], i);
     }
 }
 
