@@ -69,10 +69,21 @@ pub trait Registers: Copy + Send + Sync + 'static {
     /// is `hi < x ? hi : x` and gives `x` when it is NaN, and `maxps(lo, ..)` likewise.
     fn clip_to(self, hi: Self, lo: Self) -> Self;
 
-    /// Each lane rounded to bfloat16, to nearest even (a NaN with zero low bits stays).
-    fn round_bf16(self) -> Self;
-    /// Each lane rounded to float16, to nearest even.
-    fn round_f16(self) -> Self;
+    /// Thirty-two bfloat16 values, their bits in element order, in registers.
+    type Bf16Row: Copy + Send + Sync;
+    /// Thirty-two float16 values, their bits in element order, in registers.
+    type F16Row: Copy + Send + Sync;
+
+    /// Each lane rounded to bfloat16, to nearest even (a NaN with zero low bits stays): the
+    /// lanes, and their bits as a store writes them. Where one instruction gives the bits and
+    /// the lanes come from them, a result that is stored costs no second conversion.
+    fn round_bf16_row(self) -> (Self, Self::Bf16Row);
+    /// Each lane rounded to float16, to nearest even: the lanes, and their bits.
+    fn round_f16_row(self) -> (Self, Self::F16Row);
+    /// The lanes, bfloat16 values, as their bits (exact).
+    fn bf16_row(self) -> Self::Bf16Row;
+    /// The lanes, float16 values, as their bits (exact).
+    fn f16_row(self) -> Self::F16Row;
 
     /// `src[..LANES]`.
     fn load_f32(src: &[f32]) -> Self;
@@ -87,13 +98,13 @@ pub trait Registers: Copy + Send + Sync + 'static {
     fn widen_bf16(src: &[bf16]) -> Self;
     /// Each NaN lane made quiet (its quiet bit set; other lanes as they are).
     fn quiet(self) -> Self;
-    /// The lanes, bfloat16 values, into `dst[..LANES]` (exact).
-    fn store_bf16(self, dst: &mut [bf16]);
+    /// A row's bits into `dst[..LANES]`.
+    fn store_bf16_row(row: Self::Bf16Row, dst: &mut [bf16]);
     /// `src[..LANES]` widened exactly (`vcvtph2ps` quiets a signaling NaN and widens
     /// subnormals exactly, as `f16_to_f32` does).
     fn load_f16(src: &[f16]) -> Self;
-    /// The lanes, float16 values, into `dst[..LANES]` (exact).
-    fn store_f16(self, dst: &mut [f16]);
+    /// A row's bits into `dst[..LANES]`.
+    fn store_f16_row(row: Self::F16Row, dst: &mut [f16]);
 }
 
 /// Every lane `x`, at compile time.
@@ -140,6 +151,12 @@ macro_rules! each {
         }
         r
     }};
+}
+
+impl Ymm4 {
+    /// A register of zero words, to fill rows with before they are written.
+    // SAFETY: integers, any bits valid.
+    const ZERO_WORDS: __m128i = unsafe { std::mem::zeroed() };
 }
 
 impl Registers for Ymm4 {
@@ -211,9 +228,12 @@ impl Registers for Ymm4 {
             _mm256_or_ps(_mm256_andnot_ps(bit, x), _mm256_and_ps(bit, s))
         }))
     }
+    type Bf16Row = [__m128i; 4];
+    type F16Row = [__m128i; 4];
+
     #[inline(always)]
-    fn round_bf16(self) -> Self {
-        Ymm4(each!(self.0, |x| {
+    fn round_bf16_row(self) -> (Self, Self::Bf16Row) {
+        let rounded = Ymm4(each!(self.0, |x| {
             _mm256_castsi256_ps(bf16_rounding!(
                 _mm256_castps_si256(x),
                 _mm256_srli_epi32,
@@ -221,11 +241,40 @@ impl Registers for Ymm4 {
                 _mm256_add_epi32,
                 _mm256_set1_epi32
             ))
-        }))
+        }));
+        (rounded, rounded.bf16_row())
     }
     #[inline(always)]
-    fn round_f16(self) -> Self {
-        Ymm4(each!(self.0, |x| _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))))
+    fn round_f16_row(self) -> (Self, Self::F16Row) {
+        let row = self.f16_row();
+        let mut x = Self::ZERO.0;
+        for k in 0..4 {
+            // SAFETY: F16C.
+            x[k] = unsafe { _mm256_cvtph_ps(row[k]) };
+        }
+        (Ymm4(x), row)
+    }
+    #[inline(always)]
+    fn bf16_row(self) -> Self::Bf16Row {
+        let mut row = [Self::ZERO_WORDS; 4];
+        for k in 0..4 {
+            // SAFETY: AVX2. The lanes are bfloat16 values: their high halves are the bits, and
+            // packing the shifted lanes saturates nothing.
+            row[k] = unsafe {
+                let high = _mm256_srli_epi32::<16>(_mm256_castps_si256(self.0[k]));
+                _mm_packus_epi32(_mm256_castsi256_si128(high), _mm256_extracti128_si256::<1>(high))
+            };
+        }
+        row
+    }
+    #[inline(always)]
+    fn f16_row(self) -> Self::F16Row {
+        let mut row = [Self::ZERO_WORDS; 4];
+        for k in 0..4 {
+            // SAFETY: F16C. Rounds to nearest even (exact for float16 values).
+            row[k] = unsafe { _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(self.0[k]) };
+        }
+        row
     }
 
     #[inline(always)]
@@ -271,16 +320,11 @@ impl Registers for Ymm4 {
         }))
     }
     #[inline(always)]
-    fn store_bf16(self, dst: &mut [bf16]) {
+    fn store_bf16_row(row: Self::Bf16Row, dst: &mut [bf16]) {
         let dst = &mut dst[..LANES];
         for k in 0..4 {
-            // SAFETY: AVX2; 16 bytes are writable at dst[8 * k]. The lanes are bfloat16 values:
-            // their high halves are the bits, and packing the shifted lanes saturates nothing.
-            unsafe {
-                let high = _mm256_srli_epi32::<16>(_mm256_castps_si256(self.0[k]));
-                let packed = _mm_packus_epi32(_mm256_castsi256_si128(high), _mm256_extracti128_si256::<1>(high));
-                _mm_storeu_si128(dst.as_mut_ptr().add(8 * k).cast::<__m128i>(), packed);
-            }
+            // SAFETY: SSE2; 16 bytes are writable at dst[8 * k].
+            unsafe { _mm_storeu_si128(dst.as_mut_ptr().add(8 * k).cast::<__m128i>(), row[k]) };
         }
     }
     #[inline(always)]
@@ -294,14 +338,11 @@ impl Registers for Ymm4 {
         Ymm4(x)
     }
     #[inline(always)]
-    fn store_f16(self, dst: &mut [f16]) {
+    fn store_f16_row(row: Self::F16Row, dst: &mut [f16]) {
         let dst = &mut dst[..LANES];
         for k in 0..4 {
-            // SAFETY: F16C; 16 bytes are writable at dst[8 * k]; the lanes are float16 values.
-            unsafe {
-                let halves = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(self.0[k]);
-                _mm_storeu_si128(dst.as_mut_ptr().add(8 * k).cast::<__m128i>(), halves);
-            }
+            // SAFETY: SSE2; 16 bytes are writable at dst[8 * k].
+            unsafe { _mm_storeu_si128(dst.as_mut_ptr().add(8 * k).cast::<__m128i>(), row[k]) };
         }
     }
 }
@@ -438,17 +479,20 @@ impl<const BF16: bool> Registers for Zmm2<BF16> {
             ))
         }))
     }
+    type Bf16Row = __m512i;
+    type F16Row = [__m256i; 2];
+
     #[inline(always)]
-    fn round_bf16(self) -> Self {
+    fn round_bf16_row(self) -> (Self, Self::Bf16Row) {
         if BF16 {
             // SAFETY: AVX512_BF16 (`BF16`) and BW; the conversion packs the first register's
             // values into the low words, the second's into the high ones.
             let packed = unsafe { std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(self.0[1], self.0[0])) };
             let [low, high] = Self::widen_bf16_row(packed);
             // SAFETY: AVX-512 F.
-            return Zmm2(unsafe { [_mm512_castsi512_ps(low), _mm512_castsi512_ps(high)] });
+            return (Zmm2(unsafe { [_mm512_castsi512_ps(low), _mm512_castsi512_ps(high)] }), packed);
         }
-        Zmm2(each!(self.0, |x| {
+        let rounded = Zmm2(each!(self.0, |x| {
             _mm512_castsi512_ps(bf16_rounding!(
                 _mm512_castps_si512(x),
                 _mm512_srli_epi32,
@@ -456,11 +500,37 @@ impl<const BF16: bool> Registers for Zmm2<BF16> {
                 _mm512_add_epi32,
                 _mm512_set1_epi32
             ))
-        }))
+        }));
+        (rounded, rounded.bf16_row())
     }
     #[inline(always)]
-    fn round_f16(self) -> Self {
-        Zmm2(each!(self.0, |x| _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))))
+    fn round_f16_row(self) -> (Self, Self::F16Row) {
+        let row = self.f16_row();
+        let mut x = Self::ZERO.0;
+        for k in 0..2 {
+            // SAFETY: AVX-512 F.
+            x[k] = unsafe { _mm512_cvtph_ps(row[k]) };
+        }
+        (Zmm2(x), row)
+    }
+    #[inline(always)]
+    fn bf16_row(self) -> Self::Bf16Row {
+        // SAFETY: AVX-512 F and BW. The lanes are bfloat16 values: their high words are the
+        // bits, which `vpermt2w` packs in order.
+        unsafe {
+            let (a, b) = (_mm512_castps_si512(self.0[0]), _mm512_castps_si512(self.0[1]));
+            _mm512_permutex2var_epi16(a, words::NARROW, b)
+        }
+    }
+    #[inline(always)]
+    fn f16_row(self) -> Self::F16Row {
+        // SAFETY: AVX-512 F. Rounds to nearest even (exact for float16 values).
+        unsafe {
+            [
+                _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(self.0[0]),
+                _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(self.0[1]),
+            ]
+        }
     }
 
     #[inline(always)]
@@ -511,25 +581,10 @@ impl<const BF16: bool> Registers for Zmm2<BF16> {
         }))
     }
     #[inline(always)]
-    fn store_bf16(self, dst: &mut [bf16]) {
+    fn store_bf16_row(row: Self::Bf16Row, dst: &mut [bf16]) {
         let dst = &mut dst[..LANES];
-        if BF16 {
-            // SAFETY: AVX-512 F and BW; 64 bytes are writable at dst. The lanes are bfloat16
-            // values: their high words are the bits, which `vpermt2w` packs in order.
-            unsafe {
-                let (a, b) = (_mm512_castps_si512(self.0[0]), _mm512_castps_si512(self.0[1]));
-                _mm512_storeu_si512(dst.as_mut_ptr().cast(), _mm512_permutex2var_epi16(a, words::NARROW, b));
-            }
-            return;
-        }
-        for k in 0..2 {
-            // SAFETY: AVX-512 F; 32 bytes are writable at dst[16 * k]. The lanes are bfloat16
-            // values: their high halves are the bits, which `vpmovdw` keeps.
-            unsafe {
-                let high = _mm512_srli_epi32::<16>(_mm512_castps_si512(self.0[k]));
-                _mm256_storeu_si256(dst.as_mut_ptr().add(16 * k).cast::<__m256i>(), _mm512_cvtepi32_epi16(high));
-            }
-        }
+        // SAFETY: AVX-512 F; 64 bytes are writable at dst.
+        unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), row) };
     }
     #[inline(always)]
     fn load_f16(src: &[f16]) -> Self {
@@ -542,14 +597,11 @@ impl<const BF16: bool> Registers for Zmm2<BF16> {
         Zmm2(x)
     }
     #[inline(always)]
-    fn store_f16(self, dst: &mut [f16]) {
+    fn store_f16_row(row: Self::F16Row, dst: &mut [f16]) {
         let dst = &mut dst[..LANES];
         for k in 0..2 {
-            // SAFETY: AVX-512 F; 32 bytes are writable at dst[16 * k]; the lanes are float16 values.
-            unsafe {
-                let halves = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(self.0[k]);
-                _mm256_storeu_si256(dst.as_mut_ptr().add(16 * k).cast::<__m256i>(), halves);
-            }
+            // SAFETY: AVX; 32 bytes are writable at dst[16 * k].
+            unsafe { _mm256_storeu_si256(dst.as_mut_ptr().add(16 * k).cast::<__m256i>(), row[k]) };
         }
     }
 }

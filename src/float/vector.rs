@@ -11,7 +11,6 @@
 //! clip are operations of their own ([`Arith::max_nan`], [`Arith::clip_to`]).
 
 use std::fmt;
-use std::marker::PhantomData;
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
 use half::{bf16, f16};
@@ -23,8 +22,18 @@ use super::registers::Registers;
 /// A dtype the vector lanes hold: how its values load, store, and how an operation's float32
 /// result is rounded to it.
 pub trait LaneElement: Copy + Send + Sync + fmt::Debug + 'static {
-    /// An operation's result rounded to the dtype.
-    fn round<R: Registers>(x: R) -> R;
+    /// The lanes' values as a store writes them, kept beside the lanes (`()` for float32, which
+    /// stores the lanes themselves).
+    type Row<R: Registers>: Copy + Send + Sync;
+    /// The bits of 0, 1 and infinity in the dtype (unused for float32).
+    const ZERO_BITS: u16;
+    const ONE_BITS: u16;
+    const INFINITY_BITS: u16;
+
+    /// An operation's result rounded to the dtype, and its row.
+    fn round<R: Registers>(x: R) -> (R, Self::Row<R>);
+    /// The row of lanes that hold values of the dtype (exact).
+    fn row<R: Registers>(x: R) -> Self::Row<R>;
     /// `src[..LANES]` widened exactly.
     fn load<R: Registers>(src: &[Self]) -> R;
     /// `src[..LANES]` widened exactly, for values that only enter arithmetic: a signaling NaN
@@ -34,29 +43,45 @@ pub trait LaneElement: Copy + Send + Sync + fmt::Debug + 'static {
     fn load_operand<R: Registers>(src: &[Self]) -> R {
         Self::load(src)
     }
-    /// The lanes (values of the dtype) into `dst[..LANES]`, exactly.
-    fn store<R: Registers>(x: R, dst: &mut [Self]);
+    /// The values (lanes `x`, whose row is `row`) into `dst[..LANES]`, exactly.
+    fn store<R: Registers>(x: R, row: Self::Row<R>, dst: &mut [Self]);
 }
 
 impl LaneElement for f32 {
+    type Row<R: Registers> = ();
+    const ZERO_BITS: u16 = 0;
+    const ONE_BITS: u16 = 0;
+    const INFINITY_BITS: u16 = 0;
+
     #[inline(always)]
-    fn round<R: Registers>(x: R) -> R {
-        x
+    fn round<R: Registers>(x: R) -> (R, ()) {
+        (x, ())
     }
+    #[inline(always)]
+    fn row<R: Registers>(_: R) {}
     #[inline(always)]
     fn load<R: Registers>(src: &[f32]) -> R {
         R::load_f32(src)
     }
     #[inline(always)]
-    fn store<R: Registers>(x: R, dst: &mut [f32]) {
+    fn store<R: Registers>(x: R, _: (), dst: &mut [f32]) {
         x.store_f32(dst)
     }
 }
 
 impl LaneElement for bf16 {
+    type Row<R: Registers> = R::Bf16Row;
+    const ZERO_BITS: u16 = bf16::ZERO.to_bits();
+    const ONE_BITS: u16 = bf16::ONE.to_bits();
+    const INFINITY_BITS: u16 = bf16::INFINITY.to_bits();
+
     #[inline(always)]
-    fn round<R: Registers>(x: R) -> R {
-        x.round_bf16()
+    fn round<R: Registers>(x: R) -> (R, R::Bf16Row) {
+        x.round_bf16_row()
+    }
+    #[inline(always)]
+    fn row<R: Registers>(x: R) -> R::Bf16Row {
+        x.bf16_row()
     }
     #[inline(always)]
     fn load<R: Registers>(src: &[bf16]) -> R {
@@ -67,54 +92,82 @@ impl LaneElement for bf16 {
         R::widen_bf16(src)
     }
     #[inline(always)]
-    fn store<R: Registers>(x: R, dst: &mut [bf16]) {
-        x.store_bf16(dst)
+    fn store<R: Registers>(_: R, row: R::Bf16Row, dst: &mut [bf16]) {
+        R::store_bf16_row(row, dst)
     }
 }
 
 impl LaneElement for f16 {
+    type Row<R: Registers> = R::F16Row;
+    const ZERO_BITS: u16 = f16::ZERO.to_bits();
+    const ONE_BITS: u16 = f16::ONE.to_bits();
+    const INFINITY_BITS: u16 = f16::INFINITY.to_bits();
+
     #[inline(always)]
-    fn round<R: Registers>(x: R) -> R {
-        x.round_f16()
+    fn round<R: Registers>(x: R) -> (R, R::F16Row) {
+        x.round_f16_row()
+    }
+    #[inline(always)]
+    fn row<R: Registers>(x: R) -> R::F16Row {
+        x.f16_row()
     }
     #[inline(always)]
     fn load<R: Registers>(src: &[f16]) -> R {
         R::load_f16(src)
     }
     #[inline(always)]
-    fn store<R: Registers>(x: R, dst: &mut [f16]) {
-        x.store_f16(dst)
+    fn store<R: Registers>(_: R, row: R::F16Row, dst: &mut [f16]) {
+        R::store_f16_row(row, dst)
     }
+}
+
+/// A row of [`LANES`] 16-bit values all `bits`, at compile time (for a row type of no size,
+/// float32's, nothing).
+const fn splat_row<W: Copy>(bits: u16) -> W {
+    if std::mem::size_of::<W>() == 0 {
+        // SAFETY: a type of no size has one value.
+        return unsafe { std::mem::zeroed() };
+    }
+    assert!(std::mem::size_of::<W>() == std::mem::size_of::<[u16; LANES]>());
+    // SAFETY: `W` is registers of 16-bit words of this size (asserted), any bits valid.
+    unsafe { std::mem::transmute_copy::<[u16; LANES], W>(&[bits; LANES]) }
 }
 
 /// [`LANES`] values of `T` in registers `R`, with `T`'s arithmetic.
 ///
-/// Invariant: every lane holds a value of `T`.
+/// Invariant: every lane holds a value of `T`, and the row is the lanes' (`T::row`). The row
+/// is computed with every value and discarded by the compiler where nothing stores it; a
+/// rounding gives it at no cost where its instruction makes the row first (float16's
+/// `vcvtps2ph`, AVX512_BF16's `vcvtne2ps2bf16`), so a result that is stored is converted once.
 #[derive(Clone, Copy)]
-#[repr(transparent)]
-pub struct Vector<R, T>(R, PhantomData<T>);
+pub struct Vector<R: Registers, T: LaneElement>(R, T::Row<R>);
 
 impl<R: Registers, T: LaneElement> Vector<R, T> {
+    /// Lanes that hold values of `T`, with their row.
+    #[inline(always)]
+    fn exact(x: R) -> Self {
+        Vector(x, T::row(x))
+    }
     /// Every lane `x` (a value of `T`, as float32).
     #[inline(always)]
     pub fn splat(x: f32) -> Self {
-        Vector(R::splat(x), PhantomData)
+        Self::exact(R::splat(x))
     }
     /// Elements `src[..LANES]`, widened exactly (a signaling NaN is quieted).
     #[inline(always)]
     pub fn load(src: &[T]) -> Self {
-        Vector(T::load(src), PhantomData)
+        Self::exact(T::load(src))
     }
     /// Elements `src[..LANES]`, widened exactly, for values that only enter arithmetic
     /// ([`LaneElement::load_operand`]: a signaling NaN may stay signaling).
     #[inline(always)]
     pub fn load_operand(src: &[T]) -> Self {
-        Vector(T::load_operand(src), PhantomData)
+        Self::exact(T::load_operand(src))
     }
     /// The lanes into `dst[..LANES]` (exact: every lane holds a value of `T`).
     #[inline(always)]
     pub fn store(self, dst: &mut [T]) {
-        T::store(self.0, dst)
+        T::store(self.0, self.1, dst)
     }
     /// The lanes' values as float32 (exact).
     #[inline(always)]
@@ -124,12 +177,13 @@ impl<R: Registers, T: LaneElement> Vector<R, T> {
     /// The same values with float32's arithmetic (exact: float32 holds every value of `T`).
     #[inline(always)]
     pub fn as_f32(self) -> Vector<R, f32> {
-        Vector(self.0, PhantomData)
+        Vector(self.0, ())
     }
     /// Registers of float32 values, each rounded to `T`.
     #[inline(always)]
     pub fn round(x: R) -> Self {
-        Vector(T::round(x), PhantomData)
+        let (x, row) = T::round(x);
+        Vector(x, row)
     }
 }
 
@@ -179,19 +233,19 @@ impl<R: Registers, T: LaneElement> Neg for Vector<R, T> {
     /// Exact.
     #[inline(always)]
     fn neg(self) -> Self {
-        Vector(self.0.neg(), PhantomData)
+        Self::exact(self.0.neg())
     }
 }
 
 impl<R: Registers, T: LaneElement> Arith for Vector<R, T> {
-    const ZERO: Self = Vector(R::ZERO, PhantomData);
-    const ONE: Self = Vector(R::ONE, PhantomData);
-    const INFINITY: Self = Vector(R::INFINITY, PhantomData);
+    const ZERO: Self = Vector(R::ZERO, splat_row(T::ZERO_BITS));
+    const ONE: Self = Vector(R::ONE, splat_row(T::ONE_BITS));
+    const INFINITY: Self = Vector(R::INFINITY, splat_row(T::INFINITY_BITS));
     const MIN_NORMAL: Self = Self::ZERO;
 
     #[inline(always)]
     fn abs(self) -> Self {
-        Vector(self.0.abs(), PhantomData)
+        Self::exact(self.0.abs())
     }
     #[inline(always)]
     fn sqrt(self) -> Self {
@@ -202,18 +256,18 @@ impl<R: Registers, T: LaneElement> Arith for Vector<R, T> {
     }
     #[inline(always)]
     fn copysign(self, sign: Self) -> Self {
-        Vector(self.0.copysign(sign.0), PhantomData)
+        Self::exact(self.0.copysign(sign.0))
     }
     /// Exact: each lane is one of its operands.
     #[inline(always)]
     fn max_nan(self, other: Self) -> Self {
-        Vector(self.0.max_nan(other.0), PhantomData)
+        Self::exact(self.0.max_nan(other.0))
     }
     /// Exact: each lane is one of its operands. The bounds are not NaN (the lanes run value
     /// clips with numbers as bounds only).
     #[inline(always)]
     fn clip_to(self, hi: Self, lo: Self) -> Self {
-        Vector(self.0.clip_to(hi.0, lo.0), PhantomData)
+        Self::exact(self.0.clip_to(hi.0, lo.0))
     }
     /// Lanes are never flushed by the vector types (they run under hardware flushing).
     fn flush(self) -> Self {
@@ -455,6 +509,14 @@ mod tests {
             }
         }
 
+        fn same_bits<T: Copy>(a: &[T; LANES], b: &[T; LANES]) -> bool {
+            let bytes = |x: &[T; LANES]| {
+                // SAFETY: the array's own bytes (floats of 16 or 32 bits: no padding).
+                unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<u8>(), std::mem::size_of_val(x)) }
+            };
+            bytes(a) == bytes(b)
+        }
+
         #[inline(always)]
         fn check<R: Registers, T: LaneElement>(ea: [T; LANES], ec: [T; LANES], scalar: impl Fn(T, T, usize) -> f32) {
             let value = |x: T| Vector::<R, T>::load(&[x; LANES]).lanes()[0];
@@ -463,6 +525,10 @@ mod tests {
             for (op, v) in results.iter().enumerate() {
                 let mut out = ea;
                 v.store(&mut out);
+                // The row a rounding gives is the row of its lanes, NaN payloads included.
+                let mut from_lanes = ea;
+                Vector::<R, T>::exact(R::load_f32(&v.lanes())).store(&mut from_lanes);
+                assert!(same_bits(&out, &from_lanes), "op {op}: the rounding's row is not its lanes' row");
                 for lane in 0..LANES {
                     let (got, want) = (value(out[lane]), scalar(ea[lane], ec[lane], op));
                     assert!(

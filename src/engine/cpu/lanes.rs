@@ -312,7 +312,10 @@ impl<R: Registers, U: Rows<R, T>, T: LaneElement, const FORM: u8, const AMSGRAD:
         let Step { s, ops, parts, grad, var, m, v, vhat, average, sums, _registers } = self;
         let splat = |x: Ftz<f32>| Ftz::<U>::new(U::splat(x.get()));
         let s = s.map(splat);
-        let [r, a, d, hi, lo] = parts.map(|x| splat(x).mode::<HW>());
+        // Each by hand, not `array::map`, which need not inline into the function compiled for
+        // the level.
+        let mode = |x: Ftz<f32>| splat(x).mode::<HW>();
+        let (r, a, d, hi, lo) = (mode(parts[0]), mode(parts[1]), mode(parts[2]), mode(parts[3]), mode(parts[4]));
         // Rows of whole vectors, all of one length, a whole number of `U::ROWS` (checked once
         // here, so not per row).
         let (grad, var) = (grad.as_chunks::<LANES>().0, var.as_chunks_mut::<LANES>().0);
