@@ -309,3 +309,35 @@ fn a_device_reports_no_update_pass_norms() {
     assert_eq!((report.applied, report.norms), (true, NormSource::None));
     assert!(opt.gradient_norms()[0].is_nan());
 }
+
+#[test]
+fn a_masters_signaling_nan_gradient_gives_the_same_bits_with_and_without_the_report() {
+    // The report's widening loads a master's 16-bit gradient without quieting a signaling NaN
+    // (only arithmetic sees it); the plain widening quiets it. The variables' bits must agree.
+    let n = 2048;
+    let mut g: Vec<bf16> = noise(2, n).iter().map(|&x| bf16::from_f32(x)).collect();
+    for (i, bits) in [(5, 0x7f81u16), (700, 0xff93), (1500, 0x7fc1), (2047, 0x7f80)] {
+        g[i] = bf16::from_bits(bits);
+    }
+    let init: Vec<bf16> = noise(1, n).iter().map(|&x| bf16::from_f32(x)).collect();
+    for level in SimdLevel::supported() {
+        adamw::set_simd_level(Some(level));
+        let run = |report: bool| {
+            let mut opt = Optimizer::new(Config { master_weights: true, ..Config::default() }).unwrap();
+            opt.set_report_norms(report);
+            opt.build(&[VariableSpec::new("b", DType::BF16, &[n])], &[TensorRef::BF16(&init)]).unwrap();
+            let mut b = init.clone();
+            for _ in 0..2 {
+                let mut entries =
+                    [GradientEntry::dense(0, ArrayViewMut1::from(&mut b[..]), ArrayView1::from(&g[..])).unwrap()];
+                opt.apply_gradients(&mut entries[..]).unwrap();
+            }
+            (b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), opt.gradient_norms().to_vec())
+        };
+        let ((plain, _), (reported, norms)) = (run(false), run(true));
+        adamw::set_simd_level(None);
+        assert_eq!(plain, reported, "at {level:?}");
+        assert!(plain[5] & 0x7fc0 == 0x7fc0 && plain[700] & 0x7fc0 == 0x7fc0, "NaN gradients make NaN variables");
+        assert!(norms[0].is_nan(), "at {level:?}");
+    }
+}
