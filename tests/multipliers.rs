@@ -249,16 +249,41 @@ fn bad_multipliers_are_refused_and_change_nothing() {
     assert_eq!(run::<f32>(config.clone(), 3, |_| {}, refused), run::<f32>(config, 3, |_| {}, accepted));
 }
 
+/// On a device (the kernels run on the host, `host-kernels`), a variable with multipliers steps
+/// with scalars of its own and gives the CPU engine's bits, in every dtype and mode.
 #[cfg(feature = "host-kernels")]
 #[test]
-fn a_device_refuses_multipliers() {
-    let mut opt = Optimizer::new(Config::default()).unwrap();
-    opt.set_device(adamw::Device::HostKernels).unwrap();
-    opt.build(&[VariableSpec::new("w", DType::F32, &[8])], &[]).unwrap();
-    let e = opt.set_multipliers(0, Multipliers { learning_rate: 0.5, weight_decay: 1.0 });
-    assert!(matches!(e, Err(Error::InvalidArgument(_))), "{e:?}");
-    opt.set_multipliers(0, Multipliers::default()).unwrap(); // 1 and 1 is Keras' step anywhere
-    assert_eq!(opt.variable_properties(0).unwrap().multipliers, Multipliers::default());
+fn a_device_steps_with_multipliers_as_the_cpu_engine_does() {
+    fn compare<T: Value>(master: bool) {
+        for (what, config) in configs() {
+            let setup = |device: bool| {
+                move |opt: &mut Optimizer| {
+                    if master {
+                        opt.set_master_weights(true).unwrap();
+                    }
+                    if device {
+                        opt.set_device(adamw::Device::HostKernels).unwrap();
+                    }
+                }
+            };
+            let set = |opt: &mut Optimizer| {
+                opt.set_multipliers(1, Multipliers { learning_rate: 0.37, weight_decay: 2.5 }).unwrap();
+                opt.set_multipliers(3, Multipliers { learning_rate: 1.5, weight_decay: 0.0 }).unwrap();
+            };
+            let on_cpu = run::<T>(config.clone(), 4, setup(false), set);
+            let on_device = run::<T>(config.clone(), 4, setup(true), set);
+            assert!(on_cpu == on_device, "{:?} (master {master}), {what}", T::DTYPE);
+            // And the multipliers did something.
+            let plain = run::<T>(config.clone(), 4, setup(true), |_| {});
+            assert!(plain.0[1] != on_device.0[1] && plain.0[0] == on_device.0[0], "{:?}, {what}", T::DTYPE);
+        }
+    }
+    compare::<f32>(false);
+    compare::<f64>(false);
+    compare::<bf16>(false);
+    compare::<f16>(false);
+    compare::<bf16>(true);
+    compare::<f16>(true);
 }
 
 #[test]

@@ -20,12 +20,12 @@ use crate::optimizer::Multipliers;
 /// step, bit for bit, with nothing multiplied; a weight-decay multiplier of 0 is the same bits as
 /// `adamw_optimizer_exclude_from_weight_decay`, and an excluded variable stays undecayed
 /// whatever its multiplier. Multipliers are not part of the config, but checkpoints hold them
-/// (when one is not 1) and a load restores them. On MPI ranks, set the same on every rank. Not on a device: the device
-/// kernels take one learning rate per dtype (multipliers other than 1 are refused there).
+/// (when one is not 1) and a load restores them. On MPI ranks, set the same on every rank. On a
+/// device too: such a variable hands the kernels scalars of its own (the CPU engine's bits).
 /// NULL: `optimizer`. Threads: serialized.
-/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (a multiplier negative, NaN or infinite; other than 1
-/// on a device; not a handle), NOT_BUILT, UNKNOWN_VARIABLE (`variable` out of range), BUSY. On
-/// error nothing changes.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (a multiplier negative, NaN or infinite; not a
+/// handle), NOT_BUILT, UNKNOWN_VARIABLE (`variable` out of range), BUSY. On error nothing
+/// changes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn adamw_optimizer_set_variable_multipliers(
     optimizer: *mut adamw_optimizer,

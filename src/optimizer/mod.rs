@@ -288,22 +288,16 @@ impl Optimizer {
 
     /// Sets built variable `variable`'s learning-rate and weight-decay multipliers
     /// (docs/numerics.md §22), from the next step on; any time after build. Both 1 is Keras'
-    /// step; a weight-decay multiplier of 0 is the same bits as excluding the variable. The
-    /// optimizer on a device takes none: its kernels take one learning rate per dtype.
+    /// step; a weight-decay multiplier of 0 is the same bits as excluding the variable. On a
+    /// device too: a variable with multipliers hands the kernels scalars of its own.
     pub fn set_multipliers(&mut self, variable: usize, multipliers: Multipliers) -> Result<()> {
         multipliers.check()?;
-        let on_device = self.state.engine.on_device();
         let built = self.state.built.as_mut().ok_or_else(|| validate::not_built("set_multipliers"))?;
         let count = built.variables.len();
         if variable >= count {
             return Err(Error::UnknownVariable(format!(
                 "variable index {variable} is out of range: the optimizer was built with {count} variables"
             )));
-        }
-        if on_device && !multipliers.is_identity() {
-            return Err(Error::InvalidArgument(
-                "per-variable multipliers run on the CPU engine only: the device kernels take one learning rate and weight decay per dtype".into(),
-            ));
         }
         built.multipliers[variable] = multipliers;
         built.decay[variable] = !built.excluded[variable] && multipliers.weight_decay != 0.0;
@@ -898,12 +892,6 @@ impl Optimizer {
             .collect();
         for m in &multipliers {
             m.check().map_err(|e| Error::InvalidCheckpoint(format!("the checkpoint's multipliers: {e}")))?;
-            if self.state.engine.on_device() && !m.is_identity() {
-                return Err(Error::CheckpointMismatch(
-                    "the checkpoint holds per-variable multipliers, which an optimizer on a device does not take"
-                        .into(),
-                ));
-            }
         }
         Ok(Some(multipliers))
     }

@@ -25,6 +25,8 @@ pub(crate) mod flags {
     pub const UNSCALE: u32 = 64;
     pub const HALVE: u32 = 128;
     pub const VEC4: u32 = 256;
+    /// The entry steps with its own scalars (`StepEntry::scalars`): a variable with multipliers.
+    pub const OWN_SCALARS: u32 = 512;
 }
 
 /// Threads per block of the step and the non-finite check, and elements per block.
@@ -50,6 +52,9 @@ pub(crate) struct StepEntry {
     pub first_block: u64,
     /// The gradient op `max(min(((g * r) * a) / d, hi), lo)`: r, a, d, hi, lo.
     pub op: [u64; 5],
+    /// With [`flags::OWN_SCALARS`]: the variable's own step scalars (per-variable multipliers),
+    /// as `StepParams::scalars` holds a dtype's.
+    pub scalars: [u64; 8],
     pub state_dtype: u32,
     pub values_dtype: u32,
     pub gradient_dtype: u32,
@@ -122,7 +127,7 @@ pub(crate) struct CheckParams {
     pub total_blocks: u32,
 }
 
-const _: () = assert!(size_of::<StepEntry>() == 160);
+const _: () = assert!(size_of::<StepEntry>() == 224);
 const _: () = assert!(size_of::<StepParams>() == 272);
 const _: () = assert!(size_of::<NormEntry>() == 32);
 const _: () = assert!(size_of::<Leaf>() == 24);

@@ -41,6 +41,7 @@ enum {
     ADAMW_UNSCALE = 64u,
     ADAMW_HALVE = 128u,
     ADAMW_VEC4 = 256u,
+    ADAMW_OWN_SCALARS = 512u,
 };
 
 // Threads per block, and elements per thread, of the step and the non-finite check.
@@ -60,9 +61,10 @@ struct adamw_entry {
     u64 pair_count;
     u64 first_block;  // the launch's first block for this entry
     u64 op[5];     // the gradient op (r, a, d, hi, lo), bits of the math type
+    u64 scalars[8];  // with ADAMW_OWN_SCALARS (per-variable multipliers): the step's scalars
     u32 state_dtype, values_dtype, gradient_dtype, flags;
 };
-static_assert(sizeof(struct adamw_entry) == 160, "adamw_entry is mirrored in abi.rs");
+static_assert(sizeof(struct adamw_entry) == 224, "adamw_entry is mirrored in abi.rs");
 
 // The scalars of the step per dtype (lr, wd, 1-b1, 1-b2, alpha, eps, ema, 1-ema), bits of the
 // math type: float32 bits for float32 and the 16-bit dtypes, float64 bits for float64.
@@ -457,16 +459,21 @@ ADAMW_FN void step_element(const Scalars<M>& s, const adamw_entry& e, u64 var_ba
     }
 }
 
+// The scalars entry `e` steps with: its own (a variable with multipliers), else its math dtype's.
+ADAMW_FN const u64* scalars_for(const adamw_step_params& p, const adamw_entry& e, u32 math) {
+    return (e.flags & ADAMW_OWN_SCALARS) ? e.scalars : p.scalars[math];
+}
+
 ADAMW_FN void step_any(const adamw_step_params& p, const adamw_entry& e, u64 i) {
     if (e.flags & ADAMW_MASTER) {
-        step_element<MathF32>(scalars_of<MathF32>(p.scalars[ADAMW_F32]), e, e.master, ADAMW_F32, i);
+        step_element<MathF32>(scalars_of<MathF32>(scalars_for(p, e, ADAMW_F32)), e, e.master, ADAMW_F32, i);
         return;
     }
     switch (e.state_dtype) {
-    case ADAMW_F64: step_element<MathF64>(scalars_of<MathF64>(p.scalars[ADAMW_F64]), e, e.values, ADAMW_F64, i); break;
-    case ADAMW_BF16: step_element<MathBf16>(scalars_of<MathBf16>(p.scalars[ADAMW_BF16]), e, e.values, ADAMW_BF16, i); break;
-    case ADAMW_F16: step_element<MathF16>(scalars_of<MathF16>(p.scalars[ADAMW_F16]), e, e.values, ADAMW_F16, i); break;
-    default: step_element<MathF32>(scalars_of<MathF32>(p.scalars[ADAMW_F32]), e, e.values, ADAMW_F32, i); break;
+    case ADAMW_F64: step_element<MathF64>(scalars_of<MathF64>(scalars_for(p, e, ADAMW_F64)), e, e.values, ADAMW_F64, i); break;
+    case ADAMW_BF16: step_element<MathBf16>(scalars_of<MathBf16>(scalars_for(p, e, ADAMW_BF16)), e, e.values, ADAMW_BF16, i); break;
+    case ADAMW_F16: step_element<MathF16>(scalars_of<MathF16>(scalars_for(p, e, ADAMW_F16)), e, e.values, ADAMW_F16, i); break;
+    default: step_element<MathF32>(scalars_of<MathF32>(scalars_for(p, e, ADAMW_F32)), e, e.values, ADAMW_F32, i); break;
     }
 }
 
@@ -528,7 +535,7 @@ ADAMW_KERNEL void adamw_step(struct adamw_step_params p) {
         if (e.flags & ADAMW_VEC4) {
             u64 i = base + 4 * (u64)threadIdx.x;
             if (i + 4 <= e.len) {
-                step_four_f32(scalars_of<MathF32>(p.scalars[ADAMW_F32]), e, i);
+                step_four_f32(scalars_of<MathF32>(scalars_for(p, e, ADAMW_F32)), e, i);
             } else {
                 for (; i < e.len; i++) step_any(p, e, i);  // the variable's last 1 to 3 elements
             }

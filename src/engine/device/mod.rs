@@ -528,14 +528,26 @@ impl<B: Backend> DeviceEngine<B> {
         let mut blocks = 0u64;
         for (k, p) in self.placed.iter().filter(|p| p.gradient.is_some()).enumerate() {
             let Some(g) = p.gradient else { continue };
-            if !matches!(plan.variable_scalars.get(p.variable), None | Some(VariableScalars::Shared)) {
-                // The optimizer refuses multipliers on a device; nothing is enqueued yet.
-                return Err(Error::InvalidArgument("per-variable multipliers run on the CPU engine only".into()));
-            }
             let state = self.variable(p.variable)?;
             let layout = state.layout;
             let ops = plan.ops(p.variable);
-            let mut flags = 0;
+            // A master steps in float32; otherwise the state's dtype.
+            let math = if layout.has_master() { DType::F32 } else { layout.dtype };
+            // A variable with multipliers steps with scalars of its own, in its math dtype.
+            let (mut flags, scalars) = match plan.variable_scalars.get(p.variable) {
+                None | Some(VariableScalars::Shared) => (0, [0; 8]),
+                Some(VariableScalars::F32(s)) if math == DType::F32 => (abi::flags::OWN_SCALARS, scalar_bits(s)),
+                Some(VariableScalars::F64(s)) if math == DType::F64 => (abi::flags::OWN_SCALARS, scalar_bits(s)),
+                Some(VariableScalars::Bf16(s)) if math == DType::BF16 => (abi::flags::OWN_SCALARS, scalar_bits(s)),
+                Some(VariableScalars::F16(s)) if math == DType::F16 => (abi::flags::OWN_SCALARS, scalar_bits(s)),
+                Some(_) => {
+                    // Nothing is enqueued yet.
+                    return Err(Error::Internal(format!(
+                        "variable {}: scalars of another dtype than {math:?}",
+                        p.variable
+                    )));
+                }
+            };
             for (on, flag) in [
                 (ops.decay, abi::flags::DECAY),
                 (ops.overwrite_with_average, abi::flags::OVERWRITE),
@@ -549,8 +561,6 @@ impl<B: Backend> DeviceEngine<B> {
                 }
             }
             let (pairs, pair_count) = g.pairs.map_or((0, 0), |(at, n)| (self.address_of(at), n as u64));
-            // A master steps in float32; otherwise the state's dtype.
-            let math = if layout.has_master() { DType::F32 } else { layout.dtype };
             let op = with_float!(math, F => op_bits::<F>(plan, k), _ => [0; 5]);
             let address = |b: &Option<B::Buffer>| b.as_ref().map_or(0, |b| self.device.address(b));
             let (values, gradient) = (self.address_of(p.values), self.address_of(g.at));
@@ -580,6 +590,7 @@ impl<B: Backend> DeviceEngine<B> {
                 pair_count,
                 first_block: blocks,
                 op,
+                scalars,
                 state_dtype: abi::dtype_code(layout.dtype),
                 values_dtype: abi::dtype_code(p.values_dtype),
                 gradient_dtype: abi::dtype_code(g.dtype),
