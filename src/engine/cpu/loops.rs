@@ -687,25 +687,15 @@ fn dense_loop<F: Lane, C: ClipOp<F::Math>, const AMSGRAD: bool, const EMA: bool>
     // loop that added them into the lanes itself would carry the lanes through memory from row
     // to row, and run a fifth slower.)
     let mut group_squares = [<F::Square as Arith>::ZERO; GROUP];
-    // Whole groups with a length the compiler knows (no remainder loop per group), then the
-    // last, shorter one.
-    macro_rules! group {
-        ($start:expr, $len:expr) => {{
-            let r = $start..$start + $len;
-            let (g, x, mr, vr) = (&grad[r.clone()], &mut var[r.clone()], &mut m[r.clone()], &mut v[r.clone()]);
-            let vh = if AMSGRAD { &mut vhat[r.clone()] } else { &mut vhat[..0] };
-            let avg = if EMA { &mut average[r] } else { &mut average[..0] };
-            let squares = &mut group_squares[..$len];
-            step_squaring::<F, C, AMSGRAD, EMA>(s, ops, clip, g, x, mr, vr, vh, avg, squares);
-            sums.add_group_squares::<_, HW>(squares);
-        }};
-    }
-    let whole = n / GROUP * GROUP;
-    for start in (0..whole).step_by(GROUP) {
-        group!(start, GROUP);
-    }
-    if whole < n {
-        group!(whole, n - whole);
+    for group in (0..n).step_by(GROUP) {
+        let end = (group + GROUP).min(n);
+        let r = group..end;
+        let (g, x, mr, vr) = (&grad[r.clone()], &mut var[r.clone()], &mut m[r.clone()], &mut v[r.clone()]);
+        let vh = if AMSGRAD { &mut vhat[r.clone()] } else { &mut vhat[..0] };
+        let avg = if EMA { &mut average[r] } else { &mut average[..0] };
+        let squares = &mut group_squares[..end - group];
+        step_squaring::<F, C, AMSGRAD, EMA>(s, ops, clip, g, x, mr, vr, vh, avg, squares);
+        sums.add_group_squares::<_, HW>(squares);
     }
 }
 
