@@ -157,6 +157,28 @@ impl Ymm4 {
     /// A register of zero words, to fill rows with before they are written.
     // SAFETY: integers, any bits valid.
     const ZERO_WORDS: __m128i = unsafe { std::mem::zeroed() };
+
+    /// A row of 32 float16 values widened exactly into the lanes.
+    #[inline(always)]
+    fn widen_f16_row(row: [__m128i; 4]) -> Self {
+        let mut x = Self::ZERO.0;
+        for k in 0..4 {
+            // SAFETY: F16C, see the module's documentation.
+            x[k] = unsafe { _mm256_cvtph_ps(row[k]) };
+        }
+        Ymm4(x)
+    }
+
+    /// A row of 32 16-bit values (bfloat16 or float16 bits) into `dst[..LANES]`.
+    #[inline(always)]
+    fn store_words<T: Copy>(row: [__m128i; 4], dst: &mut [T]) {
+        const { assert!(std::mem::size_of::<T>() == 2) };
+        let dst = &mut dst[..LANES];
+        for k in 0..4 {
+            // SAFETY: SSE2; 16 bytes (eight 2-byte elements) are writable at dst[8 * k].
+            unsafe { _mm_storeu_si128(dst.as_mut_ptr().add(8 * k).cast::<__m128i>(), row[k]) };
+        }
+    }
 }
 
 impl Registers for Ymm4 {
@@ -247,12 +269,7 @@ impl Registers for Ymm4 {
     #[inline(always)]
     fn round_f16_row(self) -> (Self, Self::F16Row) {
         let row = self.f16_row();
-        let mut x = Self::ZERO.0;
-        for k in 0..4 {
-            // SAFETY: F16C.
-            x[k] = unsafe { _mm256_cvtph_ps(row[k]) };
-        }
-        (Ymm4(x), row)
+        (Self::widen_f16_row(row), row)
     }
     #[inline(always)]
     fn bf16_row(self) -> Self::Bf16Row {
@@ -321,29 +338,21 @@ impl Registers for Ymm4 {
     }
     #[inline(always)]
     fn store_bf16_row(row: Self::Bf16Row, dst: &mut [bf16]) {
-        let dst = &mut dst[..LANES];
-        for k in 0..4 {
-            // SAFETY: SSE2; 16 bytes are writable at dst[8 * k].
-            unsafe { _mm_storeu_si128(dst.as_mut_ptr().add(8 * k).cast::<__m128i>(), row[k]) };
-        }
+        Self::store_words(row, dst)
     }
     #[inline(always)]
     fn load_f16(src: &[f16]) -> Self {
         let src = &src[..LANES];
-        let mut x = Self::ZERO.0;
+        let mut row = [Self::ZERO_WORDS; 4];
         for k in 0..4 {
-            // SAFETY: F16C; 16 bytes are readable at src[8 * k].
-            x[k] = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(src.as_ptr().add(8 * k).cast::<__m128i>())) };
+            // SAFETY: SSE2; 16 bytes are readable at src[8 * k].
+            row[k] = unsafe { _mm_loadu_si128(src.as_ptr().add(8 * k).cast::<__m128i>()) };
         }
-        Ymm4(x)
+        Self::widen_f16_row(row)
     }
     #[inline(always)]
     fn store_f16_row(row: Self::F16Row, dst: &mut [f16]) {
-        let dst = &mut dst[..LANES];
-        for k in 0..4 {
-            // SAFETY: SSE2; 16 bytes are writable at dst[8 * k].
-            unsafe { _mm_storeu_si128(dst.as_mut_ptr().add(8 * k).cast::<__m128i>(), row[k]) };
-        }
+        Self::store_words(row, dst)
     }
 }
 
@@ -390,6 +399,13 @@ mod words {
 }
 
 impl<const BF16: bool> Zmm2<BF16> {
+    /// A row of 32 float16 values, two registers of sixteen, widened exactly into the lanes.
+    #[inline(always)]
+    fn widen_f16_row(row: [__m256i; 2]) -> Self {
+        // SAFETY: AVX-512 F, see the module's documentation.
+        Zmm2(unsafe { [_mm512_cvtph_ps(row[0]), _mm512_cvtph_ps(row[1])] })
+    }
+
     /// A row of 32 bfloat16 values, packed in one register, widened exactly into the lanes
     /// (AVX-512 BW; the high word of each lane, the low word zero).
     #[inline(always)]
@@ -506,12 +522,7 @@ impl<const BF16: bool> Registers for Zmm2<BF16> {
     #[inline(always)]
     fn round_f16_row(self) -> (Self, Self::F16Row) {
         let row = self.f16_row();
-        let mut x = Self::ZERO.0;
-        for k in 0..2 {
-            // SAFETY: AVX-512 F.
-            x[k] = unsafe { _mm512_cvtph_ps(row[k]) };
-        }
-        (Zmm2(x), row)
+        (Self::widen_f16_row(row), row)
     }
     #[inline(always)]
     fn bf16_row(self) -> Self::Bf16Row {
@@ -589,12 +600,14 @@ impl<const BF16: bool> Registers for Zmm2<BF16> {
     #[inline(always)]
     fn load_f16(src: &[f16]) -> Self {
         let src = &src[..LANES];
-        let mut x = Self::ZERO.0;
-        for k in 0..2 {
-            // SAFETY: AVX-512 F; 32 bytes are readable at src[16 * k].
-            x[k] = unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(src.as_ptr().add(16 * k).cast::<__m256i>())) };
-        }
-        Zmm2(x)
+        // SAFETY: AVX; 32 bytes are readable at src[0] and at src[16].
+        let row = unsafe {
+            [
+                _mm256_loadu_si256(src.as_ptr().cast::<__m256i>()),
+                _mm256_loadu_si256(src.as_ptr().add(16).cast::<__m256i>()),
+            ]
+        };
+        Self::widen_f16_row(row)
     }
     #[inline(always)]
     fn store_f16_row(row: Self::F16Row, dst: &mut [f16]) {

@@ -536,17 +536,16 @@ impl<B: Backend> DeviceEngine<B> {
             // A variable with multipliers steps with scalars of its own, in its math dtype.
             let (mut flags, scalars) = match plan.variable_scalars.get(p.variable) {
                 None | Some(VariableScalars::Shared) => (0, [0; 8]),
-                Some(VariableScalars::F32(s)) if math == DType::F32 => (abi::flags::OWN_SCALARS, scalar_bits(s)),
-                Some(VariableScalars::F64(s)) if math == DType::F64 => (abi::flags::OWN_SCALARS, scalar_bits(s)),
-                Some(VariableScalars::Bf16(s)) if math == DType::BF16 => (abi::flags::OWN_SCALARS, scalar_bits(s)),
-                Some(VariableScalars::F16(s)) if math == DType::F16 => (abi::flags::OWN_SCALARS, scalar_bits(s)),
-                Some(_) => {
+                Some(own) => match with_float!(math, F => own.get::<F>().map(scalar_bits), _ => None) {
+                    Some(bits) => (abi::flags::OWN_SCALARS, bits),
                     // Nothing is enqueued yet.
-                    return Err(Error::Internal(format!(
-                        "variable {}: scalars of another dtype than {math:?}",
-                        p.variable
-                    )));
-                }
+                    None => {
+                        return Err(Error::Internal(format!(
+                            "variable {}: scalars of another dtype than {math:?}",
+                            p.variable
+                        )));
+                    }
+                },
             };
             for (on, flag) in [
                 (ops.decay, abi::flags::DECAY),
