@@ -6,8 +6,11 @@
 //! - [`registers`]: thirty-two float32 lanes in AVX or AVX-512 registers.
 //! - [`vector`]: the dtypes' arithmetic on those lanes, thirty-two values at a time.
 //! - [`pair`]: two values of such a type computed side by side.
+//! - [`doubles`]: thirty-two float64 lanes in AVX-512 registers.
 
 mod arith;
+#[cfg(target_arch = "x86_64")]
+mod doubles;
 #[cfg(target_arch = "x86_64")]
 mod pair;
 mod real;
@@ -18,6 +21,8 @@ mod sixteen;
 mod vector;
 
 pub use arith::{Arith, FlushToZero, Ftz, HARDWARE_FLUSH, Lane};
+#[cfg(target_arch = "x86_64")]
+pub(crate) use doubles::Doubles;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use pair::Pair;
 pub use real::{Real, libm_cosf, libm_logf};

@@ -12,6 +12,9 @@
 //!   registers from row to row ([`plus_square`]), where the compiler's loop would store each
 //!   square and add it back; without the sums the compiler's loop runs (in cache it measured about
 //!   a tenth faster than this one on a Zen 4, BENCHMARKS.md).
+//! - **float64**: at the AVX-512 levels, a row in four registers ([`Doubles`]): 8–30% faster in
+//!   cache than the compiler's AVX2 loop on a Zen 4, and the report's lanes stay in registers.
+//!   At AVX2 a row would take eight of the sixteen registers, and the compiler's loop runs.
 //!
 //! It serves every form of the step: amsgrad (`tf.maximum` as a lane operation), EMA, and every
 //! gradient op (a loss scale's unscaling, every clip; a value clip with bounds that are
@@ -21,7 +24,9 @@
 #[cfg(target_arch = "x86_64")]
 use crate::dtype::Shared;
 #[cfg(target_arch = "x86_64")]
-use crate::float::{Arith, HARDWARE_FLUSH as HW, LANES, LaneElement, Pair, Registers, Vector, Ymm4, Zmm2, Zmm2Bf16};
+use crate::float::{
+    Arith, Doubles, HARDWARE_FLUSH as HW, LANES, LaneElement, Pair, Registers, Vector, Ymm4, Zmm2, Zmm2Bf16,
+};
 use crate::float::{FlushToZero, Ftz, Lane, Real};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::dense_element;
@@ -67,9 +72,9 @@ pub(crate) trait DenseLanes: Lane {
     /// Whether the compiler-vectorized loops of this type (the dense step's, and the sparse
     /// step's over rows without a gradient) are compiled for AVX-512 as well as for AVX2. Only
     /// float32's are: its steps outside the lanes are the common ones (every float32 step
-    /// without the report). float64 runs its AVX2 loops on AVX-512 machines, with the same
-    /// bits: less code, for 6–11% of float64's speed in cache and none at memory speed on a
-    /// Zen 4 (BENCHMARKS.md, "Code size"). (The 16-bit types step in the lanes.)
+    /// without the report). float64's whole rows step in the lanes at the AVX-512 levels, and
+    /// its AVX2 loops take the rest there too, with the same bits: less code (BENCHMARKS.md,
+    /// "Code size"). (The 16-bit types step in the lanes.)
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     const AVX512_LOOPS: bool = false;
 
@@ -94,6 +99,30 @@ pub(crate) trait DenseLanes: Lane {
     }
 }
 
+// float64 runs in the lanes at the AVX-512 levels only, with or without the report's sums: a
+// row of 32 float64 values takes four of AVX-512's 32 registers, where at AVX2 it would take
+// eight of 16 and the step's values would not fit (the compiler's AVX2 loop runs there).
+#[cfg(target_arch = "x86_64")]
+impl DenseLanes for f64 {
+    #[inline(always)]
+    fn dense_lanes<const AMSGRAD: bool, const EMA: bool>(
+        s: &StepScalars<f64>,
+        ops: VariableOps,
+        op: LanesOp<f64>,
+        grad: &[f64],
+        slots: [&mut [f64]; 5],
+        level: SimdLevel,
+        sums: Option<&mut Squares>,
+    ) -> usize {
+        match level.min(SimdLevel::detected()) {
+            SimdLevel::Avx512 | SimdLevel::Avx512Bf16 => {
+                lanes_in::<Zmm2, Doubles, _, AMSGRAD, EMA>(s, ops, op, grad, slots, sums, |x| x.get())
+            }
+            _ => 0,
+        }
+    }
+}
+#[cfg(not(target_arch = "x86_64"))]
 impl DenseLanes for f64 {}
 
 #[cfg(target_arch = "x86_64")]
@@ -121,12 +150,14 @@ macro_rules! dense_lanes {
                 match level.min(SimdLevel::detected()) {
                     SimdLevel::Portable => 0,
                     SimdLevel::Avx2 => {
-                        lanes_in::<Ymm4, OneRow<_, _>, _, AMSGRAD, EMA>(s, ops, op, grad, slots, sums, as_f32)
+                        lanes_in::<Ymm4, OneRow<Ymm4, _>, _, AMSGRAD, EMA>(s, ops, op, grad, slots, sums, as_f32)
                     }
                     SimdLevel::Avx512 => {
-                        lanes_in::<Zmm2, $rows<_, _>, _, AMSGRAD, EMA>(s, ops, op, grad, slots, sums, as_f32)
+                        lanes_in::<Zmm2, $rows<Zmm2, _>, _, AMSGRAD, EMA>(s, ops, op, grad, slots, sums, as_f32)
                     }
-                    _ => lanes_in::<$avx512bf16, $rows<_, _>, _, AMSGRAD, EMA>(s, ops, op, grad, slots, sums, as_f32),
+                    _ => lanes_in::<$avx512bf16, $rows<$avx512bf16, _>, _, AMSGRAD, EMA>(
+                        s, ops, op, grad, slots, sums, as_f32,
+                    ),
                 }
             }
         }
@@ -154,20 +185,20 @@ impl DenseLanes for half::f16 {}
 /// [`DenseLanes::dense_lanes`] in registers `R`, whose level the processor has.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn lanes_in<R: Registers, U: Rows<R, T>, T: Lane + LaneElement, const AMSGRAD: bool, const EMA: bool>(
+fn lanes_in<R: Registers, U: Rows<T>, T: Lane, const AMSGRAD: bool, const EMA: bool>(
     s: &StepScalars<T::Math>,
     ops: VariableOps,
     op: LanesOp<T::Math>,
     grad: &[T],
     slots: [&mut [T]; 5],
     sums: Option<&mut Squares>,
-    as_f32: impl Fn(Ftz<T::Math>) -> f32,
+    as_scalar: impl Fn(Ftz<T::Math>) -> U::Scalar,
 ) -> usize {
-    // Scalars go to the kernel as float32 and are splat there: each becomes one broadcast into
-    // a register, where registers built here would be copied through memory on every call (a
-    // master step calls this for every 1024 elements).
+    // Scalars go to the kernel as the lanes' scalar type (float32 or float64) and are splat
+    // there: each becomes one broadcast into a register, where registers built here would be
+    // copied through memory on every call (a master step calls this for every 1024 elements).
     debug_assert!(R::LEVEL <= SimdLevel::detected());
-    let scalar = |x: Ftz<T::Math>| Ftz::<f32>::new(as_f32(x));
+    let scalar = |x: Ftz<T::Math>| Ftz::<U::Scalar>::new(as_scalar(x));
     let s = s.map(scalar);
     let [var, m, v, vhat, average] = slots;
     let whole = if sums.is_some() { GROUP } else { U::ROWS * LANES };
@@ -195,8 +226,8 @@ fn lanes_in<R: Registers, U: Rows<R, T>, T: Lane + LaneElement, const AMSGRAD: b
             unsafe { R::run(kernel) }
         }};
     }
-    // The op's parts as float32, those its form leaves out neutral.
-    let (one, inf) = (Ftz::new(1.0), Ftz::new(f32::INFINITY));
+    // The op's parts as the lanes' scalars, those its form leaves out neutral.
+    let (one, inf) = (Ftz::<U::Scalar>::ONE, Ftz::<U::Scalar>::INFINITY);
     match op {
         LanesOp::Identity => run!(form::IDENTITY, [one, one, one, inf, -inf]),
         LanesOp::Scale(r, a) => run!(form::SCALE, [scalar(r), scalar(a), one, inf, -inf]),
@@ -208,18 +239,25 @@ fn lanes_in<R: Registers, U: Rows<R, T>, T: Lane + LaneElement, const AMSGRAD: b
 
 /// The rows a [`Step`] takes at a time: [`OneRow`], or [`TwoRows`] side by side (a [`Pair`]: the
 /// two rows' chains of dependent operations, each a vector operation and a rounding, interleave
-/// in the instruction stream, so the processor has independent work at hand).
+/// in the instruction stream, so the processor has independent work at hand); for float64 one
+/// row of [`Doubles`].
 #[cfg(target_arch = "x86_64")]
-trait Rows<R: Registers, T: LaneElement>: Arith {
+trait Rows<T>: Arith {
     const ROWS: usize;
-    fn splat(x: f32) -> Self;
+    /// The type the lanes' scalars come as: float32, or float64 for [`Doubles`].
+    type Scalar: Arith + Into<f64>;
+    /// The report's group lanes, one per element of a row, in the [`Rows::Scalar`] type.
+    type Sums: Arith;
+    fn splat(x: Self::Scalar) -> Self;
     /// Rows `src[..ROWS]` (a signaling NaN quieted, [`Vector::load`]).
     fn load(src: &[[T; LANES]]) -> Self;
     /// Rows `src[..ROWS]` for arithmetic only ([`Vector::load_operand`]).
     fn load_operand(src: &[[T; LANES]]) -> Self;
     fn store(self, dst: &mut [[T; LANES]]);
     /// `lanes` plus the squares of each row, row after row ([`plus_square`]).
-    fn plus_squares(self, lanes: Vector<R, f32>) -> Vector<R, f32>;
+    fn plus_squares(self, lanes: Self::Sums) -> Self::Sums;
+    /// The group lanes' values, lane `j` at index `j`.
+    fn group_lanes(lanes: Self::Sums) -> [Self::Scalar; LANES];
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -228,8 +266,10 @@ type OneRow<R, T> = Vector<R, T>;
 type TwoRows<R, T> = Pair<Vector<R, T>>;
 
 #[cfg(target_arch = "x86_64")]
-impl<R: Registers, T: LaneElement> Rows<R, T> for OneRow<R, T> {
+impl<R: Registers, T: LaneElement> Rows<T> for OneRow<R, T> {
     const ROWS: usize = 1;
+    type Scalar = f32;
+    type Sums = Vector<R, f32>;
     #[inline(always)]
     fn splat(x: f32) -> Self {
         Vector::splat(x)
@@ -250,11 +290,17 @@ impl<R: Registers, T: LaneElement> Rows<R, T> for OneRow<R, T> {
     fn plus_squares(self, lanes: Vector<R, f32>) -> Vector<R, f32> {
         plus_square::<_, HW>(lanes, self.as_f32())
     }
+    #[inline(always)]
+    fn group_lanes(lanes: Vector<R, f32>) -> [f32; LANES] {
+        lanes.lanes()
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
-impl<R: Registers, T: LaneElement> Rows<R, T> for TwoRows<R, T> {
+impl<R: Registers, T: LaneElement> Rows<T> for TwoRows<R, T> {
     const ROWS: usize = 2;
+    type Scalar = f32;
+    type Sums = Vector<R, f32>;
     #[inline(always)]
     fn splat(x: f32) -> Self {
         let one = Vector::splat(x);
@@ -277,16 +323,53 @@ impl<R: Registers, T: LaneElement> Rows<R, T> for TwoRows<R, T> {
     fn plus_squares(self, lanes: Vector<R, f32>) -> Vector<R, f32> {
         plus_square::<_, HW>(plus_square::<_, HW>(lanes, self.0.as_f32()), self.1.as_f32())
     }
+    #[inline(always)]
+    fn group_lanes(lanes: Vector<R, f32>) -> [f32; LANES] {
+        lanes.lanes()
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Rows<f64> for Doubles {
+    const ROWS: usize = 1;
+    type Scalar = f64;
+    type Sums = Doubles;
+    #[inline(always)]
+    fn splat(x: f64) -> Self {
+        Doubles::splat(x)
+    }
+    /// Bit for bit: every value but vhat's enters arithmetic first (as `Vector::load_operand`),
+    /// and `tf.maximum` passes vhat's on as it is, as the scalar loop's float64 does.
+    #[inline(always)]
+    fn load(src: &[[f64; LANES]]) -> Self {
+        Doubles::load(&src[0])
+    }
+    #[inline(always)]
+    fn load_operand(src: &[[f64; LANES]]) -> Self {
+        Doubles::load(&src[0])
+    }
+    #[inline(always)]
+    fn store(self, dst: &mut [[f64; LANES]]) {
+        Doubles::store(self, &mut dst[0])
+    }
+    #[inline(always)]
+    fn plus_squares(self, lanes: Doubles) -> Doubles {
+        plus_square::<_, HW>(lanes, self)
+    }
+    #[inline(always)]
+    fn group_lanes(lanes: Doubles) -> [f64; LANES] {
+        lanes.lanes()
+    }
 }
 
 /// The step over whole vectors, `U::ROWS` rows at a time, as a kernel run at its registers'
 /// level (`R::LEVEL`).
 #[cfg(target_arch = "x86_64")]
-struct Step<'a, R, U, T, const FORM: u8, const AMSGRAD: bool, const EMA: bool> {
-    s: StepScalars<f32>,
+struct Step<'a, R, U: Rows<T>, T, const FORM: u8, const AMSGRAD: bool, const EMA: bool> {
+    s: StepScalars<U::Scalar>,
     ops: VariableOps,
     /// The gradient op's `[r, a, d, hi, lo]` ([`LanesOp`]), those its form leaves out neutral.
-    parts: [Ftz<f32>; 5],
+    parts: [Ftz<U::Scalar>; 5],
     grad: &'a [T],
     var: &'a mut [T],
     m: &'a mut [T],
@@ -302,7 +385,7 @@ struct Step<'a, R, U, T, const FORM: u8, const AMSGRAD: bool, const EMA: bool> {
 const _: () = assert!(LANES == crate::squares::LANES && GROUP.is_multiple_of(2 * LANES));
 
 #[cfg(target_arch = "x86_64")]
-impl<R: Registers, U: Rows<R, T>, T: LaneElement, const FORM: u8, const AMSGRAD: bool, const EMA: bool> Kernel
+impl<R: Registers, U: Rows<T>, T, const FORM: u8, const AMSGRAD: bool, const EMA: bool> Kernel
     for Step<'_, R, U, T, FORM, AMSGRAD, EMA>
 {
     type Output = ();
@@ -310,11 +393,11 @@ impl<R: Registers, U: Rows<R, T>, T: LaneElement, const FORM: u8, const AMSGRAD:
     #[inline(always)]
     fn run(self) {
         let Step { s, ops, parts, grad, var, m, v, vhat, average, sums, _registers } = self;
-        let splat = |x: Ftz<f32>| Ftz::<U>::new(U::splat(x.get()));
+        let splat = |x: Ftz<U::Scalar>| Ftz::<U>::new(U::splat(x.get()));
         let s = s.map(splat);
         // Each by hand, not `array::map`, which need not inline into the function compiled for
         // the level.
-        let mode = |x: Ftz<f32>| splat(x).mode::<HW>();
+        let mode = |x: Ftz<U::Scalar>| splat(x).mode::<HW>();
         let (r, a, d, hi, lo) = (mode(parts[0]), mode(parts[1]), mode(parts[2]), mode(parts[3]), mode(parts[4]));
         // Rows of whole vectors, all of one length, a whole number of `U::ROWS` (checked once
         // here, so not per row).
@@ -365,11 +448,11 @@ impl<R: Registers, U: Rows<R, T>, T: LaneElement, const FORM: u8, const AMSGRAD:
         };
         const ROWS_PER_GROUP: usize = GROUP / LANES;
         for group in (0..rows).step_by(ROWS_PER_GROUP) {
-            let mut lanes = Vector::<R, f32>::ZERO;
+            let mut lanes = U::Sums::ZERO;
             for row in (group..group + ROWS_PER_GROUP).step_by(U::ROWS) {
                 lanes = step!(row).plus_squares(lanes);
             }
-            sums.add_group(&lanes.lanes());
+            sums.add_group(&U::group_lanes(lanes));
         }
     }
 }
