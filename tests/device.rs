@@ -8,9 +8,9 @@ mod common;
 
 use adamw::{
     Config, DType, Device, DeviceEntry, DeviceGradient, DeviceIndices, DeviceTensor, Error, Gradient, GradientEntry,
-    LossScale, Optimizer, TensorMut, TensorRef, VariableSpec,
+    LossScale, NormSource, Optimizer, TensorMut, TensorRef, VariableSpec,
 };
-use common::noise;
+use common::{documented_sum, documented_sum_wide, noise};
 
 /// The device under test: the host kernels, or with ADAMW_TEST_DEVICE=cuda the first GPU
 /// (tools/gpu-check.sh).
@@ -21,6 +21,7 @@ fn device() -> Device {
     }
 }
 use half::{bf16, f16};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 
 /// The variables of the model: every dtype, large ones (many blocks, many leaves of the
 /// clip-norm tree: 8192 float32 elements per leaf, 4096 float64, 1024 bfloat16, 1600 float16),
@@ -427,4 +428,99 @@ fn a_non_finite_gradient_is_reported_against_its_variable() {
     assert_eq!(err.to_string(), message);
     assert!(opt.save_own_variables().unwrap() == before && a == [1.0; 3] && b == vec![1.0; 5_000]);
     assert_eq!(opt.iterations(), 0);
+}
+
+#[test]
+fn the_report_norms_are_the_documented_ones_as_on_the_cpu_engine() {
+    // The device's own passes (each group's lanes, then each task's) give the CPU engine's bits:
+    // float32 over four tasks ending mid-group, float64, bfloat16 and float16 ending mid-row, a
+    // sparse gradient (its values as passed, one task), a NaN and a tiny gradient; with and
+    // without master copies.
+    let n = 100_003;
+    let g32: Vec<f32> = noise(1, n);
+    let g64: Vec<f64> = noise(2, 5_003).iter().map(|&x| x as f64 * 1.1).collect();
+    let gb: Vec<bf16> = noise(3, 1000).iter().map(|&x| bf16::from_f32(x)).collect();
+    let gh: Vec<f16> = noise(4, 777).iter().map(|&x| f16::from_f32(x)).collect();
+    let mut g_nan = noise(5, 600);
+    g_nan[513] = f32::NAN;
+    let tiny = vec![1e-20f32; 40];
+    let (indices, rows) = ([3i64, 7, 3], noise(6, 12));
+    let want = |master: bool| {
+        let mut want = vec![
+            documented_sum(&g32).sqrt(),
+            documented_sum(&gb.iter().map(|x| x.to_f32()).collect::<Vec<_>>()).sqrt(),
+            documented_sum(&gh.iter().map(|x| x.to_f32()).collect::<Vec<_>>()).sqrt(),
+            documented_sum(&rows).sqrt(),
+            documented_sum(&g_nan).sqrt(),
+            documented_sum(&tiny).sqrt(),
+        ];
+        if !master {
+            want.push(documented_sum_wide(&g64).sqrt());
+        }
+        want
+    };
+    for master in [false, true] {
+        let mut reports = Vec::new();
+        for on_device in [false, true] {
+            let mut opt = Optimizer::new(Config { master_weights: master, ..Config::default() }).unwrap();
+            if on_device {
+                opt.set_device(device()).unwrap();
+            }
+            opt.set_report_norms(true);
+            let mut specs = vec![
+                VariableSpec::new("a", DType::F32, &[n]),
+                VariableSpec::new("b", DType::BF16, &[1000]),
+                VariableSpec::new("h", DType::F16, &[777]),
+                VariableSpec::new("e", DType::F32, &[50, 4]),
+                VariableSpec::new("nan", DType::F32, &[600]),
+                VariableSpec::new("tiny", DType::F32, &[40]),
+            ];
+            if !master {
+                specs.push(VariableSpec::new("d", DType::F64, &[5_003]));
+            }
+            let (mut a, mut b, mut h) = (vec![0.5f32; n], vec![bf16::ONE; 1000], vec![f16::ONE; 777]);
+            let (mut e, mut x, mut t, mut d) =
+                (vec![0.25f32; 200], vec![0.5f32; 600], vec![0.5f32; 40], vec![1.0; 5_003]);
+            let mut initial = vec![
+                TensorRef::F32(&a),
+                TensorRef::BF16(&b),
+                TensorRef::F16(&h),
+                TensorRef::F32(&e),
+                TensorRef::F32(&x),
+                TensorRef::F32(&t),
+            ];
+            if !master {
+                initial.push(TensorRef::F64(&d));
+            }
+            opt.build(&specs, &initial).unwrap();
+            drop(initial);
+            let mut entries = vec![
+                GradientEntry::dense(0, ArrayViewMut1::from(&mut a[..]), ArrayView1::from(&g32[..])).unwrap(),
+                GradientEntry::dense(1, ArrayViewMut1::from(&mut b[..]), ArrayView1::from(&gb[..])).unwrap(),
+                GradientEntry::dense(2, ArrayViewMut1::from(&mut h[..]), ArrayView1::from(&gh[..])).unwrap(),
+                GradientEntry::sparse(
+                    3,
+                    ArrayViewMut2::from_shape((50, 4), &mut e[..]).unwrap(),
+                    &indices,
+                    ArrayView2::from_shape((3, 4), &rows[..]).unwrap(),
+                )
+                .unwrap(),
+                GradientEntry::dense(4, ArrayViewMut1::from(&mut x[..]), ArrayView1::from(&g_nan[..])).unwrap(),
+                GradientEntry::dense(5, ArrayViewMut1::from(&mut t[..]), ArrayView1::from(&tiny[..])).unwrap(),
+            ];
+            if !master {
+                entries.push(
+                    GradientEntry::dense(6, ArrayViewMut1::from(&mut d[..]), ArrayView1::from(&g64[..])).unwrap(),
+                );
+            }
+            opt.apply_gradients(&mut entries[..]).unwrap();
+            let report = opt.step_report();
+            assert_eq!((report.applied, report.norms), (true, NormSource::UpdatePass), "device {on_device}");
+            let norms = opt.gradient_norms();
+            let bits = |x: &[f64]| x.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(norms), bits(&want(master)), "device {on_device}, master {master}");
+            reports.push((bits(norms), report.global_norm.to_bits()));
+        }
+        assert_eq!(reports[0], reports[1], "master {master}: the device's report is the CPU engine's");
+    }
 }

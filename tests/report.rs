@@ -7,49 +7,9 @@ use adamw::{
     Config, DType, Error, Gradient, GradientEntry, LossScale, NormSource, Optimizer, SimdLevel, TensorMut, TensorRef,
     VariableSpec,
 };
-use common::{dense_entries, noise};
+use common::{dense_entries, documented_sum, documented_sum_wide, noise};
 use half::{bf16, f16};
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
-
-/// The report's order written out: within each task (the update pass's: one up to 32768
-/// elements, else tasks of max(32768, ceil(n / 256) rounded up to 64) elements), groups of 512
-/// elements; in a group, element j squared and added into float32 lane j % 32; after each group
-/// its lanes widened and added into 32 float64 lanes; those added in order, the tasks too.
-/// Each float32 operation's subnormal operands and results count as zero (flush-to-zero).
-/// (`values` are float32 values, or 16-bit ones widened.)
-fn documented_sum(values: &[f32]) -> f64 {
-    documented_sum_in(&values.iter().map(|&x| x as f64).collect::<Vec<_>>(), false)
-}
-
-/// [`documented_sum`] of float64 values: float64 group lanes.
-fn documented_sum_wide(values: &[f64]) -> f64 {
-    documented_sum_in(values, true)
-}
-
-/// The order in float32 group lanes, or float64 ones (`wide`).
-fn documented_sum_in(values: &[f64], wide: bool) -> f64 {
-    let min_normal = if wide { f64::MIN_POSITIVE } else { f32::MIN_POSITIVE as f64 };
-    let flush = |x: f64| if x.abs() < min_normal { 0.0f64.copysign(x) } else { x };
-    let round = |x: f64| flush(if wide { x } else { x as f32 as f64 });
-    let n = values.len();
-    let task = if n <= 32768 { n.max(1) } else { 32768usize.max(n.div_ceil(256).next_multiple_of(64)) };
-    let mut total = 0.0;
-    for chunk in values.chunks(task) {
-        let mut lanes = [0f64; 32];
-        for group in chunk.chunks(512) {
-            let mut group_lanes = [0f64; 32];
-            for (j, &x) in group.iter().enumerate() {
-                let x = flush(x);
-                group_lanes[j % 32] = round(group_lanes[j % 32] + round(x * x));
-            }
-            for j in 0..32 {
-                lanes[j] += group_lanes[j];
-            }
-        }
-        total += lanes.iter().fold(0.0, |s, &l| s + l);
-    }
-    total
-}
 
 const LENS: [usize; 3] = [1000, 40, 100_000];
 
@@ -123,6 +83,21 @@ fn tiny_squares_count_as_zero_as_the_step_flushes_them() {
             assert!(sum > 0.0 && sum.sqrt() < 0.99 * true_norm(&grads[i]), "variable {i}: some squares dropped");
         }
     }
+}
+
+#[test]
+fn a_variable_of_more_than_256_full_tasks_is_summed_in_tasks_of_whole_groups() {
+    // Above 256 tasks of 32768 elements, a task is ceil(n / 256) rounded up to a multiple of 512
+    // (33,280 here), so every group of 512 starts at a multiple of 512 of the variable.
+    let n = 256 * 32768 + 1000;
+    let g = noise(11, n);
+    let mut opt = Optimizer::new(Config { threads: 2, ..Config::default() }).unwrap();
+    opt.set_report_norms(true);
+    opt.build(&[VariableSpec::new("w", DType::F32, &[n])], &[]).unwrap();
+    let mut w = vec![0.5f32; n];
+    let mut entries = [GradientEntry::dense(0, ArrayViewMut1::from(&mut w[..]), ArrayView1::from(&g[..])).unwrap()];
+    opt.apply_gradients(&mut entries[..]).unwrap();
+    assert_eq!(opt.gradient_norms()[0].to_bits(), documented_sum(&g).sqrt().to_bits());
 }
 
 #[test]
@@ -289,25 +264,6 @@ fn masters_and_sparse_gradients_report_their_norms() {
         let want_h = documented_sum(&gh.iter().map(|x| x.to_f32()).collect::<Vec<_>>()).sqrt();
         assert_eq!(opt.gradient_norms(), [want_b, want_e, want_h], "at {level:?}");
     }
-}
-
-#[cfg(feature = "host-kernels")]
-#[test]
-fn a_device_reports_no_update_pass_norms() {
-    let mut opt = Optimizer::new(Config::default()).unwrap();
-    opt.set_device(adamw::Device::HostKernels).unwrap();
-    opt.set_report_norms(true);
-    opt.build(&[VariableSpec::new("w", DType::F32, &[8])], &[]).unwrap();
-    let (mut w, g) = (vec![1.0f32; 8], vec![0.5f32; 8]);
-    let mut entries = [GradientEntry {
-        variable: 0,
-        values: TensorMut::F32(&mut w),
-        gradient: Some(Gradient::Dense(TensorRef::F32(&g))),
-    }];
-    opt.apply_gradients(&mut entries[..]).unwrap();
-    let report = opt.step_report();
-    assert_eq!((report.applied, report.norms), (true, NormSource::None));
-    assert!(opt.gradient_norms()[0].is_nan());
 }
 
 #[test]

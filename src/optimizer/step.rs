@@ -306,8 +306,7 @@ pub(crate) fn apply_gradients(state: &mut State, entries: &mut CallEntries<'_>) 
         overwrite_with_average: config.use_ema
             && config.ema_overwrite_frequency.is_some_and(|f| f > 0 && step.wrapping_add(1) % f == 0),
     };
-    // The device kernels take no sums in the update pass.
-    let update_pass_norms = state.report_norms && !norm_clipping && !state.engine.on_device();
+    let update_pass_norms = state.report_norms && !norm_clipping;
     let squares = update_pass_norms.then(|| {
         built.report_squares.clear();
         built.report_squares.resize(partials.len().max(entries.len()), 0.0); // within build's room

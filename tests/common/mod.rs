@@ -95,3 +95,43 @@ pub fn on_ranks<T: Send>(ranks: usize, f: impl Fn(usize, adamw::Mesh) -> T + Syn
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
 }
+
+/// The report's order written out: within each task (the update pass's: one up to 32768
+/// elements, else tasks of max(32768, ceil(n / 256) rounded up to 512) elements), groups of 512
+/// elements; in a group, element j squared and added into float32 lane j % 32; after each group
+/// its lanes widened and added into 32 float64 lanes; those added in order, the tasks too.
+/// Each float32 operation's subnormal operands and results count as zero (flush-to-zero).
+/// (`values` are float32 values, or 16-bit ones widened.)
+pub fn documented_sum(values: &[f32]) -> f64 {
+    documented_sum_in(&values.iter().map(|&x| x as f64).collect::<Vec<_>>(), false)
+}
+
+/// [`documented_sum`] of float64 values: float64 group lanes.
+pub fn documented_sum_wide(values: &[f64]) -> f64 {
+    documented_sum_in(values, true)
+}
+
+/// The order in float32 group lanes, or float64 ones (`wide`).
+pub fn documented_sum_in(values: &[f64], wide: bool) -> f64 {
+    let min_normal = if wide { f64::MIN_POSITIVE } else { f32::MIN_POSITIVE as f64 };
+    let flush = |x: f64| if x.abs() < min_normal { 0.0f64.copysign(x) } else { x };
+    let round = |x: f64| flush(if wide { x } else { x as f32 as f64 });
+    let n = values.len();
+    let task = if n <= 32768 { n.max(1) } else { 32768usize.max(n.div_ceil(256).next_multiple_of(512)) };
+    let mut total = 0.0;
+    for chunk in values.chunks(task) {
+        let mut lanes = [0f64; 32];
+        for group in chunk.chunks(512) {
+            let mut group_lanes = [0f64; 32];
+            for (j, &x) in group.iter().enumerate() {
+                let x = flush(x);
+                group_lanes[j % 32] = round(group_lanes[j % 32] + round(x * x));
+            }
+            for j in 0..32 {
+                lanes[j] += group_lanes[j];
+            }
+        }
+        total += lanes.iter().fold(0.0, |s, &l| s + l);
+    }
+    total
+}

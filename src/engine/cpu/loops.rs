@@ -35,9 +35,11 @@ pub(crate) const CHUNK: usize = 1 << 15;
 /// flags stay a few words. (Two tasks or 512 for 16M elements measured the same.)
 const MAX_TASKS: usize = 256;
 
-/// Elements per task of a pass over `n` elements: by the length alone, a multiple of 64.
-fn task_len(n: usize) -> usize {
-    CHUNK.max(n.div_ceil(MAX_TASKS).next_multiple_of(64))
+/// Elements per task of a pass over `n` elements: by the length alone, a multiple of the
+/// report's groups (`crate::squares::GROUP`, 512), so that every group of the report's order
+/// starts at a multiple of 512 of the variable (the device engine's report relies on it).
+pub(crate) fn task_len(n: usize) -> usize {
+    CHUNK.max(n.div_ceil(MAX_TASKS).next_multiple_of(GROUP))
 }
 
 /// The tasks a pass over `n` elements is cut into: one up to `CHUNK` elements.
@@ -469,7 +471,7 @@ fn dense_piece<F: Real + DenseLanes>(
     with_modes!(op.to_math(), slots, |c, A, E| dense_dispatch::<F, _, A, E>(s, ops, c, grad, slots, isa, sums))
 }
 
-const _: () = assert!(WIDEN.is_multiple_of(GROUP) && PIECE == GROUP);
+const _: () = assert!(WIDEN.is_multiple_of(GROUP) && PIECE == GROUP && CHUNK.is_multiple_of(GROUP));
 
 /// Runs `task(start, end, slots)` over the tasks of a pass over the slots and returns the sum of
 /// the tasks' results in task order, from 0 (`crate::squares::total_of_tasks`).

@@ -127,7 +127,43 @@ pub(crate) struct CheckParams {
     pub total_blocks: u32,
 }
 
+/// One gradient of the step report's sums (`adamw_report_entry`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ReportEntry {
+    pub gradient: u64,
+    /// Values: a dense gradient's elements, a sparse one's values as passed.
+    pub len: u64,
+    /// Elements per task: a multiple of [`GROUP`], or a sparse gradient's whole length.
+    pub task_len: u64,
+    pub first_group: u64,
+    pub first_task: u64,
+    pub gradient_dtype: u32,
+    pub pad: u32,
+}
+
+/// `adamw_report_params`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ReportParams {
+    pub entries: u64,
+    /// `f64[total_groups * 32]`.
+    pub group_lanes: u64,
+    /// `f64[total_tasks]`.
+    pub task_sums: u64,
+    pub total_groups: u64,
+    pub total_tasks: u64,
+    pub count: u32,
+    pub pad: u32,
+}
+
+/// Elements per group of the report's sums (`ADAMW_GROUP`), and lanes per group.
+pub(crate) const GROUP: u64 = crate::squares::GROUP as u64;
+pub(crate) const LANES: u64 = crate::squares::LANES as u64;
+
 const _: () = assert!(size_of::<StepEntry>() == 224);
+const _: () = assert!(size_of::<ReportEntry>() == 48);
+const _: () = assert!(size_of::<ReportParams>() == 48);
 const _: () = assert!(size_of::<StepParams>() == 272);
 const _: () = assert!(size_of::<NormEntry>() == 32);
 const _: () = assert!(size_of::<Leaf>() == 24);
@@ -155,6 +191,10 @@ unsafe impl Plain for LeafParams {}
 unsafe impl Plain for CheckEntry {}
 // SAFETY: as above.
 unsafe impl Plain for CheckParams {}
+// SAFETY: as above.
+unsafe impl Plain for ReportEntry {}
+// SAFETY: as above.
+unsafe impl Plain for ReportParams {}
 // SAFETY: an array of a plain type is plain.
 unsafe impl Plain for [u64; 2] {}
 // SAFETY: numbers: no padding, and every bit pattern is a value.

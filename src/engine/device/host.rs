@@ -10,6 +10,8 @@ unsafe extern "C" {
     fn adamw_host_step(params: *const u8, grid: u32, block: u32);
     fn adamw_host_leaf_sums(params: *const u8, grid: u32, block: u32);
     fn adamw_host_first_non_finite(params: *const u8, grid: u32, block: u32);
+    fn adamw_host_group_lanes(params: *const u8, grid: u32, block: u32);
+    fn adamw_host_task_sums(params: *const u8, grid: u32, block: u32);
 }
 
 /// Host memory standing in for a device's.
@@ -74,6 +76,8 @@ impl Backend for HostBackend {
             Kernel::Step => adamw_host_step,
             Kernel::LeafSums => adamw_host_leaf_sums,
             Kernel::FirstNonFinite => adamw_host_first_non_finite,
+            Kernel::GroupLanes => adamw_host_group_lanes,
+            Kernel::TaskSums => adamw_host_task_sums,
         };
         // SAFETY: the caller guarantees `params` and the memory it points at; the launcher copies
         // the struct before using it, and runs the whole grid before it returns.

@@ -30,3 +30,11 @@ extern "C" void adamw_host_leaf_sums(const void* params, unsigned grid, unsigned
 extern "C" void adamw_host_first_non_finite(const void* params, unsigned grid, unsigned block) {
     launch(adamw_first_non_finite, params, grid, block);
 }
+
+extern "C" void adamw_host_group_lanes(const void* params, unsigned grid, unsigned block) {
+    launch(adamw_group_lanes, params, grid, block);
+}
+
+extern "C" void adamw_host_task_sums(const void* params, unsigned grid, unsigned block) {
+    launch(adamw_task_sums, params, grid, block);
+}

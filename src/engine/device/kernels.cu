@@ -680,3 +680,103 @@ ADAMW_KERNEL void adamw_first_non_finite(struct adamw_check_params p) {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The step report's sums of squares (src/squares.rs, docs/numerics.md §23): each gradient in
+// groups of 512 elements from its start (the update pass's tasks are whole groups), element j of
+// a group squared and added into lane j % 32 in element order, in float32 (float64 for a float64
+// gradient; 16-bit values widened exactly), each operation flushed as the step's; then each
+// task's group lanes added lane by lane in float64, group after group, and the task's 32 lanes
+// in order from 0. The host adds the tasks' totals in task order.
+// ---------------------------------------------------------------------------------------------
+
+#define ADAMW_GROUP 512
+#define ADAMW_LANES 32
+
+// One gradient of the report's sums.
+struct adamw_report_entry {
+    u64 gradient;
+    u64 len;          // values: a dense gradient's elements, a sparse one's values as passed
+    u64 task_len;     // elements per task: a multiple of 512, or a sparse gradient's whole length
+    u64 first_group;  // the call's index of this gradient's first group
+    u64 first_task;   // the call's index of this gradient's first task
+    u32 gradient_dtype, pad;
+};
+static_assert(sizeof(struct adamw_report_entry) == 48, "adamw_report_entry is mirrored in abi.rs");
+
+struct adamw_report_params {
+    u64 entries;
+    u64 group_lanes;  // double[total_groups * 32]: each group's lanes, widened exactly
+    u64 task_sums;    // double[total_tasks]
+    u64 total_groups;
+    u64 total_tasks;
+    u32 count;
+    u32 pad;
+};
+static_assert(sizeof(struct adamw_report_params) == 48, "adamw_report_params is mirrored in abi.rs");
+
+// A float32 as float64, exactly, a NaN's payload kept as x86's cvtss2sd keeps it (a GPU's
+// conversion would give its canonical NaN).
+ADAMW_FN double widen_f32(float x) {
+    if (x == x) return (double)x;
+    const u64 b = f32_bits(x);
+    return bits_f64(((b & 0x80000000ull) << 32) | 0x7ff8000000000000ull | ((b & 0x7fffffull) << 29));
+}
+
+ADAMW_FN double widen_f32(double x) { return x; }
+
+// Lane `lane` of the group that starts at element `first`: its squares in element order, in M
+// (float32, or float64 for a float64 gradient). Rows past the gradient's end are left out, as
+// the CPU's zero padding leaves the lane unchanged.
+template <class M>
+ADAMW_FN double group_lane(const adamw_report_entry& e, u64 first, u32 lane) {
+    typename M::T sum = 0;
+    for (u32 row = 0; row < ADAMW_GROUP / ADAMW_LANES; row++) {
+        u64 i = first + (u64)row * ADAMW_LANES + lane;
+        if (i >= e.len) break;
+        typename M::T x = M::in(M::load(e.gradient, i, e.gradient_dtype));
+        sum = M::add(sum, M::mul(x, x));
+    }
+    return widen_f32(sum);
+}
+
+// One thread per lane of every group of every gradient; a warp reads a row of 32 consecutive
+// elements at a time.
+ADAMW_KERNEL void adamw_group_lanes(struct adamw_report_params p) {
+    const adamw_report_entry* table = (const adamw_report_entry*)p.entries;
+    const u64 stride = sizeof(adamw_report_entry) / sizeof(u64);
+    double* lanes = (double*)p.group_lanes;
+    const u64 total = p.total_groups * ADAMW_LANES, step = (u64)gridDim.x * blockDim.x;
+    for (u64 k = (u64)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += step) {
+        const u64 group = k / ADAMW_LANES;
+        const u32 lane = (u32)(k % ADAMW_LANES);
+        const adamw_report_entry& e = table[entry_of_block(&table[0].first_group, stride, p.count, group)];
+        const u64 first = (group - e.first_group) * ADAMW_GROUP;
+        lanes[k] = e.gradient_dtype == ADAMW_F64 ? group_lane<MathF64>(e, first, lane)
+                                                 : group_lane<MathF32>(e, first, lane);
+    }
+}
+
+// One thread per task of every gradient: its groups' lanes added into 32 float64 lanes, then
+// those in order.
+ADAMW_KERNEL void adamw_task_sums(struct adamw_report_params p) {
+    const adamw_report_entry* table = (const adamw_report_entry*)p.entries;
+    const u64 stride = sizeof(adamw_report_entry) / sizeof(u64);
+    const double* lanes = (const double*)p.group_lanes;
+    double* task_sums = (double*)p.task_sums;
+    const u64 step = (u64)gridDim.x * blockDim.x;
+    for (u64 task = (u64)blockIdx.x * blockDim.x + threadIdx.x; task < p.total_tasks; task += step) {
+        const adamw_report_entry& e = table[entry_of_block(&table[0].first_task, stride, p.count, task)];
+        const u64 start = (task - e.first_task) * e.task_len;
+        const u64 end = start + e.task_len < e.len ? start + e.task_len : e.len;
+        double sums[ADAMW_LANES];
+        for (u32 j = 0; j < ADAMW_LANES; j++) sums[j] = 0.0;
+        for (u64 group = start / ADAMW_GROUP; group * ADAMW_GROUP < end; group++) {
+            const double* row = lanes + (e.first_group + group) * ADAMW_LANES;
+            for (u32 j = 0; j < ADAMW_LANES; j++) sums[j] = MathF64::add(sums[j], row[j]);
+        }
+        double total = 0.0;
+        for (u32 j = 0; j < ADAMW_LANES; j++) total = MathF64::add(total, sums[j]);
+        task_sums[task] = total;
+    }
+}

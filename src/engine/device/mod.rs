@@ -19,8 +19,12 @@ pub(crate) mod cuda;
 #[cfg(feature = "host-kernels")]
 pub(crate) mod host;
 
-use abi::{CheckEntry, CheckParams, Leaf, LeafParams, NormEntry, Plain, StepEntry, StepParams, bytes, bytes_mut};
+use abi::{
+    CheckEntry, CheckParams, Leaf, LeafParams, NormEntry, Plain, ReportEntry, ReportParams, StepEntry, StepParams,
+    bytes, bytes_mut,
+};
 
+use super::cpu::loops::{task_count, task_len};
 use super::cpu::widened;
 use super::{Engine, NonFinite, Slot, Slots, StepPlan, VariableLayout, VariableScalars};
 use crate::dtype::{DType, TensorMut, TensorRef, each_dtype, with_float};
@@ -28,6 +32,7 @@ use crate::error::{Error, Result};
 use crate::float::{Bf16Math, F16Math, Ftz, Real};
 use crate::kernels::{self, StepScalars};
 use crate::reduction;
+use crate::squares::total_of_tasks;
 use crate::tensor::{CallEntries, DeviceGradient, DeviceTensor, Gradient};
 
 /// The kernel source, compiled by NVRTC for a GPU and by the host compiler for the tests.
@@ -39,10 +44,13 @@ pub(crate) enum Kernel {
     Step,
     LeafSums,
     FirstNonFinite,
+    GroupLanes,
+    TaskSums,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 3] = [Kernel::Step, Kernel::LeafSums, Kernel::FirstNonFinite];
+    pub const ALL: [Kernel; 5] =
+        [Kernel::Step, Kernel::LeafSums, Kernel::FirstNonFinite, Kernel::GroupLanes, Kernel::TaskSums];
 
     /// The kernel's name in the source.
     pub fn name(self) -> &'static str {
@@ -50,6 +58,8 @@ impl Kernel {
             Kernel::Step => "adamw_step",
             Kernel::LeafSums => "adamw_leaf_sums",
             Kernel::FirstNonFinite => "adamw_first_non_finite",
+            Kernel::GroupLanes => "adamw_group_lanes",
+            Kernel::TaskSums => "adamw_task_sums",
         }
     }
 }
@@ -276,6 +286,8 @@ pub(crate) struct DeviceEngine<B: Backend> {
     leaf_sums: Vec<u64>,
     check_entries: Vec<CheckEntry>,
     first_bad: Vec<u64>,
+    report_entries: Vec<ReportEntry>,
+    task_sums: Vec<f64>,
     pairs: Vec<[u64; 2]>,
 }
 
@@ -298,6 +310,8 @@ impl<B: Backend> DeviceEngine<B> {
             leaf_sums: Vec::new(),
             check_entries: Vec::new(),
             first_bad: Vec::new(),
+            report_entries: Vec::new(),
+            task_sums: Vec::new(),
             pairs: Vec::new(),
         }
     }
@@ -521,6 +535,69 @@ impl<B: Backend> DeviceEngine<B> {
             F::read_le(&raw).to_f64()
         }, _ => f64::NAN);
         Ok(Some(NonFinite { entry, element: element as usize, value }))
+    }
+
+    /// The step report's sum of squares of each placed gradient (`crate::squares`' order, the
+    /// CPU engine's bits) into `squares[i]` for entry `i`: a pass over the gradients that takes
+    /// each group's lanes, then one that adds each task's, then the tasks' totals on the host.
+    fn try_report_squares(&mut self, squares: &mut [f64]) -> Result<()> {
+        self.report_entries.clear();
+        let (mut groups, mut tasks) = (0u64, 0u64);
+        for p in &self.placed {
+            let Some(g) = p.gradient else { continue };
+            let len = g.len as u64;
+            // A sparse gradient's values are one task (as the CPU engine sums them); a gradient
+            // without elements has none, and sums to 0.
+            let (per_task, count) = match (len, g.pairs) {
+                (0, _) => (1, 0),
+                (_, Some(_)) => (len, 1),
+                _ => (task_len(g.len) as u64, task_count(g.len) as u64),
+            };
+            self.report_entries.push(ReportEntry {
+                gradient: self.address_of(g.at),
+                len,
+                task_len: per_task,
+                first_group: groups,
+                first_task: tasks,
+                gradient_dtype: abi::dtype_code(g.dtype),
+                pad: 0,
+            });
+            groups += len.div_ceil(abi::GROUP);
+            tasks += count;
+        }
+        self.task_sums.clear();
+        self.task_sums.resize(tasks as usize, 0.0);
+        if tasks > 0 {
+            let params = ReportParams {
+                entries: self.table.upload(&self.device, &self.report_entries)?,
+                group_lanes: self.aux.at_least(&self.device, (groups * abi::LANES * 8) as usize)?,
+                task_sums: self.results.at_least(&self.device, tasks as usize * 8)?,
+                total_groups: groups,
+                total_tasks: tasks,
+                count: as_u32(self.report_entries.len() as u64, "gradients")?,
+                pad: 0,
+            };
+            let grid = |threads: u64| as_u32(threads.div_ceil(abi::BLOCK as u64).min(1 << 16), "report blocks");
+            let (lane_grid, task_grid) = (grid(groups * abi::LANES)?, grid(tasks)?);
+            // SAFETY: the table describes the placed gradients, which stay where they are for
+            // the call; the lanes' buffer holds `groups * 32` doubles and the sums' `tasks`.
+            unsafe {
+                let raw = bytes(std::slice::from_ref(&params));
+                self.device.launch(Kernel::GroupLanes, lane_grid, abi::BLOCK, raw)?;
+                self.device.launch(Kernel::TaskSums, task_grid, abi::BLOCK, raw)?;
+                self.device.download(params.task_sums, bytes_mut(&mut self.task_sums))?;
+            }
+        }
+        let mut entries = self.report_entries.iter();
+        for (i, p) in self.placed.iter().enumerate() {
+            if p.gradient.is_none() {
+                continue;
+            }
+            let Some(e) = entries.next() else { break };
+            let end = entries.as_slice().first().map_or(tasks, |next| next.first_task);
+            squares[i] = total_of_tasks(&self.task_sums[e.first_task as usize..end as usize]);
+        }
+        Ok(())
     }
 
     fn try_step(&mut self, plan: &StepPlan<'_>) -> Result<()> {
@@ -771,11 +848,10 @@ impl<B: Backend> Engine for DeviceEngine<B> {
     fn finish_norms(&self, _entries: &mut CallEntries<'_>, _halve: bool, _shared: &[f64], _sums: &mut [f64]) {}
 
     fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_>, squares: Option<&mut [f64]>) -> Result<()> {
-        // The kernels take no sums in the update pass: the report says so with NaN.
-        if let Some(squares) = squares {
-            squares.fill(f64::NAN);
-        }
         self.place(entries, true)?;
+        if let Some(squares) = squares {
+            self.try_report_squares(squares)?;
+        }
         self.try_step(plan)?;
         self.download_values(entries).map_err(|e| {
             Error::Device(format!(
