@@ -47,18 +47,29 @@ struct Mode {
     config: Config,
     /// Bytes a step reads and writes per parameter.
     bytes_per_param: f64,
+    /// Whether the step takes the report's gradient norms (`set_report_norms`): the same bytes
+    /// moved, so the GB/s against the same mode without tells the report's cost.
+    report: bool,
 }
 
 fn modes() -> Vec<Mode> {
     let base = Config::default();
     vec![
-        Mode { name: "float32", dtype: DType::F32, master: false, config: base.clone(), bytes_per_param: 28.0 },
+        Mode {
+            name: "float32",
+            dtype: DType::F32,
+            master: false,
+            config: base.clone(),
+            bytes_per_param: 28.0,
+            report: false,
+        },
         Mode {
             name: "float32 amsgrad",
             dtype: DType::F32,
             master: false,
             config: Config { amsgrad: true, ..base.clone() },
             bytes_per_param: 36.0,
+            report: false,
         },
         Mode {
             name: "float32 EMA",
@@ -66,6 +77,7 @@ fn modes() -> Vec<Mode> {
             master: false,
             config: Config { use_ema: true, ..base.clone() },
             bytes_per_param: 36.0,
+            report: false,
         },
         Mode {
             name: "bfloat16 (Keras)",
@@ -73,6 +85,7 @@ fn modes() -> Vec<Mode> {
             master: false,
             config: base.clone(),
             bytes_per_param: 14.0,
+            report: false,
         },
         // gradient 2, master 4 + 4, m 4 + 4, v 4 + 4, values 2
         Mode {
@@ -81,6 +94,23 @@ fn modes() -> Vec<Mode> {
             master: true,
             config: base,
             bytes_per_param: 28.0,
+            report: false,
+        },
+        Mode {
+            name: "float32 + report norms",
+            dtype: DType::F32,
+            master: false,
+            config: Config::default(),
+            bytes_per_param: 28.0,
+            report: true,
+        },
+        Mode {
+            name: "bfloat16 (Keras) + report norms",
+            dtype: DType::BF16,
+            master: false,
+            config: Config::default(),
+            bytes_per_param: 14.0,
+            report: true,
         },
     ]
 }
@@ -127,6 +157,7 @@ fn main() {
             let _ = size;
             let mut opt = Optimizer::new(mode.config.clone()).expect("optimizer");
             opt.set_master_weights(mode.master).expect("master weights");
+            opt.set_report_norms(mode.report);
             opt.set_device(Device::Cuda(0)).expect("the CUDA engine");
             let bf: Vec<half::bf16> = host.iter().map(|&x| half::bf16::from_f32(x)).collect();
             let initial = match mode.dtype {

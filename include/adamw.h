@@ -990,9 +990,8 @@ enum adamw_status adamw_optimizer_gradient_norms(const struct adamw_optimizer *o
 // Whether steps without clipnorm or global_clipnorm compute the gradient norms for the report
 // (`enabled` 1; 0, the default, does not). They are summed in the update pass, each block of a
 // gradient while it is in cache (no extra pass over memory), in libadamw's own order
-// (docs/numerics.md §23): the same bits for every thread count and SIMD level. On a device,
-// two passes of its own after the step's table is placed (one more read of the gradients)
-// give the same bits as the CPU engine. Any time.
+// (docs/numerics.md §23): the same bits for every thread count and SIMD level, and on a
+// device, where the step's kernel takes them too. Any time.
 // NULL: `optimizer`. Threads: serialized.
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT (`enabled` not 0 or 1, not a handle), BUSY.
 enum adamw_status adamw_optimizer_set_report_gradient_norms(struct adamw_optimizer *optimizer,

@@ -78,9 +78,8 @@ pub unsafe extern "C" fn adamw_optimizer_gradient_norms(
 /// Whether steps without clipnorm or global_clipnorm compute the gradient norms for the report
 /// (`enabled` 1; 0, the default, does not). They are summed in the update pass, each block of a
 /// gradient while it is in cache (no extra pass over memory), in libadamw's own order
-/// (docs/numerics.md §23): the same bits for every thread count and SIMD level. On a device,
-/// two passes of its own after the step's table is placed (one more read of the gradients)
-/// give the same bits as the CPU engine. Any time.
+/// (docs/numerics.md §23): the same bits for every thread count and SIMD level, and on a
+/// device, where the step's kernel takes them too. Any time.
 /// NULL: `optimizer`. Threads: serialized.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (`enabled` not 0 or 1, not a handle), BUSY.
 #[unsafe(no_mangle)]

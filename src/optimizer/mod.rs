@@ -440,8 +440,7 @@ impl Optimizer {
     /// Whether steps without a clip by norm take the gradient norms in the update pass, each
     /// block of a gradient summed while it is in cache (no extra pass over memory; off by
     /// default). With `clipnorm` or `global_clipnorm` the report has Keras' own norms anyway.
-    /// On a device, two passes of its own (one more read of the gradients) give the CPU
-    /// engine's bits. Any time.
+    /// On a device the step's kernel takes them too, with the CPU engine's bits. Any time.
     pub fn set_report_norms(&mut self, enabled: bool) {
         self.state.report_norms = enabled;
     }

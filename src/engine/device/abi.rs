@@ -27,6 +27,8 @@ pub(crate) mod flags {
     pub const VEC4: u32 = 256;
     /// The entry steps with its own scalars (`StepEntry::scalars`): a variable with multipliers.
     pub const OWN_SCALARS: u32 = 512;
+    /// The step takes the report's group lanes of the entry's gradient (`StepEntry::group_lanes`).
+    pub const REPORT: u32 = 1024;
 }
 
 /// Threads per block of the step and the non-finite check, and elements per block.
@@ -55,6 +57,8 @@ pub(crate) struct StepEntry {
     /// With [`flags::OWN_SCALARS`]: the variable's own step scalars (per-variable multipliers),
     /// as `StepParams::scalars` holds a dtype's.
     pub scalars: [u64; 8],
+    /// With [`flags::REPORT`]: where the step leaves each group's lanes (`f64[groups * 32]`).
+    pub group_lanes: u64,
     pub state_dtype: u32,
     pub values_dtype: u32,
     pub gradient_dtype: u32,
@@ -136,8 +140,12 @@ pub(crate) struct ReportEntry {
     pub len: u64,
     /// Elements per task: a multiple of [`GROUP`], or a sparse gradient's whole length.
     pub task_len: u64,
-    pub first_group: u64,
+    /// Its groups' lanes, `f64[groups * 32]`: the step's table's for a dense gradient.
+    pub group_lanes: u64,
     pub first_task: u64,
+    /// `adamw_group_lanes`' index of its first group (a sparse gradient's; the step takes a
+    /// dense one's).
+    pub first_sparse_group: u64,
     pub gradient_dtype: u32,
     pub pad: u32,
 }
@@ -147,11 +155,9 @@ pub(crate) struct ReportEntry {
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ReportParams {
     pub entries: u64,
-    /// `f64[total_groups * 32]`.
-    pub group_lanes: u64,
     /// `f64[total_tasks]`.
     pub task_sums: u64,
-    pub total_groups: u64,
+    pub sparse_groups: u64,
     pub total_tasks: u64,
     pub count: u32,
     pub pad: u32,
@@ -161,9 +167,9 @@ pub(crate) struct ReportParams {
 pub(crate) const GROUP: u64 = crate::squares::GROUP as u64;
 pub(crate) const LANES: u64 = crate::squares::LANES as u64;
 
-const _: () = assert!(size_of::<StepEntry>() == 224);
-const _: () = assert!(size_of::<ReportEntry>() == 48);
-const _: () = assert!(size_of::<ReportParams>() == 48);
+const _: () = assert!(size_of::<StepEntry>() == 232);
+const _: () = assert!(size_of::<ReportEntry>() == 56);
+const _: () = assert!(size_of::<ReportParams>() == 40);
 const _: () = assert!(size_of::<StepParams>() == 272);
 const _: () = assert!(size_of::<NormEntry>() == 32);
 const _: () = assert!(size_of::<Leaf>() == 24);

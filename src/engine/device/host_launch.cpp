@@ -19,8 +19,29 @@ static void launch(void (*kernel)(Params), const void* params, unsigned grid, un
     }
 }
 
+// The step's launch, as adamw_step runs it on a GPU: each block's threads run `step_block`,
+// then, where the block takes the report's group lanes, `report_block` (the barrier between the
+// two is the end of the first loop).
 extern "C" void adamw_host_step(const void* params, unsigned grid, unsigned block) {
-    launch(adamw_step, params, grid, block);
+    adamw_step_params p;
+    memcpy(&p, params, sizeof p);
+    gridDim = {grid, 1, 1};
+    blockDim = {block, 1, 1};
+    static thread_local u64 squares[ADAMW_BLOCK_ELEMENTS];  // the block's shared memory
+    for (unsigned b = 0; b < grid; b++) {
+        blockIdx = {b, 0, 0};
+        for (u64 at = b; at < p.total_blocks; at += grid) {
+            bool report = false;
+            for (unsigned t = 0; t < block; t++) {
+                threadIdx = {t, 0, 0};
+                report = step_block(p, at, t, squares);
+            }
+            for (unsigned t = 0; report && t < block; t++) {
+                threadIdx = {t, 0, 0};
+                report_block(p, at, t, squares);
+            }
+        }
+    }
 }
 
 extern "C" void adamw_host_leaf_sums(const void* params, unsigned grid, unsigned block) {

@@ -42,6 +42,7 @@ enum {
     ADAMW_HALVE = 128u,
     ADAMW_VEC4 = 256u,
     ADAMW_OWN_SCALARS = 512u,
+    ADAMW_REPORT = 1024u,
 };
 
 // Threads per block, and elements per thread, of the step and the non-finite check.
@@ -62,9 +63,10 @@ struct adamw_entry {
     u64 first_block;  // the launch's first block for this entry
     u64 op[5];     // the gradient op (r, a, d, hi, lo), bits of the math type
     u64 scalars[8];  // with ADAMW_OWN_SCALARS (per-variable multipliers): the step's scalars
+    u64 group_lanes;  // with ADAMW_REPORT: the report's lanes of each group (float, double for float64)
     u32 state_dtype, values_dtype, gradient_dtype, flags;
 };
-static_assert(sizeof(struct adamw_entry) == 224, "adamw_entry is mirrored in abi.rs");
+static_assert(sizeof(struct adamw_entry) == 232, "adamw_entry is mirrored in abi.rs");
 
 // The scalars of the step per dtype (lr, wd, 1-b1, 1-b2, alpha, eps, ema, 1-ema), bits of the
 // math type: float32 bits for float32 and the 16-bit dtypes, float64 bits for float64.
@@ -522,31 +524,145 @@ ADAMW_FN void step_four_f32(const Scalars<MathF32>& s, const adamw_entry& e, u64
     if (ema) ((float4*)e.average)[q] = make_float4(a[0], a[1], a[2], a[3]);
 }
 
+// ---------------------------------------------------------------------------------------------
+// The step report's sums of squares (src/squares.rs, docs/numerics.md §23): each gradient in
+// groups of 512 elements from its start (the update pass's tasks are whole groups), element j of
+// a group squared and added into lane j % 32 in element order, in float32 (float64 for a float64
+// gradient; 16-bit values widened exactly), each operation flushed as the step's; then each
+// task's group lanes added lane by lane in float64, group after group, and the task's 32 lanes
+// in order from 0. The host adds the tasks' totals in task order.
+//
+// A dense gradient's group lanes are taken in the step's launch (ADAMW_REPORT): each block's
+// 1,024 elements are two whole groups, whose squares the block's threads leave in shared memory
+// for 64 of them to add up, so the gradient is read once. A sparse gradient's (its values as
+// passed, one task) are taken by a launch of their own (adamw_group_lanes).
+// ---------------------------------------------------------------------------------------------
+
+#define ADAMW_GROUP 512
+#define ADAMW_LANES 32
+
+// A float32 as float64, exactly, a NaN's payload kept as x86's cvtss2sd keeps it (a GPU's
+// conversion would give its canonical NaN).
+ADAMW_FN double widen_f32(float x) {
+    if (x == x) return (double)x;
+    const u64 b = f32_bits(x);
+    return bits_f64(((b & 0x80000000ull) << 32) | 0x7ff8000000000000ull | ((b & 0x7fffffull) << 29));
+}
+
+ADAMW_FN double widen_f32(double x) { return x; }
+
+// The square of element i of a gradient, as given (widened exactly), in M: float32, or float64
+// for a float64 gradient.
+template <class M>
+ADAMW_FN typename M::T given_square(u64 gradient, u32 dtype, u64 i) {
+    typename M::T x = M::in(M::load(gradient, i, dtype));
+    return M::mul(x, x);
+}
+
+// Lane `lane` of the group that starts at element `first` of `len`: the squares `square(i)`
+// of its elements in element order, in M. Rows past the end are left out, as the CPU's zero
+// padding leaves the lane unchanged.
+template <class M, class Square>
+ADAMW_FN typename M::T group_lane(Square square, u64 first, u64 len, u32 lane) {
+    typename M::T sum = 0;
+    for (u32 row = 0; row < ADAMW_GROUP / ADAMW_LANES; row++) {
+        u64 i = first + (u64)row * ADAMW_LANES + lane;
+        if (i >= len) break;
+        sum = M::add(sum, square(i));
+    }
+    return sum;
+}
+
+// Group lanes in memory, in the type they were summed in: float32 (4 bytes a lane), or float64
+// for a float64 gradient.
+ADAMW_FN void store_lane(u64 lanes, u64 index, float x) { ((float*)lanes)[index] = x; }
+ADAMW_FN void store_lane(u64 lanes, u64 index, double x) { ((double*)lanes)[index] = x; }
+ADAMW_FN double load_lane(u64 lanes, u32 gradient_dtype, u64 index) {
+    return gradient_dtype == ADAMW_F64 ? ((const double*)lanes)[index] : widen_f32(((const float*)lanes)[index]);
+}
+
+// The squares of a step block's gradient elements (ADAMW_REPORT), in shared memory as bits,
+// indexed by the element's place in the block.
+ADAMW_FN void keep_square(const adamw_entry& e, u64 base, u64 i, u64* squares) {
+    squares[i - base] = e.gradient_dtype == ADAMW_F64
+        ? MathF64::bits(given_square<MathF64>(e.gradient, e.gradient_dtype, i))
+        : MathF32::bits(given_square<MathF32>(e.gradient, e.gradient_dtype, i));
+}
+
+// Thread t < 64 of a step block: lane t % 32 of the block's group t / 32, from the squares the
+// block's threads kept.
+ADAMW_FN void block_group_lane(const adamw_entry& e, u64 base, const u64* squares, u32 t) {
+    const u64 first = base + (u64)(t / ADAMW_LANES) * ADAMW_GROUP;
+    if (t >= 2 * ADAMW_LANES || first >= e.len) return;
+    const u32 lane = t % ADAMW_LANES;
+    const u64 at = first / ADAMW_GROUP * ADAMW_LANES + lane;
+    if (e.gradient_dtype == ADAMW_F64) {
+        store_lane(e.group_lanes, at, group_lane<MathF64>([&](u64 i) { return bits_f64(squares[i - base]); }, first, e.len, lane));
+    } else {
+        store_lane(e.group_lanes, at, group_lane<MathF32>([&](u64 i) { return bits_f32((u32)squares[i - base]); }, first, e.len, lane));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The step's launch.
+// ---------------------------------------------------------------------------------------------
+
+// Block `block` of the step, thread `t`: its elements, and with ADAMW_REPORT their squares kept
+// in `squares`. Returns whether the block's group lanes are to be taken (the same for every
+// thread of the block: a block works on one entry).
+ADAMW_FN bool step_block(const adamw_step_params& p, u64 block, u32 t, u64* squares) {
+    const adamw_entry* table = (const adamw_entry*)p.entries;
+    const u64 stride = sizeof(adamw_entry) / sizeof(u64);
+    const adamw_entry& e = table[entry_of_block(&table[0].first_block, stride, p.count, block)];
+    const u64 base = (block - e.first_block) * ADAMW_BLOCK_ELEMENTS;
+    const bool report = (e.flags & ADAMW_REPORT) != 0;
+    if (e.flags & ADAMW_VEC4) {
+        u64 i = base + 4 * (u64)t;
+        if (i + 4 <= e.len) {
+            step_four_f32(scalars_of<MathF32>(scalars_for(p, e, ADAMW_F32)), e, i);
+        } else {
+            for (u64 j = i; j < e.len; j++) step_any(p, e, j);  // the variable's last 1 to 3 elements
+        }
+        if (report) {
+            for (u64 j = i; j < i + 4 && j < e.len; j++) keep_square(e, base, j, squares);
+        }
+        return report;
+    }
+    for (u32 k = 0; k < ADAMW_PER_THREAD; k++) {
+        u64 i = base + (u64)k * ADAMW_BLOCK + t;
+        if (i < e.len) {
+            step_any(p, e, i);
+            if (report) keep_square(e, base, i, squares);
+        }
+    }
+    return report;
+}
+
+// Thread `t` of block `block`, once every thread of the block has run `step_block`.
+ADAMW_FN void report_block(const adamw_step_params& p, u64 block, u32 t, const u64* squares) {
+    const adamw_entry* table = (const adamw_entry*)p.entries;
+    const u64 stride = sizeof(adamw_entry) / sizeof(u64);
+    const adamw_entry& e = table[entry_of_block(&table[0].first_block, stride, p.count, block)];
+    block_group_lane(e, (block - e.first_block) * ADAMW_BLOCK_ELEMENTS, squares, t);
+}
+
 // The whole step: every element of every variable of the call, in one launch. Block b works on
 // ADAMW_BLOCK_ELEMENTS consecutive elements of one variable (thread t on elements t, t + 256, ...,
 // or with ADAMW_VEC4 on elements 4t..4t+3), so that a warp's accesses are contiguous; a grid
-// smaller than the table's blocks strides over them.
+// smaller than the table's blocks strides over them. (The host build runs `step_block` for every
+// thread of a block, then `report_block`: host_launch.cpp.)
+#ifndef ADAMW_HOST_SHIM
 ADAMW_KERNEL void adamw_step(struct adamw_step_params p) {
-    const adamw_entry* table = (const adamw_entry*)p.entries;
-    const u64 stride = sizeof(adamw_entry) / sizeof(u64);
+    __shared__ u64 squares[ADAMW_BLOCK_ELEMENTS];
     for (u64 block = blockIdx.x; block < p.total_blocks; block += gridDim.x) {
-        const adamw_entry& e = table[entry_of_block(&table[0].first_block, stride, p.count, block)];
-        u64 base = (block - e.first_block) * ADAMW_BLOCK_ELEMENTS;
-        if (e.flags & ADAMW_VEC4) {
-            u64 i = base + 4 * (u64)threadIdx.x;
-            if (i + 4 <= e.len) {
-                step_four_f32(scalars_of<MathF32>(scalars_for(p, e, ADAMW_F32)), e, i);
-            } else {
-                for (; i < e.len; i++) step_any(p, e, i);  // the variable's last 1 to 3 elements
-            }
-            continue;
-        }
-        for (u32 k = 0; k < ADAMW_PER_THREAD; k++) {
-            u64 i = base + (u64)k * ADAMW_BLOCK + threadIdx.x;
-            if (i < e.len) step_any(p, e, i);
+        if (step_block(p, block, threadIdx.x, squares)) {
+            __syncthreads();
+            report_block(p, block, threadIdx.x, squares);
+            __syncthreads();  // before the next block's squares
         }
     }
 }
+#endif
 
 // ---------------------------------------------------------------------------------------------
 // Clip norms: the terms and one leaf of Eigen's tree (src/reduction.rs: square_term, leaf_sum,
@@ -682,78 +798,50 @@ ADAMW_KERNEL void adamw_first_non_finite(struct adamw_check_params p) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The step report's sums of squares (src/squares.rs, docs/numerics.md §23): each gradient in
-// groups of 512 elements from its start (the update pass's tasks are whole groups), element j of
-// a group squared and added into lane j % 32 in element order, in float32 (float64 for a float64
-// gradient; 16-bit values widened exactly), each operation flushed as the step's; then each
-// task's group lanes added lane by lane in float64, group after group, and the task's 32 lanes
-// in order from 0. The host adds the tasks' totals in task order.
+// The step report's other launches: a sparse gradient's group lanes, then every gradient's
+// tasks.
 // ---------------------------------------------------------------------------------------------
-
-#define ADAMW_GROUP 512
-#define ADAMW_LANES 32
 
 // One gradient of the report's sums.
 struct adamw_report_entry {
     u64 gradient;
     u64 len;          // values: a dense gradient's elements, a sparse one's values as passed
     u64 task_len;     // elements per task: a multiple of 512, or a sparse gradient's whole length
-    u64 first_group;  // the call's index of this gradient's first group
+    u64 group_lanes;  // its groups' lanes, float[groups * 32] (double for float64; the step's table's)
     u64 first_task;   // the call's index of this gradient's first task
+    u64 first_sparse_group;  // adamw_group_lanes' index of its first group (a sparse gradient's)
     u32 gradient_dtype, pad;
 };
-static_assert(sizeof(struct adamw_report_entry) == 48, "adamw_report_entry is mirrored in abi.rs");
+static_assert(sizeof(struct adamw_report_entry) == 56, "adamw_report_entry is mirrored in abi.rs");
 
 struct adamw_report_params {
     u64 entries;
-    u64 group_lanes;  // double[total_groups * 32]: each group's lanes, widened exactly
-    u64 task_sums;    // double[total_tasks]
-    u64 total_groups;
+    u64 task_sums;  // double[total_tasks]
+    u64 sparse_groups;
     u64 total_tasks;
     u32 count;
     u32 pad;
 };
-static_assert(sizeof(struct adamw_report_params) == 48, "adamw_report_params is mirrored in abi.rs");
+static_assert(sizeof(struct adamw_report_params) == 40, "adamw_report_params is mirrored in abi.rs");
 
-// A float32 as float64, exactly, a NaN's payload kept as x86's cvtss2sd keeps it (a GPU's
-// conversion would give its canonical NaN).
-ADAMW_FN double widen_f32(float x) {
-    if (x == x) return (double)x;
-    const u64 b = f32_bits(x);
-    return bits_f64(((b & 0x80000000ull) << 32) | 0x7ff8000000000000ull | ((b & 0x7fffffull) << 29));
-}
-
-ADAMW_FN double widen_f32(double x) { return x; }
-
-// Lane `lane` of the group that starts at element `first`: its squares in element order, in M
-// (float32, or float64 for a float64 gradient). Rows past the gradient's end are left out, as
-// the CPU's zero padding leaves the lane unchanged.
-template <class M>
-ADAMW_FN double group_lane(const adamw_report_entry& e, u64 first, u32 lane) {
-    typename M::T sum = 0;
-    for (u32 row = 0; row < ADAMW_GROUP / ADAMW_LANES; row++) {
-        u64 i = first + (u64)row * ADAMW_LANES + lane;
-        if (i >= e.len) break;
-        typename M::T x = M::in(M::load(e.gradient, i, e.gradient_dtype));
-        sum = M::add(sum, M::mul(x, x));
-    }
-    return widen_f32(sum);
-}
-
-// One thread per lane of every group of every gradient; a warp reads a row of 32 consecutive
-// elements at a time.
+// One thread per lane of every group of every sparse gradient; a warp reads a row of 32
+// consecutive values at a time.
 ADAMW_KERNEL void adamw_group_lanes(struct adamw_report_params p) {
     const adamw_report_entry* table = (const adamw_report_entry*)p.entries;
     const u64 stride = sizeof(adamw_report_entry) / sizeof(u64);
-    double* lanes = (double*)p.group_lanes;
-    const u64 total = p.total_groups * ADAMW_LANES, step = (u64)gridDim.x * blockDim.x;
+    const u64 total = p.sparse_groups * ADAMW_LANES, step = (u64)gridDim.x * blockDim.x;
     for (u64 k = (u64)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += step) {
         const u64 group = k / ADAMW_LANES;
         const u32 lane = (u32)(k % ADAMW_LANES);
-        const adamw_report_entry& e = table[entry_of_block(&table[0].first_group, stride, p.count, group)];
-        const u64 first = (group - e.first_group) * ADAMW_GROUP;
-        lanes[k] = e.gradient_dtype == ADAMW_F64 ? group_lane<MathF64>(e, first, lane)
-                                                 : group_lane<MathF32>(e, first, lane);
+        const adamw_report_entry& e = table[entry_of_block(&table[0].first_sparse_group, stride, p.count, group)];
+        const u64 first = (group - e.first_sparse_group) * ADAMW_GROUP;
+        const u64 g = e.gradient, at = k - e.first_sparse_group * ADAMW_LANES;
+        const u32 dtype = e.gradient_dtype;
+        if (dtype == ADAMW_F64) {
+            store_lane(e.group_lanes, at, group_lane<MathF64>([&](u64 i) { return given_square<MathF64>(g, dtype, i); }, first, e.len, lane));
+        } else {
+            store_lane(e.group_lanes, at, group_lane<MathF32>([&](u64 i) { return given_square<MathF32>(g, dtype, i); }, first, e.len, lane));
+        }
     }
 }
 
@@ -762,7 +850,6 @@ ADAMW_KERNEL void adamw_group_lanes(struct adamw_report_params p) {
 ADAMW_KERNEL void adamw_task_sums(struct adamw_report_params p) {
     const adamw_report_entry* table = (const adamw_report_entry*)p.entries;
     const u64 stride = sizeof(adamw_report_entry) / sizeof(u64);
-    const double* lanes = (const double*)p.group_lanes;
     double* task_sums = (double*)p.task_sums;
     const u64 step = (u64)gridDim.x * blockDim.x;
     for (u64 task = (u64)blockIdx.x * blockDim.x + threadIdx.x; task < p.total_tasks; task += step) {
@@ -772,8 +859,9 @@ ADAMW_KERNEL void adamw_task_sums(struct adamw_report_params p) {
         double sums[ADAMW_LANES];
         for (u32 j = 0; j < ADAMW_LANES; j++) sums[j] = 0.0;
         for (u64 group = start / ADAMW_GROUP; group * ADAMW_GROUP < end; group++) {
-            const double* row = lanes + (e.first_group + group) * ADAMW_LANES;
-            for (u32 j = 0; j < ADAMW_LANES; j++) sums[j] = MathF64::add(sums[j], row[j]);
+            for (u32 j = 0; j < ADAMW_LANES; j++) {
+                sums[j] = MathF64::add(sums[j], load_lane(e.group_lanes, e.gradient_dtype, group * ADAMW_LANES + j));
+            }
         }
         double total = 0.0;
         for (u32 j = 0; j < ADAMW_LANES; j++) total = MathF64::add(total, sums[j]);

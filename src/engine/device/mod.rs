@@ -287,6 +287,9 @@ pub(crate) struct DeviceEngine<B: Backend> {
     check_entries: Vec<CheckEntry>,
     first_bad: Vec<u64>,
     report_entries: Vec<ReportEntry>,
+    /// The report's tasks and sparse gradients' groups in `report_entries`.
+    report_tasks: u64,
+    report_sparse_groups: u64,
     task_sums: Vec<f64>,
     pairs: Vec<[u64; 2]>,
 }
@@ -311,6 +314,8 @@ impl<B: Backend> DeviceEngine<B> {
             check_entries: Vec::new(),
             first_bad: Vec::new(),
             report_entries: Vec::new(),
+            report_tasks: 0,
+            report_sparse_groups: 0,
             task_sums: Vec::new(),
             pairs: Vec::new(),
         }
@@ -537,12 +542,13 @@ impl<B: Backend> DeviceEngine<B> {
         Ok(Some(NonFinite { entry, element: element as usize, value }))
     }
 
-    /// The step report's sum of squares of each placed gradient (`crate::squares`' order, the
-    /// CPU engine's bits) into `squares[i]` for entry `i`: a pass over the gradients that takes
-    /// each group's lanes, then one that adds each task's, then the tasks' totals on the host.
-    fn try_report_squares(&mut self, squares: &mut [f64]) -> Result<()> {
+    /// The step report's table (`crate::squares`' order, the CPU engine's bits), before the
+    /// step: each placed gradient's tasks and where its groups' lanes go (the step takes a dense
+    /// gradient's, `flags::REPORT`).
+    fn plan_report(&mut self) -> Result<()> {
         self.report_entries.clear();
-        let (mut groups, mut tasks) = (0u64, 0u64);
+        // `lane_bytes`: the group lanes' bytes so far (float32 lanes, float64 for float64).
+        let (mut lane_bytes, mut tasks, mut sparse_groups) = (0u64, 0u64, 0u64);
         for p in &self.placed {
             let Some(g) = p.gradient else { continue };
             let len = g.len as u64;
@@ -557,50 +563,70 @@ impl<B: Backend> DeviceEngine<B> {
                 gradient: self.address_of(g.at),
                 len,
                 task_len: per_task,
-                first_group: groups,
+                group_lanes: lane_bytes, // an offset until the buffer is known, below
                 first_task: tasks,
+                first_sparse_group: sparse_groups,
                 gradient_dtype: abi::dtype_code(g.dtype),
                 pad: 0,
             });
-            groups += len.div_ceil(abi::GROUP);
+            lane_bytes += len.div_ceil(abi::GROUP) * abi::LANES * g.dtype.size().max(4) as u64;
             tasks += count;
+            if g.pairs.is_some() {
+                sparse_groups += len.div_ceil(abi::GROUP);
+            }
         }
+        (self.report_tasks, self.report_sparse_groups) = (tasks, sparse_groups);
+        let lanes = self.aux.at_least(&self.device, lane_bytes as usize)?;
+        for e in &mut self.report_entries {
+            e.group_lanes += lanes;
+        }
+        Ok(())
+    }
+
+    /// The report's sums once the step has taken the dense gradients' group lanes: a sparse
+    /// gradient's group lanes, then each task's total, then on the host each gradient's total
+    /// into `squares[i]` for entry `i`.
+    fn finish_report(&mut self, squares: &mut [f64]) -> Result<()> {
+        let (tasks, sparse_groups) = (self.report_tasks, self.report_sparse_groups);
         self.task_sums.clear();
         self.task_sums.resize(tasks as usize, 0.0);
         if tasks > 0 {
             let params = ReportParams {
                 entries: self.table.upload(&self.device, &self.report_entries)?,
-                group_lanes: self.aux.at_least(&self.device, (groups * abi::LANES * 8) as usize)?,
                 task_sums: self.results.at_least(&self.device, tasks as usize * 8)?,
-                total_groups: groups,
+                sparse_groups,
                 total_tasks: tasks,
                 count: as_u32(self.report_entries.len() as u64, "gradients")?,
                 pad: 0,
             };
             let grid = |threads: u64| as_u32(threads.div_ceil(abi::BLOCK as u64).min(1 << 16), "report blocks");
-            let (lane_grid, task_grid) = (grid(groups * abi::LANES)?, grid(tasks)?);
+            let raw = bytes(std::slice::from_ref(&params));
             // SAFETY: the table describes the placed gradients, which stay where they are for
-            // the call; the lanes' buffer holds `groups * 32` doubles and the sums' `tasks`.
+            // the call, and the group lanes' buffer (`plan_report`); the sums' buffer holds
+            // `tasks` doubles.
             unsafe {
-                let raw = bytes(std::slice::from_ref(&params));
-                self.device.launch(Kernel::GroupLanes, lane_grid, abi::BLOCK, raw)?;
-                self.device.launch(Kernel::TaskSums, task_grid, abi::BLOCK, raw)?;
+                if sparse_groups > 0 {
+                    self.device.launch(Kernel::GroupLanes, grid(sparse_groups * abi::LANES)?, abi::BLOCK, raw)?;
+                }
+                self.device.launch(Kernel::TaskSums, grid(tasks)?, abi::BLOCK, raw)?;
                 self.device.download(params.task_sums, bytes_mut(&mut self.task_sums))?;
             }
         }
-        let mut entries = self.report_entries.iter();
+        let mut entries = self.report_entries.iter().peekable();
         for (i, p) in self.placed.iter().enumerate() {
             if p.gradient.is_none() {
                 continue;
             }
             let Some(e) = entries.next() else { break };
-            let end = entries.as_slice().first().map_or(tasks, |next| next.first_task);
+            let end = entries.peek().map_or(tasks, |next| next.first_task);
             squares[i] = total_of_tasks(&self.task_sums[e.first_task as usize..end as usize]);
         }
         Ok(())
     }
 
-    fn try_step(&mut self, plan: &StepPlan<'_>) -> Result<()> {
+    /// The step's launch; with `report`, it also takes the dense gradients' group lanes for
+    /// the report (`plan_report` first).
+    fn try_step(&mut self, plan: &StepPlan<'_>, report: bool) -> Result<()> {
         self.step_entries.clear();
         let mut blocks = 0u64;
         for (k, p) in self.placed.iter().filter(|p| p.gradient.is_some()).enumerate() {
@@ -636,6 +662,11 @@ impl<B: Backend> DeviceEngine<B> {
                     flags |= flag;
                 }
             }
+            let mut group_lanes = 0;
+            if report && g.pairs.is_none() {
+                flags |= abi::flags::REPORT;
+                group_lanes = self.report_entries.get(k).map_or(0, |e| e.group_lanes);
+            }
             let (pairs, pair_count) = g.pairs.map_or((0, 0), |(at, n)| (self.address_of(at), n as u64));
             let op = with_float!(math, F => op_bits::<F>(plan, k), _ => [0; 5]);
             let address = |b: &Option<B::Buffer>| b.as_ref().map_or(0, |b| self.device.address(b));
@@ -667,6 +698,7 @@ impl<B: Backend> DeviceEngine<B> {
                 first_block: blocks,
                 op,
                 scalars,
+                group_lanes,
                 state_dtype: abi::dtype_code(layout.dtype),
                 values_dtype: abi::dtype_code(p.values_dtype),
                 gradient_dtype: abi::dtype_code(g.dtype),
@@ -849,11 +881,15 @@ impl<B: Backend> Engine for DeviceEngine<B> {
 
     fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_>, squares: Option<&mut [f64]>) -> Result<()> {
         self.place(entries, true)?;
-        if let Some(squares) = squares {
-            self.try_report_squares(squares)?;
+        if squares.is_some() {
+            self.plan_report()?;
         }
-        self.try_step(plan)?;
-        self.download_values(entries).map_err(|e| {
+        self.try_step(plan, squares.is_some())?;
+        let after = match squares {
+            Some(squares) => self.finish_report(squares),
+            None => Ok(()),
+        };
+        after.and_then(|()| self.download_values(entries)).map_err(|e| {
             Error::Device(format!(
                 "{e}; this happened after the step ran on the device, so the state and the variables are those after the step while the iteration counter is not: load a checkpoint before going on"
             ))
