@@ -28,29 +28,6 @@ const PER_REGISTER: usize = 8;
 #[repr(transparent)]
 pub struct Doubles([__m512d; LANES / PER_REGISTER]);
 
-/// Every register of `$v` (and of `$w`) through `$f`, an expression of AVX-512 intrinsics.
-macro_rules! each {
-    ($v:expr, |$x:ident| $f:expr) => {{
-        let mut r = $v;
-        for k in 0..r.len() {
-            let $x = r[k];
-            // SAFETY: AVX-512 F, which every function here runs under (the module's
-            // documentation).
-            r[k] = unsafe { $f };
-        }
-        Doubles(r)
-    }};
-    ($v:expr, $w:expr, |$x:ident, $y:ident| $f:expr) => {{
-        let (mut r, w) = ($v, $w);
-        for k in 0..r.len() {
-            let ($x, $y) = (r[k], w[k]);
-            // SAFETY: as above.
-            r[k] = unsafe { $f };
-        }
-        Doubles(r)
-    }};
-}
-
 /// The sign bit of a float64, as the integer lanes of a register.
 #[inline(always)]
 fn sign_bits() -> __m512i {
@@ -126,7 +103,7 @@ macro_rules! lane_op {
             type Output = Self;
             #[inline(always)]
             fn $method(self, rhs: Self) -> Self {
-                each!(self.0, rhs.0, |a, b| $intrinsic(a, b))
+                Doubles(each!(self.0, rhs.0, |a, b| $intrinsic(a, b)))
             }
         }
     };
@@ -141,7 +118,7 @@ impl Neg for Doubles {
     /// The sign bit flipped, as `-x` does (an integer operation: AVX-512 F has no float64 XOR).
     #[inline(always)]
     fn neg(self) -> Self {
-        each!(self.0, |x| _mm512_castsi512_pd(_mm512_xor_si512(_mm512_castpd_si512(x), sign_bits())))
+        Doubles(each!(self.0, |x| _mm512_castsi512_pd(_mm512_xor_si512(_mm512_castpd_si512(x), sign_bits()))))
     }
 }
 
@@ -159,41 +136,41 @@ impl Arith for Doubles {
 
     #[inline(always)]
     fn abs(self) -> Self {
-        each!(self.0, |x| _mm512_abs_pd(x))
+        Doubles(each!(self.0, |x| _mm512_abs_pd(x)))
     }
     #[inline(always)]
     fn sqrt(self) -> Self {
-        each!(self.0, |x| _mm512_sqrt_pd(x))
+        Doubles(each!(self.0, |x| _mm512_sqrt_pd(x)))
     }
     fn is_nan(self) -> bool {
         self.lanes().iter().any(|x| x.is_nan())
     }
     #[inline(always)]
     fn copysign(self, sign: Self) -> Self {
-        each!(self.0, sign.0, |x, s| {
+        Doubles(each!(self.0, sign.0, |x, s| {
             // Bitwise `mask ? s : x` with the sign bit as the mask.
             _mm512_castsi512_pd(_mm512_ternarylogic_epi64::<0xca>(
                 sign_bits(),
                 _mm512_castpd_si512(s),
                 _mm512_castpd_si512(x),
             ))
-        })
+        }))
     }
     /// `tf.maximum`: each lane `other` where `self < other` or `other` is NaN, unless `self` is
     /// NaN; each lane one operand's bits.
     #[inline(always)]
     fn max_nan(self, other: Self) -> Self {
-        each!(self.0, other.0, |a, b| {
+        Doubles(each!(self.0, other.0, |a, b| {
             let take_b = _mm512_cmp_pd_mask::<_CMP_NGE_UQ>(a, b) & _mm512_cmp_pd_mask::<_CMP_ORD_Q>(a, a);
             _mm512_mask_blend_pd(take_b, a, b)
-        })
+        }))
     }
     /// A value clip with bounds that are not NaN: `minpd(hi, x)` is `hi < x ? hi : x` and
     /// gives `x` when it is NaN, and `maxpd(lo, ..)` likewise.
     #[inline(always)]
     fn clip_to(self, hi: Self, lo: Self) -> Self {
         let below_hi = each!(hi.0, self.0, |h, x| _mm512_min_pd(h, x));
-        each!(lo.0, below_hi.0, |l, b| _mm512_max_pd(l, b))
+        Doubles(each!(lo.0, below_hi, |l, b| _mm512_max_pd(l, b)))
     }
     /// Lanes are never flushed by this type (it runs under hardware flushing).
     fn flush(self) -> Self {

@@ -8,6 +8,31 @@
 //! - [`pair`]: two values of such a type computed side by side.
 //! - [`doubles`]: thirty-two float64 lanes in AVX-512 registers.
 
+/// Every register of `$v` (and of `$w`) through `$f`, an expression of intrinsics of the
+/// registers' width (`registers`, `doubles`).
+#[cfg(target_arch = "x86_64")]
+macro_rules! each {
+    ($v:expr, |$x:ident| $f:expr) => {{
+        let mut r = $v;
+        for k in 0..r.len() {
+            let $x = r[k];
+            // SAFETY: the registers' target features, which every function here runs under
+            // (see the module's documentation).
+            r[k] = unsafe { $f };
+        }
+        r
+    }};
+    ($v:expr, $w:expr, |$x:ident, $y:ident| $f:expr) => {{
+        let (mut r, w) = ($v, $w);
+        for k in 0..r.len() {
+            let ($x, $y) = (r[k], w[k]);
+            // SAFETY: as above.
+            r[k] = unsafe { $f };
+        }
+        r
+    }};
+}
+
 mod arith;
 #[cfg(target_arch = "x86_64")]
 mod doubles;

@@ -129,30 +129,6 @@ macro_rules! bf16_rounding {
 #[repr(transparent)]
 pub struct Ymm4([__m256; 4]);
 
-/// Every register of `$v` (and of `$w`) through `$f`, an expression of intrinsics of the
-/// registers' width.
-macro_rules! each {
-    ($v:expr, |$x:ident| $f:expr) => {{
-        let mut r = $v;
-        for k in 0..r.len() {
-            let $x = r[k];
-            // SAFETY: the registers' target features, which every function here runs under
-            // (see the module's documentation).
-            r[k] = unsafe { $f };
-        }
-        r
-    }};
-    ($v:expr, $w:expr, |$x:ident, $y:ident| $f:expr) => {{
-        let (mut r, w) = ($v, $w);
-        for k in 0..r.len() {
-            let ($x, $y) = (r[k], w[k]);
-            // SAFETY: as above.
-            r[k] = unsafe { $f };
-        }
-        r
-    }};
-}
-
 impl Ymm4 {
     /// A register of zero words, to fill rows with before they are written.
     // SAFETY: integers, any bits valid.
