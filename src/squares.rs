@@ -14,8 +14,9 @@
 //! takes over, so the norm is good to about 1e-6 relative.)
 //!
 //! Where the sums are taken: the vector loops (`engine::cpu::lanes`: 16-bit and float32
-//! variables, and a master's gradient as it is widened, `lanes::widen_summed`) add each row's
-//! squares into lanes held in registers ([`plus_square`]); the other dense loops write each
+//! variables, float64 ones at AVX-512, and a master's gradient as it is widened,
+//! `lanes::widen_summed`) add each row's squares into lanes held in registers
+//! ([`plus_square`]); the other dense loops write each
 //! element's square to a buffer as they step it and add a group's squares into its lanes after
 //! the group ([`square`], [`Squares::add_group_squares`]); [`Squares::add`] sums a slice on its
 //! own (a sparse gradient's values, what a master's widening leaves).

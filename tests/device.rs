@@ -432,62 +432,79 @@ fn a_non_finite_gradient_is_reported_against_its_variable() {
 
 #[test]
 fn the_report_norms_are_the_documented_ones_as_on_the_cpu_engine() {
-    // The device's own passes (each group's lanes, then each task's) give the CPU engine's bits:
-    // float32 over four tasks ending mid-group, float64, bfloat16 and float16 ending mid-row, a
-    // sparse gradient (its values as passed, one task), a NaN and a tiny gradient; with and
-    // without master copies.
+    // The device's sums (each step block's group lanes, a sparse gradient's in a launch of their
+    // own, then each task's) give the CPU engine's bits: float32 over four tasks ending
+    // mid-group, float64, bfloat16 and float16 ending mid-row, two sparse gradients (their values
+    // as passed, one task each) among dense ones, NaNs with payloads (one signaling), a tiny
+    // gradient, and an entry without a gradient listed first; with and without master copies,
+    // without and with amsgrad and EMA.
     let n = 100_003;
     let g32: Vec<f32> = noise(1, n);
     let g64: Vec<f64> = noise(2, 5_003).iter().map(|&x| x as f64 * 1.1).collect();
     let gb: Vec<bf16> = noise(3, 1000).iter().map(|&x| bf16::from_f32(x)).collect();
     let gh: Vec<f16> = noise(4, 777).iter().map(|&x| f16::from_f32(x)).collect();
     let mut g_nan = noise(5, 600);
-    g_nan[513] = f32::NAN;
+    g_nan[513] = f32::from_bits(0xffc0_1234); // negative, quiet, with a payload
+    g_nan[7] = f32::from_bits(0x7f80_0021); // signaling
     let tiny = vec![1e-20f32; 40];
     let (indices, rows) = ([3i64, 7, 3], noise(6, 12));
+    let (indices_b, rows_b) = ([1i64, 5, 1, 39], noise(7, 32).iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>());
+    let widened = |x: &[bf16]| x.iter().map(|x| x.to_f32()).collect::<Vec<_>>();
+    // Per variable, as `gradient_norms` gives them: the first is listed without a gradient.
     let want = |master: bool| {
         let mut want = vec![
+            f64::NAN,
             documented_sum(&g32).sqrt(),
-            documented_sum(&gb.iter().map(|x| x.to_f32()).collect::<Vec<_>>()).sqrt(),
+            documented_sum(&widened(&gb)).sqrt(),
             documented_sum(&gh.iter().map(|x| x.to_f32()).collect::<Vec<_>>()).sqrt(),
             documented_sum(&rows).sqrt(),
             documented_sum(&g_nan).sqrt(),
             documented_sum(&tiny).sqrt(),
+            documented_sum(&widened(&rows_b)).sqrt(),
         ];
         if !master {
             want.push(documented_sum_wide(&g64).sqrt());
         }
         want
     };
-    for master in [false, true] {
+    let bits = |x: &[f64]| x.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (master, amsgrad_ema) in [(false, false), (true, false), (false, true)] {
         let mut reports = Vec::new();
         for on_device in [false, true] {
-            let mut opt = Optimizer::new(Config { master_weights: master, ..Config::default() }).unwrap();
+            let config =
+                Config { master_weights: master, amsgrad: amsgrad_ema, use_ema: amsgrad_ema, ..Config::default() };
+            let mut opt = Optimizer::new(config).unwrap();
             if on_device {
                 opt.set_device(device()).unwrap();
             }
             opt.set_report_norms(true);
             let mut specs = vec![
+                VariableSpec::new("idle", DType::F32, &[10]),
                 VariableSpec::new("a", DType::F32, &[n]),
                 VariableSpec::new("b", DType::BF16, &[1000]),
                 VariableSpec::new("h", DType::F16, &[777]),
                 VariableSpec::new("e", DType::F32, &[50, 4]),
                 VariableSpec::new("nan", DType::F32, &[600]),
                 VariableSpec::new("tiny", DType::F32, &[40]),
+                VariableSpec::new("sb", DType::BF16, &[40, 8]),
             ];
             if !master {
                 specs.push(VariableSpec::new("d", DType::F64, &[5_003]));
             }
-            let (mut a, mut b, mut h) = (vec![0.5f32; n], vec![bf16::ONE; 1000], vec![f16::ONE; 777]);
+            let (mut idle, mut a, mut b, mut h) =
+                (vec![0.5f32; 10], vec![0.5f32; n], vec![bf16::ONE; 1000], vec![f16::ONE; 777]);
             let (mut e, mut x, mut t, mut d) =
                 (vec![0.25f32; 200], vec![0.5f32; 600], vec![0.5f32; 40], vec![1.0; 5_003]);
+            let mut sb = vec![bf16::ONE; 320];
             let mut initial = vec![
+                TensorRef::F32(&idle),
                 TensorRef::F32(&a),
                 TensorRef::BF16(&b),
                 TensorRef::F16(&h),
                 TensorRef::F32(&e),
                 TensorRef::F32(&x),
                 TensorRef::F32(&t),
+                TensorRef::BF16(&sb),
             ];
             if !master {
                 initial.push(TensorRef::F64(&d));
@@ -495,32 +512,42 @@ fn the_report_norms_are_the_documented_ones_as_on_the_cpu_engine() {
             opt.build(&specs, &initial).unwrap();
             drop(initial);
             let mut entries = vec![
-                GradientEntry::dense(0, ArrayViewMut1::from(&mut a[..]), ArrayView1::from(&g32[..])).unwrap(),
-                GradientEntry::dense(1, ArrayViewMut1::from(&mut b[..]), ArrayView1::from(&gb[..])).unwrap(),
-                GradientEntry::dense(2, ArrayViewMut1::from(&mut h[..]), ArrayView1::from(&gh[..])).unwrap(),
+                GradientEntry { variable: 0, values: TensorMut::F32(&mut idle), gradient: None },
+                GradientEntry::dense(1, ArrayViewMut1::from(&mut a[..]), ArrayView1::from(&g32[..])).unwrap(),
+                GradientEntry::dense(2, ArrayViewMut1::from(&mut b[..]), ArrayView1::from(&gb[..])).unwrap(),
+                GradientEntry::dense(3, ArrayViewMut1::from(&mut h[..]), ArrayView1::from(&gh[..])).unwrap(),
                 GradientEntry::sparse(
-                    3,
+                    4,
                     ArrayViewMut2::from_shape((50, 4), &mut e[..]).unwrap(),
                     &indices,
                     ArrayView2::from_shape((3, 4), &rows[..]).unwrap(),
                 )
                 .unwrap(),
-                GradientEntry::dense(4, ArrayViewMut1::from(&mut x[..]), ArrayView1::from(&g_nan[..])).unwrap(),
-                GradientEntry::dense(5, ArrayViewMut1::from(&mut t[..]), ArrayView1::from(&tiny[..])).unwrap(),
+                GradientEntry::dense(5, ArrayViewMut1::from(&mut x[..]), ArrayView1::from(&g_nan[..])).unwrap(),
+                GradientEntry::dense(6, ArrayViewMut1::from(&mut t[..]), ArrayView1::from(&tiny[..])).unwrap(),
+                GradientEntry::sparse(
+                    7,
+                    ArrayViewMut2::from_shape((40, 8), &mut sb[..]).unwrap(),
+                    &indices_b,
+                    ArrayView2::from_shape((4, 8), &rows_b[..]).unwrap(),
+                )
+                .unwrap(),
             ];
             if !master {
                 entries.push(
-                    GradientEntry::dense(6, ArrayViewMut1::from(&mut d[..]), ArrayView1::from(&g64[..])).unwrap(),
+                    GradientEntry::dense(8, ArrayViewMut1::from(&mut d[..]), ArrayView1::from(&g64[..])).unwrap(),
                 );
             }
             opt.apply_gradients(&mut entries[..]).unwrap();
             let report = opt.step_report();
-            assert_eq!((report.applied, report.norms), (true, NormSource::UpdatePass), "device {on_device}");
+            let what = format!("device {on_device}, master {master}, amsgrad and EMA {amsgrad_ema}");
+            assert_eq!((report.applied, report.norms), (true, NormSource::UpdatePass), "{what}");
             let norms = opt.gradient_norms();
-            let bits = |x: &[f64]| x.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(norms), bits(&want(master)), "device {on_device}, master {master}");
+            assert!(norms[0].is_nan() && norms[5].is_nan(), "{what}: no gradient, and a NaN gradient");
+            assert_eq!(bits(&norms[1..5]), bits(&want(master)[1..5]), "{what}");
+            assert_eq!(bits(&norms[6..]), bits(&want(master)[6..]), "{what}");
             reports.push((bits(norms), report.global_norm.to_bits()));
         }
-        assert_eq!(reports[0], reports[1], "master {master}: the device's report is the CPU engine's");
+        assert_eq!(reports[0], reports[1], "master {master}: the device's report is the CPU engine's, NaNs too");
     }
 }

@@ -19,7 +19,7 @@
 //! It serves every form of the step: amsgrad (`tf.maximum` as a lane operation), EMA, and every
 //! gradient op (a loss scale's unscaling, every clip; a value clip with bounds that are
 //! numbers). The last elements short of a whole row (one vector, or two side by side) run the
-//! portable loops.
+//! compiler's loops at AVX2 and above (float32, float64), or the portable loops (16-bit).
 
 #[cfg(target_arch = "x86_64")]
 use crate::dtype::Shared;

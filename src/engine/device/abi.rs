@@ -57,7 +57,8 @@ pub(crate) struct StepEntry {
     /// With [`flags::OWN_SCALARS`]: the variable's own step scalars (per-variable multipliers),
     /// as `StepParams::scalars` holds a dtype's.
     pub scalars: [u64; 8],
-    /// With [`flags::REPORT`]: where the step leaves each group's lanes (`f64[groups * 32]`).
+    /// With [`flags::REPORT`]: where the step leaves each group's lanes (`f32[groups * 32]`,
+    /// `f64` for a float64 gradient).
     pub group_lanes: u64,
     pub state_dtype: u32,
     pub values_dtype: u32,
@@ -140,7 +141,8 @@ pub(crate) struct ReportEntry {
     pub len: u64,
     /// Elements per task: a multiple of [`GROUP`], or a sparse gradient's whole length.
     pub task_len: u64,
-    /// Its groups' lanes, `f64[groups * 32]`: the step's table's for a dense gradient.
+    /// Its groups' lanes, `f32[groups * 32]` (`f64` for a float64 gradient): the step's
+    /// table's for a dense gradient.
     pub group_lanes: u64,
     pub first_task: u64,
     /// `adamw_group_lanes`' index of its first group (a sparse gradient's; the step takes a

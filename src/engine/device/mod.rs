@@ -585,7 +585,7 @@ impl<B: Backend> DeviceEngine<B> {
 
     /// The report's sums once the step has taken the dense gradients' group lanes: a sparse
     /// gradient's group lanes, then each task's total, then on the host each gradient's total
-    /// into `squares[i]` for entry `i`.
+    /// into `squares[k]` for the call's `k`-th entry with a gradient (as the CPU engine).
     fn finish_report(&mut self, squares: &mut [f64]) -> Result<()> {
         let (tasks, sparse_groups) = (self.report_tasks, self.report_sparse_groups);
         self.task_sums.clear();
@@ -612,14 +612,12 @@ impl<B: Backend> DeviceEngine<B> {
                 self.device.download(params.task_sums, bytes_mut(&mut self.task_sums))?;
             }
         }
+        // One report entry per placed entry with a gradient, in the call's order.
         let mut entries = self.report_entries.iter().peekable();
-        for (i, p) in self.placed.iter().enumerate() {
-            if p.gradient.is_none() {
-                continue;
-            }
+        for square in squares.iter_mut() {
             let Some(e) = entries.next() else { break };
             let end = entries.peek().map_or(tasks, |next| next.first_task);
-            squares[i] = total_of_tasks(&self.task_sums[e.first_task as usize..end as usize]);
+            *square = total_of_tasks(&self.task_sums[e.first_task as usize..end as usize]);
         }
         Ok(())
     }
@@ -885,11 +883,10 @@ impl<B: Backend> Engine for DeviceEngine<B> {
             self.plan_report()?;
         }
         self.try_step(plan, squares.is_some())?;
-        let after = match squares {
-            Some(squares) => self.finish_report(squares),
-            None => Ok(()),
-        };
-        after.and_then(|()| self.download_values(entries)).map_err(|e| {
+        // The values come back even when the report fails, so that the message below is true.
+        let downloaded = self.download_values(entries);
+        let reported = squares.map_or(Ok(()), |squares| self.finish_report(squares));
+        downloaded.and(reported).map_err(|e| {
             Error::Device(format!(
                 "{e}; this happened after the step ran on the device, so the state and the variables are those after the step while the iteration counter is not: load a checkpoint before going on"
             ))
