@@ -20,8 +20,8 @@ static void launch(void (*kernel)(Params), const void* params, unsigned grid, un
 }
 
 // The step's launch, as adamw_step runs it on a GPU: each block's threads run `step_block`,
-// then, where the block takes the report's group lanes, `report_block` (the barrier between the
-// two is the end of the first loop).
+// then, where the block takes the report's group lanes, `block_group_lane` (the barrier between
+// the two is the end of the first loop).
 extern "C" void adamw_host_step(const void* params, unsigned grid, unsigned block) {
     adamw_step_params p;
     memcpy(&p, params, sizeof p);
@@ -31,14 +31,15 @@ extern "C" void adamw_host_step(const void* params, unsigned grid, unsigned bloc
     for (unsigned b = 0; b < grid; b++) {
         blockIdx = {b, 0, 0};
         for (u64 at = b; at < p.total_blocks; at += grid) {
-            bool report = false;
+            const adamw_entry& e = step_entry(p, at);
+            const u64 base = (at - e.first_block) * ADAMW_BLOCK_ELEMENTS;
             for (unsigned t = 0; t < block; t++) {
                 threadIdx = {t, 0, 0};
-                report = step_block(p, at, t, squares);
+                step_block(p, e, base, t, squares);
             }
-            for (unsigned t = 0; report && t < block; t++) {
+            for (unsigned t = 0; (e.flags & ADAMW_REPORT) && t < block; t++) {
                 threadIdx = {t, 0, 0};
-                report_block(p, at, t, squares);
+                block_group_lane(e, base, squares, t);
             }
         }
     }

@@ -607,14 +607,17 @@ ADAMW_FN void block_group_lane(const adamw_entry& e, u64 base, const u64* square
 // The step's launch.
 // ---------------------------------------------------------------------------------------------
 
-// Block `block` of the step, thread `t`: its elements, and with ADAMW_REPORT their squares kept
-// in `squares`. Returns whether the block's group lanes are to be taken (the same for every
-// thread of the block: a block works on one entry).
-ADAMW_FN bool step_block(const adamw_step_params& p, u64 block, u32 t, u64* squares) {
+// The entry that block `block` of the step works on.
+ADAMW_FN const adamw_entry& step_entry(const adamw_step_params& p, u64 block) {
     const adamw_entry* table = (const adamw_entry*)p.entries;
     const u64 stride = sizeof(adamw_entry) / sizeof(u64);
-    const adamw_entry& e = table[entry_of_block(&table[0].first_block, stride, p.count, block)];
-    const u64 base = (block - e.first_block) * ADAMW_BLOCK_ELEMENTS;
+    return table[entry_of_block(&table[0].first_block, stride, p.count, block)];
+}
+
+// Thread `t` of a step block on entry `e` whose first element is `base`: its elements, and with
+// ADAMW_REPORT their squares kept in `squares` (then, once every thread of the block has run
+// this, `block_group_lane`: the flag is the block's, as a block works on one entry).
+ADAMW_FN void step_block(const adamw_step_params& p, const adamw_entry& e, u64 base, u32 t, u64* squares) {
     const bool report = (e.flags & ADAMW_REPORT) != 0;
     if (e.flags & ADAMW_VEC4) {
         u64 i = base + 4 * (u64)t;
@@ -626,7 +629,7 @@ ADAMW_FN bool step_block(const adamw_step_params& p, u64 block, u32 t, u64* squa
         if (report) {
             for (u64 j = i; j < i + 4 && j < e.len; j++) keep_square(e, base, j, squares);
         }
-        return report;
+        return;
     }
     for (u32 k = 0; k < ADAMW_PER_THREAD; k++) {
         u64 i = base + (u64)k * ADAMW_BLOCK + t;
@@ -635,29 +638,23 @@ ADAMW_FN bool step_block(const adamw_step_params& p, u64 block, u32 t, u64* squa
             if (report) keep_square(e, base, i, squares);
         }
     }
-    return report;
-}
-
-// Thread `t` of block `block`, once every thread of the block has run `step_block`.
-ADAMW_FN void report_block(const adamw_step_params& p, u64 block, u32 t, const u64* squares) {
-    const adamw_entry* table = (const adamw_entry*)p.entries;
-    const u64 stride = sizeof(adamw_entry) / sizeof(u64);
-    const adamw_entry& e = table[entry_of_block(&table[0].first_block, stride, p.count, block)];
-    block_group_lane(e, (block - e.first_block) * ADAMW_BLOCK_ELEMENTS, squares, t);
 }
 
 // The whole step: every element of every variable of the call, in one launch. Block b works on
 // ADAMW_BLOCK_ELEMENTS consecutive elements of one variable (thread t on elements t, t + 256, ...,
 // or with ADAMW_VEC4 on elements 4t..4t+3), so that a warp's accesses are contiguous; a grid
 // smaller than the table's blocks strides over them. (The host build runs `step_block` for every
-// thread of a block, then `report_block`: host_launch.cpp.)
+// thread of a block, then `block_group_lane`: host_launch.cpp.)
 #ifndef ADAMW_HOST_SHIM
 ADAMW_KERNEL void adamw_step(struct adamw_step_params p) {
     __shared__ u64 squares[ADAMW_BLOCK_ELEMENTS];
     for (u64 block = blockIdx.x; block < p.total_blocks; block += gridDim.x) {
-        if (step_block(p, block, threadIdx.x, squares)) {
+        const adamw_entry& e = step_entry(p, block);
+        const u64 base = (block - e.first_block) * ADAMW_BLOCK_ELEMENTS;
+        step_block(p, e, base, threadIdx.x, squares);
+        if (e.flags & ADAMW_REPORT) {
             __syncthreads();
-            report_block(p, block, threadIdx.x, squares);
+            block_group_lane(e, base, squares, threadIdx.x);
             __syncthreads();  // before the next block's squares
         }
     }

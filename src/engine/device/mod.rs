@@ -263,6 +263,13 @@ fn as_u32(x: u64, what: &str) -> Result<u32> {
     u32::try_from(x).map_err(|_| Error::OutOfMemory(format!("{what} ({x}) exceed what one launch covers")))
 }
 
+/// The step report's tasks and sparse gradients' groups in a call (`plan_report`).
+#[derive(Debug, Clone, Copy)]
+struct ReportCounts {
+    tasks: u64,
+    sparse_groups: u64,
+}
+
 /// The device engine over backend `B`.
 pub(crate) struct DeviceEngine<B: Backend> {
     device: B,
@@ -287,9 +294,6 @@ pub(crate) struct DeviceEngine<B: Backend> {
     check_entries: Vec<CheckEntry>,
     first_bad: Vec<u64>,
     report_entries: Vec<ReportEntry>,
-    /// The report's tasks and sparse gradients' groups in `report_entries`.
-    report_tasks: u64,
-    report_sparse_groups: u64,
     task_sums: Vec<f64>,
     pairs: Vec<[u64; 2]>,
 }
@@ -314,8 +318,6 @@ impl<B: Backend> DeviceEngine<B> {
             check_entries: Vec::new(),
             first_bad: Vec::new(),
             report_entries: Vec::new(),
-            report_tasks: 0,
-            report_sparse_groups: 0,
             task_sums: Vec::new(),
             pairs: Vec::new(),
         }
@@ -544,8 +546,8 @@ impl<B: Backend> DeviceEngine<B> {
 
     /// The step report's table (`crate::squares`' order, the CPU engine's bits), before the
     /// step: each placed gradient's tasks and where its groups' lanes go (the step takes a dense
-    /// gradient's, `flags::REPORT`).
-    fn plan_report(&mut self) -> Result<()> {
+    /// gradient's, `flags::REPORT`). Returns the report's tasks and sparse gradients' groups.
+    fn plan_report(&mut self) -> Result<ReportCounts> {
         self.report_entries.clear();
         // `lane_bytes`: the group lanes' bytes so far (float32 lanes, float64 for float64).
         let (mut lane_bytes, mut tasks, mut sparse_groups) = (0u64, 0u64, 0u64);
@@ -575,19 +577,18 @@ impl<B: Backend> DeviceEngine<B> {
                 sparse_groups += len.div_ceil(abi::GROUP);
             }
         }
-        (self.report_tasks, self.report_sparse_groups) = (tasks, sparse_groups);
         let lanes = self.aux.at_least(&self.device, lane_bytes as usize)?;
         for e in &mut self.report_entries {
             e.group_lanes += lanes;
         }
-        Ok(())
+        Ok(ReportCounts { tasks, sparse_groups })
     }
 
     /// The report's sums once the step has taken the dense gradients' group lanes: a sparse
     /// gradient's group lanes, then each task's total, then on the host each gradient's total
     /// into `squares[k]` for the call's `k`-th entry with a gradient (as the CPU engine).
-    fn finish_report(&mut self, squares: &mut [f64]) -> Result<()> {
-        let (tasks, sparse_groups) = (self.report_tasks, self.report_sparse_groups);
+    fn finish_report(&mut self, counts: ReportCounts, squares: &mut [f64]) -> Result<()> {
+        let ReportCounts { tasks, sparse_groups } = counts;
         self.task_sums.clear();
         self.task_sums.resize(tasks as usize, 0.0);
         if tasks > 0 {
@@ -879,13 +880,14 @@ impl<B: Backend> Engine for DeviceEngine<B> {
 
     fn step(&mut self, plan: &StepPlan<'_>, entries: &mut CallEntries<'_>, squares: Option<&mut [f64]>) -> Result<()> {
         self.place(entries, true)?;
-        if squares.is_some() {
-            self.plan_report()?;
-        }
-        self.try_step(plan, squares.is_some())?;
+        let report = match squares {
+            Some(squares) => Some((self.plan_report()?, squares)),
+            None => None,
+        };
+        self.try_step(plan, report.is_some())?;
         // The values come back even when the report fails, so that the message below is true.
         let downloaded = self.download_values(entries);
-        let reported = squares.map_or(Ok(()), |squares| self.finish_report(squares));
+        let reported = report.map_or(Ok(()), |(counts, squares)| self.finish_report(counts, squares));
         downloaded.and(reported).map_err(|e| {
             Error::Device(format!(
                 "{e}; this happened after the step ran on the device, so the state and the variables are those after the step while the iteration counter is not: load a checkpoint before going on"
