@@ -163,10 +163,11 @@ int main(int argc, char **argv) {
        ln2 w/b, fc w/b, fc projection w/b, final ln w/b. */
     const size_t c = 256, gpt[16] = {8192 * c, 1024 * c, c, c, c * 3 * c, 3 * c, c * c, c, c, c, c * 4 * c, 4 * c, 4 * c * c, c, c, c};
     memcpy(sets[1].sizes, gpt, sizeof gpt);
-    printf("# OpenMP threads %d; median of %d rounds, each way alternating; microseconds per step\n",
+    printf("# OpenMP threads %d; median of %d rounds, each way alternating; microseconds per step; \"/r\": the median of the\n"
+           "# rounds' own ratios to the OpenMP loop's round beside them\n",
            omp_get_max_threads(), rounds);
-    printf("%-22s %-6s %14s %14s %14s %10s %10s\n", "shapes", "busy", way_names[0], way_names[1], way_names[2],
-           "default/omp", "hook/omp");
+    printf("%-22s %-6s %14s %14s %14s %10s %10s %10s %10s\n", "shapes", "busy", way_names[0], way_names[1], way_names[2],
+           "default/omp", "hook/omp", "default/r", "hook/r");
     for (size_t s = 0; s < 4; s++) {
         if (!strstr(sets[s].name, set_filter)) continue;
         bench b = make(&sets[s]);
@@ -179,7 +180,7 @@ int main(int argc, char **argv) {
                 calibrate++;
             }
             int steps = (int)(calibrate * seconds_per_round / (now() - t0)) + 1;
-            double times[N_WAYS][MAX_ROUNDS];
+            double times[N_WAYS][MAX_ROUNDS] = {{0}};
             for (int r = 0; r < rounds; r++) {
                 for (int w0 = 0; w0 < N_WAYS; w0++) {
                     int way = (w0 + r) % N_WAYS; /* rotate who goes first */
@@ -203,14 +204,22 @@ int main(int argc, char **argv) {
                     for (int r = 0; r < rounds; r++) fprintf(stderr, " %7.0f", times[w][r]);
                     fprintf(stderr, "  <- %s\n", way_names[w]);
                 }
+            /* Each round's ratio to the OpenMP loop's round beside it, before the times are
+               sorted: the ways of one round ran within a quarter of a second of one another, so
+               the machine's slower phases, which last seconds, move both sides of a ratio. */
+            double ratio[2][MAX_ROUNDS];
+            for (int w = 0; w < 2; w++) {
+                for (int r = 0; r < rounds; r++) ratio[w][r] = times[w][r] / times[OMP_LOOP][r];
+                qsort(ratio[w], (size_t)rounds, sizeof(double), by_value);
+            }
             double median[N_WAYS];
             for (int w = 0; w < N_WAYS; w++) {
                 qsort(times[w], (size_t)rounds, sizeof(double), by_value);
                 median[w] = times[w][rounds / 2];
             }
-            printf("%-22s %-6s %14.1f %14.1f %14.1f %10.2f %10.2f\n", sets[s].name, busy ? "yes" : "no", median[LIB_DEFAULT],
-                   median[LIB_HOOK], median[OMP_LOOP], median[LIB_DEFAULT] / median[OMP_LOOP],
-                   median[LIB_HOOK] / median[OMP_LOOP]);
+            printf("%-22s %-6s %14.1f %14.1f %14.1f %10.2f %10.2f %10.2f %10.2f\n", sets[s].name, busy ? "yes" : "no",
+                   median[LIB_DEFAULT], median[LIB_HOOK], median[OMP_LOOP], median[LIB_DEFAULT] / median[OMP_LOOP],
+                   median[LIB_HOOK] / median[OMP_LOOP], ratio[LIB_DEFAULT][rounds / 2], ratio[LIB_HOOK][rounds / 2]);
             fflush(stdout);
         }
         for (size_t k = 0; k < b.count; k++) {
