@@ -33,7 +33,7 @@ pub(crate) const CHUNK: usize = 1 << 15;
 /// The most tasks a pass over one variable is cut into: larger variables get longer tasks, so
 /// that the per-task costs (a claim, a flush-mode switch) stay negligible and a run's claim
 /// flags stay a few words. (Two tasks or 512 for 16M elements measured the same.)
-const MAX_TASKS: usize = 256;
+pub(crate) const MAX_TASKS: usize = 256;
 
 /// Elements per task of a pass over `n` elements: by the length alone, a multiple of the
 /// report's groups (`crate::squares::GROUP`, 512), so that every group of the report's order
