@@ -134,9 +134,10 @@ impl<'a> DenseBatch<'a> {
 /// count that splits evenly (a multiple of 12 from 12 up, so that the shares of 2, 3, 4 and 6
 /// threads under a static schedule are equal; an even count below) and tasks of equal lengths
 /// ([`run_task_range`]) rather than full tasks and a short last one. A static schedule (an
-/// OpenMP hook's, the pool's shares) then gives every thread the same number of elements:
-/// 96 tasks of 32,768 and a short one had given the first of two threads 2% more than half of a
-/// 3.15M-element model, and 100 tensors of 1K (three and an eighth tasks) 28% more.
+/// OpenMP hook's, the pool's shares) then gives every thread the same number of elements, to
+/// within two groups: OpenMP's `schedule(static)` over 96 tasks of 32,768 and a short one had given
+/// the first of two threads 2% more than half of a 3.15M-element model, and over 100 tensors of
+/// 1K (four tasks, the last an eighth of one) 28% more.
 pub(crate) fn run_tasks(total: usize) -> usize {
     if total <= CHUNK {
         return 1;
@@ -193,11 +194,23 @@ mod tests {
                 assert!(end - start >= (total / tasks).min(CHUNK / 2 - GROUP), "task {task} of {total}");
                 assert!(end - start <= total / tasks + GROUP, "task {task} of {total} is no longer than its share");
                 if task + 1 < tasks {
-                    assert_eq!(start % GROUP, 0);
+                    assert_eq!(end % GROUP, 0, "task {task} of {total} ends on a group");
                 }
                 next = end;
             }
             assert_eq!(next, total, "the tasks of {total} end at its end");
+            // What the cut is for: the static shares of 2, 3, 4 and 6 threads (the tasks split
+            // into equal runs) differ by less than two groups (each cut lies less than a group
+            // before its exact place), wherever the count allows.
+            for threads in [2, 3, 4, 6].into_iter().filter(|t| tasks.is_multiple_of(*t)) {
+                let share = |p: usize| {
+                    let (lo, hi) = (tasks * p / threads, tasks * (p + 1) / threads);
+                    run_task_range(total, tasks, hi - 1).1 - run_task_range(total, tasks, lo).0
+                };
+                let shares: Vec<usize> = (0..threads).map(share).collect();
+                let (least, most) = (shares.iter().min().unwrap(), shares.iter().max().unwrap());
+                assert!(most - least < 2 * GROUP, "{threads} threads' shares of {total}: {shares:?}");
+            }
         }
     }
 }

@@ -8,9 +8,9 @@
 //!   (tested with the SIMD paths switched off).
 //! - **Parallel**: a pass over more than `CHUNK` elements is cut into tasks of `CHUNK` elements
 //!   or more, by its length alone, which [`Workers`] runs (the calling thread, the pool, or the
-//!   caller's hook); the dense updates of a call's variables are one such pass over all of them
-//!   (`super::batch`). The elements are independent, so whoever runs the tasks never changes a
-//!   bit.
+//!   caller's hook); the dense updates of a call's variables are one run over all of them, cut
+//!   into tasks of equal lengths (`super::batch`). The elements are independent, so whoever
+//!   runs the tasks never changes a bit.
 //! - **Flush-to-zero**: on x86-64 each loop runs under a [`FlushToZero`] guard, the processor
 //!   mode TF's kernels run in, and the element functions skip their explicit flushes (`HW`).
 //! - Nothing here allocates.
