@@ -300,9 +300,10 @@ impl Pool {
             Err(TryLockError::WouldBlock) => return, // `finish` runs them here
         };
         let shared = &*self.shared;
+        // Seen by a worker that sees the new generation (SeqCst below): see `move_off`.
+        shared.caller_cpu.store(current_cpu(), Ordering::Relaxed);
         // SAFETY (of the workers' dereference): the address is withdrawn below, and the caller
         // then waits until no worker is inside before `job` goes away (see `PoolShared`).
-        shared.caller_cpu.store(current_cpu(), Ordering::Relaxed);
         shared.job.store((job as *const Job<'_>).cast_mut().cast(), Ordering::SeqCst);
         shared.generation.fetch_add(1, Ordering::SeqCst);
         if shared.sleeping.load(Ordering::SeqCst) > 0 {

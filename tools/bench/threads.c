@@ -205,8 +205,9 @@ int main(int argc, char **argv) {
                     fprintf(stderr, "  <- %s\n", way_names[w]);
                 }
             /* Each round's ratio to the OpenMP loop's round beside it, before the times are
-               sorted: the ways of one round ran within a quarter of a second of one another, so
-               the machine's slower phases, which last seconds, move both sides of a ratio. */
+               sorted: the ways of one round ran close together (within a quarter of a second at the
+               default 0.05 s a round), so the machine's slower phases, which last seconds, move
+               both sides of a ratio. */
             double ratio[2][MAX_ROUNDS];
             for (int w = 0; w < 2; w++) {
                 for (int r = 0; r < rounds; r++) ratio[w][r] = times[w][r] / times[OMP_LOOP][r];
