@@ -4,8 +4,10 @@
 //! A step cuts its passes into tasks by the shapes alone (never by the thread count), so the
 //! bits are the same whoever runs them. Every run goes through a [`Job`]: a task is claimed by
 //! setting its bit in an atomic flag word, so each runs exactly once however often a hook calls
-//! it, whatever is left unclaimed when the hook returns runs on the calling thread, and the run
-//! returns only once every task has finished.
+//! it, a hook's call of a task goes on with the tasks still unclaimed (so the tasks balance
+//! across the hook's threads whatever its schedule), whatever is left
+//! unclaimed when the hook returns runs on the calling thread, and the run returns only once
+//! every task has finished.
 //!
 //! The pool's threads start at the first run that needs them (never when a hook is set). The
 //! calling thread works too: a pool of N threads is the caller and N - 1 workers, each of which
@@ -25,9 +27,11 @@ use std::time::{Duration, Instant};
 /// Contract: `run_tasks(n, task)` calls `task(i)` for `i` in `0..n`, in any order, on any
 /// threads, concurrently, and returns when those calls have returned. Each task is claimed
 /// once (an atomic flag), so a call that repeats an index runs nothing twice, and tasks not run
-/// when `run_tasks` returns run on the calling thread. Giving the same indices to the same
-/// threads every step (a static schedule) keeps each thread's part of the variables in its
-/// cache. `task` must not be called after `run_tasks` returned.
+/// when `run_tasks` returns run on the calling thread. A call `task(i)` goes on with the tasks
+/// still unclaimed, so the work balances across the hook's threads whatever its schedule.
+/// Giving the same indices to the same threads every step (a static schedule) keeps each
+/// thread's part of the variables in its cache. `task` must not be called after `run_tasks`
+/// returned.
 pub trait ParallelFor: Send + Sync {
     /// Runs `task(0)` .. `task(n_tasks - 1)` (see the trait's contract).
     fn run_tasks(&self, n_tasks: usize, task: &(dyn Fn(usize) + Sync));
@@ -87,15 +91,16 @@ impl<'a> Job<'a> {
         (&self.lines[i / self.per_line], 1u64 << (i % self.per_line))
     }
 
-    /// Runs task `i` unless it is out of range or another thread claimed it first.
-    fn run(&self, i: usize) {
+    /// Runs task `i` unless it is out of range or another thread claimed it first; whether it
+    /// ran.
+    fn run(&self, i: usize) -> bool {
         if i >= self.n_tasks {
-            return;
+            return false;
         }
         let (line, bit) = self.flag(i);
         // A plain read first: a claimed task costs no write to a line other threads are using.
         if line.claimed.load(Ordering::Relaxed) & bit != 0 || line.claimed.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
-            return;
+            return false;
         }
         // A panic must not unwind into a caller's thread (a C hook's, a worker's): it is
         // recorded and raised again on the calling thread once every task has finished.
@@ -104,6 +109,32 @@ impl<'a> Job<'a> {
         }
         // Release: the task's writes are seen by the thread that sees it finished.
         line.finished.fetch_or(bit, Ordering::Release);
+        true
+    }
+
+    /// What a hook's call of task `i` does: runs it and the tasks after it while they are
+    /// unclaimed, then whatever is still unclaimed, from the last task down (away from where
+    /// the other threads work). No thread of the hook's waits while a task is unclaimed, so the
+    /// tasks balance across its threads whatever its schedule: under a static one, a thread
+    /// that starts late or is slowed by another program would otherwise hold the others at the
+    /// hook's barrier with its whole share.
+    fn run_hooked(&self, i: usize) {
+        (i..self.n_tasks).take_while(|&j| self.run(j)).for_each(drop);
+        self.run_unclaimed_from_end();
+    }
+
+    /// Runs every unclaimed task, the highest first; one load per line once all are claimed.
+    fn run_unclaimed_from_end(&self) {
+        for (l, line) in self.lines.iter().enumerate().take(self.n_tasks.div_ceil(self.per_line)).rev() {
+            let tasks = self.per_line.min(self.n_tasks - l * self.per_line);
+            loop {
+                let unclaimed = !line.claimed.load(Ordering::Relaxed) & low_bits(tasks);
+                if unclaimed == 0 {
+                    break;
+                }
+                self.run(l * self.per_line + (63 - unclaimed.leading_zeros() as usize));
+            }
+        }
     }
 
     /// Runs the unclaimed tasks of participant `p`'s share of `participants` (the same tasks
@@ -111,19 +142,18 @@ impl<'a> Job<'a> {
     /// any task still unclaimed, last first.
     fn run_share(&self, p: usize, participants: usize) {
         let (lo, hi) = (self.n_tasks * p / participants, self.n_tasks * (p + 1) / participants);
-        (lo..hi).for_each(|i| self.run(i));
+        (lo..hi).for_each(|i| _ = self.run(i));
         // Others' tasks from the ends of their shares, away from where their owners work.
-        (hi..self.n_tasks).chain(0..lo).rev().for_each(|i| self.run(i));
+        (hi..self.n_tasks).chain(0..lo).rev().for_each(|i| _ = self.run(i));
     }
 
     /// Runs what is unclaimed, then waits for the tasks other threads are running.
     fn finish(&self) {
-        (0..self.n_tasks).for_each(|i| self.run(i));
+        (0..self.n_tasks).for_each(|i| _ = self.run(i));
         for (l, line) in self.lines.iter().enumerate().take(self.n_tasks.div_ceil(self.per_line)) {
             let tasks = self.per_line.min(self.n_tasks - l * self.per_line);
-            let all = if tasks == 64 { u64::MAX } else { (1u64 << tasks) - 1 };
             let mut spins = 0u32;
-            while line.finished.load(Ordering::Acquire) != all {
+            while line.finished.load(Ordering::Acquire) != low_bits(tasks) {
                 spins += 1;
                 if spins < 1 << 10 { std::hint::spin_loop() } else { std::thread::yield_now() }
             }
@@ -132,6 +162,11 @@ impl<'a> Job<'a> {
             panic!("a task of the step panicked");
         }
     }
+}
+
+/// A word with its lowest `n` bits set (`n` ≤ 64).
+fn low_bits(n: usize) -> u64 {
+    if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }
 }
 
 /// How a step's tasks are run: the engine's setting.
@@ -174,7 +209,7 @@ impl Workers {
             match &self.hook {
                 Some(hook) => {
                     // The job must outlive every task a hook started, even one that panicked.
-                    let hooked = catch_unwind(AssertUnwindSafe(|| hook.run_tasks(job.n_tasks, &|i| job.run(i))));
+                    let hooked = catch_unwind(AssertUnwindSafe(|| hook.run_tasks(job.n_tasks, &|i| job.run_hooked(i))));
                     job.finish();
                     if let Err(panic) = hooked {
                         std::panic::resume_unwind(panic);
@@ -551,6 +586,35 @@ mod tests {
             let mut workers = Workers::new(1);
             workers.set_hook(Some(hook));
             assert_eq!(squares(&workers, 1000), want, "hook {name}");
+        }
+    }
+
+    #[test]
+    fn a_hooks_thread_that_finishes_its_share_takes_over_a_late_threads_share() {
+        // A static schedule on two threads, the second of which starts only once the first
+        // has returned from all its calls: the first runs every task.
+        let ran_on: Vec<Mutex<Option<std::thread::ThreadId>>> = (0..1000).map(|_| Mutex::new(None)).collect();
+        let mut workers = Workers::new(1);
+        workers.set_hook(Some(Arc::new(|n: usize, task: &(dyn Fn(usize) + Sync)| {
+            let first_done = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    (0..n / 2).for_each(task);
+                    first_done.store(true, Ordering::Release);
+                });
+                s.spawn(|| {
+                    while !first_done.load(Ordering::Acquire) {
+                        std::thread::yield_now();
+                    }
+                    (n / 2..n).for_each(task);
+                });
+            })
+        })));
+        workers.run(ran_on.len(), &|i| *lock(&ran_on[i]) = Some(std::thread::current().id()));
+        let first = lock(&ran_on[0]).expect("task 0 ran");
+        assert_ne!(first, std::thread::current().id(), "task 0 ran on a hook's thread");
+        for (i, thread) in ran_on.iter().enumerate() {
+            assert_eq!(*lock(thread), Some(first), "task {i} ran on the first thread");
         }
     }
 

@@ -68,6 +68,10 @@ impl ParallelFor for CParallelFor {
 ///    and tasks not run when `parallel_for` returns run on the calling thread before the step
 ///    goes on; a static schedule (the same indices on the same threads every step) keeps each
 ///    thread's part of the variables in its cache;
+///  - a call `task(task_data, i)` goes on with the tasks after `i` while they are unclaimed,
+///    then takes whatever is still unclaimed: no thread waits while another has tasks not yet
+///    started, so the tasks balance whatever the schedule (a thread that starts late or runs
+///    slowly finds its share taken over, and its calls return at once);
 ///  - `task` must not be called after `parallel_for` returned, and `parallel_for` must not call
 ///    this optimizer (it would return ADAMW_STATUS_BUSY);
 ///  - a call's dense updates are one list of tasks over all its variables (a task may end one
