@@ -27,11 +27,13 @@ use std::time::{Duration, Instant};
 /// Contract: `run_tasks(n, task)` calls `task(i)` for `i` in `0..n`, in any order, on any
 /// threads, concurrently, and returns when those calls have returned. Each task is claimed
 /// once (an atomic flag), so a call that repeats an index runs nothing twice, and tasks not run
-/// when `run_tasks` returns run on the calling thread. A call `task(i)` goes on with the tasks
-/// still unclaimed, so the work balances across the hook's threads whatever its schedule.
-/// Giving the same indices to the same threads every step (a static schedule) keeps each
-/// thread's part of the variables in its cache. `task` must not be called after `run_tasks`
-/// returned.
+/// when `run_tasks` returns run on the calling thread. One call `task(i)` may run many tasks,
+/// up to all of them: it goes on with the tasks still unclaimed, and returns once every task is
+/// claimed, so the work balances across the hook's threads whatever its schedule. Giving the
+/// same indices to the same threads every step (a static schedule) keeps each thread's part of
+/// the variables in its cache while the threads keep pace (one that starts late finds its share
+/// taken over for that step). `run_tasks` must not return, nor unwind, before its calls of
+/// `task` have returned, and `task` must not be called after it.
 pub trait ParallelFor: Send + Sync {
     /// Runs `task(0)` .. `task(n_tasks - 1)` (see the trait's contract).
     fn run_tasks(&self, n_tasks: usize, task: &(dyn Fn(usize) + Sync));
@@ -71,6 +73,8 @@ struct Job<'a> {
     per_line: usize,
     lines: [TaskLine; JOB_LINES],
     panicked: AtomicBool,
+    /// Set by a hook's call that found every task claimed.
+    all_claimed: AtomicBool,
 }
 
 impl<'a> Job<'a> {
@@ -83,6 +87,7 @@ impl<'a> Job<'a> {
             per_line: n_tasks.div_ceil(JOB_LINES).max(1),
             lines: [const { TaskLine { claimed: AtomicU64::new(0), finished: AtomicU64::new(0) } }; JOB_LINES],
             panicked: AtomicBool::new(false),
+            all_claimed: AtomicBool::new(false),
         }
     }
 
@@ -113,26 +118,41 @@ impl<'a> Job<'a> {
     }
 
     /// What a hook's call of task `i` does: runs it and the tasks after it while they are
-    /// unclaimed, then whatever is still unclaimed, from the last task down (away from where
+    /// unclaimed, then whatever is still unclaimed below `i` and then at the end, each highest
+    /// first (the order of [`Job::run_share`]: under an ascending schedule, away from where
     /// the other threads work). No thread of the hook's waits while a task is unclaimed, so the
     /// tasks balance across its threads whatever its schedule: under a static one, a thread
     /// that starts late or is slowed by another program would otherwise hold the others at the
-    /// hook's barrier with its whole share.
+    /// hook's barrier with its whole share. Once a call has found every task claimed, later
+    /// calls return after one load.
     fn run_hooked(&self, i: usize) {
-        (i..self.n_tasks).take_while(|&j| self.run(j)).for_each(drop);
-        self.run_unclaimed_from_end();
+        if i >= self.n_tasks || self.all_claimed.load(Ordering::Relaxed) {
+            return;
+        }
+        let stop = (i..self.n_tasks).find(|&j| !self.run(j)).unwrap_or(self.n_tasks);
+        self.run_unclaimed_descending(0, i);
+        self.run_unclaimed_descending(stop, self.n_tasks);
+        // Claims are never undone: every task stays claimed.
+        self.all_claimed.store(true, Ordering::Relaxed);
     }
 
-    /// Runs every unclaimed task, the highest first; one load per line once all are claimed.
-    fn run_unclaimed_from_end(&self) {
-        for (l, line) in self.lines.iter().enumerate().take(self.n_tasks.div_ceil(self.per_line)).rev() {
-            let tasks = self.per_line.min(self.n_tasks - l * self.per_line);
+    /// Runs every unclaimed task of `lo..hi`, the highest first, reading each line's claims
+    /// as a word.
+    fn run_unclaimed_descending(&self, lo: usize, hi: usize) {
+        if lo >= hi {
+            return;
+        }
+        for l in (lo / self.per_line..=(hi - 1) / self.per_line).rev() {
+            let line = &self.lines[l];
+            let start = l * self.per_line;
+            // The bits of `lo..hi` in this line.
+            let wanted = low_bits(hi.min(start + self.per_line) - start) & !low_bits(lo.saturating_sub(start));
             loop {
-                let unclaimed = !line.claimed.load(Ordering::Relaxed) & low_bits(tasks);
+                let unclaimed = !line.claimed.load(Ordering::Relaxed) & wanted;
                 if unclaimed == 0 {
                     break;
                 }
-                self.run(l * self.per_line + (63 - unclaimed.leading_zeros() as usize));
+                self.run(start + (63 - unclaimed.leading_zeros() as usize));
             }
         }
     }
@@ -615,6 +635,52 @@ mod tests {
         assert_ne!(first, std::thread::current().id(), "task 0 ran on a hook's thread");
         for (i, thread) in ran_on.iter().enumerate() {
             assert_eq!(*lock(thread), Some(first), "task {i} ran on the first thread");
+        }
+    }
+
+    #[test]
+    fn a_hooks_thread_takes_over_the_unclaimed_tasks_below_its_own() {
+        // As above with the shares swapped: the first thread starts at the middle, runs to the
+        // end, then takes the first half from its top down.
+        let order = Mutex::new(Vec::new());
+        let mut workers = Workers::new(1);
+        workers.set_hook(Some(Arc::new(|n: usize, task: &(dyn Fn(usize) + Sync)| {
+            let first_done = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    (n / 2..n).for_each(task);
+                    first_done.store(true, Ordering::Release);
+                });
+                s.spawn(|| {
+                    while !first_done.load(Ordering::Acquire) {
+                        std::thread::yield_now();
+                    }
+                    (0..n / 2).for_each(task);
+                });
+            })
+        })));
+        workers.run(1000, &|i| lock(&order).push((i, std::thread::current().id())));
+        let order = order.into_inner().unwrap();
+        let want: Vec<usize> = (500..1000).chain((0..500).rev()).collect();
+        assert_eq!(order.iter().map(|&(i, _)| i).collect::<Vec<_>>(), want, "the order the tasks ran in");
+        assert!(order.iter().all(|&(_, thread)| thread == order[0].1), "every task on the first thread");
+    }
+
+    #[test]
+    fn a_descending_scan_runs_the_unclaimed_tasks_of_its_range_once_highest_first() {
+        for n in [1usize, 63, 64, 65, 1000, JOB_TASKS] {
+            for (lo, hi) in [(0, n), (0, n / 2), (n / 3, n), (n / 3 + 1, 2 * n / 3 + 5), (n - 1, n), (n / 2, n / 2)] {
+                let hi = hi.min(n);
+                let ran = Mutex::new(Vec::new());
+                let task = |i: usize| lock(&ran).push(i);
+                let job = Job::new(&task, 0, n);
+                // Every seventh task claimed before the scan.
+                (0..n).step_by(7).for_each(|i| _ = job.run(i));
+                lock(&ran).clear();
+                job.run_unclaimed_descending(lo, hi);
+                let want: Vec<usize> = (lo..hi).rev().filter(|i| i % 7 != 0).collect();
+                assert_eq!(*lock(&ran), want, "n {n}, {lo}..{hi}");
+            }
         }
     }
 

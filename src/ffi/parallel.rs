@@ -67,9 +67,10 @@ impl ParallelFor for CParallelFor {
 ///  - each task is claimed once (an atomic flag), so calling an index twice runs nothing twice,
 ///    and tasks not run when `parallel_for` returns run on the calling thread before the step
 ///    goes on; a static schedule (the same indices on the same threads every step) keeps each
-///    thread's part of the variables in its cache;
-///  - a call `task(task_data, i)` goes on with the tasks after `i` while they are unclaimed,
-///    then takes whatever is still unclaimed: no thread waits while another has tasks not yet
+///    thread's part of the variables in its cache while the threads keep pace;
+///  - one call `task(task_data, i)` may run many tasks, up to all of them: it goes on with the
+///    tasks after `i` while they are unclaimed, then takes whatever is still unclaimed, and
+///    returns once every task is claimed. No thread waits while another has tasks not yet
 ///    started, so the tasks balance whatever the schedule (a thread that starts late or runs
 ///    slowly finds its share taken over, and its calls return at once);
 ///  - `task` must not be called after `parallel_for` returned, and `parallel_for` must not call
