@@ -5,9 +5,8 @@
 //! bits are the same whoever runs them. Every run goes through a [`Job`]: a task is claimed by
 //! setting its bit in an atomic flag word, so each runs exactly once however often a hook calls
 //! it, a hook's call of a task goes on with the tasks still unclaimed (so the tasks balance
-//! across the hook's threads whatever its schedule), whatever is left
-//! unclaimed when the hook returns runs on the calling thread, and the run returns only once
-//! every task has finished.
+//! across the hook's threads whatever its schedule), whatever is left unclaimed when the hook
+//! returns runs on the calling thread, and the run returns only once every task has finished.
 //!
 //! The pool's threads start at the first run that needs them (never when a hook is set). The
 //! calling thread works too: a pool of N threads is the caller and N - 1 workers, each of which
@@ -164,7 +163,8 @@ impl<'a> Job<'a> {
         let (lo, hi) = (self.n_tasks * p / participants, self.n_tasks * (p + 1) / participants);
         (lo..hi).for_each(|i| _ = self.run(i));
         // Others' tasks from the ends of their shares, away from where their owners work.
-        (hi..self.n_tasks).chain(0..lo).rev().for_each(|i| _ = self.run(i));
+        self.run_unclaimed_descending(0, lo);
+        self.run_unclaimed_descending(hi, self.n_tasks);
     }
 
     /// Runs what is unclaimed, then waits for the tasks other threads are running.
@@ -609,27 +609,36 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_hooks_thread_that_finishes_its_share_takes_over_a_late_threads_share() {
-        // A static schedule on two threads, the second of which starts only once the first
-        // has returned from all its calls: the first runs every task.
-        let ran_on: Vec<Mutex<Option<std::thread::ThreadId>>> = (0..1000).map(|_| Mutex::new(None)).collect();
-        let mut workers = Workers::new(1);
-        workers.set_hook(Some(Arc::new(|n: usize, task: &(dyn Fn(usize) + Sync)| {
+    /// A hook that calls `first` on one thread, then, once that thread has returned from all
+    /// its calls, `second` on another.
+    fn hook_with_a_late_second_thread(
+        first: fn(usize) -> std::ops::Range<usize>,
+        second: fn(usize) -> std::ops::Range<usize>,
+    ) -> Arc<dyn ParallelFor> {
+        Arc::new(move |n: usize, task: &(dyn Fn(usize) + Sync)| {
             let first_done = AtomicBool::new(false);
             std::thread::scope(|s| {
                 s.spawn(|| {
-                    (0..n / 2).for_each(task);
+                    first(n).for_each(task);
                     first_done.store(true, Ordering::Release);
                 });
                 s.spawn(|| {
                     while !first_done.load(Ordering::Acquire) {
                         std::thread::yield_now();
                     }
-                    (n / 2..n).for_each(task);
+                    second(n).for_each(task);
                 });
             })
-        })));
+        })
+    }
+
+    #[test]
+    fn a_hooks_thread_that_finishes_its_share_takes_over_a_late_threads_share() {
+        // A static schedule on two threads, the second of which starts only once the first
+        // has returned from all its calls: the first runs every task.
+        let ran_on: Vec<Mutex<Option<std::thread::ThreadId>>> = (0..1000).map(|_| Mutex::new(None)).collect();
+        let mut workers = Workers::new(1);
+        workers.set_hook(Some(hook_with_a_late_second_thread(|n| 0..n / 2, |n| n / 2..n)));
         workers.run(ran_on.len(), &|i| *lock(&ran_on[i]) = Some(std::thread::current().id()));
         let first = lock(&ran_on[0]).expect("task 0 ran");
         assert_ne!(first, std::thread::current().id(), "task 0 ran on a hook's thread");
@@ -644,21 +653,7 @@ mod tests {
         // end, then takes the first half from its top down.
         let order = Mutex::new(Vec::new());
         let mut workers = Workers::new(1);
-        workers.set_hook(Some(Arc::new(|n: usize, task: &(dyn Fn(usize) + Sync)| {
-            let first_done = AtomicBool::new(false);
-            std::thread::scope(|s| {
-                s.spawn(|| {
-                    (n / 2..n).for_each(task);
-                    first_done.store(true, Ordering::Release);
-                });
-                s.spawn(|| {
-                    while !first_done.load(Ordering::Acquire) {
-                        std::thread::yield_now();
-                    }
-                    (0..n / 2).for_each(task);
-                });
-            })
-        })));
+        workers.set_hook(Some(hook_with_a_late_second_thread(|n| n / 2..n, |n| 0..n / 2)));
         workers.run(1000, &|i| lock(&order).push((i, std::thread::current().id())));
         let order = order.into_inner().unwrap();
         let want: Vec<usize> = (500..1000).chain((0..500).rev()).collect();
